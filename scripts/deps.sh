@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages labhook needs to build, run and test.
+# Usage: scripts/deps.sh [--test]   (as root; --test adds the test and fuzz tooling)
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev
+      libjansson-dev libsqlite3-dev libssl-dev libjwt-dev curl ca-certificates)
+if [ "${1:-}" = "--test" ]; then
+  pkgs+=(libcmocka-dev python3 openssl clang libclang-rt-14-dev)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing packages: ${missing[*]}; run as root or install them" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

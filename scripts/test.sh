@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up everything on Debian 12 (as root), builds labhook with AddressSanitizer and
+# UndefinedBehaviorSanitizer, and runs every test: unit, fuzz-seed replay, integration.
+# Ends with ctest's summary line; exits non-zero when any test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh --test
+cmake -S . -B build-test -DLABHOOK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-test -j"$(nproc)"
+cd build-test
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ctest --output-on-failure -j2 --timeout 600

@@ -1,0 +1,248 @@
+/* api.c: the route table, authentication of each route, and the response helpers.
+ *
+ * A route is a method and a path pattern whose '*' segments are captured; captured ids are
+ * checked for shape before any handler sees them (a malformed id is simply not found).
+ * Client routes need a valid access token, admin routes the admin key.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "api.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "util.h"
+
+enum guard { G_NONE, G_CLIENT, G_ADMIN };
+
+struct route {
+	const char *method;
+	const char *pattern;
+	enum guard guard;
+	void (*fn)(struct call *c);
+};
+
+static void api_healthz(struct call *c)
+{
+	api_ok(c, "ok", json_pack("{s:s, s:s}", "status", "ok", "version", LABHOOK_VERSION));
+}
+
+static const struct route routes[] = {
+	{"GET", "/healthz", G_NONE, api_healthz},
+	{"POST", "/client/auth/token", G_NONE, api_auth_token},
+	{"POST", "/client/auth/token/refresh", G_NONE, api_auth_refresh},
+	{"GET", "/client/labs", G_CLIENT, api_client_labs},
+	{"POST", "/client/events/subscribe", G_CLIENT, api_subscribe},
+	{"GET", "/client/events/subscriptions", G_CLIENT, api_subs_list},
+	{"GET", "/client/events/subscriptions/*", G_CLIENT, api_sub_get},
+	{"PATCH", "/client/events/subscriptions/*", G_CLIENT, api_sub_patch},
+	{"DELETE", "/client/events/subscriptions/*", G_CLIENT, api_sub_delete},
+	{"GET", "/client/events/subscriptions/*/secret", G_CLIENT, api_sub_secret},
+	{"POST", "/client/events/subscriptions/*/secret/rotate", G_CLIENT, api_sub_secret_rotate},
+	{"POST", "/admin/accounts", G_ADMIN, api_admin_accounts_create},
+	{"GET", "/admin/accounts", G_ADMIN, api_admin_accounts_list},
+	{"GET", "/admin/accounts/*", G_ADMIN, api_admin_account_get},
+	{"PATCH", "/admin/accounts/*", G_ADMIN, api_admin_account_patch},
+	{"POST", "/admin/accounts/*/secret/rotate", G_ADMIN, api_admin_account_rotate},
+	{"POST", "/admin/accounts/*/labs", G_ADMIN, api_admin_labs_create},
+	{"GET", "/admin/accounts/*/labs", G_ADMIN, api_admin_labs_list},
+	{"POST", "/admin/accounts/*/parties", G_ADMIN, api_admin_parties_create},
+	{"GET", "/admin/accounts/*/parties", G_ADMIN, api_admin_parties_list},
+};
+#define N_ROUTES (sizeof routes / sizeof routes[0])
+
+/* Matches path against pattern; captured segments are copied into segs (NUL-separated). */
+static int match(const char *pattern, const char *path, char *buf, size_t cap,
+		 const char *arg[API_MAX_ARGS])
+{
+	size_t o = 0;
+	int na = 0;
+	const char *p = pattern, *s = path;
+
+	while (*p && *s) {
+		if (*p == '*') {
+			size_t n = strcspn(s, "/");
+			if (n == 0 || na == API_MAX_ARGS || o + n + 1 > cap)
+				return 0;
+			memcpy(buf + o, s, n);
+			buf[o + n] = '\0';
+			arg[na++] = buf + o;
+			o += n + 1;
+			p++;
+			s += n;
+		} else if (*p == *s) {
+			p++;
+			s++;
+		} else {
+			return 0;
+		}
+	}
+	return *p == '\0' && *s == '\0';
+}
+
+static int id_shape_ok(const char *s)
+{
+	size_t n = strlen(s);
+	return n > 0 && n < ID_CAP && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+						"0123456789_-") == n;
+}
+
+static int check_admin(struct call *c)
+{
+	const char *h = http_header(c->rq, "Authorization");
+	unsigned char got[32];
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+		c->rs->www_auth = 1;
+		return api_fail(c, LH_EUNAUTH, "unauthorized", NULL,
+				"send the admin key as 'Authorization: Bearer <key>'");
+	}
+	util_sha256(h + 7, strlen(h + 7), got);
+	if (!util_ct_equal(got, c->app->admin_key_hash, 32)) {
+		c->rs->www_auth = 1;
+		return api_fail(c, LH_EUNAUTH, "unauthorized", NULL, "the admin key is not valid");
+	}
+	return 0;
+}
+
+static int check_client(struct call *c)
+{
+	enum lh_err e = auth_verify_bearer(c->app->auth, http_header(c->rq, "Authorization"),
+					   &c->acct);
+	if (e == LH_EUNAUTH) {
+		c->rs->www_auth = 1;
+		return api_fail(c, e, "invalid_token", NULL,
+				"a valid access token is required: 'Authorization: Bearer <authToken>' "
+				"from POST /client/auth/token (missing, malformed, expired or revoked)");
+	}
+	if (e != LH_OK)
+		return api_fail_internal(c, e, "verify token");
+	return 0;
+}
+
+void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)
+{
+	struct call c = {.app = ctx, .rq = rq, .rs = rs};
+	char buf[1024];
+	int path_found = 0;
+
+	for (size_t i = 0; i < N_ROUTES; i++) {
+		const struct route *r = &routes[i];
+		const char *arg[API_MAX_ARGS] = {0};
+		if (!match(r->pattern, rq->path, buf, sizeof buf, arg))
+			continue;
+		path_found = 1;
+		if (strcmp(r->method, rq->method) != 0)
+			continue;
+		memcpy(c.arg, arg, sizeof arg);
+		if ((r->guard == G_ADMIN && check_admin(&c)) ||
+		    (r->guard == G_CLIENT && check_client(&c)))
+			return;
+		for (int k = 0; k < API_MAX_ARGS; k++)
+			if (c.arg[k] && !id_shape_ok(c.arg[k])) {
+				api_fail(&c, LH_ENOTFOUND, "not_found", NULL, "no such resource");
+				return;
+			}
+		r->fn(&c);
+		return;
+	}
+	if (path_found)
+		api_fail(&c, LH_EMETHOD, "method_not_allowed", NULL,
+			 "method %s is not allowed on this path", rq->method);
+	else
+		api_fail(&c, LH_ENOTFOUND, "not_found", NULL, "no such endpoint");
+}
+
+int api_fail(struct call *c, enum lh_err e, const char *code, const char *field,
+	     const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	json_t *err = json_pack("{s:s, s:s}", "code", code ? code : err_code(e), "message", msg);
+	if (err && field && *field)
+		json_object_set_new(err, "field", json_string(field));
+	json_decref(c->rs->json);
+	c->rs->json = json_pack("{s:b, s:o*}", "success", 0, "error", err);
+	c->rs->status = err_http_status(e);
+	return -1;
+}
+
+int api_fail_verr(struct call *c, const struct verr *v)
+{
+	return api_fail(c, v->err, v->code, v->field, "%s", v->message);
+}
+
+int api_fail_internal(struct call *c, enum lh_err e, const char *what)
+{
+	LOG(LOG_ERROR, "api", "rid=%s op=\"%s\" err=%s request failed", c->rq->rid, what,
+	    err_code(e));
+	if (e == LH_OK || err_http_status(e) < 500)
+		e = LH_EIO;
+	return api_fail(c, e, err_code(e), NULL,
+			"the service could not complete the request; it was not applied; retry "
+			"later (request id %s)",
+			c->rq->rid);
+}
+
+void api_ok(struct call *c, const char *msg, json_t *fields)
+{
+	json_t *o = json_pack("{s:b, s:s}", "success", 1, "message", msg);
+	if (o && fields)
+		json_object_update(o, fields);
+	json_decref(fields);
+	if (!o) {
+		api_fail_internal(c, LH_ENOMEM, "build response");
+		return;
+	}
+	json_decref(c->rs->json);
+	c->rs->json = o;
+	c->rs->status = 200;
+}
+
+json_t *api_body(struct call *c, const struct field_spec *specs, size_t n)
+{
+	struct verr v;
+	json_t *j = NULL;
+	if (validate_parse_object(c->rq->body, c->rq->body_len, &j, &v) ||
+	    validate_object(j, specs, n, &v)) {
+		json_decref(j);
+		api_fail_verr(c, &v);
+		return NULL;
+	}
+	return j;
+}
+
+int api_paging(struct call *c, const char *prefix, size_t *limit, const char **cursor)
+{
+	const char *l = http_query(c->rq, "limit");
+	const char *cur = http_query(c->rq, "cursor");
+	*limit = 50;
+	if (l) {
+		char *end;
+		long v = strtol(l, &end, 10);
+		if (*l == '\0' || *end != '\0' || v < 1 || v > 500)
+			return api_fail(c, LH_EINVAL, "invalid_value", "limit",
+					"'limit' must be an integer from 1 to 500");
+		*limit = (size_t)v;
+	}
+	*cursor = "";
+	if (cur && *cur) {
+		if (!util_id_valid(cur, prefix))
+			return api_fail(c, LH_EINVAL, "invalid_value", "cursor",
+					"'cursor' is not a cursor this list returned");
+		*cursor = cur;
+	}
+	return 0;
+}
+
+json_t *api_time(int64_t t)
+{
+	char buf[32];
+	util_rfc3339(t, buf);
+	return json_string(buf);
+}

@@ -1,0 +1,65 @@
+/* api.h: the HTTP API: one router (api.c) and one file per resource (api_auth.c,
+ * api_admin.c, api_subs.c). Handlers run on HTTP threads, several at once; they keep no
+ * state of their own between requests.
+ */
+#ifndef LH_API_H
+#define LH_API_H
+
+#include <jansson.h>
+
+#include "app.h"
+#include "http.h"
+#include "validate.h"
+
+#define API_MAX_ARGS 3
+
+struct call {
+	struct app *app;
+	const struct http_req *rq;
+	struct http_resp *rs;
+	const char *arg[API_MAX_ARGS]; /* path segments matched by '*' */
+	struct account acct;           /* the caller, for client routes */
+};
+
+/* The request entry point handed to http_start; ctx is the struct app. */
+void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs);
+
+/* Error response: {"success": false, "error": {code, message, field?}}. Returns -1. */
+int api_fail(struct call *c, enum lh_err e, const char *code, const char *field,
+	     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int api_fail_verr(struct call *c, const struct verr *v);
+/* Error response for an unexpected internal failure (logged, generic message). */
+int api_fail_internal(struct call *c, enum lh_err e, const char *what);
+/* Success: {"success": true, "message": msg, ...fields}; takes ownership of fields. */
+void api_ok(struct call *c, const char *msg, json_t *fields);
+/* Parses the body as an object and checks it against specs; on failure responds and
+ * returns NULL. Returns owned, json_decref. */
+json_t *api_body(struct call *c, const struct field_spec *specs, size_t n);
+/* Reads limit (1..500, default 50) and cursor (a `prefix` id) query args; responds 400. */
+int api_paging(struct call *c, const char *prefix, size_t *limit, const char **cursor);
+
+/* RFC 3339 string for JSON output. */
+json_t *api_time(int64_t t);
+
+/* Handlers. */
+void api_auth_token(struct call *c);
+void api_auth_refresh(struct call *c);
+void api_client_labs(struct call *c);
+void api_subscribe(struct call *c);
+void api_subs_list(struct call *c);
+void api_sub_get(struct call *c);
+void api_sub_patch(struct call *c);
+void api_sub_delete(struct call *c);
+void api_sub_secret(struct call *c);
+void api_sub_secret_rotate(struct call *c);
+void api_admin_accounts_create(struct call *c);
+void api_admin_accounts_list(struct call *c);
+void api_admin_account_get(struct call *c);
+void api_admin_account_patch(struct call *c);
+void api_admin_account_rotate(struct call *c);
+void api_admin_labs_create(struct call *c);
+void api_admin_labs_list(struct call *c);
+void api_admin_parties_create(struct call *c);
+void api_admin_parties_list(struct call *c);
+
+#endif

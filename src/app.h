@@ -1,0 +1,20 @@
+/* app.h: the service's shared state, built by `labhook serve` before the HTTP threads start
+ * and read-only (apart from the modules' own locked state) while they run.
+ */
+#ifndef LH_APP_H
+#define LH_APP_H
+
+#include "auth.h"
+#include "config.h"
+#include "store.h"
+
+#define LABHOOK_VERSION "0.1.0"
+
+struct app {
+	struct config cfg;
+	struct store *store;
+	struct auth *auth;
+	unsigned char admin_key_hash[32];
+};
+
+#endif

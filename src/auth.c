@@ -1,0 +1,365 @@
+/* auth.c: see auth.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "auth.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+#include <jwt.h>
+#include <openssl/crypto.h>
+
+#include "log.h"
+#include "util.h"
+
+#define RL_SLOTS 4096
+#define RL_PROBE 8
+
+struct rl_slot {
+	char key[ID_CAP + 64];
+	int64_t start_ms;
+	int fails;
+};
+
+struct auth {
+	struct store *st;
+	unsigned char key[32];
+	int64_t refresh_ttl_s;
+	int max_failures;
+	int64_t window_ms;
+	pthread_mutex_t mu;
+	struct rl_slot slots[RL_SLOTS];
+};
+
+enum lh_err auth_new(struct store *st, const struct config *cfg, struct auth **out)
+{
+	unsigned char raw[32];
+	char fresh[64], stored[64];
+	struct auth *a;
+	enum lh_err e;
+
+	if ((e = util_random(raw, sizeof raw)) != LH_OK)
+		return e;
+	util_b64_encode(raw, sizeof raw, fresh, sizeof fresh);
+	OPENSSL_cleanse(raw, sizeof raw);
+	/* First node to start writes the key; every later start (and node) reads it back. */
+	e = st->ops->meta_get_or_put(st, "jwt_hs256_key", fresh, stored, sizeof stored);
+	OPENSSL_cleanse(fresh, sizeof fresh);
+	if (e != LH_OK)
+		return e;
+	a = calloc(1, sizeof *a);
+	if (!a)
+		return LH_ENOMEM;
+	if (util_b64_decode(stored, strlen(stored), a->key, sizeof a->key) != 32) {
+		LOG(LOG_ERROR, "auth", "the stored token key is damaged");
+		free(a);
+		return LH_ESTORE;
+	}
+	OPENSSL_cleanse(stored, sizeof stored);
+	a->st = st;
+	a->refresh_ttl_s = cfg->refresh_ttl_ms / 1000;
+	a->max_failures = cfg->auth_max_failures;
+	a->window_ms = cfg->auth_lockout_ms;
+	pthread_mutex_init(&a->mu, NULL);
+	*out = a;
+	return LH_OK;
+}
+
+void auth_free(struct auth *a)
+{
+	if (!a)
+		return;
+	pthread_mutex_destroy(&a->mu);
+	OPENSSL_cleanse(a->key, sizeof a->key);
+	free(a);
+}
+
+void auth_hash_secret(const char *secret, unsigned char out[32])
+{
+	/* Secrets are 256 random bits, so a fast hash is enough: nothing to brute-force. */
+	util_sha256(secret, strlen(secret), out);
+}
+
+enum lh_err auth_new_client_secret(char out[AUTH_SECRET_CAP], unsigned char hash[32])
+{
+	char tmp[AUTH_SECRET_CAP];
+	enum lh_err e = util_random_token("cs_", 32, tmp, sizeof tmp);
+	if (e != LH_OK)
+		return e;
+	auth_hash_secret(tmp, hash);
+	memcpy(out, tmp, sizeof tmp);
+	OPENSSL_cleanse(tmp, sizeof tmp);
+	return LH_OK;
+}
+
+enum lh_err auth_check_client(struct auth *a, const char *client_id, const char *secret,
+			      struct account *acct)
+{
+	struct account tmp;
+	unsigned char h[32];
+	static const unsigned char dummy[32];
+	enum lh_err e = LH_ENOTFOUND;
+
+	if (strlen(client_id) < ID_CAP)
+		e = a->st->ops->account_get(a->st, client_id, &tmp);
+	if (e != LH_OK && e != LH_ENOTFOUND)
+		return e;
+	/* Hash and compare even for unknown ids, so timing does not tell ids apart. */
+	auth_hash_secret(secret, h);
+	int same = util_ct_equal(h, e == LH_OK ? tmp.secret_hash : dummy, 32);
+	if (e != LH_OK || !same)
+		return LH_EUNAUTH;
+	*acct = tmp;
+	return LH_OK;
+}
+
+static enum lh_err sign_access(struct auth *a, const struct account *acct,
+			       char access[AUTH_TOKEN_CAP])
+{
+	jwt_t *jwt = NULL;
+	char *tok = NULL, jti[ID_CAP];
+	int64_t now = util_now();
+	enum lh_err e = LH_EIO;
+
+	if (util_new_id("at_", jti) != LH_OK || jwt_new(&jwt) != 0)
+		goto out;
+	if (jwt_add_grant(jwt, "iss", "labhook") || jwt_add_grant(jwt, "sub", acct->client_id) ||
+	    jwt_add_grant(jwt, "jti", jti) || jwt_add_grant_int(jwt, "iat", (long)now) ||
+	    jwt_add_grant_int(jwt, "exp", (long)(now + AUTH_ACCESS_TTL)) ||
+	    jwt_add_grant_int(jwt, "ver", (long)acct->secret_version) ||
+	    jwt_set_alg(jwt, JWT_ALG_HS256, a->key, sizeof a->key))
+		goto out;
+	tok = jwt_encode_str(jwt);
+	if (!tok || strlen(tok) >= AUTH_TOKEN_CAP)
+		goto out;
+	memcpy(access, tok, strlen(tok) + 1);
+	e = LH_OK;
+out:
+	if (tok)
+		free(tok);
+	jwt_free(jwt);
+	return e;
+}
+
+enum lh_err auth_issue(struct auth *a, const struct account *acct, char access[AUTH_TOKEN_CAP],
+		       char refresh[AUTH_SECRET_CAP])
+{
+	char family[ID_CAP], rt[AUTH_SECRET_CAP];
+	unsigned char h[32];
+	enum lh_err e;
+
+	if ((e = util_new_id("rtf_", family)) != LH_OK ||
+	    (e = util_random_token("rt_", 32, rt, sizeof rt)) != LH_OK)
+		return e;
+	auth_hash_secret(rt, h);
+	if ((e = a->st->ops->refresh_insert(a->st, h, acct->client_id, family,
+					    util_now() + a->refresh_ttl_s)) != LH_OK)
+		return e;
+	if ((e = sign_access(a, acct, access)) != LH_OK)
+		return e;
+	memcpy(refresh, rt, sizeof rt);
+	return LH_OK;
+}
+
+enum lh_err auth_refresh(struct auth *a, const char *client_id, const char *refresh_token,
+			 char access[AUTH_TOKEN_CAP], char refresh_out[AUTH_SECRET_CAP],
+			 const char **why)
+{
+	struct account acct;
+	char rt[AUTH_SECRET_CAP];
+	unsigned char h[32], nh[32];
+	enum refresh_result r;
+	enum lh_err e;
+	int64_t now = util_now();
+
+	*why = "unknown";
+	if (strlen(client_id) >= ID_CAP || strlen(refresh_token) >= AUTH_SECRET_CAP)
+		return LH_EUNAUTH;
+	e = a->st->ops->account_get(a->st, client_id, &acct);
+	if (e == LH_ENOTFOUND)
+		return LH_EUNAUTH;
+	if (e != LH_OK)
+		return e;
+	if ((e = util_random_token("rt_", 32, rt, sizeof rt)) != LH_OK)
+		return e;
+	auth_hash_secret(refresh_token, h);
+	auth_hash_secret(rt, nh);
+	e = a->st->ops->refresh_rotate(a->st, h, client_id, now, nh, now + a->refresh_ttl_s, &r);
+	if (e != LH_OK)
+		return e;
+	if (r != REFRESH_OK) {
+		*why = r == REFRESH_REUSED ? "reused_family_revoked"
+		       : r == REFRESH_EXPIRED ? "expired"
+					      : "unknown_or_revoked";
+		return LH_EUNAUTH;
+	}
+	if ((e = sign_access(a, &acct, access)) != LH_OK)
+		return e;
+	memcpy(refresh_out, rt, sizeof rt);
+	return LH_OK;
+}
+
+/* Only {"alg":"HS256"} (with an optional "typ":"JWT") passes: no "none", no switching. */
+static int header_is_hs256(const char *tok)
+{
+	const char *dot = strchr(tok, '.');
+	char b64[512];
+	unsigned char raw[384];
+	size_t n = dot ? (size_t)(dot - tok) : 0;
+	json_t *h = NULL;
+	int ok = 0;
+
+	if (n == 0 || n + 4 >= sizeof b64)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = tok[i];
+		b64[i] = c == '-' ? '+' : c == '_' ? '/' : c;
+	}
+	long len = util_b64_decode(b64, n, raw, sizeof raw);
+	if (len <= 0)
+		return 0;
+	h = json_loadb((const char *)raw, (size_t)len, JSON_REJECT_DUPLICATES, NULL);
+	if (!json_is_object(h))
+		goto out;
+	const char *key;
+	json_t *v;
+	json_object_foreach(h, key, v) {
+		if (strcmp(key, "alg") == 0)
+			ok = json_is_string(v) && strcmp(json_string_value(v), "HS256") == 0;
+		else if (strcmp(key, "typ") != 0)
+			goto fail; /* kid, jku, crit ...: nothing we issue */
+	}
+	goto out;
+fail:
+	ok = 0;
+out:
+	json_decref(h);
+	return ok;
+}
+
+enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct account *acct)
+{
+	jwt_t *jwt = NULL;
+	struct account tmp;
+	enum lh_err e = LH_EUNAUTH;
+	const char *tok;
+
+	if (!header || strncasecmp(header, "Bearer ", 7) != 0)
+		return LH_EUNAUTH;
+	tok = header + 7;
+	while (*tok == ' ')
+		tok++;
+	if (strlen(tok) >= AUTH_TOKEN_CAP || strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
+							"nopqrstuvwxyz0123456789-_.") != strlen(tok))
+		return LH_EUNAUTH;
+	if (!header_is_hs256(tok))
+		return LH_EUNAUTH;
+	if (jwt_decode(&jwt, tok, a->key, sizeof a->key) != 0 || !jwt)
+		goto out;
+	if (jwt_get_alg(jwt) != JWT_ALG_HS256)
+		goto out;
+	const char *iss = jwt_get_grant(jwt, "iss");
+	const char *sub = jwt_get_grant(jwt, "sub");
+	long exp = jwt_get_grant_int(jwt, "exp");
+	long ver = jwt_get_grant_int(jwt, "ver");
+	if (!iss || strcmp(iss, "labhook") != 0 || !sub || exp <= util_now())
+		goto out;
+	e = a->st->ops->account_get(a->st, sub, &tmp);
+	if (e == LH_ENOTFOUND || (e == LH_OK && tmp.secret_version != ver)) {
+		e = LH_EUNAUTH; /* the account is gone or its secret was rotated */
+		goto out;
+	}
+	if (e == LH_OK)
+		*acct = tmp;
+out:
+	jwt_free(jwt);
+	return e;
+}
+
+/* ---- failed-login limiter: fixed window per key, small open-addressed table ---- */
+
+static uint64_t fnv1a(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+/* Finds the slot for key (caller holds mu), claiming the stalest probed slot if absent. */
+static struct rl_slot *rl_slot(struct auth *a, const char *key, int create, int64_t now)
+{
+	uint64_t h = fnv1a(key);
+	struct rl_slot *victim = NULL;
+	for (int i = 0; i < RL_PROBE; i++) {
+		struct rl_slot *s = &a->slots[(h + (uint64_t)i) % RL_SLOTS];
+		if (strcmp(s->key, key) == 0)
+			return s;
+		if (!victim || s->start_ms < victim->start_ms)
+			victim = s;
+	}
+	if (!create)
+		return NULL;
+	snprintf(victim->key, sizeof victim->key, "%s", key);
+	victim->start_ms = now;
+	victim->fails = 0;
+	return victim;
+}
+
+static int rl_wait(struct auth *a, const char *key, int64_t now)
+{
+	struct rl_slot *s = rl_slot(a, key, 0, now);
+	if (!s || s->fails < a->max_failures || now - s->start_ms >= a->window_ms)
+		return 0;
+	return (int)((s->start_ms + a->window_ms - now + 999) / 1000);
+}
+
+static void rl_key(char *out, size_t cap, const char *kind, const char *v)
+{
+	snprintf(out, cap, "%s:%.*s", kind, ID_CAP + 40, v);
+}
+
+int auth_limited(struct auth *a, const char *client_id, const char *ip)
+{
+	char k1[ID_CAP + 64], k2[ID_CAP + 64];
+	int64_t now = util_now_ms();
+	rl_key(k1, sizeof k1, "c", client_id);
+	rl_key(k2, sizeof k2, "i", ip);
+	pthread_mutex_lock(&a->mu);
+	int w1 = rl_wait(a, k1, now), w2 = rl_wait(a, k2, now);
+	pthread_mutex_unlock(&a->mu);
+	return w1 > w2 ? w1 : w2;
+}
+
+void auth_note_failure(struct auth *a, const char *client_id, const char *ip)
+{
+	const char *keys[2] = {client_id, ip};
+	const char *kinds[2] = {"c", "i"};
+	int64_t now = util_now_ms();
+	pthread_mutex_lock(&a->mu);
+	for (int i = 0; i < 2; i++) {
+		char k[ID_CAP + 64];
+		rl_key(k, sizeof k, kinds[i], keys[i]);
+		struct rl_slot *s = rl_slot(a, k, 1, now);
+		if (now - s->start_ms >= a->window_ms) {
+			s->start_ms = now;
+			s->fails = 0;
+		}
+		s->fails++;
+	}
+	pthread_mutex_unlock(&a->mu);
+}
+
+void auth_note_success(struct auth *a, const char *client_id)
+{
+	char k[ID_CAP + 64];
+	rl_key(k, sizeof k, "c", client_id);
+	pthread_mutex_lock(&a->mu);
+	struct rl_slot *s = rl_slot(a, k, 0, 0);
+	if (s)
+		s->fails = 0;
+	pthread_mutex_unlock(&a->mu);
+}

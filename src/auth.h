@@ -1,0 +1,51 @@
+/* auth.h: client credentials, access tokens (JWT HS256, algorithm pinned), refresh tokens
+ * with rotation and reuse detection, and the failed-login limiter (API.md 2).
+ *
+ * The signing key lives in the store (so every node shares it); client secrets and refresh
+ * tokens are stored only as SHA-256 hashes of 256-bit random values and compared in constant
+ * time. The limiter is in memory, per node. All functions are thread-safe.
+ */
+#ifndef LH_AUTH_H
+#define LH_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "store.h"
+
+#define AUTH_ACCESS_TTL 600 /* seconds; Flabs: 10 minutes */
+#define AUTH_TOKEN_CAP 1024
+#define AUTH_SECRET_CAP 64
+
+struct auth;
+
+/* Returns owned, free with auth_free. */
+enum lh_err auth_new(struct store *st, const struct config *cfg, struct auth **out);
+void auth_free(struct auth *a);
+
+/* New random client secret ("cs_...") and its hash. */
+enum lh_err auth_new_client_secret(char out[AUTH_SECRET_CAP], unsigned char hash[32]);
+void auth_hash_secret(const char *secret, unsigned char out[32]);
+
+/* Checks clientID + secret in constant time. LH_EUNAUTH for any mismatch; *acct on LH_OK. */
+enum lh_err auth_check_client(struct auth *a, const char *client_id, const char *secret,
+			      struct account *acct);
+/* Issues an access token and a refresh token of a new family for acct. */
+enum lh_err auth_issue(struct auth *a, const struct account *acct,
+		       char access[AUTH_TOKEN_CAP], char refresh[AUTH_SECRET_CAP]);
+/* Rotates a refresh token into a new pair. LH_EUNAUTH when unknown, expired, revoked or
+ * replayed (a replay revokes the family); *why gets a short reason for the log. */
+enum lh_err auth_refresh(struct auth *a, const char *client_id, const char *refresh_token,
+			 char access[AUTH_TOKEN_CAP], char refresh_out[AUTH_SECRET_CAP],
+			 const char **why);
+/* Verifies "Bearer <jwt>" and loads its account; LH_EUNAUTH on anything wrong. */
+enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct account *acct);
+
+/* Failed-login limiter. auth_limited returns seconds to wait (> 0) if either key is locked
+ * out; auth_note_failure counts a failure against both keys. */
+int auth_limited(struct auth *a, const char *client_id, const char *ip);
+void auth_note_failure(struct auth *a, const char *client_id, const char *ip);
+void auth_note_success(struct auth *a, const char *client_id);
+
+#endif

@@ -1,0 +1,529 @@
+/* config.c: the settings table and its four layers. See config.h.
+ *
+ * Each entry names a parser that validates the text form and writes the typed field; the
+ * same parser serves defaults, file, environment and command line, so a default can never
+ * be something the user could not have written.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+enum layer { L_DEFAULT, L_FILE, L_ENV, L_CLI };
+static const char *const layer_names[] = {"default", "config file", "environment",
+					  "command line"};
+
+struct setting;
+typedef int (*parse_fn)(const struct setting *s, struct config *c, const char *v, int first,
+			char *why, size_t whycap);
+
+struct setting {
+	const char *name;
+	const char *def;
+	const char *help;
+	parse_fn parse;
+	size_t off;
+	int64_t min, max; /* for integers and durations (ms) */
+	int is_list;
+};
+
+#define FIELD(f) offsetof(struct config, f)
+
+static int p_string(const struct setting *s, struct config *c, const char *v, int first,
+		    char *why, size_t whycap)
+{
+	(void)first;
+	size_t cap = (size_t)s->max;
+	if (strlen(v) >= cap) {
+		snprintf(why, whycap, "longer than %zu bytes", cap - 1);
+		return -1;
+	}
+	memcpy((char *)c + s->off, v, strlen(v) + 1);
+	return 0;
+}
+
+static int p_nonempty_path(const struct setting *s, struct config *c, const char *v, int first,
+			   char *why, size_t whycap)
+{
+	if (*v == '\0') {
+		snprintf(why, whycap, "must not be empty");
+		return -1;
+	}
+	return p_string(s, c, v, first, why, whycap);
+}
+
+static int p_int(const struct setting *s, struct config *c, const char *v, int first, char *why,
+		 size_t whycap)
+{
+	(void)first;
+	char *end;
+	errno = 0;
+	long long n = strtoll(v, &end, 10);
+	if (*v == '\0' || *end != '\0' || errno) {
+		snprintf(why, whycap, "not an integer");
+		return -1;
+	}
+	if (n < s->min || n > s->max) {
+		snprintf(why, whycap, "must be between %lld and %lld", (long long)s->min,
+			 (long long)s->max);
+		return -1;
+	}
+	*(int *)((char *)c + s->off) = (int)n;
+	return 0;
+}
+
+static int p_bool(const struct setting *s, struct config *c, const char *v, int first, char *why,
+		  size_t whycap)
+{
+	(void)first;
+	int b;
+	if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on"))
+		b = 1;
+	else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off"))
+		b = 0;
+	else {
+		snprintf(why, whycap, "must be true or false");
+		return -1;
+	}
+	*(int *)((char *)c + s->off) = b;
+	return 0;
+}
+
+static int p_duration(const struct setting *s, struct config *c, const char *v, int first,
+		      char *why, size_t whycap)
+{
+	(void)first;
+	int64_t ms;
+	if (util_parse_duration_ms(v, &ms) != 0) {
+		snprintf(why, whycap, "not a duration (e.g. 500ms, 5s, 2m, 1h, 30d)");
+		return -1;
+	}
+	if (ms < s->min || ms > s->max) {
+		snprintf(why, whycap, "must be between %lldms and %lldms", (long long)s->min,
+			 (long long)s->max);
+		return -1;
+	}
+	*(int64_t *)((char *)c + s->off) = ms;
+	return 0;
+}
+
+static int p_bytes(const struct setting *s, struct config *c, const char *v, int first,
+		   char *why, size_t whycap)
+{
+	(void)first;
+	char *end;
+	errno = 0;
+	long long n = strtoll(v, &end, 10);
+	long long mult = 1;
+	if (!strcmp(end, "k") || !strcmp(end, "KiB"))
+		mult = 1024;
+	else if (!strcmp(end, "m") || !strcmp(end, "MiB"))
+		mult = 1024 * 1024;
+	else if (*end != '\0')
+		mult = 0;
+	if (*v == '\0' || !isdigit((unsigned char)*v) || errno || mult == 0 ||
+	    n > s->max / mult || n * mult < s->min) {
+		snprintf(why, whycap, "must be a size between %lld and %lld bytes (e.g. 1MiB)",
+			 (long long)s->min, (long long)s->max);
+		return -1;
+	}
+	*(int64_t *)((char *)c + s->off) = n * mult;
+	return 0;
+}
+
+static int p_listen(const struct setting *s, struct config *c, const char *v, int first,
+		    char *why, size_t whycap)
+{
+	(void)s;
+	(void)first;
+	const char *colon = strrchr(v, ':');
+	char *end;
+	struct ip_addr a;
+	if (!colon || colon == v) {
+		snprintf(why, whycap, "must be HOST:PORT");
+		return -1;
+	}
+	size_t hlen = (size_t)(colon - v);
+	if (hlen >= sizeof c->listen_host) {
+		snprintf(why, whycap, "host too long");
+		return -1;
+	}
+	errno = 0;
+	long port = strtol(colon + 1, &end, 10);
+	if (colon[1] == '\0' || *end != '\0' || errno || port < 0 || port > 65535) {
+		snprintf(why, whycap, "port must be 0-65535");
+		return -1;
+	}
+	char host[256];
+	memcpy(host, v, hlen);
+	host[hlen] = '\0';
+	if (addr_parse_literal(host, &a) != 0 && strcmp(host, "localhost") != 0) {
+		snprintf(why, whycap, "host must be an IP address or localhost");
+		return -1;
+	}
+	memcpy(c->listen_host, host, hlen + 1);
+	c->listen_port = (int)port;
+	return 0;
+}
+
+static int p_cidr(const struct setting *s, struct config *c, const char *v, int first,
+		  char *why, size_t whycap)
+{
+	(void)s;
+	if (first)
+		c->n_allow_net = 0;
+	if (*v == '\0')
+		return 0; /* an empty value clears the list */
+	char buf[256];
+	const char *p = v;
+	while (*p) {
+		size_t n = strcspn(p, ",");
+		if (n == 0 || n >= sizeof buf) {
+			snprintf(why, whycap, "empty or overlong entry");
+			return -1;
+		}
+		memcpy(buf, p, n);
+		buf[n] = '\0';
+		if (c->n_allow_net >= CFG_MAX_CIDR) {
+			snprintf(why, whycap, "at most %d ranges", CFG_MAX_CIDR);
+			return -1;
+		}
+		if (addr_parse_cidr(buf, &c->allow_net[c->n_allow_net]) != 0) {
+			snprintf(why, whycap, "'%.64s' is not a CIDR (e.g. 127.0.0.0/8, ::1/128)",
+				 buf);
+			return -1;
+		}
+		c->n_allow_net++;
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return 0;
+}
+
+static int p_schedule(const struct setting *s, struct config *c, const char *v, int first,
+		      char *why, size_t whycap)
+{
+	(void)s;
+	(void)first;
+	int64_t tmp[CFG_MAX_RETRY];
+	size_t n = 0;
+	char buf[32];
+	const char *p = v;
+	if (*v == '\0') {
+		snprintf(why, whycap, "needs at least one delay");
+		return -1;
+	}
+	while (*p) {
+		size_t len = strcspn(p, ",");
+		while (len > 0 && p[0] == ' ') {
+			p++;
+			len--;
+		}
+		if (len == 0 || len >= sizeof buf || n >= CFG_MAX_RETRY) {
+			snprintf(why, whycap, "a list of at most %d delays like 0,5s,30s,2m",
+				 CFG_MAX_RETRY);
+			return -1;
+		}
+		memcpy(buf, p, len);
+		buf[len] = '\0';
+		if (util_parse_duration_ms(buf, &tmp[n]) != 0 || tmp[n] > 7LL * 86400 * 1000) {
+			snprintf(why, whycap, "'%s' is not a delay of at most 7d", buf);
+			return -1;
+		}
+		n++;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	memcpy(c->retry_ms, tmp, n * sizeof tmp[0]);
+	c->n_retry = n;
+	return 0;
+}
+
+static int p_url(const struct setting *s, struct config *c, const char *v, int first, char *why,
+		 size_t whycap)
+{
+	if (*v != '\0' && strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
+		snprintf(why, whycap, "must start with http:// or https://");
+		return -1;
+	}
+	return p_string(s, c, v, first, why, whycap);
+}
+
+static int p_ca_file(const struct setting *s, struct config *c, const char *v, int first,
+		     char *why, size_t whycap)
+{
+	if (*v != '\0') {
+		FILE *f = fopen(v, "r");
+		if (!f) {
+			snprintf(why, whycap, "cannot read '%.200s': %s", v, strerror(errno));
+			return -1;
+		}
+		fclose(f);
+	}
+	return p_string(s, c, v, first, why, whycap);
+}
+
+static int p_level(const struct setting *s, struct config *c, const char *v, int first,
+		   char *why, size_t whycap)
+{
+	(void)s;
+	(void)first;
+	if (log_parse_level(v, &c->log_level) != 0) {
+		snprintf(why, whycap, "must be debug, info, warn or error");
+		return -1;
+	}
+	return 0;
+}
+
+static const struct setting settings[] = {
+	{"config", "", "settings file (key = value lines); read before the environment",
+	 p_string, FIELD(config_file), 0, CFG_PATH_CAP, 0},
+	{"data-dir", "./var", "where the SQLite database and admin.key live (created if absent)",
+	 p_nonempty_path, FIELD(data_dir), 0, CFG_PATH_CAP, 0},
+	{"listen", "127.0.0.1:8080", "HTTP listener HOST:PORT (port 0 picks a free one)",
+	 p_listen, 0, 0, 0, 0},
+	{"allow-net", "", "admit a blocked address range for delivery (repeatable CIDR)", p_cidr,
+	 0, 0, 0, 1},
+	{"ca-file", "", "extra CA certificates (PEM) to trust for endpoints", p_ca_file,
+	 FIELD(ca_file), 0, CFG_PATH_CAP, 0},
+	{"retry-schedule", "0,5s,30s,2m,10m,30m,1h,3h,6h,12h,24h,24h",
+	 "delays before each delivery attempt, comma-separated", p_schedule, 0, 0, 0, 0},
+	{"public-url", "", "base URL for reportURL links (default http://<listen>)", p_url,
+	 FIELD(public_url), 0, 512, 0},
+	{"log-level", "info", "debug, info, warn or error", p_level, 0, 0, 0, 0},
+	{"http-threads", "2", "threads serving HTTP requests", p_int, FIELD(http_threads), 1, 64,
+	 0},
+	{"max-connections", "1024", "concurrent HTTP connections accepted", p_int,
+	 FIELD(max_connections), 1, 100000, 0},
+	{"conn-timeout", "30s", "idle or slow HTTP connection is closed after this", p_duration,
+	 FIELD(conn_timeout_ms), 1000, 3600 * 1000, 0},
+	{"max-body", "1MiB", "largest request body accepted (413 above)", p_bytes,
+	 FIELD(max_body), 1024, 64 * 1024 * 1024, 0},
+	{"refresh-ttl", "30d", "refresh tokens expire after this long unused", p_duration,
+	 FIELD(refresh_ttl_ms), 60 * 1000, 365LL * 86400 * 1000, 0},
+	{"auth-max-failures", "10", "failed logins per client id or address before 429", p_int,
+	 FIELD(auth_max_failures), 1, 100000, 0},
+	{"auth-lockout", "5m", "window for counting failed logins, and the lockout length",
+	 p_duration, FIELD(auth_lockout_ms), 1000, 86400 * 1000, 0},
+	{"demo", "false", "create demo accounts and print their credentials at start", p_bool,
+	 FIELD(demo), 0, 0, 0},
+};
+#define N_SETTINGS (sizeof settings / sizeof settings[0])
+
+static const struct setting *find_setting(const char *name, size_t len)
+{
+	for (size_t i = 0; i < N_SETTINGS; i++)
+		if (strlen(settings[i].name) == len && strncmp(settings[i].name, name, len) == 0)
+			return &settings[i];
+	return NULL;
+}
+
+struct loader {
+	struct config *cfg;
+	enum layer layer_of[N_SETTINGS];
+	char *err;
+	size_t errcap;
+};
+
+static int apply(struct loader *ld, const struct setting *s, const char *v, enum layer layer,
+		 const char *where)
+{
+	char why[256] = "";
+	size_t idx = (size_t)(s - settings);
+	int first = ld->layer_of[idx] != layer;
+	if (s->parse(s, ld->cfg, v, first, why, sizeof why) != 0) {
+		snprintf(ld->err, ld->errcap, "bad setting %s (%s%s): %s", s->name,
+			 layer_names[layer], where, why);
+		return -1;
+	}
+	ld->layer_of[idx] = layer;
+	return 0;
+}
+
+static int load_file(struct loader *ld, const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096], where[CFG_PATH_CAP + 32];
+	int lineno = 0, rc = 0;
+
+	if (!f) {
+		snprintf(ld->err, ld->errcap, "bad setting config: cannot read '%.200s': %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof line, f)) {
+		lineno++;
+		char *p = line, *e;
+		line[strcspn(line, "\r\n")] = '\0';
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p == '\0' || *p == '#')
+			continue;
+		size_t klen = strcspn(p, " \t=");
+		char *v = p + klen;
+		while (isspace((unsigned char)*v))
+			v++;
+		if (*v == '=')
+			v++;
+		while (isspace((unsigned char)*v))
+			v++;
+		e = v + strlen(v);
+		while (e > v && isspace((unsigned char)e[-1]))
+			*--e = '\0';
+		const struct setting *s = find_setting(p, klen);
+		snprintf(where, sizeof where, " %.900s:%d", path, lineno);
+		if (!s || s->parse == p_string) { /* "config" cannot nest */
+			snprintf(ld->err, ld->errcap, "unknown setting '%.*s' (config file%s)",
+				 (int)(klen > 64 ? 64 : klen), p, where);
+			rc = -1;
+			break;
+		}
+		if (apply(ld, s, v, L_FILE, where) != 0) {
+			rc = -1;
+			break;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+static void env_name(const char *name, char *out, size_t cap)
+{
+	size_t o = (size_t)snprintf(out, cap, "LABHOOK_");
+	for (; *name && o + 1 < cap; name++)
+		out[o++] = *name == '-' ? '_' : (char)toupper((unsigned char)*name);
+	out[o] = '\0';
+}
+
+static const char *env_get(char **env, const char *key)
+{
+	size_t klen = strlen(key);
+	for (; env && *env; env++)
+		if (strncmp(*env, key, klen) == 0 && (*env)[klen] == '=')
+			return *env + klen + 1;
+	return NULL;
+}
+
+int config_load(struct config *cfg, int argc, char **argv, char **env, const char **rest,
+		size_t rest_cap, size_t *n_rest, char *err, size_t errcap)
+{
+	struct loader ld = {.cfg = cfg, .err = err, .errcap = errcap};
+	char key[64];
+	const char *cfg_path = NULL;
+
+	memset(cfg, 0, sizeof *cfg);
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		ld.layer_of[i] = L_DEFAULT;
+		if (settings[i].parse(&settings[i], cfg, settings[i].def, 1, err, errcap) != 0)
+			return -1; /* a broken default is a programming error */
+	}
+	/* The file is named by the environment or the command line. */
+	env_name("config", key, sizeof key);
+	cfg_path = env_get(env, key);
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			cfg_path = argv[i + 1];
+		else if (strncmp(argv[i], "--config=", 9) == 0)
+			cfg_path = argv[i] + 9;
+	}
+	if (cfg_path && *cfg_path) {
+		if (apply(&ld, &settings[0], cfg_path, L_CLI, "") != 0 || load_file(&ld, cfg_path))
+			return -1;
+	}
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		env_name(settings[i].name, key, sizeof key);
+		const char *v = env_get(env, key);
+		if (v && i != 0 && apply(&ld, &settings[i], v, L_ENV, "") != 0) {
+			size_t n = strlen(err);
+			snprintf(err + n, errcap - n, " [%s]", key);
+			return -1;
+		}
+	}
+	if (n_rest)
+		*n_rest = 0;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		const struct setting *s = NULL;
+		const char *v = NULL;
+		if (strncmp(a, "--", 2) == 0) {
+			const char *eq = strchr(a, '=');
+			size_t len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+			s = find_setting(a + 2, len);
+			if (s && eq)
+				v = eq + 1;
+			else if (s && s->parse == p_bool)
+				v = "true";
+			else if (s && i + 1 < argc)
+				v = argv[++i];
+			else if (s) {
+				snprintf(err, errcap, "bad setting %s (command line): needs a value",
+					 s->name);
+				return -1;
+			}
+		}
+		if (!s) {
+			if (!rest) {
+				snprintf(err, errcap, "unknown option '%.100s' (try --help)", a);
+				return -1;
+			}
+			if (*n_rest >= rest_cap) {
+				snprintf(err, errcap, "too many arguments");
+				return -1;
+			}
+			rest[(*n_rest)++] = a;
+			continue;
+		}
+		if (s != &settings[0] && apply(&ld, s, v, L_CLI, "") != 0)
+			return -1;
+	}
+	return 0;
+}
+
+void config_print_help(FILE *f)
+{
+	fprintf(f, "Settings (default < --config file < LABHOOK_<NAME> environment < "
+		   "command line):\n");
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		char env[64];
+		env_name(settings[i].name, env, sizeof env);
+		fprintf(f, "  --%-18s %s%s\n  %-20s   default: %s; env %s\n", settings[i].name,
+			settings[i].help, settings[i].is_list ? " [repeatable]" : "", "",
+			*settings[i].def ? settings[i].def : "(none)", env);
+	}
+}
+
+void config_log_effective(const struct config *c)
+{
+	char allow[CFG_MAX_CIDR * 48] = "", sched[CFG_MAX_RETRY * 24] = "";
+	size_t o = 0;
+	for (size_t i = 0; i < c->n_allow_net; i++) {
+		char a[64];
+		const struct cidr *x = &c->allow_net[i];
+		inet_ntop(x->family, x->addr, a, sizeof a);
+		o += (size_t)snprintf(allow + o, sizeof allow - o, "%s%s/%d", i ? "," : "", a,
+				      x->prefix);
+	}
+	o = 0;
+	for (size_t i = 0; i < c->n_retry; i++)
+		o += (size_t)snprintf(sched + o, sizeof sched - o, "%s%lldms", i ? "," : "",
+				      (long long)c->retry_ms[i]);
+	LOG(LOG_INFO, "config",
+	    "data_dir=%s listen=%s:%d allow_net=%s ca_file=%s retry_schedule=%s public_url=%s "
+	    "http_threads=%d max_connections=%d conn_timeout_ms=%lld max_body=%lld "
+	    "refresh_ttl_ms=%lld auth_max_failures=%d auth_lockout_ms=%lld demo=%d "
+	    "effective configuration",
+	    c->data_dir, c->listen_host, c->listen_port, *allow ? allow : "-",
+	    *c->ca_file ? c->ca_file : "-", sched, *c->public_url ? c->public_url : "-",
+	    c->http_threads, c->max_connections, (long long)c->conn_timeout_ms,
+	    (long long)c->max_body, (long long)c->refresh_ttl_ms, c->auth_max_failures,
+	    (long long)c->auth_lockout_ms, c->demo);
+}

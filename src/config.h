@@ -1,0 +1,57 @@
+/* config.h: the one table of settings (name, type, default, range, help) from which
+ * defaults, validation, --help and the effective-config dump all come.
+ *
+ * Precedence: default < config file < LABHOOK_* environment < command line. A list setting
+ * set in a higher layer replaces the lower layer's list. A bad setting is refused with its
+ * name and source. config_load is called once at start-up, before any thread exists; the
+ * resulting struct is read-only afterwards.
+ */
+#ifndef LH_CONFIG_H
+#define LH_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "addr.h"
+#include "log.h"
+
+#define CFG_PATH_CAP 1024
+#define CFG_MAX_CIDR 32
+#define CFG_MAX_RETRY 32
+
+struct config {
+	char config_file[CFG_PATH_CAP];
+	char data_dir[CFG_PATH_CAP];
+	char listen_host[256];
+	int listen_port;
+	struct cidr allow_net[CFG_MAX_CIDR];
+	size_t n_allow_net;
+	char ca_file[CFG_PATH_CAP];
+	int64_t retry_ms[CFG_MAX_RETRY];
+	size_t n_retry;
+	char public_url[512];
+	enum log_level log_level;
+	int http_threads;
+	int max_connections;
+	int64_t conn_timeout_ms;
+	int64_t max_body;
+	int64_t refresh_ttl_ms;
+	int auth_max_failures;
+	int64_t auth_lockout_ms;
+	int demo;
+};
+
+/* Fills cfg from defaults, the file named by --config / LABHOOK_CONFIG, the environment and
+ * argv (options only; argv[0] is not skipped). Unknown options are an error unless
+ * `rest` is non-NULL, in which case non-setting arguments are collected into rest (borrowed
+ * pointers into argv, at most rest_cap) and counted in *n_rest.
+ * On error, writes one line naming the setting into err (cap bytes) and returns -1. */
+int config_load(struct config *cfg, int argc, char **argv, char **env, const char **rest,
+		size_t rest_cap, size_t *n_rest, char *err, size_t errcap);
+/* Prints the settings table (name, default, help) for --help. */
+void config_print_help(FILE *f);
+/* Logs the effective configuration, one line per setting, no secrets (there are none). */
+void config_log_effective(const struct config *cfg);
+
+#endif

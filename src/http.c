@@ -1,0 +1,289 @@
+/* http.c: see http.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+
+#include "log.h"
+#include "util.h"
+
+struct http_server {
+	struct MHD_Daemon *d;
+	http_handler_fn fn;
+	void *ctx;
+	size_t max_body;
+};
+
+/* Per-request state: lives from the first callback to the completion callback. */
+struct reqctx {
+	char *buf;
+	size_t len, cap;
+	int too_big;
+	int status;
+	int64_t t0;
+	char rid[40];
+	char method[16];
+	char path[160]; /* escaped, for the log line only */
+	char ip[INET6_ADDRSTRLEN];
+};
+
+static void client_ip(struct MHD_Connection *c, char *out, size_t cap)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	snprintf(out, cap, "?");
+	if (!ci || !ci->client_addr)
+		return;
+	const struct sockaddr *sa = ci->client_addr;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+			  (socklen_t)cap);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+			  out, (socklen_t)cap);
+}
+
+static void request_id(struct MHD_Connection *c, char out[40])
+{
+	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+	size_t n = h ? strlen(h) : 0;
+	if (n > 0 && n < 40 && strspn(h, "0123456789abcdefABCDEF-_") == n) {
+		memcpy(out, h, n + 1);
+		return;
+	}
+	unsigned char raw[8] = {0};
+	util_random(raw, sizeof raw);
+	for (int i = 0; i < 8; i++)
+		snprintf(out + 2 * i, 3, "%02x", raw[i]);
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, struct reqctx *rc,
+				 struct http_resp *rs)
+{
+	char *text = rs->json ? json_dumps(rs->json, JSON_COMPACT) : NULL;
+	json_decref(rs->json);
+	rs->json = NULL;
+	if (!text) {
+		rs->status = 500;
+		text = strdup("{\"success\":false,\"error\":{\"code\":\"out_of_memory\","
+			      "\"message\":\"out of memory\"}}");
+		if (!text)
+			return MHD_NO;
+	}
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(text);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	MHD_add_response_header(r, "X-Request-Id", rc->rid);
+	if (rs->retry_after > 0) {
+		char v[24];
+		snprintf(v, sizeof v, "%d", rs->retry_after);
+		MHD_add_response_header(r, "Retry-After", v);
+	}
+	if (rs->www_auth)
+		MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
+	rc->status = rs->status;
+	enum MHD_Result ret = MHD_queue_response(c, (unsigned)rs->status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result send_too_big(struct MHD_Connection *c, struct reqctx *rc, size_t cap)
+{
+	char msg[96];
+	struct http_resp rs = {.status = 413};
+	snprintf(msg, sizeof msg, "request body is over the limit of %zu bytes", cap);
+	rs.json = json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code",
+			    "payload_too_large", "message", msg);
+	return send_json(c, rc, &rs);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+				  const char *method, const char *version,
+				  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+	struct http_server *srv = cls;
+	struct reqctx *rc = *con_cls;
+	(void)version;
+
+	if (!rc) {
+		rc = calloc(1, sizeof *rc);
+		if (!rc)
+			return MHD_NO;
+		*con_cls = rc;
+		rc->t0 = util_mono_us();
+		request_id(c, rc->rid);
+		snprintf(rc->method, sizeof rc->method, "%s", method);
+		log_escape(url, rc->path, sizeof rc->path);
+		client_ip(c, rc->ip, sizeof rc->ip);
+		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+		if (cl && strtoull(cl, NULL, 10) > srv->max_body)
+			return send_too_big(c, rc, srv->max_body); /* never read it */
+		return MHD_YES;
+	}
+	if (*upload_size > 0) {
+		if (rc->too_big) {
+			/* Drain what the client is still sending so it can read our 413 (closing on
+			 * unread data would reset the connection and lose the answer), but only up
+			 * to a bound: past it, answer and close anyway. */
+			rc->len += *upload_size;
+			*upload_size = 0;
+			if (rc->len > 8 * srv->max_body && !rc->status)
+				return send_too_big(c, rc, srv->max_body);
+			return MHD_YES;
+		}
+		if (rc->len + *upload_size > srv->max_body) {
+			rc->too_big = 1;
+			rc->len += *upload_size;
+			*upload_size = 0;
+			free(rc->buf);
+			rc->buf = NULL;
+			return MHD_YES;
+		}
+		if (rc->len + *upload_size + 1 > rc->cap) {
+			size_t ncap = rc->cap ? rc->cap : 4096;
+			while (ncap < rc->len + *upload_size + 1)
+				ncap *= 2;
+			if (ncap > srv->max_body + 1)
+				ncap = srv->max_body + 1;
+			char *nb = realloc(rc->buf, ncap);
+			if (!nb)
+				return MHD_NO;
+			rc->buf = nb;
+			rc->cap = ncap;
+		}
+		memcpy(rc->buf + rc->len, upload_data, *upload_size);
+		rc->len += *upload_size;
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (rc->status)
+		return MHD_YES; /* response already queued */
+	if (rc->too_big)
+		return send_too_big(c, rc, srv->max_body);
+
+	char path[2048];
+	size_t plen = strcspn(url, "?");
+	if (plen >= sizeof path)
+		plen = sizeof path - 1;
+	memcpy(path, url, plen);
+	path[plen] = '\0';
+	struct http_req rq = {
+		.method = method,
+		.path = path,
+		.body = rc->buf ? rc->buf : "",
+		.body_len = rc->len,
+		.rid = rc->rid,
+		.ip = rc->ip,
+		.conn = c,
+	};
+	if (rc->buf)
+		rc->buf[rc->len] = '\0';
+	struct http_resp rs = {.status = 500};
+	srv->fn(srv->ctx, &rq, &rs);
+	return send_json(c, rc, &rs);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct reqctx *rc = *con_cls;
+	(void)cls;
+	(void)c;
+	if (!rc)
+		return;
+	int64_t dur = util_mono_us() - rc->t0;
+	LOG(LOG_INFO, "http", "method=%s path=%s status=%d dur_ms=%.2f rid=%s ip=%s%s",
+	    rc->method, rc->path, rc->status, (double)dur / 1000.0, rc->rid, rc->ip,
+	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+	free(rc->buf);
+	free(rc);
+	*con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512], esc[600];
+	(void)cls;
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	msg[strcspn(msg, "\n")] = '\0';
+	LOG(LOG_DEBUG, "http", "mhd=\"%s\"", log_escape(msg, esc, sizeof esc));
+}
+
+enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
+		       struct http_server **out, int *port_out)
+{
+	struct sockaddr_storage ss;
+	struct ip_addr a;
+	struct http_server *srv;
+	unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+
+	memset(&ss, 0, sizeof ss);
+	if (strcmp(cfg->listen_host, "localhost") == 0 || addr_parse_literal(cfg->listen_host, &a))
+		addr_parse_literal("127.0.0.1", &a);
+	if (a.family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)cfg->listen_port);
+		memcpy(&sin->sin_addr, a.addr, 4);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)cfg->listen_port);
+		memcpy(&sin6->sin6_addr, a.addr, 16);
+		flags |= MHD_USE_IPv6;
+	}
+	srv = calloc(1, sizeof *srv);
+	if (!srv)
+		return LH_ENOMEM;
+	srv->fn = fn;
+	srv->ctx = ctx;
+	srv->max_body = (size_t)cfg->max_body;
+	srv->d = MHD_start_daemon(
+		flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(cfg->conn_timeout_ms / 1000),
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
+	if (!srv->d) {
+		LOG(LOG_ERROR, "http", "listen=%s:%d cannot listen (address in use or not local?)",
+		    cfg->listen_host, cfg->listen_port);
+		free(srv);
+		return LH_EIO;
+	}
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_BIND_PORT);
+	*port_out = di ? (int)di->port : cfg->listen_port;
+	*out = srv;
+	return LH_OK;
+}
+
+void http_stop(struct http_server *srv)
+{
+	if (!srv)
+		return;
+	MHD_stop_daemon(srv->d);
+	free(srv);
+}
+
+const char *http_query(const struct http_req *rq, const char *key)
+{
+	return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *http_header(const struct http_req *rq, const char *key)
+{
+	return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, key);
+}

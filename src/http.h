@@ -1,0 +1,52 @@
+/* http.h: the HTTP server glue over libmicrohttpd.
+ *
+ * Reads each request body into one buffer capped at max-body (413 beyond, without reading
+ * the rest), gives the handler a complete request, sends its JSON response and logs one line
+ * per request (method, path, status, duration, request id; never headers or bodies).
+ * Handlers run on libmicrohttpd's pool threads, several at once.
+ */
+#ifndef LH_HTTP_H
+#define LH_HTTP_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "err.h"
+
+struct MHD_Connection;
+
+struct http_req {
+	const char *method;
+	const char *path; /* without the query string */
+	const char *body; /* NUL-terminated; body_len excludes the NUL */
+	size_t body_len;
+	const char *rid;  /* request id, echoed as X-Request-Id */
+	const char *ip;   /* client address, text */
+	struct MHD_Connection *conn;
+};
+
+struct http_resp {
+	int status;
+	json_t *json;    /* owned by the server once set; sent and freed */
+	int retry_after; /* seconds, sent as Retry-After when > 0 */
+	int www_auth;    /* send WWW-Authenticate: Bearer */
+};
+
+typedef void (*http_handler_fn)(void *ctx, const struct http_req *rq, struct http_resp *rs);
+
+struct http_server;
+
+/* Starts listening as configured; *port_out gets the bound port. Returns owned, stop with
+ * http_stop. */
+enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
+		       struct http_server **out, int *port_out);
+/* Stops accepting, lets running handlers finish, closes everything. Accepts NULL. */
+void http_stop(struct http_server *srv);
+
+/* A query-string argument or request header (borrowed for the request), or NULL. */
+const char *http_query(const struct http_req *rq, const char *key);
+const char *http_header(const struct http_req *rq, const char *key);
+
+#endif

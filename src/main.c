@@ -1,0 +1,247 @@
+/* main.c: the labhook command line: `serve` runs the service, `admin` drives the admin API.
+ *
+ * serve builds the shared state (config, store, auth, admin key) on the main thread, starts
+ * the HTTP threads, then waits for SIGTERM/SIGINT with those signals blocked in every thread
+ * and stops in reverse order.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+
+#include "accounts.h"
+#include "admin_cli.h"
+#include "api.h"
+#include "app.h"
+#include "http.h"
+#include "log.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"labhook %s: webhooks for a laboratory information system\n\n"
+		"Usage:\n"
+		"  labhook serve [settings]          run the service\n"
+		"  labhook admin [settings] COMMAND  manage accounts, labs and parties\n"
+		"                                    (labhook admin --help for the commands)\n"
+		"  labhook version                   print the version\n"
+		"  labhook --help                    this text\n\n",
+		LABHOOK_VERSION);
+	config_print_help(f);
+}
+
+/* Reads <data-dir>/admin.key, creating it (0600, random) on first start; keeps its hash. */
+static enum lh_err admin_key_load(const struct config *cfg, unsigned char hash[32])
+{
+	char path[CFG_PATH_CAP + 16], key[128];
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof path, "%s/admin.key", cfg->data_dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		if (util_random_token("lhk_", 32, key, sizeof key) != LH_OK)
+			return LH_EIO;
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			size_t len = strlen(key);
+			int ok = write(fd, key, len) == (ssize_t)len && write(fd, "\n", 1) == 1 &&
+				 fsync(fd) == 0;
+			close(fd);
+			if (!ok) {
+				unlink(path);
+				LOG(LOG_ERROR, "admin", "path=%s cannot write the admin key", path);
+				return LH_EIO;
+			}
+			LOG(LOG_INFO, "admin", "path=%s created the admin key (mode 0600)", path);
+		}
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	}
+	if (fd < 0) {
+		LOG(LOG_ERROR, "admin", "path=%s err=\"%s\" cannot read the admin key", path,
+		    strerror(errno));
+		return LH_EIO;
+	}
+	n = read(fd, key, sizeof key - 1);
+	close(fd);
+	if (n <= 0) {
+		LOG(LOG_ERROR, "admin", "path=%s the admin key file is empty", path);
+		return LH_EIO;
+	}
+	key[n] = '\0';
+	key[strcspn(key, "\r\n")] = '\0';
+	if (strlen(key) < 16) {
+		LOG(LOG_ERROR, "admin", "path=%s the admin key is shorter than 16 characters", path);
+		return LH_EIO;
+	}
+	util_sha256(key, strlen(key), hash);
+	OPENSSL_cleanse(key, sizeof key);
+	return LH_OK;
+}
+
+/* --demo: a catch-all account with a lab, and a party-scoped one with a lab and a party.
+ * Their secrets are rotated at every demo start, since only hashes are kept. */
+static enum lh_err demo_seed(struct app *app, int port)
+{
+	struct store *st = app->store;
+	struct account *list = NULL, a[2];
+	struct lab lab[2];
+	struct party party;
+	char secret[2][AUTH_SECRET_CAP];
+	const char *names[2] = {"Demo Clinic (catch-all)", "Demo Corporate (party-scoped)"};
+	size_t n = 0;
+	int have[2] = {0, 0};
+	enum lh_err e = st->ops->account_list(st, "", 500, &list, &n);
+
+	if (e != LH_OK)
+		return e;
+	for (size_t i = 0; i < n; i++)
+		for (int k = 0; k < 2; k++)
+			if (!have[k] && strcmp(list[i].name, names[k]) == 0) {
+				a[k] = list[i];
+				have[k] = 1;
+			}
+	free(list);
+	for (int k = 0; k < 2; k++) {
+		if (!have[k]) {
+			enum account_mode m = k ? MODE_PARTY_SCOPED : MODE_CATCH_ALL;
+			if ((e = accounts_create(st, names[k], m, &a[k], secret[k])) != LH_OK ||
+			    (e = accounts_add_lab(st, a[k].client_id, k ? "Demo Lab North" : "Demo Lab",
+						  &lab[k])) != LH_OK)
+				return e;
+			if (k && (e = accounts_add_party(st, a[k].client_id, PARTY_CORPORATE_USER,
+							 "Acme Corp", &party)) != LH_OK)
+				return e;
+		} else {
+			unsigned char h[32];
+			struct lab *ls = NULL;
+			struct party *ps = NULL;
+			size_t nl = 0, np = 0;
+			if ((e = auth_new_client_secret(secret[k], h)) != LH_OK ||
+			    (e = st->ops->account_set_secret(st, a[k].client_id, h, &a[k])) != LH_OK ||
+			    (e = st->ops->lab_list(st, a[k].client_id, &ls, &nl)) != LH_OK)
+				return e;
+			if (nl == 0 ||
+			    (k && ((e = st->ops->party_list(st, a[k].client_id, &ps, &np)) != LH_OK ||
+				   np == 0))) {
+				free(ls);
+				free(ps);
+				return e == LH_OK ? LH_ESTORE : e;
+			}
+			lab[k] = ls[0];
+			if (k)
+				party = ps[0];
+			free(ls);
+			free(ps);
+		}
+	}
+	const char *host = strcmp(app->cfg.listen_host, "0.0.0.0") == 0 ? "127.0.0.1"
+							 : app->cfg.listen_host;
+	printf("\n=== labhook demo ===\n"
+	       "Catch-all account:    clientID=%s\n"
+	       "                      clientSecret=%s\n"
+	       "                      labID=%s\n"
+	       "Party-scoped account: clientID=%s\n"
+	       "                      clientSecret=%s\n"
+	       "                      labID=%s  corporateUser=%s\n\n"
+	       "Get a token:\n"
+	       "  curl -s http://%s:%d/client/auth/token -H 'Content-Type: application/json' \\\n"
+	       "    -d '{\"clientID\":\"%s\",\"clientSecret\":\"%s\"}'\n"
+	       "List labs:\n"
+	       "  curl -s http://%s:%d/client/labs -H \"Authorization: Bearer $TOKEN\"\n"
+	       "Admin key: %s/admin.key\n"
+	       "(demo secrets are new at every start with --demo)\n\n",
+	       a[0].client_id, secret[0], lab[0].lab_id, a[1].client_id, secret[1], lab[1].lab_id,
+	       party.party_id, host, port, a[0].client_id, secret[0], host, port,
+	       app->cfg.data_dir);
+	fflush(stdout);
+	OPENSSL_cleanse(secret, sizeof secret);
+	return LH_OK;
+}
+
+static int serve(int argc, char **argv, char **env)
+{
+	struct app app;
+	struct http_server *srv = NULL;
+	char err[512];
+	int port = 0, rc = 1, sig = 0;
+	sigset_t set;
+	enum lh_err e;
+
+	memset(&app, 0, sizeof app);
+	for (int i = 0; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 0;
+		}
+	if (config_load(&app.cfg, argc, argv, env, NULL, 0, NULL, err, sizeof err) != 0) {
+		fprintf(stderr, "labhook: %s\n", err);
+		return 2;
+	}
+	log_threshold = app.cfg.log_level;
+	/* Block the stop signals before any thread exists, so only sigwait sees them. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	config_log_effective(&app.cfg);
+	if ((e = store_sqlite_open(app.cfg.data_dir, &app.store)) != LH_OK ||
+	    (e = admin_key_load(&app.cfg, app.admin_key_hash)) != LH_OK ||
+	    (e = auth_new(app.store, &app.cfg, &app.auth)) != LH_OK) {
+		fprintf(stderr, "labhook: cannot start: %s (see the log above)\n", err_code(e));
+		goto out;
+	}
+	if ((e = http_start(&app.cfg, api_dispatch, &app, &srv, &port)) != LH_OK) {
+		fprintf(stderr, "labhook: cannot listen on %s:%d\n", app.cfg.listen_host,
+			app.cfg.listen_port);
+		goto out;
+	}
+	if (app.cfg.demo && (e = demo_seed(&app, port)) != LH_OK) {
+		fprintf(stderr, "labhook: cannot create the demo accounts: %s\n", err_code(e));
+		goto out;
+	}
+	LOG(LOG_INFO, "main", "listen=%s:%d version=%s store=%s ready", app.cfg.listen_host, port,
+	    LABHOOK_VERSION, app.store->ops->name);
+	while (sigwait(&set, &sig) != 0)
+		;
+	LOG(LOG_INFO, "main", "signal=%d stopping", sig);
+	rc = 0;
+out:
+	http_stop(srv);
+	auth_free(app.auth);
+	if (app.store)
+		app.store->ops->close(app.store);
+	curl_global_cleanup();
+	if (rc == 0)
+		LOG(LOG_INFO, "main", "stopped cleanly");
+	return rc;
+}
+
+int main(int argc, char **argv, char **env)
+{
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+	    !strcmp(argv[1], "help")) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+		printf("labhook %s\n", LABHOOK_VERSION);
+		return 0;
+	}
+	if (!strcmp(argv[1], "serve"))
+		return serve(argc - 2, argv + 2, env);
+	if (!strcmp(argv[1], "admin"))
+		return admin_cli_main(argc - 2, argv + 2, env);
+	fprintf(stderr, "labhook: unknown command '%s' (try labhook --help)\n", argv[1]);
+	return 2;
+}

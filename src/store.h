@@ -1,0 +1,148 @@
+/* store.h: the one interface to persistent state. Every SQL statement lives behind it.
+ *
+ * A backend (store_sqlite.c today, a PostgreSQL one later) fills a struct store_ops; callers
+ * above this line never see SQL, connections or transactions. Invariants every backend keeps:
+ * - a function that returns LH_OK has made its change durable (synced) before returning;
+ * - multi-row changes are atomic; out-parameters are written only on LH_OK;
+ * - at most one live (active or paused) subscription holds an event for one (lab, party):
+ *   an insert or update that would break this returns LH_ECONFLICT and changes nothing.
+ * All functions are safe to call from any thread; the backend serialises as it needs.
+ * Records are plain values with fixed-size fields: the caller owns them, nothing to free
+ * except arrays returned by *_list functions (free with free()).
+ */
+#ifndef LH_STORE_H
+#define LH_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "util.h"
+
+#define NAME_CAP 201      /* display names: 200 bytes */
+#define ENDPOINT_CAP 2049 /* API.md 4.1: at most 2048 bytes */
+#define AUTHTOKEN_CAP 4097
+#define SECRET_CAP 80
+
+enum account_mode { MODE_CATCH_ALL = 0, MODE_PARTY_SCOPED = 1 };
+enum party_kind { PARTY_NONE = 0, PARTY_CORPORATE_USER = 1, PARTY_ORGANIZATION = 2 };
+enum sub_status { SUB_ACTIVE = 0, SUB_PAUSED, SUB_DISABLED, SUB_DELETED };
+
+struct account {
+	char client_id[ID_CAP];
+	char name[NAME_CAP];
+	enum account_mode mode;
+	unsigned char secret_hash[32];
+	int64_t secret_version; /* bumped on rotation; access tokens carry it */
+	int64_t created_at;
+};
+
+struct lab {
+	char lab_id[ID_CAP];
+	char client_id[ID_CAP];
+	char name[NAME_CAP];
+	int64_t created_at;
+};
+
+struct party {
+	char party_id[ID_CAP];
+	char client_id[ID_CAP];
+	enum party_kind kind;
+	char name[NAME_CAP];
+	int64_t created_at;
+};
+
+struct subscription {
+	char id[ID_CAP];
+	char client_id[ID_CAP];
+	char lab_id[ID_CAP];
+	char party_id[ID_CAP]; /* "" on catch-all accounts */
+	enum party_kind party_kind;
+	unsigned events; /* bit set of enum event_type (events.h) */
+	char endpoint[ENDPOINT_CAP];
+	char auth_token[AUTHTOKEN_CAP]; /* "" when none */
+	enum sub_status status;
+	char secret[SECRET_CAP];
+	char prev_secret[SECRET_CAP]; /* "" when none */
+	int64_t prev_secret_until;    /* unix seconds the previous secret stops signing */
+	int64_t created_at, updated_at;
+};
+
+/* Outcome of presenting a refresh token. */
+enum refresh_result { REFRESH_OK = 0, REFRESH_UNKNOWN, REFRESH_EXPIRED, REFRESH_REUSED };
+
+struct store;
+
+struct store_ops {
+	const char *name;
+	void (*close)(struct store *s);
+
+	/* Small shared key/value settings (e.g. the token signing key). Creates key with
+	 * value if absent, then returns the stored value (so every node agrees). */
+	enum lh_err (*meta_get_or_put)(struct store *s, const char *key, const char *value,
+				       char *out, size_t cap);
+
+	enum lh_err (*account_insert)(struct store *s, const struct account *a);
+	enum lh_err (*account_get)(struct store *s, const char *client_id, struct account *out);
+	/* Accounts with client_id > after (""=start), ordered, at most limit. */
+	enum lh_err (*account_list)(struct store *s, const char *after, size_t limit,
+				    struct account **out, size_t *n);
+	/* Rotates the secret hash, bumps secret_version and revokes every refresh token. */
+	enum lh_err (*account_set_secret)(struct store *s, const char *client_id,
+					  const unsigned char hash[32], struct account *out);
+	enum lh_err (*account_set_mode)(struct store *s, const char *client_id,
+					enum account_mode mode, struct account *out);
+
+	enum lh_err (*lab_insert)(struct store *s, const struct lab *l);
+	/* The lab if it exists and belongs to client_id, else LH_ENOTFOUND. */
+	enum lh_err (*lab_get)(struct store *s, const char *client_id, const char *lab_id,
+			       struct lab *out);
+	enum lh_err (*lab_list)(struct store *s, const char *client_id, struct lab **out,
+				size_t *n);
+
+	enum lh_err (*party_insert)(struct store *s, const struct party *p);
+	enum lh_err (*party_get)(struct store *s, const char *client_id, const char *party_id,
+				 struct party *out);
+	enum lh_err (*party_list)(struct store *s, const char *client_id, struct party **out,
+				  size_t *n);
+
+	enum lh_err (*refresh_insert)(struct store *s, const unsigned char hash[32],
+				      const char *client_id, const char *family,
+				      int64_t expires_at);
+	/* Atomically consumes the token with `hash` for client_id: if live and unexpired it is
+	 * marked rotated and `new_hash` is inserted in its family (expiring at new_expires),
+	 * giving REFRESH_OK. A rotated token revokes its whole family (REFRESH_REUSED). */
+	enum lh_err (*refresh_rotate)(struct store *s, const unsigned char hash[32],
+				      const char *client_id, int64_t now,
+				      const unsigned char new_hash[32], int64_t new_expires,
+				      enum refresh_result *result);
+
+	/* Inserts a subscription (status active or paused); LH_ECONFLICT if one of its events
+	 * is held by another live subscription of the same (lab, party). */
+	enum lh_err (*sub_insert)(struct store *s, const struct subscription *sub);
+	/* Replaces the mutable fields (events, endpoint, auth_token, status, secrets,
+	 * updated_at) of sub->id; same conflict rule. */
+	enum lh_err (*sub_update)(struct store *s, const struct subscription *sub);
+	/* The subscription if it belongs to client_id and is not deleted. */
+	enum lh_err (*sub_get)(struct store *s, const char *client_id, const char *id,
+			       struct subscription *out);
+	/* Live subscriptions of (lab, party) holding any event in `events`. */
+	enum lh_err (*sub_list_holding)(struct store *s, const char *lab_id,
+					const char *party_id, unsigned events,
+					struct subscription **out, size_t *n);
+	/* Non-deleted subscriptions of client_id, optionally filtered by lab ("" = any) and
+	 * status (-1 = any), with id > after, ordered by id, at most limit. */
+	enum lh_err (*sub_list)(struct store *s, const char *client_id, const char *lab_id,
+				int status, const char *after, size_t limit,
+				struct subscription **out, size_t *n);
+};
+
+struct store {
+	const struct store_ops *ops;
+};
+
+/* Opens (creating and migrating as needed) the SQLite store in data_dir.
+ * Returns owned, close with s->ops->close(s). */
+enum lh_err store_sqlite_open(const char *data_dir, struct store **out);
+
+#endif

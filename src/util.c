@@ -1,0 +1,293 @@
+/* util.c: see util.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+enum lh_err util_random(void *buf, size_t n)
+{
+	if (n > INT_MAX || RAND_bytes(buf, (int)n) != 1)
+		return LH_EIO;
+	return LH_OK;
+}
+
+static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+enum lh_err util_new_id(const char *prefix, char out[ID_CAP])
+{
+	unsigned char raw[16];
+	uint64_t ms = (uint64_t)util_now_ms();
+	size_t plen = strlen(prefix);
+	enum lh_err e;
+
+	if (plen > ID_CAP - 27)
+		return LH_EINVAL;
+	for (int i = 5; i >= 0; i--) {
+		raw[i] = (unsigned char)(ms & 0xff);
+		ms >>= 8;
+	}
+	if ((e = util_random(raw + 6, 10)) != LH_OK)
+		return e;
+	/* 128 bits as 26 base32 digits: the first digit carries the top 3 bits. */
+	char enc[27];
+	unsigned bits = 0, acc = 0;
+	size_t k = 0;
+	acc = 0;
+	bits = 2; /* pad to 130 bits at the front */
+	for (size_t i = 0; i < 16; i++) {
+		acc = (acc << 8) | raw[i];
+		bits += 8;
+		while (bits >= 5) {
+			enc[k++] = crockford[(acc >> (bits - 5)) & 31];
+			bits -= 5;
+		}
+	}
+	enc[k] = '\0';
+	memcpy(out, prefix, plen);
+	memcpy(out + plen, enc, k + 1);
+	return LH_OK;
+}
+
+enum lh_err util_random_token(const char *prefix, size_t n, char *out, size_t cap)
+{
+	unsigned char raw[64];
+	size_t plen = strlen(prefix);
+	enum lh_err e;
+
+	if (n > sizeof raw || plen >= cap)
+		return LH_EINVAL;
+	if ((e = util_random(raw, n)) != LH_OK)
+		return e;
+	if (util_b64url_encode(raw, n, out + plen, cap - plen) == 0)
+		return LH_EINVAL;
+	memcpy(out, prefix, plen);
+	OPENSSL_cleanse(raw, sizeof raw);
+	return LH_OK;
+}
+
+static size_t b64_encode_with(const char *alpha, int pad, const void *in, size_t n, char *out,
+			      size_t cap)
+{
+	const unsigned char *p = in;
+	size_t need = pad ? ((n + 2) / 3) * 4 : (n * 4 + 2) / 3;
+	size_t o = 0;
+
+	if (need + 1 > cap)
+		return 0;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16;
+		size_t rem = n - i;
+		if (rem > 1)
+			v |= (uint32_t)p[i + 1] << 8;
+		if (rem > 2)
+			v |= p[i + 2];
+		out[o++] = alpha[(v >> 18) & 63];
+		out[o++] = alpha[(v >> 12) & 63];
+		if (rem > 1)
+			out[o++] = alpha[(v >> 6) & 63];
+		else if (pad)
+			out[o++] = '=';
+		if (rem > 2)
+			out[o++] = alpha[v & 63];
+		else if (pad)
+			out[o++] = '=';
+	}
+	out[o] = '\0';
+	return o;
+}
+
+static const char b64std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+size_t util_b64_encode(const void *in, size_t n, char *out, size_t cap)
+{
+	return b64_encode_with(b64std, 1, in, n, out, cap);
+}
+
+size_t util_b64url_encode(const void *in, size_t n, char *out, size_t cap)
+{
+	return b64_encode_with(b64url, 0, in, n, out, cap);
+}
+
+static int b64_val(char c)
+{
+	const char *p = strchr(b64std, c);
+	return (c != '\0' && p) ? (int)(p - b64std) : -1;
+}
+
+long util_b64_decode(const char *in, size_t n, unsigned char *out, size_t cap)
+{
+	uint32_t acc = 0;
+	int bits = 0;
+	size_t o = 0;
+
+	while (n > 0 && in[n - 1] == '=')
+		n--;
+	if (n % 4 == 1)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		int v = b64_val(in[i]);
+		if (v < 0)
+			return -1;
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o >= cap)
+				return -1;
+			out[o++] = (unsigned char)((acc >> bits) & 0xff);
+		}
+	}
+	return (long)o;
+}
+
+void util_sha256(const void *data, size_t n, unsigned char out[32])
+{
+	SHA256(data, n, out);
+}
+
+int util_ct_equal(const void *a, const void *b, size_t n)
+{
+	return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+int64_t util_now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+int64_t util_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t util_mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void util_rfc3339(int64_t t, char out[32])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int parse_digits(const char **p, int n, int *out)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)(*p)[i]))
+			return -1;
+		v = v * 10 + ((*p)[i] - '0');
+	}
+	*p += n;
+	*out = v;
+	return 0;
+}
+
+int util_parse_time(const char *s, int64_t *out)
+{
+	const char *p = s;
+	int y, mo, d, h, mi, sec, off = 0;
+
+	if (*s == '\0')
+		return -1;
+	if (strspn(s, "0123456789") == strlen(s)) {
+		if (strlen(s) > 12)
+			return -1;
+		*out = strtoll(s, NULL, 10);
+		return 0;
+	}
+	if (parse_digits(&p, 4, &y) || *p++ != '-' || parse_digits(&p, 2, &mo) || *p++ != '-' ||
+	    parse_digits(&p, 2, &d) || (*p != 'T' && *p != 't') || !*p++ ||
+	    parse_digits(&p, 2, &h) || *p++ != ':' || parse_digits(&p, 2, &mi) || *p++ != ':' ||
+	    parse_digits(&p, 2, &sec))
+		return -1;
+	if (*p == '.') {
+		p++;
+		if (!isdigit((unsigned char)*p))
+			return -1;
+		while (isdigit((unsigned char)*p))
+			p++;
+	}
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		int sign = *p++ == '-' ? -1 : 1, oh, om;
+		if (parse_digits(&p, 2, &oh) || *p++ != ':' || parse_digits(&p, 2, &om) || oh > 23 ||
+		    om > 59)
+			return -1;
+		off = sign * (oh * 3600 + om * 60);
+	} else {
+		return -1;
+	}
+	if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+		return -1;
+	/* Days from civil (Howard Hinnant's algorithm), avoiding timegm's locale of TZ. */
+	int yy = y - (mo <= 2);
+	int era = (yy >= 0 ? yy : yy - 399) / 400;
+	unsigned yoe = (unsigned)(yy - era * 400);
+	unsigned doy = (unsigned)((153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1);
+	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	int64_t days = (int64_t)era * 146097 + (int64_t)doe - 719468;
+	*out = days * 86400 + h * 3600 + mi * 60 + sec - off;
+	return 0;
+}
+
+int util_parse_duration_ms(const char *s, int64_t *out)
+{
+	char *end;
+	long long v;
+	int64_t mult;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || v < 0)
+		return -1;
+	if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
+		mult = 1000;
+	else if (strcmp(end, "ms") == 0)
+		mult = 1;
+	else if (strcmp(end, "m") == 0)
+		mult = 60 * 1000;
+	else if (strcmp(end, "h") == 0)
+		mult = 3600 * 1000;
+	else if (strcmp(end, "d") == 0)
+		mult = 86400 * 1000;
+	else
+		return -1;
+	if (v > INT64_MAX / mult / 1000) /* keep well clear of overflow in later arithmetic */
+		return -1;
+	*out = (int64_t)v * mult;
+	return 0;
+}
+
+int util_id_valid(const char *s, const char *prefix)
+{
+	size_t plen = strlen(prefix), n = strlen(s);
+
+	if (n <= plen || n >= ID_CAP || strncmp(s, prefix, plen) != 0)
+		return 0;
+	for (size_t i = plen; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_')
+			return 0;
+	return 1;
+}

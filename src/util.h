@@ -1,0 +1,55 @@
+/* util.h: small pure helpers shared by every layer: randomness, identifiers, encodings,
+ * hashes, time formatting and duration parsing.
+ *
+ * Randomness comes only from the OS CSPRNG via OpenSSL RAND_bytes. Identifiers are
+ * time-ordered (48-bit milliseconds + 80 random bits, Crockford base32, ULID layout) behind a
+ * type prefix, so they sort by creation and make good primary keys. All functions are
+ * thread-safe and write their outputs only on success.
+ */
+#ifndef LH_UTIL_H
+#define LH_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define ID_CAP 48 /* prefix (<= 8) + 26 ULID chars + NUL, with room */
+
+/* Fills buf with n bytes from the OS CSPRNG. */
+enum lh_err util_random(void *buf, size_t n);
+/* Writes "<prefix><26-char ULID>" into out (ID_CAP bytes). */
+enum lh_err util_new_id(const char *prefix, char out[ID_CAP]);
+/* Random token: prefix + base64url of n random bytes, into out of cap bytes. */
+enum lh_err util_random_token(const char *prefix, size_t n, char *out, size_t cap);
+
+/* Base64 (standard alphabet, padded) of in into out; returns length, or 0 if cap is short. */
+size_t util_b64_encode(const void *in, size_t n, char *out, size_t cap);
+/* Decodes standard base64 (padding optional); returns decoded length or -1 on bad input. */
+long util_b64_decode(const char *in, size_t n, unsigned char *out, size_t cap);
+/* Base64url without padding. Same return contract as util_b64_encode. */
+size_t util_b64url_encode(const void *in, size_t n, char *out, size_t cap);
+
+/* SHA-256 of data into out. */
+void util_sha256(const void *data, size_t n, unsigned char out[32]);
+/* Constant-time comparison of two equal-length byte strings: 1 if equal. */
+int util_ct_equal(const void *a, const void *b, size_t n);
+
+/* Unix time in seconds and in milliseconds (wall clock). */
+int64_t util_now(void);
+int64_t util_now_ms(void);
+/* Monotonic clock in microseconds, for durations. */
+int64_t util_mono_us(void);
+/* RFC 3339 UTC ("2026-01-20T10:30:00Z") of unix seconds into out (32 bytes). */
+void util_rfc3339(int64_t t, char out[32]);
+/* Parses RFC 3339 ("...Z" or "+hh:mm") or plain unix seconds; 0 on success. */
+int util_parse_time(const char *s, int64_t *out);
+
+/* Parses a duration ("250ms", "5s", "2m", "1h", "30d", bare number = seconds) into
+ * milliseconds; 0 on success, -1 on syntax error or overflow. */
+int util_parse_duration_ms(const char *s, int64_t *out);
+
+/* 1 if s is a valid identifier with the given prefix (charset [0-9A-Za-z_], length cap). */
+int util_id_valid(const char *s, const char *prefix);
+
+#endif
