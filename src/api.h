@@ -61,5 +61,12 @@ void api_admin_labs_create(struct call *c);
 void api_admin_labs_list(struct call *c);
 void api_admin_parties_create(struct call *c);
 void api_admin_parties_list(struct call *c);
+void api_billing_create(struct call *c);
+void api_bill_get(struct call *c);
+void api_lead_create(struct call *c);
+void api_lab_bill_create(struct call *c);
+void api_lab_report_complete(struct call *c);
+void api_lab_bill_delete(struct call *c);
+void api_lab_lead_convert(struct call *c);
 
 #endif

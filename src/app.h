@@ -15,6 +15,7 @@ struct app {
 	struct store *store;
 	struct auth *auth;
 	unsigned char admin_key_hash[32];
+	char public_url[600]; /* base of reportURL links, no trailing slash */
 };
 
 #endif

@@ -300,7 +300,7 @@ static const struct setting settings[] = {
 	{"public-url", "", "base URL for reportURL links (default http://<listen>)", p_url,
 	 FIELD(public_url), 0, 512, 0},
 	{"log-level", "info", "debug, info, warn or error", p_level, 0, 0, 0, 0},
-	{"http-threads", "2", "threads serving HTTP requests", p_int, FIELD(http_threads), 1, 64,
+	{"http-threads", "16", "threads serving HTTP requests (each waits for its commit)", p_int, FIELD(http_threads), 1, 64,
 	 0},
 	{"max-connections", "1024", "concurrent HTTP connections accepted", p_int,
 	 FIELD(max_connections), 1, 100000, 0},

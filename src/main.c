@@ -206,6 +206,15 @@ static int serve(int argc, char **argv, char **env)
 			app.cfg.listen_port);
 		goto out;
 	}
+	if (app.cfg.public_url[0])
+		snprintf(app.public_url, sizeof app.public_url, "%s", app.cfg.public_url);
+	else
+		snprintf(app.public_url, sizeof app.public_url, "http://%s%s%s:%d",
+			 strchr(app.cfg.listen_host, ':') ? "[" : "", app.cfg.listen_host,
+			 strchr(app.cfg.listen_host, ':') ? "]" : "", port);
+	size_t ul = strlen(app.public_url);
+	while (ul > 0 && app.public_url[ul - 1] == '/')
+		app.public_url[--ul] = '\0';
 	if (app.cfg.demo && (e = demo_seed(&app, port)) != LH_OK) {
 		fprintf(stderr, "labhook: cannot create the demo accounts: %s\n", err_code(e));
 		goto out;

@@ -68,6 +68,117 @@ struct subscription {
 	int64_t created_at, updated_at;
 };
 
+enum bill_status { BILL_PENDING = 0, BILL_COMPLETED, BILL_DELETED };
+enum report_status { REPORT_PENDING = 0, REPORT_COMPLETED };
+enum lead_phase { PHASE_LEAD = 0, PHASE_BOOKING };
+
+#define DETAIL_CAP 8192 /* JSON text of patient details or a lead's fields */
+#define CONTACT_CAP 16
+#define EMAIL_CAP 255
+
+/* The parties an entity carries (API.md 5.1); "" when absent. */
+struct parties {
+	char corporate_user[ID_CAP];
+	char referred_org[ID_CAP];
+	char referred_hospital_org[ID_CAP];
+};
+
+struct bill {
+	char bill_id[ID_CAP];
+	char client_id[ID_CAP];
+	char lab_id[ID_CAP];
+	char integrator_id[NAME_CAP];
+	char pre_booking_id[ID_CAP];
+	char bar_code[NAME_CAP]; /* "" when none */
+	char lead_source[NAME_CAP];
+	enum bill_status status;
+	struct parties parties;
+	char patient[DETAIL_CAP]; /* JSON object text */
+	int64_t created_at, updated_at;
+};
+
+struct report {
+	char report_id[ID_CAP];
+	char bill_id[ID_CAP];
+	int seq;
+	char name[NAME_CAP];
+	char package[NAME_CAP]; /* "" when not from a package */
+	enum report_status status;
+	int64_t completed_at;
+};
+
+struct lead {
+	char lead_id[ID_CAP];
+	char client_id[ID_CAP];
+	char lab_id[ID_CAP];
+	char integrator_id[NAME_CAP];
+	enum lead_phase phase;
+	char contact[CONTACT_CAP];
+	char email[EMAIL_CAP]; /* lower-cased; "" when none */
+	char day[11];          /* UTC YYYY-MM-DD of creation, for the same-day rule */
+	char booking_id[ID_CAP]; /* "" until booked */
+	struct parties parties;
+	char data[DETAIL_CAP]; /* JSON object text of the lead's fields */
+	int64_t created_at;
+};
+
+struct booking {
+	char booking_id[ID_CAP];
+	char lead_id[ID_CAP];
+	char client_id[ID_CAP];
+	char lab_id[ID_CAP];
+	char integrator_id[NAME_CAP];
+	char booking_type[NAME_CAP];
+	char scheduled_at[32]; /* RFC 3339 */
+	struct parties parties;
+	int64_t created_at;
+};
+
+/* An event as committed; payload is the JSON text sent to every endpoint. */
+struct event {
+	char event_id[ID_CAP];
+	char client_id[ID_CAP];
+	char lab_id[ID_CAP];
+	int type; /* enum event_type */
+	char entity_id[ID_CAP]; /* the bill or lead/booking it is about: the ordering key */
+	const char *payload;   /* borrowed */
+	int64_t created_at;
+};
+
+/* A transaction handed to a store_tx_fn by store_ops.submit. Only valid inside the call. */
+struct store_tx;
+
+struct store_tx_ops {
+	/* LH_ECONFLICT when the bar code is already used in the lab. */
+	enum lh_err (*bill_insert)(struct store_tx *tx, const struct bill *b,
+				   const struct report *reports, size_t n);
+	/* The bill and its reports (ordered; free *reports with free()). */
+	enum lh_err (*bill_load)(struct store_tx *tx, const char *bill_id, struct bill *out,
+				 struct report **reports, size_t *n);
+	enum lh_err (*bill_update)(struct store_tx *tx, const struct bill *b);
+	enum lh_err (*report_update)(struct store_tx *tx, const struct report *r);
+	/* *dup = 1 if a lead of lab_id created on day has this contact or (non-empty) email. */
+	enum lh_err (*lead_dup)(struct store_tx *tx, const char *lab_id, const char *day,
+				const char *contact, const char *email, int *dup);
+	enum lh_err (*lead_insert)(struct store_tx *tx, const struct lead *l);
+	enum lh_err (*lead_load)(struct store_tx *tx, const char *lead_id, struct lead *out);
+	enum lh_err (*lead_set_booking)(struct store_tx *tx, const char *lead_id,
+					const char *booking_id);
+	enum lh_err (*booking_insert)(struct store_tx *tx, const struct booking *b);
+	/* Stores the event and one pending delivery per live subscription matching
+	 * (lab, party, type) for party "" (catch-all) and each of the n party ids; a
+	 * subscription matched twice gets one delivery. *ndeliveries gets the count. */
+	enum lh_err (*event_insert)(struct store_tx *tx, const struct event *ev,
+				    const char *const *party_ids, size_t n, size_t *ndeliveries);
+};
+
+struct store_tx {
+	const struct store_tx_ops *ops;
+};
+
+/* Runs inside the writer's transaction; returning an error undoes only this call's changes. */
+typedef enum lh_err (*store_tx_fn)(struct store_tx *tx, void *arg);
+
 /* Outcome of presenting a refresh token. */
 enum refresh_result { REFRESH_OK = 0, REFRESH_UNKNOWN, REFRESH_EXPIRED, REFRESH_REUSED };
 
@@ -135,6 +246,14 @@ struct store_ops {
 	enum lh_err (*sub_list)(struct store *s, const char *client_id, const char *lab_id,
 				int status, const char *after, size_t limit,
 				struct subscription **out, size_t *n);
+
+	/* Group commit: runs fn inside a transaction shared with other concurrent submits and
+	 * returns once that transaction is durable, with fn's result (or the commit's
+	 * failure, in which case nothing of fn's is kept). */
+	enum lh_err (*submit)(struct store *s, store_tx_fn fn, void *arg);
+	/* The client's bill with its reports (free *reports with free()). */
+	enum lh_err (*bill_get)(struct store *s, const char *client_id, const char *bill_id,
+				struct bill *out, struct report **reports, size_t *n);
 };
 
 struct store {

@@ -7,6 +7,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,18 +19,47 @@
 #include "log.h"
 #include "store.h"
 
-#define STMT_CACHE 64
+#define STMT_CACHE 96
+#define ROUTE_KEY_CAP (2 * ID_CAP + 8)
+#define BATCH_MAX 1024
+
+/* One entry of the in-memory routing index: "lab\x1fparty\x1fevent" -> subscription. */
+struct route {
+	char key[ROUTE_KEY_CAP];
+	char sub_id[ID_CAP];
+};
+
+struct job {
+	store_tx_fn fn;
+	void *arg;
+	enum lh_err result;
+	int done;
+	struct job *next;
+};
 
 struct sqlite_store {
 	struct store base;
+	struct store_tx tx;
 	sqlite3 *db;
-	pthread_mutex_t mu;
+	pthread_mutex_t mu; /* the connection, the statement cache and the routing index */
 	struct {
 		const char *sql;
 		sqlite3_stmt *st;
 	} cache[STMT_CACHE];
 	size_t ncache;
+	/* Sorted by key; exact copy of subscription_events, changed only under mu. */
+	struct route *routes;
+	size_t nroutes, cap_routes;
+	/* Group commit: submitters queue jobs; one writer thread runs them in batches. */
+	pthread_mutex_t qmu;
+	pthread_cond_t qcv, donecv;
+	struct job *qhead, *qtail;
+	int stopping, writer_started;
+	pthread_t writer;
+	int routes_dirty; /* the index changed inside the open transaction */
 };
+
+static enum lh_err routes_rebuild(struct sqlite_store *s);
 
 static const char *const migrations[] = {
 	/* 1: accounts, labs, parties, refresh tokens, subscriptions. */
@@ -63,6 +93,45 @@ static const char *const migrations[] = {
 	" lab_id TEXT NOT NULL, party_id TEXT NOT NULL, event INTEGER NOT NULL,"
 	" PRIMARY KEY(sub_id, event));"
 	"CREATE UNIQUE INDEX sub_events_holder ON subscription_events(lab_id, party_id, event);",
+	/* 2: bills and reports, leads and bookings, events and their deliveries (the outbox). */
+	"CREATE TABLE bills(bill_id TEXT PRIMARY KEY,"
+	" client_id TEXT NOT NULL REFERENCES accounts(client_id),"
+	" lab_id TEXT NOT NULL REFERENCES labs(lab_id), integrator_id TEXT NOT NULL,"
+	" pre_booking_id TEXT NOT NULL, bar_code TEXT, lead_source TEXT NOT NULL,"
+	" status INTEGER NOT NULL, corporate_user TEXT NOT NULL, referred_org TEXT NOT NULL,"
+	" referred_hospital_org TEXT NOT NULL, patient TEXT NOT NULL,"
+	" created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+	"CREATE UNIQUE INDEX bills_bar_code ON bills(lab_id, bar_code) WHERE bar_code IS NOT NULL;"
+	"CREATE TABLE reports(report_id TEXT PRIMARY KEY,"
+	" bill_id TEXT NOT NULL REFERENCES bills(bill_id), seq INTEGER NOT NULL,"
+	" name TEXT NOT NULL, package TEXT NOT NULL, status INTEGER NOT NULL,"
+	" completed_at INTEGER NOT NULL);"
+	"CREATE INDEX reports_bill ON reports(bill_id, seq);"
+	"CREATE TABLE leads(lead_id TEXT PRIMARY KEY,"
+	" client_id TEXT NOT NULL REFERENCES accounts(client_id),"
+	" lab_id TEXT NOT NULL REFERENCES labs(lab_id), integrator_id TEXT NOT NULL,"
+	" phase INTEGER NOT NULL, contact TEXT NOT NULL, email TEXT NOT NULL, day TEXT NOT NULL,"
+	" booking_id TEXT NOT NULL, corporate_user TEXT NOT NULL, referred_org TEXT NOT NULL,"
+	" referred_hospital_org TEXT NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL);"
+	"CREATE INDEX leads_contact ON leads(lab_id, day, contact);"
+	"CREATE INDEX leads_email ON leads(lab_id, day, email);"
+	"CREATE TABLE bookings(booking_id TEXT PRIMARY KEY, lead_id TEXT NOT NULL,"
+	" client_id TEXT NOT NULL REFERENCES accounts(client_id),"
+	" lab_id TEXT NOT NULL REFERENCES labs(lab_id), integrator_id TEXT NOT NULL,"
+	" booking_type TEXT NOT NULL, scheduled_at TEXT NOT NULL, corporate_user TEXT NOT NULL,"
+	" referred_org TEXT NOT NULL, referred_hospital_org TEXT NOT NULL,"
+	" created_at INTEGER NOT NULL);"
+	"CREATE TABLE events(event_id TEXT PRIMARY KEY, client_id TEXT NOT NULL,"
+	" lab_id TEXT NOT NULL, type INTEGER NOT NULL, entity_id TEXT NOT NULL,"
+	" payload TEXT NOT NULL, created_at INTEGER NOT NULL);"
+	"CREATE INDEX events_entity ON events(entity_id, event_id);"
+	/* status 0 pending; attempts and next_at belong to the delivery engine. */
+	"CREATE TABLE deliveries(delivery_id TEXT PRIMARY KEY,"
+	" event_id TEXT NOT NULL REFERENCES events(event_id), sub_id TEXT NOT NULL,"
+	" entity_id TEXT NOT NULL, status INTEGER NOT NULL, attempts INTEGER NOT NULL,"
+	" next_at INTEGER NOT NULL, created_at INTEGER NOT NULL);"
+	"CREATE INDEX deliveries_pending ON deliveries(status, next_at);"
+	"CREATE INDEX deliveries_sub ON deliveries(sub_id, delivery_id);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -132,6 +201,9 @@ static enum lh_err finish(struct sqlite_store *s, enum lh_err e)
 		e = exec(s, "COMMIT");
 	if (e != LH_OK && !sqlite3_get_autocommit(s->db))
 		exec(s, "ROLLBACK");
+	if (e != LH_OK && s->routes_dirty)
+		routes_rebuild(s); /* the rolled-back change must leave the index too */
+	s->routes_dirty = 0;
 	pthread_mutex_unlock(&s->mu);
 	return e;
 }
@@ -167,6 +239,18 @@ static void sqlite_close(struct store *base)
 	struct sqlite_store *s = S(base);
 	if (!s)
 		return;
+	if (s->writer_started) {
+		/* Jobs already queued still run: their submitters are waiting for them. */
+		pthread_mutex_lock(&s->qmu);
+		s->stopping = 1;
+		pthread_cond_signal(&s->qcv);
+		pthread_mutex_unlock(&s->qmu);
+		pthread_join(s->writer, NULL);
+	}
+	free(s->routes);
+	pthread_mutex_destroy(&s->qmu);
+	pthread_cond_destroy(&s->qcv);
+	pthread_cond_destroy(&s->donecv);
 	for (size_t i = 0; i < s->ncache; i++)
 		sqlite3_finalize(s->cache[i].st);
 	if (s->db) {
@@ -637,6 +721,86 @@ out:
 	return e;
 }
 
+/* ---- the routing index: (lab, party, event) -> live subscription, in memory ---- */
+
+static void route_key(char out[ROUTE_KEY_CAP], const char *lab, const char *party, int event)
+{
+	snprintf(out, ROUTE_KEY_CAP, "%s\x1f%s\x1f%d", lab, party, event);
+}
+
+/* Index of key, or of where it would go (*found = 0). Caller holds mu. */
+static size_t route_find(struct sqlite_store *s, const char *key, int *found)
+{
+	size_t lo = 0, hi = s->nroutes;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(s->routes[mid].key, key);
+		if (c == 0) {
+			*found = 1;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = 0;
+	return lo;
+}
+
+static enum lh_err route_put(struct sqlite_store *s, const char *key, const char *sub_id)
+{
+	int found;
+	size_t i = route_find(s, key, &found);
+	if (!found) {
+		if (s->nroutes == s->cap_routes) {
+			size_t ncap = s->cap_routes ? s->cap_routes * 2 : 64;
+			struct route *nr = realloc(s->routes, ncap * sizeof *nr);
+			if (!nr)
+				return LH_ENOMEM;
+			s->routes = nr;
+			s->cap_routes = ncap;
+		}
+		memmove(&s->routes[i + 1], &s->routes[i], (s->nroutes - i) * sizeof *s->routes);
+		s->nroutes++;
+		snprintf(s->routes[i].key, ROUTE_KEY_CAP, "%s", key);
+	}
+	snprintf(s->routes[i].sub_id, ID_CAP, "%s", sub_id);
+	return LH_OK;
+}
+
+static void route_del(struct sqlite_store *s, const char *key)
+{
+	int found;
+	size_t i = route_find(s, key, &found);
+	if (!found)
+		return;
+	memmove(&s->routes[i], &s->routes[i + 1], (s->nroutes - i - 1) * sizeof *s->routes);
+	s->nroutes--;
+}
+
+static enum lh_err routes_rebuild(struct sqlite_store *s)
+{
+	sqlite3_stmt *st = stmt(s, "SELECT lab_id, party_id, event, sub_id FROM subscription_events");
+	enum lh_err e = LH_OK;
+	int rc;
+	if (!st)
+		return LH_ESTORE;
+	s->nroutes = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && e == LH_OK) {
+		char key[ROUTE_KEY_CAP];
+		route_key(key, (const char *)sqlite3_column_text(st, 0),
+			  (const char *)sqlite3_column_text(st, 1), sqlite3_column_int(st, 2));
+		e = route_put(s, key, (const char *)sqlite3_column_text(st, 3));
+	}
+	sqlite3_reset(st);
+	if (e == LH_OK && rc != SQLITE_DONE)
+		e = fail(s, rc, "routes_rebuild");
+	if (e != LH_OK)
+		LOG(LOG_ERROR, "store", "the routing index could not be rebuilt");
+	return e;
+}
+
 /* ---- subscriptions ---- */
 
 #define SUB_COLS                                                                            \
@@ -666,8 +830,25 @@ static void sub_from_row(sqlite3_stmt *st, void *p)
 /* Rewrites the event-holder rows of sub (none unless live); caller holds a transaction. */
 static enum lh_err sub_write_events(struct sqlite_store *s, const struct subscription *u)
 {
-	sqlite3_stmt *st = stmt(s, "DELETE FROM subscription_events WHERE sub_id = ?1");
+	sqlite3_stmt *st = stmt(s, "SELECT lab_id, party_id, event FROM subscription_events"
+				   " WHERE sub_id = ?1");
 	enum lh_err e;
+	char key[ROUTE_KEY_CAP];
+	int rc;
+
+	if (!st)
+		return LH_ESTORE;
+	s->routes_dirty = 1;
+	bind_text(st, 1, u->id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		route_key(key, (const char *)sqlite3_column_text(st, 0),
+			  (const char *)sqlite3_column_text(st, 1), sqlite3_column_int(st, 2));
+		route_del(s, key);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return fail(s, rc, "sub_events_read");
+	st = stmt(s, "DELETE FROM subscription_events WHERE sub_id = ?1");
 	if (st)
 		bind_text(st, 1, u->id);
 	if ((e = step_done(s, st, "sub_events_clear")) != LH_OK)
@@ -686,6 +867,9 @@ static enum lh_err sub_write_events(struct sqlite_store *s, const struct subscri
 			sqlite3_bind_int(st, 4, ev);
 		}
 		if ((e = step_done(s, st, "sub_events_put")) != LH_OK)
+			return e;
+		route_key(key, u->lab_id, u->party_id, ev);
+		if ((e = route_put(s, key, u->id)) != LH_OK)
 			return e;
 	}
 	return LH_OK;
@@ -812,6 +996,447 @@ static enum lh_err sqlite_sub_list(struct store *base, const char *client_id, co
 	return e;
 }
 
+/* ---- inside the writer's transaction (mu held by the writer) ---- */
+
+static struct sqlite_store *TX(struct store_tx *tx)
+{
+	return (struct sqlite_store *)(void *)((char *)tx - offsetof(struct sqlite_store, tx));
+}
+
+static void bind_parties(sqlite3_stmt *st, int first, const struct parties *p)
+{
+	bind_text(st, first, p->corporate_user);
+	bind_text(st, first + 1, p->referred_org);
+	bind_text(st, first + 2, p->referred_hospital_org);
+}
+
+static void col_parties(sqlite3_stmt *st, int first, struct parties *p)
+{
+	col_text(st, first, p->corporate_user, sizeof p->corporate_user);
+	col_text(st, first + 1, p->referred_org, sizeof p->referred_org);
+	col_text(st, first + 2, p->referred_hospital_org, sizeof p->referred_hospital_org);
+}
+
+static enum lh_err report_put(struct sqlite_store *s, const struct report *r, int insert)
+{
+	sqlite3_stmt *st = insert ? stmt(s, "INSERT INTO reports(report_id, bill_id, seq, name,"
+					    " package, status, completed_at)"
+					    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+				  : stmt(s, "UPDATE reports SET status = ?6, completed_at = ?7"
+					    " WHERE report_id = ?1 AND bill_id = ?2");
+	if (st) {
+		bind_text(st, 1, r->report_id);
+		bind_text(st, 2, r->bill_id);
+		sqlite3_bind_int(st, 3, r->seq);
+		bind_text(st, 4, r->name);
+		bind_text(st, 5, r->package);
+		sqlite3_bind_int(st, 6, (int)r->status);
+		sqlite3_bind_int64(st, 7, r->completed_at);
+	}
+	return step_done(s, st, insert ? "report_insert" : "report_update");
+}
+
+static enum lh_err tx_bill_insert(struct store_tx *tx, const struct bill *b,
+				  const struct report *reports, size_t n)
+{
+	struct sqlite_store *s = TX(tx);
+	sqlite3_stmt *st = stmt(s, "INSERT INTO bills(bill_id, client_id, lab_id, integrator_id,"
+				   " pre_booking_id, bar_code, lead_source, status, corporate_user,"
+				   " referred_org, referred_hospital_org, patient, created_at,"
+				   " updated_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+				   " ?12, ?13, ?14)");
+	enum lh_err e;
+	if (st) {
+		bind_text(st, 1, b->bill_id);
+		bind_text(st, 2, b->client_id);
+		bind_text(st, 3, b->lab_id);
+		bind_text(st, 4, b->integrator_id);
+		bind_text(st, 5, b->pre_booking_id);
+		if (b->bar_code[0])
+			bind_text(st, 6, b->bar_code);
+		else
+			sqlite3_bind_null(st, 6);
+		bind_text(st, 7, b->lead_source);
+		sqlite3_bind_int(st, 8, (int)b->status);
+		bind_parties(st, 9, &b->parties);
+		bind_text(st, 12, b->patient);
+		sqlite3_bind_int64(st, 13, b->created_at);
+		sqlite3_bind_int64(st, 14, b->updated_at);
+	}
+	if ((e = step_done(s, st, "bill_insert")) != LH_OK)
+		return e;
+	for (size_t i = 0; i < n; i++)
+		if ((e = report_put(s, &reports[i], 1)) != LH_OK)
+			return e;
+	return LH_OK;
+}
+
+#define BILL_COLS                                                                          \
+	"bill_id, client_id, lab_id, integrator_id, pre_booking_id, bar_code, lead_source,"  \
+	" status, corporate_user, referred_org, referred_hospital_org, patient, created_at," \
+	" updated_at"
+
+static void bill_from_row(sqlite3_stmt *st, struct bill *b)
+{
+	memset(b, 0, sizeof *b);
+	col_text(st, 0, b->bill_id, sizeof b->bill_id);
+	col_text(st, 1, b->client_id, sizeof b->client_id);
+	col_text(st, 2, b->lab_id, sizeof b->lab_id);
+	col_text(st, 3, b->integrator_id, sizeof b->integrator_id);
+	col_text(st, 4, b->pre_booking_id, sizeof b->pre_booking_id);
+	col_text(st, 5, b->bar_code, sizeof b->bar_code);
+	col_text(st, 6, b->lead_source, sizeof b->lead_source);
+	b->status = (enum bill_status)sqlite3_column_int(st, 7);
+	col_parties(st, 8, &b->parties);
+	col_text(st, 11, b->patient, sizeof b->patient);
+	b->created_at = sqlite3_column_int64(st, 12);
+	b->updated_at = sqlite3_column_int64(st, 13);
+}
+
+static void report_from_row(sqlite3_stmt *st, void *p)
+{
+	struct report *r = p;
+	memset(r, 0, sizeof *r);
+	col_text(st, 0, r->report_id, sizeof r->report_id);
+	col_text(st, 1, r->bill_id, sizeof r->bill_id);
+	r->seq = sqlite3_column_int(st, 2);
+	col_text(st, 3, r->name, sizeof r->name);
+	col_text(st, 4, r->package, sizeof r->package);
+	r->status = (enum report_status)sqlite3_column_int(st, 5);
+	r->completed_at = sqlite3_column_int64(st, 6);
+}
+
+/* Reads a bill (of client_id unless NULL) and its reports; caller holds mu. */
+static enum lh_err bill_read(struct sqlite_store *s, const char *client_id, const char *bill_id,
+			     struct bill *out, struct report **reports, size_t *n)
+{
+	struct bill b;
+	sqlite3_stmt *st = stmt(s, "SELECT " BILL_COLS " FROM bills WHERE bill_id = ?1");
+	if (!st)
+		return LH_ESTORE;
+	bind_text(st, 1, bill_id);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		bill_from_row(st, &b);
+	sqlite3_reset(st);
+	if (rc == SQLITE_DONE || (rc == SQLITE_ROW && client_id && strcmp(b.client_id, client_id)))
+		return LH_ENOTFOUND;
+	if (rc != SQLITE_ROW)
+		return fail(s, rc, "bill");
+	st = stmt(s, "SELECT report_id, bill_id, seq, name, package, status, completed_at"
+		     " FROM reports WHERE bill_id = ?1 ORDER BY seq");
+	if (!st)
+		return LH_ESTORE;
+	bind_text(st, 1, bill_id);
+	enum lh_err e = collect(s, st, sizeof **reports, report_from_row, (void **)reports, n);
+	if (e == LH_OK)
+		*out = b;
+	return e;
+}
+
+static enum lh_err tx_bill_load(struct store_tx *tx, const char *bill_id, struct bill *out,
+				struct report **reports, size_t *n)
+{
+	return bill_read(TX(tx), NULL, bill_id, out, reports, n);
+}
+
+static enum lh_err tx_bill_update(struct store_tx *tx, const struct bill *b)
+{
+	struct sqlite_store *s = TX(tx);
+	sqlite3_stmt *st = stmt(s, "UPDATE bills SET status = ?2, updated_at = ?3 WHERE bill_id = ?1");
+	if (st) {
+		bind_text(st, 1, b->bill_id);
+		sqlite3_bind_int(st, 2, (int)b->status);
+		sqlite3_bind_int64(st, 3, b->updated_at);
+	}
+	return step_done(s, st, "bill_update");
+}
+
+static enum lh_err tx_report_update(struct store_tx *tx, const struct report *r)
+{
+	return report_put(TX(tx), r, 0);
+}
+
+static enum lh_err tx_lead_dup(struct store_tx *tx, const char *lab_id, const char *day,
+			       const char *contact, const char *email, int *dup)
+{
+	struct sqlite_store *s = TX(tx);
+	sqlite3_stmt *st = stmt(s, "SELECT 1 FROM leads WHERE lab_id = ?1 AND day = ?2 AND"
+				   " (contact = ?3 OR (?4 != '' AND email = ?4)) LIMIT 1");
+	if (!st)
+		return LH_ESTORE;
+	bind_text(st, 1, lab_id);
+	bind_text(st, 2, day);
+	bind_text(st, 3, contact);
+	bind_text(st, 4, email);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return fail(s, rc, "lead_dup");
+	*dup = rc == SQLITE_ROW;
+	return LH_OK;
+}
+
+static enum lh_err tx_lead_insert(struct store_tx *tx, const struct lead *l)
+{
+	struct sqlite_store *s = TX(tx);
+	sqlite3_stmt *st = stmt(s, "INSERT INTO leads(lead_id, client_id, lab_id, integrator_id,"
+				   " phase, contact, email, day, booking_id, corporate_user,"
+				   " referred_org, referred_hospital_org, data, created_at)"
+				   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+				   " ?14)");
+	if (st) {
+		bind_text(st, 1, l->lead_id);
+		bind_text(st, 2, l->client_id);
+		bind_text(st, 3, l->lab_id);
+		bind_text(st, 4, l->integrator_id);
+		sqlite3_bind_int(st, 5, (int)l->phase);
+		bind_text(st, 6, l->contact);
+		bind_text(st, 7, l->email);
+		bind_text(st, 8, l->day);
+		bind_text(st, 9, l->booking_id);
+		bind_parties(st, 10, &l->parties);
+		bind_text(st, 13, l->data);
+		sqlite3_bind_int64(st, 14, l->created_at);
+	}
+	return step_done(s, st, "lead_insert");
+}
+
+static enum lh_err tx_lead_load(struct store_tx *tx, const char *lead_id, struct lead *out)
+{
+	struct sqlite_store *s = TX(tx);
+	sqlite3_stmt *st = stmt(s, "SELECT lead_id, client_id, lab_id, integrator_id, phase,"
+				   " contact, email, day, booking_id, corporate_user, referred_org,"
+				   " referred_hospital_org, data, created_at FROM leads"
+				   " WHERE lead_id = ?1");
+	if (!st)
+		return LH_ESTORE;
+	bind_text(st, 1, lead_id);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		struct lead *l = out;
+		memset(l, 0, sizeof *l);
+		col_text(st, 0, l->lead_id, sizeof l->lead_id);
+		col_text(st, 1, l->client_id, sizeof l->client_id);
+		col_text(st, 2, l->lab_id, sizeof l->lab_id);
+		col_text(st, 3, l->integrator_id, sizeof l->integrator_id);
+		l->phase = (enum lead_phase)sqlite3_column_int(st, 4);
+		col_text(st, 5, l->contact, sizeof l->contact);
+		col_text(st, 6, l->email, sizeof l->email);
+		col_text(st, 7, l->day, sizeof l->day);
+		col_text(st, 8, l->booking_id, sizeof l->booking_id);
+		col_parties(st, 9, &l->parties);
+		col_text(st, 12, l->data, sizeof l->data);
+		l->created_at = sqlite3_column_int64(st, 13);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? LH_OK : rc == SQLITE_DONE ? LH_ENOTFOUND : fail(s, rc, "lead");
+}
+
+static enum lh_err tx_lead_set_booking(struct store_tx *tx, const char *lead_id,
+				       const char *booking_id)
+{
+	struct sqlite_store *s = TX(tx);
+	sqlite3_stmt *st = stmt(s, "UPDATE leads SET booking_id = ?2, phase = 1"
+				   " WHERE lead_id = ?1 AND booking_id = ''");
+	if (st) {
+		bind_text(st, 1, lead_id);
+		bind_text(st, 2, booking_id);
+	}
+	enum lh_err e = step_done(s, st, "lead_set_booking");
+	if (e == LH_OK && sqlite3_changes(s->db) == 0)
+		e = LH_ECONFLICT;
+	return e;
+}
+
+static enum lh_err tx_booking_insert(struct store_tx *tx, const struct booking *b)
+{
+	struct sqlite_store *s = TX(tx);
+	sqlite3_stmt *st = stmt(s, "INSERT INTO bookings(booking_id, lead_id, client_id, lab_id,"
+				   " integrator_id, booking_type, scheduled_at, corporate_user,"
+				   " referred_org, referred_hospital_org, created_at)"
+				   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+	if (st) {
+		bind_text(st, 1, b->booking_id);
+		bind_text(st, 2, b->lead_id);
+		bind_text(st, 3, b->client_id);
+		bind_text(st, 4, b->lab_id);
+		bind_text(st, 5, b->integrator_id);
+		bind_text(st, 6, b->booking_type);
+		bind_text(st, 7, b->scheduled_at);
+		bind_parties(st, 8, &b->parties);
+		sqlite3_bind_int64(st, 11, b->created_at);
+	}
+	return step_done(s, st, "booking_insert");
+}
+
+static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
+				   const char *const *party_ids, size_t n, size_t *ndeliveries)
+{
+	struct sqlite_store *s = TX(tx);
+	const char *matched[8];
+	size_t nm = 0;
+	enum lh_err e;
+	sqlite3_stmt *st = stmt(s, "INSERT INTO events(event_id, client_id, lab_id, type,"
+				   " entity_id, payload, created_at)"
+				   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+	if (st) {
+		bind_text(st, 1, ev->event_id);
+		bind_text(st, 2, ev->client_id);
+		bind_text(st, 3, ev->lab_id);
+		sqlite3_bind_int(st, 4, ev->type);
+		bind_text(st, 5, ev->entity_id);
+		bind_text(st, 6, ev->payload);
+		sqlite3_bind_int64(st, 7, ev->created_at);
+	}
+	if ((e = step_done(s, st, "event_insert")) != LH_OK)
+		return e;
+	/* The catch-all key first, then each party; a subscription matched twice counts once. */
+	for (size_t i = 0; i <= n && i < 8; i++) {
+		char key[ROUTE_KEY_CAP];
+		int found;
+		if (i > 0 && (!party_ids[i - 1] || !party_ids[i - 1][0]))
+			continue;
+		route_key(key, ev->lab_id, i == 0 ? "" : party_ids[i - 1], ev->type);
+		size_t at = route_find(s, key, &found);
+		if (!found)
+			continue;
+		const char *sub = s->routes[at].sub_id;
+		int dup = 0;
+		for (size_t k = 0; k < nm; k++)
+			dup |= strcmp(matched[k], sub) == 0;
+		if (!dup)
+			matched[nm++] = sub;
+	}
+	for (size_t k = 0; k < nm; k++) {
+		char id[ID_CAP];
+		if ((e = util_new_id("dlv_", id)) != LH_OK)
+			return e;
+		st = stmt(s, "INSERT INTO deliveries(delivery_id, event_id, sub_id, entity_id,"
+			     " status, attempts, next_at, created_at)"
+			     " VALUES(?1, ?2, ?3, ?4, 0, 0, ?5, ?5)");
+		if (st) {
+			bind_text(st, 1, id);
+			bind_text(st, 2, ev->event_id);
+			bind_text(st, 3, matched[k]);
+			bind_text(st, 4, ev->entity_id);
+			sqlite3_bind_int64(st, 5, ev->created_at);
+		}
+		if ((e = step_done(s, st, "delivery_insert")) != LH_OK)
+			return e;
+	}
+	*ndeliveries = nm;
+	return LH_OK;
+}
+
+static const struct store_tx_ops sqlite_tx_ops = {
+	.bill_insert = tx_bill_insert,
+	.bill_load = tx_bill_load,
+	.bill_update = tx_bill_update,
+	.report_update = tx_report_update,
+	.lead_dup = tx_lead_dup,
+	.lead_insert = tx_lead_insert,
+	.lead_load = tx_lead_load,
+	.lead_set_booking = tx_lead_set_booking,
+	.booking_insert = tx_booking_insert,
+	.event_insert = tx_event_insert,
+};
+
+/* ---- group commit ---- */
+
+/* Runs one batch in one transaction: each job inside its own savepoint, so a job's
+ * failure undoes only its changes; one COMMIT (one sync) makes all of them durable. */
+static void run_batch(struct sqlite_store *s, struct job *batch)
+{
+	enum lh_err e;
+	pthread_mutex_lock(&s->mu);
+	e = exec(s, "BEGIN IMMEDIATE");
+	for (struct job *j = batch; j; j = j->next) {
+		if (e != LH_OK) {
+			j->result = e;
+			continue;
+		}
+		if ((j->result = exec(s, "SAVEPOINT job")) != LH_OK)
+			continue;
+		j->result = j->fn(&s->tx, j->arg);
+		if (j->result != LH_OK)
+			exec(s, "ROLLBACK TO job");
+		exec(s, "RELEASE job");
+	}
+	if (e == LH_OK && (e = exec(s, "COMMIT")) != LH_OK) {
+		exec(s, "ROLLBACK");
+		for (struct job *j = batch; j; j = j->next)
+			if (j->result == LH_OK)
+				j->result = e; /* nothing of theirs was kept */
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void *writer_main(void *arg)
+{
+	struct sqlite_store *s = arg;
+	for (;;) {
+		pthread_mutex_lock(&s->qmu);
+		while (!s->qhead && !s->stopping)
+			pthread_cond_wait(&s->qcv, &s->qmu);
+		if (!s->qhead && s->stopping) {
+			pthread_mutex_unlock(&s->qmu);
+			return NULL;
+		}
+		/* Take up to BATCH_MAX queued jobs. */
+		struct job *batch = s->qhead, *last = batch;
+		for (int k = 1; k < BATCH_MAX && last->next; k++)
+			last = last->next;
+		s->qhead = last->next;
+		if (!s->qhead)
+			s->qtail = NULL;
+		last->next = NULL;
+		pthread_mutex_unlock(&s->qmu);
+
+		run_batch(s, batch);
+
+		pthread_mutex_lock(&s->qmu);
+		for (struct job *j = batch, *next; j; j = next) {
+			next = j->next; /* j belongs to its submitter once done is set */
+			j->done = 1;
+		}
+		pthread_cond_broadcast(&s->donecv);
+		pthread_mutex_unlock(&s->qmu);
+	}
+}
+
+static enum lh_err sqlite_submit(struct store *base, store_tx_fn fn, void *arg)
+{
+	struct sqlite_store *s = S(base);
+	struct job j = {.fn = fn, .arg = arg, .result = LH_ESTORE};
+	pthread_mutex_lock(&s->qmu);
+	if (s->stopping) {
+		pthread_mutex_unlock(&s->qmu);
+		return LH_ESTORE;
+	}
+	if (s->qtail)
+		s->qtail->next = &j;
+	else
+		s->qhead = &j;
+	s->qtail = &j;
+	pthread_cond_signal(&s->qcv);
+	while (!j.done)
+		pthread_cond_wait(&s->donecv, &s->qmu);
+	pthread_mutex_unlock(&s->qmu);
+	return j.result;
+}
+
+static enum lh_err sqlite_bill_get(struct store *base, const char *client_id,
+				   const char *bill_id, struct bill *out, struct report **reports,
+				   size_t *n)
+{
+	struct sqlite_store *s = S(base);
+	pthread_mutex_lock(&s->mu);
+	enum lh_err e = bill_read(s, client_id, bill_id, out, reports, n);
+	pthread_mutex_unlock(&s->mu);
+	return e;
+}
+
 static const struct store_ops sqlite_ops = {
 	.name = "sqlite",
 	.close = sqlite_close,
@@ -834,6 +1459,8 @@ static const struct store_ops sqlite_ops = {
 	.sub_get = sqlite_sub_get,
 	.sub_list_holding = sqlite_sub_list_holding,
 	.sub_list = sqlite_sub_list,
+	.submit = sqlite_submit,
+	.bill_get = sqlite_bill_get,
 };
 
 enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
@@ -853,7 +1480,11 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
 	if (!s)
 		return LH_ENOMEM;
 	s->base.ops = &sqlite_ops;
+	s->tx.ops = &sqlite_tx_ops;
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->qmu, NULL);
+	pthread_cond_init(&s->qcv, NULL);
+	pthread_cond_init(&s->donecv, NULL);
 	if (sqlite3_open_v2(path, &s->db,
 			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 			    NULL) != SQLITE_OK) {
@@ -868,6 +1499,16 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
 		goto out;
 	if ((e = migrate(s)) != LH_OK)
 		goto out;
+	pthread_mutex_lock(&s->mu);
+	e = routes_rebuild(s);
+	pthread_mutex_unlock(&s->mu);
+	if (e != LH_OK)
+		goto out;
+	if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
+		e = LH_EIO;
+		goto out;
+	}
+	s->writer_started = 1;
 	*out = &s->base;
 	return LH_OK;
 out:

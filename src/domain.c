@@ -1,0 +1,368 @@
+/* domain.c: see domain.h. Each public function packs its request into a job, submits it to
+ * the store's writer and reports the outcome; the job functions run inside the transaction.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "domain.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "events.h"
+#include "log.h"
+
+static const char *const bill_status_names[] = {"pending", "completed", "deleted"};
+
+const char *domain_bill_status_name(enum bill_status s)
+{
+	return (unsigned)s < 3 ? bill_status_names[s] : "unknown";
+}
+
+static enum lh_err refuse(struct domain_outcome *o, enum lh_err e, const char *code,
+			  const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+static enum lh_err refuse(struct domain_outcome *o, enum lh_err e, const char *code,
+			  const char *field, const char *fmt, ...)
+{
+	va_list ap;
+	o->code = code;
+	o->field = field;
+	va_start(ap, fmt);
+	vsnprintf(o->message, sizeof o->message, fmt, ap);
+	va_end(ap);
+	return e;
+}
+
+static void add_parties(json_t *o, const struct parties *p)
+{
+	if (p->corporate_user[0])
+		json_object_set_new(o, "corporateUser", json_string(p->corporate_user));
+	if (p->referred_org[0])
+		json_object_set_new(o, "referredOrganization", json_string(p->referred_org));
+	if (p->referred_hospital_org[0])
+		json_object_set_new(o, "referredHospitalOrganization",
+				    json_string(p->referred_hospital_org));
+}
+
+json_t *domain_bill_json(const struct bill *b, const struct report *r, size_t n)
+{
+	json_t *tests = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(
+			tests, json_pack("{s:s, s:s, s:s}", "_id", r[i].report_id, "name", r[i].name,
+					 "status",
+					 r[i].status == REPORT_COMPLETED ? "completed" : "pending"));
+	json_t *o = json_pack("{s:s, s:s, s:{s:s, s:o}}", "billID", b->bill_id, "integratorID",
+			      b->integrator_id, "billData", "status",
+			      domain_bill_status_name(b->status), "testData", tests);
+	if (o)
+		add_parties(o, &b->parties);
+	return o;
+}
+
+/* The envelope of API.md 6 around data (taken); returns owned JSON text. */
+static char *envelope(const struct event *ev, json_t *data)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:o}", "eventID", ev->event_id, "labID",
+			      ev->lab_id, "eventType", event_name((enum event_type)ev->type),
+			      "eventTime", (json_int_t)ev->created_at, "data", data);
+	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	return text;
+}
+
+/* Writes one event about an entity with its deliveries; takes ownership of data. */
+static enum lh_err emit(struct store_tx *tx, const char *client_id, const char *lab_id,
+			enum event_type type, const char *entity_id, const struct parties *p,
+			json_t *data, size_t *ndeliv)
+{
+	struct event ev;
+	const char *party_ids[3] = {p->corporate_user, p->referred_org, p->referred_hospital_org};
+	size_t n = 0;
+	enum lh_err e;
+
+	memset(&ev, 0, sizeof ev);
+	if (!data)
+		return LH_ENOMEM;
+	if ((e = util_new_id("evt_", ev.event_id)) != LH_OK) {
+		json_decref(data);
+		return e;
+	}
+	snprintf(ev.client_id, sizeof ev.client_id, "%s", client_id);
+	snprintf(ev.lab_id, sizeof ev.lab_id, "%s", lab_id);
+	snprintf(ev.entity_id, sizeof ev.entity_id, "%s", entity_id);
+	ev.type = (int)type;
+	ev.created_at = util_now();
+	char *payload = envelope(&ev, data);
+	if (!payload)
+		return LH_ENOMEM;
+	ev.payload = payload;
+	e = tx->ops->event_insert(tx, &ev, party_ids, 3, &n);
+	free(payload);
+	if (e == LH_OK)
+		*ndeliv += n;
+	return e;
+}
+
+static json_t *bill_event_data(const char *public_url, const struct bill *b,
+			       const struct report *r, size_t n, const struct report *done)
+{
+	json_t *d = domain_bill_json(b, r, n);
+	char url[1024];
+	if (!d)
+		return NULL;
+	if (done) {
+		snprintf(url, sizeof url, "%s/reports/%s/%s", public_url, b->bill_id, done->report_id);
+		json_object_set_new(d, "reportID", json_string(done->report_id));
+		json_object_set_new(d, "reportURL", json_string(url));
+	} else if (b->status == BILL_COMPLETED) {
+		snprintf(url, sizeof url, "%s/reports/%s", public_url, b->bill_id);
+		json_object_set_new(d, "reportURL", json_string(url));
+	}
+	return d;
+}
+
+/* ---- bills ---- */
+
+struct bill_job {
+	const char *public_url;
+	const char *client_id; /* NULL: any account */
+	const char *bill_id, *report_id;
+	struct bill *bill;
+	const struct report *reports;
+	size_t n;
+	struct domain_outcome *out;
+};
+
+static enum lh_err job_bill_create(struct store_tx *tx, void *arg)
+{
+	struct bill_job *j = arg;
+	enum lh_err e = tx->ops->bill_insert(tx, j->bill, j->reports, j->n);
+	if (e == LH_ECONFLICT)
+		return refuse(j->out, e, "duplicate_bar_code", "barCode",
+			      "barCode '%.64s' is already used by another bill of this lab",
+			      j->bill->bar_code);
+	if (e != LH_OK)
+		return e;
+	return emit(tx, j->bill->client_id, j->bill->lab_id, EV_BILL_CREATED, j->bill->bill_id,
+		    &j->bill->parties, bill_event_data(j->public_url, j->bill, j->reports, j->n, NULL),
+		    &j->out->deliveries);
+}
+
+enum lh_err domain_bill_create(struct store *st, const char *public_url, struct bill *b,
+			       const struct report *reports, size_t n,
+			       struct domain_outcome *out)
+{
+	struct bill_job j = {.public_url = public_url, .bill = b, .reports = reports, .n = n,
+			     .out = out};
+	out->changed = 1;
+	return st->ops->submit(st, job_bill_create, &j);
+}
+
+/* Loads the bill for a change; refuses unknown, foreign and deleted bills. */
+static enum lh_err load_live_bill(struct store_tx *tx, struct bill_job *j, struct report **r,
+				  size_t *n)
+{
+	enum lh_err e = tx->ops->bill_load(tx, j->bill_id, j->bill, r, n);
+	if (e == LH_OK && j->client_id && strcmp(j->bill->client_id, j->client_id) != 0) {
+		free(*r);
+		*r = NULL;
+		e = LH_ENOTFOUND;
+	}
+	if (e == LH_ENOTFOUND)
+		return refuse(j->out, e, "bill_not_found", NULL, "no bill with this id");
+	if (e != LH_OK)
+		return e;
+	if (j->bill->status == BILL_DELETED) {
+		free(*r);
+		*r = NULL;
+		return refuse(j->out, LH_ECONFLICT, "bill_deleted", NULL,
+			      "the bill was deleted and takes no more changes");
+	}
+	return LH_OK;
+}
+
+static enum lh_err job_report_complete(struct store_tx *tx, void *arg)
+{
+	struct bill_job *j = arg;
+	struct report *r = NULL, *done = NULL;
+	size_t n = 0, remaining = 0;
+	enum lh_err e = load_live_bill(tx, j, &r, &n);
+	if (e != LH_OK)
+		return e;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(r[i].report_id, j->report_id) == 0)
+			done = &r[i];
+	if (!done) {
+		e = refuse(j->out, LH_ENOTFOUND, "report_not_found", NULL,
+			   "the bill has no report with this id");
+		goto out;
+	}
+	if (done->status == REPORT_COMPLETED) {
+		j->out->changed = 0; /* completing twice is a no-op: no event */
+		goto out;
+	}
+	int64_t now = util_now();
+	done->status = REPORT_COMPLETED;
+	done->completed_at = now;
+	if ((e = tx->ops->report_update(tx, done)) != LH_OK)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		remaining += r[i].status != REPORT_COMPLETED;
+	if (remaining == 0) {
+		j->bill->status = BILL_COMPLETED;
+		j->bill->updated_at = now;
+		if ((e = tx->ops->bill_update(tx, j->bill)) != LH_OK)
+			goto out;
+	}
+	j->out->changed = 1;
+	e = emit(tx, j->bill->client_id, j->bill->lab_id, EV_REPORT_COMPLETED, j->bill->bill_id,
+		 &j->bill->parties, bill_event_data(j->public_url, j->bill, r, n, done),
+		 &j->out->deliveries);
+	/* The writer runs jobs one at a time, so only the job that completes the last report
+	 * sees remaining == 0: bill.completed is emitted exactly once. */
+	if (e == LH_OK && remaining == 0)
+		e = emit(tx, j->bill->client_id, j->bill->lab_id, EV_BILL_COMPLETED,
+			 j->bill->bill_id, &j->bill->parties,
+			 bill_event_data(j->public_url, j->bill, r, n, NULL), &j->out->deliveries);
+out:
+	free(r);
+	return e;
+}
+
+enum lh_err domain_report_complete(struct store *st, const char *public_url,
+				   const char *client_id, const char *bill_id,
+				   const char *report_id, struct bill *bill_out,
+				   struct domain_outcome *out)
+{
+	struct bill_job j = {.public_url = public_url, .client_id = client_id, .bill_id = bill_id,
+			     .report_id = report_id, .bill = bill_out, .out = out};
+	return st->ops->submit(st, job_report_complete, &j);
+}
+
+static enum lh_err job_bill_delete(struct store_tx *tx, void *arg)
+{
+	struct bill_job *j = arg;
+	struct report *r = NULL;
+	size_t n = 0;
+	enum lh_err e = load_live_bill(tx, j, &r, &n);
+	if (e != LH_OK)
+		return e;
+	j->bill->status = BILL_DELETED;
+	j->bill->updated_at = util_now();
+	e = tx->ops->bill_update(tx, j->bill);
+	if (e == LH_OK)
+		e = emit(tx, j->bill->client_id, j->bill->lab_id, EV_BILL_DELETED, j->bill->bill_id,
+			 &j->bill->parties, bill_event_data(j->public_url, j->bill, r, n, NULL),
+			 &j->out->deliveries);
+	free(r);
+	return e;
+}
+
+enum lh_err domain_bill_delete(struct store *st, const char *public_url, const char *client_id,
+			       const char *bill_id, struct domain_outcome *out)
+{
+	struct bill b;
+	struct bill_job j = {.public_url = public_url, .client_id = client_id, .bill_id = bill_id,
+			     .bill = &b, .out = out};
+	out->changed = 1;
+	return st->ops->submit(st, job_bill_delete, &j);
+}
+
+/* ---- leads and bookings ---- */
+
+struct lead_job {
+	struct lead *lead;
+	struct booking *bk;
+	const char *lead_id;
+	struct domain_outcome *out;
+};
+
+static json_t *booking_data(const struct booking *bk, int with_lead)
+{
+	json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "bookingID", bk->booking_id,
+			      "integratorID", bk->integrator_id, "bookingType", bk->booking_type,
+			      "scheduledAt", bk->scheduled_at, "bookingStatus", "Scheduled",
+			      "paymentStatus", "Pending");
+	if (d && with_lead)
+		json_object_set_new(d, "leadID", json_string(bk->lead_id));
+	if (d)
+		add_parties(d, &bk->parties);
+	return d;
+}
+
+static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
+{
+	struct lead_job *j = arg;
+	struct lead *l = j->lead;
+	int dup = 0;
+	enum lh_err e = tx->ops->lead_dup(tx, l->lab_id, l->day, l->contact, l->email, &dup);
+	if (e != LH_OK)
+		return e;
+	if (dup)
+		return refuse(j->out, LH_ECONFLICT, "duplicate_lead", "contact",
+			      "a lead with this contact or email was already created in this lab "
+			      "today");
+	if ((e = tx->ops->lead_insert(tx, l)) != LH_OK)
+		return e;
+	if (l->phase == PHASE_BOOKING) {
+		if ((e = tx->ops->booking_insert(tx, j->bk)) != LH_OK)
+			return e;
+		return emit(tx, l->client_id, l->lab_id, EV_BOOKING_CREATED, l->lead_id,
+			    &l->parties, booking_data(j->bk, 0), &j->out->deliveries);
+	}
+	json_t *d = json_loads(l->data, 0, NULL);
+	if (!d)
+		return LH_ENOMEM;
+	json_object_set_new(d, "leadID", json_string(l->lead_id));
+	json_object_set_new(d, "integratorID", json_string(l->integrator_id));
+	json_object_set_new(d, "phase", json_string("lead"));
+	add_parties(d, &l->parties);
+	return emit(tx, l->client_id, l->lab_id, EV_LEAD_CREATED, l->lead_id, &l->parties, d,
+		    &j->out->deliveries);
+}
+
+enum lh_err domain_lead_create(struct store *st, struct lead *l, struct booking *bk,
+			       struct domain_outcome *out)
+{
+	struct lead_job j = {.lead = l, .bk = bk, .out = out};
+	out->changed = 1;
+	return st->ops->submit(st, job_lead_create, &j);
+}
+
+static enum lh_err job_lead_convert(struct store_tx *tx, void *arg)
+{
+	struct lead_job *j = arg;
+	struct lead l;
+	struct booking *bk = j->bk;
+	enum lh_err e = tx->ops->lead_load(tx, j->lead_id, &l);
+	if (e == LH_ENOTFOUND)
+		return refuse(j->out, e, "lead_not_found", NULL, "no lead with this id");
+	if (e != LH_OK)
+		return e;
+	if (l.booking_id[0])
+		return refuse(j->out, LH_ECONFLICT, "lead_already_booked", NULL,
+			      "the lead was already converted to booking %s", l.booking_id);
+	snprintf(bk->lead_id, sizeof bk->lead_id, "%s", l.lead_id);
+	snprintf(bk->client_id, sizeof bk->client_id, "%s", l.client_id);
+	snprintf(bk->lab_id, sizeof bk->lab_id, "%s", l.lab_id);
+	snprintf(bk->integrator_id, sizeof bk->integrator_id, "%s", l.integrator_id);
+	bk->parties = l.parties;
+	if ((e = tx->ops->booking_insert(tx, bk)) != LH_OK ||
+	    (e = tx->ops->lead_set_booking(tx, l.lead_id, bk->booking_id)) != LH_OK)
+		return e;
+	return emit(tx, l.client_id, l.lab_id, EV_BOOKING_CREATED, l.lead_id, &l.parties,
+		    booking_data(bk, 1), &j->out->deliveries);
+}
+
+enum lh_err domain_lead_convert(struct store *st, const char *lead_id, struct booking *bk,
+				struct domain_outcome *out)
+{
+	struct lead_job j = {.lead_id = lead_id, .bk = bk, .out = out};
+	out->changed = 1;
+	return st->ops->submit(st, job_lead_convert, &j);
+}
