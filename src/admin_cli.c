@@ -16,41 +16,67 @@
 #include "config.h"
 
 struct cmd {
-	const char *group, *verb;
+	const char *tool; /* "admin" or "lab" */
+	const char *group, *verb; /* group NULL: one-word command */
 	const char *method;
-	const char *path; /* "%s" stands for the account id */
-	int positional;   /* 1: takes CLIENT_ID; 2: CLIENT_ID and a value for `valfield` */
+	const char *path; /* each "%s" takes the next positional argument */
+	int positional;   /* positional arguments for the path, then `valfield` if set */
 	const char *valfield;
-	const char *flags[3]; /* --flag VALUE -> body field of the same name */
+	const char *flags[3]; /* "flag=field": --flag VALUE becomes JSON body field */
+	int json_body;        /* takes the whole body from --json TEXT or --file PATH */
 	const char *help;
 };
 
 static const struct cmd cmds[] = {
-	{"accounts", "create", "POST", "/admin/accounts", 0, NULL, {"name", "mode", NULL},
+	{"admin", "accounts", "create", "POST", "/admin/accounts", 0, NULL,
+	 {"name=name", "mode=mode", NULL}, 0,
 	 "accounts create --name NAME [--mode catch-all|party-scoped]"},
-	{"accounts", "list", "GET", "/admin/accounts", 0, NULL, {NULL}, "accounts list"},
-	{"accounts", "get", "GET", "/admin/accounts/%s", 1, NULL, {NULL}, "accounts get CLIENT_ID"},
-	{"accounts", "set-mode", "PATCH", "/admin/accounts/%s", 2, "mode", {NULL},
+	{"admin", "accounts", "list", "GET", "/admin/accounts", 0, NULL, {NULL}, 0,
+	 "accounts list"},
+	{"admin", "accounts", "get", "GET", "/admin/accounts/%s", 1, NULL, {NULL}, 0,
+	 "accounts get CLIENT_ID"},
+	{"admin", "accounts", "set-mode", "PATCH", "/admin/accounts/%s", 1, "mode", {NULL}, 0,
 	 "accounts set-mode CLIENT_ID catch-all|party-scoped"},
-	{"accounts", "rotate-secret", "POST", "/admin/accounts/%s/secret/rotate", 1, NULL, {NULL},
-	 "accounts rotate-secret CLIENT_ID"},
-	{"labs", "create", "POST", "/admin/accounts/%s/labs", 1, NULL, {"name", NULL},
-	 "labs create CLIENT_ID --name NAME"},
-	{"labs", "list", "GET", "/admin/accounts/%s/labs", 1, NULL, {NULL}, "labs list CLIENT_ID"},
-	{"parties", "create", "POST", "/admin/accounts/%s/parties", 1, NULL, {"kind", "name", NULL},
+	{"admin", "accounts", "rotate-secret", "POST", "/admin/accounts/%s/secret/rotate", 1, NULL,
+	 {NULL}, 0, "accounts rotate-secret CLIENT_ID"},
+	{"admin", "labs", "create", "POST", "/admin/accounts/%s/labs", 1, NULL, {"name=name", NULL},
+	 0, "labs create CLIENT_ID --name NAME"},
+	{"admin", "labs", "list", "GET", "/admin/accounts/%s/labs", 1, NULL, {NULL}, 0,
+	 "labs list CLIENT_ID"},
+	{"admin", "parties", "create", "POST", "/admin/accounts/%s/parties", 1, NULL,
+	 {"kind=kind", "name=name", NULL}, 0,
 	 "parties create CLIENT_ID --kind corporateUser|organization --name NAME"},
-	{"parties", "list", "GET", "/admin/accounts/%s/parties", 1, NULL, {NULL},
+	{"admin", "parties", "list", "GET", "/admin/accounts/%s/parties", 1, NULL, {NULL}, 0,
 	 "parties list CLIENT_ID"},
+	{"lab", NULL, "complete-report", "POST", "/lab/bills/%s/reports/%s/complete", 2, NULL,
+	 {NULL}, 0, "complete-report BILL_ID REPORT_ID"},
+	{"lab", NULL, "delete-bill", "DELETE", "/lab/bills/%s", 1, NULL, {NULL}, 0,
+	 "delete-bill BILL_ID"},
+	{"lab", NULL, "convert-lead", "POST", "/lab/leads/%s/convert", 1, NULL,
+	 {"booking-type=bookingType", "scheduled-at=scheduledAt", NULL}, 0,
+	 "convert-lead LEAD_ID --booking-type TYPE --scheduled-at RFC3339"},
+	{"lab", NULL, "create-bill", "POST", "/lab/bills", 0, NULL, {NULL}, 1,
+	 "create-bill --json '{\"clientID\": ..., body of /client/billing/create}' | --file F"},
 };
 #define N_CMDS (sizeof cmds / sizeof cmds[0])
 
-static void admin_usage(FILE *f)
+static void admin_usage(FILE *f, const char *tool)
 {
-	fprintf(f, "Usage: labhook admin [--data-dir DIR] [--listen HOST:PORT] [--url URL] COMMAND\n"
-		   "Calls the admin API of a running labhook with the key in DIR/admin.key.\n"
-		   "--url defaults to http://<listen>. Commands:\n");
+	fprintf(f,
+		"Usage: labhook %s [--data-dir DIR] [--listen HOST:PORT] [--url URL] COMMAND\n"
+		"Calls the %s API of a running labhook with the key in DIR/admin.key.\n"
+		"--url defaults to http://<listen>. Commands:\n",
+		tool, tool);
 	for (size_t i = 0; i < N_CMDS; i++)
-		fprintf(f, "  %s\n", cmds[i].help);
+		if (!strcmp(cmds[i].tool, tool))
+			fprintf(f, "  %s\n", cmds[i].help);
+}
+
+/* "flag=field" -> does arg "--flag" name it? */
+static int flag_is(const char *spec, const char *arg)
+{
+	size_t n = strcspn(spec, "=");
+	return !strncmp(arg, "--", 2) && strlen(arg + 2) == n && !strncmp(arg + 2, spec, n);
 }
 
 struct buf {
@@ -80,7 +106,7 @@ static int read_key(const char *data_dir, char *out, size_t cap)
 	snprintf(path, sizeof path, "%s/admin.key", data_dir);
 	FILE *f = fopen(path, "r");
 	if (!f || !fgets(out, (int)cap, f)) {
-		fprintf(stderr, "labhook admin: cannot read %s (has `labhook serve` run with this "
+		fprintf(stderr, "labhook: cannot read %s (has `labhook serve` run with this "
 				"--data-dir?)\n",
 			path);
 		if (f)
@@ -92,13 +118,14 @@ static int read_key(const char *data_dir, char *out, size_t cap)
 	return 0;
 }
 
-int admin_cli_main(int argc, char **argv, char **env)
+int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 {
 	struct config cfg;
 	const char *rest[32];
 	size_t nrest = 0;
 	char err[512], key[160], url[2048], auth[200];
-	const char *base = NULL, *pos[2] = {NULL, NULL};
+	const char *base = NULL, *pos[3] = {NULL, NULL, NULL}, *json_text = NULL,
+		   *json_file = NULL;
 	const char *flagv[3] = {NULL, NULL, NULL};
 	const struct cmd *c = NULL;
 	struct buf resp = {NULL, 0};
@@ -110,11 +137,11 @@ int admin_cli_main(int argc, char **argv, char **env)
 
 	for (int i = 0; i < argc; i++)
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			admin_usage(stdout);
+			admin_usage(stdout, tool);
 			return 0;
 		}
 	if (config_load(&cfg, argc, argv, env, rest, 32, &nrest, err, sizeof err) != 0) {
-		fprintf(stderr, "labhook admin: %s\n", err);
+		fprintf(stderr, "labhook %s: %s\n", tool, err);
 		return 2;
 	}
 	/* --url may stand anywhere; the first two other words name the command. */
@@ -128,53 +155,85 @@ int admin_cli_main(int argc, char **argv, char **env)
 		else
 			words[nw++] = rest[i];
 	}
-	if (nw < 2)
-		goto usage;
-	for (size_t i = 0; i < N_CMDS; i++)
-		if (!strcmp(words[0], cmds[i].group) && !strcmp(words[1], cmds[i].verb))
+	size_t first = 0;
+	for (size_t i = 0; i < N_CMDS && !c; i++) {
+		if (strcmp(cmds[i].tool, tool) != 0)
+			continue;
+		if (cmds[i].group && nw >= 2 && !strcmp(words[0], cmds[i].group) &&
+		    !strcmp(words[1], cmds[i].verb)) {
 			c = &cmds[i];
+			first = 2;
+		} else if (!cmds[i].group && nw >= 1 && !strcmp(words[0], cmds[i].verb)) {
+			c = &cmds[i];
+			first = 1;
+		}
+	}
 	if (!c)
 		goto usage;
-	for (size_t i = 2; i < nw; i++) {
+	for (size_t i = first; i < nw; i++) {
 		const char *a = words[i];
 		int matched = 0;
 		for (int k = 0; k < 3 && c->flags[k]; k++) {
-			if (!strncmp(a, "--", 2) && !strcmp(a + 2, c->flags[k]) && i + 1 < nw) {
+			if (flag_is(c->flags[k], a) && i + 1 < nw) {
 				flagv[k] = words[++i];
 				matched = 1;
 			}
 		}
+		if (c->json_body && !strcmp(a, "--json") && i + 1 < nw) {
+			json_text = words[++i];
+			matched = 1;
+		} else if (c->json_body && !strcmp(a, "--file") && i + 1 < nw) {
+			json_file = words[++i];
+			matched = 1;
+		}
 		if (matched)
 			continue;
-		if (!strncmp(a, "--", 2) || npos >= 2) {
-			fprintf(stderr, "labhook admin: unexpected argument '%s'\n", a);
+		if (!strncmp(a, "--", 2) || npos >= 3) {
+			fprintf(stderr, "labhook %s: unexpected argument '%s'\n", tool, a);
 			goto usage;
 		}
 		pos[npos++] = a;
 	}
-	if (npos != c->positional)
+	if (npos != c->positional + (c->valfield ? 1 : 0) ||
+	    (c->json_body && !json_text && !json_file))
 		goto usage;
 	if (read_key(cfg.data_dir, key, sizeof key) != 0)
 		return 1;
-	if (c->flags[0] || c->valfield) {
+	if (c->json_body) {
+		json_error_t je;
+		body = json_file ? json_load_file(json_file, JSON_REJECT_DUPLICATES, &je)
+				 : json_loads(json_text, JSON_REJECT_DUPLICATES, &je);
+		if (!body) {
+			fprintf(stderr, "labhook %s: the body is not JSON: %s (line %d)\n", tool,
+				je.text, je.line);
+			goto out;
+		}
+		body_text = json_dumps(body, JSON_COMPACT);
+	} else if (c->flags[0] || c->valfield) {
 		body = json_object();
 		for (int k = 0; k < 3 && c->flags[k]; k++)
 			if (flagv[k])
-				json_object_set_new(body, c->flags[k], json_string(flagv[k]));
+				json_object_set_new(body, strchr(c->flags[k], '=') + 1,
+						    json_string(flagv[k]));
 		if (c->valfield)
-			json_object_set_new(body, c->valfield, json_string(pos[1]));
+			json_object_set_new(body, c->valfield, json_string(pos[c->positional]));
 		body_text = json_dumps(body, JSON_COMPACT);
 	}
-	char path[512];
-	const char *mark = strstr(c->path, "%s");
-	if (mark) {
-		char *esc = curl_easy_escape(NULL, pos[0], 0);
-		snprintf(path, sizeof path, "%.*s%s%s", (int)(mark - c->path), c->path,
-			 esc ? esc : "", mark + 2);
-		curl_free(esc);
-	} else {
-		snprintf(path, sizeof path, "%s", c->path);
+	/* Fill each "%s" of the path with the next positional argument, URL-escaped. */
+	char path[1024];
+	size_t o = 0;
+	int used = 0;
+	for (const char *p = c->path; *p && o + 1 < sizeof path;) {
+		if (p[0] == '%' && p[1] == 's' && used < c->positional) {
+			char *esc = curl_easy_escape(NULL, pos[used++], 0);
+			o += (size_t)snprintf(path + o, sizeof path - o, "%s", esc ? esc : "");
+			curl_free(esc);
+			p += 2;
+		} else {
+			path[o++] = *p++;
+		}
 	}
+	path[o < sizeof path ? o : sizeof path - 1] = '\0';
 	if (base)
 		snprintf(url, sizeof url, "%s%s", base, path);
 	else
@@ -200,7 +259,7 @@ int admin_cli_main(int argc, char **argv, char **env)
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body_text);
 	CURLcode cc = curl_easy_perform(h);
 	if (cc != CURLE_OK) {
-		fprintf(stderr, "labhook admin: %s: %s (is `labhook serve` running? try --url)\n",
+		fprintf(stderr, "labhook %s: %s: %s (is `labhook serve` running? try --url)\n", tool,
 			url, curl_easy_strerror(cc));
 		goto out;
 	}
@@ -223,6 +282,6 @@ out:
 	json_decref(body);
 	return rc;
 usage:
-	admin_usage(stderr);
+	admin_usage(stderr, tool);
 	return 2;
 }

@@ -32,6 +32,8 @@ static void usage(FILE *f)
 		"  labhook serve [settings]          run the service\n"
 		"  labhook admin [settings] COMMAND  manage accounts, labs and parties\n"
 		"                                    (labhook admin --help for the commands)\n"
+		"  labhook lab [settings] COMMAND    complete reports, delete bills, convert leads\n"
+		"                                    (labhook lab --help for the commands)\n"
 		"  labhook version                   print the version\n"
 		"  labhook --help                    this text\n\n",
 		LABHOOK_VERSION);
@@ -249,8 +251,8 @@ int main(int argc, char **argv, char **env)
 	}
 	if (!strcmp(argv[1], "serve"))
 		return serve(argc - 2, argv + 2, env);
-	if (!strcmp(argv[1], "admin"))
-		return admin_cli_main(argc - 2, argv + 2, env);
+	if (!strcmp(argv[1], "admin") || !strcmp(argv[1], "lab"))
+		return admin_cli_main(argv[1], argc - 2, argv + 2, env);
 	fprintf(stderr, "labhook: unknown command '%s' (try labhook --help)\n", argv[1]);
 	return 2;
 }

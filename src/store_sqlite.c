@@ -121,10 +121,12 @@ static const char *const migrations[] = {
 	" booking_type TEXT NOT NULL, scheduled_at TEXT NOT NULL, corporate_user TEXT NOT NULL,"
 	" referred_org TEXT NOT NULL, referred_hospital_org TEXT NOT NULL,"
 	" created_at INTEGER NOT NULL);"
-	"CREATE TABLE events(event_id TEXT PRIMARY KEY, client_id TEXT NOT NULL,"
+	/* seq is commit order (one writer): the order of events per entity. */
+	"CREATE TABLE events(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" event_id TEXT NOT NULL UNIQUE, client_id TEXT NOT NULL,"
 	" lab_id TEXT NOT NULL, type INTEGER NOT NULL, entity_id TEXT NOT NULL,"
 	" payload TEXT NOT NULL, created_at INTEGER NOT NULL);"
-	"CREATE INDEX events_entity ON events(entity_id, event_id);"
+	"CREATE INDEX events_entity ON events(entity_id, seq);"
 	/* status 0 pending; attempts and next_at belong to the delivery engine. */
 	"CREATE TABLE deliveries(delivery_id TEXT PRIMARY KEY,"
 	" event_id TEXT NOT NULL REFERENCES events(event_id), sub_id TEXT NOT NULL,"

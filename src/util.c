@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <pthread.h>
+
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -23,27 +25,42 @@ enum lh_err util_random(void *buf, size_t n)
 
 static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+/* Monotonic within the process: ids made in the same millisecond (or while the clock steps
+ * back) continue from the last one plus one, so creation order is id order. */
+static pthread_mutex_t id_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t id_last_ms;
+static unsigned char id_last_rand[10];
+
 enum lh_err util_new_id(const char *prefix, char out[ID_CAP])
 {
 	unsigned char raw[16];
 	uint64_t ms = (uint64_t)util_now_ms();
 	size_t plen = strlen(prefix);
-	enum lh_err e;
+	enum lh_err e = LH_OK;
 
 	if (plen > ID_CAP - 27)
 		return LH_EINVAL;
+	pthread_mutex_lock(&id_mu);
+	if (ms <= id_last_ms) {
+		ms = id_last_ms;
+		for (int i = 9; i >= 0 && ++id_last_rand[i] == 0; i--)
+			;
+	} else {
+		e = util_random(id_last_rand, sizeof id_last_rand);
+		id_last_ms = ms;
+	}
+	memcpy(raw + 6, id_last_rand, 10);
+	pthread_mutex_unlock(&id_mu);
+	if (e != LH_OK)
+		return e;
 	for (int i = 5; i >= 0; i--) {
 		raw[i] = (unsigned char)(ms & 0xff);
 		ms >>= 8;
 	}
-	if ((e = util_random(raw + 6, 10)) != LH_OK)
-		return e;
 	/* 128 bits as 26 base32 digits: the first digit carries the top 3 bits. */
 	char enc[27];
-	unsigned bits = 0, acc = 0;
+	unsigned bits = 2, acc = 0; /* 2 zero bits pad 128 to 130 = 26 x 5 */
 	size_t k = 0;
-	acc = 0;
-	bits = 2; /* pad to 130 bits at the front */
 	for (size_t i = 0; i < 16; i++) {
 		acc = (acc << 8) | raw[i];
 		bits += 8;
