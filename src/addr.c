@@ -179,7 +179,13 @@ const char *addr_host_blocked_reason(const char *host, const struct cidr *allow,
 		a.addr[3] = 1;
 		return addr_blocked_reason(&a, allow, n);
 	}
-	if (addr_parse_literal(host, &a) != 0)
+	/* "127.0.0.1." is 127.0.0.1 to a resolver: check the host without its trailing dots. */
+	char trimmed[256];
+	if (len >= sizeof trimmed)
+		return NULL;
+	memcpy(trimmed, host, len);
+	trimmed[len] = '\0';
+	if (addr_parse_literal(trimmed, &a) != 0)
 		return NULL;
 	return addr_blocked_reason(&a, allow, n);
 }

@@ -61,7 +61,7 @@ void api_admin_accounts_create(struct call *c)
 	};
 	struct account a;
 	char secret[AUTH_SECRET_CAP];
-	enum account_mode mode;
+	enum account_mode mode = MODE_CATCH_ALL;
 	json_t *b = api_body(c, spec, 2);
 	if (!b || mode_arg(c, b, 0, &mode))
 		goto out;
@@ -140,7 +140,7 @@ void api_admin_account_patch(struct call *c)
 	struct account a;
 	struct subscription *subs = NULL;
 	size_t n = 0;
-	enum account_mode mode;
+	enum account_mode mode = MODE_CATCH_ALL;
 	struct store *st = c->app->store;
 	json_t *b = api_body(c, spec, 1);
 	if (!b || mode_arg(c, b, 1, &mode) || load_account(c, &a))

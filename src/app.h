@@ -16,6 +16,7 @@ struct app {
 	struct auth *auth;
 	unsigned char admin_key_hash[32];
 	char public_url[600]; /* base of reportURL links, no trailing slash */
+	struct dispatcher *dispatcher;
 };
 
 #endif

@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "util.h"
 
@@ -162,6 +163,10 @@ static int p_listen(const struct setting *s, struct config *c, const char *v, in
 		return -1;
 	}
 	char host[256];
+	if (hlen >= 2 && v[0] == '[' && v[hlen - 1] == ']') {
+		v++; /* [::1]:8080: keep the address, not its URL brackets */
+		hlen -= 2;
+	}
 	memcpy(host, v, hlen);
 	host[hlen] = '\0';
 	if (addr_parse_literal(host, &a) != 0 && strcmp(host, "localhost") != 0) {
@@ -262,12 +267,18 @@ static int p_ca_file(const struct setting *s, struct config *c, const char *v, i
 		     char *why, size_t whycap)
 {
 	if (*v != '\0') {
+		struct stat stt;
 		FILE *f = fopen(v, "r");
 		if (!f) {
 			snprintf(why, whycap, "cannot read '%.200s': %s", v, strerror(errno));
 			return -1;
 		}
+		int regular = fstat(fileno(f), &stt) == 0 && S_ISREG(stt.st_mode);
 		fclose(f);
+		if (!regular) {
+			snprintf(why, whycap, "'%.200s' is not a file of PEM certificates", v);
+			return -1;
+		}
 	}
 	return p_string(s, c, v, first, why, whycap);
 }
@@ -316,6 +327,18 @@ static const struct setting settings[] = {
 	 p_duration, FIELD(auth_lockout_ms), 1000, 86400 * 1000, 0},
 	{"demo", "false", "create demo accounts and print their credentials at start", p_bool,
 	 FIELD(demo), 0, 0, 0},
+	{"timeout", "15s", "a delivery attempt must get its answer within this", p_duration,
+	 FIELD(delivery_timeout_ms), 100, 300 * 1000, 0},
+	{"connect-timeout", "5s", "a delivery attempt must connect within this", p_duration,
+	 FIELD(connect_timeout_ms), 100, 60 * 1000, 0},
+	{"max-in-flight", "256", "delivery requests in flight at once, in total", p_int,
+	 FIELD(max_in_flight), 1, 100000, 0},
+	{"max-in-flight-per-endpoint", "16", "delivery requests in flight to one subscription",
+	 p_int, FIELD(max_in_flight_per_endpoint), 1, 10000, 0},
+	{"disable-after", "5d", "a subscription failing this long without a success is disabled",
+	 p_duration, FIELD(disable_after_ms), 1000, 365LL * 86400 * 1000, 0},
+	{"disable-min-span", "12h", "...and only when its failures span at least this long",
+	 p_duration, FIELD(disable_min_span_ms), 0, 365LL * 86400 * 1000, 0},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
@@ -520,10 +543,14 @@ void config_log_effective(const struct config *c)
 	    "data_dir=%s listen=%s:%d allow_net=%s ca_file=%s retry_schedule=%s public_url=%s "
 	    "http_threads=%d max_connections=%d conn_timeout_ms=%lld max_body=%lld "
 	    "refresh_ttl_ms=%lld auth_max_failures=%d auth_lockout_ms=%lld demo=%d "
+	    "timeout_ms=%lld connect_timeout_ms=%lld max_in_flight=%d "
+	    "max_in_flight_per_endpoint=%d disable_after_ms=%lld disable_min_span_ms=%lld "
 	    "effective configuration",
 	    c->data_dir, c->listen_host, c->listen_port, *allow ? allow : "-",
 	    *c->ca_file ? c->ca_file : "-", sched, *c->public_url ? c->public_url : "-",
 	    c->http_threads, c->max_connections, (long long)c->conn_timeout_ms,
 	    (long long)c->max_body, (long long)c->refresh_ttl_ms, c->auth_max_failures,
-	    (long long)c->auth_lockout_ms, c->demo);
+	    (long long)c->auth_lockout_ms, c->demo, (long long)c->delivery_timeout_ms,
+	    (long long)c->connect_timeout_ms, c->max_in_flight, c->max_in_flight_per_endpoint,
+	    (long long)c->disable_after_ms, (long long)c->disable_min_span_ms);
 }

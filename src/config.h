@@ -40,6 +40,12 @@ struct config {
 	int auth_max_failures;
 	int64_t auth_lockout_ms;
 	int demo;
+	int64_t delivery_timeout_ms;
+	int64_t connect_timeout_ms;
+	int max_in_flight;
+	int max_in_flight_per_endpoint;
+	int64_t disable_after_ms;
+	int64_t disable_min_span_ms;
 };
 
 /* Fills cfg from defaults, the file named by --config / LABHOOK_CONFIG, the environment and

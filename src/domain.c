@@ -5,6 +5,7 @@
 #include "domain.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,9 +77,9 @@ static char *envelope(const struct event *ev, json_t *data)
 }
 
 /* Writes one event about an entity with its deliveries; takes ownership of data. */
-static enum lh_err emit(struct store_tx *tx, const char *client_id, const char *lab_id,
-			enum event_type type, const char *entity_id, const struct parties *p,
-			json_t *data, size_t *ndeliv)
+static enum lh_err emit_to(struct store_tx *tx, const char *client_id, const char *lab_id,
+			   enum event_type type, const char *entity_id, const struct parties *p,
+			   json_t *data, const char *only_sub, struct domain_outcome *out)
 {
 	struct event ev;
 	const char *party_ids[3] = {p->corporate_user, p->referred_org, p->referred_hospital_org};
@@ -101,11 +102,20 @@ static enum lh_err emit(struct store_tx *tx, const char *client_id, const char *
 	if (!payload)
 		return LH_ENOMEM;
 	ev.payload = payload;
-	e = tx->ops->event_insert(tx, &ev, party_ids, 3, &n);
+	e = tx->ops->event_insert(tx, &ev, party_ids, 3, only_sub, &n);
 	free(payload);
-	if (e == LH_OK)
-		*ndeliv += n;
+	if (e == LH_OK) {
+		out->deliveries += n;
+		memcpy(out->event_id, ev.event_id, ID_CAP);
+	}
 	return e;
+}
+
+static enum lh_err emit(struct store_tx *tx, const char *client_id, const char *lab_id,
+			enum event_type type, const char *entity_id, const struct parties *p,
+			json_t *data, struct domain_outcome *out)
+{
+	return emit_to(tx, client_id, lab_id, type, entity_id, p, data, NULL, out);
 }
 
 static json_t *bill_event_data(const char *public_url, const struct bill *b,
@@ -150,7 +160,7 @@ static enum lh_err job_bill_create(struct store_tx *tx, void *arg)
 		return e;
 	return emit(tx, j->bill->client_id, j->bill->lab_id, EV_BILL_CREATED, j->bill->bill_id,
 		    &j->bill->parties, bill_event_data(j->public_url, j->bill, j->reports, j->n, NULL),
-		    &j->out->deliveries);
+		    j->out);
 }
 
 enum lh_err domain_bill_create(struct store *st, const char *public_url, struct bill *b,
@@ -222,13 +232,13 @@ static enum lh_err job_report_complete(struct store_tx *tx, void *arg)
 	j->out->changed = 1;
 	e = emit(tx, j->bill->client_id, j->bill->lab_id, EV_REPORT_COMPLETED, j->bill->bill_id,
 		 &j->bill->parties, bill_event_data(j->public_url, j->bill, r, n, done),
-		 &j->out->deliveries);
+		 j->out);
 	/* The writer runs jobs one at a time, so only the job that completes the last report
 	 * sees remaining == 0: bill.completed is emitted exactly once. */
 	if (e == LH_OK && remaining == 0)
 		e = emit(tx, j->bill->client_id, j->bill->lab_id, EV_BILL_COMPLETED,
 			 j->bill->bill_id, &j->bill->parties,
-			 bill_event_data(j->public_url, j->bill, r, n, NULL), &j->out->deliveries);
+			 bill_event_data(j->public_url, j->bill, r, n, NULL), j->out);
 out:
 	free(r);
 	return e;
@@ -258,7 +268,7 @@ static enum lh_err job_bill_delete(struct store_tx *tx, void *arg)
 	if (e == LH_OK)
 		e = emit(tx, j->bill->client_id, j->bill->lab_id, EV_BILL_DELETED, j->bill->bill_id,
 			 &j->bill->parties, bill_event_data(j->public_url, j->bill, r, n, NULL),
-			 &j->out->deliveries);
+			 j->out);
 	free(r);
 	return e;
 }
@@ -313,7 +323,7 @@ static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 		if ((e = tx->ops->booking_insert(tx, j->bk)) != LH_OK)
 			return e;
 		return emit(tx, l->client_id, l->lab_id, EV_BOOKING_CREATED, l->lead_id,
-			    &l->parties, booking_data(j->bk, 0), &j->out->deliveries);
+			    &l->parties, booking_data(j->bk, 0), j->out);
 	}
 	json_t *d = json_loads(l->data, 0, NULL);
 	if (!d)
@@ -323,7 +333,7 @@ static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 	json_object_set_new(d, "phase", json_string("lead"));
 	add_parties(d, &l->parties);
 	return emit(tx, l->client_id, l->lab_id, EV_LEAD_CREATED, l->lead_id, &l->parties, d,
-		    &j->out->deliveries);
+		    j->out);
 }
 
 enum lh_err domain_lead_create(struct store *st, struct lead *l, struct booking *bk,
@@ -356,7 +366,7 @@ static enum lh_err job_lead_convert(struct store_tx *tx, void *arg)
 	    (e = tx->ops->lead_set_booking(tx, l.lead_id, bk->booking_id)) != LH_OK)
 		return e;
 	return emit(tx, l.client_id, l.lab_id, EV_BOOKING_CREATED, l.lead_id, &l.parties,
-		    booking_data(bk, 1), &j->out->deliveries);
+		    booking_data(bk, 1), j->out);
 }
 
 enum lh_err domain_lead_convert(struct store *st, const char *lead_id, struct booking *bk,
@@ -365,4 +375,33 @@ enum lh_err domain_lead_convert(struct store *st, const char *lead_id, struct bo
 	struct lead_job j = {.lead_id = lead_id, .bk = bk, .out = out};
 	out->changed = 1;
 	return st->ops->submit(st, job_lead_convert, &j);
+}
+
+/* ---- test events ---- */
+
+struct test_job {
+	const struct subscription *sub;
+	struct domain_outcome *out;
+};
+
+static enum lh_err job_test_event(struct store_tx *tx, void *arg)
+{
+	struct test_job *j = arg;
+	struct parties none;
+	memset(&none, 0, sizeof none);
+	json_t *d = json_pack("{s:s, s:s}", "subscriptionID", j->sub->id, "message",
+			      "This is a test event from labhook.");
+	return emit_to(tx, j->sub->client_id, j->sub->lab_id, EV_WEBHOOK_TEST, j->sub->id, &none,
+		       d, j->sub->id, j->out);
+}
+
+enum lh_err domain_test_event(struct store *st, const struct subscription *sub,
+			      char event_id[ID_CAP], struct domain_outcome *out)
+{
+	struct test_job j = {.sub = sub, .out = out};
+	out->changed = 1;
+	enum lh_err e = st->ops->submit(st, job_test_event, &j);
+	if (e == LH_OK)
+		memcpy(event_id, out->event_id, ID_CAP);
+	return e;
 }

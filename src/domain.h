@@ -22,6 +22,7 @@ struct domain_outcome {
 	const char *field; /* field at fault, or NULL */
 	char message[256];
 	size_t deliveries; /* delivery rows written on success */
+	char event_id[ID_CAP]; /* the last event written */
 	int changed;       /* 0 when the request was a no-op (completing a completed report) */
 };
 
@@ -47,6 +48,10 @@ enum lh_err domain_lead_create(struct store *st, struct lead *l, struct booking 
 /* Converts a lead into a booking (booking.created); LH_ECONFLICT if already booked. */
 enum lh_err domain_lead_convert(struct store *st, const char *lead_id, struct booking *bk,
 				struct domain_outcome *out);
+
+/* Queues a webhook.test event to that one subscription; its id into event_id. */
+enum lh_err domain_test_event(struct store *st, const struct subscription *sub,
+			      char event_id[ID_CAP], struct domain_outcome *out);
 
 /* JSON of a bill as GET /client/bills shows it and as event payloads carry it. Returns
  * owned, json_decref. */

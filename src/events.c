@@ -4,10 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const names[EV__COUNT] = {
+static const char *const names[EV__COUNT + 1] = {
 	[EV_BILL_CREATED] = "bill.created",	    [EV_BILL_COMPLETED] = "bill.completed",
 	[EV_BILL_DELETED] = "bill.deleted",	    [EV_REPORT_COMPLETED] = "report.completed",
 	[EV_LEAD_CREATED] = "lead.created",	    [EV_BOOKING_CREATED] = "booking.created",
+	[EV_WEBHOOK_TEST] = "webhook.test",
 };
 
 int event_from_name(const char *name)
@@ -20,7 +21,7 @@ int event_from_name(const char *name)
 
 const char *event_name(enum event_type t)
 {
-	return (unsigned)t < EV__COUNT ? names[t] : "unknown";
+	return (unsigned)t <= EV_WEBHOOK_TEST ? names[t] : "unknown";
 }
 
 char *event_mask_names(unsigned mask, char *out, size_t cap)

@@ -17,6 +17,8 @@ enum event_type {
 };
 
 #define EV_ALL_MASK ((1u << EV__COUNT) - 1)
+/* Not subscribable: sent to one subscription by POST .../subscriptions/{id}/test. */
+#define EV_WEBHOOK_TEST EV__COUNT
 
 /* "bill.created" -> EV_BILL_CREATED; -1 if not an event name. */
 int event_from_name(const char *name);

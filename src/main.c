@@ -21,6 +21,7 @@
 #include "admin_cli.h"
 #include "api.h"
 #include "app.h"
+#include "dispatch.h"
 #include "http.h"
 #include "log.h"
 
@@ -173,6 +174,7 @@ static int serve(int argc, char **argv, char **env)
 {
 	struct app app;
 	struct http_server *srv = NULL;
+	struct dispatcher *disp = NULL;
 	char err[512];
 	int port = 0, rc = 1, sig = 0;
 	sigset_t set;
@@ -189,6 +191,8 @@ static int serve(int argc, char **argv, char **env)
 		return 2;
 	}
 	log_threshold = app.cfg.log_level;
+	/* The database holds signing secrets and tokens: nobody else reads what we create. */
+	umask(077);
 	/* Block the stop signals before any thread exists, so only sigwait sees them. */
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -203,6 +207,11 @@ static int serve(int argc, char **argv, char **env)
 		fprintf(stderr, "labhook: cannot start: %s (see the log above)\n", err_code(e));
 		goto out;
 	}
+	if ((e = dispatch_start(app.store, &app.cfg, &disp)) != LH_OK) {
+		fprintf(stderr, "labhook: cannot start the delivery engine: %s\n", err_code(e));
+		goto out;
+	}
+	app.dispatcher = disp;
 	if ((e = http_start(&app.cfg, api_dispatch, &app, &srv, &port)) != LH_OK) {
 		fprintf(stderr, "labhook: cannot listen on %s:%d\n", app.cfg.listen_host,
 			app.cfg.listen_port);
@@ -228,7 +237,8 @@ static int serve(int argc, char **argv, char **env)
 	LOG(LOG_INFO, "main", "signal=%d stopping", sig);
 	rc = 0;
 out:
-	http_stop(srv);
+	http_stop(srv);     /* no new requests, so no new deliveries */
+	dispatch_stop(disp); /* in-flight attempts finish or stay pending */
 	auth_free(app.auth);
 	if (app.store)
 		app.store->ops->close(app.store);

@@ -66,6 +66,7 @@ struct subscription {
 	char prev_secret[SECRET_CAP]; /* "" when none */
 	int64_t prev_secret_until;    /* unix seconds the previous secret stops signing */
 	int64_t created_at, updated_at;
+	int64_t failing_since; /* unix seconds of the first failure since the last success */
 };
 
 enum bill_status { BILL_PENDING = 0, BILL_COMPLETED, BILL_DELETED };
@@ -145,6 +146,50 @@ struct event {
 	int64_t created_at;
 };
 
+enum delivery_status { DLV_PENDING = 0, DLV_DELIVERED, DLV_FAILED, DLV_CANCELLED };
+
+/* A delivery: one event to one subscription. Ordered per (sub_id, entity_id) by event_seq. */
+struct delivery {
+	char delivery_id[ID_CAP];
+	char event_id[ID_CAP];
+	char sub_id[ID_CAP];
+	char entity_id[ID_CAP];
+	int64_t event_seq;
+	int event_type;
+	enum delivery_status status;
+	int attempts;
+	int64_t next_at_ms;
+	char last_error[64];
+	int64_t created_at;
+};
+
+#define ATTEMPT_BODY_CAP 256 /* the start of an endpoint's answer kept in the log */
+
+struct attempt {
+	char delivery_id[ID_CAP];
+	int n;
+	int64_t started_at_ms;
+	int duration_ms;
+	int status_code; /* 0 when no HTTP answer */
+	char error[32];  /* "" on success, else timeout, dns, connect, tls, http_500, ... */
+	char response[ATTEMPT_BODY_CAP];
+};
+
+enum sub_outcome { SUBO_NONE = 0, SUBO_SUCCESS, SUBO_FAILURE, SUBO_DISABLE };
+
+/* What the delivery engine records after an attempt. */
+struct delivery_result {
+	struct attempt a;
+	enum delivery_status status; /* new status of the delivery */
+	int64_t next_at_ms;          /* when pending: the next attempt */
+	char sub_id[ID_CAP];
+	enum sub_outcome sub;        /* how the attempt changes its subscription */
+	int64_t now;                 /* unix seconds of the outcome */
+};
+
+/* Called by the store's writer after a commit that created deliveries, with them. */
+typedef void (*store_commit_hook)(void *ctx, const struct delivery *d, size_t n);
+
 /* A transaction handed to a store_tx_fn by store_ops.submit. Only valid inside the call. */
 struct store_tx;
 
@@ -167,9 +212,11 @@ struct store_tx_ops {
 	enum lh_err (*booking_insert)(struct store_tx *tx, const struct booking *b);
 	/* Stores the event and one pending delivery per live subscription matching
 	 * (lab, party, type) for party "" (catch-all) and each of the n party ids; a
-	 * subscription matched twice gets one delivery. *ndeliveries gets the count. */
+	 * subscription matched twice gets one delivery. With only_sub set, the one delivery
+	 * goes to that subscription instead (test events). *ndeliveries gets the count. */
 	enum lh_err (*event_insert)(struct store_tx *tx, const struct event *ev,
-				    const char *const *party_ids, size_t n, size_t *ndeliveries);
+				    const char *const *party_ids, size_t n, const char *only_sub,
+				    size_t *ndeliveries);
 };
 
 struct store_tx {
@@ -251,6 +298,37 @@ struct store_ops {
 	 * returns once that transaction is durable, with fn's result (or the commit's
 	 * failure, in which case nothing of fn's is kept). */
 	enum lh_err (*submit)(struct store *s, store_tx_fn fn, void *arg);
+	/* ---- the delivery engine's side ---- */
+	/* Registers the hook the writer calls after each commit that created deliveries. */
+	void (*set_commit_hook)(struct store *s, store_commit_hook fn, void *ctx);
+	/* Every pending delivery, ordered by event_seq (free with free()). */
+	enum lh_err (*delivery_pending)(struct store *s, struct delivery **out, size_t *n);
+	/* The payload of an event. Returns owned text, free with free(). */
+	enum lh_err (*event_payload)(struct store *s, const char *event_id, char **out);
+	/* Records attempt outcomes in one durable transaction (group commit). */
+	enum lh_err (*delivery_record)(struct store *s, const struct delivery_result *r,
+				       size_t n);
+	/* A subscription by id whatever its account (deleted ones too). */
+	enum lh_err (*sub_get_any)(struct store *s, const char *id, struct subscription *out);
+	/* Bumped by every subscription change: caches compare it. */
+	uint64_t (*subs_version)(struct store *s);
+	/* Deliveries of a client's subscription, newest first, optionally by status (-1 any)
+	 * and created at or after since (unix s), with delivery_id < before ("" = start). */
+	enum lh_err (*delivery_list)(struct store *s, const char *client_id, const char *sub_id,
+				     int status, int64_t since, const char *before, size_t limit,
+				     struct delivery **out, size_t *n);
+	enum lh_err (*attempt_list)(struct store *s, const char *delivery_id,
+				    struct attempt **out, size_t *n);
+	/* Sets a client's delivery pending again, due at now_ms; *out gets it. */
+	enum lh_err (*delivery_requeue)(struct store *s, const char *client_id,
+					const char *delivery_id, int64_t now_ms,
+					struct delivery *out);
+	/* Sets every failed delivery of a client's subscription created at or after since
+	 * pending again, due at now_ms; returns them (free with free()). */
+	enum lh_err (*delivery_recover)(struct store *s, const char *client_id, const char *sub_id,
+					int64_t since, int64_t now_ms, struct delivery **out,
+					size_t *n);
+
 	/* The client's bill with its reports (free *reports with free()). */
 	enum lh_err (*bill_get)(struct store *s, const char *client_id, const char *bill_id,
 				struct bill *out, struct report **reports, size_t *n);

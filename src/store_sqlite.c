@@ -57,6 +57,12 @@ struct sqlite_store {
 	int stopping, writer_started;
 	pthread_t writer;
 	int routes_dirty; /* the index changed inside the open transaction */
+	/* Deliveries created in the open batch, handed to the commit hook after COMMIT. */
+	struct delivery *fresh;
+	size_t nfresh, cap_fresh;
+	store_commit_hook hook;
+	void *hook_ctx;
+	uint64_t subs_version; /* under mu */
 };
 
 static enum lh_err routes_rebuild(struct sqlite_store *s);
@@ -127,12 +133,20 @@ static const char *const migrations[] = {
 	" lab_id TEXT NOT NULL, type INTEGER NOT NULL, entity_id TEXT NOT NULL,"
 	" payload TEXT NOT NULL, created_at INTEGER NOT NULL);"
 	"CREATE INDEX events_entity ON events(entity_id, seq);"
-	/* status 0 pending; attempts and next_at belong to the delivery engine. */
+	/* The outbox. status: 0 pending, 1 delivered, 2 failed, 3 cancelled; next_at in ms. */
 	"CREATE TABLE deliveries(delivery_id TEXT PRIMARY KEY,"
-	" event_id TEXT NOT NULL REFERENCES events(event_id), sub_id TEXT NOT NULL,"
-	" entity_id TEXT NOT NULL, status INTEGER NOT NULL, attempts INTEGER NOT NULL,"
-	" next_at INTEGER NOT NULL, created_at INTEGER NOT NULL);"
-	"CREATE INDEX deliveries_pending ON deliveries(status, next_at);"
+	" event_id TEXT NOT NULL REFERENCES events(event_id), event_seq INTEGER NOT NULL,"
+	" event_type INTEGER NOT NULL, sub_id TEXT NOT NULL, entity_id TEXT NOT NULL,"
+	" status INTEGER NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL,"
+	" last_error TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL,"
+	" updated_at INTEGER NOT NULL);"
+	"CREATE INDEX deliveries_pending ON deliveries(status, event_seq);"
+	"CREATE TABLE attempts(delivery_id TEXT NOT NULL REFERENCES deliveries(delivery_id),"
+	" n INTEGER NOT NULL, started_at INTEGER NOT NULL, duration_ms INTEGER NOT NULL,"
+	" status_code INTEGER NOT NULL, error TEXT NOT NULL, response TEXT NOT NULL,"
+	" PRIMARY KEY(delivery_id, n));"
+	/* Set at the first failure after a success; cleared by a success. */
+	"ALTER TABLE subscriptions ADD COLUMN failing_since INTEGER NOT NULL DEFAULT 0;"
 	"CREATE INDEX deliveries_sub ON deliveries(sub_id, delivery_id);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
@@ -250,6 +264,7 @@ static void sqlite_close(struct store *base)
 		pthread_join(s->writer, NULL);
 	}
 	free(s->routes);
+	free(s->fresh);
 	pthread_mutex_destroy(&s->qmu);
 	pthread_cond_destroy(&s->qcv);
 	pthread_cond_destroy(&s->donecv);
@@ -807,7 +822,7 @@ static enum lh_err routes_rebuild(struct sqlite_store *s)
 
 #define SUB_COLS                                                                            \
 	"sub_id, client_id, lab_id, party_id, party_kind, events, endpoint, auth_token,"    \
-	" status, secret, prev_secret, prev_secret_until, created_at, updated_at"
+	" status, secret, prev_secret, prev_secret_until, created_at, updated_at, failing_since"
 
 static void sub_from_row(sqlite3_stmt *st, void *p)
 {
@@ -827,6 +842,7 @@ static void sub_from_row(sqlite3_stmt *st, void *p)
 	u->prev_secret_until = sqlite3_column_int64(st, 11);
 	u->created_at = sqlite3_column_int64(st, 12);
 	u->updated_at = sqlite3_column_int64(st, 13);
+	u->failing_since = sqlite3_column_int64(st, 14);
 }
 
 /* Rewrites the event-holder rows of sub (none unless live); caller holds a transaction. */
@@ -882,6 +898,7 @@ static void bind_sub(sqlite3_stmt *st, const struct subscription *u)
 	bind_text(st, 1, u->id);
 	bind_text(st, 2, u->client_id);
 	bind_text(st, 3, u->lab_id);
+	sqlite3_bind_int64(st, 15, u->failing_since);
 	bind_text(st, 4, u->party_id);
 	sqlite3_bind_int(st, 5, (int)u->party_kind);
 	sqlite3_bind_int64(st, 6, u->events);
@@ -902,11 +919,12 @@ static enum lh_err sqlite_sub_insert(struct store *base, const struct subscripti
 	if (e != LH_OK)
 		return e;
 	sqlite3_stmt *st = stmt(s, "INSERT INTO subscriptions(" SUB_COLS ") VALUES(?1, ?2, ?3,"
-				   " ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
+				   " ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)");
 	if (st)
 		bind_sub(st, u);
 	if ((e = step_done(s, st, "sub_insert")) == LH_OK)
 		e = sub_write_events(s, u);
+	s->subs_version++;
 	return finish(s, e);
 }
 
@@ -918,7 +936,9 @@ static enum lh_err sqlite_sub_update(struct store *base, const struct subscripti
 		return e;
 	sqlite3_stmt *st = stmt(s, "UPDATE subscriptions SET events = ?6, endpoint = ?7,"
 				   " auth_token = ?8, status = ?9, secret = ?10, prev_secret = ?11,"
-				   " prev_secret_until = ?12, updated_at = ?14"
+				   " prev_secret_until = ?12, updated_at = ?14,"
+				   " failing_since = CASE WHEN ?9 = 0 AND status = 2 THEN 0"
+				   " ELSE failing_since END"
 				   " WHERE sub_id = ?1 AND client_id = ?2 AND status != 3");
 	if (st)
 		bind_sub(st, u);
@@ -928,8 +948,20 @@ static enum lh_err sqlite_sub_update(struct store *base, const struct subscripti
 		e = LH_ENOTFOUND;
 		goto out;
 	}
-	e = sub_write_events(s, u);
+	if ((e = sub_write_events(s, u)) != LH_OK)
+		goto out;
+	if (u->status == SUB_DELETED) {
+		/* Unsubscribing cancels what was still waiting to be sent. */
+		st = stmt(s, "UPDATE deliveries SET status = 3, updated_at = ?2"
+			     " WHERE sub_id = ?1 AND status = 0");
+		if (st) {
+			bind_text(st, 1, u->id);
+			sqlite3_bind_int64(st, 2, u->updated_at);
+		}
+		e = step_done(s, st, "deliveries_cancel");
+	}
 out:
+	s->subs_version++;
 	return finish(s, e);
 }
 
@@ -1272,8 +1304,23 @@ static enum lh_err tx_booking_insert(struct store_tx *tx, const struct booking *
 	return step_done(s, st, "booking_insert");
 }
 
+static enum lh_err fresh_push(struct sqlite_store *s, const struct delivery *d)
+{
+	if (s->nfresh == s->cap_fresh) {
+		size_t ncap = s->cap_fresh ? s->cap_fresh * 2 : 256;
+		struct delivery *nf = realloc(s->fresh, ncap * sizeof *nf);
+		if (!nf)
+			return LH_ENOMEM;
+		s->fresh = nf;
+		s->cap_fresh = ncap;
+	}
+	s->fresh[s->nfresh++] = *d;
+	return LH_OK;
+}
+
 static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
-				   const char *const *party_ids, size_t n, size_t *ndeliveries)
+				   const char *const *party_ids, size_t n, const char *only_sub,
+				   size_t *ndeliveries)
 {
 	struct sqlite_store *s = TX(tx);
 	const char *matched[8];
@@ -1293,8 +1340,13 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 	}
 	if ((e = step_done(s, st, "event_insert")) != LH_OK)
 		return e;
+	int64_t seq = sqlite3_last_insert_rowid(s->db);
+	if (only_sub) {
+		matched[nm++] = only_sub;
+		n = 0;
+	}
 	/* The catch-all key first, then each party; a subscription matched twice counts once. */
-	for (size_t i = 0; i <= n && i < 8; i++) {
+	for (size_t i = 0; !only_sub && i <= n && i < 8; i++) {
 		char key[ROUTE_KEY_CAP];
 		int found;
 		if (i > 0 && (!party_ids[i - 1] || !party_ids[i - 1][0]))
@@ -1311,20 +1363,33 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 			matched[nm++] = sub;
 	}
 	for (size_t k = 0; k < nm; k++) {
-		char id[ID_CAP];
-		if ((e = util_new_id("dlv_", id)) != LH_OK)
+		struct delivery d;
+		memset(&d, 0, sizeof d);
+		if ((e = util_new_id("dlv_", d.delivery_id)) != LH_OK)
 			return e;
-		st = stmt(s, "INSERT INTO deliveries(delivery_id, event_id, sub_id, entity_id,"
-			     " status, attempts, next_at, created_at)"
-			     " VALUES(?1, ?2, ?3, ?4, 0, 0, ?5, ?5)");
+		snprintf(d.event_id, sizeof d.event_id, "%s", ev->event_id);
+		snprintf(d.sub_id, sizeof d.sub_id, "%s", matched[k]);
+		snprintf(d.entity_id, sizeof d.entity_id, "%s", ev->entity_id);
+		d.event_seq = seq;
+		d.event_type = ev->type;
+		d.status = DLV_PENDING;
+		d.next_at_ms = ev->created_at * 1000;
+		d.created_at = ev->created_at;
+		st = stmt(s, "INSERT INTO deliveries(delivery_id, event_id, event_seq, event_type,"
+			     " sub_id, entity_id, status, attempts, next_at, created_at, updated_at)"
+			     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7, ?8, ?8)");
 		if (st) {
-			bind_text(st, 1, id);
-			bind_text(st, 2, ev->event_id);
-			bind_text(st, 3, matched[k]);
-			bind_text(st, 4, ev->entity_id);
-			sqlite3_bind_int64(st, 5, ev->created_at);
+			bind_text(st, 1, d.delivery_id);
+			bind_text(st, 2, d.event_id);
+			sqlite3_bind_int64(st, 3, seq);
+			sqlite3_bind_int(st, 4, d.event_type);
+			bind_text(st, 5, d.sub_id);
+			bind_text(st, 6, d.entity_id);
+			sqlite3_bind_int64(st, 7, d.next_at_ms);
+			sqlite3_bind_int64(st, 8, d.created_at);
 		}
-		if ((e = step_done(s, st, "delivery_insert")) != LH_OK)
+		if ((e = step_done(s, st, "delivery_insert")) != LH_OK ||
+		    (e = fresh_push(s, &d)) != LH_OK)
 			return e;
 	}
 	*ndeliveries = nm;
@@ -1352,6 +1417,7 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 {
 	enum lh_err e;
 	pthread_mutex_lock(&s->mu);
+	s->nfresh = 0;
 	e = exec(s, "BEGIN IMMEDIATE");
 	for (struct job *j = batch; j; j = j->next) {
 		if (e != LH_OK) {
@@ -1360,18 +1426,26 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 		}
 		if ((j->result = exec(s, "SAVEPOINT job")) != LH_OK)
 			continue;
+		size_t mark = s->nfresh;
 		j->result = j->fn(&s->tx, j->arg);
-		if (j->result != LH_OK)
+		if (j->result != LH_OK) {
 			exec(s, "ROLLBACK TO job");
+			s->nfresh = mark; /* its deliveries are gone with it */
+		}
 		exec(s, "RELEASE job");
 	}
 	if (e == LH_OK && (e = exec(s, "COMMIT")) != LH_OK) {
 		exec(s, "ROLLBACK");
+		s->nfresh = 0;
 		for (struct job *j = batch; j; j = j->next)
 			if (j->result == LH_OK)
 				j->result = e; /* nothing of theirs was kept */
 	}
 	pthread_mutex_unlock(&s->mu);
+	/* Durable now: the first attempts can start at once (no polling). Only this thread
+	 * touches `fresh`, so it is safe to read outside mu. */
+	if (s->nfresh && s->hook)
+		s->hook(s->hook_ctx, s->fresh, s->nfresh);
 }
 
 static void *writer_main(void *arg)
@@ -1439,6 +1513,336 @@ static enum lh_err sqlite_bill_get(struct store *base, const char *client_id,
 	return e;
 }
 
+/* ---- the delivery engine's side ---- */
+
+static void sqlite_set_commit_hook(struct store *base, store_commit_hook fn, void *ctx)
+{
+	struct sqlite_store *s = S(base);
+	pthread_mutex_lock(&s->mu);
+	s->hook = fn;
+	s->hook_ctx = ctx;
+	pthread_mutex_unlock(&s->mu);
+}
+
+#define DELIVERY_COLS                                                                      \
+	"delivery_id, event_id, sub_id, entity_id, event_seq, event_type, status, attempts," \
+	" next_at, last_error, created_at"
+
+static void delivery_from_row(sqlite3_stmt *st, void *p)
+{
+	struct delivery *d = p;
+	memset(d, 0, sizeof *d);
+	col_text(st, 0, d->delivery_id, sizeof d->delivery_id);
+	col_text(st, 1, d->event_id, sizeof d->event_id);
+	col_text(st, 2, d->sub_id, sizeof d->sub_id);
+	col_text(st, 3, d->entity_id, sizeof d->entity_id);
+	d->event_seq = sqlite3_column_int64(st, 4);
+	d->event_type = sqlite3_column_int(st, 5);
+	d->status = (enum delivery_status)sqlite3_column_int(st, 6);
+	d->attempts = sqlite3_column_int(st, 7);
+	d->next_at_ms = sqlite3_column_int64(st, 8);
+	col_text(st, 9, d->last_error, sizeof d->last_error);
+	d->created_at = sqlite3_column_int64(st, 10);
+}
+
+static enum lh_err sqlite_delivery_pending(struct store *base, struct delivery **out, size_t *n)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->mu);
+	sqlite3_stmt *st = stmt(s, "SELECT " DELIVERY_COLS " FROM deliveries WHERE status = 0"
+				   " ORDER BY event_seq");
+	if (st)
+		e = collect(s, st, sizeof **out, delivery_from_row, (void **)out, n);
+	pthread_mutex_unlock(&s->mu);
+	return e;
+}
+
+static enum lh_err sqlite_event_payload(struct store *base, const char *event_id, char **out)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->mu);
+	sqlite3_stmt *st = stmt(s, "SELECT payload FROM events WHERE event_id = ?1");
+	if (st) {
+		bind_text(st, 1, event_id);
+		int rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			const char *t = (const char *)sqlite3_column_text(st, 0);
+			char *copy = t ? strdup(t) : NULL;
+			e = copy ? LH_OK : LH_ENOMEM;
+			if (copy)
+				*out = copy;
+		} else {
+			e = rc == SQLITE_DONE ? LH_ENOTFOUND : fail(s, rc, "payload");
+		}
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return e;
+}
+
+struct record_job {
+	const struct delivery_result *r;
+	size_t n;
+};
+
+static enum lh_err job_record(struct store_tx *tx, void *arg)
+{
+	struct sqlite_store *s = TX(tx);
+	struct record_job *j = arg;
+	enum lh_err e = LH_OK;
+	for (size_t i = 0; i < j->n && e == LH_OK; i++) {
+		const struct delivery_result *r = &j->r[i];
+		sqlite3_stmt *st = stmt(s, "INSERT OR REPLACE INTO attempts(delivery_id, n,"
+					   " started_at, duration_ms, status_code, error, response)"
+					   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+		if (st) {
+			bind_text(st, 1, r->a.delivery_id);
+			sqlite3_bind_int(st, 2, r->a.n);
+			sqlite3_bind_int64(st, 3, r->a.started_at_ms);
+			sqlite3_bind_int(st, 4, r->a.duration_ms);
+			sqlite3_bind_int(st, 5, r->a.status_code);
+			bind_text(st, 6, r->a.error);
+			bind_text(st, 7, r->a.response);
+		}
+		if ((e = step_done(s, st, "attempt_insert")) != LH_OK)
+			break;
+		/* A delivery cancelled meanwhile (unsubscribed) stays cancelled. */
+		st = stmt(s, "UPDATE deliveries SET status = ?2, attempts = ?3, next_at = ?4,"
+			     " last_error = ?5, updated_at = ?6 WHERE delivery_id = ?1 AND status != 3");
+		if (st) {
+			bind_text(st, 1, r->a.delivery_id);
+			sqlite3_bind_int(st, 2, (int)r->status);
+			sqlite3_bind_int(st, 3, r->a.n);
+			sqlite3_bind_int64(st, 4, r->next_at_ms);
+			bind_text(st, 5, r->a.error);
+			sqlite3_bind_int64(st, 6, r->now);
+		}
+		if ((e = step_done(s, st, "delivery_update")) != LH_OK)
+			break;
+		if (r->sub == SUBO_NONE)
+			continue;
+		st = r->sub == SUBO_SUCCESS
+			     ? stmt(s, "UPDATE subscriptions SET failing_since = 0 WHERE sub_id = ?1"
+				       " AND failing_since != 0")
+		     : r->sub == SUBO_FAILURE
+			     ? stmt(s, "UPDATE subscriptions SET failing_since = ?2 WHERE sub_id = ?1"
+				       " AND failing_since = 0")
+			     : stmt(s, "UPDATE subscriptions SET status = 2, updated_at = ?2"
+				       " WHERE sub_id = ?1 AND status IN (0, 1)");
+		if (st) {
+			bind_text(st, 1, r->sub_id);
+			sqlite3_bind_int64(st, 2, r->now);
+		}
+		if ((e = step_done(s, st, "sub_outcome")) != LH_OK)
+			break;
+		if (r->sub == SUBO_DISABLE && sqlite3_changes(s->db) > 0) {
+			/* A disabled subscription gives its events up to new registrations. */
+			struct subscription u;
+			memset(&u, 0, sizeof u);
+			snprintf(u.id, sizeof u.id, "%s", r->sub_id);
+			u.status = SUB_DISABLED;
+			e = sub_write_events(s, &u);
+			s->subs_version++;
+		}
+	}
+	return e;
+}
+
+static enum lh_err sqlite_delivery_record(struct store *base, const struct delivery_result *r,
+					  size_t n)
+{
+	struct record_job j = {r, n};
+	return sqlite_submit(base, job_record, &j);
+}
+
+static enum lh_err sqlite_sub_get_any(struct store *base, const char *id,
+				      struct subscription *out)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->mu);
+	sqlite3_stmt *st = stmt(s, "SELECT " SUB_COLS " FROM subscriptions WHERE sub_id = ?1");
+	if (st) {
+		bind_text(st, 1, id);
+		int rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			sub_from_row(st, out);
+		sqlite3_reset(st);
+		e = rc == SQLITE_ROW ? LH_OK : rc == SQLITE_DONE ? LH_ENOTFOUND : fail(s, rc, "sub");
+	}
+	pthread_mutex_unlock(&s->mu);
+	return e;
+}
+
+static uint64_t sqlite_subs_version(struct store *base)
+{
+	struct sqlite_store *s = S(base);
+	pthread_mutex_lock(&s->mu);
+	uint64_t v = s->subs_version;
+	pthread_mutex_unlock(&s->mu);
+	return v;
+}
+
+static enum lh_err sqlite_delivery_list(struct store *base, const char *client_id,
+					const char *sub_id, int status, int64_t since,
+					const char *before, size_t limit, struct delivery **out,
+					size_t *n)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->mu);
+	sqlite3_stmt *st = stmt(s, "SELECT " DELIVERY_COLS " FROM deliveries WHERE sub_id = ?1"
+				   " AND sub_id IN (SELECT sub_id FROM subscriptions"
+				   " WHERE client_id = ?2) AND (?3 < 0 OR status = ?3)"
+				   " AND created_at >= ?4 AND (?5 = '' OR delivery_id < ?5)"
+				   " ORDER BY delivery_id DESC LIMIT ?6");
+	if (st) {
+		bind_text(st, 1, sub_id);
+		bind_text(st, 2, client_id);
+		sqlite3_bind_int(st, 3, status);
+		sqlite3_bind_int64(st, 4, since);
+		bind_text(st, 5, before);
+		sqlite3_bind_int64(st, 6, (sqlite3_int64)limit);
+		e = collect(s, st, sizeof **out, delivery_from_row, (void **)out, n);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return e;
+}
+
+static void attempt_from_row(sqlite3_stmt *st, void *p)
+{
+	struct attempt *a = p;
+	memset(a, 0, sizeof *a);
+	col_text(st, 0, a->delivery_id, sizeof a->delivery_id);
+	a->n = sqlite3_column_int(st, 1);
+	a->started_at_ms = sqlite3_column_int64(st, 2);
+	a->duration_ms = sqlite3_column_int(st, 3);
+	a->status_code = sqlite3_column_int(st, 4);
+	col_text(st, 5, a->error, sizeof a->error);
+	col_text(st, 6, a->response, sizeof a->response);
+}
+
+static enum lh_err sqlite_attempt_list(struct store *base, const char *delivery_id,
+				       struct attempt **out, size_t *n)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->mu);
+	sqlite3_stmt *st = stmt(s, "SELECT delivery_id, n, started_at, duration_ms, status_code,"
+				   " error, response FROM attempts WHERE delivery_id = ?1 ORDER BY n");
+	if (st) {
+		bind_text(st, 1, delivery_id);
+		e = collect(s, st, sizeof **out, attempt_from_row, (void **)out, n);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return e;
+}
+
+struct requeue_job {
+	const char *client_id, *delivery_id, *sub_id;
+	int64_t since, now_ms;
+	struct delivery *out; /* requeue: one */
+	struct delivery *list; /* recover: many */
+	size_t n;
+};
+
+static enum lh_err job_requeue(struct store_tx *tx, void *arg)
+{
+	struct sqlite_store *s = TX(tx);
+	struct requeue_job *j = arg;
+	sqlite3_stmt *st = stmt(s, "UPDATE deliveries SET status = 0, next_at = ?3, updated_at = ?4"
+				   " WHERE delivery_id = ?1 AND status != 3 AND sub_id IN"
+				   " (SELECT sub_id FROM subscriptions WHERE client_id = ?2"
+				   " AND status != 3)");
+	enum lh_err e;
+	if (st) {
+		bind_text(st, 1, j->delivery_id);
+		bind_text(st, 2, j->client_id);
+		sqlite3_bind_int64(st, 3, j->now_ms);
+		sqlite3_bind_int64(st, 4, j->now_ms / 1000);
+	}
+	if ((e = step_done(s, st, "requeue")) != LH_OK)
+		return e;
+	if (sqlite3_changes(s->db) == 0)
+		return LH_ENOTFOUND;
+	st = stmt(s, "SELECT " DELIVERY_COLS " FROM deliveries WHERE delivery_id = ?1");
+	if (!st)
+		return LH_ESTORE;
+	bind_text(st, 1, j->delivery_id);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		delivery_from_row(st, j->out);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW)
+		return fail(s, rc, "requeue_read");
+	return fresh_push(s, j->out);
+}
+
+static enum lh_err sqlite_delivery_requeue(struct store *base, const char *client_id,
+					   const char *delivery_id, int64_t now_ms,
+					   struct delivery *out)
+{
+	struct delivery d;
+	struct requeue_job j = {.client_id = client_id, .delivery_id = delivery_id,
+				.now_ms = now_ms, .out = &d};
+	enum lh_err e = sqlite_submit(base, job_requeue, &j);
+	if (e == LH_OK)
+		*out = d;
+	return e;
+}
+
+static enum lh_err job_recover(struct store_tx *tx, void *arg)
+{
+	struct sqlite_store *s = TX(tx);
+	struct requeue_job *j = arg;
+	sqlite3_stmt *st = stmt(s, "SELECT " DELIVERY_COLS " FROM deliveries WHERE sub_id = ?1"
+				   " AND status = 2 AND created_at >= ?2 AND sub_id IN"
+				   " (SELECT sub_id FROM subscriptions WHERE client_id = ?3)"
+				   " ORDER BY event_seq");
+	enum lh_err e;
+	if (!st)
+		return LH_ESTORE;
+	bind_text(st, 1, j->sub_id);
+	sqlite3_bind_int64(st, 2, j->since);
+	bind_text(st, 3, j->client_id);
+	if ((e = collect(s, st, sizeof *j->list, delivery_from_row, (void **)&j->list, &j->n)) !=
+	    LH_OK)
+		return e;
+	for (size_t i = 0; i < j->n; i++) {
+		j->list[i].status = DLV_PENDING;
+		j->list[i].next_at_ms = j->now_ms;
+		st = stmt(s, "UPDATE deliveries SET status = 0, next_at = ?2, updated_at = ?3"
+			     " WHERE delivery_id = ?1");
+		if (st) {
+			bind_text(st, 1, j->list[i].delivery_id);
+			sqlite3_bind_int64(st, 2, j->now_ms);
+			sqlite3_bind_int64(st, 3, j->now_ms / 1000);
+		}
+		if ((e = step_done(s, st, "recover")) != LH_OK ||
+		    (e = fresh_push(s, &j->list[i])) != LH_OK)
+			return e;
+	}
+	return LH_OK;
+}
+
+static enum lh_err sqlite_delivery_recover(struct store *base, const char *client_id,
+					   const char *sub_id, int64_t since, int64_t now_ms,
+					   struct delivery **out, size_t *n)
+{
+	struct requeue_job j = {.client_id = client_id, .sub_id = sub_id, .since = since,
+				.now_ms = now_ms};
+	enum lh_err e = sqlite_submit(base, job_recover, &j);
+	if (e != LH_OK) {
+		free(j.list);
+		return e;
+	}
+	*out = j.list;
+	*n = j.n;
+	return LH_OK;
+}
+
 static const struct store_ops sqlite_ops = {
 	.name = "sqlite",
 	.close = sqlite_close,
@@ -1462,6 +1866,16 @@ static const struct store_ops sqlite_ops = {
 	.sub_list_holding = sqlite_sub_list_holding,
 	.sub_list = sqlite_sub_list,
 	.submit = sqlite_submit,
+	.set_commit_hook = sqlite_set_commit_hook,
+	.delivery_pending = sqlite_delivery_pending,
+	.event_payload = sqlite_event_payload,
+	.delivery_record = sqlite_delivery_record,
+	.sub_get_any = sqlite_sub_get_any,
+	.subs_version = sqlite_subs_version,
+	.delivery_list = sqlite_delivery_list,
+	.attempt_list = sqlite_attempt_list,
+	.delivery_requeue = sqlite_delivery_requeue,
+	.delivery_recover = sqlite_delivery_recover,
 	.bill_get = sqlite_bill_get,
 };
 

@@ -254,7 +254,11 @@ int util_parse_time(const char *s, int64_t *out)
 	} else {
 		return -1;
 	}
-	if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 ||
+	    sec > 60)
+		return -1;
+	if (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
 		return -1;
 	/* Days from civil (Howard Hinnant's algorithm), avoiding timegm's locale of TZ. */
 	int yy = y - (mo <= 2);

@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -181,6 +182,9 @@ int validate_endpoint(const char *url, const char *field, const struct cidr *all
 	if (strchr(url, '#'))
 		return verr_set(err, LH_EINVAL, "invalid_endpoint", field,
 				"'%s' must not have a fragment (#...)", field);
+	if (url[8] == '/' || url[8] == '?' || url[8] == '\0')
+		return verr_set(err, LH_EINVAL, "invalid_endpoint", field, "'%s' must have a host",
+				field);
 	/* Parse with libcurl, the same parser the delivery engine uses, so the host we check
 	 * is the host it will connect to. */
 	u = curl_url();
@@ -217,10 +221,18 @@ int validate_endpoint(const char *url, const char *field, const struct cidr *all
 			 "'%s' host must not be percent-encoded or carry a zone id", field);
 		goto out;
 	}
+	char *port = NULL;
+	if (curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK && port && atoi(port) == 0) {
+		curl_free(port);
+		verr_set(err, LH_EINVAL, "invalid_endpoint", field, "'%s' has port 0", field);
+		goto out;
+	}
+	curl_free(port);
 	const char *why = addr_host_blocked_reason(host, allow, nallow);
 	if (why) {
 		verr_set(err, LH_EINVAL, "blocked_address", field,
-			 "'%s' points at a %s address, which webhooks may not reach", field, why);
+			 "'%s' points at a blocked address range (%s), which webhooks may not reach",
+			 field, why);
 		goto out;
 	}
 	rc = 0;

@@ -1,0 +1,17 @@
+/* sign.h: Standard Webhooks signatures (webhook-signature: "v1,<base64 HMAC-SHA256>").
+ * The signed content is "<webhook-id>.<webhook-timestamp>.<body>" and the key is the
+ * base64-decoded part of a "whsec_" secret. Pure functions; thread-safe.
+ */
+#ifndef LH_SIGN_H
+#define LH_SIGN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SIG_CAP 64 /* "v1," + 44 base64 characters + NUL, with room */
+
+/* Writes "v1,<signature>" into out. Returns 0, or -1 if the secret is not a whsec_ key. */
+int sig_sign_v1(const char *secret, const char *msg_id, int64_t timestamp, const char *body,
+		size_t body_len, char out[SIG_CAP]);
+
+#endif
