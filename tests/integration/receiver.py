@@ -55,7 +55,7 @@ class Receiver:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n)
-                rec = {"t": time.time(), "path": self.path,
+                rec = {"t": time.time(), "path": self.path, "status": None,
                        "headers": {k.lower(): v for k, v in self.headers.items()},
                        "body": body.decode("utf-8", "replace")}
                 with recv.lock:
@@ -92,6 +92,7 @@ class Receiver:
                 elif kind == "fail-first" and seen <= int(arg or 1):
                     status = 500
                 out = b'{"received": true}' if status < 300 else b'{"error": "scripted"}'
+                rec["status"] = status
                 self.send_response(status)
                 for k, v in extra.items():
                     self.send_header(k, v)
@@ -102,7 +103,11 @@ class Receiver:
 
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(cert, key)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Quiet(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # clients that time out and hang up are part of the script
+
+        self.httpd = Quiet(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
