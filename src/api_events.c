@@ -152,7 +152,7 @@ static int ref_text(const json_t *v, char *out, size_t cap)
 
 struct report_list {
 	struct report *r;
-	size_t n;
+	size_t n, cap;
 };
 
 static int add_report(struct call *c, struct report_list *rl, const char *name,
@@ -161,6 +161,14 @@ static int add_report(struct call *c, struct report_list *rl, const char *name,
 	if (rl->n >= DOMAIN_MAX_REPORTS)
 		return api_fail(c, LH_EINVAL, "too_many_tests", NULL,
 				"a bill may hold at most %d tests", DOMAIN_MAX_REPORTS);
+	if (rl->n == rl->cap) {
+		size_t ncap = rl->cap ? rl->cap * 2 : 4;
+		struct report *nr = realloc(rl->r, ncap * sizeof *nr);
+		if (!nr)
+			return api_fail_internal(c, LH_ENOMEM, "add report");
+		rl->r = nr;
+		rl->cap = ncap;
+	}
 	struct report *r = &rl->r[rl->n];
 	memset(r, 0, sizeof *r);
 	if (util_new_id("rep_", r->report_id) != LH_OK)
@@ -265,7 +273,7 @@ static int collect_reports(struct call *c, const json_t *b, struct report_list *
 static void create_bill(struct call *c, const struct account *acct, json_t *b)
 {
 	struct bill *bill = NULL;
-	struct report_list rl = {NULL, 0};
+	struct report_list rl = {NULL, 0, 0};
 	struct lab lab;
 	struct verr ve;
 	struct domain_outcome o;
@@ -291,8 +299,7 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 		       "year, month, day"))
 		return;
 	bill = calloc(1, sizeof *bill);
-	rl.r = calloc(DOMAIN_MAX_REPORTS, sizeof *rl.r);
-	if (!bill || !rl.r) {
+	if (!bill) {
 		api_fail_internal(c, LH_ENOMEM, "create bill");
 		goto out;
 	}

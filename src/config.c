@@ -339,6 +339,8 @@ static const struct setting settings[] = {
 	 p_duration, FIELD(disable_after_ms), 1000, 365LL * 86400 * 1000, 0},
 	{"disable-min-span", "12h", "...and only when its failures span at least this long",
 	 p_duration, FIELD(disable_min_span_ms), 0, 365LL * 86400 * 1000, 0},
+	{"delivery-window", "20000", "pending deliveries held in memory; the rest wait on disk",
+	 p_int, FIELD(delivery_window), 16, 10000000, 0},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 

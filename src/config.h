@@ -46,6 +46,7 @@ struct config {
 	int max_in_flight_per_endpoint;
 	int64_t disable_after_ms;
 	int64_t disable_min_span_ms;
+	int delivery_window;
 };
 
 /* Fills cfg from defaults, the file named by --config / LABHOOK_CONFIG, the environment and

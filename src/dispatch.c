@@ -70,6 +70,7 @@ struct endpoint {
 	int in_flight;
 	int streak; /* consecutive failures */
 	int64_t backoff_until_ms;
+	int evicted; /* its items left memory while paused or disabled */
 };
 
 struct heap_ent {
@@ -117,6 +118,12 @@ struct dispatcher {
 	struct delivery_result *results;
 	size_t nresults;
 	int64_t first_result_ms;
+
+	/* The window: at most cfg->delivery_window items in memory. Pending deliveries past
+	 * it stay in the store (spilled) and are paged in by event_seq as the window drains. */
+	size_t mem_items;
+	int64_t loaded_seq; /* every pending delivery with event_seq <= this is in memory */
+	int spilled;
 };
 
 static uint64_t hash2(const char *a, const char *b)
@@ -276,6 +283,7 @@ static void lane_add(struct dispatcher *d, const struct delivery *dl)
 		LOG(LOG_ERROR, "dispatch", "delivery=%s out of memory", dl->delivery_id);
 		return;
 	}
+	d->mem_items++;
 	snprintf(it->delivery_id, sizeof it->delivery_id, "%s", dl->delivery_id);
 	snprintf(it->event_id, sizeof it->event_id, "%s", dl->event_id);
 	it->seq = dl->event_seq;
@@ -289,9 +297,10 @@ static void lane_add(struct dispatcher *d, const struct delivery *dl)
 		schedule(d, l);
 }
 
-static void lane_pop_head(struct lane *l)
+static void lane_pop_head(struct dispatcher *d, struct lane *l)
 {
 	struct item *it = l->head;
+	d->mem_items--;
 	l->head = it->next;
 	if (!l->head)
 		l->tail = NULL;
@@ -431,11 +440,15 @@ static int start_attempt(struct dispatcher *d, struct lane *l)
 	}
 	if (ep->sub.status == SUB_DELETED) {
 		while (l->head) /* cancelled in the store when the subscription was deleted */
-			lane_pop_head(l);
+			lane_pop_head(d, l);
 		return -1;
 	}
-	if (ep->sub.status != SUB_ACTIVE) { /* paused or disabled: hold, in order */
-		wait_lane(d, l);
+	if (ep->sub.status != SUB_ACTIVE) {
+		/* Paused or disabled: the deliveries stay pending in the store, out of the
+		 * window, and are reloaded (in order) when the subscription is active again. */
+		while (l->head)
+			lane_pop_head(d, l);
+		ep->evicted = 1;
 		return -1;
 	}
 	int ep_cap = ep->streak >= STREAK_BACKOFF ? 1 : d->cfg->max_in_flight_per_endpoint;
@@ -453,7 +466,7 @@ static int start_attempt(struct dispatcher *d, struct lane *l)
 	if (e == LH_ENOTFOUND) {
 		LOG(LOG_ERROR, "dispatch", "delivery=%s event=%s has no payload; dropped",
 		    it->delivery_id, it->event_id);
-		lane_pop_head(l);
+		lane_pop_head(d, l);
 		attempt_free(a);
 		schedule(d, l);
 		return -1;
@@ -647,7 +660,7 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 	ep->in_flight--;
 	d->in_flight--;
 	if (r.status != DLV_PENDING)
-		lane_pop_head(l); /* delivered or given up: the next event of the entity may go */
+		lane_pop_head(d, l); /* delivered or given up: the next event of the entity may go */
 	attempt_free(a);
 	schedule(d, l);
 	wake_waiting(d);
@@ -665,9 +678,70 @@ static void drain_inbox(struct dispatcher *d)
 	d->inbox = NULL;
 	d->ninbox = d->cap_inbox = 0;
 	pthread_mutex_unlock(&d->inbox_mu);
-	for (size_t i = 0; i < n; i++)
-		lane_add(d, &batch[i]);
+	for (size_t i = 0; i < n; i++) {
+		const struct delivery *dl = &batch[i];
+		if (dl->requeued) {
+			lane_add(d, dl); /* asked for again: always (a queued one just moves up) */
+			continue;
+		}
+		/* A fresh commit: at or below loaded_seq it came in with a page already; above
+		 * it, it joins the window unless the window is full or spilled, in which case
+		 * a later page brings it in order. */
+		if (dl->event_seq <= d->loaded_seq)
+			continue;
+		if (d->spilled || d->mem_items >= (size_t)d->cfg->delivery_window) {
+			d->spilled = 1;
+			continue;
+		}
+		lane_add(d, dl);
+		d->loaded_seq = dl->event_seq;
+	}
 	free(batch);
+}
+
+/* Pages spilled deliveries into the window while it has room. */
+static void load_page(struct dispatcher *d)
+{
+	size_t room = (size_t)d->cfg->delivery_window - d->mem_items;
+	struct delivery *page = NULL;
+	size_t n = 0;
+	if (!d->spilled || room < (size_t)d->cfg->delivery_window / 2)
+		return;
+	enum lh_err e = d->st->ops->delivery_pending(d->st, d->loaded_seq, "", room, &page, &n);
+	if (e != LH_OK) {
+		LOG(LOG_ERROR, "dispatch", "err=%s cannot page in pending deliveries", err_code(e));
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		lane_add(d, &page[i]);
+	if (n)
+		d->loaded_seq = page[n - 1].event_seq;
+	if (n < room)
+		d->spilled = 0; /* caught up: fresh commits join directly again */
+	free(page);
+}
+
+/* After a subscription change: subscriptions whose deliveries were evicted while paused or
+ * disabled and that are active again get them back, in order. */
+static void reload_evicted(struct dispatcher *d)
+{
+	for (size_t b = 0; b < HASH_BUCKETS; b++) {
+		for (struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext) {
+			if (!ep->evicted || endpoint_refresh(d, ep) != 0 ||
+			    ep->sub.status != SUB_ACTIVE)
+				continue;
+			struct delivery *list = NULL;
+			size_t n = 0;
+			if (d->st->ops->delivery_pending(d->st, 0, ep->sub_id, (size_t)-1 >> 1, &list,
+							 &n) != LH_OK)
+				continue;
+			ep->evicted = 0;
+			for (size_t i = 0; i < n; i++)
+				if (list[i].event_seq <= d->loaded_seq)
+					lane_add(d, &list[i]);
+			free(list);
+		}
+	}
 }
 
 static void *dispatch_main(void *arg)
@@ -685,10 +759,12 @@ static void *dispatch_main(void *arg)
 		if (stopping && (d->in_flight == 0 || now >= stop_deadline))
 			break;
 		drain_inbox(d);
+		load_page(d);
 		uint64_t v = d->st->ops->subs_version(d->st);
 		if (v != d->subs_version) {
 			d->subs_version = v;
-			wake_waiting(d); /* paused ones may have resumed; they re-wait if not */
+			reload_evicted(d);
+			wake_waiting(d);
 		}
 		while (!stopping && d->nheap && d->heap[0].due <= now) {
 			struct heap_ent top = d->heap[0];
@@ -759,8 +835,6 @@ void dispatch_enqueue(struct dispatcher *d, const struct delivery *dl, size_t n)
 enum lh_err dispatch_start(struct store *st, const struct config *cfg, struct dispatcher **out)
 {
 	struct dispatcher *d = calloc(1, sizeof *d);
-	struct delivery *pending = NULL;
-	size_t n = 0;
 	enum lh_err e;
 
 	if (!d)
@@ -777,16 +851,14 @@ enum lh_err dispatch_start(struct store *st, const struct config *cfg, struct di
 	curl_multi_setopt(d->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)cfg->max_in_flight);
 	curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)cfg->max_in_flight);
 	d->subs_version = st->ops->subs_version(st);
-	/* The hook first, then the backlog: a delivery committed in between arrives twice
-	 * and lane_add keeps one. */
+	/* The hook first, then the backlog's first page: a delivery committed in between is
+	 * either in the page or above loaded_seq, never lost or doubled. */
 	st->ops->set_commit_hook(st, on_commit, d);
-	if ((e = st->ops->delivery_pending(st, &pending, &n)) != LH_OK)
-		goto fail;
-	for (size_t i = 0; i < n; i++)
-		lane_add(d, &pending[i]);
-	free(pending);
-	LOG(LOG_INFO, "dispatch", "pending=%zu max_in_flight=%d delivery engine ready", n,
-	    cfg->max_in_flight);
+	d->spilled = 1;
+	load_page(d);
+	LOG(LOG_INFO, "dispatch", "loaded=%zu more_in_store=%d window=%d max_in_flight=%d "
+				  "delivery engine ready",
+	    d->mem_items, d->spilled, cfg->delivery_window, cfg->max_in_flight);
 	if (pthread_create(&d->thread, NULL, dispatch_main, d) != 0) {
 		e = LH_EIO;
 		goto fail;
@@ -822,7 +894,7 @@ void dispatch_stop(struct dispatcher *d)
 		for (struct lane *l = d->lanes[b], *next; l; l = next) {
 			next = l->hnext;
 			while (l->head)
-				lane_pop_head(l);
+				lane_pop_head(d, l);
 			free(l);
 		}
 		for (struct endpoint *e = d->eps[b], *next; e; e = next) {

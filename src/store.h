@@ -161,6 +161,7 @@ struct delivery {
 	int64_t next_at_ms;
 	char last_error[64];
 	int64_t created_at;
+	int requeued; /* set on deliveries handed back by requeue/recover, not fresh commits */
 };
 
 #define ATTEMPT_BODY_CAP 256 /* the start of an endpoint's answer kept in the log */
@@ -301,8 +302,10 @@ struct store_ops {
 	/* ---- the delivery engine's side ---- */
 	/* Registers the hook the writer calls after each commit that created deliveries. */
 	void (*set_commit_hook)(struct store *s, store_commit_hook fn, void *ctx);
-	/* Every pending delivery, ordered by event_seq (free with free()). */
-	enum lh_err (*delivery_pending)(struct store *s, struct delivery **out, size_t *n);
+	/* Pending deliveries with event_seq > after_seq (of sub_id, or any when ""), ordered
+	 * by event_seq, at most limit (free with free()). */
+	enum lh_err (*delivery_pending)(struct store *s, int64_t after_seq, const char *sub_id,
+					size_t limit, struct delivery **out, size_t *n);
 	/* The payload of an event. Returns owned text, free with free(). */
 	enum lh_err (*event_payload)(struct store *s, const char *event_id, char **out);
 	/* Records attempt outcomes in one durable transaction (group commit). */

@@ -365,6 +365,36 @@ def test_per_endpoint_cap(_srv):
         srv.cleanup()
 
 
+def test_small_window_pages_the_backlog(_srv):
+    """With room for 16 deliveries in memory, 150 pending ones (a paused webhook, then a
+    restart) still all go, each bill's events in order."""
+    srv = Server(*FAST, "--delivery-window", "16").start()
+    try:
+        c = srv.client()
+        sub, _ = subscribe(srv, c, "/ok/window", events=["bill.created", "bill.deleted"])
+        path = "/client/events/subscriptions/" + sub
+        assert srv.request("PATCH", path, {"status": "paused"}, token=c["token"]).status == 200
+        key = srv.admin_key()
+        bills = [new_bill(srv, c) for _ in range(75)]
+        for b in bills:
+            assert srv.request("DELETE", "/lab/bills/" + b, token=key).status == 200
+        srv.stop()
+        srv.start()  # 150 pending, 16 at a time
+        c["token"] = srv.token(c["id"], c["secret"])
+        assert srv.request("PATCH", path, {"status": "active"}, token=c["token"]).status == 200
+        assert RECV.wait_for(lambda: len(RECV.received("/ok/window")) >= 150, 30), \
+            len(RECV.received("/ok/window"))
+        seen = {}
+        for r in RECV.received("/ok/window"):
+            body = json.loads(r["body"])
+            seen.setdefault(body["data"]["billID"], []).append(body["eventType"])
+        assert set(seen) == set(bills)
+        for b, kinds in seen.items():
+            assert kinds[:2] == ["bill.created", "bill.deleted"], (b, kinds)
+    finally:
+        srv.cleanup()
+
+
 def test_graceful_stop_keeps_in_flight(_srv):
     srv = Server(*FAST[:-4], "--timeout", "5s").start()
     try:
@@ -390,6 +420,7 @@ if __name__ == "__main__":
              test_recover_and_test_event, test_ordering_per_bill_and_isolation,
              test_durability_under_repeated_sigkill, test_address_policy_at_delivery_time,
              test_failing_for_the_configured_span_disables, test_per_endpoint_cap,
+             test_small_window_pages_the_backlog,
              test_graceful_stop_keeps_in_flight], server_args=FAST)
     finally:
         RECV.close()
