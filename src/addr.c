@@ -28,6 +28,7 @@ static const struct range v4_blocked[] = {
 static const struct range v6_blocked[] = {
 	{"::/128", "unspecified"},          {"::1/128", "loopback"},
 	{"::ffff:0:0/96", "ipv4_mapped"},   {"::/96", "ipv4_compatible"},
+	{"::ffff:0:0:0/96", "ipv4_translated"},
 	{"64:ff9b::/96", "nat64"},          {"64:ff9b:1::/48", "nat64"},
 	{"100::/64", "discard"},            {"2001::/32", "teredo"},
 	{"2001:db8::/32", "documentation"}, {"2002::/16", "6to4"},

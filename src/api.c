@@ -138,15 +138,23 @@ void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)
 	struct call c = {.app = ctx, .rq = rq, .rs = rs};
 	char buf[1024];
 	int path_found = 0;
+	/* HEAD is GET without the body (libmicrohttpd drops it). */
+	const char *method = strcmp(rq->method, "HEAD") == 0 ? "GET" : rq->method;
 
 	for (size_t i = 0; i < N_ROUTES; i++) {
 		const struct route *r = &routes[i];
 		const char *arg[API_MAX_ARGS] = {0};
 		if (!match(r->pattern, rq->path, buf, sizeof buf, arg))
 			continue;
+		if (!strstr(rs->allow, r->method)) {
+			size_t n = strlen(rs->allow);
+			snprintf(rs->allow + n, sizeof rs->allow - n, "%s%s", n ? ", " : "",
+				 r->method);
+		}
 		path_found = 1;
-		if (strcmp(r->method, rq->method) != 0)
+		if (strcmp(r->method, method) != 0)
 			continue;
+		rs->allow[0] = '\0';
 		memcpy(c.arg, arg, sizeof arg);
 		if ((r->guard == G_ADMIN && check_admin(&c)) ||
 		    (r->guard == G_CLIENT && check_client(&c)))

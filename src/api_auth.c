@@ -10,6 +10,8 @@
 #include "api.h"
 #include "log.h"
 
+/* client_id NULL: only the address counts (refresh tokens are 256-bit secrets, nothing to
+ * guess per client, and a client-id lock would let anyone lock an integrator out). */
 static int limited(struct call *c, const char *client_id)
 {
 	int wait = auth_limited(c->app->auth, client_id, c->rq->ip);
@@ -27,10 +29,10 @@ static void send_tokens(struct call *c, const char *access, const char *refresh)
 			 "expiresIn", AUTH_ACCESS_TTL));
 }
 
-static void reject(struct call *c, const char *client_id, const char *why)
+static void reject(struct call *c, const char *client_id, int count_client, const char *why)
 {
 	char esc[80];
-	auth_note_failure(c->app->auth, client_id, c->rq->ip);
+	auth_note_failure(c->app->auth, count_client ? client_id : NULL, c->rq->ip);
 	LOG(LOG_INFO, "auth", "rid=%s client=%s reason=%s login refused", c->rq->rid,
 	    log_escape(client_id, esc, sizeof esc), why);
 	c->rs->www_auth = 1;
@@ -54,7 +56,7 @@ void api_auth_token(struct call *c)
 		goto out;
 	enum lh_err e = auth_check_client(c->app->auth, id, secret, &acct);
 	if (e == LH_EUNAUTH) {
-		reject(c, id, "bad_secret_or_id");
+		reject(c, id, 1, "bad_secret_or_id");
 		goto out;
 	}
 	if (e == LH_OK)
@@ -83,11 +85,11 @@ void api_auth_refresh(struct call *c)
 		return;
 	const char *id = json_string_value(json_object_get(b, "clientID"));
 	const char *rt = json_string_value(json_object_get(b, "refreshToken"));
-	if (limited(c, id))
+	if (limited(c, NULL))
 		goto out;
 	enum lh_err e = auth_refresh(c->app->auth, id, rt, access, refresh, &why);
 	if (e == LH_EUNAUTH) {
-		reject(c, id, why);
+		reject(c, id, 0, why);
 		goto out;
 	}
 	if (e != LH_OK) {

@@ -20,6 +20,8 @@
 
 static const char *const status_names[] = {"active", "paused", "disabled", "deleted"};
 
+static int save_sub(struct call *c, struct subscription *s);
+
 static json_t *sub_json(const struct subscription *s)
 {
 	json_t *ev = json_array();
@@ -210,10 +212,18 @@ void api_subscribe(struct call *c)
 		/* Taken, maybe by this very registration sent before: a retry is not a conflict. */
 		if (find_identical(c, s, &existing, &found))
 			goto out;
-		if (found)
-			send_sub(c, "Events subscribed successfully", &existing, 1);
-		else
+		if (!found) {
 			conflict(c, s);
+			goto out;
+		}
+		/* A repeat that brings a new authToken means to use it from now on. */
+		if (r.auth_token && strcmp(r.auth_token, existing.auth_token) != 0) {
+			snprintf(existing.auth_token, sizeof existing.auth_token, "%s",
+				 r.auth_token);
+			if (save_sub(c, &existing))
+				goto out;
+		}
+		send_sub(c, "Events subscribed successfully", &existing, 1);
 		goto out;
 	}
 	if (e != LH_OK) {

@@ -326,10 +326,10 @@ int auth_limited(struct auth *a, const char *client_id, const char *ip)
 {
 	char k1[ID_CAP + 64], k2[ID_CAP + 64];
 	int64_t now = util_now_ms();
-	rl_key(k1, sizeof k1, "c", client_id);
+	rl_key(k1, sizeof k1, "c", client_id ? client_id : "");
 	rl_key(k2, sizeof k2, "i", ip);
 	pthread_mutex_lock(&a->mu);
-	int w1 = rl_wait(a, k1, now), w2 = rl_wait(a, k2, now);
+	int w1 = client_id ? rl_wait(a, k1, now) : 0, w2 = rl_wait(a, k2, now);
 	pthread_mutex_unlock(&a->mu);
 	return w1 > w2 ? w1 : w2;
 }
@@ -342,6 +342,8 @@ void auth_note_failure(struct auth *a, const char *client_id, const char *ip)
 	pthread_mutex_lock(&a->mu);
 	for (int i = 0; i < 2; i++) {
 		char k[ID_CAP + 64];
+		if (!keys[i])
+			continue;
 		rl_key(k, sizeof k, kinds[i], keys[i]);
 		struct rl_slot *s = rl_slot(a, k, 1, now);
 		if (now - s->start_ms >= a->window_ms) {

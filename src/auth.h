@@ -43,7 +43,8 @@ enum lh_err auth_refresh(struct auth *a, const char *client_id, const char *refr
 enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct account *acct);
 
 /* Failed-login limiter. auth_limited returns seconds to wait (> 0) if either key is locked
- * out; auth_note_failure counts a failure against both keys. */
+ * out; auth_note_failure counts a failure against both keys. A NULL client_id leaves the
+ * client key out (only the address counts). */
 int auth_limited(struct auth *a, const char *client_id, const char *ip);
 void auth_note_failure(struct auth *a, const char *client_id, const char *ip);
 void auth_note_success(struct auth *a, const char *client_id);

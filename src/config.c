@@ -315,6 +315,8 @@ static const struct setting settings[] = {
 	 0},
 	{"max-connections", "1024", "concurrent HTTP connections accepted", p_int,
 	 FIELD(max_connections), 1, 100000, 0},
+	{"max-connections-per-ip", "256", "concurrent HTTP connections from one address", p_int,
+	 FIELD(max_connections_per_ip), 1, 100000, 0},
 	{"conn-timeout", "30s", "idle or slow HTTP connection is closed after this", p_duration,
 	 FIELD(conn_timeout_ms), 1000, 3600 * 1000, 0},
 	{"max-body", "1MiB", "largest request body accepted (413 above)", p_bytes,

@@ -34,6 +34,7 @@ struct config {
 	enum log_level log_level;
 	int http_threads;
 	int max_connections;
+	int max_connections_per_ip;
 	int64_t conn_timeout_ms;
 	int64_t max_body;
 	int64_t refresh_ttl_ms;

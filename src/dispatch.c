@@ -702,11 +702,12 @@ static void drain_inbox(struct dispatcher *d)
 /* Pages spilled deliveries into the window while it has room. */
 static void load_page(struct dispatcher *d)
 {
-	size_t room = (size_t)d->cfg->delivery_window - d->mem_items;
+	size_t window = (size_t)d->cfg->delivery_window;
 	struct delivery *page = NULL;
 	size_t n = 0;
-	if (!d->spilled || room < (size_t)d->cfg->delivery_window / 2)
+	if (!d->spilled || d->mem_items > window / 2)
 		return;
+	size_t room = window - d->mem_items;
 	enum lh_err e = d->st->ops->delivery_pending(d->st, d->loaded_seq, "", room, &page, &n);
 	if (e != LH_OK) {
 		LOG(LOG_ERROR, "dispatch", "err=%s cannot page in pending deliveries", err_code(e));
@@ -784,6 +785,8 @@ static void *dispatch_main(void *arg)
 			wait = d->heap[0].due - now;
 		if (d->nresults && FLUSH_MS < wait)
 			wait = FLUSH_MS;
+		if (d->spilled && d->mem_items < (size_t)d->cfg->delivery_window / 2)
+			wait = 0; /* room in the window and more on disk: page in at once */
 		if (wait < 0)
 			wait = 0;
 		int running = 0;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <microhttpd.h>
@@ -94,10 +95,58 @@ static enum MHD_Result send_json(struct MHD_Connection *c, struct reqctx *rc,
 	}
 	if (rs->www_auth)
 		MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
+	if (rs->allow[0])
+		MHD_add_response_header(r, "Allow", rs->allow);
 	rc->status = rs->status;
 	enum MHD_Result ret = MHD_queue_response(c, (unsigned)rs->status, r);
 	MHD_destroy_response(r);
 	return ret;
+}
+
+struct framing {
+	int content_length, transfer_encoding, te_chunked_only;
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+				     const char *value)
+{
+	struct framing *f = cls;
+	(void)kind;
+	if (strcasecmp(key, "Content-Length") == 0)
+		f->content_length++;
+	if (strcasecmp(key, "Transfer-Encoding") == 0) {
+		f->transfer_encoding++;
+		f->te_chunked_only = value && strcasecmp(value, "chunked") == 0;
+	}
+	return MHD_YES;
+}
+
+/* Answers and closes on ambiguous framing (RFC 9112 6.3): Content-Length with
+ * Transfer-Encoding, Content-Length twice, or a transfer coding other than chunked. These
+ * are how requests are smuggled past proxies; no honest client sends them. */
+static enum MHD_Result check_framing(struct MHD_Connection *c, struct reqctx *rc)
+{
+	struct framing f = {0, 0, 0};
+	MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
+	const char *code = NULL, *msg = NULL;
+	int status = 400;
+	if (f.transfer_encoding && (f.content_length || f.transfer_encoding > 1)) {
+		code = "ambiguous_framing";
+		msg = "send either Content-Length or Transfer-Encoding: chunked, not both";
+	} else if (f.content_length > 1) {
+		code = "ambiguous_framing";
+		msg = "send Content-Length once";
+	} else if (f.transfer_encoding && !f.te_chunked_only) {
+		status = 501;
+		code = "unsupported_transfer_encoding";
+		msg = "the only transfer coding accepted is chunked";
+	}
+	if (!code)
+		return MHD_YES;
+	struct http_resp rs = {.status = status};
+	rs.json = json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code", code, "message",
+			    msg);
+	return send_json(c, rc, &rs);
 }
 
 static enum MHD_Result send_too_big(struct MHD_Connection *c, struct reqctx *rc, size_t cap)
@@ -128,6 +177,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		snprintf(rc->method, sizeof rc->method, "%s", method);
 		log_escape(url, rc->path, sizeof rc->path);
 		client_ip(c, rc->ip, sizeof rc->ip);
+		if (check_framing(c, rc) != MHD_YES || rc->status)
+			return rc->status ? MHD_YES : MHD_NO;
 		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
 		if (cl && strtoull(cl, NULL, 10) > srv->max_body)
 			return send_too_big(c, rc, srv->max_body); /* never read it */
@@ -256,6 +307,8 @@ enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
 		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(cfg->conn_timeout_ms / 1000),
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
 	if (!srv->d) {

@@ -32,6 +32,7 @@ struct http_resp {
 	json_t *json;    /* owned by the server once set; sent and freed */
 	int retry_after; /* seconds, sent as Retry-After when > 0 */
 	int www_auth;    /* send WWW-Authenticate: Bearer */
+	char allow[64];  /* methods for the Allow header of a 405, or "" */
 };
 
 typedef void (*http_handler_fn)(void *ctx, const struct http_req *rq, struct http_resp *rs);

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "validate.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +161,46 @@ int validate_events(const json_t *arr, const char *field, unsigned *out, struct 
 	return 0;
 }
 
+/* A DNS name (labels of 1-63 letters, digits, '-' or '_', not starting or ending with '-',
+ * 253 bytes at most) or an address; a dotted number that is no IPv4 address is neither. */
+static int host_syntax_ok(const char *host)
+{
+	struct ip_addr a;
+	size_t n = strlen(host);
+	if (host[0] == '[')
+		return addr_parse_literal(host, &a) == 0;
+	if (n > 0 && host[n - 1] == '.')
+		n--;
+	if (n == 0 || n > 253)
+		return 0;
+	char tmp[256];
+	memcpy(tmp, host, n);
+	tmp[n] = '\0';
+	size_t label = 0;
+	for (size_t i = 0; i <= n; i++) {
+		char ch = tmp[i] ? tmp[i] : '.';
+		if (ch == '.') {
+			if (label == 0 || label > 63 || tmp[i - 1] == '-')
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!isalnum((unsigned char)ch) && ch != '-' && ch != '_')
+			return 0;
+		if (label == 0 && ch == '-')
+			return 0;
+		label++;
+	}
+	/* The last label numeric (or hex): resolvers read it as an address, so it must be one. */
+	const char *lastl = strrchr(tmp, '.');
+	lastl = lastl ? lastl + 1 : tmp;
+	int numeric = strspn(lastl, "0123456789") == strlen(lastl) ||
+		      (lastl[0] == '0' && (lastl[1] == 'x' || lastl[1] == 'X'));
+	if (numeric)
+		return addr_parse_literal(tmp, &a) == 0;
+	return 1;
+}
+
 int validate_endpoint(const char *url, const char *field, const struct cidr *allow,
 		      size_t nallow, struct verr *err)
 {
@@ -171,11 +212,19 @@ int validate_endpoint(const char *url, const char *field, const struct cidr *all
 	if (len > ENDPOINT_CAP - 1)
 		return verr_set(err, LH_EINVAL, "too_long", field,
 				"'%s' is longer than %d bytes", field, ENDPOINT_CAP - 1);
-	for (const unsigned char *p = (const unsigned char *)url; *p; p++)
+	for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
 		if (*p <= 0x20 || *p == 0x7f)
 			return verr_set(err, LH_EINVAL, "invalid_endpoint", field,
 					"'%s' must not contain spaces or control characters",
 					field);
+		/* Unicode look-alikes ("１２７.０.０.１", "127。0。0。1") become other hosts
+		 * after IDN mapping, past any check of the text: ASCII only. */
+		if (*p >= 0x80)
+			return verr_set(err, LH_EINVAL, "invalid_endpoint", field,
+					"'%s' must be ASCII: percent-encode the path and write "
+					"international host names in punycode (xn--...)",
+					field);
+	}
 	if (strncasecmp(url, "https://", 8) != 0)
 		return verr_set(err, LH_EINVAL, "invalid_endpoint", field,
 				"'%s' must be an absolute https:// URL", field);
@@ -185,6 +234,10 @@ int validate_endpoint(const char *url, const char *field, const struct cidr *all
 	if (url[8] == '/' || url[8] == '?' || url[8] == '\0')
 		return verr_set(err, LH_EINVAL, "invalid_endpoint", field, "'%s' must have a host",
 				field);
+	size_t alen = strcspn(url + 8, "/?");
+	if (alen > 0 && url[8 + alen - 1] == ':')
+		return verr_set(err, LH_EINVAL, "invalid_endpoint", field,
+				"'%s' has an empty port", field);
 	/* Parse with libcurl, the same parser the delivery engine uses, so the host we check
 	 * is the host it will connect to. */
 	u = curl_url();
@@ -219,6 +272,11 @@ int validate_endpoint(const char *url, const char *field, const struct cidr *all
 	if (strchr(host, '%')) {
 		verr_set(err, LH_EINVAL, "invalid_endpoint", field,
 			 "'%s' host must not be percent-encoded or carry a zone id", field);
+		goto out;
+	}
+	if (!host_syntax_ok(host)) {
+		verr_set(err, LH_EINVAL, "invalid_endpoint", field,
+			 "'%s' host is not a valid name or address", field);
 		goto out;
 	}
 	char *port = NULL;

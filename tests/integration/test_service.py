@@ -67,6 +67,26 @@ def test_unknown_path_and_method(srv):
     expect_error(srv.request("PUT", "/client/events/subscribe", {}), 405)
 
 
+def test_ambiguous_framing_and_head(srv):
+    """Request-smuggling shapes are refused and the connection closed; HEAD works where GET
+    does; a 405 names the allowed methods."""
+    for req, status in [
+        (b"POST /client/auth/token HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"400"),
+        (b"POST /client/auth/token HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+         b"Content-Length: 41\r\n\r\n{}", b"400"),
+        (b"POST /client/auth/token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+         b"501"),
+    ]:
+        out = raw_exchange(srv, req + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 " + status), out[:100]
+        assert b"connection: close" in out.lower() and out.count(b"HTTP/1.1 ") == 1, out
+    out = raw_exchange(srv, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200"), out[:100]
+    r = srv.request("DELETE", "/healthz")
+    assert r.status == 405 and r.headers.get("allow") == "GET", r.headers
+
+
 def test_body_over_cap_is_413_without_reading_it(srv):
     out = raw_exchange(srv, b"POST /client/auth/token HTTP/1.1\r\nHost: x\r\n"
                             b"Content-Type: application/json\r\n"
@@ -226,7 +246,8 @@ def test_demo_mode_prints_working_credentials(_srv):
 
 if __name__ == "__main__":
     run([test_healthz_and_request_log, test_log_escapes_hostile_paths,
-         test_unknown_path_and_method, test_body_over_cap_is_413_without_reading_it,
+         test_unknown_path_and_method, test_ambiguous_framing_and_head,
+         test_body_over_cap_is_413_without_reading_it,
          test_slow_and_idle_clients_do_not_block, test_bad_settings_refuse_to_start,
          test_settings_precedence, test_help, test_graceful_stop_restart_and_durability,
          test_demo_mode_prints_working_credentials])

@@ -108,6 +108,15 @@ def test_blocked_literal_addresses(srv):
                  "224.0.0.1"]:
         r = sub(srv, c, endpoint="https://%s/hook" % host)
         expect_error(r, 400, "blocked_address", "endpoint")
+    # Unicode look-alikes map to loopback after IDN processing: refused as non-ASCII.
+    for ep in ["https://１２７.０.０.１/", "https://127。0。0。1/", "https://ｌｏｃａｌｈｏｓｔ/",
+               "https://169。254。169。254/latest"]:
+        expect_error(sub(srv, c, endpoint=ep), 400, "invalid_endpoint", "endpoint")
+    expect_error(sub(srv, c, endpoint="https://[::ffff:0:127.0.0.1]/"), 400, "blocked_address")
+    # Hosts that are neither names nor addresses.
+    for ep in ["https://./", "https://a..com/", "https://-a.com/", "https://1.1.1.1.1/",
+               "https://256.0.0.1/", "https://4294967296/", "https://example.com:/"]:
+        expect_error(sub(srv, c, endpoint=ep), 400, "invalid_endpoint", "endpoint")
     # A public literal is fine (delivery checks resolved addresses again).
     assert sub(srv, c, endpoint="https://93.184.216.34/hook").status == 200
 
@@ -148,6 +157,11 @@ def test_conflicts_and_identical_repeat(srv):
     assert again.status == 200, again
     assert again.json["subscription"]["id"] == sid
     assert again.json["signingSecret"] == first.json["signingSecret"]
+    # A repeat carrying a new authToken applies it (the integrator means to use it).
+    assert first.json["subscription"]["hasAuthToken"] is False
+    again = sub(srv, c, events=["bill.completed", "bill.created"], authToken="tok-2")
+    assert again.status == 200 and again.json["subscription"]["id"] == sid, again
+    assert again.json["subscription"]["hasAuthToken"] is True
     # Overlapping events on another endpoint: 409 naming the events, nothing created.
     r = sub(srv, c, events=["bill.completed", "bill.deleted"],
             endpoint="https://other.example.com/h")
