@@ -112,6 +112,8 @@ struct dispatcher {
 	size_t nheap, cap_heap;
 	struct lane *waiting; /* lanes that could not start; retried on any change */
 	struct attempt_ctx *running;
+	CURL *idle[64]; /* easy handles kept for reuse (curl_easy_reset keeps their caches) */
+	int nidle;
 	int in_flight;
 	uint64_t subs_version;
 
@@ -419,10 +421,21 @@ static void attempt_free(struct attempt_ctx *a)
 	if (!a)
 		return;
 	curl_slist_free_all(a->hdrs);
-	if (a->h)
-		curl_easy_cleanup(a->h);
+	if (a->h) {
+		if (a->d->nidle < (int)(sizeof a->d->idle / sizeof a->d->idle[0])) {
+			curl_easy_reset(a->h);
+			a->d->idle[a->d->nidle++] = a->h;
+		} else {
+			curl_easy_cleanup(a->h);
+		}
+	}
 	free(a->payload);
 	free(a);
+}
+
+static CURL *handle_get(struct dispatcher *d)
+{
+	return d->nidle ? d->idle[--d->nidle] : curl_easy_init();
 }
 
 /* Starts the lane's head; returns 0 if started, -1 if it must wait. */
@@ -471,7 +484,7 @@ static int start_attempt(struct dispatcher *d, struct lane *l)
 		schedule(d, l);
 		return -1;
 	}
-	if (e != LH_OK || !(a->h = curl_easy_init()))
+	if (e != LH_OK || !(a->h = handle_get(d)))
 		goto fail;
 	snprintf(ts, sizeof ts, "%lld", (long long)now_s);
 	size_t plen = strlen(a->payload);
@@ -905,6 +918,8 @@ void dispatch_stop(struct dispatcher *d)
 			free(e);
 		}
 	}
+	while (d->nidle)
+		curl_easy_cleanup(d->idle[--d->nidle]);
 	if (d->multi)
 		curl_multi_cleanup(d->multi);
 	pthread_mutex_destroy(&d->inbox_mu);

@@ -1,6 +1,7 @@
 /* sign.c: see sign.h. */
 #include "sign.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -10,6 +11,15 @@
 #include <openssl/params.h>
 
 #include "util.h"
+
+static EVP_MAC *hmac_alg;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+
+static void hmac_fetch(void)
+{
+	/* Fetching an algorithm is a costly lookup: once per process, not per signature. */
+	hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
 
 int sig_sign_v1(const char *secret, const char *msg_id, int64_t timestamp, const char *body,
 		size_t body_len, char out[SIG_CAP])
@@ -27,8 +37,8 @@ int sig_sign_v1(const char *secret, const char *msg_id, int64_t timestamp, const
 	int hlen = snprintf(head, sizeof head, "%s.%lld.", msg_id, (long long)timestamp);
 	if (hlen < 0 || (size_t)hlen >= sizeof head)
 		goto out;
-	EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	EVP_MAC_CTX *ctx = m ? EVP_MAC_CTX_new(m) : NULL;
+	pthread_once(&hmac_once, hmac_fetch);
+	EVP_MAC_CTX *ctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
 	OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
 			       OSSL_PARAM_construct_end()};
 	size_t maclen = 0;
@@ -41,7 +51,6 @@ int sig_sign_v1(const char *secret, const char *msg_id, int64_t timestamp, const
 			rc = 0;
 	}
 	EVP_MAC_CTX_free(ctx);
-	EVP_MAC_free(m);
 out:
 	OPENSSL_cleanse(key, sizeof key);
 	return rc;
