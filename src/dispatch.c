@@ -9,7 +9,7 @@
  *   old ones.
  * The inbox (new deliveries from other threads) is the only shared state, under inbox_mu.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include "dispatch.h"
 
 #include <arpa/inet.h>
@@ -761,6 +761,7 @@ static void reload_evicted(struct dispatcher *d)
 static void *dispatch_main(void *arg)
 {
 	struct dispatcher *d = arg;
+	pthread_setname_np(pthread_self(), "lh-dispatch");
 	int64_t stop_deadline = 0;
 
 	for (;;) {

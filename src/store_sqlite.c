@@ -5,7 +5,7 @@
  * serialise writers anyway); prepared statements are cached per SQL text for the life of the
  * connection. Schema changes are forward-only migrations numbered by PRAGMA user_version.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stddef.h>
 #include <pthread.h>
@@ -1440,6 +1440,8 @@ static const struct store_tx_ops sqlite_tx_ops = {
 static void run_batch(struct sqlite_store *s, struct job *batch)
 {
 	enum lh_err e;
+	int64_t t0 = util_mono_us(), t1;
+	size_t njobs = 0;
 	pthread_mutex_lock(&s->mu);
 	s->nfresh = 0;
 	e = exec(s, "BEGIN IMMEDIATE");
@@ -1457,7 +1459,9 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 			s->nfresh = mark; /* its deliveries are gone with it */
 		}
 		exec(s, "RELEASE job");
+		njobs++;
 	}
+	t1 = util_mono_us();
 	if (e == LH_OK && (e = exec(s, "COMMIT")) != LH_OK) {
 		exec(s, "ROLLBACK");
 		s->nfresh = 0;
@@ -1466,6 +1470,8 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 				j->result = e; /* nothing of theirs was kept */
 	}
 	pthread_mutex_unlock(&s->mu);
+	LOG(LOG_DEBUG, "store", "jobs=%zu work_us=%lld commit_us=%lld batch committed", njobs,
+	    (long long)(t1 - t0), (long long)(util_mono_us() - t1));
 	/* Durable now: the first attempts can start at once (no polling). Only this thread
 	 * touches `fresh`, so it is safe to read outside mu. */
 	if (s->nfresh && s->hook)
@@ -1475,6 +1481,7 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 static void *writer_main(void *arg)
 {
 	struct sqlite_store *s = arg;
+	pthread_setname_np(pthread_self(), "lh-writer");
 	for (;;) {
 		pthread_mutex_lock(&s->qmu);
 		while (!s->qhead && !s->stopping)
