@@ -457,6 +457,18 @@ static enum lh_err collect(struct sqlite_store *s, sqlite3_stmt *st, size_t elem
 	return LH_OK;
 }
 
+/* Reads the one row a bound statement selects into out; LH_ENOTFOUND when there is none.
+ * out is written only on LH_OK. */
+static enum lh_err one_row(struct sqlite_store *s, sqlite3_stmt *st,
+			   void (*from_row)(sqlite3_stmt *, void *), void *out, const char *what)
+{
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		from_row(st, out);
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? LH_OK : rc == SQLITE_DONE ? LH_ENOTFOUND : fail(s, rc, what);
+}
+
 static void account_row_cb(sqlite3_stmt *st, void *p)
 {
 	account_from_row(st, p);
@@ -576,11 +588,7 @@ static enum lh_err sqlite_lab_get(struct store *base, const char *client_id, con
 	if (st) {
 		bind_text(st, 1, lab_id);
 		bind_text(st, 2, client_id);
-		int rc = sqlite3_step(st);
-		if (rc == SQLITE_ROW)
-			lab_from_row(st, out);
-		sqlite3_reset(st);
-		e = rc == SQLITE_ROW ? LH_OK : rc == SQLITE_DONE ? LH_ENOTFOUND : fail(s, rc, "lab");
+		e = one_row(s, st, lab_from_row, out, "lab");
 	}
 	pthread_mutex_unlock(&s->rmu);
 	return e;
@@ -643,11 +651,7 @@ static enum lh_err sqlite_party_get(struct store *base, const char *client_id,
 	if (st) {
 		bind_text(st, 1, party_id);
 		bind_text(st, 2, client_id);
-		int rc = sqlite3_step(st);
-		if (rc == SQLITE_ROW)
-			party_from_row(st, out);
-		sqlite3_reset(st);
-		e = rc == SQLITE_ROW ? LH_OK : rc == SQLITE_DONE ? LH_ENOTFOUND : fail(s, rc, "party");
+		e = one_row(s, st, party_from_row, out, "party");
 	}
 	pthread_mutex_unlock(&s->rmu);
 	return e;
@@ -999,11 +1003,7 @@ static enum lh_err sqlite_sub_get(struct store *base, const char *client_id, con
 	if (st) {
 		bind_text(st, 1, id);
 		bind_text(st, 2, client_id);
-		int rc = sqlite3_step(st);
-		if (rc == SQLITE_ROW)
-			sub_from_row(st, out);
-		sqlite3_reset(st);
-		e = rc == SQLITE_ROW ? LH_OK : rc == SQLITE_DONE ? LH_ENOTFOUND : fail(s, rc, "sub");
+		e = one_row(s, st, sub_from_row, out, "sub");
 	}
 	pthread_mutex_unlock(&s->rmu);
 	return e;
@@ -1707,11 +1707,7 @@ static enum lh_err sqlite_sub_get_any(struct store *base, const char *id,
 	sqlite3_stmt *st = rstmt(s, "SELECT " SUB_COLS " FROM subscriptions WHERE sub_id = ?1");
 	if (st) {
 		bind_text(st, 1, id);
-		int rc = sqlite3_step(st);
-		if (rc == SQLITE_ROW)
-			sub_from_row(st, out);
-		sqlite3_reset(st);
-		e = rc == SQLITE_ROW ? LH_OK : rc == SQLITE_DONE ? LH_ENOTFOUND : fail(s, rc, "sub");
+		e = one_row(s, st, sub_from_row, out, "sub");
 	}
 	pthread_mutex_unlock(&s->rmu);
 	return e;
