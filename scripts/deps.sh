@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev
       libjansson-dev libsqlite3-dev libssl-dev libjwt-dev curl ca-certificates)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(libcmocka-dev python3 openssl clang libclang-rt-14-dev)
+  pkgs+=(libcmocka-dev python3 openssl clang libclang-rt-14-dev clang-format)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh --test
+bash scripts/format.sh --check
 # The optimised build first: -O2 finds warnings (hence errors) that -O0 does not.
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLABHOOK_TESTS=OFF >/dev/null
 cmake --build build-release -j"$(nproc)"

@@ -30,11 +30,11 @@ const char *accounts_kind_name(enum party_kind k)
 {
 	return k == PARTY_CORPORATE_USER ? "corporateUser"
 	       : k == PARTY_ORGANIZATION ? "organization"
-					 : "none";
+	                                 : "none";
 }
 
 enum lh_err accounts_create(struct store *st, const char *name, enum account_mode mode,
-			    struct account *out, char secret[AUTH_SECRET_CAP])
+                            struct account *out, char secret[AUTH_SECRET_CAP])
 {
 	struct account a;
 	char sec[AUTH_SECRET_CAP];
@@ -58,7 +58,7 @@ enum lh_err accounts_create(struct store *st, const char *name, enum account_mod
 }
 
 enum lh_err accounts_add_lab(struct store *st, const char *client_id, const char *name,
-			     struct lab *out)
+                             struct lab *out)
 {
 	struct lab l;
 	struct account a;
@@ -81,7 +81,7 @@ enum lh_err accounts_add_lab(struct store *st, const char *client_id, const char
 }
 
 enum lh_err accounts_add_party(struct store *st, const char *client_id, enum party_kind kind,
-			       const char *name, struct party *out)
+                               const char *name, struct party *out)
 {
 	struct party p;
 	struct account a;

@@ -15,10 +15,10 @@ const char *accounts_kind_name(enum party_kind k);
 
 /* Creates an account with a fresh secret; *out and secret (shown once) on LH_OK. */
 enum lh_err accounts_create(struct store *st, const char *name, enum account_mode mode,
-			    struct account *out, char secret[AUTH_SECRET_CAP]);
+                            struct account *out, char secret[AUTH_SECRET_CAP]);
 enum lh_err accounts_add_lab(struct store *st, const char *client_id, const char *name,
-			     struct lab *out);
+                             struct lab *out);
 enum lh_err accounts_add_party(struct store *st, const char *client_id, enum party_kind kind,
-			       const char *name, struct party *out);
+                               const char *name, struct party *out);
 
 #endif

@@ -15,25 +15,32 @@ struct range {
 };
 
 static const struct range v4_blocked[] = {
-	{"0.0.0.0/8", "unspecified"},      {"10.0.0.0/8", "private"},
-	{"100.64.0.0/10", "cgnat"},        {"127.0.0.0/8", "loopback"},
-	{"169.254.0.0/16", "link_local"},  {"172.16.0.0/12", "private"},
-	{"192.0.0.0/24", "reserved"},      {"192.0.2.0/24", "documentation"},
-	{"192.88.99.0/24", "reserved"},    {"192.168.0.0/16", "private"},
-	{"198.18.0.0/15", "benchmarking"}, {"198.51.100.0/24", "documentation"},
-	{"203.0.113.0/24", "documentation"}, {"224.0.0.0/4", "multicast"},
-	{"240.0.0.0/4", "reserved"},
+    {"0.0.0.0/8", "unspecified"},        {"10.0.0.0/8", "private"},
+    {"100.64.0.0/10", "cgnat"},          {"127.0.0.0/8", "loopback"},
+    {"169.254.0.0/16", "link_local"},    {"172.16.0.0/12", "private"},
+    {"192.0.0.0/24", "reserved"},        {"192.0.2.0/24", "documentation"},
+    {"192.88.99.0/24", "reserved"},      {"192.168.0.0/16", "private"},
+    {"198.18.0.0/15", "benchmarking"},   {"198.51.100.0/24", "documentation"},
+    {"203.0.113.0/24", "documentation"}, {"224.0.0.0/4", "multicast"},
+    {"240.0.0.0/4", "reserved"},
 };
 
 static const struct range v6_blocked[] = {
-	{"::/128", "unspecified"},          {"::1/128", "loopback"},
-	{"::ffff:0:0/96", "ipv4_mapped"},   {"::/96", "ipv4_compatible"},
-	{"::ffff:0:0:0/96", "ipv4_translated"},
-	{"64:ff9b::/96", "nat64"},          {"64:ff9b:1::/48", "nat64"},
-	{"100::/64", "discard"},            {"2001::/32", "teredo"},
-	{"2001:db8::/32", "documentation"}, {"2002::/16", "6to4"},
-	{"fc00::/7", "unique_local"},       {"fe80::/10", "link_local"},
-	{"fec0::/10", "site_local"},        {"ff00::/8", "multicast"},
+    {"::/128", "unspecified"},
+    {"::1/128", "loopback"},
+    {"::ffff:0:0/96", "ipv4_mapped"},
+    {"::/96", "ipv4_compatible"},
+    {"::ffff:0:0:0/96", "ipv4_translated"},
+    {"64:ff9b::/96", "nat64"},
+    {"64:ff9b:1::/48", "nat64"},
+    {"100::/64", "discard"},
+    {"2001::/32", "teredo"},
+    {"2001:db8::/32", "documentation"},
+    {"2002::/16", "6to4"},
+    {"fc00::/7", "unique_local"},
+    {"fe80::/10", "link_local"},
+    {"fec0::/10", "site_local"},
+    {"ff00::/8", "multicast"},
 };
 
 int addr_parse_cidr(const char *s, struct cidr *out)

@@ -16,7 +16,7 @@
 #include "config.h"
 
 struct cmd {
-	const char *tool; /* "admin" or "lab" */
+	const char *tool;         /* "admin" or "lab" */
 	const char *group, *verb; /* group NULL: one-word command */
 	const char *method;
 	const char *path; /* each "%s" takes the next positional argument */
@@ -28,45 +28,137 @@ struct cmd {
 };
 
 static const struct cmd cmds[] = {
-	{"admin", "accounts", "create", "POST", "/admin/accounts", 0, NULL,
-	 {"name=name", "mode=mode", NULL}, 0,
-	 "accounts create --name NAME [--mode catch-all|party-scoped]"},
-	{"admin", "accounts", "list", "GET", "/admin/accounts", 0, NULL, {NULL}, 0,
-	 "accounts list"},
-	{"admin", "accounts", "get", "GET", "/admin/accounts/%s", 1, NULL, {NULL}, 0,
-	 "accounts get CLIENT_ID"},
-	{"admin", "accounts", "set-mode", "PATCH", "/admin/accounts/%s", 1, "mode", {NULL}, 0,
-	 "accounts set-mode CLIENT_ID catch-all|party-scoped"},
-	{"admin", "accounts", "rotate-secret", "POST", "/admin/accounts/%s/secret/rotate", 1, NULL,
-	 {NULL}, 0, "accounts rotate-secret CLIENT_ID"},
-	{"admin", "labs", "create", "POST", "/admin/accounts/%s/labs", 1, NULL, {"name=name", NULL},
-	 0, "labs create CLIENT_ID --name NAME"},
-	{"admin", "labs", "list", "GET", "/admin/accounts/%s/labs", 1, NULL, {NULL}, 0,
-	 "labs list CLIENT_ID"},
-	{"admin", "parties", "create", "POST", "/admin/accounts/%s/parties", 1, NULL,
-	 {"kind=kind", "name=name", NULL}, 0,
-	 "parties create CLIENT_ID --kind corporateUser|organization --name NAME"},
-	{"admin", "parties", "list", "GET", "/admin/accounts/%s/parties", 1, NULL, {NULL}, 0,
-	 "parties list CLIENT_ID"},
-	{"lab", NULL, "complete-report", "POST", "/lab/bills/%s/reports/%s/complete", 2, NULL,
-	 {NULL}, 0, "complete-report BILL_ID REPORT_ID"},
-	{"lab", NULL, "delete-bill", "DELETE", "/lab/bills/%s", 1, NULL, {NULL}, 0,
-	 "delete-bill BILL_ID"},
-	{"lab", NULL, "convert-lead", "POST", "/lab/leads/%s/convert", 1, NULL,
-	 {"booking-type=bookingType", "scheduled-at=scheduledAt", NULL}, 0,
-	 "convert-lead LEAD_ID --booking-type TYPE --scheduled-at RFC3339"},
-	{"lab", NULL, "create-bill", "POST", "/lab/bills", 0, NULL, {NULL}, 1,
-	 "create-bill --json '{\"clientID\": ..., body of /client/billing/create}' | --file F"},
+    {"admin",
+     "accounts",
+     "create",
+     "POST",
+     "/admin/accounts",
+     0,
+     NULL,
+     {"name=name", "mode=mode", NULL},
+     0,
+     "accounts create --name NAME [--mode catch-all|party-scoped]"},
+    {"admin", "accounts", "list", "GET", "/admin/accounts", 0, NULL, {NULL}, 0, "accounts list"},
+    {"admin",
+     "accounts",
+     "get",
+     "GET",
+     "/admin/accounts/%s",
+     1,
+     NULL,
+     {NULL},
+     0,
+     "accounts get CLIENT_ID"},
+    {"admin",
+     "accounts",
+     "set-mode",
+     "PATCH",
+     "/admin/accounts/%s",
+     1,
+     "mode",
+     {NULL},
+     0,
+     "accounts set-mode CLIENT_ID catch-all|party-scoped"},
+    {"admin",
+     "accounts",
+     "rotate-secret",
+     "POST",
+     "/admin/accounts/%s/secret/rotate",
+     1,
+     NULL,
+     {NULL},
+     0,
+     "accounts rotate-secret CLIENT_ID"},
+    {"admin",
+     "labs",
+     "create",
+     "POST",
+     "/admin/accounts/%s/labs",
+     1,
+     NULL,
+     {"name=name", NULL},
+     0,
+     "labs create CLIENT_ID --name NAME"},
+    {"admin",
+     "labs",
+     "list",
+     "GET",
+     "/admin/accounts/%s/labs",
+     1,
+     NULL,
+     {NULL},
+     0,
+     "labs list CLIENT_ID"},
+    {"admin",
+     "parties",
+     "create",
+     "POST",
+     "/admin/accounts/%s/parties",
+     1,
+     NULL,
+     {"kind=kind", "name=name", NULL},
+     0,
+     "parties create CLIENT_ID --kind corporateUser|organization --name NAME"},
+    {"admin",
+     "parties",
+     "list",
+     "GET",
+     "/admin/accounts/%s/parties",
+     1,
+     NULL,
+     {NULL},
+     0,
+     "parties list CLIENT_ID"},
+    {"lab",
+     NULL,
+     "complete-report",
+     "POST",
+     "/lab/bills/%s/reports/%s/complete",
+     2,
+     NULL,
+     {NULL},
+     0,
+     "complete-report BILL_ID REPORT_ID"},
+    {"lab",
+     NULL,
+     "delete-bill",
+     "DELETE",
+     "/lab/bills/%s",
+     1,
+     NULL,
+     {NULL},
+     0,
+     "delete-bill BILL_ID"},
+    {"lab",
+     NULL,
+     "convert-lead",
+     "POST",
+     "/lab/leads/%s/convert",
+     1,
+     NULL,
+     {"booking-type=bookingType", "scheduled-at=scheduledAt", NULL},
+     0,
+     "convert-lead LEAD_ID --booking-type TYPE --scheduled-at RFC3339"},
+    {"lab",
+     NULL,
+     "create-bill",
+     "POST",
+     "/lab/bills",
+     0,
+     NULL,
+     {NULL},
+     1,
+     "create-bill --json '{\"clientID\": ..., body of /client/billing/create}' | --file F"},
 };
 #define N_CMDS (sizeof cmds / sizeof cmds[0])
 
 static void admin_usage(FILE *f, const char *tool)
 {
 	fprintf(f,
-		"Usage: labhook %s [--data-dir DIR] [--listen HOST:PORT] [--url URL] COMMAND\n"
-		"Calls the %s API of a running labhook with the key in DIR/admin.key.\n"
-		"--url defaults to http://<listen>. Commands:\n",
-		tool, tool);
+	        "Usage: labhook %s [--data-dir DIR] [--listen HOST:PORT] [--url URL] COMMAND\n"
+	        "Calls the %s API of a running labhook with the key in DIR/admin.key.\n"
+	        "--url defaults to http://<listen>. Commands:\n",
+	        tool, tool);
 	for (size_t i = 0; i < N_CMDS; i++)
 		if (!strcmp(cmds[i].tool, tool))
 			fprintf(f, "  %s\n", cmds[i].help);
@@ -106,9 +198,10 @@ static int read_key(const char *data_dir, char *out, size_t cap)
 	snprintf(path, sizeof path, "%s/admin.key", data_dir);
 	FILE *f = fopen(path, "r");
 	if (!f || !fgets(out, (int)cap, f)) {
-		fprintf(stderr, "labhook: cannot read %s (has `labhook serve` run with this "
-				"--data-dir?)\n",
-			path);
+		fprintf(stderr,
+		        "labhook: cannot read %s (has `labhook serve` run with this "
+		        "--data-dir?)\n",
+		        path);
 		if (f)
 			fclose(f);
 		return -1;
@@ -124,8 +217,7 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 	const char *rest[32];
 	size_t nrest = 0;
 	char err[512], key[160], url[2048], auth[200];
-	const char *base = NULL, *pos[3] = {NULL, NULL, NULL}, *json_text = NULL,
-		   *json_file = NULL;
+	const char *base = NULL, *pos[3] = {NULL, NULL, NULL}, *json_text = NULL, *json_file = NULL;
 	const char *flagv[3] = {NULL, NULL, NULL};
 	const struct cmd *c = NULL;
 	struct buf resp = {NULL, 0};
@@ -202,10 +294,10 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 	if (c->json_body) {
 		json_error_t je;
 		body = json_file ? json_load_file(json_file, JSON_REJECT_DUPLICATES, &je)
-				 : json_loads(json_text, JSON_REJECT_DUPLICATES, &je);
+		                 : json_loads(json_text, JSON_REJECT_DUPLICATES, &je);
 		if (!body) {
 			fprintf(stderr, "labhook %s: the body is not JSON: %s (line %d)\n", tool,
-				je.text, je.line);
+			        je.text, je.line);
 			goto out;
 		}
 		body_text = json_dumps(body, JSON_COMPACT);
@@ -214,7 +306,7 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 		for (int k = 0; k < 3 && c->flags[k]; k++)
 			if (flagv[k])
 				json_object_set_new(body, strchr(c->flags[k], '=') + 1,
-						    json_string(flagv[k]));
+				                    json_string(flagv[k]));
 		if (c->valfield)
 			json_object_set_new(body, c->valfield, json_string(pos[c->positional]));
 		body_text = json_dumps(body, JSON_COMPACT);
@@ -238,8 +330,8 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 		snprintf(url, sizeof url, "%s%s", base, path);
 	else
 		snprintf(url, sizeof url, "http://%s%s%s:%d%s",
-			 strchr(cfg.listen_host, ':') ? "[" : "", cfg.listen_host,
-			 strchr(cfg.listen_host, ':') ? "]" : "", cfg.listen_port, path);
+		         strchr(cfg.listen_host, ':') ? "[" : "", cfg.listen_host,
+		         strchr(cfg.listen_host, ':') ? "]" : "", cfg.listen_port, path);
 	snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
 	OPENSSL_cleanse(key, sizeof key);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -259,8 +351,8 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body_text);
 	CURLcode cc = curl_easy_perform(h);
 	if (cc != CURLE_OK) {
-		fprintf(stderr, "labhook %s: %s: %s (is `labhook serve` running? try --url)\n", tool,
-			url, curl_easy_strerror(cc));
+		fprintf(stderr, "labhook %s: %s: %s (is `labhook serve` running? try --url)\n",
+		        tool, url, curl_easy_strerror(cc));
 		goto out;
 	}
 	long status = 0;
@@ -268,7 +360,7 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 	json_t *j = resp.p ? json_loads(resp.p, 0, NULL) : NULL;
 	char *pretty = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
 	fprintf(status >= 200 && status < 300 ? stdout : stderr, "%s\n",
-		pretty ? pretty : (resp.p ? resp.p : ""));
+	        pretty ? pretty : (resp.p ? resp.p : ""));
 	free(pretty);
 	json_decref(j);
 	rc = status >= 200 && status < 300 ? 0 : 1;

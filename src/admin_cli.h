@@ -1,5 +1,5 @@
-/* admin_cli.h: `labhook admin ...` and `labhook lab ...`: commands that call the admin API of a running service
- * with the key from <data-dir>/admin.key. Single-threaded; runs in its own process.
+/* admin_cli.h: `labhook admin ...` and `labhook lab ...`: commands that call the admin API of a
+ * running service with the key from <data-dir>/admin.key. Single-threaded; runs in its own process.
  */
 #ifndef LH_ADMIN_CLI_H
 #define LH_ADMIN_CLI_H

@@ -31,43 +31,43 @@ static void api_healthz(struct call *c)
 }
 
 static const struct route routes[] = {
-	{"GET", "/healthz", G_NONE, api_healthz},
-	{"POST", "/client/auth/token", G_NONE, api_auth_token},
-	{"POST", "/client/auth/token/refresh", G_NONE, api_auth_refresh},
-	{"GET", "/client/labs", G_CLIENT, api_client_labs},
-	{"POST", "/client/events/subscribe", G_CLIENT, api_subscribe},
-	{"GET", "/client/events/subscriptions", G_CLIENT, api_subs_list},
-	{"GET", "/client/events/subscriptions/*", G_CLIENT, api_sub_get},
-	{"PATCH", "/client/events/subscriptions/*", G_CLIENT, api_sub_patch},
-	{"DELETE", "/client/events/subscriptions/*", G_CLIENT, api_sub_delete},
-	{"GET", "/client/events/subscriptions/*/secret", G_CLIENT, api_sub_secret},
-	{"POST", "/client/events/subscriptions/*/secret/rotate", G_CLIENT, api_sub_secret_rotate},
-	{"GET", "/client/events/subscriptions/*/deliveries", G_CLIENT, api_sub_deliveries},
-	{"POST", "/client/events/subscriptions/*/recover", G_CLIENT, api_sub_recover},
-	{"POST", "/client/events/subscriptions/*/test", G_CLIENT, api_sub_test},
-	{"POST", "/client/events/deliveries/*/retry", G_CLIENT, api_delivery_retry},
-	{"POST", "/client/billing/create", G_CLIENT, api_billing_create},
-	{"GET", "/client/bills/*", G_CLIENT, api_bill_get},
-	{"POST", "/client/crm/lead/create", G_CLIENT, api_lead_create},
-	{"POST", "/lab/bills", G_ADMIN, api_lab_bill_create},
-	{"POST", "/lab/bills/*/reports/*/complete", G_ADMIN, api_lab_report_complete},
-	{"DELETE", "/lab/bills/*", G_ADMIN, api_lab_bill_delete},
-	{"POST", "/lab/leads/*/convert", G_ADMIN, api_lab_lead_convert},
-	{"POST", "/admin/accounts", G_ADMIN, api_admin_accounts_create},
-	{"GET", "/admin/accounts", G_ADMIN, api_admin_accounts_list},
-	{"GET", "/admin/accounts/*", G_ADMIN, api_admin_account_get},
-	{"PATCH", "/admin/accounts/*", G_ADMIN, api_admin_account_patch},
-	{"POST", "/admin/accounts/*/secret/rotate", G_ADMIN, api_admin_account_rotate},
-	{"POST", "/admin/accounts/*/labs", G_ADMIN, api_admin_labs_create},
-	{"GET", "/admin/accounts/*/labs", G_ADMIN, api_admin_labs_list},
-	{"POST", "/admin/accounts/*/parties", G_ADMIN, api_admin_parties_create},
-	{"GET", "/admin/accounts/*/parties", G_ADMIN, api_admin_parties_list},
+    {"GET", "/healthz", G_NONE, api_healthz},
+    {"POST", "/client/auth/token", G_NONE, api_auth_token},
+    {"POST", "/client/auth/token/refresh", G_NONE, api_auth_refresh},
+    {"GET", "/client/labs", G_CLIENT, api_client_labs},
+    {"POST", "/client/events/subscribe", G_CLIENT, api_subscribe},
+    {"GET", "/client/events/subscriptions", G_CLIENT, api_subs_list},
+    {"GET", "/client/events/subscriptions/*", G_CLIENT, api_sub_get},
+    {"PATCH", "/client/events/subscriptions/*", G_CLIENT, api_sub_patch},
+    {"DELETE", "/client/events/subscriptions/*", G_CLIENT, api_sub_delete},
+    {"GET", "/client/events/subscriptions/*/secret", G_CLIENT, api_sub_secret},
+    {"POST", "/client/events/subscriptions/*/secret/rotate", G_CLIENT, api_sub_secret_rotate},
+    {"GET", "/client/events/subscriptions/*/deliveries", G_CLIENT, api_sub_deliveries},
+    {"POST", "/client/events/subscriptions/*/recover", G_CLIENT, api_sub_recover},
+    {"POST", "/client/events/subscriptions/*/test", G_CLIENT, api_sub_test},
+    {"POST", "/client/events/deliveries/*/retry", G_CLIENT, api_delivery_retry},
+    {"POST", "/client/billing/create", G_CLIENT, api_billing_create},
+    {"GET", "/client/bills/*", G_CLIENT, api_bill_get},
+    {"POST", "/client/crm/lead/create", G_CLIENT, api_lead_create},
+    {"POST", "/lab/bills", G_ADMIN, api_lab_bill_create},
+    {"POST", "/lab/bills/*/reports/*/complete", G_ADMIN, api_lab_report_complete},
+    {"DELETE", "/lab/bills/*", G_ADMIN, api_lab_bill_delete},
+    {"POST", "/lab/leads/*/convert", G_ADMIN, api_lab_lead_convert},
+    {"POST", "/admin/accounts", G_ADMIN, api_admin_accounts_create},
+    {"GET", "/admin/accounts", G_ADMIN, api_admin_accounts_list},
+    {"GET", "/admin/accounts/*", G_ADMIN, api_admin_account_get},
+    {"PATCH", "/admin/accounts/*", G_ADMIN, api_admin_account_patch},
+    {"POST", "/admin/accounts/*/secret/rotate", G_ADMIN, api_admin_account_rotate},
+    {"POST", "/admin/accounts/*/labs", G_ADMIN, api_admin_labs_create},
+    {"GET", "/admin/accounts/*/labs", G_ADMIN, api_admin_labs_list},
+    {"POST", "/admin/accounts/*/parties", G_ADMIN, api_admin_parties_create},
+    {"GET", "/admin/accounts/*/parties", G_ADMIN, api_admin_parties_list},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 
 /* Matches path against pattern; captured segments are copied into segs (NUL-separated). */
 static int match(const char *pattern, const char *path, char *buf, size_t cap,
-		 const char *arg[API_MAX_ARGS])
+                 const char *arg[API_MAX_ARGS])
 {
 	size_t o = 0;
 	int na = 0;
@@ -97,8 +97,9 @@ static int match(const char *pattern, const char *path, char *buf, size_t cap,
 static int id_shape_ok(const char *s)
 {
 	size_t n = strlen(s);
-	return n > 0 && n < ID_CAP && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-						"0123456789_-") == n;
+	return n > 0 && n < ID_CAP &&
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	                 "0123456789_-") == n;
 }
 
 static int check_admin(struct call *c)
@@ -108,7 +109,7 @@ static int check_admin(struct call *c)
 	if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
 		c->rs->www_auth = 1;
 		return api_fail(c, LH_EUNAUTH, "unauthorized", NULL,
-				"send the admin key as 'Authorization: Bearer <key>'");
+		                "send the admin key as 'Authorization: Bearer <key>'");
 	}
 	util_sha256(h + 7, strlen(h + 7), got);
 	if (!util_ct_equal(got, c->app->admin_key_hash, 32)) {
@@ -120,13 +121,14 @@ static int check_admin(struct call *c)
 
 static int check_client(struct call *c)
 {
-	enum lh_err e = auth_verify_bearer(c->app->auth, http_header(c->rq, "Authorization"),
-					   &c->acct);
+	enum lh_err e =
+	    auth_verify_bearer(c->app->auth, http_header(c->rq, "Authorization"), &c->acct);
 	if (e == LH_EUNAUTH) {
 		c->rs->www_auth = 1;
-		return api_fail(c, e, "invalid_token", NULL,
-				"a valid access token is required: 'Authorization: Bearer <authToken>' "
-				"from POST /client/auth/token (missing, malformed, expired or revoked)");
+		return api_fail(
+		    c, e, "invalid_token", NULL,
+		    "a valid access token is required: 'Authorization: Bearer <authToken>' "
+		    "from POST /client/auth/token (missing, malformed, expired or revoked)");
 	}
 	if (e != LH_OK)
 		return api_fail_internal(c, e, "verify token");
@@ -149,7 +151,7 @@ void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)
 		if (!strstr(rs->allow, r->method)) {
 			size_t n = strlen(rs->allow);
 			snprintf(rs->allow + n, sizeof rs->allow - n, "%s%s", n ? ", " : "",
-				 r->method);
+			         r->method);
 		}
 		path_found = 1;
 		if (strcmp(r->method, method) != 0)
@@ -169,13 +171,13 @@ void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)
 	}
 	if (path_found)
 		api_fail(&c, LH_EMETHOD, "method_not_allowed", NULL,
-			 "method %s is not allowed on this path", rq->method);
+		         "method %s is not allowed on this path", rq->method);
 	else
 		api_fail(&c, LH_ENOTFOUND, "not_found", NULL, "no such endpoint");
 }
 
-int api_fail(struct call *c, enum lh_err e, const char *code, const char *field,
-	     const char *fmt, ...)
+int api_fail(struct call *c, enum lh_err e, const char *code, const char *field, const char *fmt,
+             ...)
 {
 	char msg[512];
 	va_list ap;
@@ -203,9 +205,9 @@ int api_fail_internal(struct call *c, enum lh_err e, const char *what)
 	if (e == LH_OK || err_http_status(e) < 500)
 		e = LH_EIO;
 	return api_fail(c, e, err_code(e), NULL,
-			"the service could not complete the request; it was not applied; retry "
-			"later (request id %s)",
-			c->rq->rid);
+	                "the service could not complete the request; it was not applied; retry "
+	                "later (request id %s)",
+	                c->rq->rid);
 }
 
 void api_ok(struct call *c, const char *msg, json_t *fields)
@@ -246,14 +248,14 @@ int api_paging(struct call *c, const char *prefix, size_t *limit, const char **c
 		long v = strtol(l, &end, 10);
 		if (*l == '\0' || *end != '\0' || v < 1 || v > 500)
 			return api_fail(c, LH_EINVAL, "invalid_value", "limit",
-					"'limit' must be an integer from 1 to 500");
+			                "'limit' must be an integer from 1 to 500");
 		*limit = (size_t)v;
 	}
 	*cursor = "";
 	if (cur && *cur) {
 		if (!util_id_valid(cur, prefix))
 			return api_fail(c, LH_EINVAL, "invalid_value", "cursor",
-					"'cursor' is not a cursor this list returned");
+			                "'cursor' is not a cursor this list returned");
 		*cursor = cur;
 	}
 	return 0;

@@ -25,8 +25,8 @@ struct call {
 void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs);
 
 /* Error response: {"success": false, "error": {code, message, field?}}. Returns -1. */
-int api_fail(struct call *c, enum lh_err e, const char *code, const char *field,
-	     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int api_fail(struct call *c, enum lh_err e, const char *code, const char *field, const char *fmt,
+             ...) __attribute__((format(printf, 5, 6)));
 int api_fail_verr(struct call *c, const struct verr *v);
 /* Error response for an unexpected internal failure (logged, generic message). */
 int api_fail_internal(struct call *c, enum lh_err e, const char *what);

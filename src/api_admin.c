@@ -10,8 +10,8 @@
 
 static json_t *account_json(const struct account *a)
 {
-	return json_pack("{s:s, s:s, s:s, s:o}", "clientID", a->client_id, "name", a->name,
-			 "mode", accounts_mode_name(a->mode), "createdAt", api_time(a->created_at));
+	return json_pack("{s:s, s:s, s:s, s:o}", "clientID", a->client_id, "name", a->name, "mode",
+	                 accounts_mode_name(a->mode), "createdAt", api_time(a->created_at));
 }
 
 static json_t *lab_json(const struct lab *l)
@@ -22,7 +22,7 @@ static json_t *lab_json(const struct lab *l)
 static json_t *party_json(const struct party *p)
 {
 	return json_pack("{s:s, s:s, s:s}", "partyID", p->party_id, "kind",
-			 accounts_kind_name(p->kind), "name", p->name);
+	                 accounts_kind_name(p->kind), "name", p->name);
 }
 
 /* Loads the account named in the path, or responds 404. */
@@ -41,14 +41,14 @@ static int mode_arg(struct call *c, json_t *b, int required, enum account_mode *
 	json_t *m = json_object_get(b, "mode");
 	if (!m) {
 		*out = MODE_CATCH_ALL;
-		return required ? api_fail(c, LH_EINVAL, "missing_field", "mode",
-					   "'mode' is required")
-				: 0;
+		return required
+		           ? api_fail(c, LH_EINVAL, "missing_field", "mode", "'mode' is required")
+		           : 0;
 	}
 	int v = accounts_mode_from_name(json_string_value(m));
 	if (v < 0)
 		return api_fail(c, LH_EINVAL, "invalid_value", "mode",
-				"'mode' must be \"catch-all\" or \"party-scoped\"");
+		                "'mode' must be \"catch-all\" or \"party-scoped\"");
 	*out = (enum account_mode)v;
 	return 0;
 }
@@ -56,8 +56,8 @@ static int mode_arg(struct call *c, json_t *b, int required, enum account_mode *
 void api_admin_accounts_create(struct call *c)
 {
 	static const struct field_spec spec[] = {
-		{"name", F_STRING, 1, NAME_CAP - 1, 0},
-		{"mode", F_STRING, 0, 32, 0},
+	    {"name", F_STRING, 1, NAME_CAP - 1, 0},
+	    {"mode", F_STRING, 0, 32, 0},
 	};
 	struct account a;
 	char secret[AUTH_SECRET_CAP];
@@ -65,8 +65,8 @@ void api_admin_accounts_create(struct call *c)
 	json_t *b = api_body(c, spec, 2);
 	if (!b || mode_arg(c, b, 0, &mode))
 		goto out;
-	enum lh_err e = accounts_create(c->app->store, json_string_value(json_object_get(b, "name")),
-					mode, &a, secret);
+	enum lh_err e = accounts_create(
+	    c->app->store, json_string_value(json_object_get(b, "name")), mode, &a, secret);
 	if (e != LH_OK) {
 		api_fail_internal(c, e, "create account");
 		goto out;
@@ -96,7 +96,7 @@ void api_admin_accounts_list(struct call *c)
 		json_array_append_new(arr, account_json(&list[i]));
 	api_ok(c, "ok",
 	       json_pack("{s:o, s:s?}", "accounts", arr, "nextCursor",
-			 n == limit ? list[n - 1].client_id : NULL));
+	                 n == limit ? list[n - 1].client_id : NULL));
 	free(list);
 }
 
@@ -155,9 +155,9 @@ void api_admin_account_patch(struct call *c)
 		}
 		if (n > 0) {
 			api_fail(c, LH_ECONFLICT, "account_has_subscriptions", "mode",
-				 "the account still has webhooks registered under mode %s; delete "
-				 "them before changing the mode",
-				 accounts_mode_name(a.mode));
+			         "the account still has webhooks registered under mode %s; delete "
+			         "them before changing the mode",
+			         accounts_mode_name(a.mode));
 			goto out;
 		}
 		e = st->ops->account_set_mode(st, a.client_id, mode, &a);
@@ -202,7 +202,7 @@ void api_admin_labs_create(struct call *c)
 	if (!b || load_account(c, &a))
 		goto out;
 	enum lh_err e = accounts_add_lab(c->app->store, a.client_id,
-					 json_string_value(json_object_get(b, "name")), &l);
+	                                 json_string_value(json_object_get(b, "name")), &l);
 	if (e != LH_OK) {
 		api_fail_internal(c, e, "create lab");
 		goto out;
@@ -234,8 +234,8 @@ void api_admin_labs_list(struct call *c)
 void api_admin_parties_create(struct call *c)
 {
 	static const struct field_spec spec[] = {
-		{"kind", F_STRING, 1, 32, 0},
-		{"name", F_STRING, 1, NAME_CAP - 1, 0},
+	    {"kind", F_STRING, 1, 32, 0},
+	    {"name", F_STRING, 1, NAME_CAP - 1, 0},
 	};
 	struct account a;
 	struct party p;
@@ -245,13 +245,13 @@ void api_admin_parties_create(struct call *c)
 	int kind = accounts_kind_from_name(json_string_value(json_object_get(b, "kind")));
 	if (kind < 0) {
 		api_fail(c, LH_EINVAL, "invalid_value", "kind",
-			 "'kind' must be \"corporateUser\" or \"organization\"");
+		         "'kind' must be \"corporateUser\" or \"organization\"");
 		goto out;
 	}
 	if (load_account(c, &a))
 		goto out;
 	enum lh_err e = accounts_add_party(c->app->store, a.client_id, (enum party_kind)kind,
-					   json_string_value(json_object_get(b, "name")), &p);
+	                                   json_string_value(json_object_get(b, "name")), &p);
 	if (e != LH_OK) {
 		api_fail_internal(c, e, "create party");
 		goto out;

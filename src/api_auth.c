@@ -19,14 +19,14 @@ static int limited(struct call *c, const char *client_id)
 		return 0;
 	c->rs->retry_after = wait;
 	return api_fail(c, LH_ERATE, "rate_limited", NULL,
-			"too many failed attempts; retry after %d seconds", wait);
+	                "too many failed attempts; retry after %d seconds", wait);
 }
 
 static void send_tokens(struct call *c, const char *access, const char *refresh)
 {
 	api_ok(c, "Token generated successfully",
 	       json_pack("{s:s, s:s, s:i}", "authToken", access, "refreshToken", refresh,
-			 "expiresIn", AUTH_ACCESS_TTL));
+	                 "expiresIn", AUTH_ACCESS_TTL));
 }
 
 static void reject(struct call *c, const char *client_id, int count_client, const char *why)
@@ -42,8 +42,8 @@ static void reject(struct call *c, const char *client_id, int count_client, cons
 void api_auth_token(struct call *c)
 {
 	static const struct field_spec spec[] = {
-		{"clientID", F_STRING, 1, 256, 0},
-		{"clientSecret", F_STRING, 1, 256, 0},
+	    {"clientID", F_STRING, 1, 256, 0},
+	    {"clientSecret", F_STRING, 1, 256, 0},
 	};
 	char access[AUTH_TOKEN_CAP], refresh[AUTH_SECRET_CAP];
 	struct account acct;
@@ -75,8 +75,8 @@ out:
 void api_auth_refresh(struct call *c)
 {
 	static const struct field_spec spec[] = {
-		{"clientID", F_STRING, 1, 256, 0},
-		{"refreshToken", F_STRING, 1, 256, 0},
+	    {"clientID", F_STRING, 1, 256, 0},
+	    {"refreshToken", F_STRING, 1, 256, 0},
 	};
 	char access[AUTH_TOKEN_CAP], refresh[AUTH_SECRET_CAP];
 	const char *why = "";

@@ -27,7 +27,8 @@ static int own_sub(struct call *c, struct subscription *s)
 {
 	enum lh_err e = c->app->store->ops->sub_get(c->app->store, c->acct.client_id, c->arg[0], s);
 	if (e == LH_ENOTFOUND)
-		return api_fail(c, e, "subscription_not_found", NULL, "no subscription with this id");
+		return api_fail(c, e, "subscription_not_found", NULL,
+		                "no subscription with this id");
 	if (e != LH_OK)
 		return api_fail_internal(c, e, "load subscription");
 	return 0;
@@ -42,20 +43,21 @@ static json_t *delivery_json(struct call *c, const struct delivery *d)
 		for (size_t i = 0; i < n; i++) {
 			char when[32];
 			util_rfc3339(at[i].started_at_ms / 1000, when);
-			json_t *a = json_pack("{s:i, s:s, s:i, s:s*, s:s}", "attempt", at[i].n, "at",
-					      when, "durationMs", at[i].duration_ms, "error",
-					      at[i].error[0] ? at[i].error : NULL, "response",
-					      at[i].response);
+			json_t *a = json_pack("{s:i, s:s, s:i, s:s*, s:s}", "attempt", at[i].n,
+			                      "at", when, "durationMs", at[i].duration_ms, "error",
+			                      at[i].error[0] ? at[i].error : NULL, "response",
+			                      at[i].response);
 			if (a && at[i].status_code)
-				json_object_set_new(a, "statusCode", json_integer(at[i].status_code));
+				json_object_set_new(a, "statusCode",
+				                    json_integer(at[i].status_code));
 			json_array_append_new(arr, a);
 		}
 	}
 	free(at);
 	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:o}", "id", d->delivery_id, "eventID",
-			      d->event_id, "eventType", event_name((enum event_type)d->event_type),
-			      "status", dlv_status_names[d->status], "attemptCount", d->attempts,
-			      "createdAt", api_time(d->created_at));
+	                      d->event_id, "eventType", event_name((enum event_type)d->event_type),
+	                      "status", dlv_status_names[d->status], "attemptCount", d->attempts,
+	                      "createdAt", api_time(d->created_at));
 	if (o && d->status == DLV_PENDING && d->attempts > 0) {
 		char when[32];
 		util_rfc3339(d->next_at_ms / 1000, when);
@@ -73,7 +75,8 @@ void api_sub_deliveries(struct call *c)
 	struct subscription *s = malloc(sizeof *s);
 	struct delivery *list = NULL;
 	size_t n = 0, limit;
-	const char *cursor, *status = http_query(c->rq, "status"), *since = http_query(c->rq, "since");
+	const char *cursor, *status = http_query(c->rq, "status"),
+	                    *since = http_query(c->rq, "since");
 	int st = -1;
 	int64_t since_t = 0;
 	if (!s) {
@@ -84,16 +87,16 @@ void api_sub_deliveries(struct call *c)
 		goto out;
 	if (status && *status && (st = dlv_status_from_name(status)) < 0) {
 		api_fail(c, LH_EINVAL, "invalid_value", "status",
-			 "'status' must be pending, delivered, failed or cancelled");
+		         "'status' must be pending, delivered, failed or cancelled");
 		goto out;
 	}
 	if (since && *since && util_parse_time(since, &since_t) != 0) {
 		api_fail(c, LH_EINVAL, "invalid_value", "since",
-			 "'since' must be an RFC 3339 time or Unix seconds");
+		         "'since' must be an RFC 3339 time or Unix seconds");
 		goto out;
 	}
 	enum lh_err e = c->app->store->ops->delivery_list(c->app->store, c->acct.client_id, s->id,
-							  st, since_t, cursor, limit, &list, &n);
+	                                                  st, since_t, cursor, limit, &list, &n);
 	if (e != LH_OK) {
 		api_fail_internal(c, e, "list deliveries");
 		goto out;
@@ -103,7 +106,7 @@ void api_sub_deliveries(struct call *c)
 		json_array_append_new(arr, delivery_json(c, &list[i]));
 	api_ok(c, "ok",
 	       json_pack("{s:o, s:s?}", "deliveries", arr, "nextCursor",
-			 n == limit ? list[n - 1].delivery_id : NULL));
+	                 n == limit ? list[n - 1].delivery_id : NULL));
 out:
 	free(list);
 	free(s);
@@ -113,10 +116,10 @@ void api_delivery_retry(struct call *c)
 {
 	struct delivery d;
 	enum lh_err e = c->app->store->ops->delivery_requeue(c->app->store, c->acct.client_id,
-							     c->arg[0], util_now_ms(), &d);
+	                                                     c->arg[0], util_now_ms(), &d);
 	if (e == LH_ENOTFOUND) {
 		api_fail(c, e, "delivery_not_found", NULL,
-			 "no delivery with this id (or its subscription was deleted)");
+		         "no delivery with this id (or its subscription was deleted)");
 		return;
 	}
 	if (e != LH_OK) {
@@ -142,11 +145,11 @@ void api_sub_recover(struct call *c)
 		goto out;
 	if (util_parse_time(json_string_value(json_object_get(b, "since")), &since) != 0) {
 		api_fail(c, LH_EINVAL, "invalid_value", "since",
-			 "'since' must be an RFC 3339 time such as 2026-01-20T00:00:00Z");
+		         "'since' must be an RFC 3339 time such as 2026-01-20T00:00:00Z");
 		goto out;
 	}
-	enum lh_err e = c->app->store->ops->delivery_recover(c->app->store, c->acct.client_id,
-							     s->id, since, util_now_ms(), &list, &n);
+	enum lh_err e = c->app->store->ops->delivery_recover(
+	    c->app->store, c->acct.client_id, s->id, since, util_now_ms(), &list, &n);
 	if (e != LH_OK) {
 		api_fail_internal(c, e, "recover");
 		goto out;

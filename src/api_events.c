@@ -19,7 +19,7 @@ static const char *public_url(struct call *c)
 
 /* Responds for a refused or failed domain change. */
 static void domain_fail(struct call *c, enum lh_err e, const struct domain_outcome *o,
-			const char *what)
+                        const char *what)
 {
 	if (o->code)
 		api_fail(c, e, o->code, o->field, "%s", o->message);
@@ -43,12 +43,12 @@ static const char *str(const json_t *o, const char *key)
 
 /* An enumerated string field: 400 naming the allowed values. */
 static int check_enum(struct call *c, const json_t *o, const char *key, const char *path,
-		      const char *const *allowed, const char *list)
+                      const char *const *allowed, const char *list)
 {
 	const char *v = str(o, key);
 	if (v && !one_of(v, allowed))
 		return api_fail(c, LH_EINVAL, "invalid_value", path, "'%s' must be one of %s", path,
-				list);
+		                list);
 	return 0;
 }
 
@@ -58,17 +58,17 @@ static const char *const age_types[] = {"year", "month", "day", NULL};
 /* The parties an entity carries: each must be the account's, of the right kind; a
  * party-scoped account must send at least one. */
 static int resolve_parties(struct call *c, const struct account *acct, const json_t *b,
-			   struct parties *out)
+                           struct parties *out)
 {
 	static const struct {
 		const char *field;
 		enum party_kind kind;
 		size_t off;
 	} slots[] = {
-		{"corporateUser", PARTY_CORPORATE_USER, offsetof(struct parties, corporate_user)},
-		{"referredOrganization", PARTY_ORGANIZATION, offsetof(struct parties, referred_org)},
-		{"referredHospitalOrganization", PARTY_ORGANIZATION,
-		 offsetof(struct parties, referred_hospital_org)},
+	    {"corporateUser", PARTY_CORPORATE_USER, offsetof(struct parties, corporate_user)},
+	    {"referredOrganization", PARTY_ORGANIZATION, offsetof(struct parties, referred_org)},
+	    {"referredHospitalOrganization", PARTY_ORGANIZATION,
+	     offsetof(struct parties, referred_hospital_org)},
 	};
 	int any = 0;
 	memset(out, 0, sizeof *out);
@@ -77,16 +77,17 @@ static int resolve_parties(struct call *c, const struct account *acct, const jso
 		struct party p;
 		if (!id || !*id)
 			continue;
-		enum lh_err e = strlen(id) < ID_CAP ? c->app->store->ops->party_get(
-							      c->app->store, acct->client_id, id, &p)
-						    : LH_ENOTFOUND;
+		enum lh_err e =
+		    strlen(id) < ID_CAP
+		        ? c->app->store->ops->party_get(c->app->store, acct->client_id, id, &p)
+		        : LH_ENOTFOUND;
 		if (e == LH_OK && p.kind != slots[i].kind)
 			e = LH_ENOTFOUND;
 		if (e == LH_ENOTFOUND)
 			return api_fail(c, e, "party_not_found", slots[i].field,
-					"no %s with this id in the account",
-					slots[i].kind == PARTY_CORPORATE_USER ? "corporate user"
-									      : "organization");
+			                "no %s with this id in the account",
+			                slots[i].kind == PARTY_CORPORATE_USER ? "corporate user"
+			                                                      : "organization");
 		if (e != LH_OK)
 			return api_fail_internal(c, e, "load party");
 		memcpy((char *)out + slots[i].off, p.party_id, ID_CAP);
@@ -94,13 +95,13 @@ static int resolve_parties(struct call *c, const struct account *acct, const jso
 	}
 	if (!any && acct->mode == MODE_PARTY_SCOPED)
 		return api_fail(c, LH_EINVAL, "party_required", "corporateUser",
-				"this is a party-scoped account: send corporateUser, "
-				"referredOrganization or referredHospitalOrganization");
+		                "this is a party-scoped account: send corporateUser, "
+		                "referredOrganization or referredHospitalOrganization");
 	return 0;
 }
 
 static int load_lab(struct call *c, const struct account *acct, const char *lab_id,
-		    const char *field, struct lab *lab)
+                    const char *field, struct lab *lab)
 {
 	enum lh_err e = c->app->store->ops->lab_get(c->app->store, acct->client_id, lab_id, lab);
 	if (e == LH_ENOTFOUND)
@@ -112,27 +113,30 @@ static int load_lab(struct call *c, const struct account *acct, const char *lab_
 
 /* ---- bills ---- */
 
-#define BILL_FIELDS                                                                     \
-	{"labID", F_STRING, 1, 64, 0}, {"patient_details", F_OBJECT, 1, 0, 0},           \
-	{"integrator_id", F_STRING, 1, NAME_CAP - 1, 0},                                  \
-	{"lead_source", F_STRING, 0, NAME_CAP - 1, 0},                                    \
-	{"mapped_tests", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},                              \
-	{"unmapped_tests", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},                            \
-	{"mapped_packages", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},                           \
-	{"unmapped_packages", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},                         \
-	{"unmapped_packages_with_tests", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},              \
-	{"barCode", F_STRING, 0, NAME_CAP - 1, 0}, {"corporateUser", F_STRING, 0, 64, 0}, \
-	{"referredOrganization", F_STRING, 0, 64, 0},                                     \
-	{"referredHospitalOrganization", F_STRING, 0, 64, 0}
+#define BILL_FIELDS                                                                                \
+	{"labID", F_STRING, 1, 64, 0}, {"patient_details", F_OBJECT, 1, 0, 0},                     \
+	    {"integrator_id", F_STRING, 1, NAME_CAP - 1, 0},                                       \
+	    {"lead_source", F_STRING, 0, NAME_CAP - 1, 0},                                         \
+	    {"mapped_tests", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},                                   \
+	    {"unmapped_tests", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},                                 \
+	    {"mapped_packages", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},                                \
+	    {"unmapped_packages", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},                              \
+	    {"unmapped_packages_with_tests", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},                   \
+	    {"barCode", F_STRING, 0, NAME_CAP - 1, 0}, {"corporateUser", F_STRING, 0, 64, 0},      \
+	    {"referredOrganization", F_STRING, 0, 64, 0},                                          \
+	{                                                                                          \
+		"referredHospitalOrganization", F_STRING, 0, 64, 0                                 \
+	}
 
 static const struct field_spec bill_fields[] = {BILL_FIELDS};
-static const struct field_spec lab_bill_fields[] = {BILL_FIELDS,
-						    {"clientID", F_STRING, 1, 64, 0}};
+static const struct field_spec lab_bill_fields[] = {BILL_FIELDS, {"clientID", F_STRING, 1, 64, 0}};
 
 static const struct field_spec patient_fields[] = {
-	{"first_name", F_STRING, 1, NAME_CAP - 1, 0}, {"last_name", F_STRING, 0, NAME_CAP - 1, 0},
-	{"gender", F_STRING, 1, 16, 0},		       {"age", F_INTEGER, 1, 0, 0},
-	{"age_type", F_STRING, 1, 16, 0},
+    {"first_name", F_STRING, 1, NAME_CAP - 1, 0},
+    {"last_name", F_STRING, 0, NAME_CAP - 1, 0},
+    {"gender", F_STRING, 1, 16, 0},
+    {"age", F_INTEGER, 1, 0, 0},
+    {"age_type", F_STRING, 1, 16, 0},
 };
 
 /* A test or package reference: a string, or an integer written as one. */
@@ -155,12 +159,11 @@ struct report_list {
 	size_t n, cap;
 };
 
-static int add_report(struct call *c, struct report_list *rl, const char *name,
-		      const char *package)
+static int add_report(struct call *c, struct report_list *rl, const char *name, const char *package)
 {
 	if (rl->n >= DOMAIN_MAX_REPORTS)
 		return api_fail(c, LH_EINVAL, "too_many_tests", NULL,
-				"a bill may hold at most %d tests", DOMAIN_MAX_REPORTS);
+		                "a bill may hold at most %d tests", DOMAIN_MAX_REPORTS);
 	if (rl->n == rl->cap) {
 		size_t ncap = rl->cap ? rl->cap * 2 : 4;
 		struct report *nr = realloc(rl->r, ncap * sizeof *nr);
@@ -185,30 +188,32 @@ static int add_report(struct call *c, struct report_list *rl, const char *name,
 static int collect_reports(struct call *c, const json_t *b, struct report_list *rl)
 {
 	static const char *const lists[] = {"mapped_tests", "unmapped_tests", "mapped_packages",
-					    "unmapped_packages", "unmapped_packages_with_tests"};
+	                                    "unmapped_packages", "unmapped_packages_with_tests"};
 	char path[96], name[NAME_CAP];
 	for (size_t li = 0; li < 5; li++) {
 		const json_t *arr = json_object_get(b, lists[li]), *v;
 		size_t i;
-		json_array_foreach(arr, i, v) {
+		json_array_foreach(arr, i, v)
+		{
 			snprintf(path, sizeof path, "%s[%zu]", lists[li], i);
 			if (li == 1 || li == 3) { /* plain names */
 				if (ref_text(v, name, sizeof name) || !json_is_string(v))
-					return api_fail(c, LH_EINVAL, "invalid_value", path,
-							"'%s' must be a non-empty string of at most "
-							"%d bytes",
-							path, NAME_CAP - 1);
+					return api_fail(
+					    c, LH_EINVAL, "invalid_value", path,
+					    "'%s' must be a non-empty string of at most "
+					    "%d bytes",
+					    path, NAME_CAP - 1);
 				if (add_report(c, rl, name, li == 3 ? name : NULL))
 					return -1;
 				continue;
 			}
 			if (!json_is_object(v))
 				return api_fail(c, LH_EINVAL, "invalid_type", path,
-						"'%s' must be an object", path);
+				                "'%s' must be an object", path);
 			if (li == 4) {
 				static const struct field_spec pk[] = {
-					{"package_name", F_STRING, 1, NAME_CAP - 1, 0},
-					{"tests", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0}};
+				    {"package_name", F_STRING, 1, NAME_CAP - 1, 0},
+				    {"tests", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0}};
 				struct verr ve;
 				const json_t *t;
 				size_t k;
@@ -216,18 +221,20 @@ static int collect_reports(struct call *c, const json_t *b, struct report_list *
 					char f[160];
 					snprintf(f, sizeof f, "%s.%s", path, ve.field);
 					return api_fail(c, ve.err, ve.code, f, "%s: %s", path,
-							ve.message);
+					                ve.message);
 				}
 				const char *pkg = str(v, "package_name");
 				if (json_array_size(json_object_get(v, "tests")) == 0 &&
 				    add_report(c, rl, pkg, pkg))
 					return -1;
-				json_array_foreach(json_object_get(v, "tests"), k, t) {
+				json_array_foreach(json_object_get(v, "tests"), k, t)
+				{
 					if (!json_is_string(t) || ref_text(t, name, sizeof name))
-						return api_fail(c, LH_EINVAL, "invalid_value", path,
-								"'%s.tests[%zu]' must be a non-empty "
-								"string",
-								path, k);
+						return api_fail(
+						    c, LH_EINVAL, "invalid_value", path,
+						    "'%s.tests[%zu]' must be a non-empty "
+						    "string",
+						    path, k);
 					if (add_report(c, rl, name, pkg))
 						return -1;
 				}
@@ -237,35 +244,37 @@ static int collect_reports(struct call *c, const json_t *b, struct report_list *
 			const char *keys[] = {"flabs_id", "id", "name"};
 			const char *key;
 			json_t *x;
-			json_object_foreach((json_t *)v, key, x) {
+			json_object_foreach((json_t *)v, key, x)
+			{
 				int known = 0;
 				for (int k = li == 0 ? 0 : 1; k < 3; k++)
 					known |= strcmp(key, keys[k]) == 0;
 				if (!known)
 					return api_fail(c, LH_EINVAL, "unknown_field", path,
-							"unknown field '%.40s' in '%s'", key, path);
+					                "unknown field '%.40s' in '%s'", key, path);
 			}
 			const json_t *ref = li == 0 && json_object_get(v, "flabs_id")
-						    ? json_object_get(v, "flabs_id")
-						    : json_object_get(v, "id");
+			                        ? json_object_get(v, "flabs_id")
+			                        : json_object_get(v, "id");
 			char id[NAME_CAP];
 			if (!ref || ref_text(ref, id, sizeof id))
-				return api_fail(c, LH_EINVAL, ref ? "invalid_value" : "missing_field",
-						path, "'%s' needs %s (a string or integer)", path,
-						li == 0 ? "'flabs_id' or 'id'" : "'id'");
+				return api_fail(c, LH_EINVAL,
+				                ref ? "invalid_value" : "missing_field", path,
+				                "'%s' needs %s (a string or integer)", path,
+				                li == 0 ? "'flabs_id' or 'id'" : "'id'");
 			const char *nm = str(v, "name");
 			if (json_object_get(v, "name") && (!nm || !*nm || strlen(nm) >= NAME_CAP))
 				return api_fail(c, LH_EINVAL, "invalid_value", path,
-						"'%s.name' must be a non-empty string", path);
+				                "'%s.name' must be a non-empty string", path);
 			if (add_report(c, rl, nm ? nm : id, li == 2 ? id : NULL))
 				return -1;
 		}
 	}
 	if (rl->n == 0)
 		return api_fail(c, LH_EINVAL, "missing_tests", "mapped_tests",
-				"send at least one test or package (mapped_tests, unmapped_tests, "
-				"mapped_packages, unmapped_packages or "
-				"unmapped_packages_with_tests)");
+		                "send at least one test or package (mapped_tests, unmapped_tests, "
+		                "mapped_packages, unmapped_packages or "
+		                "unmapped_packages_with_tests)");
 	return 0;
 }
 
@@ -281,7 +290,7 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 
 	memset(&o, 0, sizeof o);
 	if (validate_object(pd, patient_fields, sizeof patient_fields / sizeof patient_fields[0],
-			    &ve)) {
+	                    &ve)) {
 		char f[96];
 		snprintf(f, sizeof f, "patient_details.%s", ve.field);
 		api_fail(c, ve.err, ve.code, f, "patient_details: %s", ve.message);
@@ -290,13 +299,12 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	json_int_t age = json_integer_value(json_object_get(pd, "age"));
 	if (age < 0 || age > 200) {
 		api_fail(c, LH_EINVAL, "invalid_value", "patient_details.age",
-			 "'patient_details.age' must be between 0 and 200");
+		         "'patient_details.age' must be between 0 and 200");
 		return;
 	}
-	if (check_enum(c, pd, "gender", "patient_details.gender", genders,
-		       "male, female, other") ||
+	if (check_enum(c, pd, "gender", "patient_details.gender", genders, "male, female, other") ||
 	    check_enum(c, pd, "age_type", "patient_details.age_type", age_types,
-		       "year, month, day"))
+	               "year, month, day"))
 		return;
 	bill = calloc(1, sizeof *bill);
 	if (!bill) {
@@ -310,7 +318,7 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	if (!patient || strlen(patient) >= sizeof bill->patient) {
 		free(patient);
 		api_fail(c, LH_EINVAL, "too_long", "patient_details",
-			 "'patient_details' is too large");
+		         "'patient_details' is too large");
 		goto out;
 	}
 	memcpy(bill->patient, patient, strlen(patient) + 1);
@@ -324,9 +332,9 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	snprintf(bill->lab_id, sizeof bill->lab_id, "%s", lab.lab_id);
 	snprintf(bill->integrator_id, sizeof bill->integrator_id, "%s", str(b, "integrator_id"));
 	snprintf(bill->lead_source, sizeof bill->lead_source, "%s",
-		 str(b, "lead_source") ? str(b, "lead_source") : "");
+	         str(b, "lead_source") ? str(b, "lead_source") : "");
 	snprintf(bill->bar_code, sizeof bill->bar_code, "%s",
-		 str(b, "barCode") ? str(b, "barCode") : "");
+	         str(b, "barCode") ? str(b, "barCode") : "");
 	bill->status = BILL_PENDING;
 	bill->created_at = bill->updated_at = util_now();
 	for (size_t i = 0; i < rl.n; i++)
@@ -338,7 +346,7 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	}
 	api_ok(c, "Bill created successfully",
 	       json_pack("{s:s, s:s, s:s}", "integrator_id", bill->integrator_id, "preBookingID",
-			 bill->pre_booking_id, "billID", bill->bill_id));
+	                 bill->pre_booking_id, "billID", bill->bill_id));
 out:
 	free(rl.r);
 	free(bill);
@@ -355,7 +363,8 @@ void api_billing_create(struct call *c)
 void api_lab_bill_create(struct call *c)
 {
 	struct account acct;
-	json_t *b = api_body(c, lab_bill_fields, sizeof lab_bill_fields / sizeof lab_bill_fields[0]);
+	json_t *b =
+	    api_body(c, lab_bill_fields, sizeof lab_bill_fields / sizeof lab_bill_fields[0]);
 	if (!b)
 		return;
 	enum lh_err e = c->app->store->ops->account_get(c->app->store, str(b, "clientID"), &acct);
@@ -373,8 +382,8 @@ void api_bill_get(struct call *c)
 	struct bill b;
 	struct report *r = NULL;
 	size_t n = 0;
-	enum lh_err e = c->app->store->ops->bill_get(c->app->store, c->acct.client_id, c->arg[0],
-						     &b, &r, &n);
+	enum lh_err e =
+	    c->app->store->ops->bill_get(c->app->store, c->acct.client_id, c->arg[0], &b, &r, &n);
 	if (e == LH_ENOTFOUND) {
 		api_fail(c, e, "bill_not_found", NULL, "no bill with this id");
 		return;
@@ -398,27 +407,27 @@ void api_bill_get(struct call *c)
 /* ---- leads ---- */
 
 static const struct field_spec lead_fields[] = {
-	{"branchID", F_STRING, 1, 64, 0},
-	{"integratorID", F_STRING, 1, NAME_CAP - 1, 0},
-	{"first_name", F_STRING, 1, NAME_CAP - 1, 0},
-	{"last_name", F_STRING, 0, NAME_CAP - 1, 0},
-	{"contact", F_STRING, 1, 32, 0},
-	{"email", F_STRING, 0, EMAIL_CAP - 1, 0},
-	{"gender", F_STRING, 0, 16, 0},
-	{"age", F_INTEGER, 1, 0, 0},
-	{"age_type", F_STRING, 1, 16, 0},
-	{"address", F_STRING, 0, 1000, 0},
-	{"pincode", F_STRING, 0, 12, 0},
-	{"source", F_STRING, 0, NAME_CAP - 1, 0},
-	{"priority", F_STRING, 0, 16, 0},
-	{"tests", F_ARRAY, 0, 100, 0},
-	{"packages", F_ARRAY, 0, 100, 0},
-	{"phase", F_STRING, 0, 16, 0},
-	{"bookingType", F_STRING, 0, 64, 0},
-	{"scheduledAt", F_STRING, 0, 40, 0},
-	{"corporateUser", F_STRING, 0, 64, 0},
-	{"referredOrganization", F_STRING, 0, 64, 0},
-	{"referredHospitalOrganization", F_STRING, 0, 64, 0},
+    {"branchID", F_STRING, 1, 64, 0},
+    {"integratorID", F_STRING, 1, NAME_CAP - 1, 0},
+    {"first_name", F_STRING, 1, NAME_CAP - 1, 0},
+    {"last_name", F_STRING, 0, NAME_CAP - 1, 0},
+    {"contact", F_STRING, 1, 32, 0},
+    {"email", F_STRING, 0, EMAIL_CAP - 1, 0},
+    {"gender", F_STRING, 0, 16, 0},
+    {"age", F_INTEGER, 1, 0, 0},
+    {"age_type", F_STRING, 1, 16, 0},
+    {"address", F_STRING, 0, 1000, 0},
+    {"pincode", F_STRING, 0, 12, 0},
+    {"source", F_STRING, 0, NAME_CAP - 1, 0},
+    {"priority", F_STRING, 0, 16, 0},
+    {"tests", F_ARRAY, 0, 100, 0},
+    {"packages", F_ARRAY, 0, 100, 0},
+    {"phase", F_STRING, 0, 16, 0},
+    {"bookingType", F_STRING, 0, 64, 0},
+    {"scheduledAt", F_STRING, 0, 40, 0},
+    {"corporateUser", F_STRING, 0, 64, 0},
+    {"referredOrganization", F_STRING, 0, 64, 0},
+    {"referredHospitalOrganization", F_STRING, 0, 64, 0},
 };
 
 static int email_ok(const char *e)
@@ -440,14 +449,14 @@ static int booking_fields(struct call *c, const json_t *b, struct booking *bk)
 	int64_t t;
 	if (!type || !*type)
 		return api_fail(c, LH_EINVAL, "missing_field", "bookingType",
-				"'bookingType' is required for a booking");
+		                "'bookingType' is required for a booking");
 	if (!when || !*when)
 		return api_fail(c, LH_EINVAL, "missing_field", "scheduledAt",
-				"'scheduledAt' is required for a booking");
+		                "'scheduledAt' is required for a booking");
 	if (util_parse_time(when, &t) != 0 || t < 0 || t > 253402300799LL)
 		return api_fail(c, LH_EINVAL, "invalid_value", "scheduledAt",
-				"'scheduledAt' must be an RFC 3339 time such as "
-				"2026-01-20T10:30:00Z");
+		                "'scheduledAt' must be an RFC 3339 time such as "
+		                "2026-01-20T10:30:00Z");
 	memset(bk, 0, sizeof *bk);
 	if (util_new_id("bkg_", bk->booking_id) != LH_OK)
 		return api_fail_internal(c, LH_EIO, "new booking id");
@@ -461,13 +470,14 @@ static int string_list(struct call *c, const json_t *b, const char *key)
 {
 	const json_t *v;
 	size_t i;
-	json_array_foreach(json_object_get(b, key), i, v) {
+	json_array_foreach(json_object_get(b, key), i, v)
+	{
 		if (!json_is_string(v) || json_string_length(v) == 0 ||
 		    json_string_length(v) >= NAME_CAP) {
 			char path[64];
 			snprintf(path, sizeof path, "%s[%zu]", key, i);
 			return api_fail(c, LH_EINVAL, "invalid_value", path,
-					"'%s' must be a non-empty string", path);
+			                "'%s' must be a non-empty string", path);
 		}
 	}
 	return 0;
@@ -489,7 +499,7 @@ void api_lead_create(struct call *c)
 	const char *contact = str(b, "contact"), *email = str(b, "email");
 	if (strlen(contact) != 10 || strspn(contact, "0123456789") != 10) {
 		api_fail(c, LH_EINVAL, "invalid_value", "contact",
-			 "'contact' must be exactly 10 digits");
+		         "'contact' must be exactly 10 digits");
 		goto out;
 	}
 	if (email && *email && !email_ok(email)) {
@@ -523,9 +533,9 @@ void api_lead_create(struct call *c)
 	    resolve_parties(c, &c->acct, b, &l->parties))
 		goto out;
 	/* The lead's own fields, as lead.created carries them. */
-	static const char *const keep[] = {"first_name", "last_name", "contact", "email",
-					   "gender", "age", "age_type", "address", "pincode",
-					   "source", "priority", "tests", "packages"};
+	static const char *const keep[] = {
+	    "first_name", "last_name", "contact", "email",    "gender", "age",     "age_type",
+	    "address",    "pincode",   "source",  "priority", "tests",  "packages"};
 	data = json_object();
 	for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
 		json_t *v = json_object_get(b, keep[i]);
@@ -568,8 +578,8 @@ void api_lead_create(struct call *c)
 		domain_fail(c, e, &o, "create lead");
 		goto out;
 	}
-	json_t *f = json_pack("{s:s, s:s}", "leadID", l->lead_id, "phase",
-			      booking ? "booking" : "lead");
+	json_t *f =
+	    json_pack("{s:s, s:s}", "leadID", l->lead_id, "phase", booking ? "booking" : "lead");
 	if (booking)
 		json_object_set_new(f, "bookingID", json_string(bk.booking_id));
 	api_ok(c, booking ? "Booking created successfully" : "Lead created successfully", f);
@@ -587,14 +597,14 @@ void api_lab_report_complete(struct call *c)
 	struct domain_outcome o;
 	memset(&o, 0, sizeof o);
 	enum lh_err e = domain_report_complete(c->app->store, public_url(c), NULL, c->arg[0],
-					       c->arg[1], &b, &o);
+	                                       c->arg[1], &b, &o);
 	if (e != LH_OK) {
 		domain_fail(c, e, &o, "complete report");
 		return;
 	}
 	api_ok(c, o.changed ? "Report completed" : "Report was already completed; nothing changed",
 	       json_pack("{s:s, s:s, s:s, s:b}", "billID", b.bill_id, "reportID", c->arg[1],
-			 "billStatus", domain_bill_status_name(b.status), "changed", o.changed));
+	                 "billStatus", domain_bill_status_name(b.status), "changed", o.changed));
 }
 
 void api_lab_bill_delete(struct call *c)
@@ -612,8 +622,8 @@ void api_lab_bill_delete(struct call *c)
 void api_lab_lead_convert(struct call *c)
 {
 	static const struct field_spec spec[] = {
-		{"bookingType", F_STRING, 1, 64, 0},
-		{"scheduledAt", F_STRING, 1, 40, 0},
+	    {"bookingType", F_STRING, 1, 64, 0},
+	    {"scheduledAt", F_STRING, 1, 40, 0},
 	};
 	struct booking bk;
 	struct domain_outcome o;
@@ -628,7 +638,7 @@ void api_lab_lead_convert(struct call *c)
 		else
 			api_ok(c, "Lead converted to a booking",
 			       json_pack("{s:s, s:s}", "leadID", c->arg[0], "bookingID",
-					 bk.booking_id));
+			                 bk.booking_id));
 	}
 	json_decref(b);
 }

@@ -28,11 +28,11 @@ static json_t *sub_json(const struct subscription *s)
 	for (int i = 0; i < EV__COUNT; i++)
 		if (s->events & (1u << i))
 			json_array_append_new(ev, json_string(event_name((enum event_type)i)));
-	json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:s, s:b, s:o, s:o}", "id", s->id, "labID",
-			      s->lab_id, "events", ev, "endpoint", s->endpoint, "status",
-			      status_names[s->status], "hasAuthToken", s->auth_token[0] != '\0',
-			      "createdAt", api_time(s->created_at), "updatedAt",
-			      api_time(s->updated_at));
+	json_t *o =
+	    json_pack("{s:s, s:s, s:o, s:s, s:s, s:b, s:o, s:o}", "id", s->id, "labID", s->lab_id,
+	              "events", ev, "endpoint", s->endpoint, "status", status_names[s->status],
+	              "hasAuthToken", s->auth_token[0] != '\0', "createdAt",
+	              api_time(s->created_at), "updatedAt", api_time(s->updated_at));
 	if (o && s->party_kind != PARTY_NONE)
 		json_object_set_new(o, accounts_kind_name(s->party_kind), json_string(s->party_id));
 	return o;
@@ -49,8 +49,8 @@ void api_client_labs(struct call *c)
 	}
 	json_t *arr = json_array();
 	for (size_t i = 0; i < n; i++)
-		json_array_append_new(arr, json_pack("{s:s, s:s}", "labID", labs[i].lab_id, "name",
-						     labs[i].name));
+		json_array_append_new(
+		    arr, json_pack("{s:s, s:s}", "labID", labs[i].lab_id, "name", labs[i].name));
 	api_ok(c, "Labs fetched successfully", json_pack("{s:o}", "labs", arr));
 	free(labs);
 }
@@ -63,8 +63,8 @@ static void conflict(struct call *c, const struct subscription *want)
 	char names[256];
 	unsigned clash = 0;
 	struct store *st = c->app->store;
-	enum lh_err e = st->ops->sub_list_holding(st, want->lab_id, want->party_id, want->events,
-						  &held, &n);
+	enum lh_err e =
+	    st->ops->sub_list_holding(st, want->lab_id, want->party_id, want->events, &held, &n);
 	if (e != LH_OK) {
 		api_fail_internal(c, e, "list conflicts");
 		return;
@@ -78,20 +78,19 @@ static void conflict(struct call *c, const struct subscription *want)
 				continue;
 			clash |= 1u << ev;
 			json_array_append_new(list, json_pack("{s:s, s:s}", "event",
-							      event_name((enum event_type)ev),
-							      "subscriptionID", held[i].id));
+			                                      event_name((enum event_type)ev),
+			                                      "subscriptionID", held[i].id));
 		}
 	}
 	free(held);
 	api_fail(c, LH_ECONFLICT, "subscription_conflict", "events",
-		 "a webhook is already registered for %s on this lab%s; change or delete it first",
-		 clash ? event_mask_names(clash, names, sizeof names) : "these events",
-		 want->party_kind == PARTY_NONE ? "" : " and party");
+	         "a webhook is already registered for %s on this lab%s; change or delete it first",
+	         clash ? event_mask_names(clash, names, sizeof names) : "these events",
+	         want->party_kind == PARTY_NONE ? "" : " and party");
 	json_object_set_new(json_object_get(c->rs->json, "error"), "conflicts", list);
 }
 
-static void send_sub(struct call *c, const char *msg, const struct subscription *s,
-		     int with_secret)
+static void send_sub(struct call *c, const char *msg, const struct subscription *s, int with_secret)
 {
 	json_t *f = json_pack("{s:o}", "subscription", sub_json(s));
 	if (f && with_secret)
@@ -123,21 +122,21 @@ static int resolve_party(struct call *c, const struct sub_request *r, struct sub
 	if (c->acct.mode == MODE_CATCH_ALL) {
 		if (pid)
 			return api_fail(c, LH_EINVAL, "party_not_allowed", field,
-					"this is a catch-all account: webhooks take no party; "
-					"remove '%s'",
-					field);
+			                "this is a catch-all account: webhooks take no party; "
+			                "remove '%s'",
+			                field);
 		return 0;
 	}
 	if (!pid)
 		return api_fail(c, LH_EINVAL, "party_required", "corporateUser",
-				"this is a party-scoped account: send 'corporateUser' or "
-				"'organization'");
+		                "this is a party-scoped account: send 'corporateUser' or "
+		                "'organization'");
 	enum lh_err e = c->app->store->ops->party_get(c->app->store, c->acct.client_id, pid, &p);
 	if (e == LH_OK && p.kind != want)
 		e = LH_ENOTFOUND;
 	if (e == LH_ENOTFOUND)
-		return api_fail(c, e, "party_not_found", field, "no %s with this id in your account",
-				field);
+		return api_fail(c, e, "party_not_found", field,
+		                "no %s with this id in your account", field);
 	if (e != LH_OK)
 		return api_fail_internal(c, e, "load party");
 	memcpy(s->party_id, p.party_id, sizeof s->party_id);
@@ -146,18 +145,18 @@ static int resolve_party(struct call *c, const struct sub_request *r, struct sub
 }
 
 /* An identical live registration (same endpoint and events) of (lab, party), if any. */
-static int find_identical(struct call *c, const struct subscription *want,
-			  struct subscription *out, int *found)
+static int find_identical(struct call *c, const struct subscription *want, struct subscription *out,
+                          int *found)
 {
 	struct subscription *held = NULL;
 	size_t n = 0;
 	struct store *st = c->app->store;
-	enum lh_err e = st->ops->sub_list_holding(st, want->lab_id, want->party_id, want->events,
-						  &held, &n);
+	enum lh_err e =
+	    st->ops->sub_list_holding(st, want->lab_id, want->party_id, want->events, &held, &n);
 	if (e != LH_OK)
 		return api_fail_internal(c, e, "list subscriptions");
 	*found = n == 1 && held[0].events == want->events &&
-		 strcmp(held[0].endpoint, want->endpoint) == 0;
+	         strcmp(held[0].endpoint, want->endpoint) == 0;
 	if (*found)
 		*out = held[0];
 	free(held);
@@ -219,7 +218,7 @@ void api_subscribe(struct call *c)
 		/* A repeat that brings a new authToken means to use it from now on. */
 		if (r.auth_token && strcmp(r.auth_token, existing.auth_token) != 0) {
 			snprintf(existing.auth_token, sizeof existing.auth_token, "%s",
-				 r.auth_token);
+			         r.auth_token);
 			if (save_sub(c, &existing))
 				goto out;
 		}
@@ -251,7 +250,8 @@ void api_subs_list(struct call *c)
 	struct subscription *list = NULL;
 	struct lab lab;
 	size_t n = 0, limit;
-	const char *cursor, *lab_id = http_query(c->rq, "labID"), *status = http_query(c->rq, "status");
+	const char *cursor, *lab_id = http_query(c->rq, "labID"),
+	                    *status = http_query(c->rq, "status");
 	int st_filter = -1;
 	struct store *st = c->app->store;
 
@@ -259,16 +259,16 @@ void api_subs_list(struct call *c)
 		return;
 	if (status && *status && (st_filter = status_from_name(status)) < 0) {
 		api_fail(c, LH_EINVAL, "invalid_value", "status",
-			 "'status' must be active, paused or disabled");
+		         "'status' must be active, paused or disabled");
 		return;
 	}
 	if (lab_id && *lab_id) {
 		enum lh_err e = strlen(lab_id) < ID_CAP
-					? st->ops->lab_get(st, c->acct.client_id, lab_id, &lab)
-					: LH_ENOTFOUND;
+		                    ? st->ops->lab_get(st, c->acct.client_id, lab_id, &lab)
+		                    : LH_ENOTFOUND;
 		if (e == LH_ENOTFOUND) {
 			api_fail(c, e, "lab_not_found", "labID",
-				 "no lab with this labID in your account");
+			         "no lab with this labID in your account");
 			return;
 		}
 		if (e != LH_OK) {
@@ -278,8 +278,8 @@ void api_subs_list(struct call *c)
 	} else {
 		lab_id = "";
 	}
-	enum lh_err e = st->ops->sub_list(st, c->acct.client_id, lab_id, st_filter, cursor, limit,
-					  &list, &n);
+	enum lh_err e =
+	    st->ops->sub_list(st, c->acct.client_id, lab_id, st_filter, cursor, limit, &list, &n);
 	if (e != LH_OK) {
 		api_fail_internal(c, e, "list subscriptions");
 		return;
@@ -289,7 +289,7 @@ void api_subs_list(struct call *c)
 		json_array_append_new(arr, sub_json(&list[i]));
 	api_ok(c, "ok",
 	       json_pack("{s:o, s:s?}", "subscriptions", arr, "nextCursor",
-			 n == limit ? list[n - 1].id : NULL));
+	                 n == limit ? list[n - 1].id : NULL));
 	free(list);
 }
 
@@ -322,7 +322,8 @@ static int save_sub(struct call *c, struct subscription *s)
 		return -1;
 	}
 	if (e == LH_ENOTFOUND)
-		return api_fail(c, e, "subscription_not_found", NULL, "no subscription with this id");
+		return api_fail(c, e, "subscription_not_found", NULL,
+		                "no subscription with this id");
 	if (e != LH_OK)
 		return api_fail_internal(c, e, "update subscription");
 	return 0;
@@ -339,10 +340,10 @@ void api_sub_get(struct call *c)
 void api_sub_patch(struct call *c)
 {
 	static const struct field_spec spec[] = {
-		{"events", F_ARRAY, 0, 64, 0},
-		{"endpoint", F_STRING, 0, 0, 0},
-		{"authToken", F_STRING, 0, AUTHTOKEN_CAP - 1, 1},
-		{"status", F_STRING, 0, 16, 0},
+	    {"events", F_ARRAY, 0, 64, 0},
+	    {"endpoint", F_STRING, 0, 0, 0},
+	    {"authToken", F_STRING, 0, AUTHTOKEN_CAP - 1, 1},
+	    {"status", F_STRING, 0, 16, 0},
 	};
 	struct verr v;
 	struct subscription *s = NULL;
@@ -352,7 +353,7 @@ void api_sub_patch(struct call *c)
 		return;
 	if (json_object_size(b) == 0) {
 		api_fail(c, LH_EINVAL, "invalid_request", NULL,
-			 "send at least one of events, endpoint, authToken, status");
+		         "send at least one of events, endpoint, authToken, status");
 		goto out;
 	}
 	if (!(s = load_sub(c)))
@@ -361,7 +362,7 @@ void api_sub_patch(struct call *c)
 		goto bad;
 	if ((j = json_object_get(b, "endpoint"))) {
 		if (validate_endpoint(json_string_value(j), "endpoint", c->app->cfg.allow_net,
-				      c->app->cfg.n_allow_net, &v))
+		                      c->app->cfg.n_allow_net, &v))
 			goto bad;
 		snprintf(s->endpoint, sizeof s->endpoint, "%s", json_string_value(j));
 	}
@@ -375,7 +376,7 @@ void api_sub_patch(struct call *c)
 		int st = status_from_name(json_string_value(j));
 		if (st != SUB_ACTIVE && st != SUB_PAUSED) {
 			api_fail(c, LH_EINVAL, "invalid_value", "status",
-				 "'status' must be \"active\" or \"paused\"");
+			         "'status' must be \"active\" or \"paused\"");
 			goto out;
 		}
 		s->status = (enum sub_status)st;
@@ -435,8 +436,8 @@ void api_sub_secret_rotate(struct call *c)
 	s->prev_secret_until = util_now() + SECRET_OVERLAP_S;
 	memcpy(s->secret, fresh, sizeof s->secret);
 	if (save_sub(c, s) == 0)
-		send_secret(c, "Signing secret rotated; the previous one keeps signing for 24 hours",
-			    s);
+		send_secret(
+		    c, "Signing secret rotated; the previous one keeps signing for 24 hours", s);
 out:
 	free(s);
 }

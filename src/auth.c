@@ -96,7 +96,7 @@ enum lh_err auth_new_client_secret(char out[AUTH_SECRET_CAP], unsigned char hash
 }
 
 enum lh_err auth_check_client(struct auth *a, const char *client_id, const char *secret,
-			      struct account *acct)
+                              struct account *acct)
 {
 	struct account tmp;
 	unsigned char h[32];
@@ -117,7 +117,7 @@ enum lh_err auth_check_client(struct auth *a, const char *client_id, const char 
 }
 
 static enum lh_err sign_access(struct auth *a, const struct account *acct,
-			       char access[AUTH_TOKEN_CAP])
+                               char access[AUTH_TOKEN_CAP])
 {
 	jwt_t *jwt = NULL;
 	char *tok = NULL, jti[ID_CAP];
@@ -145,7 +145,7 @@ out:
 }
 
 enum lh_err auth_issue(struct auth *a, const struct account *acct, char access[AUTH_TOKEN_CAP],
-		       char refresh[AUTH_SECRET_CAP])
+                       char refresh[AUTH_SECRET_CAP])
 {
 	char family[ID_CAP], rt[AUTH_SECRET_CAP];
 	unsigned char h[32];
@@ -156,7 +156,7 @@ enum lh_err auth_issue(struct auth *a, const struct account *acct, char access[A
 		return e;
 	auth_hash_secret(rt, h);
 	if ((e = a->st->ops->refresh_insert(a->st, h, acct->client_id, family,
-					    util_now() + a->refresh_ttl_s)) != LH_OK)
+	                                    util_now() + a->refresh_ttl_s)) != LH_OK)
 		return e;
 	if ((e = sign_access(a, acct, access)) != LH_OK)
 		return e;
@@ -165,8 +165,8 @@ enum lh_err auth_issue(struct auth *a, const struct account *acct, char access[A
 }
 
 enum lh_err auth_refresh(struct auth *a, const char *client_id, const char *refresh_token,
-			 char access[AUTH_TOKEN_CAP], char refresh_out[AUTH_SECRET_CAP],
-			 const char **why)
+                         char access[AUTH_TOKEN_CAP], char refresh_out[AUTH_SECRET_CAP],
+                         const char **why)
 {
 	struct account acct;
 	char rt[AUTH_SECRET_CAP];
@@ -191,9 +191,9 @@ enum lh_err auth_refresh(struct auth *a, const char *client_id, const char *refr
 	if (e != LH_OK)
 		return e;
 	if (r != REFRESH_OK) {
-		*why = r == REFRESH_REUSED ? "reused_family_revoked"
+		*why = r == REFRESH_REUSED    ? "reused_family_revoked"
 		       : r == REFRESH_EXPIRED ? "expired"
-					      : "unknown_or_revoked";
+		                              : "unknown_or_revoked";
 		return LH_EUNAUTH;
 	}
 	if ((e = sign_access(a, &acct, access)) != LH_OK)
@@ -226,7 +226,8 @@ static int header_is_hs256(const char *tok)
 		goto out;
 	const char *key;
 	json_t *v;
-	json_object_foreach(h, key, v) {
+	json_object_foreach(h, key, v)
+	{
 		if (strcmp(key, "alg") == 0)
 			ok = json_is_string(v) && strcmp(json_string_value(v), "HS256") == 0;
 		else if (strcmp(key, "typ") != 0)
@@ -252,8 +253,9 @@ enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct accoun
 	tok = header + 7;
 	while (*tok == ' ')
 		tok++;
-	if (strlen(tok) >= AUTH_TOKEN_CAP || strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
-							"nopqrstuvwxyz0123456789-_.") != strlen(tok))
+	if (strlen(tok) >= AUTH_TOKEN_CAP ||
+	    strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
+	                "nopqrstuvwxyz0123456789-_.") != strlen(tok))
 		return LH_EUNAUTH;
 	if (!header_is_hs256(tok))
 		return LH_EUNAUTH;

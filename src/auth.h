@@ -15,7 +15,7 @@
 #include "store.h"
 
 #define AUTH_ACCESS_TTL 600 /* seconds; Flabs: 10 minutes */
-#define AUTH_TOKEN_CAP 1024
+#define AUTH_TOKEN_CAP  1024
 #define AUTH_SECRET_CAP 64
 
 struct auth;
@@ -30,15 +30,15 @@ void auth_hash_secret(const char *secret, unsigned char out[32]);
 
 /* Checks clientID + secret in constant time. LH_EUNAUTH for any mismatch; *acct on LH_OK. */
 enum lh_err auth_check_client(struct auth *a, const char *client_id, const char *secret,
-			      struct account *acct);
+                              struct account *acct);
 /* Issues an access token and a refresh token of a new family for acct. */
-enum lh_err auth_issue(struct auth *a, const struct account *acct,
-		       char access[AUTH_TOKEN_CAP], char refresh[AUTH_SECRET_CAP]);
+enum lh_err auth_issue(struct auth *a, const struct account *acct, char access[AUTH_TOKEN_CAP],
+                       char refresh[AUTH_SECRET_CAP]);
 /* Rotates a refresh token into a new pair. LH_EUNAUTH when unknown, expired, revoked or
  * replayed (a replay revokes the family); *why gets a short reason for the log. */
 enum lh_err auth_refresh(struct auth *a, const char *client_id, const char *refresh_token,
-			 char access[AUTH_TOKEN_CAP], char refresh_out[AUTH_SECRET_CAP],
-			 const char **why);
+                         char access[AUTH_TOKEN_CAP], char refresh_out[AUTH_SECRET_CAP],
+                         const char **why);
 /* Verifies "Bearer <jwt>" and loads its account; LH_EUNAUTH on anything wrong. */
 enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct account *acct);
 

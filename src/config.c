@@ -18,12 +18,11 @@
 #include "util.h"
 
 enum layer { L_DEFAULT, L_FILE, L_ENV, L_CLI };
-static const char *const layer_names[] = {"default", "config file", "environment",
-					  "command line"};
+static const char *const layer_names[] = {"default", "config file", "environment", "command line"};
 
 struct setting;
 typedef int (*parse_fn)(const struct setting *s, struct config *c, const char *v, int first,
-			char *why, size_t whycap);
+                        char *why, size_t whycap);
 
 struct setting {
 	const char *name;
@@ -37,8 +36,8 @@ struct setting {
 
 #define FIELD(f) offsetof(struct config, f)
 
-static int p_string(const struct setting *s, struct config *c, const char *v, int first,
-		    char *why, size_t whycap)
+static int p_string(const struct setting *s, struct config *c, const char *v, int first, char *why,
+                    size_t whycap)
 {
 	(void)first;
 	size_t cap = (size_t)s->max;
@@ -51,7 +50,7 @@ static int p_string(const struct setting *s, struct config *c, const char *v, in
 }
 
 static int p_nonempty_path(const struct setting *s, struct config *c, const char *v, int first,
-			   char *why, size_t whycap)
+                           char *why, size_t whycap)
 {
 	if (*v == '\0') {
 		snprintf(why, whycap, "must not be empty");
@@ -61,7 +60,7 @@ static int p_nonempty_path(const struct setting *s, struct config *c, const char
 }
 
 static int p_int(const struct setting *s, struct config *c, const char *v, int first, char *why,
-		 size_t whycap)
+                 size_t whycap)
 {
 	(void)first;
 	char *end;
@@ -73,7 +72,7 @@ static int p_int(const struct setting *s, struct config *c, const char *v, int f
 	}
 	if (n < s->min || n > s->max) {
 		snprintf(why, whycap, "must be between %lld and %lld", (long long)s->min,
-			 (long long)s->max);
+		         (long long)s->max);
 		return -1;
 	}
 	*(int *)((char *)c + s->off) = (int)n;
@@ -81,7 +80,7 @@ static int p_int(const struct setting *s, struct config *c, const char *v, int f
 }
 
 static int p_bool(const struct setting *s, struct config *c, const char *v, int first, char *why,
-		  size_t whycap)
+                  size_t whycap)
 {
 	(void)first;
 	int b;
@@ -98,7 +97,7 @@ static int p_bool(const struct setting *s, struct config *c, const char *v, int 
 }
 
 static int p_duration(const struct setting *s, struct config *c, const char *v, int first,
-		      char *why, size_t whycap)
+                      char *why, size_t whycap)
 {
 	(void)first;
 	int64_t ms;
@@ -108,15 +107,15 @@ static int p_duration(const struct setting *s, struct config *c, const char *v, 
 	}
 	if (ms < s->min || ms > s->max) {
 		snprintf(why, whycap, "must be between %lldms and %lldms", (long long)s->min,
-			 (long long)s->max);
+		         (long long)s->max);
 		return -1;
 	}
 	*(int64_t *)((char *)c + s->off) = ms;
 	return 0;
 }
 
-static int p_bytes(const struct setting *s, struct config *c, const char *v, int first,
-		   char *why, size_t whycap)
+static int p_bytes(const struct setting *s, struct config *c, const char *v, int first, char *why,
+                   size_t whycap)
 {
 	(void)first;
 	char *end;
@@ -129,18 +128,18 @@ static int p_bytes(const struct setting *s, struct config *c, const char *v, int
 		mult = 1024 * 1024;
 	else if (*end != '\0')
 		mult = 0;
-	if (*v == '\0' || !isdigit((unsigned char)*v) || errno || mult == 0 ||
-	    n > s->max / mult || n * mult < s->min) {
+	if (*v == '\0' || !isdigit((unsigned char)*v) || errno || mult == 0 || n > s->max / mult ||
+	    n * mult < s->min) {
 		snprintf(why, whycap, "must be a size between %lld and %lld bytes (e.g. 1MiB)",
-			 (long long)s->min, (long long)s->max);
+		         (long long)s->min, (long long)s->max);
 		return -1;
 	}
 	*(int64_t *)((char *)c + s->off) = n * mult;
 	return 0;
 }
 
-static int p_listen(const struct setting *s, struct config *c, const char *v, int first,
-		    char *why, size_t whycap)
+static int p_listen(const struct setting *s, struct config *c, const char *v, int first, char *why,
+                    size_t whycap)
 {
 	(void)s;
 	(void)first;
@@ -178,8 +177,8 @@ static int p_listen(const struct setting *s, struct config *c, const char *v, in
 	return 0;
 }
 
-static int p_cidr(const struct setting *s, struct config *c, const char *v, int first,
-		  char *why, size_t whycap)
+static int p_cidr(const struct setting *s, struct config *c, const char *v, int first, char *why,
+                  size_t whycap)
 {
 	(void)s;
 	if (first)
@@ -202,7 +201,7 @@ static int p_cidr(const struct setting *s, struct config *c, const char *v, int 
 		}
 		if (addr_parse_cidr(buf, &c->allow_net[c->n_allow_net]) != 0) {
 			snprintf(why, whycap, "'%.64s' is not a CIDR (e.g. 127.0.0.0/8, ::1/128)",
-				 buf);
+			         buf);
 			return -1;
 		}
 		c->n_allow_net++;
@@ -214,7 +213,7 @@ static int p_cidr(const struct setting *s, struct config *c, const char *v, int 
 }
 
 static int p_schedule(const struct setting *s, struct config *c, const char *v, int first,
-		      char *why, size_t whycap)
+                      char *why, size_t whycap)
 {
 	(void)s;
 	(void)first;
@@ -234,7 +233,7 @@ static int p_schedule(const struct setting *s, struct config *c, const char *v, 
 		}
 		if (len == 0 || len >= sizeof buf || n >= CFG_MAX_RETRY) {
 			snprintf(why, whycap, "a list of at most %d delays like 0,5s,30s,2m",
-				 CFG_MAX_RETRY);
+			         CFG_MAX_RETRY);
 			return -1;
 		}
 		memcpy(buf, p, len);
@@ -254,7 +253,7 @@ static int p_schedule(const struct setting *s, struct config *c, const char *v, 
 }
 
 static int p_url(const struct setting *s, struct config *c, const char *v, int first, char *why,
-		 size_t whycap)
+                 size_t whycap)
 {
 	if (*v != '\0' && strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
 		snprintf(why, whycap, "must start with http:// or https://");
@@ -263,8 +262,8 @@ static int p_url(const struct setting *s, struct config *c, const char *v, int f
 	return p_string(s, c, v, first, why, whycap);
 }
 
-static int p_ca_file(const struct setting *s, struct config *c, const char *v, int first,
-		     char *why, size_t whycap)
+static int p_ca_file(const struct setting *s, struct config *c, const char *v, int first, char *why,
+                     size_t whycap)
 {
 	if (*v != '\0') {
 		struct stat stt;
@@ -283,8 +282,8 @@ static int p_ca_file(const struct setting *s, struct config *c, const char *v, i
 	return p_string(s, c, v, first, why, whycap);
 }
 
-static int p_level(const struct setting *s, struct config *c, const char *v, int first,
-		   char *why, size_t whycap)
+static int p_level(const struct setting *s, struct config *c, const char *v, int first, char *why,
+                   size_t whycap)
 {
 	(void)s;
 	(void)first;
@@ -296,53 +295,53 @@ static int p_level(const struct setting *s, struct config *c, const char *v, int
 }
 
 static const struct setting settings[] = {
-	{"config", "", "settings file (key = value lines); read before the environment",
-	 p_string, FIELD(config_file), 0, CFG_PATH_CAP, 0},
-	{"data-dir", "./var", "where the SQLite database and admin.key live (created if absent)",
-	 p_nonempty_path, FIELD(data_dir), 0, CFG_PATH_CAP, 0},
-	{"listen", "127.0.0.1:8080", "HTTP listener HOST:PORT (port 0 picks a free one)",
-	 p_listen, 0, 0, 0, 0},
-	{"allow-net", "", "admit a blocked address range for delivery (repeatable CIDR)", p_cidr,
-	 0, 0, 0, 1},
-	{"ca-file", "", "extra CA certificates (PEM) to trust for endpoints", p_ca_file,
-	 FIELD(ca_file), 0, CFG_PATH_CAP, 0},
-	{"retry-schedule", "0,5s,30s,2m,10m,30m,1h,3h,6h,12h,24h,24h",
-	 "delays before each delivery attempt, comma-separated", p_schedule, 0, 0, 0, 0},
-	{"public-url", "", "base URL for reportURL links (default http://<listen>)", p_url,
-	 FIELD(public_url), 0, 512, 0},
-	{"log-level", "info", "debug, info, warn or error", p_level, 0, 0, 0, 0},
-	{"http-threads", "16", "threads serving HTTP requests (each waits for its commit)", p_int, FIELD(http_threads), 1, 64,
-	 0},
-	{"max-connections", "1024", "concurrent HTTP connections accepted", p_int,
-	 FIELD(max_connections), 1, 100000, 0},
-	{"max-connections-per-ip", "256", "concurrent HTTP connections from one address", p_int,
-	 FIELD(max_connections_per_ip), 1, 100000, 0},
-	{"conn-timeout", "30s", "idle or slow HTTP connection is closed after this", p_duration,
-	 FIELD(conn_timeout_ms), 1000, 3600 * 1000, 0},
-	{"max-body", "1MiB", "largest request body accepted (413 above)", p_bytes,
-	 FIELD(max_body), 1024, 64 * 1024 * 1024, 0},
-	{"refresh-ttl", "30d", "refresh tokens expire after this long unused", p_duration,
-	 FIELD(refresh_ttl_ms), 60 * 1000, 365LL * 86400 * 1000, 0},
-	{"auth-max-failures", "10", "failed logins per client id or address before 429", p_int,
-	 FIELD(auth_max_failures), 1, 100000, 0},
-	{"auth-lockout", "5m", "window for counting failed logins, and the lockout length",
-	 p_duration, FIELD(auth_lockout_ms), 1000, 86400 * 1000, 0},
-	{"demo", "false", "create demo accounts and print their credentials at start", p_bool,
-	 FIELD(demo), 0, 0, 0},
-	{"timeout", "15s", "a delivery attempt must get its answer within this", p_duration,
-	 FIELD(delivery_timeout_ms), 100, 300 * 1000, 0},
-	{"connect-timeout", "5s", "a delivery attempt must connect within this", p_duration,
-	 FIELD(connect_timeout_ms), 100, 60 * 1000, 0},
-	{"max-in-flight", "256", "delivery requests in flight at once, in total", p_int,
-	 FIELD(max_in_flight), 1, 100000, 0},
-	{"max-in-flight-per-endpoint", "16", "delivery requests in flight to one subscription",
-	 p_int, FIELD(max_in_flight_per_endpoint), 1, 10000, 0},
-	{"disable-after", "5d", "a subscription failing this long without a success is disabled",
-	 p_duration, FIELD(disable_after_ms), 1000, 365LL * 86400 * 1000, 0},
-	{"disable-min-span", "12h", "...and only when its failures span at least this long",
-	 p_duration, FIELD(disable_min_span_ms), 0, 365LL * 86400 * 1000, 0},
-	{"delivery-window", "20000", "pending deliveries held in memory; the rest wait on disk",
-	 p_int, FIELD(delivery_window), 16, 10000000, 0},
+    {"config", "", "settings file (key = value lines); read before the environment", p_string,
+     FIELD(config_file), 0, CFG_PATH_CAP, 0},
+    {"data-dir", "./var", "where the SQLite database and admin.key live (created if absent)",
+     p_nonempty_path, FIELD(data_dir), 0, CFG_PATH_CAP, 0},
+    {"listen", "127.0.0.1:8080", "HTTP listener HOST:PORT (port 0 picks a free one)", p_listen, 0,
+     0, 0, 0},
+    {"allow-net", "", "admit a blocked address range for delivery (repeatable CIDR)", p_cidr, 0, 0,
+     0, 1},
+    {"ca-file", "", "extra CA certificates (PEM) to trust for endpoints", p_ca_file, FIELD(ca_file),
+     0, CFG_PATH_CAP, 0},
+    {"retry-schedule", "0,5s,30s,2m,10m,30m,1h,3h,6h,12h,24h,24h",
+     "delays before each delivery attempt, comma-separated", p_schedule, 0, 0, 0, 0},
+    {"public-url", "", "base URL for reportURL links (default http://<listen>)", p_url,
+     FIELD(public_url), 0, 512, 0},
+    {"log-level", "info", "debug, info, warn or error", p_level, 0, 0, 0, 0},
+    {"http-threads", "16", "threads serving HTTP requests (each waits for its commit)", p_int,
+     FIELD(http_threads), 1, 64, 0},
+    {"max-connections", "1024", "concurrent HTTP connections accepted", p_int,
+     FIELD(max_connections), 1, 100000, 0},
+    {"max-connections-per-ip", "256", "concurrent HTTP connections from one address", p_int,
+     FIELD(max_connections_per_ip), 1, 100000, 0},
+    {"conn-timeout", "30s", "idle or slow HTTP connection is closed after this", p_duration,
+     FIELD(conn_timeout_ms), 1000, 3600 * 1000, 0},
+    {"max-body", "1MiB", "largest request body accepted (413 above)", p_bytes, FIELD(max_body),
+     1024, 64 * 1024 * 1024, 0},
+    {"refresh-ttl", "30d", "refresh tokens expire after this long unused", p_duration,
+     FIELD(refresh_ttl_ms), 60 * 1000, 365LL * 86400 * 1000, 0},
+    {"auth-max-failures", "10", "failed logins per client id or address before 429", p_int,
+     FIELD(auth_max_failures), 1, 100000, 0},
+    {"auth-lockout", "5m", "window for counting failed logins, and the lockout length", p_duration,
+     FIELD(auth_lockout_ms), 1000, 86400 * 1000, 0},
+    {"demo", "false", "create demo accounts and print their credentials at start", p_bool,
+     FIELD(demo), 0, 0, 0},
+    {"timeout", "15s", "a delivery attempt must get its answer within this", p_duration,
+     FIELD(delivery_timeout_ms), 100, 300 * 1000, 0},
+    {"connect-timeout", "5s", "a delivery attempt must connect within this", p_duration,
+     FIELD(connect_timeout_ms), 100, 60 * 1000, 0},
+    {"max-in-flight", "256", "delivery requests in flight at once, in total", p_int,
+     FIELD(max_in_flight), 1, 100000, 0},
+    {"max-in-flight-per-endpoint", "16", "delivery requests in flight to one subscription", p_int,
+     FIELD(max_in_flight_per_endpoint), 1, 10000, 0},
+    {"disable-after", "5d", "a subscription failing this long without a success is disabled",
+     p_duration, FIELD(disable_after_ms), 1000, 365LL * 86400 * 1000, 0},
+    {"disable-min-span", "12h", "...and only when its failures span at least this long", p_duration,
+     FIELD(disable_min_span_ms), 0, 365LL * 86400 * 1000, 0},
+    {"delivery-window", "20000", "pending deliveries held in memory; the rest wait on disk", p_int,
+     FIELD(delivery_window), 16, 10000000, 0},
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
@@ -362,14 +361,14 @@ struct loader {
 };
 
 static int apply(struct loader *ld, const struct setting *s, const char *v, enum layer layer,
-		 const char *where)
+                 const char *where)
 {
 	char why[256] = "";
 	size_t idx = (size_t)(s - settings);
 	int first = ld->layer_of[idx] != layer;
 	if (s->parse(s, ld->cfg, v, first, why, sizeof why) != 0) {
 		snprintf(ld->err, ld->errcap, "bad setting %s (%s%s): %s", s->name,
-			 layer_names[layer], where, why);
+		         layer_names[layer], where, why);
 		return -1;
 	}
 	ld->layer_of[idx] = layer;
@@ -384,7 +383,7 @@ static int load_file(struct loader *ld, const char *path)
 
 	if (!f) {
 		snprintf(ld->err, ld->errcap, "bad setting config: cannot read '%.200s': %s", path,
-			 strerror(errno));
+		         strerror(errno));
 		return -1;
 	}
 	while (fgets(line, sizeof line, f)) {
@@ -410,7 +409,7 @@ static int load_file(struct loader *ld, const char *path)
 		snprintf(where, sizeof where, " %.900s:%d", path, lineno);
 		if (!s || s->parse == p_string) { /* "config" cannot nest */
 			snprintf(ld->err, ld->errcap, "unknown setting '%.*s' (config file%s)",
-				 (int)(klen > 64 ? 64 : klen), p, where);
+			         (int)(klen > 64 ? 64 : klen), p, where);
 			rc = -1;
 			break;
 		}
@@ -441,7 +440,7 @@ static const char *env_get(char **env, const char *key)
 }
 
 int config_load(struct config *cfg, int argc, char **argv, char **env, const char **rest,
-		size_t rest_cap, size_t *n_rest, char *err, size_t errcap)
+                size_t rest_cap, size_t *n_rest, char *err, size_t errcap)
 {
 	struct loader ld = {.cfg = cfg, .err = err, .errcap = errcap};
 	char key[64];
@@ -492,8 +491,8 @@ int config_load(struct config *cfg, int argc, char **argv, char **env, const cha
 			else if (s && i + 1 < argc)
 				v = argv[++i];
 			else if (s) {
-				snprintf(err, errcap, "bad setting %s (command line): needs a value",
-					 s->name);
+				snprintf(err, errcap,
+				         "bad setting %s (command line): needs a value", s->name);
 				return -1;
 			}
 		}
@@ -518,13 +517,13 @@ int config_load(struct config *cfg, int argc, char **argv, char **env, const cha
 void config_print_help(FILE *f)
 {
 	fprintf(f, "Settings (default < --config file < LABHOOK_<NAME> environment < "
-		   "command line):\n");
+	           "command line):\n");
 	for (size_t i = 0; i < N_SETTINGS; i++) {
 		char env[64];
 		env_name(settings[i].name, env, sizeof env);
 		fprintf(f, "  --%-18s %s%s\n  %-20s   default: %s; env %s\n", settings[i].name,
-			settings[i].help, settings[i].is_list ? " [repeatable]" : "", "",
-			*settings[i].def ? settings[i].def : "(none)", env);
+		        settings[i].help, settings[i].is_list ? " [repeatable]" : "", "",
+		        *settings[i].def ? settings[i].def : "(none)", env);
 	}
 }
 
@@ -537,12 +536,12 @@ void config_log_effective(const struct config *c)
 		const struct cidr *x = &c->allow_net[i];
 		inet_ntop(x->family, x->addr, a, sizeof a);
 		o += (size_t)snprintf(allow + o, sizeof allow - o, "%s%s/%d", i ? "," : "", a,
-				      x->prefix);
+		                      x->prefix);
 	}
 	o = 0;
 	for (size_t i = 0; i < c->n_retry; i++)
 		o += (size_t)snprintf(sched + o, sizeof sched - o, "%s%lldms", i ? "," : "",
-				      (long long)c->retry_ms[i]);
+		                      (long long)c->retry_ms[i]);
 	LOG(LOG_INFO, "config",
 	    "data_dir=%s listen=%s:%d allow_net=%s ca_file=%s retry_schedule=%s public_url=%s "
 	    "http_threads=%d max_connections=%d conn_timeout_ms=%lld max_body=%lld "

@@ -16,8 +16,8 @@
 #include "addr.h"
 #include "log.h"
 
-#define CFG_PATH_CAP 1024
-#define CFG_MAX_CIDR 32
+#define CFG_PATH_CAP  1024
+#define CFG_MAX_CIDR  32
 #define CFG_MAX_RETRY 32
 
 struct config {
@@ -56,7 +56,7 @@ struct config {
  * pointers into argv, at most rest_cap) and counted in *n_rest.
  * On error, writes one line naming the setting into err (cap bytes) and returns -1. */
 int config_load(struct config *cfg, int argc, char **argv, char **env, const char **rest,
-		size_t rest_cap, size_t *n_rest, char *err, size_t errcap);
+                size_t rest_cap, size_t *n_rest, char *err, size_t errcap);
 /* Prints the settings table (name, default, help) for --help. */
 void config_print_help(FILE *f);
 /* Logs the effective configuration, one line per setting, no secrets (there are none). */

@@ -30,13 +30,13 @@
 #include "log.h"
 #include "sign.h"
 
-#define HASH_BUCKETS 65536
-#define RESULT_BATCH 512
-#define FLUSH_MS 20
-#define STREAK_BACKOFF 5      /* consecutive failures before an endpoint is backed off */
-#define BACKOFF_MAX_MS 60000
+#define HASH_BUCKETS      65536
+#define RESULT_BATCH      512
+#define FLUSH_MS          20
+#define STREAK_BACKOFF    5 /* consecutive failures before an endpoint is backed off */
+#define BACKOFF_MAX_MS    60000
 #define RESPONSE_READ_CAP (1 << 20)
-#define STOP_GRACE_MS 10000
+#define STOP_GRACE_MS     10000
 
 struct item {
 	struct item *next;
@@ -50,8 +50,8 @@ struct item {
 struct endpoint;
 
 struct lane {
-	struct lane *hnext;   /* hash chain */
-	struct lane *wnext;   /* waiting list */
+	struct lane *hnext; /* hash chain */
+	struct lane *wnext; /* waiting list */
 	char sub_id[ID_CAP];
 	char entity_id[ID_CAP];
 	struct item *head, *tail;
@@ -261,8 +261,9 @@ static void lane_add(struct dispatcher *d, const struct delivery *dl)
 {
 	struct lane *l = lane_get(d, dl->sub_id, dl->entity_id);
 	if (!l) {
-		LOG(LOG_ERROR, "dispatch", "delivery=%s out of memory; it stays pending in the store "
-					   "and is sent after restart",
+		LOG(LOG_ERROR, "dispatch",
+		    "delivery=%s out of memory; it stays pending in the store "
+		    "and is sent after restart",
 		    dl->delivery_id);
 		return;
 	}
@@ -636,25 +637,25 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 	} else {
 		if (got_answer)
 			snprintf(r.a.error, sizeof r.a.error, "%s%ld",
-				 code >= 300 && code < 400 ? "redirect_" : "http_", code);
+			         code >= 300 && code < 400 ? "redirect_" : "http_", code);
 		else
 			snprintf(r.a.error, sizeof r.a.error, "%s", classify(cc, a));
 		ep->streak++;
 		if (ep->streak >= STREAK_BACKOFF) {
 			int64_t b = 1000LL << (ep->streak - STREAK_BACKOFF < 16
-						      ? ep->streak - STREAK_BACKOFF
-						      : 16);
+			                           ? ep->streak - STREAK_BACKOFF
+			                           : 16);
 			ep->backoff_until_ms = now_ms + (b > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b);
 		}
 		if (!ep->sub.failing_since)
 			ep->sub.failing_since = r.now;
 		r.sub = SUBO_FAILURE;
 		int64_t span = r.now - ep->sub.failing_since;
-		if (code == 410 ||
-		    (span * 1000 >= d->cfg->disable_after_ms && span * 1000 >= d->cfg->disable_min_span_ms)) {
+		if (code == 410 || (span * 1000 >= d->cfg->disable_after_ms &&
+		                    span * 1000 >= d->cfg->disable_min_span_ms)) {
 			r.sub = SUBO_DISABLE;
-			LOG(LOG_WARN, "dispatch", "sub=%s reason=%s subscription disabled", l->sub_id,
-			    code == 410 ? "gone" : "failing");
+			LOG(LOG_WARN, "dispatch", "sub=%s reason=%s subscription disabled",
+			    l->sub_id, code == 410 ? "gone" : "failing");
 		}
 		if (code == 410 || (size_t)it->attempts >= d->cfg->n_retry) {
 			r.status = DLV_FAILED;
@@ -673,7 +674,8 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 	ep->in_flight--;
 	d->in_flight--;
 	if (r.status != DLV_PENDING)
-		lane_pop_head(d, l); /* delivered or given up: the next event of the entity may go */
+		lane_pop_head(d,
+		              l); /* delivered or given up: the next event of the entity may go */
 	attempt_free(a);
 	schedule(d, l);
 	wake_waiting(d);
@@ -746,8 +748,8 @@ static void reload_evicted(struct dispatcher *d)
 				continue;
 			struct delivery *list = NULL;
 			size_t n = 0;
-			if (d->st->ops->delivery_pending(d->st, 0, ep->sub_id, (size_t)-1 >> 1, &list,
-							 &n) != LH_OK)
+			if (d->st->ops->delivery_pending(d->st, 0, ep->sub_id, (size_t)-1 >> 1,
+			                                 &list, &n) != LH_OK)
 				continue;
 			ep->evicted = 0;
 			for (size_t i = 0; i < n; i++)
@@ -786,7 +788,8 @@ static void *dispatch_main(void *arg)
 			heap_pop(d);
 			if (top.gen != top.lane->gen || top.lane->in_flight || !top.lane->head)
 				continue; /* stale entry */
-			if (top.lane->head->next_at_ms > now || top.lane->ep->backoff_until_ms > now) {
+			if (top.lane->head->next_at_ms > now ||
+			    top.lane->ep->backoff_until_ms > now) {
 				schedule(d, top.lane);
 				continue;
 			}
@@ -835,8 +838,9 @@ void dispatch_enqueue(struct dispatcher *d, const struct delivery *dl, size_t n)
 		struct delivery *ni = realloc(d->inbox, ncap * sizeof *ni);
 		if (!ni) {
 			pthread_mutex_unlock(&d->inbox_mu);
-			LOG(LOG_ERROR, "dispatch", "n=%zu out of memory; the deliveries stay pending in "
-						   "the store and are sent after restart",
+			LOG(LOG_ERROR, "dispatch",
+			    "n=%zu out of memory; the deliveries stay pending in "
+			    "the store and are sent after restart",
 			    n);
 			return;
 		}
@@ -873,8 +877,9 @@ enum lh_err dispatch_start(struct store *st, const struct config *cfg, struct di
 	st->ops->set_commit_hook(st, on_commit, d);
 	d->spilled = 1;
 	load_page(d);
-	LOG(LOG_INFO, "dispatch", "loaded=%zu more_in_store=%d window=%d max_in_flight=%d "
-				  "delivery engine ready",
+	LOG(LOG_INFO, "dispatch",
+	    "loaded=%zu more_in_store=%d window=%d max_in_flight=%d "
+	    "delivery engine ready",
 	    d->mem_items, d->spilled, cfg->delivery_window, cfg->max_in_flight);
 	if (pthread_create(&d->thread, NULL, dispatch_main, d) != 0) {
 		e = LH_EIO;

@@ -23,11 +23,11 @@ const char *domain_bill_status_name(enum bill_status s)
 }
 
 static enum lh_err refuse(struct domain_outcome *o, enum lh_err e, const char *code,
-			  const char *field, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+                          const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 static enum lh_err refuse(struct domain_outcome *o, enum lh_err e, const char *code,
-			  const char *field, const char *fmt, ...)
+                          const char *field, const char *fmt, ...)
 {
 	va_list ap;
 	o->code = code;
@@ -46,7 +46,7 @@ static void add_parties(json_t *o, const struct parties *p)
 		json_object_set_new(o, "referredOrganization", json_string(p->referred_org));
 	if (p->referred_hospital_org[0])
 		json_object_set_new(o, "referredHospitalOrganization",
-				    json_string(p->referred_hospital_org));
+		                    json_string(p->referred_hospital_org));
 }
 
 json_t *domain_bill_json(const struct bill *b, const struct report *r, size_t n)
@@ -54,12 +54,12 @@ json_t *domain_bill_json(const struct bill *b, const struct report *r, size_t n)
 	json_t *tests = json_array();
 	for (size_t i = 0; i < n; i++)
 		json_array_append_new(
-			tests, json_pack("{s:s, s:s, s:s}", "_id", r[i].report_id, "name", r[i].name,
-					 "status",
-					 r[i].status == REPORT_COMPLETED ? "completed" : "pending"));
+		    tests,
+		    json_pack("{s:s, s:s, s:s}", "_id", r[i].report_id, "name", r[i].name, "status",
+		              r[i].status == REPORT_COMPLETED ? "completed" : "pending"));
 	json_t *o = json_pack("{s:s, s:s, s:{s:s, s:o}}", "billID", b->bill_id, "integratorID",
-			      b->integrator_id, "billData", "status",
-			      domain_bill_status_name(b->status), "testData", tests);
+	                      b->integrator_id, "billData", "status",
+	                      domain_bill_status_name(b->status), "testData", tests);
 	if (o)
 		add_parties(o, &b->parties);
 	return o;
@@ -69,8 +69,8 @@ json_t *domain_bill_json(const struct bill *b, const struct report *r, size_t n)
 static char *envelope(const struct event *ev, json_t *data)
 {
 	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:o}", "eventID", ev->event_id, "labID",
-			      ev->lab_id, "eventType", event_name((enum event_type)ev->type),
-			      "eventTime", (json_int_t)ev->created_at, "data", data);
+	                      ev->lab_id, "eventType", event_name((enum event_type)ev->type),
+	                      "eventTime", (json_int_t)ev->created_at, "data", data);
 	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	return text;
@@ -78,8 +78,8 @@ static char *envelope(const struct event *ev, json_t *data)
 
 /* Writes one event about an entity with its deliveries; takes ownership of data. */
 static enum lh_err emit_to(struct store_tx *tx, const char *client_id, const char *lab_id,
-			   enum event_type type, const char *entity_id, const struct parties *p,
-			   json_t *data, const char *only_sub, struct domain_outcome *out)
+                           enum event_type type, const char *entity_id, const struct parties *p,
+                           json_t *data, const char *only_sub, struct domain_outcome *out)
 {
 	struct event ev;
 	const char *party_ids[3] = {p->corporate_user, p->referred_org, p->referred_hospital_org};
@@ -112,21 +112,22 @@ static enum lh_err emit_to(struct store_tx *tx, const char *client_id, const cha
 }
 
 static enum lh_err emit(struct store_tx *tx, const char *client_id, const char *lab_id,
-			enum event_type type, const char *entity_id, const struct parties *p,
-			json_t *data, struct domain_outcome *out)
+                        enum event_type type, const char *entity_id, const struct parties *p,
+                        json_t *data, struct domain_outcome *out)
 {
 	return emit_to(tx, client_id, lab_id, type, entity_id, p, data, NULL, out);
 }
 
-static json_t *bill_event_data(const char *public_url, const struct bill *b,
-			       const struct report *r, size_t n, const struct report *done)
+static json_t *bill_event_data(const char *public_url, const struct bill *b, const struct report *r,
+                               size_t n, const struct report *done)
 {
 	json_t *d = domain_bill_json(b, r, n);
 	char url[1024];
 	if (!d)
 		return NULL;
 	if (done) {
-		snprintf(url, sizeof url, "%s/reports/%s/%s", public_url, b->bill_id, done->report_id);
+		snprintf(url, sizeof url, "%s/reports/%s/%s", public_url, b->bill_id,
+		         done->report_id);
 		json_object_set_new(d, "reportID", json_string(done->report_id));
 		json_object_set_new(d, "reportURL", json_string(url));
 	} else if (b->status == BILL_COMPLETED) {
@@ -154,28 +155,27 @@ static enum lh_err job_bill_create(struct store_tx *tx, void *arg)
 	enum lh_err e = tx->ops->bill_insert(tx, j->bill, j->reports, j->n);
 	if (e == LH_ECONFLICT)
 		return refuse(j->out, e, "duplicate_bar_code", "barCode",
-			      "barCode '%.64s' is already used by another bill of this lab",
-			      j->bill->bar_code);
+		              "barCode '%.64s' is already used by another bill of this lab",
+		              j->bill->bar_code);
 	if (e != LH_OK)
 		return e;
 	return emit(tx, j->bill->client_id, j->bill->lab_id, EV_BILL_CREATED, j->bill->bill_id,
-		    &j->bill->parties, bill_event_data(j->public_url, j->bill, j->reports, j->n, NULL),
-		    j->out);
+	            &j->bill->parties,
+	            bill_event_data(j->public_url, j->bill, j->reports, j->n, NULL), j->out);
 }
 
 enum lh_err domain_bill_create(struct store *st, const char *public_url, struct bill *b,
-			       const struct report *reports, size_t n,
-			       struct domain_outcome *out)
+                               const struct report *reports, size_t n, struct domain_outcome *out)
 {
-	struct bill_job j = {.public_url = public_url, .bill = b, .reports = reports, .n = n,
-			     .out = out};
+	struct bill_job j = {
+	    .public_url = public_url, .bill = b, .reports = reports, .n = n, .out = out};
 	out->changed = 1;
 	return st->ops->submit(st, job_bill_create, &j);
 }
 
 /* Loads the bill for a change; refuses unknown, foreign and deleted bills. */
 static enum lh_err load_live_bill(struct store_tx *tx, struct bill_job *j, struct report **r,
-				  size_t *n)
+                                  size_t *n)
 {
 	enum lh_err e = tx->ops->bill_load(tx, j->bill_id, j->bill, r, n);
 	if (e == LH_OK && j->client_id && strcmp(j->bill->client_id, j->client_id) != 0) {
@@ -191,7 +191,7 @@ static enum lh_err load_live_bill(struct store_tx *tx, struct bill_job *j, struc
 		free(*r);
 		*r = NULL;
 		return refuse(j->out, LH_ECONFLICT, "bill_deleted", NULL,
-			      "the bill was deleted and takes no more changes");
+		              "the bill was deleted and takes no more changes");
 	}
 	return LH_OK;
 }
@@ -209,7 +209,7 @@ static enum lh_err job_report_complete(struct store_tx *tx, void *arg)
 			done = &r[i];
 	if (!done) {
 		e = refuse(j->out, LH_ENOTFOUND, "report_not_found", NULL,
-			   "the bill has no report with this id");
+		           "the bill has no report with this id");
 		goto out;
 	}
 	if (done->status == REPORT_COMPLETED) {
@@ -231,26 +231,28 @@ static enum lh_err job_report_complete(struct store_tx *tx, void *arg)
 	}
 	j->out->changed = 1;
 	e = emit(tx, j->bill->client_id, j->bill->lab_id, EV_REPORT_COMPLETED, j->bill->bill_id,
-		 &j->bill->parties, bill_event_data(j->public_url, j->bill, r, n, done),
-		 j->out);
+	         &j->bill->parties, bill_event_data(j->public_url, j->bill, r, n, done), j->out);
 	/* The writer runs jobs one at a time, so only the job that completes the last report
 	 * sees remaining == 0: bill.completed is emitted exactly once. */
 	if (e == LH_OK && remaining == 0)
 		e = emit(tx, j->bill->client_id, j->bill->lab_id, EV_BILL_COMPLETED,
-			 j->bill->bill_id, &j->bill->parties,
-			 bill_event_data(j->public_url, j->bill, r, n, NULL), j->out);
+		         j->bill->bill_id, &j->bill->parties,
+		         bill_event_data(j->public_url, j->bill, r, n, NULL), j->out);
 out:
 	free(r);
 	return e;
 }
 
-enum lh_err domain_report_complete(struct store *st, const char *public_url,
-				   const char *client_id, const char *bill_id,
-				   const char *report_id, struct bill *bill_out,
-				   struct domain_outcome *out)
+enum lh_err domain_report_complete(struct store *st, const char *public_url, const char *client_id,
+                                   const char *bill_id, const char *report_id,
+                                   struct bill *bill_out, struct domain_outcome *out)
 {
-	struct bill_job j = {.public_url = public_url, .client_id = client_id, .bill_id = bill_id,
-			     .report_id = report_id, .bill = bill_out, .out = out};
+	struct bill_job j = {.public_url = public_url,
+	                     .client_id = client_id,
+	                     .bill_id = bill_id,
+	                     .report_id = report_id,
+	                     .bill = bill_out,
+	                     .out = out};
 	return st->ops->submit(st, job_report_complete, &j);
 }
 
@@ -267,18 +269,21 @@ static enum lh_err job_bill_delete(struct store_tx *tx, void *arg)
 	e = tx->ops->bill_update(tx, j->bill);
 	if (e == LH_OK)
 		e = emit(tx, j->bill->client_id, j->bill->lab_id, EV_BILL_DELETED, j->bill->bill_id,
-			 &j->bill->parties, bill_event_data(j->public_url, j->bill, r, n, NULL),
-			 j->out);
+		         &j->bill->parties, bill_event_data(j->public_url, j->bill, r, n, NULL),
+		         j->out);
 	free(r);
 	return e;
 }
 
 enum lh_err domain_bill_delete(struct store *st, const char *public_url, const char *client_id,
-			       const char *bill_id, struct domain_outcome *out)
+                               const char *bill_id, struct domain_outcome *out)
 {
 	struct bill b;
-	struct bill_job j = {.public_url = public_url, .client_id = client_id, .bill_id = bill_id,
-			     .bill = &b, .out = out};
+	struct bill_job j = {.public_url = public_url,
+	                     .client_id = client_id,
+	                     .bill_id = bill_id,
+	                     .bill = &b,
+	                     .out = out};
 	out->changed = 1;
 	return st->ops->submit(st, job_bill_delete, &j);
 }
@@ -294,10 +299,10 @@ struct lead_job {
 
 static json_t *booking_data(const struct booking *bk, int with_lead)
 {
-	json_t *d = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "bookingID", bk->booking_id,
-			      "integratorID", bk->integrator_id, "bookingType", bk->booking_type,
-			      "scheduledAt", bk->scheduled_at, "bookingStatus", "Scheduled",
-			      "paymentStatus", "Pending");
+	json_t *d =
+	    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "bookingID", bk->booking_id, "integratorID",
+	              bk->integrator_id, "bookingType", bk->booking_type, "scheduledAt",
+	              bk->scheduled_at, "bookingStatus", "Scheduled", "paymentStatus", "Pending");
 	if (d && with_lead)
 		json_object_set_new(d, "leadID", json_string(bk->lead_id));
 	if (d)
@@ -315,15 +320,15 @@ static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 		return e;
 	if (dup)
 		return refuse(j->out, LH_ECONFLICT, "duplicate_lead", "contact",
-			      "a lead with this contact or email was already created in this lab "
-			      "today");
+		              "a lead with this contact or email was already created in this lab "
+		              "today");
 	if ((e = tx->ops->lead_insert(tx, l)) != LH_OK)
 		return e;
 	if (l->phase == PHASE_BOOKING) {
 		if ((e = tx->ops->booking_insert(tx, j->bk)) != LH_OK)
 			return e;
 		return emit(tx, l->client_id, l->lab_id, EV_BOOKING_CREATED, l->lead_id,
-			    &l->parties, booking_data(j->bk, 0), j->out);
+		            &l->parties, booking_data(j->bk, 0), j->out);
 	}
 	json_t *d = json_loads(l->data, 0, NULL);
 	if (!d)
@@ -333,11 +338,11 @@ static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 	json_object_set_new(d, "phase", json_string("lead"));
 	add_parties(d, &l->parties);
 	return emit(tx, l->client_id, l->lab_id, EV_LEAD_CREATED, l->lead_id, &l->parties, d,
-		    j->out);
+	            j->out);
 }
 
 enum lh_err domain_lead_create(struct store *st, struct lead *l, struct booking *bk,
-			       struct domain_outcome *out)
+                               struct domain_outcome *out)
 {
 	struct lead_job j = {.lead = l, .bk = bk, .out = out};
 	out->changed = 1;
@@ -356,7 +361,7 @@ static enum lh_err job_lead_convert(struct store_tx *tx, void *arg)
 		return e;
 	if (l.booking_id[0])
 		return refuse(j->out, LH_ECONFLICT, "lead_already_booked", NULL,
-			      "the lead was already converted to booking %s", l.booking_id);
+		              "the lead was already converted to booking %s", l.booking_id);
 	snprintf(bk->lead_id, sizeof bk->lead_id, "%s", l.lead_id);
 	snprintf(bk->client_id, sizeof bk->client_id, "%s", l.client_id);
 	snprintf(bk->lab_id, sizeof bk->lab_id, "%s", l.lab_id);
@@ -366,11 +371,11 @@ static enum lh_err job_lead_convert(struct store_tx *tx, void *arg)
 	    (e = tx->ops->lead_set_booking(tx, l.lead_id, bk->booking_id)) != LH_OK)
 		return e;
 	return emit(tx, l.client_id, l.lab_id, EV_BOOKING_CREATED, l.lead_id, &l.parties,
-		    booking_data(bk, 1), j->out);
+	            booking_data(bk, 1), j->out);
 }
 
 enum lh_err domain_lead_convert(struct store *st, const char *lead_id, struct booking *bk,
-				struct domain_outcome *out)
+                                struct domain_outcome *out)
 {
 	struct lead_job j = {.lead_id = lead_id, .bk = bk, .out = out};
 	out->changed = 1;
@@ -390,13 +395,13 @@ static enum lh_err job_test_event(struct store_tx *tx, void *arg)
 	struct parties none;
 	memset(&none, 0, sizeof none);
 	json_t *d = json_pack("{s:s, s:s}", "subscriptionID", j->sub->id, "message",
-			      "This is a test event from labhook.");
-	return emit_to(tx, j->sub->client_id, j->sub->lab_id, EV_WEBHOOK_TEST, j->sub->id, &none,
-		       d, j->sub->id, j->out);
+	                      "This is a test event from labhook.");
+	return emit_to(tx, j->sub->client_id, j->sub->lab_id, EV_WEBHOOK_TEST, j->sub->id, &none, d,
+	               j->sub->id, j->out);
 }
 
 enum lh_err domain_test_event(struct store *st, const struct subscription *sub,
-			      char event_id[ID_CAP], struct domain_outcome *out)
+                              char event_id[ID_CAP], struct domain_outcome *out)
 {
 	struct test_job j = {.sub = sub, .out = out};
 	out->changed = 1;

@@ -21,37 +21,35 @@ struct domain_outcome {
 	const char *code;  /* snake_case error code on failure */
 	const char *field; /* field at fault, or NULL */
 	char message[256];
-	size_t deliveries; /* delivery rows written on success */
+	size_t deliveries;     /* delivery rows written on success */
 	char event_id[ID_CAP]; /* the last event written */
-	int changed;       /* 0 when the request was a no-op (completing a completed report) */
+	int changed;           /* 0 when the request was a no-op (completing a completed report) */
 };
 
 /* Creates the bill and its reports and emits bill.created. LH_ECONFLICT on a bar code
  * already used in the lab. */
 enum lh_err domain_bill_create(struct store *st, const char *public_url, struct bill *b,
-			       const struct report *reports, size_t n,
-			       struct domain_outcome *out);
+                               const struct report *reports, size_t n, struct domain_outcome *out);
 /* Completes a report (report.completed) and, when it is the last, the bill
  * (bill.completed, exactly once). client_id NULL: any account's bill (lab side). */
-enum lh_err domain_report_complete(struct store *st, const char *public_url,
-				   const char *client_id, const char *bill_id,
-				   const char *report_id, struct bill *bill_out,
-				   struct domain_outcome *out);
+enum lh_err domain_report_complete(struct store *st, const char *public_url, const char *client_id,
+                                   const char *bill_id, const char *report_id,
+                                   struct bill *bill_out, struct domain_outcome *out);
 /* Marks the bill deleted and emits bill.deleted; LH_ECONFLICT if already deleted. */
 enum lh_err domain_bill_delete(struct store *st, const char *public_url, const char *client_id,
-			       const char *bill_id, struct domain_outcome *out);
+                               const char *bill_id, struct domain_outcome *out);
 /* Creates a lead (lead.created), or a booking when l->phase is PHASE_BOOKING
  * (booking.created; bk holds its booking fields). LH_ECONFLICT on the same contact or
  * email in the same lab on the same UTC day. */
 enum lh_err domain_lead_create(struct store *st, struct lead *l, struct booking *bk,
-			       struct domain_outcome *out);
+                               struct domain_outcome *out);
 /* Converts a lead into a booking (booking.created); LH_ECONFLICT if already booked. */
 enum lh_err domain_lead_convert(struct store *st, const char *lead_id, struct booking *bk,
-				struct domain_outcome *out);
+                                struct domain_outcome *out);
 
 /* Queues a webhook.test event to that one subscription; its id into event_id. */
 enum lh_err domain_test_event(struct store *st, const struct subscription *sub,
-			      char event_id[ID_CAP], struct domain_outcome *out);
+                              char event_id[ID_CAP], struct domain_outcome *out);
 
 /* JSON of a bill as GET /client/bills shows it and as event payloads carry it. Returns
  * owned, json_decref. */

@@ -5,18 +5,18 @@ static const struct {
 	int status;
 	const char *code;
 } err_table[LH_ERR__COUNT] = {
-	[LH_OK] = {200, "ok"},
-	[LH_EINVAL] = {400, "invalid_request"},
-	[LH_EJSON] = {400, "invalid_json"},
-	[LH_EUNAUTH] = {401, "unauthorized"},
-	[LH_ENOTFOUND] = {404, "not_found"},
-	[LH_EMETHOD] = {405, "method_not_allowed"},
-	[LH_ECONFLICT] = {409, "conflict"},
-	[LH_ETOOBIG] = {413, "payload_too_large"},
-	[LH_ERATE] = {429, "rate_limited"},
-	[LH_ENOMEM] = {500, "out_of_memory"},
-	[LH_ESTORE] = {500, "store_error"},
-	[LH_EIO] = {500, "internal_error"},
+    [LH_OK] = {200, "ok"},
+    [LH_EINVAL] = {400, "invalid_request"},
+    [LH_EJSON] = {400, "invalid_json"},
+    [LH_EUNAUTH] = {401, "unauthorized"},
+    [LH_ENOTFOUND] = {404, "not_found"},
+    [LH_EMETHOD] = {405, "method_not_allowed"},
+    [LH_ECONFLICT] = {409, "conflict"},
+    [LH_ETOOBIG] = {413, "payload_too_large"},
+    [LH_ERATE] = {429, "rate_limited"},
+    [LH_ENOMEM] = {500, "out_of_memory"},
+    [LH_ESTORE] = {500, "store_error"},
+    [LH_EIO] = {500, "internal_error"},
 };
 
 int err_http_status(enum lh_err e)

@@ -5,10 +5,10 @@
 #include <string.h>
 
 static const char *const names[EV__COUNT + 1] = {
-	[EV_BILL_CREATED] = "bill.created",	    [EV_BILL_COMPLETED] = "bill.completed",
-	[EV_BILL_DELETED] = "bill.deleted",	    [EV_REPORT_COMPLETED] = "report.completed",
-	[EV_LEAD_CREATED] = "lead.created",	    [EV_BOOKING_CREATED] = "booking.created",
-	[EV_WEBHOOK_TEST] = "webhook.test",
+    [EV_BILL_CREATED] = "bill.created", [EV_BILL_COMPLETED] = "bill.completed",
+    [EV_BILL_DELETED] = "bill.deleted", [EV_REPORT_COMPLETED] = "report.completed",
+    [EV_LEAD_CREATED] = "lead.created", [EV_BOOKING_CREATED] = "booking.created",
+    [EV_WEBHOOK_TEST] = "webhook.test",
 };
 
 int event_from_name(const char *name)

@@ -39,17 +39,17 @@ struct reqctx {
 static void client_ip(struct MHD_Connection *c, char *out, size_t cap)
 {
 	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	snprintf(out, cap, "?");
 	if (!ci || !ci->client_addr)
 		return;
 	const struct sockaddr *sa = ci->client_addr;
 	if (sa->sa_family == AF_INET)
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
-			  (socklen_t)cap);
+		          (socklen_t)cap);
 	else if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
-			  out, (socklen_t)cap);
+		          out, (socklen_t)cap);
 }
 
 static void request_id(struct MHD_Connection *c, char out[40])
@@ -66,8 +66,7 @@ static void request_id(struct MHD_Connection *c, char out[40])
 		snprintf(out + 2 * i, 3, "%02x", raw[i]);
 }
 
-static enum MHD_Result send_json(struct MHD_Connection *c, struct reqctx *rc,
-				 struct http_resp *rs)
+static enum MHD_Result send_json(struct MHD_Connection *c, struct reqctx *rc, struct http_resp *rs)
 {
 	char *text = rs->json ? json_dumps(rs->json, JSON_COMPACT) : NULL;
 	json_decref(rs->json);
@@ -75,12 +74,12 @@ static enum MHD_Result send_json(struct MHD_Connection *c, struct reqctx *rc,
 	if (!text) {
 		rs->status = 500;
 		text = strdup("{\"success\":false,\"error\":{\"code\":\"out_of_memory\","
-			      "\"message\":\"out of memory\"}}");
+		              "\"message\":\"out of memory\"}}");
 		if (!text)
 			return MHD_NO;
 	}
 	struct MHD_Response *r =
-		MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	    MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
 	if (!r) {
 		free(text);
 		return MHD_NO;
@@ -108,7 +107,7 @@ struct framing {
 };
 
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
-				     const char *value)
+                                     const char *value)
 {
 	struct framing *f = cls;
 	(void)kind;
@@ -144,8 +143,8 @@ static enum MHD_Result check_framing(struct MHD_Connection *c, struct reqctx *rc
 	if (!code)
 		return MHD_YES;
 	struct http_resp rs = {.status = status};
-	rs.json = json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code", code, "message",
-			    msg);
+	rs.json =
+	    json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code", code, "message", msg);
 	return send_json(c, rc, &rs);
 }
 
@@ -155,13 +154,13 @@ static enum MHD_Result send_too_big(struct MHD_Connection *c, struct reqctx *rc,
 	struct http_resp rs = {.status = 413};
 	snprintf(msg, sizeof msg, "request body is over the limit of %zu bytes", cap);
 	rs.json = json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code",
-			    "payload_too_large", "message", msg);
+	                    "payload_too_large", "message", msg);
 	return send_json(c, rc, &rs);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-				  const char *method, const char *version,
-				  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
 	struct http_server *srv = cls;
 	struct reqctx *rc = *con_cls;
@@ -232,13 +231,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	memcpy(path, url, plen);
 	path[plen] = '\0';
 	struct http_req rq = {
-		.method = method,
-		.path = path,
-		.body = rc->buf ? rc->buf : "",
-		.body_len = rc->len,
-		.rid = rc->rid,
-		.ip = rc->ip,
-		.conn = c,
+	    .method = method,
+	    .path = path,
+	    .body = rc->buf ? rc->buf : "",
+	    .body_len = rc->len,
+	    .rid = rc->rid,
+	    .ip = rc->ip,
+	    .conn = c,
 	};
 	if (rc->buf)
 		rc->buf[rc->len] = '\0';
@@ -248,7 +247,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-			 enum MHD_RequestTerminationCode toe)
+                         enum MHD_RequestTerminationCode toe)
 {
 	struct reqctx *rc = *con_cls;
 	(void)cls;
@@ -256,8 +255,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	if (!rc)
 		return;
 	int64_t dur = util_mono_us() - rc->t0;
-	LOG(LOG_INFO, "http", "method=%s path=%s status=%d dur_ms=%.2f rid=%s ip=%s%s",
-	    rc->method, rc->path, rc->status, (double)dur / 1000.0, rc->rid, rc->ip,
+	LOG(LOG_INFO, "http", "method=%s path=%s status=%d dur_ms=%.2f rid=%s ip=%s%s", rc->method,
+	    rc->path, rc->status, (double)dur / 1000.0, rc->rid, rc->ip,
 	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
 	free(rc->buf);
 	free(rc);
@@ -274,7 +273,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
-		       struct http_server **out, int *port_out)
+                       struct http_server **out, int *port_out)
 {
 	struct sockaddr_storage ss;
 	struct ip_addr a;
@@ -303,14 +302,14 @@ enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
 	srv->ctx = ctx;
 	srv->max_body = (size_t)cfg->max_body;
 	srv->d = MHD_start_daemon(
-		flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(cfg->conn_timeout_ms / 1000),
-		MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
+	    flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+	    (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
+	    (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+	    (unsigned)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	    (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned)(cfg->conn_timeout_ms / 1000), MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+	    MHD_OPTION_END);
 	if (!srv->d) {
 		LOG(LOG_ERROR, "http", "listen=%s:%d cannot listen (address in use or not local?)",
 		    cfg->listen_host, cfg->listen_port);

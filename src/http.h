@@ -22,8 +22,8 @@ struct http_req {
 	const char *path; /* without the query string */
 	const char *body; /* NUL-terminated; body_len excludes the NUL */
 	size_t body_len;
-	const char *rid;  /* request id, echoed as X-Request-Id */
-	const char *ip;   /* client address, text */
+	const char *rid; /* request id, echoed as X-Request-Id */
+	const char *ip;  /* client address, text */
 	struct MHD_Connection *conn;
 };
 
@@ -42,7 +42,7 @@ struct http_server;
 /* Starts listening as configured; *port_out gets the bound port. Returns owned, stop with
  * http_stop. */
 enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
-		       struct http_server **out, int *port_out);
+                       struct http_server **out, int *port_out);
 /* Stops accepting, lets running handlers finish, closes everything. Accepts NULL. */
 void http_stop(struct http_server *srv);
 

@@ -34,7 +34,7 @@ void log_write(enum log_level lvl, const char *subsys, const char *fmt, ...)
 	gmtime_r(&ts.tv_sec, &tm);
 	n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
 	n += (size_t)snprintf(line + n, sizeof line - n, ".%03ldZ %s %s ", ts.tv_nsec / 1000000,
-			      level_names[lvl], subsys);
+	                      level_names[lvl], subsys);
 	va_start(ap, fmt);
 	int w = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
 	va_end(ap);

@@ -27,17 +27,18 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"labhook %s: webhooks for a laboratory information system\n\n"
-		"Usage:\n"
-		"  labhook serve [settings]          run the service\n"
-		"  labhook admin [settings] COMMAND  manage accounts, labs and parties\n"
-		"                                    (labhook admin --help for the commands)\n"
-		"  labhook lab [settings] COMMAND    complete reports, delete bills, convert leads\n"
-		"                                    (labhook lab --help for the commands)\n"
-		"  labhook version                   print the version\n"
-		"  labhook --help                    this text\n\n",
-		LABHOOK_VERSION);
+	fprintf(
+	    f,
+	    "labhook %s: webhooks for a laboratory information system\n\n"
+	    "Usage:\n"
+	    "  labhook serve [settings]          run the service\n"
+	    "  labhook admin [settings] COMMAND  manage accounts, labs and parties\n"
+	    "                                    (labhook admin --help for the commands)\n"
+	    "  labhook lab [settings] COMMAND    complete reports, delete bills, convert leads\n"
+	    "                                    (labhook lab --help for the commands)\n"
+	    "  labhook version                   print the version\n"
+	    "  labhook --help                    this text\n\n",
+	    LABHOOK_VERSION);
 	config_print_help(f);
 }
 
@@ -57,7 +58,7 @@ static enum lh_err admin_key_load(const struct config *cfg, unsigned char hash[3
 		if (fd >= 0) {
 			size_t len = strlen(key);
 			int ok = write(fd, key, len) == (ssize_t)len && write(fd, "\n", 1) == 1 &&
-				 fsync(fd) == 0;
+			         fsync(fd) == 0;
 			close(fd);
 			if (!ok) {
 				unlink(path);
@@ -82,7 +83,8 @@ static enum lh_err admin_key_load(const struct config *cfg, unsigned char hash[3
 	key[n] = '\0';
 	key[strcspn(key, "\r\n")] = '\0';
 	if (strlen(key) < 16) {
-		LOG(LOG_ERROR, "admin", "path=%s the admin key is shorter than 16 characters", path);
+		LOG(LOG_ERROR, "admin", "path=%s the admin key is shorter than 16 characters",
+		    path);
 		return LH_EIO;
 	}
 	util_sha256(key, strlen(key), hash);
@@ -117,11 +119,12 @@ static enum lh_err demo_seed(struct app *app, int port)
 		if (!have[k]) {
 			enum account_mode m = k ? MODE_PARTY_SCOPED : MODE_CATCH_ALL;
 			if ((e = accounts_create(st, names[k], m, &a[k], secret[k])) != LH_OK ||
-			    (e = accounts_add_lab(st, a[k].client_id, k ? "Demo Lab North" : "Demo Lab",
-						  &lab[k])) != LH_OK)
+			    (e = accounts_add_lab(st, a[k].client_id,
+			                          k ? "Demo Lab North" : "Demo Lab", &lab[k])) !=
+			        LH_OK)
 				return e;
 			if (k && (e = accounts_add_party(st, a[k].client_id, PARTY_CORPORATE_USER,
-							 "Acme Corp", &party)) != LH_OK)
+			                                 "Acme Corp", &party)) != LH_OK)
 				return e;
 		} else {
 			unsigned char h[32];
@@ -129,12 +132,13 @@ static enum lh_err demo_seed(struct app *app, int port)
 			struct party *ps = NULL;
 			size_t nl = 0, np = 0;
 			if ((e = auth_new_client_secret(secret[k], h)) != LH_OK ||
-			    (e = st->ops->account_set_secret(st, a[k].client_id, h, &a[k])) != LH_OK ||
+			    (e = st->ops->account_set_secret(st, a[k].client_id, h, &a[k])) !=
+			        LH_OK ||
 			    (e = st->ops->lab_list(st, a[k].client_id, &ls, &nl)) != LH_OK)
 				return e;
-			if (nl == 0 ||
-			    (k && ((e = st->ops->party_list(st, a[k].client_id, &ps, &np)) != LH_OK ||
-				   np == 0))) {
+			if (nl == 0 || (k && ((e = st->ops->party_list(st, a[k].client_id, &ps,
+			                                               &np)) != LH_OK ||
+			                      np == 0))) {
 				free(ls);
 				free(ps);
 				return e == LH_OK ? LH_ESTORE : e;
@@ -146,8 +150,8 @@ static enum lh_err demo_seed(struct app *app, int port)
 			free(ps);
 		}
 	}
-	const char *host = strcmp(app->cfg.listen_host, "0.0.0.0") == 0 ? "127.0.0.1"
-							 : app->cfg.listen_host;
+	const char *host =
+	    strcmp(app->cfg.listen_host, "0.0.0.0") == 0 ? "127.0.0.1" : app->cfg.listen_host;
 	printf("\n=== labhook demo ===\n"
 	       "Catch-all account:    clientID=%s\n"
 	       "                      clientSecret=%s\n"
@@ -214,15 +218,15 @@ static int serve(int argc, char **argv, char **env)
 	app.dispatcher = disp;
 	if ((e = http_start(&app.cfg, api_dispatch, &app, &srv, &port)) != LH_OK) {
 		fprintf(stderr, "labhook: cannot listen on %s:%d\n", app.cfg.listen_host,
-			app.cfg.listen_port);
+		        app.cfg.listen_port);
 		goto out;
 	}
 	if (app.cfg.public_url[0])
 		snprintf(app.public_url, sizeof app.public_url, "%s", app.cfg.public_url);
 	else
 		snprintf(app.public_url, sizeof app.public_url, "http://%s%s%s:%d",
-			 strchr(app.cfg.listen_host, ':') ? "[" : "", app.cfg.listen_host,
-			 strchr(app.cfg.listen_host, ':') ? "]" : "", port);
+		         strchr(app.cfg.listen_host, ':') ? "[" : "", app.cfg.listen_host,
+		         strchr(app.cfg.listen_host, ':') ? "]" : "", port);
 	size_t ul = strlen(app.public_url);
 	while (ul > 0 && app.public_url[ul - 1] == '/')
 		app.public_url[--ul] = '\0';
@@ -237,7 +241,7 @@ static int serve(int argc, char **argv, char **env)
 	LOG(LOG_INFO, "main", "signal=%d stopping", sig);
 	rc = 0;
 out:
-	http_stop(srv);     /* no new requests, so no new deliveries */
+	http_stop(srv);      /* no new requests, so no new deliveries */
 	dispatch_stop(disp); /* in-flight attempts finish or stay pending */
 	auth_free(app.auth);
 	if (app.store)

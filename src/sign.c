@@ -22,7 +22,7 @@ static void hmac_fetch(void)
 }
 
 int sig_sign_v1(const char *secret, const char *msg_id, int64_t timestamp, const char *body,
-		size_t body_len, char out[SIG_CAP])
+                size_t body_len, char out[SIG_CAP])
 {
 	unsigned char key[64], mac[EVP_MAX_MD_SIZE];
 	char head[128];
@@ -40,7 +40,7 @@ int sig_sign_v1(const char *secret, const char *msg_id, int64_t timestamp, const
 	pthread_once(&hmac_once, hmac_fetch);
 	EVP_MAC_CTX *ctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
 	OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
-			       OSSL_PARAM_construct_end()};
+	                       OSSL_PARAM_construct_end()};
 	size_t maclen = 0;
 	if (ctx && EVP_MAC_init(ctx, key, (size_t)klen, params) == 1 &&
 	    EVP_MAC_update(ctx, (const unsigned char *)head, (size_t)hlen) == 1 &&

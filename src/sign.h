@@ -12,6 +12,6 @@
 
 /* Writes "v1,<signature>" into out. Returns 0, or -1 if the secret is not a whsec_ key. */
 int sig_sign_v1(const char *secret, const char *msg_id, int64_t timestamp, const char *body,
-		size_t body_len, char out[SIG_CAP]);
+                size_t body_len, char out[SIG_CAP]);
 
 #endif

@@ -19,10 +19,10 @@
 #include "err.h"
 #include "util.h"
 
-#define NAME_CAP 201      /* display names: 200 bytes */
-#define ENDPOINT_CAP 2049 /* API.md 4.1: at most 2048 bytes */
+#define NAME_CAP      201  /* display names: 200 bytes */
+#define ENDPOINT_CAP  2049 /* API.md 4.1: at most 2048 bytes */
 #define AUTHTOKEN_CAP 4097
-#define SECRET_CAP 80
+#define SECRET_CAP    80
 
 enum account_mode { MODE_CATCH_ALL = 0, MODE_PARTY_SCOPED = 1 };
 enum party_kind { PARTY_NONE = 0, PARTY_CORPORATE_USER = 1, PARTY_ORGANIZATION = 2 };
@@ -73,9 +73,9 @@ enum bill_status { BILL_PENDING = 0, BILL_COMPLETED, BILL_DELETED };
 enum report_status { REPORT_PENDING = 0, REPORT_COMPLETED };
 enum lead_phase { PHASE_LEAD = 0, PHASE_BOOKING };
 
-#define DETAIL_CAP 8192 /* JSON text of patient details or a lead's fields */
+#define DETAIL_CAP  8192 /* JSON text of patient details or a lead's fields */
 #define CONTACT_CAP 16
-#define EMAIL_CAP 255
+#define EMAIL_CAP   255
 
 /* The parties an entity carries (API.md 5.1); "" when absent. */
 struct parties {
@@ -115,8 +115,8 @@ struct lead {
 	char integrator_id[NAME_CAP];
 	enum lead_phase phase;
 	char contact[CONTACT_CAP];
-	char email[EMAIL_CAP]; /* lower-cased; "" when none */
-	char day[11];          /* UTC YYYY-MM-DD of creation, for the same-day rule */
+	char email[EMAIL_CAP];   /* lower-cased; "" when none */
+	char day[11];            /* UTC YYYY-MM-DD of creation, for the same-day rule */
 	char booking_id[ID_CAP]; /* "" until booked */
 	struct parties parties;
 	char data[DETAIL_CAP]; /* JSON object text of the lead's fields */
@@ -140,9 +140,9 @@ struct event {
 	char event_id[ID_CAP];
 	char client_id[ID_CAP];
 	char lab_id[ID_CAP];
-	int type; /* enum event_type */
+	int type;               /* enum event_type */
 	char entity_id[ID_CAP]; /* the bill or lead/booking it is about: the ordering key */
-	const char *payload;   /* borrowed */
+	const char *payload;    /* borrowed */
 	int64_t created_at;
 };
 
@@ -184,8 +184,8 @@ struct delivery_result {
 	enum delivery_status status; /* new status of the delivery */
 	int64_t next_at_ms;          /* when pending: the next attempt */
 	char sub_id[ID_CAP];
-	enum sub_outcome sub;        /* how the attempt changes its subscription */
-	int64_t now;                 /* unix seconds of the outcome */
+	enum sub_outcome sub; /* how the attempt changes its subscription */
+	int64_t now;          /* unix seconds of the outcome */
 };
 
 /* Called by the store's writer after a commit that created deliveries, with them. */
@@ -197,27 +197,27 @@ struct store_tx;
 struct store_tx_ops {
 	/* LH_ECONFLICT when the bar code is already used in the lab. */
 	enum lh_err (*bill_insert)(struct store_tx *tx, const struct bill *b,
-				   const struct report *reports, size_t n);
+	                           const struct report *reports, size_t n);
 	/* The bill and its reports (ordered; free *reports with free()). */
 	enum lh_err (*bill_load)(struct store_tx *tx, const char *bill_id, struct bill *out,
-				 struct report **reports, size_t *n);
+	                         struct report **reports, size_t *n);
 	enum lh_err (*bill_update)(struct store_tx *tx, const struct bill *b);
 	enum lh_err (*report_update)(struct store_tx *tx, const struct report *r);
 	/* *dup = 1 if a lead of lab_id created on day has this contact or (non-empty) email. */
 	enum lh_err (*lead_dup)(struct store_tx *tx, const char *lab_id, const char *day,
-				const char *contact, const char *email, int *dup);
+	                        const char *contact, const char *email, int *dup);
 	enum lh_err (*lead_insert)(struct store_tx *tx, const struct lead *l);
 	enum lh_err (*lead_load)(struct store_tx *tx, const char *lead_id, struct lead *out);
 	enum lh_err (*lead_set_booking)(struct store_tx *tx, const char *lead_id,
-					const char *booking_id);
+	                                const char *booking_id);
 	enum lh_err (*booking_insert)(struct store_tx *tx, const struct booking *b);
 	/* Stores the event and one pending delivery per live subscription matching
 	 * (lab, party, type) for party "" (catch-all) and each of the n party ids; a
 	 * subscription matched twice gets one delivery. With only_sub set, the one delivery
 	 * goes to that subscription instead (test events). *ndeliveries gets the count. */
 	enum lh_err (*event_insert)(struct store_tx *tx, const struct event *ev,
-				    const char *const *party_ids, size_t n, const char *only_sub,
-				    size_t *ndeliveries);
+	                            const char *const *party_ids, size_t n, const char *only_sub,
+	                            size_t *ndeliveries);
 };
 
 struct store_tx {
@@ -239,42 +239,42 @@ struct store_ops {
 	/* Small shared key/value settings (e.g. the token signing key). Creates key with
 	 * value if absent, then returns the stored value (so every node agrees). */
 	enum lh_err (*meta_get_or_put)(struct store *s, const char *key, const char *value,
-				       char *out, size_t cap);
+	                               char *out, size_t cap);
 
 	enum lh_err (*account_insert)(struct store *s, const struct account *a);
 	enum lh_err (*account_get)(struct store *s, const char *client_id, struct account *out);
 	/* Accounts with client_id > after (""=start), ordered, at most limit. */
 	enum lh_err (*account_list)(struct store *s, const char *after, size_t limit,
-				    struct account **out, size_t *n);
+	                            struct account **out, size_t *n);
 	/* Rotates the secret hash, bumps secret_version and revokes every refresh token. */
 	enum lh_err (*account_set_secret)(struct store *s, const char *client_id,
-					  const unsigned char hash[32], struct account *out);
+	                                  const unsigned char hash[32], struct account *out);
 	enum lh_err (*account_set_mode)(struct store *s, const char *client_id,
-					enum account_mode mode, struct account *out);
+	                                enum account_mode mode, struct account *out);
 
 	enum lh_err (*lab_insert)(struct store *s, const struct lab *l);
 	/* The lab if it exists and belongs to client_id, else LH_ENOTFOUND. */
 	enum lh_err (*lab_get)(struct store *s, const char *client_id, const char *lab_id,
-			       struct lab *out);
+	                       struct lab *out);
 	enum lh_err (*lab_list)(struct store *s, const char *client_id, struct lab **out,
-				size_t *n);
+	                        size_t *n);
 
 	enum lh_err (*party_insert)(struct store *s, const struct party *p);
 	enum lh_err (*party_get)(struct store *s, const char *client_id, const char *party_id,
-				 struct party *out);
+	                         struct party *out);
 	enum lh_err (*party_list)(struct store *s, const char *client_id, struct party **out,
-				  size_t *n);
+	                          size_t *n);
 
 	enum lh_err (*refresh_insert)(struct store *s, const unsigned char hash[32],
-				      const char *client_id, const char *family,
-				      int64_t expires_at);
+	                              const char *client_id, const char *family,
+	                              int64_t expires_at);
 	/* Atomically consumes the token with `hash` for client_id: if live and unexpired it is
 	 * marked rotated and `new_hash` is inserted in its family (expiring at new_expires),
 	 * giving REFRESH_OK. A rotated token revokes its whole family (REFRESH_REUSED). */
 	enum lh_err (*refresh_rotate)(struct store *s, const unsigned char hash[32],
-				      const char *client_id, int64_t now,
-				      const unsigned char new_hash[32], int64_t new_expires,
-				      enum refresh_result *result);
+	                              const char *client_id, int64_t now,
+	                              const unsigned char new_hash[32], int64_t new_expires,
+	                              enum refresh_result *result);
 
 	/* Inserts a subscription (status active or paused); LH_ECONFLICT if one of its events
 	 * is held by another live subscription of the same (lab, party). */
@@ -284,16 +284,15 @@ struct store_ops {
 	enum lh_err (*sub_update)(struct store *s, const struct subscription *sub);
 	/* The subscription if it belongs to client_id and is not deleted. */
 	enum lh_err (*sub_get)(struct store *s, const char *client_id, const char *id,
-			       struct subscription *out);
+	                       struct subscription *out);
 	/* Live subscriptions of (lab, party) holding any event in `events`. */
-	enum lh_err (*sub_list_holding)(struct store *s, const char *lab_id,
-					const char *party_id, unsigned events,
-					struct subscription **out, size_t *n);
+	enum lh_err (*sub_list_holding)(struct store *s, const char *lab_id, const char *party_id,
+	                                unsigned events, struct subscription **out, size_t *n);
 	/* Non-deleted subscriptions of client_id, optionally filtered by lab ("" = any) and
 	 * status (-1 = any), with id > after, ordered by id, at most limit. */
 	enum lh_err (*sub_list)(struct store *s, const char *client_id, const char *lab_id,
-				int status, const char *after, size_t limit,
-				struct subscription **out, size_t *n);
+	                        int status, const char *after, size_t limit,
+	                        struct subscription **out, size_t *n);
 
 	/* Group commit: runs fn inside a transaction shared with other concurrent submits and
 	 * returns once that transaction is durable, with fn's result (or the commit's
@@ -305,12 +304,11 @@ struct store_ops {
 	/* Pending deliveries with event_seq > after_seq (of sub_id, or any when ""), ordered
 	 * by event_seq, at most limit (free with free()). */
 	enum lh_err (*delivery_pending)(struct store *s, int64_t after_seq, const char *sub_id,
-					size_t limit, struct delivery **out, size_t *n);
+	                                size_t limit, struct delivery **out, size_t *n);
 	/* The payload of an event. Returns owned text, free with free(). */
 	enum lh_err (*event_payload)(struct store *s, const char *event_id, char **out);
 	/* Records attempt outcomes in one durable transaction (group commit). */
-	enum lh_err (*delivery_record)(struct store *s, const struct delivery_result *r,
-				       size_t n);
+	enum lh_err (*delivery_record)(struct store *s, const struct delivery_result *r, size_t n);
 	/* A subscription by id whatever its account (deleted ones too). */
 	enum lh_err (*sub_get_any)(struct store *s, const char *id, struct subscription *out);
 	/* Bumped by every subscription change: caches compare it. */
@@ -318,23 +316,23 @@ struct store_ops {
 	/* Deliveries of a client's subscription, newest first, optionally by status (-1 any)
 	 * and created at or after since (unix s), with delivery_id < before ("" = start). */
 	enum lh_err (*delivery_list)(struct store *s, const char *client_id, const char *sub_id,
-				     int status, int64_t since, const char *before, size_t limit,
-				     struct delivery **out, size_t *n);
-	enum lh_err (*attempt_list)(struct store *s, const char *delivery_id,
-				    struct attempt **out, size_t *n);
+	                             int status, int64_t since, const char *before, size_t limit,
+	                             struct delivery **out, size_t *n);
+	enum lh_err (*attempt_list)(struct store *s, const char *delivery_id, struct attempt **out,
+	                            size_t *n);
 	/* Sets a client's delivery pending again, due at now_ms; *out gets it. */
 	enum lh_err (*delivery_requeue)(struct store *s, const char *client_id,
-					const char *delivery_id, int64_t now_ms,
-					struct delivery *out);
+	                                const char *delivery_id, int64_t now_ms,
+	                                struct delivery *out);
 	/* Sets every failed delivery of a client's subscription created at or after since
 	 * pending again, due at now_ms; returns them (free with free()). */
 	enum lh_err (*delivery_recover)(struct store *s, const char *client_id, const char *sub_id,
-					int64_t since, int64_t now_ms, struct delivery **out,
-					size_t *n);
+	                                int64_t since, int64_t now_ms, struct delivery **out,
+	                                size_t *n);
 
 	/* The client's bill with its reports (free *reports with free()). */
 	enum lh_err (*bill_get)(struct store *s, const char *client_id, const char *bill_id,
-				struct bill *out, struct report **reports, size_t *n);
+	                        struct bill *out, struct report **reports, size_t *n);
 };
 
 struct store {

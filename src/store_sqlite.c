@@ -19,9 +19,9 @@
 #include "log.h"
 #include "store.h"
 
-#define STMT_CACHE 96
+#define STMT_CACHE    96
 #define ROUTE_KEY_CAP (2 * ID_CAP + 8)
-#define BATCH_MAX 1024
+#define BATCH_MAX     1024
 
 /* One entry of the in-memory routing index: "lab\x1fparty\x1fevent" -> subscription. */
 struct route {
@@ -77,86 +77,86 @@ struct sqlite_store {
 static enum lh_err routes_rebuild(struct sqlite_store *s);
 
 static const char *const migrations[] = {
-	/* 1: accounts, labs, parties, refresh tokens, subscriptions. */
-	"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-	"CREATE TABLE accounts(client_id TEXT PRIMARY KEY, name TEXT NOT NULL,"
-	" mode INTEGER NOT NULL, secret_hash BLOB NOT NULL, secret_version INTEGER NOT NULL,"
-	" created_at INTEGER NOT NULL);"
-	"CREATE TABLE labs(lab_id TEXT PRIMARY KEY,"
-	" client_id TEXT NOT NULL REFERENCES accounts(client_id), name TEXT NOT NULL,"
-	" created_at INTEGER NOT NULL);"
-	"CREATE INDEX labs_client ON labs(client_id, lab_id);"
-	"CREATE TABLE parties(party_id TEXT PRIMARY KEY,"
-	" client_id TEXT NOT NULL REFERENCES accounts(client_id), kind INTEGER NOT NULL,"
-	" name TEXT NOT NULL, created_at INTEGER NOT NULL);"
-	"CREATE INDEX parties_client ON parties(client_id, party_id);"
-	"CREATE TABLE refresh_tokens(hash BLOB PRIMARY KEY,"
-	" client_id TEXT NOT NULL REFERENCES accounts(client_id), family TEXT NOT NULL,"
-	" state INTEGER NOT NULL, expires_at INTEGER NOT NULL);"
-	"CREATE INDEX refresh_family ON refresh_tokens(family);"
-	"CREATE INDEX refresh_client ON refresh_tokens(client_id);"
-	"CREATE TABLE subscriptions(sub_id TEXT PRIMARY KEY,"
-	" client_id TEXT NOT NULL REFERENCES accounts(client_id),"
-	" lab_id TEXT NOT NULL REFERENCES labs(lab_id), party_id TEXT NOT NULL,"
-	" party_kind INTEGER NOT NULL, events INTEGER NOT NULL, endpoint TEXT NOT NULL,"
-	" auth_token TEXT NOT NULL, status INTEGER NOT NULL, secret TEXT NOT NULL,"
-	" prev_secret TEXT NOT NULL, prev_secret_until INTEGER NOT NULL,"
-	" created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
-	"CREATE INDEX subs_client ON subscriptions(client_id, sub_id);"
-	/* One row per (live subscription, event): the unique index is the 409 rule. */
-	"CREATE TABLE subscription_events(sub_id TEXT NOT NULL REFERENCES subscriptions(sub_id),"
-	" lab_id TEXT NOT NULL, party_id TEXT NOT NULL, event INTEGER NOT NULL,"
-	" PRIMARY KEY(sub_id, event));"
-	"CREATE UNIQUE INDEX sub_events_holder ON subscription_events(lab_id, party_id, event);",
-	/* 2: bills and reports, leads and bookings, events and their deliveries (the outbox). */
-	"CREATE TABLE bills(bill_id TEXT PRIMARY KEY,"
-	" client_id TEXT NOT NULL REFERENCES accounts(client_id),"
-	" lab_id TEXT NOT NULL REFERENCES labs(lab_id), integrator_id TEXT NOT NULL,"
-	" pre_booking_id TEXT NOT NULL, bar_code TEXT, lead_source TEXT NOT NULL,"
-	" status INTEGER NOT NULL, corporate_user TEXT NOT NULL, referred_org TEXT NOT NULL,"
-	" referred_hospital_org TEXT NOT NULL, patient TEXT NOT NULL,"
-	" created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
-	"CREATE UNIQUE INDEX bills_bar_code ON bills(lab_id, bar_code) WHERE bar_code IS NOT NULL;"
-	"CREATE TABLE reports(report_id TEXT PRIMARY KEY,"
-	" bill_id TEXT NOT NULL REFERENCES bills(bill_id), seq INTEGER NOT NULL,"
-	" name TEXT NOT NULL, package TEXT NOT NULL, status INTEGER NOT NULL,"
-	" completed_at INTEGER NOT NULL);"
-	"CREATE INDEX reports_bill ON reports(bill_id, seq);"
-	"CREATE TABLE leads(lead_id TEXT PRIMARY KEY,"
-	" client_id TEXT NOT NULL REFERENCES accounts(client_id),"
-	" lab_id TEXT NOT NULL REFERENCES labs(lab_id), integrator_id TEXT NOT NULL,"
-	" phase INTEGER NOT NULL, contact TEXT NOT NULL, email TEXT NOT NULL, day TEXT NOT NULL,"
-	" booking_id TEXT NOT NULL, corporate_user TEXT NOT NULL, referred_org TEXT NOT NULL,"
-	" referred_hospital_org TEXT NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL);"
-	"CREATE INDEX leads_contact ON leads(lab_id, day, contact);"
-	"CREATE INDEX leads_email ON leads(lab_id, day, email);"
-	"CREATE TABLE bookings(booking_id TEXT PRIMARY KEY, lead_id TEXT NOT NULL,"
-	" client_id TEXT NOT NULL REFERENCES accounts(client_id),"
-	" lab_id TEXT NOT NULL REFERENCES labs(lab_id), integrator_id TEXT NOT NULL,"
-	" booking_type TEXT NOT NULL, scheduled_at TEXT NOT NULL, corporate_user TEXT NOT NULL,"
-	" referred_org TEXT NOT NULL, referred_hospital_org TEXT NOT NULL,"
-	" created_at INTEGER NOT NULL);"
-	/* seq is commit order (one writer): the order of events per entity. */
-	"CREATE TABLE events(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-	" event_id TEXT NOT NULL UNIQUE, client_id TEXT NOT NULL,"
-	" lab_id TEXT NOT NULL, type INTEGER NOT NULL, entity_id TEXT NOT NULL,"
-	" payload TEXT NOT NULL, created_at INTEGER NOT NULL);"
-	"CREATE INDEX events_entity ON events(entity_id, seq);"
-	/* The outbox. status: 0 pending, 1 delivered, 2 failed, 3 cancelled; next_at in ms. */
-	"CREATE TABLE deliveries(delivery_id TEXT PRIMARY KEY,"
-	" event_id TEXT NOT NULL REFERENCES events(event_id), event_seq INTEGER NOT NULL,"
-	" event_type INTEGER NOT NULL, sub_id TEXT NOT NULL, entity_id TEXT NOT NULL,"
-	" status INTEGER NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL,"
-	" last_error TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL,"
-	" updated_at INTEGER NOT NULL);"
-	"CREATE INDEX deliveries_pending ON deliveries(status, event_seq);"
-	"CREATE TABLE attempts(delivery_id TEXT NOT NULL REFERENCES deliveries(delivery_id),"
-	" n INTEGER NOT NULL, started_at INTEGER NOT NULL, duration_ms INTEGER NOT NULL,"
-	" status_code INTEGER NOT NULL, error TEXT NOT NULL, response TEXT NOT NULL,"
-	" PRIMARY KEY(delivery_id, n));"
-	/* Set at the first failure after a success; cleared by a success. */
-	"ALTER TABLE subscriptions ADD COLUMN failing_since INTEGER NOT NULL DEFAULT 0;"
-	"CREATE INDEX deliveries_sub ON deliveries(sub_id, delivery_id);",
+    /* 1: accounts, labs, parties, refresh tokens, subscriptions. */
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE accounts(client_id TEXT PRIMARY KEY, name TEXT NOT NULL,"
+    " mode INTEGER NOT NULL, secret_hash BLOB NOT NULL, secret_version INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL);"
+    "CREATE TABLE labs(lab_id TEXT PRIMARY KEY,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id), name TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL);"
+    "CREATE INDEX labs_client ON labs(client_id, lab_id);"
+    "CREATE TABLE parties(party_id TEXT PRIMARY KEY,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id), kind INTEGER NOT NULL,"
+    " name TEXT NOT NULL, created_at INTEGER NOT NULL);"
+    "CREATE INDEX parties_client ON parties(client_id, party_id);"
+    "CREATE TABLE refresh_tokens(hash BLOB PRIMARY KEY,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id), family TEXT NOT NULL,"
+    " state INTEGER NOT NULL, expires_at INTEGER NOT NULL);"
+    "CREATE INDEX refresh_family ON refresh_tokens(family);"
+    "CREATE INDEX refresh_client ON refresh_tokens(client_id);"
+    "CREATE TABLE subscriptions(sub_id TEXT PRIMARY KEY,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id),"
+    " lab_id TEXT NOT NULL REFERENCES labs(lab_id), party_id TEXT NOT NULL,"
+    " party_kind INTEGER NOT NULL, events INTEGER NOT NULL, endpoint TEXT NOT NULL,"
+    " auth_token TEXT NOT NULL, status INTEGER NOT NULL, secret TEXT NOT NULL,"
+    " prev_secret TEXT NOT NULL, prev_secret_until INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+    "CREATE INDEX subs_client ON subscriptions(client_id, sub_id);"
+    /* One row per (live subscription, event): the unique index is the 409 rule. */
+    "CREATE TABLE subscription_events(sub_id TEXT NOT NULL REFERENCES subscriptions(sub_id),"
+    " lab_id TEXT NOT NULL, party_id TEXT NOT NULL, event INTEGER NOT NULL,"
+    " PRIMARY KEY(sub_id, event));"
+    "CREATE UNIQUE INDEX sub_events_holder ON subscription_events(lab_id, party_id, event);",
+    /* 2: bills and reports, leads and bookings, events and their deliveries (the outbox). */
+    "CREATE TABLE bills(bill_id TEXT PRIMARY KEY,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id),"
+    " lab_id TEXT NOT NULL REFERENCES labs(lab_id), integrator_id TEXT NOT NULL,"
+    " pre_booking_id TEXT NOT NULL, bar_code TEXT, lead_source TEXT NOT NULL,"
+    " status INTEGER NOT NULL, corporate_user TEXT NOT NULL, referred_org TEXT NOT NULL,"
+    " referred_hospital_org TEXT NOT NULL, patient TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+    "CREATE UNIQUE INDEX bills_bar_code ON bills(lab_id, bar_code) WHERE bar_code IS NOT NULL;"
+    "CREATE TABLE reports(report_id TEXT PRIMARY KEY,"
+    " bill_id TEXT NOT NULL REFERENCES bills(bill_id), seq INTEGER NOT NULL,"
+    " name TEXT NOT NULL, package TEXT NOT NULL, status INTEGER NOT NULL,"
+    " completed_at INTEGER NOT NULL);"
+    "CREATE INDEX reports_bill ON reports(bill_id, seq);"
+    "CREATE TABLE leads(lead_id TEXT PRIMARY KEY,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id),"
+    " lab_id TEXT NOT NULL REFERENCES labs(lab_id), integrator_id TEXT NOT NULL,"
+    " phase INTEGER NOT NULL, contact TEXT NOT NULL, email TEXT NOT NULL, day TEXT NOT NULL,"
+    " booking_id TEXT NOT NULL, corporate_user TEXT NOT NULL, referred_org TEXT NOT NULL,"
+    " referred_hospital_org TEXT NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL);"
+    "CREATE INDEX leads_contact ON leads(lab_id, day, contact);"
+    "CREATE INDEX leads_email ON leads(lab_id, day, email);"
+    "CREATE TABLE bookings(booking_id TEXT PRIMARY KEY, lead_id TEXT NOT NULL,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id),"
+    " lab_id TEXT NOT NULL REFERENCES labs(lab_id), integrator_id TEXT NOT NULL,"
+    " booking_type TEXT NOT NULL, scheduled_at TEXT NOT NULL, corporate_user TEXT NOT NULL,"
+    " referred_org TEXT NOT NULL, referred_hospital_org TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL);"
+    /* seq is commit order (one writer): the order of events per entity. */
+    "CREATE TABLE events(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " event_id TEXT NOT NULL UNIQUE, client_id TEXT NOT NULL,"
+    " lab_id TEXT NOT NULL, type INTEGER NOT NULL, entity_id TEXT NOT NULL,"
+    " payload TEXT NOT NULL, created_at INTEGER NOT NULL);"
+    "CREATE INDEX events_entity ON events(entity_id, seq);"
+    /* The outbox. status: 0 pending, 1 delivered, 2 failed, 3 cancelled; next_at in ms. */
+    "CREATE TABLE deliveries(delivery_id TEXT PRIMARY KEY,"
+    " event_id TEXT NOT NULL REFERENCES events(event_id), event_seq INTEGER NOT NULL,"
+    " event_type INTEGER NOT NULL, sub_id TEXT NOT NULL, entity_id TEXT NOT NULL,"
+    " status INTEGER NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL,"
+    " last_error TEXT NOT NULL DEFAULT '', created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL);"
+    "CREATE INDEX deliveries_pending ON deliveries(status, event_seq);"
+    "CREATE TABLE attempts(delivery_id TEXT NOT NULL REFERENCES deliveries(delivery_id),"
+    " n INTEGER NOT NULL, started_at INTEGER NOT NULL, duration_ms INTEGER NOT NULL,"
+    " status_code INTEGER NOT NULL, error TEXT NOT NULL, response TEXT NOT NULL,"
+    " PRIMARY KEY(delivery_id, n));"
+    /* Set at the first failure after a success; cleared by a success. */
+    "ALTER TABLE subscriptions ADD COLUMN failing_since INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX deliveries_sub ON deliveries(sub_id, delivery_id);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -193,7 +193,7 @@ static sqlite3_stmt *stmt_for(struct sqlite_store *s, int reader, const char *sq
 	return st;
 }
 
-#define stmt(s, sql) stmt_for((s), 0, (sql))
+#define stmt(s, sql)  stmt_for((s), 0, (sql))
 #define rstmt(s, sql) stmt_for((s), 1, (sql))
 
 static enum lh_err fail(struct sqlite_store *s, int rc, const char *what)
@@ -311,8 +311,9 @@ static enum lh_err migrate(struct sqlite_store *s)
 		version = sqlite3_column_int(st, 0);
 	sqlite3_finalize(st);
 	if (version > (int)N_MIGRATIONS) {
-		LOG(LOG_ERROR, "store", "schema=%d known=%zu the database is newer than this binary",
-		    version, N_MIGRATIONS);
+		LOG(LOG_ERROR, "store",
+		    "schema=%d known=%zu the database is newer than this binary", version,
+		    N_MIGRATIONS);
 		return LH_ESTORE;
 	}
 	for (size_t v = (size_t)version; v < N_MIGRATIONS; v++) {
@@ -331,7 +332,7 @@ static enum lh_err migrate(struct sqlite_store *s)
 }
 
 static enum lh_err sqlite_meta_get_or_put(struct store *base, const char *key, const char *value,
-					  char *out, size_t cap)
+                                          char *out, size_t cap)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = begin(s);
@@ -384,8 +385,8 @@ static enum lh_err sqlite_account_insert(struct store *base, const struct accoun
 	enum lh_err e = begin(s);
 	if (e != LH_OK)
 		return e;
-	sqlite3_stmt *st = stmt(s, "INSERT INTO accounts(" ACCOUNT_COLS
-				   ") VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
+	sqlite3_stmt *st =
+	    stmt(s, "INSERT INTO accounts(" ACCOUNT_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
 	if (st) {
 		bind_text(st, 1, a->client_id);
 		bind_text(st, 2, a->name);
@@ -400,10 +401,10 @@ static enum lh_err sqlite_account_insert(struct store *base, const struct accoun
 
 /* Reads one account; caller holds the lock. */
 static enum lh_err account_read(struct sqlite_store *s, int reader, const char *client_id,
-				struct account *out)
+                                struct account *out)
 {
 	sqlite3_stmt *st =
-		stmt_for(s, reader, "SELECT " ACCOUNT_COLS " FROM accounts WHERE client_id = ?1");
+	    stmt_for(s, reader, "SELECT " ACCOUNT_COLS " FROM accounts WHERE client_id = ?1");
 	if (!st)
 		return LH_ESTORE;
 	bind_text(st, 1, client_id);
@@ -415,7 +416,7 @@ static enum lh_err account_read(struct sqlite_store *s, int reader, const char *
 }
 
 static enum lh_err sqlite_account_get(struct store *base, const char *client_id,
-				      struct account *out)
+                                      struct account *out)
 {
 	struct sqlite_store *s = S(base);
 	pthread_mutex_lock(&s->rmu);
@@ -426,7 +427,7 @@ static enum lh_err sqlite_account_get(struct store *base, const char *client_id,
 
 /* Collects rows of a bound statement into a growing array; caller holds the lock. */
 static enum lh_err collect(struct sqlite_store *s, sqlite3_stmt *st, size_t elem,
-			   void (*from_row)(sqlite3_stmt *, void *), void **out, size_t *n)
+                           void (*from_row)(sqlite3_stmt *, void *), void **out, size_t *n)
 {
 	char *arr = NULL;
 	size_t cnt = 0, cap = 0;
@@ -460,7 +461,7 @@ static enum lh_err collect(struct sqlite_store *s, sqlite3_stmt *st, size_t elem
 /* Reads the one row a bound statement selects into out; LH_ENOTFOUND when there is none.
  * out is written only on LH_OK. */
 static enum lh_err one_row(struct sqlite_store *s, sqlite3_stmt *st,
-			   void (*from_row)(sqlite3_stmt *, void *), void *out, const char *what)
+                           void (*from_row)(sqlite3_stmt *, void *), void *out, const char *what)
 {
 	int rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
@@ -475,13 +476,13 @@ static void account_row_cb(sqlite3_stmt *st, void *p)
 }
 
 static enum lh_err sqlite_account_list(struct store *base, const char *after, size_t limit,
-				       struct account **out, size_t *n)
+                                       struct account **out, size_t *n)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
 	sqlite3_stmt *st = rstmt(s, "SELECT " ACCOUNT_COLS " FROM accounts WHERE client_id > ?1"
-				   " ORDER BY client_id LIMIT ?2");
+	                            " ORDER BY client_id LIMIT ?2");
 	if (st) {
 		bind_text(st, 1, after);
 		sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
@@ -492,7 +493,7 @@ static enum lh_err sqlite_account_list(struct store *base, const char *after, si
 }
 
 static enum lh_err sqlite_account_set_secret(struct store *base, const char *client_id,
-					     const unsigned char hash[32], struct account *out)
+                                             const unsigned char hash[32], struct account *out)
 {
 	struct sqlite_store *s = S(base);
 	struct account a;
@@ -500,7 +501,7 @@ static enum lh_err sqlite_account_set_secret(struct store *base, const char *cli
 	if (e != LH_OK)
 		return e;
 	sqlite3_stmt *st = stmt(s, "UPDATE accounts SET secret_hash = ?2,"
-				   " secret_version = secret_version + 1 WHERE client_id = ?1");
+	                           " secret_version = secret_version + 1 WHERE client_id = ?1");
 	if (st) {
 		bind_text(st, 1, client_id);
 		sqlite3_bind_blob(st, 2, hash, 32, SQLITE_STATIC);
@@ -525,7 +526,7 @@ out:
 }
 
 static enum lh_err sqlite_account_set_mode(struct store *base, const char *client_id,
-					   enum account_mode mode, struct account *out)
+                                           enum account_mode mode, struct account *out)
 {
 	struct sqlite_store *s = S(base);
 	struct account a;
@@ -556,7 +557,7 @@ static enum lh_err sqlite_lab_insert(struct store *base, const struct lab *l)
 	if (e != LH_OK)
 		return e;
 	sqlite3_stmt *st = stmt(s, "INSERT INTO labs(lab_id, client_id, name, created_at)"
-				   " VALUES(?1, ?2, ?3, ?4)");
+	                           " VALUES(?1, ?2, ?3, ?4)");
 	if (st) {
 		bind_text(st, 1, l->lab_id);
 		bind_text(st, 2, l->client_id);
@@ -578,13 +579,13 @@ static void lab_from_row(sqlite3_stmt *st, void *p)
 }
 
 static enum lh_err sqlite_lab_get(struct store *base, const char *client_id, const char *lab_id,
-				  struct lab *out)
+                                  struct lab *out)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
 	sqlite3_stmt *st = rstmt(s, "SELECT lab_id, client_id, name, created_at FROM labs"
-				   " WHERE lab_id = ?1 AND client_id = ?2");
+	                            " WHERE lab_id = ?1 AND client_id = ?2");
 	if (st) {
 		bind_text(st, 1, lab_id);
 		bind_text(st, 2, client_id);
@@ -595,13 +596,13 @@ static enum lh_err sqlite_lab_get(struct store *base, const char *client_id, con
 }
 
 static enum lh_err sqlite_lab_list(struct store *base, const char *client_id, struct lab **out,
-				   size_t *n)
+                                   size_t *n)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
 	sqlite3_stmt *st = rstmt(s, "SELECT lab_id, client_id, name, created_at FROM labs"
-				   " WHERE client_id = ?1 ORDER BY lab_id");
+	                            " WHERE client_id = ?1 ORDER BY lab_id");
 	if (st) {
 		bind_text(st, 1, client_id);
 		e = collect(s, st, sizeof **out, lab_from_row, (void **)out, n);
@@ -617,7 +618,7 @@ static enum lh_err sqlite_party_insert(struct store *base, const struct party *p
 	if (e != LH_OK)
 		return e;
 	sqlite3_stmt *st = stmt(s, "INSERT INTO parties(party_id, client_id, kind, name,"
-				   " created_at) VALUES(?1, ?2, ?3, ?4, ?5)");
+	                           " created_at) VALUES(?1, ?2, ?3, ?4, ?5)");
 	if (st) {
 		bind_text(st, 1, p->party_id);
 		bind_text(st, 2, p->client_id);
@@ -640,14 +641,14 @@ static void party_from_row(sqlite3_stmt *st, void *v)
 	p->created_at = sqlite3_column_int64(st, 4);
 }
 
-static enum lh_err sqlite_party_get(struct store *base, const char *client_id,
-				    const char *party_id, struct party *out)
+static enum lh_err sqlite_party_get(struct store *base, const char *client_id, const char *party_id,
+                                    struct party *out)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
 	sqlite3_stmt *st = rstmt(s, "SELECT party_id, client_id, kind, name, created_at"
-				   " FROM parties WHERE party_id = ?1 AND client_id = ?2");
+	                            " FROM parties WHERE party_id = ?1 AND client_id = ?2");
 	if (st) {
 		bind_text(st, 1, party_id);
 		bind_text(st, 2, client_id);
@@ -657,14 +658,14 @@ static enum lh_err sqlite_party_get(struct store *base, const char *client_id,
 	return e;
 }
 
-static enum lh_err sqlite_party_list(struct store *base, const char *client_id,
-				     struct party **out, size_t *n)
+static enum lh_err sqlite_party_list(struct store *base, const char *client_id, struct party **out,
+                                     size_t *n)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
 	sqlite3_stmt *st = rstmt(s, "SELECT party_id, client_id, kind, name, created_at"
-				   " FROM parties WHERE client_id = ?1 ORDER BY party_id");
+	                            " FROM parties WHERE client_id = ?1 ORDER BY party_id");
 	if (st) {
 		bind_text(st, 1, client_id);
 		e = collect(s, st, sizeof **out, party_from_row, (void **)out, n);
@@ -676,10 +677,10 @@ static enum lh_err sqlite_party_list(struct store *base, const char *client_id,
 /* ---- refresh tokens: state 0 live, 1 rotated, 2 revoked ---- */
 
 static enum lh_err refresh_put(struct sqlite_store *s, const unsigned char hash[32],
-			       const char *client_id, const char *family, int64_t expires_at)
+                               const char *client_id, const char *family, int64_t expires_at)
 {
 	sqlite3_stmt *st = stmt(s, "INSERT INTO refresh_tokens(hash, client_id, family, state,"
-				   " expires_at) VALUES(?1, ?2, ?3, 0, ?4)");
+	                           " expires_at) VALUES(?1, ?2, ?3, 0, ?4)");
 	if (st) {
 		sqlite3_bind_blob(st, 1, hash, 32, SQLITE_STATIC);
 		bind_text(st, 2, client_id);
@@ -690,8 +691,8 @@ static enum lh_err refresh_put(struct sqlite_store *s, const unsigned char hash[
 }
 
 static enum lh_err sqlite_refresh_insert(struct store *base, const unsigned char hash[32],
-					 const char *client_id, const char *family,
-					 int64_t expires_at)
+                                         const char *client_id, const char *family,
+                                         int64_t expires_at)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = begin(s);
@@ -699,7 +700,7 @@ static enum lh_err sqlite_refresh_insert(struct store *base, const unsigned char
 		return e;
 	/* Expired tokens are dead weight; sweep them on issue, which is rare enough. */
 	sqlite3_stmt *st = stmt(s, "DELETE FROM refresh_tokens WHERE client_id = ?1"
-				   " AND expires_at < ?2");
+	                           " AND expires_at < ?2");
 	if (st) {
 		bind_text(st, 1, client_id);
 		sqlite3_bind_int64(st, 2, util_now());
@@ -710,9 +711,9 @@ static enum lh_err sqlite_refresh_insert(struct store *base, const unsigned char
 }
 
 static enum lh_err sqlite_refresh_rotate(struct store *base, const unsigned char hash[32],
-					 const char *client_id, int64_t now,
-					 const unsigned char new_hash[32], int64_t new_expires,
-					 enum refresh_result *result)
+                                         const char *client_id, int64_t now,
+                                         const unsigned char new_hash[32], int64_t new_expires,
+                                         enum refresh_result *result)
 {
 	struct sqlite_store *s = S(base);
 	char family[ID_CAP] = "";
@@ -723,7 +724,7 @@ static enum lh_err sqlite_refresh_rotate(struct store *base, const unsigned char
 	if (e != LH_OK)
 		return e;
 	sqlite3_stmt *st = stmt(s, "SELECT family, state, expires_at FROM refresh_tokens"
-				   " WHERE hash = ?1 AND client_id = ?2");
+	                           " WHERE hash = ?1 AND client_id = ?2");
 	if (!st) {
 		e = LH_ESTORE;
 		goto out;
@@ -825,7 +826,8 @@ static void route_del(struct sqlite_store *s, const char *key)
 
 static enum lh_err routes_rebuild(struct sqlite_store *s)
 {
-	sqlite3_stmt *st = stmt(s, "SELECT lab_id, party_id, event, sub_id FROM subscription_events");
+	sqlite3_stmt *st =
+	    stmt(s, "SELECT lab_id, party_id, event, sub_id FROM subscription_events");
 	enum lh_err e = LH_OK;
 	int rc;
 	if (!st)
@@ -834,7 +836,7 @@ static enum lh_err routes_rebuild(struct sqlite_store *s)
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW && e == LH_OK) {
 		char key[ROUTE_KEY_CAP];
 		route_key(key, (const char *)sqlite3_column_text(st, 0),
-			  (const char *)sqlite3_column_text(st, 1), sqlite3_column_int(st, 2));
+		          (const char *)sqlite3_column_text(st, 1), sqlite3_column_int(st, 2));
 		e = route_put(s, key, (const char *)sqlite3_column_text(st, 3));
 	}
 	sqlite3_reset(st);
@@ -847,8 +849,8 @@ static enum lh_err routes_rebuild(struct sqlite_store *s)
 
 /* ---- subscriptions ---- */
 
-#define SUB_COLS                                                                            \
-	"sub_id, client_id, lab_id, party_id, party_kind, events, endpoint, auth_token,"    \
+#define SUB_COLS                                                                                   \
+	"sub_id, client_id, lab_id, party_id, party_kind, events, endpoint, auth_token,"           \
 	" status, secret, prev_secret, prev_secret_until, created_at, updated_at, failing_since"
 
 static void sub_from_row(sqlite3_stmt *st, void *p)
@@ -876,7 +878,7 @@ static void sub_from_row(sqlite3_stmt *st, void *p)
 static enum lh_err sub_write_events(struct sqlite_store *s, const struct subscription *u)
 {
 	sqlite3_stmt *st = stmt(s, "SELECT lab_id, party_id, event FROM subscription_events"
-				   " WHERE sub_id = ?1");
+	                           " WHERE sub_id = ?1");
 	enum lh_err e;
 	char key[ROUTE_KEY_CAP];
 	int rc;
@@ -887,7 +889,7 @@ static enum lh_err sub_write_events(struct sqlite_store *s, const struct subscri
 	bind_text(st, 1, u->id);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		route_key(key, (const char *)sqlite3_column_text(st, 0),
-			  (const char *)sqlite3_column_text(st, 1), sqlite3_column_int(st, 2));
+		          (const char *)sqlite3_column_text(st, 1), sqlite3_column_int(st, 2));
 		route_del(s, key);
 	}
 	sqlite3_reset(st);
@@ -904,7 +906,7 @@ static enum lh_err sub_write_events(struct sqlite_store *s, const struct subscri
 		if (!(u->events & (1u << ev)))
 			continue;
 		st = stmt(s, "INSERT INTO subscription_events(sub_id, lab_id, party_id, event)"
-			     " VALUES(?1, ?2, ?3, ?4)");
+		             " VALUES(?1, ?2, ?3, ?4)");
 		if (st) {
 			bind_text(st, 1, u->id);
 			bind_text(st, 2, u->lab_id);
@@ -946,7 +948,7 @@ static enum lh_err sqlite_sub_insert(struct store *base, const struct subscripti
 	if (e != LH_OK)
 		return e;
 	sqlite3_stmt *st = stmt(s, "INSERT INTO subscriptions(" SUB_COLS ") VALUES(?1, ?2, ?3,"
-				   " ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)");
+	                           " ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)");
 	if (st)
 		bind_sub(st, u);
 	if ((e = step_done(s, st, "sub_insert")) == LH_OK)
@@ -962,11 +964,11 @@ static enum lh_err sqlite_sub_update(struct store *base, const struct subscripti
 	if (e != LH_OK)
 		return e;
 	sqlite3_stmt *st = stmt(s, "UPDATE subscriptions SET events = ?6, endpoint = ?7,"
-				   " auth_token = ?8, status = ?9, secret = ?10, prev_secret = ?11,"
-				   " prev_secret_until = ?12, updated_at = ?14,"
-				   " failing_since = CASE WHEN ?9 = 0 AND status = 2 THEN 0"
-				   " ELSE failing_since END"
-				   " WHERE sub_id = ?1 AND client_id = ?2 AND status != 3");
+	                           " auth_token = ?8, status = ?9, secret = ?10, prev_secret = ?11,"
+	                           " prev_secret_until = ?12, updated_at = ?14,"
+	                           " failing_since = CASE WHEN ?9 = 0 AND status = 2 THEN 0"
+	                           " ELSE failing_since END"
+	                           " WHERE sub_id = ?1 AND client_id = ?2 AND status != 3");
 	if (st)
 		bind_sub(st, u);
 	if ((e = step_done(s, st, "sub_update")) != LH_OK)
@@ -980,7 +982,7 @@ static enum lh_err sqlite_sub_update(struct store *base, const struct subscripti
 	if (u->status == SUB_DELETED) {
 		/* Unsubscribing cancels what was still waiting to be sent. */
 		st = stmt(s, "UPDATE deliveries SET status = 3, updated_at = ?2"
-			     " WHERE sub_id = ?1 AND status = 0");
+		             " WHERE sub_id = ?1 AND status = 0");
 		if (st) {
 			bind_text(st, 1, u->id);
 			sqlite3_bind_int64(st, 2, u->updated_at);
@@ -993,13 +995,13 @@ out:
 }
 
 static enum lh_err sqlite_sub_get(struct store *base, const char *client_id, const char *id,
-				  struct subscription *out)
+                                  struct subscription *out)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
 	sqlite3_stmt *st = rstmt(s, "SELECT " SUB_COLS " FROM subscriptions"
-				   " WHERE sub_id = ?1 AND client_id = ?2 AND status != 3");
+	                            " WHERE sub_id = ?1 AND client_id = ?2 AND status != 3");
 	if (st) {
 		bind_text(st, 1, id);
 		bind_text(st, 2, client_id);
@@ -1010,16 +1012,16 @@ static enum lh_err sqlite_sub_get(struct store *base, const char *client_id, con
 }
 
 static enum lh_err sqlite_sub_list_holding(struct store *base, const char *lab_id,
-					   const char *party_id, unsigned events,
-					   struct subscription **out, size_t *n)
+                                           const char *party_id, unsigned events,
+                                           struct subscription **out, size_t *n)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
 	sqlite3_stmt *st = rstmt(s, "SELECT " SUB_COLS " FROM subscriptions WHERE sub_id IN"
-				   " (SELECT sub_id FROM subscription_events WHERE lab_id = ?1"
-				   " AND party_id = ?2 AND ((1 << event) & ?3) != 0)"
-				   " ORDER BY sub_id");
+	                            " (SELECT sub_id FROM subscription_events WHERE lab_id = ?1"
+	                            " AND party_id = ?2 AND ((1 << event) & ?3) != 0)"
+	                            " ORDER BY sub_id");
 	if (st) {
 		bind_text(st, 1, lab_id);
 		bind_text(st, 2, party_id);
@@ -1031,16 +1033,16 @@ static enum lh_err sqlite_sub_list_holding(struct store *base, const char *lab_i
 }
 
 static enum lh_err sqlite_sub_list(struct store *base, const char *client_id, const char *lab_id,
-				   int status, const char *after, size_t limit,
-				   struct subscription **out, size_t *n)
+                                   int status, const char *after, size_t limit,
+                                   struct subscription **out, size_t *n)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
 	sqlite3_stmt *st = rstmt(s, "SELECT " SUB_COLS " FROM subscriptions WHERE client_id = ?1"
-				   " AND status != 3 AND (?2 = '' OR lab_id = ?2)"
-				   " AND (?3 < 0 OR status = ?3) AND sub_id > ?4"
-				   " ORDER BY sub_id LIMIT ?5");
+	                            " AND status != 3 AND (?2 = '' OR lab_id = ?2)"
+	                            " AND (?3 < 0 OR status = ?3) AND sub_id > ?4"
+	                            " ORDER BY sub_id LIMIT ?5");
 	if (st) {
 		bind_text(st, 1, client_id);
 		bind_text(st, 2, lab_id);
@@ -1077,10 +1079,10 @@ static void col_parties(sqlite3_stmt *st, int first, struct parties *p)
 static enum lh_err report_put(struct sqlite_store *s, const struct report *r, int insert)
 {
 	sqlite3_stmt *st = insert ? stmt(s, "INSERT INTO reports(report_id, bill_id, seq, name,"
-					    " package, status, completed_at)"
-					    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)")
-				  : stmt(s, "UPDATE reports SET status = ?6, completed_at = ?7"
-					    " WHERE report_id = ?1 AND bill_id = ?2");
+	                                    " package, status, completed_at)"
+	                                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+	                          : stmt(s, "UPDATE reports SET status = ?6, completed_at = ?7"
+	                                    " WHERE report_id = ?1 AND bill_id = ?2");
 	if (st) {
 		bind_text(st, 1, r->report_id);
 		bind_text(st, 2, r->bill_id);
@@ -1094,14 +1096,15 @@ static enum lh_err report_put(struct sqlite_store *s, const struct report *r, in
 }
 
 static enum lh_err tx_bill_insert(struct store_tx *tx, const struct bill *b,
-				  const struct report *reports, size_t n)
+                                  const struct report *reports, size_t n)
 {
 	struct sqlite_store *s = TX(tx);
-	sqlite3_stmt *st = stmt(s, "INSERT INTO bills(bill_id, client_id, lab_id, integrator_id,"
-				   " pre_booking_id, bar_code, lead_source, status, corporate_user,"
-				   " referred_org, referred_hospital_org, patient, created_at,"
-				   " updated_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
-				   " ?12, ?13, ?14)");
+	sqlite3_stmt *st =
+	    stmt(s, "INSERT INTO bills(bill_id, client_id, lab_id, integrator_id,"
+	            " pre_booking_id, bar_code, lead_source, status, corporate_user,"
+	            " referred_org, referred_hospital_org, patient, created_at,"
+	            " updated_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+	            " ?12, ?13, ?14)");
 	enum lh_err e;
 	if (st) {
 		bind_text(st, 1, b->bill_id);
@@ -1128,9 +1131,9 @@ static enum lh_err tx_bill_insert(struct store_tx *tx, const struct bill *b,
 	return LH_OK;
 }
 
-#define BILL_COLS                                                                          \
-	"bill_id, client_id, lab_id, integrator_id, pre_booking_id, bar_code, lead_source,"  \
-	" status, corporate_user, referred_org, referred_hospital_org, patient, created_at," \
+#define BILL_COLS                                                                                  \
+	"bill_id, client_id, lab_id, integrator_id, pre_booking_id, bar_code, lead_source,"        \
+	" status, corporate_user, referred_org, referred_hospital_org, patient, created_at,"       \
 	" updated_at"
 
 static void bill_from_row(sqlite3_stmt *st, struct bill *b)
@@ -1165,11 +1168,12 @@ static void report_from_row(sqlite3_stmt *st, void *p)
 
 /* Reads a bill (of client_id unless NULL) and its reports; caller holds mu. */
 static enum lh_err bill_read(struct sqlite_store *s, int reader, const char *client_id,
-			     const char *bill_id, struct bill *out, struct report **reports,
-			     size_t *n)
+                             const char *bill_id, struct bill *out, struct report **reports,
+                             size_t *n)
 {
 	struct bill b;
-	sqlite3_stmt *st = stmt_for(s, reader, "SELECT " BILL_COLS " FROM bills WHERE bill_id = ?1");
+	sqlite3_stmt *st =
+	    stmt_for(s, reader, "SELECT " BILL_COLS " FROM bills WHERE bill_id = ?1");
 	if (!st)
 		return LH_ESTORE;
 	bind_text(st, 1, bill_id);
@@ -1181,8 +1185,9 @@ static enum lh_err bill_read(struct sqlite_store *s, int reader, const char *cli
 		return LH_ENOTFOUND;
 	if (rc != SQLITE_ROW)
 		return fail(s, rc, "bill");
-	st = stmt_for(s, reader, "SELECT report_id, bill_id, seq, name, package, status,"
-				 " completed_at FROM reports WHERE bill_id = ?1 ORDER BY seq");
+	st = stmt_for(s, reader,
+	              "SELECT report_id, bill_id, seq, name, package, status,"
+	              " completed_at FROM reports WHERE bill_id = ?1 ORDER BY seq");
 	if (!st)
 		return LH_ESTORE;
 	bind_text(st, 1, bill_id);
@@ -1193,7 +1198,7 @@ static enum lh_err bill_read(struct sqlite_store *s, int reader, const char *cli
 }
 
 static enum lh_err tx_bill_load(struct store_tx *tx, const char *bill_id, struct bill *out,
-				struct report **reports, size_t *n)
+                                struct report **reports, size_t *n)
 {
 	return bill_read(TX(tx), 0, NULL, bill_id, out, reports, n);
 }
@@ -1201,7 +1206,8 @@ static enum lh_err tx_bill_load(struct store_tx *tx, const char *bill_id, struct
 static enum lh_err tx_bill_update(struct store_tx *tx, const struct bill *b)
 {
 	struct sqlite_store *s = TX(tx);
-	sqlite3_stmt *st = stmt(s, "UPDATE bills SET status = ?2, updated_at = ?3 WHERE bill_id = ?1");
+	sqlite3_stmt *st =
+	    stmt(s, "UPDATE bills SET status = ?2, updated_at = ?3 WHERE bill_id = ?1");
 	if (st) {
 		bind_text(st, 1, b->bill_id);
 		sqlite3_bind_int(st, 2, (int)b->status);
@@ -1216,11 +1222,11 @@ static enum lh_err tx_report_update(struct store_tx *tx, const struct report *r)
 }
 
 static enum lh_err tx_lead_dup(struct store_tx *tx, const char *lab_id, const char *day,
-			       const char *contact, const char *email, int *dup)
+                               const char *contact, const char *email, int *dup)
 {
 	struct sqlite_store *s = TX(tx);
 	sqlite3_stmt *st = stmt(s, "SELECT 1 FROM leads WHERE lab_id = ?1 AND day = ?2 AND"
-				   " (contact = ?3 OR (?4 != '' AND email = ?4)) LIMIT 1");
+	                           " (contact = ?3 OR (?4 != '' AND email = ?4)) LIMIT 1");
 	if (!st)
 		return LH_ESTORE;
 	bind_text(st, 1, lab_id);
@@ -1239,10 +1245,10 @@ static enum lh_err tx_lead_insert(struct store_tx *tx, const struct lead *l)
 {
 	struct sqlite_store *s = TX(tx);
 	sqlite3_stmt *st = stmt(s, "INSERT INTO leads(lead_id, client_id, lab_id, integrator_id,"
-				   " phase, contact, email, day, booking_id, corporate_user,"
-				   " referred_org, referred_hospital_org, data, created_at)"
-				   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
-				   " ?14)");
+	                           " phase, contact, email, day, booking_id, corporate_user,"
+	                           " referred_org, referred_hospital_org, data, created_at)"
+	                           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+	                           " ?14)");
 	if (st) {
 		bind_text(st, 1, l->lead_id);
 		bind_text(st, 2, l->client_id);
@@ -1264,9 +1270,9 @@ static enum lh_err tx_lead_load(struct store_tx *tx, const char *lead_id, struct
 {
 	struct sqlite_store *s = TX(tx);
 	sqlite3_stmt *st = stmt(s, "SELECT lead_id, client_id, lab_id, integrator_id, phase,"
-				   " contact, email, day, booking_id, corporate_user, referred_org,"
-				   " referred_hospital_org, data, created_at FROM leads"
-				   " WHERE lead_id = ?1");
+	                           " contact, email, day, booking_id, corporate_user, referred_org,"
+	                           " referred_hospital_org, data, created_at FROM leads"
+	                           " WHERE lead_id = ?1");
 	if (!st)
 		return LH_ESTORE;
 	bind_text(st, 1, lead_id);
@@ -1292,11 +1298,11 @@ static enum lh_err tx_lead_load(struct store_tx *tx, const char *lead_id, struct
 }
 
 static enum lh_err tx_lead_set_booking(struct store_tx *tx, const char *lead_id,
-				       const char *booking_id)
+                                       const char *booking_id)
 {
 	struct sqlite_store *s = TX(tx);
 	sqlite3_stmt *st = stmt(s, "UPDATE leads SET booking_id = ?2, phase = 1"
-				   " WHERE lead_id = ?1 AND booking_id = ''");
+	                           " WHERE lead_id = ?1 AND booking_id = ''");
 	if (st) {
 		bind_text(st, 1, lead_id);
 		bind_text(st, 2, booking_id);
@@ -1311,9 +1317,9 @@ static enum lh_err tx_booking_insert(struct store_tx *tx, const struct booking *
 {
 	struct sqlite_store *s = TX(tx);
 	sqlite3_stmt *st = stmt(s, "INSERT INTO bookings(booking_id, lead_id, client_id, lab_id,"
-				   " integrator_id, booking_type, scheduled_at, corporate_user,"
-				   " referred_org, referred_hospital_org, created_at)"
-				   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
+	                           " integrator_id, booking_type, scheduled_at, corporate_user,"
+	                           " referred_org, referred_hospital_org, created_at)"
+	                           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
 	if (st) {
 		bind_text(st, 1, b->booking_id);
 		bind_text(st, 2, b->lead_id);
@@ -1343,16 +1349,16 @@ static enum lh_err fresh_push(struct sqlite_store *s, const struct delivery *d)
 }
 
 static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
-				   const char *const *party_ids, size_t n, const char *only_sub,
-				   size_t *ndeliveries)
+                                   const char *const *party_ids, size_t n, const char *only_sub,
+                                   size_t *ndeliveries)
 {
 	struct sqlite_store *s = TX(tx);
 	const char *matched[8];
 	size_t nm = 0;
 	enum lh_err e;
 	sqlite3_stmt *st = stmt(s, "INSERT INTO events(event_id, client_id, lab_id, type,"
-				   " entity_id, payload, created_at)"
-				   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+	                           " entity_id, payload, created_at)"
+	                           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
 	if (st) {
 		bind_text(st, 1, ev->event_id);
 		bind_text(st, 2, ev->client_id);
@@ -1399,9 +1405,10 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 		d.status = DLV_PENDING;
 		d.next_at_ms = ev->created_at * 1000;
 		d.created_at = ev->created_at;
-		st = stmt(s, "INSERT INTO deliveries(delivery_id, event_id, event_seq, event_type,"
-			     " sub_id, entity_id, status, attempts, next_at, created_at, updated_at)"
-			     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7, ?8, ?8)");
+		st =
+		    stmt(s, "INSERT INTO deliveries(delivery_id, event_id, event_seq, event_type,"
+		            " sub_id, entity_id, status, attempts, next_at, created_at, updated_at)"
+		            " VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7, ?8, ?8)");
 		if (st) {
 			bind_text(st, 1, d.delivery_id);
 			bind_text(st, 2, d.event_id);
@@ -1421,16 +1428,16 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 }
 
 static const struct store_tx_ops sqlite_tx_ops = {
-	.bill_insert = tx_bill_insert,
-	.bill_load = tx_bill_load,
-	.bill_update = tx_bill_update,
-	.report_update = tx_report_update,
-	.lead_dup = tx_lead_dup,
-	.lead_insert = tx_lead_insert,
-	.lead_load = tx_lead_load,
-	.lead_set_booking = tx_lead_set_booking,
-	.booking_insert = tx_booking_insert,
-	.event_insert = tx_event_insert,
+    .bill_insert = tx_bill_insert,
+    .bill_load = tx_bill_load,
+    .bill_update = tx_bill_update,
+    .report_update = tx_report_update,
+    .lead_dup = tx_lead_dup,
+    .lead_insert = tx_lead_insert,
+    .lead_load = tx_lead_load,
+    .lead_set_booking = tx_lead_set_booking,
+    .booking_insert = tx_booking_insert,
+    .event_insert = tx_event_insert,
 };
 
 /* ---- group commit ---- */
@@ -1536,9 +1543,8 @@ static enum lh_err sqlite_submit(struct store *base, store_tx_fn fn, void *arg)
 	return j.result;
 }
 
-static enum lh_err sqlite_bill_get(struct store *base, const char *client_id,
-				   const char *bill_id, struct bill *out, struct report **reports,
-				   size_t *n)
+static enum lh_err sqlite_bill_get(struct store *base, const char *client_id, const char *bill_id,
+                                   struct bill *out, struct report **reports, size_t *n)
 {
 	struct sqlite_store *s = S(base);
 	pthread_mutex_lock(&s->rmu);
@@ -1558,8 +1564,8 @@ static void sqlite_set_commit_hook(struct store *base, store_commit_hook fn, voi
 	pthread_mutex_unlock(&s->mu);
 }
 
-#define DELIVERY_COLS                                                                      \
-	"delivery_id, event_id, sub_id, entity_id, event_seq, event_type, status, attempts," \
+#define DELIVERY_COLS                                                                              \
+	"delivery_id, event_id, sub_id, entity_id, event_seq, event_type, status, attempts,"       \
 	" next_at, last_error, created_at"
 
 static void delivery_from_row(sqlite3_stmt *st, void *p)
@@ -1580,15 +1586,15 @@ static void delivery_from_row(sqlite3_stmt *st, void *p)
 }
 
 static enum lh_err sqlite_delivery_pending(struct store *base, int64_t after_seq,
-					   const char *sub_id, size_t limit, struct delivery **out,
-					   size_t *n)
+                                           const char *sub_id, size_t limit, struct delivery **out,
+                                           size_t *n)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
 	sqlite3_stmt *st = rstmt(s, "SELECT " DELIVERY_COLS " FROM deliveries WHERE status = 0"
-				    " AND event_seq > ?1 AND (?2 = '' OR sub_id = ?2)"
-				    " ORDER BY event_seq LIMIT ?3");
+	                            " AND event_seq > ?1 AND (?2 = '' OR sub_id = ?2)"
+	                            " ORDER BY event_seq LIMIT ?3");
 	if (st) {
 		sqlite3_bind_int64(st, 1, after_seq);
 		bind_text(st, 2, sub_id);
@@ -1636,8 +1642,8 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 	for (size_t i = 0; i < j->n && e == LH_OK; i++) {
 		const struct delivery_result *r = &j->r[i];
 		sqlite3_stmt *st = stmt(s, "INSERT OR REPLACE INTO attempts(delivery_id, n,"
-					   " started_at, duration_ms, status_code, error, response)"
-					   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+		                           " started_at, duration_ms, status_code, error, response)"
+		                           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
 		if (st) {
 			bind_text(st, 1, r->a.delivery_id);
 			sqlite3_bind_int(st, 2, r->a.n);
@@ -1650,8 +1656,9 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 		if ((e = step_done(s, st, "attempt_insert")) != LH_OK)
 			break;
 		/* A delivery cancelled meanwhile (unsubscribed) stays cancelled. */
-		st = stmt(s, "UPDATE deliveries SET status = ?2, attempts = ?3, next_at = ?4,"
-			     " last_error = ?5, updated_at = ?6 WHERE delivery_id = ?1 AND status != 3");
+		st = stmt(
+		    s, "UPDATE deliveries SET status = ?2, attempts = ?3, next_at = ?4,"
+		       " last_error = ?5, updated_at = ?6 WHERE delivery_id = ?1 AND status != 3");
 		if (st) {
 			bind_text(st, 1, r->a.delivery_id);
 			sqlite3_bind_int(st, 2, (int)r->status);
@@ -1665,13 +1672,13 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 		if (r->sub == SUBO_NONE)
 			continue;
 		st = r->sub == SUBO_SUCCESS
-			     ? stmt(s, "UPDATE subscriptions SET failing_since = 0 WHERE sub_id = ?1"
-				       " AND failing_since != 0")
+		         ? stmt(s, "UPDATE subscriptions SET failing_since = 0 WHERE sub_id = ?1"
+		                   " AND failing_since != 0")
 		     : r->sub == SUBO_FAILURE
-			     ? stmt(s, "UPDATE subscriptions SET failing_since = ?2 WHERE sub_id = ?1"
-				       " AND failing_since = 0")
-			     : stmt(s, "UPDATE subscriptions SET status = 2, updated_at = ?2"
-				       " WHERE sub_id = ?1 AND status IN (0, 1)");
+		         ? stmt(s, "UPDATE subscriptions SET failing_since = ?2 WHERE sub_id = ?1"
+		                   " AND failing_since = 0")
+		         : stmt(s, "UPDATE subscriptions SET status = 2, updated_at = ?2"
+		                   " WHERE sub_id = ?1 AND status IN (0, 1)");
 		if (st) {
 			bind_text(st, 1, r->sub_id);
 			sqlite3_bind_int64(st, 2, r->now);
@@ -1692,14 +1699,13 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 }
 
 static enum lh_err sqlite_delivery_record(struct store *base, const struct delivery_result *r,
-					  size_t n)
+                                          size_t n)
 {
 	struct record_job j = {r, n};
 	return sqlite_submit(base, job_record, &j);
 }
 
-static enum lh_err sqlite_sub_get_any(struct store *base, const char *id,
-				      struct subscription *out)
+static enum lh_err sqlite_sub_get_any(struct store *base, const char *id, struct subscription *out)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
@@ -1723,18 +1729,18 @@ static uint64_t sqlite_subs_version(struct store *base)
 }
 
 static enum lh_err sqlite_delivery_list(struct store *base, const char *client_id,
-					const char *sub_id, int status, int64_t since,
-					const char *before, size_t limit, struct delivery **out,
-					size_t *n)
+                                        const char *sub_id, int status, int64_t since,
+                                        const char *before, size_t limit, struct delivery **out,
+                                        size_t *n)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
 	sqlite3_stmt *st = rstmt(s, "SELECT " DELIVERY_COLS " FROM deliveries WHERE sub_id = ?1"
-				   " AND sub_id IN (SELECT sub_id FROM subscriptions"
-				   " WHERE client_id = ?2) AND (?3 < 0 OR status = ?3)"
-				   " AND created_at >= ?4 AND (?5 = '' OR delivery_id < ?5)"
-				   " ORDER BY delivery_id DESC LIMIT ?6");
+	                            " AND sub_id IN (SELECT sub_id FROM subscriptions"
+	                            " WHERE client_id = ?2) AND (?3 < 0 OR status = ?3)"
+	                            " AND created_at >= ?4 AND (?5 = '' OR delivery_id < ?5)"
+	                            " ORDER BY delivery_id DESC LIMIT ?6");
 	if (st) {
 		bind_text(st, 1, sub_id);
 		bind_text(st, 2, client_id);
@@ -1762,13 +1768,14 @@ static void attempt_from_row(sqlite3_stmt *st, void *p)
 }
 
 static enum lh_err sqlite_attempt_list(struct store *base, const char *delivery_id,
-				       struct attempt **out, size_t *n)
+                                       struct attempt **out, size_t *n)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
-	sqlite3_stmt *st = rstmt(s, "SELECT delivery_id, n, started_at, duration_ms, status_code,"
-				   " error, response FROM attempts WHERE delivery_id = ?1 ORDER BY n");
+	sqlite3_stmt *st =
+	    rstmt(s, "SELECT delivery_id, n, started_at, duration_ms, status_code,"
+	             " error, response FROM attempts WHERE delivery_id = ?1 ORDER BY n");
 	if (st) {
 		bind_text(st, 1, delivery_id);
 		e = collect(s, st, sizeof **out, attempt_from_row, (void **)out, n);
@@ -1780,7 +1787,7 @@ static enum lh_err sqlite_attempt_list(struct store *base, const char *delivery_
 struct requeue_job {
 	const char *client_id, *delivery_id, *sub_id;
 	int64_t since, now_ms;
-	struct delivery *out; /* requeue: one */
+	struct delivery *out;  /* requeue: one */
 	struct delivery *list; /* recover: many */
 	size_t n;
 };
@@ -1790,9 +1797,9 @@ static enum lh_err job_requeue(struct store_tx *tx, void *arg)
 	struct sqlite_store *s = TX(tx);
 	struct requeue_job *j = arg;
 	sqlite3_stmt *st = stmt(s, "UPDATE deliveries SET status = 0, next_at = ?3, updated_at = ?4"
-				   " WHERE delivery_id = ?1 AND status != 3 AND sub_id IN"
-				   " (SELECT sub_id FROM subscriptions WHERE client_id = ?2"
-				   " AND status != 3)");
+	                           " WHERE delivery_id = ?1 AND status != 3 AND sub_id IN"
+	                           " (SELECT sub_id FROM subscriptions WHERE client_id = ?2"
+	                           " AND status != 3)");
 	enum lh_err e;
 	if (st) {
 		bind_text(st, 1, j->delivery_id);
@@ -1819,12 +1826,12 @@ static enum lh_err job_requeue(struct store_tx *tx, void *arg)
 }
 
 static enum lh_err sqlite_delivery_requeue(struct store *base, const char *client_id,
-					   const char *delivery_id, int64_t now_ms,
-					   struct delivery *out)
+                                           const char *delivery_id, int64_t now_ms,
+                                           struct delivery *out)
 {
 	struct delivery d;
-	struct requeue_job j = {.client_id = client_id, .delivery_id = delivery_id,
-				.now_ms = now_ms, .out = &d};
+	struct requeue_job j = {
+	    .client_id = client_id, .delivery_id = delivery_id, .now_ms = now_ms, .out = &d};
 	enum lh_err e = sqlite_submit(base, job_requeue, &j);
 	if (e == LH_OK)
 		*out = d;
@@ -1836,9 +1843,9 @@ static enum lh_err job_recover(struct store_tx *tx, void *arg)
 	struct sqlite_store *s = TX(tx);
 	struct requeue_job *j = arg;
 	sqlite3_stmt *st = stmt(s, "SELECT " DELIVERY_COLS " FROM deliveries WHERE sub_id = ?1"
-				   " AND status = 2 AND created_at >= ?2 AND sub_id IN"
-				   " (SELECT sub_id FROM subscriptions WHERE client_id = ?3)"
-				   " ORDER BY event_seq");
+	                           " AND status = 2 AND created_at >= ?2 AND sub_id IN"
+	                           " (SELECT sub_id FROM subscriptions WHERE client_id = ?3)"
+	                           " ORDER BY event_seq");
 	enum lh_err e;
 	if (!st)
 		return LH_ESTORE;
@@ -1853,7 +1860,7 @@ static enum lh_err job_recover(struct store_tx *tx, void *arg)
 		j->list[i].next_at_ms = j->now_ms;
 		j->list[i].requeued = 1;
 		st = stmt(s, "UPDATE deliveries SET status = 0, next_at = ?2, updated_at = ?3"
-			     " WHERE delivery_id = ?1");
+		             " WHERE delivery_id = ?1");
 		if (st) {
 			bind_text(st, 1, j->list[i].delivery_id);
 			sqlite3_bind_int64(st, 2, j->now_ms);
@@ -1867,11 +1874,11 @@ static enum lh_err job_recover(struct store_tx *tx, void *arg)
 }
 
 static enum lh_err sqlite_delivery_recover(struct store *base, const char *client_id,
-					   const char *sub_id, int64_t since, int64_t now_ms,
-					   struct delivery **out, size_t *n)
+                                           const char *sub_id, int64_t since, int64_t now_ms,
+                                           struct delivery **out, size_t *n)
 {
-	struct requeue_job j = {.client_id = client_id, .sub_id = sub_id, .since = since,
-				.now_ms = now_ms};
+	struct requeue_job j = {
+	    .client_id = client_id, .sub_id = sub_id, .since = since, .now_ms = now_ms};
 	enum lh_err e = sqlite_submit(base, job_recover, &j);
 	if (e != LH_OK) {
 		free(j.list);
@@ -1883,39 +1890,39 @@ static enum lh_err sqlite_delivery_recover(struct store *base, const char *clien
 }
 
 static const struct store_ops sqlite_ops = {
-	.name = "sqlite",
-	.close = sqlite_close,
-	.meta_get_or_put = sqlite_meta_get_or_put,
-	.account_insert = sqlite_account_insert,
-	.account_get = sqlite_account_get,
-	.account_list = sqlite_account_list,
-	.account_set_secret = sqlite_account_set_secret,
-	.account_set_mode = sqlite_account_set_mode,
-	.lab_insert = sqlite_lab_insert,
-	.lab_get = sqlite_lab_get,
-	.lab_list = sqlite_lab_list,
-	.party_insert = sqlite_party_insert,
-	.party_get = sqlite_party_get,
-	.party_list = sqlite_party_list,
-	.refresh_insert = sqlite_refresh_insert,
-	.refresh_rotate = sqlite_refresh_rotate,
-	.sub_insert = sqlite_sub_insert,
-	.sub_update = sqlite_sub_update,
-	.sub_get = sqlite_sub_get,
-	.sub_list_holding = sqlite_sub_list_holding,
-	.sub_list = sqlite_sub_list,
-	.submit = sqlite_submit,
-	.set_commit_hook = sqlite_set_commit_hook,
-	.delivery_pending = sqlite_delivery_pending,
-	.event_payload = sqlite_event_payload,
-	.delivery_record = sqlite_delivery_record,
-	.sub_get_any = sqlite_sub_get_any,
-	.subs_version = sqlite_subs_version,
-	.delivery_list = sqlite_delivery_list,
-	.attempt_list = sqlite_attempt_list,
-	.delivery_requeue = sqlite_delivery_requeue,
-	.delivery_recover = sqlite_delivery_recover,
-	.bill_get = sqlite_bill_get,
+    .name = "sqlite",
+    .close = sqlite_close,
+    .meta_get_or_put = sqlite_meta_get_or_put,
+    .account_insert = sqlite_account_insert,
+    .account_get = sqlite_account_get,
+    .account_list = sqlite_account_list,
+    .account_set_secret = sqlite_account_set_secret,
+    .account_set_mode = sqlite_account_set_mode,
+    .lab_insert = sqlite_lab_insert,
+    .lab_get = sqlite_lab_get,
+    .lab_list = sqlite_lab_list,
+    .party_insert = sqlite_party_insert,
+    .party_get = sqlite_party_get,
+    .party_list = sqlite_party_list,
+    .refresh_insert = sqlite_refresh_insert,
+    .refresh_rotate = sqlite_refresh_rotate,
+    .sub_insert = sqlite_sub_insert,
+    .sub_update = sqlite_sub_update,
+    .sub_get = sqlite_sub_get,
+    .sub_list_holding = sqlite_sub_list_holding,
+    .sub_list = sqlite_sub_list,
+    .submit = sqlite_submit,
+    .set_commit_hook = sqlite_set_commit_hook,
+    .delivery_pending = sqlite_delivery_pending,
+    .event_payload = sqlite_event_payload,
+    .delivery_record = sqlite_delivery_record,
+    .sub_get_any = sqlite_sub_get_any,
+    .subs_version = sqlite_subs_version,
+    .delivery_list = sqlite_delivery_list,
+    .attempt_list = sqlite_attempt_list,
+    .delivery_requeue = sqlite_delivery_requeue,
+    .delivery_recover = sqlite_delivery_recover,
+    .bill_get = sqlite_bill_get,
 };
 
 enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
@@ -1941,8 +1948,8 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
 	pthread_mutex_init(&s->qmu, NULL);
 	pthread_cond_init(&s->qcv, NULL);
 	if (sqlite3_open_v2(path, &s->db,
-			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-			    NULL) != SQLITE_OK) {
+	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+	                    NULL) != SQLITE_OK) {
 		LOG(LOG_ERROR, "store", "path=%s err=\"%s\" cannot open database", path,
 		    s->db ? sqlite3_errmsg(s->db) : "out of memory");
 		goto out;
@@ -1952,8 +1959,8 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
 	/* 16 KiB pages: each commit writes fewer, larger WAL frames (fewer syscalls). Only
 	 * takes effect on a new database, before WAL is switched on. */
 	if ((e = exec(s, "PRAGMA page_size=16384; PRAGMA journal_mode=WAL;"
-			 " PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
-			 " PRAGMA cache_size=-32768;")) != LH_OK)
+	                 " PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+	                 " PRAGMA cache_size=-32768;")) != LH_OK)
 		goto out;
 	if ((e = migrate(s)) != LH_OK)
 		goto out;

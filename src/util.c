@@ -93,7 +93,7 @@ enum lh_err util_random_token(const char *prefix, size_t n, char *out, size_t ca
 }
 
 static size_t b64_encode_with(const char *alpha, int pad, const void *in, size_t n, char *out,
-			      size_t cap)
+                              size_t cap)
 {
 	const unsigned char *p = in;
 	size_t need = pad ? ((n + 2) / 3) * 4 : (n * 4 + 2) / 3;
@@ -247,8 +247,8 @@ int util_parse_time(const char *s, int64_t *out)
 		p++;
 	} else if (*p == '+' || *p == '-') {
 		int sign = *p++ == '-' ? -1 : 1, oh, om;
-		if (parse_digits(&p, 2, &oh) || *p++ != ':' || parse_digits(&p, 2, &om) || oh > 23 ||
-		    om > 59)
+		if (parse_digits(&p, 2, &oh) || *p++ != ':' || parse_digits(&p, 2, &om) ||
+		    oh > 23 || om > 59)
 			return -1;
 		off = sign * (oh * 3600 + om * 60);
 	} else {

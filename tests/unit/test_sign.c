@@ -15,9 +15,9 @@ static void test_published_vector(void **state)
 	const char *body = "{\"test\": 2432232314}";
 	(void)state;
 	assert_int_equal(sig_sign_v1("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-				     "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, strlen(body),
-				     sig),
-			 0);
+	                             "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, strlen(body),
+	                             sig),
+	                 0);
 	assert_string_equal(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
 }
 
@@ -47,9 +47,9 @@ static void test_bad_secrets_refused(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_published_vector),
-		cmocka_unit_test(test_any_change_changes_the_signature),
-		cmocka_unit_test(test_bad_secrets_refused),
+	    cmocka_unit_test(test_published_vector),
+	    cmocka_unit_test(test_any_change_changes_the_signature),
+	    cmocka_unit_test(test_bad_secrets_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -229,13 +229,12 @@ static void test_reopen_keeps_data(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_accounts, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_labs_scoped_to_account, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_refresh_rotation, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_one_live_subscription_per_event, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_meta_first_writer_wins, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_accounts, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_labs_scoped_to_account, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refresh_rotation, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_one_live_subscription_per_event, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_meta_first_writer_wins, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
