@@ -94,6 +94,14 @@ struct attempt_ctx {
 	struct attempt_ctx *prev, *next; /* the dispatcher's list of running attempts */
 };
 
+struct rec_batch {
+	struct rec_batch *next;
+	size_t n;
+	struct delivery_result r[];
+};
+
+#define RECORD_QUEUE_CAP 65536 /* results; past it the dispatcher waits for the recorder */
+
 struct dispatcher {
 	struct store *st;
 	const struct config *cfg;
@@ -120,6 +128,16 @@ struct dispatcher {
 	struct delivery_result *results;
 	size_t nresults;
 	int64_t first_result_ms;
+
+	/* The recorder thread writes outcomes through the store's group commit, so the
+	 * dispatcher never waits for a disk sync. Batches queue under rec_mu. */
+	pthread_t recorder;
+	int recorder_started;
+	pthread_mutex_t rec_mu;
+	pthread_cond_t rec_cv, rec_room;
+	struct rec_batch *rec_head, *rec_tail;
+	size_t rec_queued; /* results waiting in the queue */
+	int rec_stop;
 
 	/* The window: at most cfg->delivery_window items in memory. Pending deliveries past
 	 * it stay in the store (spilled) and are paged in by event_seq as the window drains. */
@@ -329,17 +347,65 @@ static int endpoint_refresh(struct dispatcher *d, struct endpoint *ep)
 
 /* ---- results ---- */
 
+/* Hands the buffered outcomes to the recorder thread (waiting only if it is far behind). */
 static void flush_results(struct dispatcher *d)
 {
 	if (!d->nresults)
 		return;
-	enum lh_err e = d->st->ops->delivery_record(d->st, d->results, d->nresults);
-	if (e != LH_OK)
-		/* Not recorded: the deliveries stay pending in the store and go out again
-		 * after a restart (at least once, never lost). */
-		LOG(LOG_ERROR, "dispatch", "n=%zu err=%s cannot record outcomes", d->nresults,
-		    err_code(e));
+	struct rec_batch *b = malloc(sizeof *b + d->nresults * sizeof b->r[0]);
+	if (!b) {
+		/* Not recorded: the deliveries stay pending in the store and go out again after
+		 * a restart (at least once, never lost). */
+		LOG(LOG_ERROR, "dispatch", "n=%zu out of memory recording outcomes", d->nresults);
+		d->nresults = 0;
+		return;
+	}
+	b->next = NULL;
+	b->n = d->nresults;
+	memcpy(b->r, d->results, d->nresults * sizeof b->r[0]);
 	d->nresults = 0;
+	pthread_mutex_lock(&d->rec_mu);
+	while (d->rec_queued > RECORD_QUEUE_CAP)
+		pthread_cond_wait(&d->rec_room, &d->rec_mu);
+	if (d->rec_tail)
+		d->rec_tail->next = b;
+	else
+		d->rec_head = b;
+	d->rec_tail = b;
+	d->rec_queued += b->n;
+	pthread_cond_signal(&d->rec_cv);
+	pthread_mutex_unlock(&d->rec_mu);
+}
+
+static void *recorder_main(void *arg)
+{
+	struct dispatcher *d = arg;
+	pthread_setname_np(pthread_self(), "lh-recorder");
+	for (;;) {
+		pthread_mutex_lock(&d->rec_mu);
+		while (!d->rec_head && !d->rec_stop)
+			pthread_cond_wait(&d->rec_cv, &d->rec_mu);
+		struct rec_batch *list = d->rec_head;
+		d->rec_head = d->rec_tail = NULL;
+		int stop = d->rec_stop;
+		pthread_mutex_unlock(&d->rec_mu);
+		if (!list && stop)
+			return NULL;
+		for (struct rec_batch *b = list, *next; b; b = next) {
+			next = b->next;
+			enum lh_err e = d->st->ops->delivery_record(d->st, b->r, b->n);
+			if (e != LH_OK)
+				/* Not recorded: still pending in the store, sent again after a
+				 * restart (at least once, never lost). */
+				LOG(LOG_ERROR, "dispatch", "n=%zu err=%s cannot record outcomes",
+				    b->n, err_code(e));
+			pthread_mutex_lock(&d->rec_mu);
+			d->rec_queued -= b->n;
+			pthread_cond_signal(&d->rec_room);
+			pthread_mutex_unlock(&d->rec_mu);
+			free(b);
+		}
+	}
 }
 
 static void add_result(struct dispatcher *d, const struct delivery_result *r)
@@ -863,6 +929,9 @@ enum lh_err dispatch_start(struct store *st, const struct config *cfg, struct di
 	d->st = st;
 	d->cfg = cfg;
 	pthread_mutex_init(&d->inbox_mu, NULL);
+	pthread_mutex_init(&d->rec_mu, NULL);
+	pthread_cond_init(&d->rec_cv, NULL);
+	pthread_cond_init(&d->rec_room, NULL);
 	d->results = calloc(RESULT_BATCH, sizeof *d->results);
 	d->multi = curl_multi_init();
 	if (!d->results || !d->multi) {
@@ -881,6 +950,11 @@ enum lh_err dispatch_start(struct store *st, const struct config *cfg, struct di
 	    "loaded=%zu more_in_store=%d window=%d max_in_flight=%d "
 	    "delivery engine ready",
 	    d->mem_items, d->spilled, cfg->delivery_window, cfg->max_in_flight);
+	if (pthread_create(&d->recorder, NULL, recorder_main, d) != 0) {
+		e = LH_EIO;
+		goto fail;
+	}
+	d->recorder_started = 1;
 	if (pthread_create(&d->thread, NULL, dispatch_main, d) != 0) {
 		e = LH_EIO;
 		goto fail;
@@ -906,6 +980,17 @@ void dispatch_stop(struct dispatcher *d)
 		curl_multi_wakeup(d->multi);
 		pthread_join(d->thread, NULL);
 	}
+	if (d->recorder_started) {
+		/* The dispatcher has handed over its last outcomes: record them, then stop. */
+		pthread_mutex_lock(&d->rec_mu);
+		d->rec_stop = 1;
+		pthread_cond_signal(&d->rec_cv);
+		pthread_mutex_unlock(&d->rec_mu);
+		pthread_join(d->recorder, NULL);
+	}
+	pthread_mutex_destroy(&d->rec_mu);
+	pthread_cond_destroy(&d->rec_cv);
+	pthread_cond_destroy(&d->rec_room);
 	/* Free what is left; anything unsent is still pending in the store. */
 	for (struct attempt_ctx *a = d->running, *next; a; a = next) {
 		next = a->next;
