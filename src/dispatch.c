@@ -70,7 +70,9 @@ struct endpoint {
 	int in_flight;
 	int streak; /* consecutive failures */
 	int64_t backoff_until_ms;
-	int evicted; /* its items left memory while paused or disabled */
+	int64_t backoff_since_ms; /* when the current backoff began (0: none) */
+	int backoff_level;        /* doublings of the pause: grows only when a probe fails */
+	int evicted;              /* its items left memory while paused or disabled */
 };
 
 struct heap_ent {
@@ -699,6 +701,8 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 		r.sub = ep->streak > 0 || ep->sub.failing_since ? SUBO_SUCCESS : SUBO_NONE;
 		ep->streak = 0;
 		ep->backoff_until_ms = 0;
+		ep->backoff_since_ms = 0;
+		ep->backoff_level = 0;
 		ep->sub.failing_since = 0;
 	} else {
 		if (got_answer)
@@ -708,9 +712,14 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 			snprintf(r.a.error, sizeof r.a.error, "%s", classify(cc, a));
 		ep->streak++;
 		if (ep->streak >= STREAK_BACKOFF) {
-			int64_t b = 1000LL << (ep->streak - STREAK_BACKOFF < 16
-			                           ? ep->streak - STREAK_BACKOFF
-			                           : 16);
+			/* Backed off as a whole: one probe at a time after a pause. Only a probe
+			 * (an attempt started after the backoff began) that fails doubles the
+			 * pause; the other requests that were in flight when it began do not. */
+			if (!ep->backoff_since_ms)
+				ep->backoff_since_ms = now_ms;
+			else if (a->started_ms >= ep->backoff_since_ms && ep->backoff_level < 16)
+				ep->backoff_level++;
+			int64_t b = 1000LL << ep->backoff_level;
 			ep->backoff_until_ms = now_ms + (b > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b);
 		}
 		if (!ep->sub.failing_since)
