@@ -710,6 +710,12 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 			         code >= 300 && code < 400 ? "redirect_" : "http_", code);
 		else
 			snprintf(r.a.error, sizeof r.a.error, "%s", classify(cc, a));
+		if (a->blocked)
+			LOG(LOG_WARN, "dispatch",
+			    "delivery=%s sub=%s range=%s blocked_address: the endpoint resolved to "
+			    "a "
+			    "refused address range",
+			    it->delivery_id, l->sub_id, a->blocked);
 		ep->streak++;
 		if (ep->streak >= STREAK_BACKOFF) {
 			/* Backed off as a whole: one probe at a time after a pause. Only a probe

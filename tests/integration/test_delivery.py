@@ -330,6 +330,7 @@ def test_address_policy_at_delivery_time(_srv):
             ds = wait_deliveries(srv, c, sub, lambda ds: ds and ds[0]["status"] == "failed")
             errs = [a["error"] for a in ds[0]["attempts"]]
             assert errs == ["blocked_address"], (h, ds)
+            assert any("blocked_address" in l and sub in l for l in srv.log_lines), h
     finally:
         srv.cleanup()
 
