@@ -140,6 +140,15 @@ void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)
 	struct call c = {.app = ctx, .rq = rq, .rs = rs};
 	char buf[1024];
 	int path_found = 0;
+
+	if (!__atomic_load_n(&c.app->ready, __ATOMIC_ACQUIRE)) {
+		/* The listener opens a moment before the last start-up step completes. */
+		rs->retry_after = 1;
+		api_fail(&c, LH_EIO, "starting", NULL,
+		         "the service is starting; retry in a second");
+		rs->status = 503;
+		return;
+	}
 	/* HEAD is GET without the body (libmicrohttpd drops it). */
 	const char *method = strcmp(rq->method, "HEAD") == 0 ? "GET" : rq->method;
 

@@ -1,6 +1,6 @@
 /* api.h: the HTTP API: one router (api.c) and one file per resource (api_auth.c,
- * api_admin.c, api_subs.c). Handlers run on HTTP threads, several at once; they keep no
- * state of their own between requests.
+ * api_admin.c, api_subs.c, api_deliveries.c, api_events.c). Handlers run on HTTP threads,
+ * several at once; they keep no state of their own between requests.
  */
 #ifndef LH_API_H
 #define LH_API_H

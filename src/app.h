@@ -17,6 +17,7 @@ struct app {
 	unsigned char admin_key_hash[32];
 	char public_url[600]; /* base of reportURL links, no trailing slash */
 	struct dispatcher *dispatcher;
+	int ready; /* set (atomically) once public_url and the demo accounts are in place */
 };
 
 #endif

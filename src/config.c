@@ -548,12 +548,13 @@ void config_log_effective(const struct config *c)
 	    "refresh_ttl_ms=%lld auth_max_failures=%d auth_lockout_ms=%lld demo=%d "
 	    "timeout_ms=%lld connect_timeout_ms=%lld max_in_flight=%d "
 	    "max_in_flight_per_endpoint=%d disable_after_ms=%lld disable_min_span_ms=%lld "
-	    "effective configuration",
+	    "delivery_window=%d max_connections_per_ip=%d log_level=%d effective configuration",
 	    c->data_dir, c->listen_host, c->listen_port, *allow ? allow : "-",
 	    *c->ca_file ? c->ca_file : "-", sched, *c->public_url ? c->public_url : "-",
 	    c->http_threads, c->max_connections, (long long)c->conn_timeout_ms,
 	    (long long)c->max_body, (long long)c->refresh_ttl_ms, c->auth_max_failures,
 	    (long long)c->auth_lockout_ms, c->demo, (long long)c->delivery_timeout_ms,
 	    (long long)c->connect_timeout_ms, c->max_in_flight, c->max_in_flight_per_endpoint,
-	    (long long)c->disable_after_ms, (long long)c->disable_min_span_ms);
+	    (long long)c->disable_after_ms, (long long)c->disable_min_span_ms, c->delivery_window,
+	    c->max_connections_per_ip, (int)c->log_level);
 }

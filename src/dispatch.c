@@ -312,6 +312,8 @@ static void lane_add(struct dispatcher *d, const struct delivery *dl)
 	it->seq = dl->event_seq;
 	it->attempts = dl->attempts;
 	it->next_at_ms = dl->next_at_ms;
+	if (dl->attempts == 0 && !dl->requeued)
+		it->next_at_ms += d->cfg->retry_ms[0]; /* the schedule's first entry: usually 0 */
 	it->next = *pp;
 	*pp = it;
 	if (!it->next)
@@ -590,8 +592,11 @@ static int start_attempt(struct dispatcher *d, struct lane *l)
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (d->cfg->ca_file[0])
+	if (d->cfg->ca_file[0]) {
+		/* Extra CAs on top of the system store, whatever the libcurl build's default. */
 		curl_easy_setopt(c, CURLOPT_CAINFO, d->cfg->ca_file);
+		curl_easy_setopt(c, CURLOPT_CAPATH, "/etc/ssl/certs");
+	}
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)d->cfg->delivery_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)d->cfg->connect_timeout_ms);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);

@@ -396,7 +396,14 @@ static enum lh_err job_test_event(struct store_tx *tx, void *arg)
 	memset(&none, 0, sizeof none);
 	json_t *d = json_pack("{s:s, s:s}", "subscriptionID", j->sub->id, "message",
 	                      "This is a test event from labhook.");
-	return emit_to(tx, j->sub->client_id, j->sub->lab_id, EV_WEBHOOK_TEST, j->sub->id, &none, d,
+	/* Each test event is its own entity, so one still retrying does not hold the next. */
+	char entity[ID_CAP];
+	enum lh_err e = util_new_id("test_", entity);
+	if (e != LH_OK) {
+		json_decref(d);
+		return e;
+	}
+	return emit_to(tx, j->sub->client_id, j->sub->lab_id, EV_WEBHOOK_TEST, entity, &none, d,
 	               j->sub->id, j->out);
 }
 

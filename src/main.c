@@ -236,6 +236,7 @@ static int serve(int argc, char **argv, char **env)
 		fprintf(stderr, "labhook: cannot create the demo accounts: %s\n", err_code(e));
 		goto out;
 	}
+	__atomic_store_n(&app.ready, 1, __ATOMIC_RELEASE);
 	LOG(LOG_INFO, "main", "listen=%s:%d version=%s store=%s ready", app.cfg.listen_host, port,
 	    LABHOOK_VERSION, app.store->ops->name);
 	while (sigwait(&set, &sig) != 0)

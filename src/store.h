@@ -324,8 +324,8 @@ struct store_ops {
 	enum lh_err (*delivery_requeue)(struct store *s, const char *client_id,
 	                                const char *delivery_id, int64_t now_ms,
 	                                struct delivery *out);
-	/* Sets every failed delivery of a client's subscription created at or after since
-	 * pending again, due at now_ms; returns them (free with free()). */
+	/* Sets every delivery of a client's subscription that failed at or after since (unix
+	 * s) pending again, due at now_ms; returns them (free with free()). */
 	enum lh_err (*delivery_recover)(struct store *s, const char *client_id, const char *sub_id,
 	                                int64_t since, int64_t now_ms, struct delivery **out,
 	                                size_t *n);

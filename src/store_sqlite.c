@@ -1,9 +1,11 @@
 /* store_sqlite.c: the embedded SQLite backend of store.h.
  *
- * One connection in WAL mode with synchronous=FULL, so a COMMIT has reached the disk before
- * any function returns LH_OK. A mutex serialises all calls (SQLite's own write lock would
- * serialise writers anyway); prepared statements are cached per SQL text for the life of the
- * connection. Schema changes are forward-only migrations numbered by PRAGMA user_version.
+ * WAL mode with synchronous=FULL, so a COMMIT has reached the disk before any function
+ * returns LH_OK. Two connections: the writer's (under `mu`; every change, and the group
+ * commit thread lh-writer that runs jobs in batches) and a read-only one (under `rmu`) so
+ * reads never wait behind a commit. Prepared statements are cached per connection and SQL
+ * text. The in-memory routing index mirrors subscription_events under `mu`. Schema changes
+ * are forward-only migrations numbered by PRAGMA user_version.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -71,7 +73,7 @@ struct sqlite_store {
 	size_t nfresh, cap_fresh;
 	store_commit_hook hook;
 	void *hook_ctx;
-	uint64_t subs_version; /* under mu */
+	uint64_t subs_version; /* written under mu, read lock-free (__atomic) */
 };
 
 static enum lh_err routes_rebuild(struct sqlite_store *s);
@@ -953,7 +955,7 @@ static enum lh_err sqlite_sub_insert(struct store *base, const struct subscripti
 		bind_sub(st, u);
 	if ((e = step_done(s, st, "sub_insert")) == LH_OK)
 		e = sub_write_events(s, u);
-	s->subs_version++;
+	__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
 	return finish(s, e);
 }
 
@@ -990,7 +992,7 @@ static enum lh_err sqlite_sub_update(struct store *base, const struct subscripti
 		e = step_done(s, st, "deliveries_cancel");
 	}
 out:
-	s->subs_version++;
+	__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
 	return finish(s, e);
 }
 
@@ -1692,7 +1694,7 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 			snprintf(u.id, sizeof u.id, "%s", r->sub_id);
 			u.status = SUB_DISABLED;
 			e = sub_write_events(s, &u);
-			s->subs_version++;
+			__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
 		}
 	}
 	return e;
@@ -1721,11 +1723,8 @@ static enum lh_err sqlite_sub_get_any(struct store *base, const char *id, struct
 
 static uint64_t sqlite_subs_version(struct store *base)
 {
-	struct sqlite_store *s = S(base);
-	pthread_mutex_lock(&s->mu);
-	uint64_t v = s->subs_version;
-	pthread_mutex_unlock(&s->mu);
-	return v;
+	/* Read every dispatcher loop: it must not wait for the writer's commit. */
+	return __atomic_load_n(&S(base)->subs_version, __ATOMIC_ACQUIRE);
 }
 
 static enum lh_err sqlite_delivery_list(struct store *base, const char *client_id,
