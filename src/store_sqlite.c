@@ -1459,15 +1459,16 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 			j->result = e;
 			continue;
 		}
-		if ((j->result = exec(s, "SAVEPOINT job")) != LH_OK)
+		/* Prepared once: parsing these per job cost more than some jobs' own work. */
+		if ((j->result = step_done(s, stmt(s, "SAVEPOINT job"), "savepoint")) != LH_OK)
 			continue;
 		size_t mark = s->nfresh;
 		j->result = j->fn(&s->tx, j->arg);
 		if (j->result != LH_OK) {
-			exec(s, "ROLLBACK TO job");
+			step_done(s, stmt(s, "ROLLBACK TO job"), "rollback_to");
 			s->nfresh = mark; /* its deliveries are gone with it */
 		}
-		exec(s, "RELEASE job");
+		step_done(s, stmt(s, "RELEASE job"), "release");
 		njobs++;
 	}
 	t1 = util_mono_us();
