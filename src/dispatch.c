@@ -58,6 +58,7 @@ struct lane {
 	struct endpoint *ep;
 	int in_flight;
 	int waiting;
+	int inheap; /* heap entries (live or stale) that point here */
 	unsigned gen;
 };
 
@@ -173,6 +174,7 @@ static int heap_push(struct dispatcher *d, struct lane *l, int64_t due)
 	}
 	size_t i = d->nheap++;
 	l->gen++;
+	l->inheap++;
 	struct heap_ent e = {due, l, l->gen};
 	while (i > 0) {
 		size_t p = (i - 1) / 2;
@@ -224,6 +226,8 @@ static void wait_lane(struct dispatcher *d, struct lane *l)
 	d->waiting = l;
 }
 
+static void lane_maybe_free(struct dispatcher *d, struct lane *l);
+
 /* Something changed (capacity freed, subscriptions changed): waiting lanes try again. */
 static void wake_waiting(struct dispatcher *d)
 {
@@ -233,6 +237,7 @@ static void wake_waiting(struct dispatcher *d)
 		struct lane *next = l->wnext;
 		l->waiting = 0;
 		schedule(d, l);
+		lane_maybe_free(d, l);
 		l = next;
 	}
 }
@@ -330,6 +335,20 @@ static void lane_pop_head(struct dispatcher *d, struct lane *l)
 	if (!l->head)
 		l->tail = NULL;
 	free(it);
+}
+
+/* Frees a lane nothing refers to any more (no items, nothing in flight, not waiting, no
+ * heap entry), so memory follows the pending deliveries, not every entity ever seen. */
+static void lane_maybe_free(struct dispatcher *d, struct lane *l)
+{
+	if (l->head || l->in_flight || l->waiting || l->inheap)
+		return;
+	struct lane **pp = &d->lanes[hash2(l->sub_id, l->entity_id) % HASH_BUCKETS];
+	while (*pp && *pp != l)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = l->hnext;
+	free(l);
 }
 
 /* Refreshes the cached subscription when any subscription changed since it was read. */
@@ -764,6 +783,7 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 		              l); /* delivered or given up: the next event of the entity may go */
 	attempt_free(a);
 	schedule(d, l);
+	lane_maybe_free(d, l);
 	wake_waiting(d);
 }
 
@@ -872,14 +892,17 @@ static void *dispatch_main(void *arg)
 		while (!stopping && d->nheap && d->heap[0].due <= now) {
 			struct heap_ent top = d->heap[0];
 			heap_pop(d);
-			if (top.gen != top.lane->gen || top.lane->in_flight || !top.lane->head)
-				continue; /* stale entry */
-			if (top.lane->head->next_at_ms > now ||
-			    top.lane->ep->backoff_until_ms > now) {
-				schedule(d, top.lane);
+			top.lane->inheap--;
+			if (top.gen != top.lane->gen || top.lane->in_flight || !top.lane->head) {
+				lane_maybe_free(d, top.lane); /* stale entry */
 				continue;
 			}
-			start_attempt(d, top.lane);
+			if (top.lane->head->next_at_ms > now ||
+			    top.lane->ep->backoff_until_ms > now)
+				schedule(d, top.lane);
+			else
+				start_attempt(d, top.lane);
+			lane_maybe_free(d, top.lane);
 		}
 		if (d->nresults && (now - d->first_result_ms >= FLUSH_MS || stopping))
 			flush_results(d);
