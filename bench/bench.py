@@ -182,20 +182,10 @@ def http_json(method, url, body=None, token=None, timeout=10):
 
 # --- test CA and nginx -----------------------------------------------------------------
 
-def make_ca(d):
-    """A throwaway CA and a server certificate for 127.0.0.1 (tests/integration/receiver.py)."""
-    def run(*args):
-        subprocess.run(args, check=True, capture_output=True, cwd=d, timeout=60)
-    run("openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key")
-    run("openssl", "req", "-x509", "-new", "-key", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=labhook bench CA")
-    run("openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "srv.key")
-    run("openssl", "req", "-new", "-key", "srv.key", "-out", "srv.csr", "-subj", "/CN=localhost")
-    with open(os.path.join(d, "ext.cnf"), "w") as f:
-        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run("openssl", "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf")
-    return [os.path.join(d, n) for n in ("ca.pem", "srv.pem", "srv.key")]
+# The same throwaway CA and server certificate for 127.0.0.1 as the integration tests use.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                "integration"))
+from receiver import make_ca  # noqa: E402
 
 
 NGINX_CONF = """\
