@@ -38,6 +38,10 @@ json_t *api_body(struct call *c, const struct field_spec *specs, size_t n);
 /* Reads limit (1..500, default 50) and cursor (a `prefix` id) query args; responds 400. */
 int api_paging(struct call *c, const char *prefix, size_t *limit, const char **cursor);
 
+/* The caller's subscription named by the first path segment, or NULL after answering 404
+ * (or 500). Returns owned, free with free(). */
+struct subscription *api_load_sub(struct call *c);
+
 /* RFC 3339 string for JSON output. */
 json_t *api_time(int64_t t);
 

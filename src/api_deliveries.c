@@ -22,18 +22,6 @@ static int dlv_status_from_name(const char *s)
 	return -1;
 }
 
-/* The caller's subscription named in the path, or a 404. */
-static int own_sub(struct call *c, struct subscription *s)
-{
-	enum lh_err e = c->app->store->ops->sub_get(c->app->store, c->acct.client_id, c->arg[0], s);
-	if (e == LH_ENOTFOUND)
-		return api_fail(c, e, "subscription_not_found", NULL,
-		                "no subscription with this id");
-	if (e != LH_OK)
-		return api_fail_internal(c, e, "load subscription");
-	return 0;
-}
-
 static json_t *delivery_json(struct call *c, const struct delivery *d)
 {
 	struct attempt *at = NULL;
@@ -72,18 +60,14 @@ static json_t *delivery_json(struct call *c, const struct delivery *d)
 
 void api_sub_deliveries(struct call *c)
 {
-	struct subscription *s = malloc(sizeof *s);
+	struct subscription *s = NULL;
 	struct delivery *list = NULL;
 	size_t n = 0, limit;
 	const char *cursor, *status = http_query(c->rq, "status"),
 	                    *since = http_query(c->rq, "since");
 	int st = -1;
 	int64_t since_t = 0;
-	if (!s) {
-		api_fail_internal(c, LH_ENOMEM, "deliveries");
-		return;
-	}
-	if (own_sub(c, s) || api_paging(c, "dlv_", &limit, &cursor))
+	if (!(s = api_load_sub(c)) || api_paging(c, "dlv_", &limit, &cursor))
 		goto out;
 	if (status && *status && (st = dlv_status_from_name(status)) < 0) {
 		api_fail(c, LH_EINVAL, "invalid_value", "status",
@@ -132,16 +116,12 @@ void api_delivery_retry(struct call *c)
 void api_sub_recover(struct call *c)
 {
 	static const struct field_spec spec[] = {{"since", F_STRING, 1, 40, 0}};
-	struct subscription *s = malloc(sizeof *s);
+	struct subscription *s = NULL;
 	struct delivery *list = NULL;
 	size_t n = 0;
 	int64_t since;
 	json_t *b = NULL;
-	if (!s) {
-		api_fail_internal(c, LH_ENOMEM, "recover");
-		return;
-	}
-	if (!(b = api_body(c, spec, 1)) || own_sub(c, s))
+	if (!(b = api_body(c, spec, 1)) || !(s = api_load_sub(c)))
 		goto out;
 	if (util_parse_time(json_string_value(json_object_get(b, "since")), &since) != 0) {
 		api_fail(c, LH_EINVAL, "invalid_value", "since",
@@ -163,15 +143,11 @@ out:
 
 void api_sub_test(struct call *c)
 {
-	struct subscription *s = malloc(sizeof *s);
+	struct subscription *s = api_load_sub(c);
 	struct domain_outcome o;
 	char event_id[ID_CAP];
 	memset(&o, 0, sizeof o);
-	if (!s) {
-		api_fail_internal(c, LH_ENOMEM, "test");
-		return;
-	}
-	if (own_sub(c, s) == 0) {
+	if (s) {
 		enum lh_err e = domain_test_event(c->app->store, s, event_id, &o);
 		if (e != LH_OK)
 			api_fail_internal(c, e, "test event");

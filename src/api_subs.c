@@ -293,8 +293,7 @@ void api_subs_list(struct call *c)
 	free(list);
 }
 
-/* Loads the caller's subscription named in the path into a new heap record, or responds. */
-static struct subscription *load_sub(struct call *c)
+struct subscription *api_load_sub(struct call *c)
 {
 	struct subscription *s = malloc(sizeof *s);
 	if (!s) {
@@ -331,7 +330,7 @@ static int save_sub(struct call *c, struct subscription *s)
 
 void api_sub_get(struct call *c)
 {
-	struct subscription *s = load_sub(c);
+	struct subscription *s = api_load_sub(c);
 	if (s)
 		send_sub(c, "ok", s, 0);
 	free(s);
@@ -356,7 +355,7 @@ void api_sub_patch(struct call *c)
 		         "send at least one of events, endpoint, authToken, status");
 		goto out;
 	}
-	if (!(s = load_sub(c)))
+	if (!(s = api_load_sub(c)))
 		goto out;
 	if ((j = json_object_get(b, "events")) && validate_events(j, "events", &s->events, &v))
 		goto bad;
@@ -393,7 +392,7 @@ out:
 
 void api_sub_delete(struct call *c)
 {
-	struct subscription *s = load_sub(c);
+	struct subscription *s = api_load_sub(c);
 	if (!s)
 		return;
 	s->status = SUB_DELETED;
@@ -415,7 +414,7 @@ static void send_secret(struct call *c, const char *msg, const struct subscripti
 
 void api_sub_secret(struct call *c)
 {
-	struct subscription *s = load_sub(c);
+	struct subscription *s = api_load_sub(c);
 	if (s)
 		send_secret(c, "ok", s);
 	free(s);
@@ -423,7 +422,7 @@ void api_sub_secret(struct call *c)
 
 void api_sub_secret_rotate(struct call *c)
 {
-	struct subscription *s = load_sub(c);
+	struct subscription *s = api_load_sub(c);
 	char fresh[SECRET_CAP];
 	if (!s)
 		return;

@@ -74,6 +74,7 @@ struct endpoint {
 	int64_t backoff_since_ms; /* when the current backoff began (0: none) */
 	int backoff_level;        /* doublings of the pause: grows only when a probe fails */
 	int evicted;              /* its items left memory while paused or disabled */
+	int64_t reload_seq;       /* reloading them: the last event_seq brought back so far */
 };
 
 struct heap_ent {
@@ -147,6 +148,7 @@ struct dispatcher {
 	size_t mem_items;
 	int64_t loaded_seq; /* every pending delivery with event_seq <= this is in memory */
 	int spilled;
+	int reloading; /* some active subscription still has evicted deliveries on disk */
 };
 
 static uint64_t hash2(const char *a, const char *b)
@@ -552,6 +554,13 @@ static int start_attempt(struct dispatcher *d, struct lane *l)
 		while (l->head)
 			lane_pop_head(d, l);
 		ep->evicted = 1;
+		ep->reload_seq = 0;
+		return -1;
+	}
+	if (ep->evicted) {
+		/* Active again, but older deliveries are still coming back from disk: nothing of
+		 * this subscription may overtake them. */
+		wait_lane(d, l);
 		return -1;
 	}
 	int ep_cap = ep->streak >= STREAK_BACKOFF ? 1 : d->cfg->max_in_flight_per_endpoint;
@@ -847,23 +856,42 @@ static void load_page(struct dispatcher *d)
  * disabled and that are active again get them back, in order. */
 static void reload_evicted(struct dispatcher *d)
 {
+	size_t window = (size_t)d->cfg->delivery_window;
+	d->reloading = 0;
 	for (size_t b = 0; b < HASH_BUCKETS; b++) {
 		for (struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext) {
 			if (!ep->evicted || endpoint_refresh(d, ep) != 0 ||
 			    ep->sub.status != SUB_ACTIVE)
 				continue;
+			/* In window-sized pieces, so a large paused backlog cannot fill memory. */
+			size_t room = d->mem_items < window ? window - d->mem_items : 0;
+			if (room < 256)
+				room = 256; /* always progress: its own held lanes may fill the
+				               window */
 			struct delivery *list = NULL;
 			size_t n = 0;
-			if (d->st->ops->delivery_pending(d->st, 0, ep->sub_id, (size_t)-1 >> 1,
-			                                 &list, &n) != LH_OK)
+			if (d->st->ops->delivery_pending(d->st, ep->reload_seq, ep->sub_id, room,
+			                                 &list, &n) != LH_OK) {
+				d->reloading = 1;
 				continue;
-			ep->evicted = 0;
-			for (size_t i = 0; i < n; i++)
-				if (list[i].event_seq <= d->loaded_seq)
-					lane_add(d, &list[i]);
+			}
+			size_t i;
+			for (i = 0; i < n && list[i].event_seq <= d->loaded_seq; i++)
+				lane_add(d, &list[i]);
+			if (i > 0)
+				ep->reload_seq = list[i - 1].event_seq;
+			/* Done when the store has no more, or the rest is past loaded_seq (pages
+			 * and fresh commits bring those). */
+			if (n < room || i < n) {
+				ep->evicted = 0;
+				ep->reload_seq = 0;
+			} else {
+				d->reloading = 1;
+			}
 			free(list);
 		}
 	}
+	wake_waiting(d); /* lanes held while their subscription was reloading */
 }
 
 static void *dispatch_main(void *arg)
@@ -884,10 +912,9 @@ static void *dispatch_main(void *arg)
 		drain_inbox(d);
 		load_page(d);
 		uint64_t v = d->st->ops->subs_version(d->st);
-		if (v != d->subs_version) {
+		if (v != d->subs_version || d->reloading) {
 			d->subs_version = v;
 			reload_evicted(d);
-			wake_waiting(d);
 		}
 		while (!stopping && d->nheap && d->heap[0].due <= now) {
 			struct heap_ent top = d->heap[0];
@@ -911,8 +938,9 @@ static void *dispatch_main(void *arg)
 			wait = d->heap[0].due - now;
 		if (d->nresults && FLUSH_MS < wait)
 			wait = FLUSH_MS;
-		if (d->spilled && d->mem_items < (size_t)d->cfg->delivery_window / 2)
-			wait = 0; /* room in the window and more on disk: page in at once */
+		if ((d->spilled || d->reloading) &&
+		    d->mem_items < (size_t)d->cfg->delivery_window / 2)
+			wait = 0; /* room in the window and more on disk: bring it in at once */
 		if (wait < 0)
 			wait = 0;
 		int running = 0;
