@@ -185,6 +185,47 @@ void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)
 		api_fail(&c, LH_ENOTFOUND, "not_found", NULL, "no such endpoint");
 }
 
+/* A request waiting for its job's commit (api_submit). */
+struct pending {
+	struct app *app;
+	struct account acct;
+	void *job;
+	api_finish_fn finish;
+	enum lh_err result;
+	struct http_deferred *d;
+};
+
+/* On the store's thread: the job is durable (or failed). */
+static void pending_done(void *arg, enum lh_err result)
+{
+	struct pending *p = arg;
+	struct http_deferred *d = p->d;
+	p->result = result;
+	http_ready(d);
+}
+
+/* On a server thread, once ready: the answer. */
+static void pending_finish(void *arg, const struct http_req *rq, struct http_resp *rs)
+{
+	struct pending *p = arg;
+	struct call c = {.app = p->app, .rq = rq, .rs = rs, .acct = p->acct};
+	p->finish(rq ? &c : NULL, p->job, p->result);
+	free(p);
+}
+
+void api_submit(struct call *c, store_tx_fn fn, void *tx_arg, api_finish_fn finish, void *job)
+{
+	struct pending *p = malloc(sizeof *p);
+	if (!p) {
+		finish(c, job, LH_ENOMEM);
+		return;
+	}
+	*p = (struct pending){
+	    .app = c->app, .acct = c->acct, .job = job, .finish = finish, .result = LH_ESTORE};
+	p->d = http_defer(c->rq, pending_finish, p);
+	c->app->store->ops->submit_async(c->app->store, fn, tx_arg, pending_done, p);
+}
+
 int api_fail(struct call *c, enum lh_err e, const char *code, const char *field, const char *fmt,
              ...)
 {

@@ -24,6 +24,13 @@ struct call {
 /* The request entry point handed to http_start; ctx is the struct app. */
 void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs);
 
+/* Runs fn(tx, tx_arg) in the store's writer and answers once it is durable, without holding
+ * this thread meanwhile: finish(c, job, result) then builds the answer on a server thread
+ * (c->rq is this request again) and frees job (which holds tx_arg). If the client has gone
+ * by then, finish gets c NULL and only frees job. The handler returns right after this. */
+typedef void (*api_finish_fn)(struct call *c, void *job, enum lh_err result);
+void api_submit(struct call *c, store_tx_fn fn, void *tx_arg, api_finish_fn finish, void *job);
+
 /* Error response: {"success": false, "error": {code, message, field?}}. Returns -1. */
 int api_fail(struct call *c, enum lh_err e, const char *code, const char *field, const char *fmt,
              ...) __attribute__((format(printf, 5, 6)));

@@ -278,17 +278,38 @@ static int collect_reports(struct call *c, const json_t *b, struct report_list *
 	return 0;
 }
 
+/* A bill waiting for its commit. */
+struct bill_create {
+	struct bill bill;
+	struct report *reports;
+	struct domain_bill_new job;
+};
+
+static void bill_created(struct call *c, void *arg, enum lh_err e)
+{
+	struct bill_create *bc = arg;
+	const struct bill *bill = &bc->bill;
+	if (c && e != LH_OK)
+		domain_fail(c, e, &bc->job.out, "create bill");
+	else if (c)
+		api_ok(c, "Bill created successfully",
+		       json_pack("{s:s, s:s, s:s}", "integrator_id", bill->integrator_id,
+		                 "preBookingID", bill->pre_booking_id, "billID", bill->bill_id));
+	domain_bill_release(&bc->job);
+	free(bc->reports);
+	free(bc);
+}
+
 /* Validates a bill body for acct and creates it. */
 static void create_bill(struct call *c, const struct account *acct, json_t *b)
 {
-	struct bill *bill = NULL;
+	struct bill_create *bc = NULL;
+	struct bill *bill;
 	struct report_list rl = {NULL, 0, 0};
 	struct lab lab;
 	struct verr ve;
-	struct domain_outcome o;
 	const json_t *pd = json_object_get(b, "patient_details");
 
-	memset(&o, 0, sizeof o);
 	if (validate_object(pd, patient_fields, sizeof patient_fields / sizeof patient_fields[0],
 	                    &ve)) {
 		char f[96];
@@ -306,11 +327,12 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	    check_enum(c, pd, "age_type", "patient_details.age_type", age_types,
 	               "year, month, day"))
 		return;
-	bill = calloc(1, sizeof *bill);
-	if (!bill) {
+	bc = calloc(1, sizeof *bc);
+	if (!bc) {
 		api_fail_internal(c, LH_ENOMEM, "create bill");
 		goto out;
 	}
+	bill = &bc->bill;
 	if (collect_reports(c, b, &rl) || load_lab(c, acct, str(b, "labID"), "labID", &lab) ||
 	    resolve_parties(c, acct, b, &bill->parties))
 		goto out;
@@ -339,17 +361,20 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	bill->created_at = bill->updated_at = util_now();
 	for (size_t i = 0; i < rl.n; i++)
 		memcpy(rl.r[i].bill_id, bill->bill_id, ID_CAP);
-	enum lh_err e = domain_bill_create(c->app->store, public_url(c), bill, rl.r, rl.n, &o);
+	enum lh_err e = domain_bill_prepare(&bc->job, public_url(c), bill, rl.r, rl.n);
 	if (e != LH_OK) {
-		domain_fail(c, e, &o, "create bill");
+		domain_bill_release(&bc->job);
+		api_fail_internal(c, e, "create bill");
 		goto out;
 	}
-	api_ok(c, "Bill created successfully",
-	       json_pack("{s:s, s:s, s:s}", "integrator_id", bill->integrator_id, "preBookingID",
-	                 bill->pre_booking_id, "billID", bill->bill_id));
+	bc->reports = rl.r;
+	rl.r = NULL;
+	/* The answer is sent by bill_created once the bill is durable; bc is its. */
+	api_submit(c, domain_bill_create_tx, &bc->job, bill_created, bc);
+	bc = NULL;
 out:
 	free(rl.r);
-	free(bill);
+	free(bc);
 }
 
 void api_billing_create(struct call *c)

@@ -24,6 +24,15 @@ struct rl_slot {
 	int fails;
 };
 
+/* A token whose signature and header were checked: what it says. */
+struct tok_slot {
+	char tok[AUTH_TOKEN_CAP]; /* "" when free */
+	char sub[ID_CAP];
+	long exp, ver;
+};
+
+#define TOK_SLOTS 256 /* a power of two */
+
 struct auth {
 	struct store *st;
 	unsigned char key[32];
@@ -32,7 +41,14 @@ struct auth {
 	int64_t window_ms;
 	pthread_mutex_t mu;
 	struct rl_slot slots[RL_SLOTS];
+	/* Clients send the same access token with every request: the checked ones are kept
+	 * (direct-mapped by a hash of the text) so that the signature, the base64 and the JSON
+	 * are not redone each time. Expiry and revocation are still checked on every use. */
+	pthread_mutex_t tmu;
+	struct tok_slot toks[TOK_SLOTS];
 };
+
+static uint64_t fnv1a(const char *s);
 
 enum lh_err auth_new(struct store *st, const struct config *cfg, struct auth **out)
 {
@@ -64,6 +80,7 @@ enum lh_err auth_new(struct store *st, const struct config *cfg, struct auth **o
 	a->max_failures = cfg->auth_max_failures;
 	a->window_ms = cfg->auth_lockout_ms;
 	pthread_mutex_init(&a->mu, NULL);
+	pthread_mutex_init(&a->tmu, NULL);
 	*out = a;
 	return LH_OK;
 }
@@ -73,6 +90,7 @@ void auth_free(struct auth *a)
 	if (!a)
 		return;
 	pthread_mutex_destroy(&a->mu);
+	pthread_mutex_destroy(&a->tmu);
 	OPENSSL_cleanse(a->key, sizeof a->key);
 	free(a);
 }
@@ -241,43 +259,69 @@ out:
 	return ok;
 }
 
-enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct account *acct)
+/* Checks tok's header, signature and issuer; fills t (sub, exp, ver) when they pass. */
+static int token_check(struct auth *a, const char *tok, struct tok_slot *t)
 {
 	jwt_t *jwt = NULL;
-	struct account tmp;
-	enum lh_err e = LH_EUNAUTH;
-	const char *tok;
+	int ok = 0;
 
-	if (!header || strncasecmp(header, "Bearer ", 7) != 0)
-		return LH_EUNAUTH;
-	tok = header + 7;
-	while (*tok == ' ')
-		tok++;
-	if (strlen(tok) >= AUTH_TOKEN_CAP ||
-	    strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
-	                "nopqrstuvwxyz0123456789-_.") != strlen(tok))
-		return LH_EUNAUTH;
 	if (!header_is_hs256(tok))
-		return LH_EUNAUTH;
+		return 0;
 	if (jwt_decode(&jwt, tok, a->key, sizeof a->key) != 0 || !jwt)
 		goto out;
 	if (jwt_get_alg(jwt) != JWT_ALG_HS256)
 		goto out;
 	const char *iss = jwt_get_grant(jwt, "iss");
 	const char *sub = jwt_get_grant(jwt, "sub");
-	long exp = jwt_get_grant_int(jwt, "exp");
-	long ver = jwt_get_grant_int(jwt, "ver");
-	if (!iss || strcmp(iss, "labhook") != 0 || !sub || exp <= util_now())
+	if (!iss || strcmp(iss, "labhook") != 0 || !sub || strlen(sub) >= sizeof t->sub)
 		goto out;
-	e = a->st->ops->account_get(a->st, sub, &tmp);
-	if (e == LH_ENOTFOUND || (e == LH_OK && tmp.secret_version != ver)) {
-		e = LH_EUNAUTH; /* the account is gone or its secret was rotated */
-		goto out;
-	}
-	if (e == LH_OK)
-		*acct = tmp;
+	memcpy(t->sub, sub, strlen(sub) + 1);
+	t->exp = jwt_get_grant_int(jwt, "exp");
+	t->ver = jwt_get_grant_int(jwt, "ver");
+	ok = 1;
 out:
 	jwt_free(jwt);
+	return ok;
+}
+
+enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct account *acct)
+{
+	struct account tmp;
+	struct tok_slot t;
+	const char *tok;
+	enum lh_err e;
+
+	if (!header || strncasecmp(header, "Bearer ", 7) != 0)
+		return LH_EUNAUTH;
+	tok = header + 7;
+	while (*tok == ' ')
+		tok++;
+	size_t n = strlen(tok);
+	if (n == 0 || n >= AUTH_TOKEN_CAP ||
+	    strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
+	                "nopqrstuvwxyz0123456789-_.") != n)
+		return LH_EUNAUTH;
+	struct tok_slot *slot = &a->toks[fnv1a(tok) & (TOK_SLOTS - 1)];
+	pthread_mutex_lock(&a->tmu);
+	int hit = strcmp(slot->tok, tok) == 0;
+	if (hit)
+		t = *slot;
+	pthread_mutex_unlock(&a->tmu);
+	if (!hit) {
+		if (!token_check(a, tok, &t))
+			return LH_EUNAUTH;
+		memcpy(t.tok, tok, n + 1);
+		pthread_mutex_lock(&a->tmu);
+		*slot = t;
+		pthread_mutex_unlock(&a->tmu);
+	}
+	if (t.exp <= util_now())
+		return LH_EUNAUTH;
+	e = a->st->ops->account_get(a->st, t.sub, &tmp);
+	if (e == LH_ENOTFOUND || (e == LH_OK && tmp.secret_version != t.ver))
+		return LH_EUNAUTH; /* the account is gone or its secret was rotated */
+	if (e == LH_OK)
+		*acct = tmp;
 	return e;
 }
 

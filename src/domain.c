@@ -76,38 +76,54 @@ static char *envelope(const struct event *ev, json_t *data)
 	return text;
 }
 
+/* Makes an event about an entity: a new id, now, and its payload (owned: free
+ * ev->payload). Takes ownership of data. */
+static enum lh_err event_make(struct event *ev, const char *client_id, const char *lab_id,
+                              enum event_type type, const char *entity_id, json_t *data)
+{
+	enum lh_err e;
+
+	memset(ev, 0, sizeof *ev);
+	if (!data)
+		return LH_ENOMEM;
+	if ((e = util_new_id("evt_", ev->event_id)) != LH_OK) {
+		json_decref(data);
+		return e;
+	}
+	snprintf(ev->client_id, sizeof ev->client_id, "%s", client_id);
+	snprintf(ev->lab_id, sizeof ev->lab_id, "%s", lab_id);
+	snprintf(ev->entity_id, sizeof ev->entity_id, "%s", entity_id);
+	ev->type = (int)type;
+	ev->created_at = util_now();
+	ev->payload = envelope(ev, data);
+	return ev->payload ? LH_OK : LH_ENOMEM;
+}
+
+/* Writes a made event with its deliveries (to the subscriptions of its lab and parties,
+ * or only to only_sub). */
+static enum lh_err event_write(struct store_tx *tx, const struct event *ev, const struct parties *p,
+                               const char *only_sub, struct domain_outcome *out)
+{
+	const char *party_ids[3] = {p->corporate_user, p->referred_org, p->referred_hospital_org};
+	size_t n = 0;
+	enum lh_err e = tx->ops->event_insert(tx, ev, party_ids, 3, only_sub, &n);
+	if (e == LH_OK) {
+		out->deliveries += n;
+		memcpy(out->event_id, ev->event_id, ID_CAP);
+	}
+	return e;
+}
+
 /* Writes one event about an entity with its deliveries; takes ownership of data. */
 static enum lh_err emit_to(struct store_tx *tx, const char *client_id, const char *lab_id,
                            enum event_type type, const char *entity_id, const struct parties *p,
                            json_t *data, const char *only_sub, struct domain_outcome *out)
 {
 	struct event ev;
-	const char *party_ids[3] = {p->corporate_user, p->referred_org, p->referred_hospital_org};
-	size_t n = 0;
-	enum lh_err e;
-
-	memset(&ev, 0, sizeof ev);
-	if (!data)
-		return LH_ENOMEM;
-	if ((e = util_new_id("evt_", ev.event_id)) != LH_OK) {
-		json_decref(data);
-		return e;
-	}
-	snprintf(ev.client_id, sizeof ev.client_id, "%s", client_id);
-	snprintf(ev.lab_id, sizeof ev.lab_id, "%s", lab_id);
-	snprintf(ev.entity_id, sizeof ev.entity_id, "%s", entity_id);
-	ev.type = (int)type;
-	ev.created_at = util_now();
-	char *payload = envelope(&ev, data);
-	if (!payload)
-		return LH_ENOMEM;
-	ev.payload = payload;
-	e = tx->ops->event_insert(tx, &ev, party_ids, 3, only_sub, &n);
-	free(payload);
-	if (e == LH_OK) {
-		out->deliveries += n;
-		memcpy(out->event_id, ev.event_id, ID_CAP);
-	}
+	enum lh_err e = event_make(&ev, client_id, lab_id, type, entity_id, data);
+	if (e == LH_OK)
+		e = event_write(tx, &ev, p, only_sub, out);
+	free((char *)ev.payload);
 	return e;
 }
 
@@ -144,33 +160,40 @@ struct bill_job {
 	const char *client_id; /* NULL: any account */
 	const char *bill_id, *report_id;
 	struct bill *bill;
-	const struct report *reports;
-	size_t n;
 	struct domain_outcome *out;
 };
 
-static enum lh_err job_bill_create(struct store_tx *tx, void *arg)
+enum lh_err domain_bill_prepare(struct domain_bill_new *j, const char *public_url,
+                                const struct bill *b, const struct report *reports, size_t n)
 {
-	struct bill_job *j = arg;
+	memset(j, 0, sizeof *j);
+	j->bill = b;
+	j->reports = reports;
+	j->n = n;
+	j->out.changed = 1;
+	/* Everything bill.created carries is known now: its payload is built here, on the
+	 * caller's thread, rather than inside the writer's transaction. */
+	return event_make(&j->ev, b->client_id, b->lab_id, EV_BILL_CREATED, b->bill_id,
+	                  bill_event_data(public_url, b, reports, n, NULL));
+}
+
+enum lh_err domain_bill_create_tx(struct store_tx *tx, void *arg)
+{
+	struct domain_bill_new *j = arg;
 	enum lh_err e = tx->ops->bill_insert(tx, j->bill, j->reports, j->n);
 	if (e == LH_ECONFLICT)
-		return refuse(j->out, e, "duplicate_bar_code", "barCode",
+		return refuse(&j->out, e, "duplicate_bar_code", "barCode",
 		              "barCode '%.64s' is already used by another bill of this lab",
 		              j->bill->bar_code);
 	if (e != LH_OK)
 		return e;
-	return emit(tx, j->bill->client_id, j->bill->lab_id, EV_BILL_CREATED, j->bill->bill_id,
-	            &j->bill->parties,
-	            bill_event_data(j->public_url, j->bill, j->reports, j->n, NULL), j->out);
+	return event_write(tx, &j->ev, &j->bill->parties, NULL, &j->out);
 }
 
-enum lh_err domain_bill_create(struct store *st, const char *public_url, struct bill *b,
-                               const struct report *reports, size_t n, struct domain_outcome *out)
+void domain_bill_release(struct domain_bill_new *j)
 {
-	struct bill_job j = {
-	    .public_url = public_url, .bill = b, .reports = reports, .n = n, .out = out};
-	out->changed = 1;
-	return st->ops->submit(st, job_bill_create, &j);
+	free((char *)j->ev.payload);
+	j->ev.payload = NULL;
 }
 
 /* Loads the bill for a change; refuses unknown, foreign and deleted bills. */

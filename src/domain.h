@@ -5,7 +5,8 @@
  * Every change runs as a job inside the store's single writer transaction, so rules that
  * read then write (the last report completes the bill; a deleted bill takes no changes; the
  * same-day lead rule) see a consistent state and cannot race. Payloads are built once per
- * event and stored with it. Thread-safe: callers block until their change is durable.
+ * event and stored with it. Thread-safe: callers block until their change is durable
+ * (bill creation can also be waited for asynchronously).
  */
 #ifndef LH_DOMAIN_H
 #define LH_DOMAIN_H
@@ -26,10 +27,23 @@ struct domain_outcome {
 	int changed;           /* 0 when the request was a no-op (completing a completed report) */
 };
 
-/* Creates the bill and its reports and emits bill.created. LH_ECONFLICT on a bar code
- * already used in the lab. */
-enum lh_err domain_bill_create(struct store *st, const char *public_url, struct bill *b,
-                               const struct report *reports, size_t n, struct domain_outcome *out);
+/* Creating a bill with its reports (bill.created), in two steps so that a caller can wait
+ * for the commit without holding a thread: domain_bill_prepare builds the job, its event
+ * payload included, on the caller's thread; the store's submit or submit_async then runs
+ * domain_bill_create_tx on it (refused with LH_ECONFLICT on a bar code already used in the
+ * lab, j->out saying why). b and reports are borrowed until then. domain_bill_release
+ * frees what prepare made, whatever happened. */
+struct domain_bill_new {
+	const struct bill *bill;
+	const struct report *reports;
+	size_t n;
+	struct event ev; /* bill.created, payload owned */
+	struct domain_outcome out;
+};
+enum lh_err domain_bill_prepare(struct domain_bill_new *j, const char *public_url,
+                                const struct bill *b, const struct report *reports, size_t n);
+enum lh_err domain_bill_create_tx(struct store_tx *tx, void *j);
+void domain_bill_release(struct domain_bill_new *j);
 /* Completes a report (report.completed) and, when it is the last, the bill
  * (bill.completed, exactly once). client_id NULL: any account's bill (lab side). */
 enum lh_err domain_report_complete(struct store *st, const char *public_url, const char *client_id,

@@ -4,12 +4,14 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <microhttpd.h>
 
@@ -21,6 +23,24 @@ struct http_server {
 	http_handler_fn fn;
 	void *ctx;
 	size_t max_body;
+	/* Deferred answers. Under park_mu: each deferred request's ready/suspended hand-off,
+	 * and the counts http_stop waits on (libmicrohttpd must not be stopped while a
+	 * connection is suspended). */
+	pthread_mutex_t park_mu;
+	int busy;     /* requests inside a handler or between it and their suspension */
+	int parked;   /* connections suspended until http_ready */
+	int stopping; /* new requests get 503 while http_stop waits for the two above */
+};
+
+/* A deferred answer (http_defer); lives in its request's reqctx. */
+struct http_deferred {
+	struct http_server *srv;
+	struct MHD_Connection *conn;
+	http_finish_fn finish;
+	void *arg;
+	int active;    /* http_defer was called and finish has not run yet */
+	int ready;     /* http_ready was called */
+	int suspended; /* the connection is suspended, waiting for http_ready */
 };
 
 /* Per-request state: lives from the first callback to the completion callback. */
@@ -34,6 +54,7 @@ struct reqctx {
 	char method[16];
 	char path[160]; /* escaped, for the log line only */
 	char ip[INET6_ADDRSTRLEN];
+	struct http_deferred dfr;
 };
 
 static void client_ip(struct MHD_Connection *c, char *out, size_t cap)
@@ -171,6 +192,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (!rc)
 			return MHD_NO;
 		*con_cls = rc;
+		rc->dfr.srv = srv;
 		rc->t0 = util_mono_us();
 		request_id(c, rc->rid);
 		snprintf(rc->method, sizeof rc->method, "%s", method);
@@ -238,12 +260,71 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	    .rid = rc->rid,
 	    .ip = rc->ip,
 	    .conn = c,
+	    .defer_slot = &rc->dfr,
 	};
 	if (rc->buf)
 		rc->buf[rc->len] = '\0';
 	struct http_resp rs = {.status = 500};
+	if (rc->dfr.active) { /* resumed: the deferred work is done */
+		rc->dfr.active = 0;
+		rc->dfr.finish(rc->dfr.arg, &rq, &rs);
+		return send_json(c, rc, &rs);
+	}
+	pthread_mutex_lock(&srv->park_mu);
+	int stopping = srv->stopping;
+	srv->busy += !stopping;
+	pthread_mutex_unlock(&srv->park_mu);
+	if (stopping) {
+		rs.status = 503;
+		rs.retry_after = 1;
+		rs.json = json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code",
+		                    "shutting_down", "message", "the server is stopping; retry");
+		return send_json(c, rc, &rs);
+	}
 	srv->fn(srv->ctx, &rq, &rs);
+	int park = 0;
+	pthread_mutex_lock(&srv->park_mu);
+	srv->busy--;
+	if (rc->dfr.active && !rc->dfr.ready) {
+		/* Not done yet: give the thread back; http_ready resumes the connection. */
+		park = rc->dfr.suspended = 1;
+		srv->parked++;
+		MHD_suspend_connection(c);
+	}
+	pthread_mutex_unlock(&srv->park_mu);
+	if (park)
+		return MHD_YES;
+	if (rc->dfr.active) { /* done while the handler was still running */
+		rc->dfr.active = 0;
+		json_decref(rs.json);
+		rs = (struct http_resp){.status = 500};
+		rc->dfr.finish(rc->dfr.arg, &rq, &rs);
+	}
 	return send_json(c, rc, &rs);
+}
+
+struct http_deferred *http_defer(const struct http_req *rq, http_finish_fn finish, void *arg)
+{
+	struct http_deferred *d = rq->defer_slot;
+	d->finish = finish;
+	d->arg = arg;
+	d->conn = rq->conn;
+	d->active = 1;
+	return d;
+}
+
+void http_ready(struct http_deferred *d)
+{
+	struct http_server *srv = d->srv;
+	pthread_mutex_lock(&srv->park_mu);
+	d->ready = 1;
+	if (d->suspended) {
+		d->suspended = 0;
+		srv->parked--;
+		/* d may be gone once its connection runs again: not touched after this. */
+		MHD_resume_connection(d->conn);
+	}
+	pthread_mutex_unlock(&srv->park_mu);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -254,6 +335,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	(void)c;
 	if (!rc)
 		return;
+	if (rc->dfr.active) {
+		/* Closed before the deferred answer could be sent: finish still releases its
+		 * work. Ready is set by now: a suspended connection is not closed. */
+		struct http_resp rs = {.status = 500};
+		rc->dfr.active = 0;
+		rc->dfr.finish(rc->dfr.arg, NULL, &rs);
+		json_decref(rs.json);
+	}
 	int64_t dur = util_mono_us() - rc->t0;
 	LOG(LOG_INFO, "http", "method=%s path=%s status=%d dur_ms=%.2f rid=%s ip=%s%s", rc->method,
 	    rc->path, rc->status, (double)dur / 1000.0, rc->rid, rc->ip,
@@ -281,7 +370,8 @@ enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
 	struct sockaddr_storage ss;
 	struct ip_addr a;
 	struct http_server *srv;
-	unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+	unsigned flags =
+	    MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
 
 	memset(&ss, 0, sizeof ss);
 	if (strcmp(cfg->listen_host, "localhost") == 0 || addr_parse_literal(cfg->listen_host, &a))
@@ -303,6 +393,7 @@ enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
 		return LH_ENOMEM;
 	srv->fn = fn;
 	srv->ctx = ctx;
+	pthread_mutex_init(&srv->park_mu, NULL);
 	srv->max_body = (size_t)cfg->max_body;
 	srv->d = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
@@ -316,6 +407,7 @@ enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
 	if (!srv->d) {
 		LOG(LOG_ERROR, "http", "listen=%s:%d cannot listen (address in use or not local?)",
 		    cfg->listen_host, cfg->listen_port);
+		pthread_mutex_destroy(&srv->park_mu);
 		free(srv);
 		return LH_EIO;
 	}
@@ -329,7 +421,25 @@ void http_stop(struct http_server *srv)
 {
 	if (!srv)
 		return;
+	/* Deferred answers are waiting for the store, which is still running: let them all be
+	 * sent (new requests get 503 meanwhile). libmicrohttpd aborts if stopped with a
+	 * connection suspended. */
+	int64_t t0 = util_mono_us(), told = t0;
+	pthread_mutex_lock(&srv->park_mu);
+	srv->stopping = 1;
+	while (srv->busy || srv->parked) {
+		pthread_mutex_unlock(&srv->park_mu);
+		if (util_mono_us() - told > 5000000) {
+			told = util_mono_us();
+			LOG(LOG_WARN, "http", "waited_s=%lld still waiting for deferred answers",
+			    (long long)((told - t0) / 1000000));
+		}
+		nanosleep(&(struct timespec){0, 1000000}, NULL);
+		pthread_mutex_lock(&srv->park_mu);
+	}
+	pthread_mutex_unlock(&srv->park_mu);
 	MHD_stop_daemon(srv->d);
+	pthread_mutex_destroy(&srv->park_mu);
 	free(srv);
 }
 

@@ -3,7 +3,9 @@
  * Reads each request body into one buffer capped at max-body (413 beyond, without reading
  * the rest), gives the handler a complete request, sends its JSON response and logs one line
  * per request (method, path, status, duration, request id; never headers or bodies).
- * Handlers run on libmicrohttpd's pool threads, several at once.
+ * Handlers run on libmicrohttpd's pool threads, several at once. A handler that waits for
+ * something slow (a durable commit) defers its answer instead of holding its thread: the
+ * connection is parked, and the answer is made once the work is done (http_defer).
  */
 #ifndef LH_HTTP_H
 #define LH_HTTP_H
@@ -16,6 +18,7 @@
 #include "err.h"
 
 struct MHD_Connection;
+struct http_deferred;
 
 struct http_req {
 	const char *method;
@@ -25,6 +28,7 @@ struct http_req {
 	const char *rid; /* request id, echoed as X-Request-Id */
 	const char *ip;  /* client address, text */
 	struct MHD_Connection *conn;
+	struct http_deferred *defer_slot; /* the server's; see http_defer */
 };
 
 struct http_resp {
@@ -45,6 +49,15 @@ enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
                        struct http_server **out, int *port_out);
 /* Stops accepting, lets running handlers finish, closes everything. Accepts NULL. */
 void http_stop(struct http_server *srv);
+
+/* Makes the handler's answer wait: when the handler returns, nothing is sent yet. Once
+ * http_ready(handle) has been called (from any thread, exactly once), finish(arg, rq, rs)
+ * runs on a server thread and fills rs, which is sent. If the connection is closed first,
+ * finish still runs once, with rq NULL, to release arg (what it puts in rs is dropped).
+ * Returns the handle; call at most once per request. */
+typedef void (*http_finish_fn)(void *arg, const struct http_req *rq, struct http_resp *rs);
+struct http_deferred *http_defer(const struct http_req *rq, http_finish_fn finish, void *arg);
+void http_ready(struct http_deferred *handle);
 
 /* A query-string argument or request header (borrowed for the request), or NULL. */
 const char *http_query(const struct http_req *rq, const char *key);

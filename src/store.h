@@ -226,6 +226,8 @@ struct store_tx {
 
 /* Runs inside the writer's transaction; returning an error undoes only this call's changes. */
 typedef enum lh_err (*store_tx_fn)(struct store_tx *tx, void *arg);
+/* Told the outcome of an asynchronous submit. */
+typedef void (*store_done_fn)(void *done_arg, enum lh_err result);
 
 /* Outcome of presenting a refresh token. */
 enum refresh_result { REFRESH_OK = 0, REFRESH_UNKNOWN, REFRESH_EXPIRED, REFRESH_REUSED };
@@ -298,6 +300,12 @@ struct store_ops {
 	 * returns once that transaction is durable, with fn's result (or the commit's
 	 * failure, in which case nothing of fn's is kept). */
 	enum lh_err (*submit)(struct store *s, store_tx_fn fn, void *arg);
+	/* The same without waiting: returns at once, and done(done_arg, result) is called
+	 * exactly once when the transaction is durable (or failed), from a store thread or,
+	 * if the job cannot be queued, before submit_async returns. done must be quick and
+	 * must not call the store; fn and arg must stay valid until it is called. */
+	void (*submit_async)(struct store *s, store_tx_fn fn, void *arg, store_done_fn done,
+	                     void *done_arg);
 	/* ---- the delivery engine's side ---- */
 	/* Registers the hook the writer calls after each commit that created deliveries. */
 	void (*set_commit_hook)(struct store *s, store_commit_hook fn, void *ctx);

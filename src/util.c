@@ -16,10 +16,32 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+/* Small requests (ids, request ids, 32-byte secrets) are served from a per-thread buffer
+ * filled by one RAND_bytes call: OpenSSL's generator makes a system call (getpid, for fork
+ * detection) on every call, which cost more than the rest of creating an id. Bytes handed
+ * out are wiped from the buffer. labhook never forks, so no two threads or processes share
+ * a buffer's bytes. */
+#define RAND_BUF 512
+
+static __thread unsigned char rand_buf[RAND_BUF];
+static __thread size_t rand_left;
+
 enum lh_err util_random(void *buf, size_t n)
 {
-	if (n > INT_MAX || RAND_bytes(buf, (int)n) != 1)
-		return LH_EIO;
+	if (n > RAND_BUF / 4) {
+		if (n > INT_MAX || RAND_bytes(buf, (int)n) != 1)
+			return LH_EIO;
+		return LH_OK;
+	}
+	if (rand_left < n) {
+		if (RAND_bytes(rand_buf, RAND_BUF) != 1)
+			return LH_EIO;
+		rand_left = RAND_BUF;
+	}
+	unsigned char *p = rand_buf + RAND_BUF - rand_left;
+	memcpy(buf, p, n);
+	OPENSSL_cleanse(p, n);
+	rand_left -= n;
 	return LH_OK;
 }
 
