@@ -360,6 +360,18 @@ class Labhook:
 
 # --- the load generator ----------------------------------------------------------------
 
+def profile(pid, phase):
+    """With PERF_OUT=<dir> set: `perf record` of labhook during the phase, into
+    <dir>/<phase>.perf.data (read with perf report -i). Returns the process or None."""
+    out = os.environ.get("PERF_OUT")
+    if not out:
+        return None
+    os.makedirs(out, exist_ok=True)
+    return spawn(["perf", "record", "-q", "-F", "999", "-g", "-p", str(pid), "-o",
+                  os.path.join(out, phase + ".perf.data")],
+                 subprocess.DEVNULL, subprocess.DEVNULL)
+
+
 def loadgen(url, body_file, count, conc, rate=0, cacert=None, headers=(), out=None):
     """Runs bench/loadgen.c; returns its summary line as a dict of floats."""
     args = [LOADGEN, "--url", url, "--body-file", body_file, "--count", str(count),
@@ -477,10 +489,14 @@ def scenario_main(tmp, ca, cert, key):
     sub_id = sub.get("subscription", {}).get("id", "?")
     lh.set_status(sub_id, "paused")
     g = loadgen(api, body, CFG["N"], CFG["C"], headers=("Authorization: Bearer " + lh.token(),))
+    perf = profile(lh.proc.pid, "alone")
     cpu0, t0 = cpu_threads(lh.proc.pid), time.monotonic()
     t_resume = time.time()
     lh.set_status(sub_id, "active")
     ng.wait_arrivals(2 * CFG["N"], CFG["DELIVER_TIMEOUT"])
+    if perf:
+        perf.send_signal(signal.SIGINT)  # perf writes its data on SIGINT
+        stop(perf, grace=60)
     cpu = cpu_use(cpu0, cpu_threads(lh.proc.pid), time.monotonic() - t0)
     times = sorted(ng.arrivals.values())
     span = times[-1] - t_resume

@@ -13,6 +13,7 @@
 
 #include "accounts.h"
 #include "api.h"
+#include "dispatch.h"
 #include "events.h"
 #include "log.h"
 
@@ -325,6 +326,7 @@ static int save_sub(struct call *c, struct subscription *s)
 		                "no subscription with this id");
 	if (e != LH_OK)
 		return api_fail_internal(c, e, "update subscription");
+	dispatch_wake(c->app->dispatcher); /* a resumed one's deliveries go at once */
 	return 0;
 }
 

@@ -4,9 +4,10 @@
  * - lanes: hash of (sub, entity) -> FIFO of pending items ordered by event sequence;
  * - endpoints: hash of sub -> cached subscription, in-flight count, failure streak;
  * - a min-heap of (due time, lane) for lanes whose head may start; lanes that cannot start
- *   (paused or disabled subscription, endpoint or global cap reached) wait in a list and
- *   come back when something changes. Heap entries are lazy: a lane's `gen` invalidates
- *   old ones.
+ *   wait in a FIFO: their endpoint's (its cap reached, or older deliveries still coming back
+ *   from disk) or the global one (the global cap). A finished attempt lets as many lanes
+ *   try again as it freed room for; a subscription change or a reload lets all of them.
+ *   Heap entries are lazy: a lane's `gen` invalidates old ones.
  * The inbox (new deliveries from other threads) is the only shared state, under inbox_mu.
  */
 #define _GNU_SOURCE
@@ -37,6 +38,7 @@
 #define BACKOFF_MAX_MS    60000
 #define RESPONSE_READ_CAP (1 << 20)
 #define STOP_GRACE_MS     10000
+#define PAYLOAD_BUDGET    (32u << 20) /* payload bytes kept in memory; past it, read at send */
 
 struct item {
 	struct item *next;
@@ -45,9 +47,17 @@ struct item {
 	int64_t seq;
 	int attempts;
 	int64_t next_at_ms;
+	char *payload; /* from the commit or the page it came with; NULL: read it at send */
+	size_t payload_len;
 };
 
 struct endpoint;
+struct lane;
+
+/* Lanes waiting for room, first in first out (linked through lane.wnext). */
+struct waitq {
+	struct lane *head, *tail;
+};
 
 struct lane {
 	struct lane *hnext; /* hash chain */
@@ -75,6 +85,7 @@ struct endpoint {
 	int backoff_level;        /* doublings of the pause: grows only when a probe fails */
 	int evicted;              /* its items left memory while paused or disabled */
 	int64_t reload_seq;       /* reloading them: the last event_seq brought back so far */
+	struct waitq waiting;     /* its lanes waiting for its room or for its reload */
 };
 
 struct heap_ent {
@@ -89,6 +100,8 @@ struct attempt_ctx {
 	CURL *h;
 	struct curl_slist *hdrs;
 	char *payload;
+	size_t payload_len;
+	int payload_counted; /* taken from its item: counts in the dispatcher's payload_bytes */
 	int64_t started_ms, started_us;
 	char resp[ATTEMPT_BODY_CAP];
 	size_t resp_len, resp_total;
@@ -122,7 +135,7 @@ struct dispatcher {
 	struct endpoint *eps[HASH_BUCKETS];
 	struct heap_ent *heap;
 	size_t nheap, cap_heap;
-	struct lane *waiting; /* lanes that could not start; retried on any change */
+	struct waitq waiting; /* lanes waiting for room under the global cap */
 	struct attempt_ctx *running;
 	CURL *idle[64]; /* easy handles kept for reuse (curl_easy_reset keeps their caches) */
 	int nidle;
@@ -146,7 +159,8 @@ struct dispatcher {
 	/* The window: at most cfg->delivery_window items in memory. Pending deliveries past
 	 * it stay in the store (spilled) and are paged in by event_seq as the window drains. */
 	size_t mem_items;
-	int64_t loaded_seq; /* every pending delivery with event_seq <= this is in memory */
+	size_t payload_bytes; /* payloads held by items and attempts, at most PAYLOAD_BUDGET */
+	int64_t loaded_seq;   /* every pending delivery with event_seq <= this is in memory */
 	int spilled;
 	int reloading; /* some active subscription still has evicted deliveries on disk */
 };
@@ -220,28 +234,37 @@ static void schedule(struct dispatcher *d, struct lane *l)
 		LOG(LOG_ERROR, "dispatch", "out of memory scheduling a lane");
 }
 
-static void wait_lane(struct dispatcher *d, struct lane *l)
+static void wait_lane(struct waitq *q, struct lane *l)
 {
 	l->waiting = 1;
 	l->gen++;
-	l->wnext = d->waiting;
-	d->waiting = l;
+	l->wnext = NULL;
+	if (q->tail)
+		q->tail->wnext = l;
+	else
+		q->head = l;
+	q->tail = l;
 }
 
 static void lane_maybe_free(struct dispatcher *d, struct lane *l);
 
-/* Something changed (capacity freed, subscriptions changed): waiting lanes try again. */
-static void wake_waiting(struct dispatcher *d)
+/* Lets the first n waiting lanes of q try again (n < 0: all of them). */
+static void wake(struct dispatcher *d, struct waitq *q, long n)
 {
-	struct lane *l = d->waiting;
-	d->waiting = NULL;
-	while (l) {
-		struct lane *next = l->wnext;
+	for (; q->head && n != 0; n--) {
+		struct lane *l = q->head;
+		q->head = l->wnext;
+		if (!q->head)
+			q->tail = NULL;
 		l->waiting = 0;
 		schedule(d, l);
 		lane_maybe_free(d, l);
-		l = next;
 	}
+}
+
+static int endpoint_cap(const struct dispatcher *d, const struct endpoint *ep)
+{
+	return ep->streak >= STREAK_BACKOFF ? 1 : d->cfg->max_in_flight_per_endpoint;
 }
 
 /* ---- lanes and endpoints ---- */
@@ -282,11 +305,26 @@ static struct lane *lane_get(struct dispatcher *d, const char *sub_id, const cha
 	return l;
 }
 
-/* Adds a pending delivery to its lane in sequence order; a delivery already queued (a
- * retry request for a waiting delivery) just becomes due earlier. */
-static void lane_add(struct dispatcher *d, const struct delivery *dl)
+/* Keeps a delivery's payload with its item while the budget allows; frees it otherwise. */
+static void item_take_payload(struct dispatcher *d, struct item *it, struct delivery *dl)
+{
+	size_t len = dl->payload ? strlen(dl->payload) : 0;
+	if (dl->payload && d->payload_bytes + len <= PAYLOAD_BUDGET) {
+		it->payload = dl->payload;
+		it->payload_len = len;
+		d->payload_bytes += len;
+	} else {
+		free(dl->payload);
+	}
+	dl->payload = NULL;
+}
+
+/* Adds a pending delivery to its lane in sequence order (taking its payload); a delivery
+ * already queued (a retry request for a waiting delivery) just becomes due earlier. */
+static void lane_add(struct dispatcher *d, struct delivery *dl)
 {
 	struct lane *l = lane_get(d, dl->sub_id, dl->entity_id);
+	free(l ? NULL : dl->payload);
 	if (!l) {
 		LOG(LOG_ERROR, "dispatch",
 		    "delivery=%s out of memory; it stays pending in the store "
@@ -297,6 +335,8 @@ static void lane_add(struct dispatcher *d, const struct delivery *dl)
 	struct item **pp = &l->head;
 	for (struct item *it = l->head; it; it = it->next)
 		if (strcmp(it->delivery_id, dl->delivery_id) == 0) {
+			free(dl->payload);
+			dl->payload = NULL;
 			if (dl->next_at_ms < it->next_at_ms)
 				it->next_at_ms = dl->next_at_ms;
 			if (it == l->head)
@@ -311,9 +351,12 @@ static void lane_add(struct dispatcher *d, const struct delivery *dl)
 	struct item *it = calloc(1, sizeof *it);
 	if (!it) {
 		LOG(LOG_ERROR, "dispatch", "delivery=%s out of memory", dl->delivery_id);
+		free(dl->payload);
+		dl->payload = NULL;
 		return;
 	}
 	d->mem_items++;
+	item_take_payload(d, it, dl);
 	snprintf(it->delivery_id, sizeof it->delivery_id, "%s", dl->delivery_id);
 	snprintf(it->event_id, sizeof it->event_id, "%s", dl->event_id);
 	it->seq = dl->event_seq;
@@ -336,6 +379,8 @@ static void lane_pop_head(struct dispatcher *d, struct lane *l)
 	l->head = it->next;
 	if (!l->head)
 		l->tail = NULL;
+	d->payload_bytes -= it->payload_len;
+	free(it->payload);
 	free(it);
 }
 
@@ -521,6 +566,8 @@ static void attempt_free(struct attempt_ctx *a)
 			curl_easy_cleanup(a->h);
 		}
 	}
+	if (a->payload_counted)
+		a->d->payload_bytes -= a->payload_len;
 	free(a->payload);
 	free(a);
 }
@@ -557,15 +604,19 @@ static int start_attempt(struct dispatcher *d, struct lane *l)
 		ep->reload_seq = 0;
 		return -1;
 	}
-	if (ep->evicted) {
-		/* Active again, but older deliveries are still coming back from disk: nothing of
-		 * this subscription may overtake them. */
-		wait_lane(d, l);
+	if (ep->evicted && it->seq > ep->reload_seq) {
+		/* Active again, and its deliveries are coming back from disk in sequence order:
+		 * up to reload_seq every older delivery of this lane is in memory, past it one
+		 * could still be on disk, and nothing may overtake it. */
+		wait_lane(&ep->waiting, l);
 		return -1;
 	}
-	int ep_cap = ep->streak >= STREAK_BACKOFF ? 1 : d->cfg->max_in_flight_per_endpoint;
-	if (ep->in_flight >= ep_cap || d->in_flight >= d->cfg->max_in_flight) {
-		wait_lane(d, l);
+	if (ep->in_flight >= endpoint_cap(d, ep)) {
+		wait_lane(&ep->waiting, l);
+		return -1;
+	}
+	if (d->in_flight >= d->cfg->max_in_flight) {
+		wait_lane(&d->waiting, l);
 		return -1;
 	}
 	a = calloc(1, sizeof *a);
@@ -574,7 +625,17 @@ static int start_attempt(struct dispatcher *d, struct lane *l)
 	a->d = d;
 	a->lane = l;
 	a->item = it;
-	enum lh_err e = d->st->ops->event_payload(d->st, it->event_id, &a->payload);
+	enum lh_err e = LH_OK;
+	if (it->payload) { /* came with the delivery: no read */
+		a->payload = it->payload;
+		a->payload_len = it->payload_len;
+		a->payload_counted = 1;
+		it->payload = NULL;
+		it->payload_len = 0;
+	} else {
+		e = d->st->ops->event_payload(d->st, it->event_id, &a->payload);
+		a->payload_len = a->payload ? strlen(a->payload) : 0;
+	}
 	if (e == LH_ENOTFOUND) {
 		LOG(LOG_ERROR, "dispatch", "delivery=%s event=%s has no payload; dropped",
 		    it->delivery_id, it->event_id);
@@ -586,7 +647,7 @@ static int start_attempt(struct dispatcher *d, struct lane *l)
 	if (e != LH_OK || !(a->h = handle_get(d)))
 		goto fail;
 	snprintf(ts, sizeof ts, "%lld", (long long)now_s);
-	size_t plen = strlen(a->payload);
+	size_t plen = a->payload_len;
 	if (sig_sign_v1(ep->sub.secret, it->event_id, now_s, a->payload, plen, sig) != 0)
 		goto fail;
 	snprintf(hdr, sizeof hdr, "webhook-signature: %s", sig);
@@ -787,13 +848,25 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 	l->in_flight = 0;
 	ep->in_flight--;
 	d->in_flight--;
-	if (r.status != DLV_PENDING)
+	if (r.status != DLV_PENDING) {
 		lane_pop_head(d,
 		              l); /* delivered or given up: the next event of the entity may go */
+	} else if (a->payload_counted) { /* kept for the next attempt */
+		it->payload = a->payload;
+		it->payload_len = a->payload_len;
+		a->payload = NULL;
+		a->payload_counted = 0;
+	}
 	attempt_free(a);
 	schedule(d, l);
 	lane_maybe_free(d, l);
-	wake_waiting(d);
+	/* As many waiting lanes as there is room for now (not all: that was quadratic). */
+	long room = endpoint_cap(d, ep) - ep->in_flight;
+	if (room > 0)
+		wake(d, &ep->waiting, room);
+	room = d->cfg->max_in_flight - d->in_flight;
+	if (room > 0)
+		wake(d, &d->waiting, room);
 }
 
 /* ---- the thread ---- */
@@ -809,7 +882,7 @@ static void drain_inbox(struct dispatcher *d)
 	d->ninbox = d->cap_inbox = 0;
 	pthread_mutex_unlock(&d->inbox_mu);
 	for (size_t i = 0; i < n; i++) {
-		const struct delivery *dl = &batch[i];
+		struct delivery *dl = &batch[i];
 		if (dl->requeued) {
 			lane_add(d, dl); /* asked for again: always (a queued one just moves up) */
 			continue;
@@ -817,10 +890,13 @@ static void drain_inbox(struct dispatcher *d)
 		/* A fresh commit: at or below loaded_seq it came in with a page already; above
 		 * it, it joins the window unless the window is full or spilled, in which case
 		 * a later page brings it in order. */
-		if (dl->event_seq <= d->loaded_seq)
+		if (dl->event_seq <= d->loaded_seq) {
+			free(dl->payload);
 			continue;
+		}
 		if (d->spilled || d->mem_items >= (size_t)d->cfg->delivery_window) {
 			d->spilled = 1;
+			free(dl->payload);
 			continue;
 		}
 		lane_add(d, dl);
@@ -853,7 +929,8 @@ static void load_page(struct dispatcher *d)
 }
 
 /* After a subscription change: subscriptions whose deliveries were evicted while paused or
- * disabled and that are active again get them back, in order. */
+ * disabled and that are active again get them back, in order, a window's room at a time
+ * (the reloaded ones are sent meanwhile). */
 static void reload_evicted(struct dispatcher *d)
 {
 	size_t window = (size_t)d->cfg->delivery_window;
@@ -866,8 +943,7 @@ static void reload_evicted(struct dispatcher *d)
 			/* In window-sized pieces, so a large paused backlog cannot fill memory. */
 			size_t room = d->mem_items < window ? window - d->mem_items : 0;
 			if (room < 256)
-				room = 256; /* always progress: its own held lanes may fill the
-				               window */
+				room = 256; /* stuck (see dispatch_main): always progress */
 			struct delivery *list = NULL;
 			size_t n = 0;
 			if (d->st->ops->delivery_pending(d->st, ep->reload_seq, ep->sub_id, room,
@@ -880,6 +956,8 @@ static void reload_evicted(struct dispatcher *d)
 				lane_add(d, &list[i]);
 			if (i > 0)
 				ep->reload_seq = list[i - 1].event_seq;
+			for (size_t k = i; k < n; k++)
+				free(list[k].payload);
 			/* Done when the store has no more, or the rest is past loaded_seq (pages
 			 * and fresh commits bring those). */
 			if (n < room || i < n) {
@@ -891,7 +969,11 @@ static void reload_evicted(struct dispatcher *d)
 			free(list);
 		}
 	}
-	wake_waiting(d); /* lanes held while their subscription was reloading */
+	/* Every held lane tries again: paused ones leave memory, resumed ones may go. */
+	wake(d, &d->waiting, -1);
+	for (size_t b = 0; b < HASH_BUCKETS; b++)
+		for (struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext)
+			wake(d, &ep->waiting, -1);
 }
 
 static void *dispatch_main(void *arg)
@@ -912,7 +994,12 @@ static void *dispatch_main(void *arg)
 		drain_inbox(d);
 		load_page(d);
 		uint64_t v = d->st->ops->subs_version(d->st);
-		if (v != d->subs_version || d->reloading) {
+		/* More of a reloading backlog once half the window is free, or when nothing can
+		 * move at all (the window full of deliveries waiting for older ones on disk). */
+		int stuck = d->in_flight == 0 && d->nheap == 0;
+		if (v != d->subs_version ||
+		    (d->reloading &&
+		     (d->mem_items < (size_t)d->cfg->delivery_window / 2 || stuck))) {
 			d->subs_version = v;
 			reload_evicted(d);
 		}
@@ -963,9 +1050,20 @@ static void on_commit(void *ctx, const struct delivery *dl, size_t n)
 	dispatch_enqueue(ctx, dl, n);
 }
 
+void dispatch_wake(struct dispatcher *d)
+{
+	if (d)
+		curl_multi_wakeup(d->multi);
+}
+
 void dispatch_enqueue(struct dispatcher *d, const struct delivery *dl, size_t n)
 {
-	if (!d || n == 0)
+	if (!d) {
+		for (size_t i = 0; i < n; i++)
+			free(dl[i].payload);
+		return;
+	}
+	if (n == 0)
 		return;
 	pthread_mutex_lock(&d->inbox_mu);
 	if (d->ninbox + n > d->cap_inbox) {
@@ -975,6 +1073,8 @@ void dispatch_enqueue(struct dispatcher *d, const struct delivery *dl, size_t n)
 		struct delivery *ni = realloc(d->inbox, ncap * sizeof *ni);
 		if (!ni) {
 			pthread_mutex_unlock(&d->inbox_mu);
+			for (size_t i = 0; i < n; i++)
+				free(dl[i].payload);
 			LOG(LOG_ERROR, "dispatch",
 			    "n=%zu out of memory; the deliveries stay pending in "
 			    "the store and are sent after restart",

@@ -25,7 +25,10 @@ enum lh_err dispatch_start(struct store *st, const struct config *cfg, struct di
  * rest stay pending in the store and are sent after restart), records outcomes, joins.
  * Accepts NULL. */
 void dispatch_stop(struct dispatcher *d);
-/* Hands pending deliveries to the engine (due at their next_at_ms). Thread-safe. */
+/* Hands pending deliveries to the engine (due at their next_at_ms), with their payloads
+ * (taken over; NULL ones are read when sent). Thread-safe. */
 void dispatch_enqueue(struct dispatcher *d, const struct delivery *dl, size_t n);
+/* Tells the dispatcher a subscription changed (it notices within a second anyway). */
+void dispatch_wake(struct dispatcher *d);
 
 #endif

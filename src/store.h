@@ -162,7 +162,13 @@ struct delivery {
 	char last_error[64];
 	int64_t created_at;
 	int requeued; /* set on deliveries handed back by requeue/recover, not fresh commits */
+	/* The event's payload, for the delivery engine: set by delivery_pending and on the
+	 * deliveries handed to the commit hook, NULL elsewhere (and when over
+	 * DELIVERY_PAYLOAD_INLINE bytes). Owned by whoever holds the record: free() it. */
+	char *payload;
 };
+
+#define DELIVERY_PAYLOAD_INLINE 16384
 
 #define ATTEMPT_BODY_CAP 256 /* the start of an endpoint's answer kept in the log */
 
@@ -188,7 +194,8 @@ struct delivery_result {
 	int64_t now;          /* unix seconds of the outcome */
 };
 
-/* Called by the store's writer after a commit that created deliveries, with them. */
+/* Called by the store's writer after a commit that created deliveries, with them; the hook
+ * takes over their payloads (frees them), the array itself stays the store's. */
 typedef void (*store_commit_hook)(void *ctx, const struct delivery *d, size_t n);
 
 /* A transaction handed to a store_tx_fn by store_ops.submit. Only valid inside the call. */
@@ -310,7 +317,8 @@ struct store_ops {
 	/* Registers the hook the writer calls after each commit that created deliveries. */
 	void (*set_commit_hook)(struct store *s, store_commit_hook fn, void *ctx);
 	/* Pending deliveries with event_seq > after_seq (of sub_id, or any when ""), ordered
-	 * by event_seq, at most limit (free with free()). */
+	 * by event_seq, at most limit, with their payloads (free each payload, then the array
+	 * with free()). */
 	enum lh_err (*delivery_pending)(struct store *s, int64_t after_seq, const char *sub_id,
 	                                size_t limit, struct delivery **out, size_t *n);
 	/* The payload of an event. Returns owned text, free with free(). */

@@ -485,8 +485,9 @@ static void account_forget(struct sqlite_store *s, const char *client_id)
 }
 
 /* Collects rows of a bound statement into a growing array; caller holds the lock. */
-static enum lh_err collect(struct sqlite_store *s, sqlite3_stmt *st, size_t elem,
-                           void (*from_row)(sqlite3_stmt *, void *), void **out, size_t *n)
+static enum lh_err collect_with(struct sqlite_store *s, sqlite3_stmt *st, size_t elem,
+                                void (*from_row)(sqlite3_stmt *, void *), void (*drop_row)(void *),
+                                void **out, size_t *n)
 {
 	char *arr = NULL;
 	size_t cnt = 0, cap = 0;
@@ -497,9 +498,8 @@ static enum lh_err collect(struct sqlite_store *s, sqlite3_stmt *st, size_t elem
 			size_t ncap = cap ? cap * 2 : 8;
 			char *na = realloc(arr, ncap * elem);
 			if (!na) {
-				free(arr);
-				sqlite3_reset(st);
-				return LH_ENOMEM;
+				rc = SQLITE_NOMEM;
+				break;
 			}
 			arr = na;
 			cap = ncap;
@@ -509,12 +509,21 @@ static enum lh_err collect(struct sqlite_store *s, sqlite3_stmt *st, size_t elem
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
+		for (size_t i = 0; drop_row && i < cnt; i++)
+			drop_row(arr + i * elem);
 		free(arr);
-		return fail(s, rc, "list");
+		return rc == SQLITE_NOMEM ? LH_ENOMEM : fail(s, rc, "list");
 	}
 	*out = arr;
 	*n = cnt;
 	return LH_OK;
+}
+
+/* Collects rows of plain values (nothing to free per row). */
+static enum lh_err collect(struct sqlite_store *s, sqlite3_stmt *st, size_t elem,
+                           void (*from_row)(sqlite3_stmt *, void *), void **out, size_t *n)
+{
+	return collect_with(s, st, elem, from_row, NULL, out, n);
 }
 
 /* Reads the one row a bound statement selects into out; LH_ENOTFOUND when there is none.
@@ -1427,6 +1436,14 @@ static enum lh_err fresh_push(struct sqlite_store *s, const struct delivery *d)
 	return LH_OK;
 }
 
+/* Drops the fresh deliveries from `from` on (their job or the batch was undone). */
+static void fresh_cut(struct sqlite_store *s, size_t from)
+{
+	for (size_t i = from; i < s->nfresh; i++)
+		free(s->fresh[i].payload);
+	s->nfresh = from;
+}
+
 static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
                                    const char *const *party_ids, size_t n, const char *only_sub,
                                    size_t *ndeliveries)
@@ -1498,9 +1515,16 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 			sqlite3_bind_int64(st, 7, d.next_at_ms);
 			sqlite3_bind_int64(st, 8, d.created_at);
 		}
-		if ((e = step_done(s, st, "delivery_insert")) != LH_OK ||
-		    (e = fresh_push(s, &d)) != LH_OK)
+		if ((e = step_done(s, st, "delivery_insert")) != LH_OK)
 			return e;
+		/* The dispatcher sends it from memory, without reading it back. */
+		size_t plen = strlen(ev->payload);
+		if (plen <= DELIVERY_PAYLOAD_INLINE && (d.payload = malloc(plen + 1)))
+			memcpy(d.payload, ev->payload, plen + 1);
+		if ((e = fresh_push(s, &d)) != LH_OK) {
+			free(d.payload);
+			return e;
+		}
 	}
 	*ndeliveries = nm;
 	return LH_OK;
@@ -1543,7 +1567,7 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 		j->result = j->fn(&s->tx, j->arg);
 		if (j->result != LH_OK) {
 			step_done(s, stmt(s, "ROLLBACK TO job"), "rollback_to");
-			s->nfresh = mark; /* its deliveries are gone with it */
+			fresh_cut(s, mark); /* its deliveries are gone with it */
 		}
 		step_done(s, stmt(s, "RELEASE job"), "release");
 		njobs++;
@@ -1551,7 +1575,7 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 	t1 = util_mono_us();
 	if (e == LH_OK && (e = exec(s, "COMMIT")) != LH_OK) {
 		exec(s, "ROLLBACK");
-		s->nfresh = 0;
+		fresh_cut(s, 0);
 		for (struct job *j = batch; j; j = j->next)
 			if (j->result == LH_OK)
 				j->result = e; /* nothing of theirs was kept */
@@ -1561,8 +1585,11 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 	    (long long)(t1 - t0), (long long)(util_mono_us() - t1));
 	/* Durable now: the first attempts can start at once (no polling). Only this thread
 	 * touches `fresh`, so it is safe to read outside mu. */
-	if (s->nfresh && s->hook)
-		s->hook(s->hook_ctx, s->fresh, s->nfresh);
+	if (s->nfresh && s->hook) {
+		s->hook(s->hook_ctx, s->fresh, s->nfresh); /* takes the payloads */
+		s->nfresh = 0;
+	}
+	fresh_cut(s, 0);
 }
 
 static void *writer_main(void *arg)
@@ -1711,6 +1738,22 @@ static void delivery_from_row(sqlite3_stmt *st, void *p)
 	d->created_at = sqlite3_column_int64(st, 10);
 }
 
+static void pending_drop(void *p)
+{
+	free(((struct delivery *)p)->payload);
+}
+
+/* A pending delivery with its payload (column 11). */
+static void pending_from_row(sqlite3_stmt *st, void *p)
+{
+	struct delivery *d = p;
+	delivery_from_row(st, d);
+	const char *text = (const char *)sqlite3_column_text(st, 11);
+	size_t len = (size_t)sqlite3_column_bytes(st, 11);
+	if (text && len <= DELIVERY_PAYLOAD_INLINE && (d->payload = malloc(len + 1)))
+		memcpy(d->payload, text, len + 1);
+}
+
 static enum lh_err sqlite_delivery_pending(struct store *base, int64_t after_seq,
                                            const char *sub_id, size_t limit, struct delivery **out,
                                            size_t *n)
@@ -1718,14 +1761,17 @@ static enum lh_err sqlite_delivery_pending(struct store *base, int64_t after_seq
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
-	sqlite3_stmt *st = rstmt(s, "SELECT " DELIVERY_COLS " FROM deliveries WHERE status = 0"
+	sqlite3_stmt *st = rstmt(s, "SELECT " DELIVERY_COLS ","
+	                            " (SELECT payload FROM events e WHERE e.event_id = d.event_id)"
+	                            " FROM deliveries d WHERE status = 0"
 	                            " AND event_seq > ?1 AND (?2 = '' OR sub_id = ?2)"
 	                            " ORDER BY event_seq LIMIT ?3");
 	if (st) {
 		sqlite3_bind_int64(st, 1, after_seq);
 		bind_text(st, 2, sub_id);
 		sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
-		e = collect(s, st, sizeof **out, delivery_from_row, (void **)out, n);
+		e = collect_with(s, st, sizeof **out, pending_from_row, pending_drop, (void **)out,
+		                 n);
 	}
 	pthread_mutex_unlock(&s->rmu);
 	return e;
