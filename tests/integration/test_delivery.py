@@ -404,6 +404,49 @@ def test_small_window_pages_the_backlog(_srv):
         srv.cleanup()
 
 
+def test_resume_with_more_than_the_window(_srv):
+    """A subscription resumed with 300 bills' events waiting and room for 16 deliveries in
+    memory (the backlog comes back in pieces of at least 256): while it comes back from
+    disk, the bills' newer events (their reports completed right after the resume) must not
+    overtake it. Each bill's events arrive in order, all of them."""
+    srv = Server(*FAST, "--delivery-window", "16").start()
+    try:
+        c = srv.client()
+        sub, _ = subscribe(srv, c, "/ok/resume", events=["bill.created", "report.completed",
+                                                          "bill.completed"])
+        path = "/client/events/subscriptions/" + sub
+        assert srv.request("PATCH", path, {"status": "paused"}, token=c["token"]).status == 200
+        key = srv.admin_key()
+        bills = [new_bill(srv, c) for _ in range(300)]
+        reports = {b: srv.get("/client/bills/" + b, token=c["token"]).json[
+            "bill"]["billData"]["testData"][0]["_id"] for b in bills}
+        t = time.time()
+        assert srv.request("PATCH", path, {"status": "active"}, token=c["token"]).status == 200
+
+        def complete(part):
+            for b in part:
+                r = srv.request("POST", "/lab/bills/%s/reports/%s/complete" % (b, reports[b]),
+                                token=key)
+                assert r.status == 200, r
+        ts = [threading.Thread(target=complete, args=(bills[i::6],)) for i in range(6)]
+        [x.start() for x in ts]
+        [x.join() for x in ts]
+        assert RECV.wait_for(lambda: len([r for r in RECV.received("/ok/resume")
+                                          if r["status"] == 200]) >= 900, 60)
+        took = time.time() - t
+        seen = {}
+        for r in RECV.received("/ok/resume"):
+            if r["status"] == 200:
+                body = json.loads(r["body"])
+                seen.setdefault(body["data"]["billID"], []).append(body["eventType"])
+        assert set(seen) == set(bills)
+        for b, kinds in seen.items():
+            assert kinds == ["bill.created", "report.completed", "bill.completed"], (b, kinds)
+        print("   900 deliveries through a 16-delivery window in %.2f s" % took)
+    finally:
+        srv.cleanup()
+
+
 def test_graceful_stop_keeps_in_flight(_srv):
     srv = Server(*FAST[:-4], "--timeout", "5s").start()
     try:
@@ -429,7 +472,7 @@ if __name__ == "__main__":
              test_recover_and_test_event, test_ordering_per_bill_and_isolation,
              test_durability_under_repeated_sigkill, test_address_policy_at_delivery_time,
              test_failing_for_the_configured_span_disables, test_per_endpoint_cap,
-             test_small_window_pages_the_backlog,
+             test_small_window_pages_the_backlog, test_resume_with_more_than_the_window,
              test_graceful_stop_keeps_in_flight], server_args=FAST)
     finally:
         RECV.close()

@@ -4,6 +4,7 @@ bill.completed under concurrency; and what survives a SIGKILL."""
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -531,10 +532,77 @@ def test_sigkill_during_a_stream_of_bills(_srv):
         srv.cleanup()
 
 
+def test_sigterm_during_a_stream_of_bills(_srv):
+    """Bill answers wait for their commit without a thread (the connection is parked): a
+    graceful stop in the middle of a stream answers every request it took (200, or 503
+    shutting_down for those that came after the stop began), exits 0, and keeps every
+    acknowledged bill."""
+    srv = Server().start()
+    try:
+        c = srv.client()
+        acked, refused, other, lock = [], [], [], threading.Lock()
+        started = threading.Event()
+
+        def writer():
+            while True:
+                try:
+                    r = srv.post("/client/billing/create", bill_body(c["lab"]),
+                                 token=c["token"], timeout=10)
+                except Exception:  # noqa: BLE001  stopped: connection refused or closed
+                    return
+                with lock:
+                    if r.status == 200:
+                        acked.append(r.json["billID"])
+                        if len(acked) >= 150:
+                            started.set()
+                    elif r.status == 503 and r.code == "shutting_down":
+                        refused.append(r)
+                    else:
+                        other.append(r)
+        ts = [threading.Thread(target=writer) for _ in range(16)]
+        [t.start() for t in ts]
+        assert started.wait(30), len(acked)
+        assert srv.stop(signal.SIGTERM) == 0
+        [t.join() for t in ts]
+        assert not other, other[:3]
+        srv.start()
+        with db(srv) as d:
+            bills = {r[0] for r in d.execute("SELECT bill_id FROM bills WHERE client_id = ?",
+                                             (c["id"],))}
+        missing = [b for b in acked if b not in bills]
+        assert not missing, "acknowledged bills lost: %s" % missing[:5]
+        print("   %d acknowledged, %d refused while stopping, all kept"
+              % (len(acked), len(refused)))
+    finally:
+        srv.cleanup()
+
+
+def test_clients_that_leave_before_the_answer(srv):
+    """A client that sends a bill and closes at once leaves a parked request behind: the
+    server finishes it, drops the answer and carries on."""
+    c = srv.client()
+    body = json.dumps(bill_body(c["lab"])).encode()
+    req = (b"POST /client/billing/create HTTP/1.1\r\nHost: t\r\n"
+           b"Authorization: Bearer " + c["token"].encode() + b"\r\n"
+           b"Content-Type: application/json\r\nContent-Length: "
+           + str(len(body)).encode() + b"\r\n\r\n" + body)
+    for i in range(40):
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(req * (1 + i % 3))  # one, two or three pipelined requests
+        if i % 2:
+            s.shutdown(socket.SHUT_WR)
+        s.close()
+    time.sleep(0.5)
+    assert srv.get("/healthz").status == 200
+    new_bill(srv, c)
+    assert srv.proc.poll() is None
+
+
 if __name__ == "__main__":
     run([test_bill_create_and_get, test_bill_validation, test_bar_code_unique_per_lab,
          test_party_scoped_bills_need_own_parties, test_report_completion_rules,
          test_deleted_bill_takes_no_changes, test_front_desk_bill, test_lab_cli,
          test_lead_rules, test_bookings, test_routing_matrix,
          test_routing_follows_subscription_changes,
-         test_last_two_reports_in_parallel_complete_once, test_sigkill_during_a_stream_of_bills])
+         test_last_two_reports_in_parallel_complete_once, test_sigkill_during_a_stream_of_bills,
+         test_sigterm_during_a_stream_of_bills, test_clients_that_leave_before_the_answer])
