@@ -310,7 +310,7 @@ static const struct setting settings[] = {
     {"public-url", "", "base URL for reportURL links (default http://<listen>)", p_url,
      FIELD(public_url), 0, 512, 0},
     {"log-level", "info", "debug, info, warn or error", p_level, 0, 0, 0, 0},
-    {"http-threads", "16", "threads serving HTTP requests (each waits for its commit)", p_int,
+    {"http-threads", "8", "threads serving HTTP requests (bill creation does not hold one)", p_int,
      FIELD(http_threads), 1, 64, 0},
     {"max-connections", "1024", "concurrent HTTP connections accepted", p_int,
      FIELD(max_connections), 1, 100000, 0},

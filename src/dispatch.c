@@ -899,8 +899,18 @@ static void drain_inbox(struct dispatcher *d)
 			free(dl->payload);
 			continue;
 		}
-		lane_add(d, dl);
 		d->loaded_seq = dl->event_seq;
+		struct endpoint *ep = endpoint_get(d, dl->sub_id);
+		if (ep && endpoint_refresh(d, ep) == 0 && ep->sub.status != SUB_ACTIVE &&
+		    ep->sub.status != SUB_DELETED) {
+			/* Paused or disabled: it waits in the store, as start_attempt would have
+			 * left it, and comes back (in order) when the subscription is active. */
+			ep->evicted = 1;
+			ep->reload_seq = 0;
+			free(dl->payload);
+			continue;
+		}
+		lane_add(d, dl);
 	}
 	free(batch);
 }
