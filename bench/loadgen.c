@@ -316,15 +316,17 @@ static int run_curl(const struct opts *o, const char *body, size_t body_len, str
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&sl);
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
 			tally_answer(t, status, sl->t_start, sl->wall_sent, sl->resp,
-			             msg->data.result == CURLE_OK ? NULL
-			                                          : curl_easy_strerror(msg->data.result));
+			             msg->data.result == CURLE_OK
+			                 ? NULL
+			                 : curl_easy_strerror(msg->data.result));
 			curl_multi_remove_handle(multi, sl->h);
 			sl->next_free = free_list;
 			free_list = sl;
 			finished++;
 		}
 		/* A handle freed just now may start at once: do not sleep in poll then. */
-		if (free_list && started < o->count && due_at(o, t0, started, mono_now()) <= mono_now())
+		if (free_list && started < o->count &&
+		    due_at(o, t0, started, mono_now()) <= mono_now())
 			wait_ms = 0;
 		if (finished < o->count &&
 		    curl_multi_poll(multi, NULL, 0, (int)wait_ms, NULL) != CURLM_OK)
@@ -349,18 +351,18 @@ out:
 
 /* One kept-alive connection with at most one request out. */
 struct conn {
-	int fd; /* -1: not connected */
+	int fd;   /* -1: not connected */
 	int busy; /* a request is out */
 	struct conn *next_free;
-	size_t sent;       /* bytes of the request written */
-	size_t rcvd;       /* bytes of the answer read */
-	size_t need;       /* head + Content-Length, once the head is in; 0 before */
+	size_t sent; /* bytes of the request written */
+	size_t rcvd; /* bytes of the answer read */
+	size_t need; /* head + Content-Length, once the head is in; 0 before */
 	long status;
-	int close_after;   /* the server said Connection: close */
-	double t_start;    /* scheduled (open loop) or actual start */
-	double t_sent;     /* actual start, for the timeout */
+	int close_after; /* the server said Connection: close */
+	double t_start;  /* scheduled (open loop) or actual start */
+	double t_sent;   /* actual start, for the timeout */
 	double wall_sent;
-	size_t len;        /* bytes kept in resp */
+	size_t len; /* bytes kept in resp */
 	char resp[RESP_CAP];
 };
 
@@ -397,7 +399,7 @@ static int conn_open(struct conn *c, const struct addrinfo *ai, int ep)
 static int conn_send(struct conn *c, const char *req, size_t req_len, int ep)
 {
 	while (c->sent < req_len) {
-		ssize_t w = write(c->fd, req + c->sent, req_len - c->sent);
+		ssize_t w = send(c->fd, req + c->sent, req_len - c->sent, MSG_NOSIGNAL);
 		if (w > 0) {
 			c->sent += (size_t)w;
 			continue;
@@ -536,6 +538,10 @@ static int run_http(const struct opts *o, const char *body, size_t body_len, str
 		for (int k = 0; k < n; k++) {
 			struct conn *c = evs[k].data.ptr;
 			int done = 0;
+			if (!c->busy) { /* the server closed an idle kept-alive connection */
+				conn_close(c);
+				continue;
+			}
 			if ((evs[k].events & EPOLLOUT) && conn_send(c, req, req_len, ep) != 0)
 				done = -1;
 			if (!done && (evs[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
@@ -611,9 +617,9 @@ int main(int argc, char **argv)
 	qsort(t.lat, (size_t)t.ok, sizeof *t.lat, cmp_double);
 	printf("ok=%ld fail=%ld elapsed_s=%.3f rps=%.1f p50_ms=%.3f p99_ms=%.3f "
 	       "max_ms=%.3f t_first=%.3f t_last=%.3f\n",
-	       t.ok, t.failed, elapsed, (double)t.ok / elapsed, percentile(t.lat, t.ok, 0.50) * 1000,
-	       percentile(t.lat, t.ok, 0.99) * 1000, percentile(t.lat, t.ok, 1.0) * 1000,
-	       t.wall_first, t.wall_last);
+	       t.ok, t.failed, elapsed, (double)t.ok / elapsed,
+	       percentile(t.lat, t.ok, 0.50) * 1000, percentile(t.lat, t.ok, 0.99) * 1000,
+	       percentile(t.lat, t.ok, 1.0) * 1000, t.wall_first, t.wall_last);
 	if (t.failed)
 		fprintf(stderr, "loadgen: %ld failed; first: %s\n", t.failed, t.first_error);
 	rc = t.failed ? 1 : 0;

@@ -508,19 +508,35 @@ static int string_list(struct call *c, const json_t *b, const char *key)
 	return 0;
 }
 
+static void lead_created(struct call *c, void *arg, enum lh_err e)
+{
+	struct domain_lead_change *j = arg;
+	int booking = j->lead.phase == PHASE_BOOKING;
+	if (c && e != LH_OK) {
+		domain_fail(c, e, &j->out, "create lead");
+	} else if (c) {
+		json_t *f = json_pack("{s:s, s:s}", "leadID", j->lead.lead_id, "phase",
+		                      booking ? "booking" : "lead");
+		if (booking)
+			json_object_set_new(f, "bookingID", json_string(j->bk.booking_id));
+		api_ok(c, booking ? "Booking created successfully" : "Lead created successfully",
+		       f);
+	}
+	free(j);
+}
+
 void api_lead_create(struct call *c)
 {
 	static const char *const phases[] = {"lead", "booking", NULL};
 	static const char *const priorities[] = {"urgent", "high", "medium", "low", NULL};
-	struct lead *l = NULL;
-	struct booking bk;
+	struct domain_lead_change *j = NULL;
+	struct lead *l;
+	struct booking *bk;
 	struct lab lab;
-	struct domain_outcome o;
 	json_t *data = NULL;
 	json_t *b = api_body(c, lead_fields, sizeof lead_fields / sizeof lead_fields[0]);
 	if (!b)
 		return;
-	memset(&o, 0, sizeof o);
 	const char *contact = str(b, "contact"), *email = str(b, "email");
 	if (strlen(contact) != 10 || strspn(contact, "0123456789") != 10) {
 		api_fail(c, LH_EINVAL, "invalid_value", "contact",
@@ -547,13 +563,15 @@ void api_lead_create(struct call *c)
 	    check_enum(c, b, "priority", "priority", priorities, "urgent, high, medium, low") ||
 	    string_list(c, b, "tests") || string_list(c, b, "packages"))
 		goto out;
-	int booking = str(b, "phase") && strcmp(str(b, "phase"), "booking") == 0;
-	if (booking && booking_fields(c, b, &bk))
-		goto out;
-	if (!(l = calloc(1, sizeof *l))) {
+	if (!(j = calloc(1, sizeof *j))) {
 		api_fail_internal(c, LH_ENOMEM, "create lead");
 		goto out;
 	}
+	l = &j->lead;
+	bk = &j->bk;
+	int booking = str(b, "phase") && strcmp(str(b, "phase"), "booking") == 0;
+	if (booking && booking_fields(c, b, bk))
+		goto out;
 	if (load_lab(c, &c->acct, str(b, "branchID"), "branchID", &lab) ||
 	    resolve_parties(c, &c->acct, b, &l->parties))
 		goto out;
@@ -591,57 +609,81 @@ void api_lead_create(struct call *c)
 	snprintf(l->day, sizeof l->day, "%.10s", day);
 	l->phase = booking ? PHASE_BOOKING : PHASE_LEAD;
 	if (booking) {
-		snprintf(bk.client_id, sizeof bk.client_id, "%s", l->client_id);
-		snprintf(bk.lab_id, sizeof bk.lab_id, "%s", l->lab_id);
-		snprintf(bk.lead_id, sizeof bk.lead_id, "%s", l->lead_id);
-		snprintf(bk.integrator_id, sizeof bk.integrator_id, "%s", l->integrator_id);
-		bk.parties = l->parties;
-		snprintf(l->booking_id, sizeof l->booking_id, "%s", bk.booking_id);
+		snprintf(bk->client_id, sizeof bk->client_id, "%s", l->client_id);
+		snprintf(bk->lab_id, sizeof bk->lab_id, "%s", l->lab_id);
+		snprintf(bk->lead_id, sizeof bk->lead_id, "%s", l->lead_id);
+		snprintf(bk->integrator_id, sizeof bk->integrator_id, "%s", l->integrator_id);
+		bk->parties = l->parties;
+		snprintf(l->booking_id, sizeof l->booking_id, "%s", bk->booking_id);
 	}
-	enum lh_err e = domain_lead_create(c->app->store, l, &bk, &o);
-	if (e != LH_OK) {
-		domain_fail(c, e, &o, "create lead");
-		goto out;
-	}
-	json_t *f =
-	    json_pack("{s:s, s:s}", "leadID", l->lead_id, "phase", booking ? "booking" : "lead");
-	if (booking)
-		json_object_set_new(f, "bookingID", json_string(bk.booking_id));
-	api_ok(c, booking ? "Booking created successfully" : "Lead created successfully", f);
+	api_submit(c, domain_lead_create_tx, j, lead_created, j);
+	j = NULL; /* lead_created's now */
 out:
 	json_decref(data);
-	free(l);
+	free(j);
 	json_decref(b);
 }
 
 /* ---- lab side (admin key) ---- */
 
-void api_lab_report_complete(struct call *c)
+static void report_completed(struct call *c, void *arg, enum lh_err e)
 {
-	struct bill b;
-	struct domain_outcome o;
-	memset(&o, 0, sizeof o);
-	enum lh_err e = domain_report_complete(c->app->store, public_url(c), NULL, c->arg[0],
-	                                       c->arg[1], &b, &o);
-	if (e != LH_OK) {
-		domain_fail(c, e, &o, "complete report");
+	struct domain_bill_change *j = arg;
+	if (c && e != LH_OK)
+		domain_fail(c, e, &j->out, "complete report");
+	else if (c)
+		api_ok(c,
+		       j->out.changed ? "Report completed"
+		                      : "Report was already completed; nothing changed",
+		       json_pack("{s:s, s:s, s:s, s:b}", "billID", j->bill.bill_id, "reportID",
+		                 j->report_id, "billStatus",
+		                 domain_bill_status_name(j->bill.status), "changed",
+		                 j->out.changed));
+	free(j);
+}
+
+static void bill_deleted(struct call *c, void *arg, enum lh_err e)
+{
+	struct domain_bill_change *j = arg;
+	if (c && e != LH_OK)
+		domain_fail(c, e, &j->out, "delete bill");
+	else if (c)
+		api_ok(c, "Bill deleted", json_pack("{s:s}", "billID", j->bill_id));
+	free(j);
+}
+
+/* A change to a bill of any account, answered once it is durable (no thread held). */
+static void change_bill(struct call *c, store_tx_fn fn, api_finish_fn done, const char *report)
+{
+	struct domain_bill_change *j = malloc(sizeof *j);
+	if (!j) {
+		api_fail_internal(c, LH_ENOMEM, "change bill");
 		return;
 	}
-	api_ok(c, o.changed ? "Report completed" : "Report was already completed; nothing changed",
-	       json_pack("{s:s, s:s, s:s, s:b}", "billID", b.bill_id, "reportID", c->arg[1],
-	                 "billStatus", domain_bill_status_name(b.status), "changed", o.changed));
+	domain_bill_change_init(j, public_url(c), NULL, c->arg[0], report);
+	api_submit(c, fn, j, done, j);
+}
+
+void api_lab_report_complete(struct call *c)
+{
+	change_bill(c, domain_report_complete_tx, report_completed, c->arg[1]);
 }
 
 void api_lab_bill_delete(struct call *c)
 {
-	struct domain_outcome o;
-	memset(&o, 0, sizeof o);
-	enum lh_err e = domain_bill_delete(c->app->store, public_url(c), NULL, c->arg[0], &o);
-	if (e != LH_OK) {
-		domain_fail(c, e, &o, "delete bill");
-		return;
-	}
-	api_ok(c, "Bill deleted", json_pack("{s:s}", "billID", c->arg[0]));
+	change_bill(c, domain_bill_delete_tx, bill_deleted, NULL);
+}
+
+static void lead_converted(struct call *c, void *arg, enum lh_err e)
+{
+	struct domain_lead_change *j = arg;
+	if (c && e != LH_OK)
+		domain_fail(c, e, &j->out, "convert lead");
+	else if (c)
+		api_ok(
+		    c, "Lead converted to a booking",
+		    json_pack("{s:s, s:s}", "leadID", j->lead_id, "bookingID", j->bk.booking_id));
+	free(j);
 }
 
 void api_lab_lead_convert(struct call *c)
@@ -650,20 +692,17 @@ void api_lab_lead_convert(struct call *c)
 	    {"bookingType", F_STRING, 1, 64, 0},
 	    {"scheduledAt", F_STRING, 1, 40, 0},
 	};
-	struct booking bk;
-	struct domain_outcome o;
+	struct domain_lead_change *j = NULL;
 	json_t *b = api_body(c, spec, 2);
 	if (!b)
 		return;
-	memset(&o, 0, sizeof o);
-	if (booking_fields(c, b, &bk) == 0) {
-		enum lh_err e = domain_lead_convert(c->app->store, c->arg[0], &bk, &o);
-		if (e != LH_OK)
-			domain_fail(c, e, &o, "convert lead");
-		else
-			api_ok(c, "Lead converted to a booking",
-			       json_pack("{s:s, s:s}", "leadID", c->arg[0], "bookingID",
-			                 bk.booking_id));
+	if (!(j = calloc(1, sizeof *j)))
+		api_fail_internal(c, LH_ENOMEM, "convert lead");
+	else if (booking_fields(c, b, &j->bk) == 0) {
+		snprintf(j->lead_id, sizeof j->lead_id, "%s", c->arg[0]);
+		api_submit(c, domain_lead_convert_tx, j, lead_converted, j);
+		j = NULL; /* lead_converted's now */
 	}
+	free(j);
 	json_decref(b);
 }

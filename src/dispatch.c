@@ -57,6 +57,7 @@ struct lane;
 /* Lanes waiting for room, first in first out (linked through lane.wnext). */
 struct waitq {
 	struct lane *head, *tail;
+	size_t n;
 };
 
 struct lane {
@@ -85,7 +86,9 @@ struct endpoint {
 	int backoff_level;        /* doublings of the pause: grows only when a probe fails */
 	int evicted;              /* its items left memory while paused or disabled */
 	int64_t reload_seq;       /* reloading them: the last event_seq brought back so far */
-	struct waitq waiting;     /* its lanes waiting for its room or for its reload */
+	struct waitq waiting;     /* its lanes waiting for room under its cap */
+	struct waitq held;        /* its lanes waiting for older deliveries still on disk */
+	size_t lanes_busy;        /* its lanes with deliveries in memory */
 };
 
 struct heap_ent {
@@ -162,7 +165,8 @@ struct dispatcher {
 	size_t payload_bytes; /* payloads held by items and attempts, at most PAYLOAD_BUDGET */
 	int64_t loaded_seq;   /* every pending delivery with event_seq <= this is in memory */
 	int spilled;
-	int reloading; /* some active subscription still has evicted deliveries on disk */
+	int reloading;  /* some active subscription still has evicted deliveries on disk */
+	int reload_now; /* one of those has nothing in memory that may go: reload more now */
 };
 
 static uint64_t hash2(const char *a, const char *b)
@@ -244,6 +248,7 @@ static void wait_lane(struct waitq *q, struct lane *l)
 	else
 		q->head = l;
 	q->tail = l;
+	q->n++;
 }
 
 static void lane_maybe_free(struct dispatcher *d, struct lane *l);
@@ -256,6 +261,7 @@ static void wake(struct dispatcher *d, struct waitq *q, long n)
 		q->head = l->wnext;
 		if (!q->head)
 			q->tail = NULL;
+		q->n--;
 		l->waiting = 0;
 		schedule(d, l);
 		lane_maybe_free(d, l);
@@ -324,8 +330,9 @@ static void item_take_payload(struct dispatcher *d, struct item *it, struct deli
 static void lane_add(struct dispatcher *d, struct delivery *dl)
 {
 	struct lane *l = lane_get(d, dl->sub_id, dl->entity_id);
-	free(l ? NULL : dl->payload);
 	if (!l) {
+		free(dl->payload);
+		dl->payload = NULL;
 		LOG(LOG_ERROR, "dispatch",
 		    "delivery=%s out of memory; it stays pending in the store "
 		    "and is sent after restart",
@@ -356,6 +363,7 @@ static void lane_add(struct dispatcher *d, struct delivery *dl)
 		return;
 	}
 	d->mem_items++;
+	l->ep->lanes_busy += !l->head;
 	item_take_payload(d, it, dl);
 	snprintf(it->delivery_id, sizeof it->delivery_id, "%s", dl->delivery_id);
 	snprintf(it->event_id, sizeof it->event_id, "%s", dl->event_id);
@@ -377,8 +385,12 @@ static void lane_pop_head(struct dispatcher *d, struct lane *l)
 	struct item *it = l->head;
 	d->mem_items--;
 	l->head = it->next;
-	if (!l->head)
+	if (!l->head) {
 		l->tail = NULL;
+		l->ep->lanes_busy--;
+	}
+	if (l->ep->evicted && l->ep->sub.status == SUB_ACTIVE && l->ep->held.n >= l->ep->lanes_busy)
+		d->reload_now = 1; /* what may go of a reloading subscription is gone */
 	d->payload_bytes -= it->payload_len;
 	free(it->payload);
 	free(it);
@@ -607,8 +619,12 @@ static int start_attempt(struct dispatcher *d, struct lane *l)
 	if (ep->evicted && it->seq > ep->reload_seq) {
 		/* Active again, and its deliveries are coming back from disk in sequence order:
 		 * up to reload_seq every older delivery of this lane is in memory, past it one
-		 * could still be on disk, and nothing may overtake it. */
-		wait_lane(&ep->waiting, l);
+		 * could still be on disk, and nothing may overtake it. When every lane of it
+		 * with deliveries in memory waits so, the next piece must come whatever the
+		 * window says, or nothing of it would ever move. */
+		wait_lane(&ep->held, l);
+		if (ep->held.n >= ep->lanes_busy)
+			d->reload_now = 1;
 		return -1;
 	}
 	if (ep->in_flight >= endpoint_cap(d, ep)) {
@@ -945,6 +961,7 @@ static void reload_evicted(struct dispatcher *d)
 {
 	size_t window = (size_t)d->cfg->delivery_window;
 	d->reloading = 0;
+	d->reload_now = 0;
 	for (size_t b = 0; b < HASH_BUCKETS; b++) {
 		for (struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext) {
 			if (!ep->evicted || endpoint_refresh(d, ep) != 0 ||
@@ -953,7 +970,7 @@ static void reload_evicted(struct dispatcher *d)
 			/* In window-sized pieces, so a large paused backlog cannot fill memory. */
 			size_t room = d->mem_items < window ? window - d->mem_items : 0;
 			if (room < 256)
-				room = 256; /* stuck (see dispatch_main): always progress */
+				room = 256; /* held (see start_attempt): always progress */
 			struct delivery *list = NULL;
 			size_t n = 0;
 			if (d->st->ops->delivery_pending(d->st, ep->reload_seq, ep->sub_id, room,
@@ -982,8 +999,10 @@ static void reload_evicted(struct dispatcher *d)
 	/* Every held lane tries again: paused ones leave memory, resumed ones may go. */
 	wake(d, &d->waiting, -1);
 	for (size_t b = 0; b < HASH_BUCKETS; b++)
-		for (struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext)
+		for (struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext) {
 			wake(d, &ep->waiting, -1);
+			wake(d, &ep->held, -1);
+		}
 }
 
 static void *dispatch_main(void *arg)
@@ -1004,12 +1023,11 @@ static void *dispatch_main(void *arg)
 		drain_inbox(d);
 		load_page(d);
 		uint64_t v = d->st->ops->subs_version(d->st);
-		/* More of a reloading backlog once half the window is free, or when nothing can
-		 * move at all (the window full of deliveries waiting for older ones on disk). */
-		int stuck = d->in_flight == 0 && d->nheap == 0;
+		/* More of a reloading backlog once half the window is free, or at once when a
+		 * reloading subscription has nothing in memory that may go (reload_now). */
 		if (v != d->subs_version ||
 		    (d->reloading &&
-		     (d->mem_items < (size_t)d->cfg->delivery_window / 2 || stuck))) {
+		     (d->mem_items < (size_t)d->cfg->delivery_window / 2 || d->reload_now))) {
 			d->subs_version = v;
 			reload_evicted(d);
 		}
@@ -1185,6 +1203,8 @@ void dispatch_stop(struct dispatcher *d)
 				lane_pop_head(d, l);
 			free(l);
 		}
+	}
+	for (size_t b = 0; b < HASH_BUCKETS; b++) { /* after every lane: lanes point at them */
 		for (struct endpoint *e = d->eps[b], *next; e; e = next) {
 			next = e->hnext;
 			free(e);
@@ -1195,6 +1215,8 @@ void dispatch_stop(struct dispatcher *d)
 	if (d->multi)
 		curl_multi_cleanup(d->multi);
 	pthread_mutex_destroy(&d->inbox_mu);
+	for (size_t i = 0; i < d->ninbox; i++)
+		free(d->inbox[i].payload); /* committed after the thread's last look */
 	free(d->heap);
 	free(d->inbox);
 	free(d->results);

@@ -192,6 +192,8 @@ enum lh_err domain_bill_create_tx(struct store_tx *tx, void *arg)
 
 void domain_bill_release(struct domain_bill_new *j)
 {
+	if (!j)
+		return;
 	free((char *)j->ev.payload);
 	j->ev.payload = NULL;
 }
@@ -266,17 +268,31 @@ out:
 	return e;
 }
 
-enum lh_err domain_report_complete(struct store *st, const char *public_url, const char *client_id,
-                                   const char *bill_id, const char *report_id,
-                                   struct bill *bill_out, struct domain_outcome *out)
+void domain_bill_change_init(struct domain_bill_change *c, const char *public_url,
+                             const char *client_id, const char *bill_id, const char *report_id)
 {
-	struct bill_job j = {.public_url = public_url,
-	                     .client_id = client_id,
-	                     .bill_id = bill_id,
-	                     .report_id = report_id,
-	                     .bill = bill_out,
-	                     .out = out};
-	return st->ops->submit(st, job_report_complete, &j);
+	memset(c, 0, sizeof *c);
+	c->public_url = public_url;
+	snprintf(c->client_id, sizeof c->client_id, "%s", client_id ? client_id : "");
+	snprintf(c->bill_id, sizeof c->bill_id, "%s", bill_id);
+	snprintf(c->report_id, sizeof c->report_id, "%s", report_id ? report_id : "");
+}
+
+/* The job's view of a change: what the job functions take. */
+static struct bill_job bill_job_of(struct domain_bill_change *c)
+{
+	return (struct bill_job){.public_url = c->public_url,
+	                         .client_id = c->client_id[0] ? c->client_id : NULL,
+	                         .bill_id = c->bill_id,
+	                         .report_id = c->report_id,
+	                         .bill = &c->bill,
+	                         .out = &c->out};
+}
+
+enum lh_err domain_report_complete_tx(struct store_tx *tx, void *arg)
+{
+	struct bill_job j = bill_job_of(arg);
+	return job_report_complete(tx, &j);
 }
 
 static enum lh_err job_bill_delete(struct store_tx *tx, void *arg)
@@ -298,17 +314,11 @@ static enum lh_err job_bill_delete(struct store_tx *tx, void *arg)
 	return e;
 }
 
-enum lh_err domain_bill_delete(struct store *st, const char *public_url, const char *client_id,
-                               const char *bill_id, struct domain_outcome *out)
+enum lh_err domain_bill_delete_tx(struct store_tx *tx, void *arg)
 {
-	struct bill b;
-	struct bill_job j = {.public_url = public_url,
-	                     .client_id = client_id,
-	                     .bill_id = bill_id,
-	                     .bill = &b,
-	                     .out = out};
-	out->changed = 1;
-	return st->ops->submit(st, job_bill_delete, &j);
+	struct bill_job j = bill_job_of(arg);
+	j.out->changed = 1;
+	return job_bill_delete(tx, &j);
 }
 
 /* ---- leads and bookings ---- */
@@ -364,12 +374,12 @@ static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 	            j->out);
 }
 
-enum lh_err domain_lead_create(struct store *st, struct lead *l, struct booking *bk,
-                               struct domain_outcome *out)
+enum lh_err domain_lead_create_tx(struct store_tx *tx, void *arg)
 {
-	struct lead_job j = {.lead = l, .bk = bk, .out = out};
-	out->changed = 1;
-	return st->ops->submit(st, job_lead_create, &j);
+	struct domain_lead_change *c = arg;
+	struct lead_job j = {.lead = &c->lead, .bk = &c->bk, .out = &c->out};
+	c->out.changed = 1;
+	return job_lead_create(tx, &j);
 }
 
 static enum lh_err job_lead_convert(struct store_tx *tx, void *arg)
@@ -397,12 +407,12 @@ static enum lh_err job_lead_convert(struct store_tx *tx, void *arg)
 	            booking_data(bk, 1), j->out);
 }
 
-enum lh_err domain_lead_convert(struct store *st, const char *lead_id, struct booking *bk,
-                                struct domain_outcome *out)
+enum lh_err domain_lead_convert_tx(struct store_tx *tx, void *arg)
 {
-	struct lead_job j = {.lead_id = lead_id, .bk = bk, .out = out};
-	out->changed = 1;
-	return st->ops->submit(st, job_lead_convert, &j);
+	struct domain_lead_change *c = arg;
+	struct lead_job j = {.bk = &c->bk, .lead_id = c->lead_id, .out = &c->out};
+	c->out.changed = 1;
+	return job_lead_convert(tx, &j);
 }
 
 /* ---- test events ---- */

@@ -5,8 +5,8 @@
  * Every change runs as a job inside the store's single writer transaction, so rules that
  * read then write (the last report completes the bill; a deleted bill takes no changes; the
  * same-day lead rule) see a consistent state and cannot race. Payloads are built once per
- * event and stored with it. Thread-safe: callers block until their change is durable
- * (bill creation can also be waited for asynchronously).
+ * event and stored with it. Each change is a job for the store's submit (the caller waits)
+ * or submit_async (told when it is durable).
  */
 #ifndef LH_DOMAIN_H
 #define LH_DOMAIN_H
@@ -44,22 +44,38 @@ enum lh_err domain_bill_prepare(struct domain_bill_new *j, const char *public_ur
                                 const struct bill *b, const struct report *reports, size_t n);
 enum lh_err domain_bill_create_tx(struct store_tx *tx, void *j);
 void domain_bill_release(struct domain_bill_new *j);
-/* Completes a report (report.completed) and, when it is the last, the bill
- * (bill.completed, exactly once). client_id NULL: any account's bill (lab side). */
-enum lh_err domain_report_complete(struct store *st, const char *public_url, const char *client_id,
-                                   const char *bill_id, const char *report_id,
-                                   struct bill *bill_out, struct domain_outcome *out);
-/* Marks the bill deleted and emits bill.deleted; LH_ECONFLICT if already deleted. */
-enum lh_err domain_bill_delete(struct store *st, const char *public_url, const char *client_id,
-                               const char *bill_id, struct domain_outcome *out);
-/* Creates a lead (lead.created), or a booking when l->phase is PHASE_BOOKING
- * (booking.created; bk holds its booking fields). LH_ECONFLICT on the same contact or
- * email in the same lab on the same UTC day. */
-enum lh_err domain_lead_create(struct store *st, struct lead *l, struct booking *bk,
-                               struct domain_outcome *out);
-/* Converts a lead into a booking (booking.created); LH_ECONFLICT if already booked. */
-enum lh_err domain_lead_convert(struct store *st, const char *lead_id, struct booking *bk,
-                                struct domain_outcome *out);
+/* A change to an existing bill, run by the store's writer (submit or submit_async):
+ * domain_report_complete_tx completes report_id (report.completed) and, when it is the
+ * last, the bill (bill.completed, exactly once); completing a completed report changes
+ * nothing (out.changed 0). domain_bill_delete_tx marks the bill deleted (bill.deleted;
+ * LH_ECONFLICT if it already is). client_id "": any account's bill (the lab side).
+ * domain_bill_change_init fills it; bill is the bill as the change left it. */
+struct domain_bill_change {
+	const char *public_url; /* lives as long as the service */
+	char client_id[ID_CAP];
+	char bill_id[ID_CAP];
+	char report_id[ID_CAP];
+	struct bill bill;
+	struct domain_outcome out;
+};
+void domain_bill_change_init(struct domain_bill_change *c, const char *public_url,
+                             const char *client_id, const char *bill_id, const char *report_id);
+enum lh_err domain_report_complete_tx(struct store_tx *tx, void *change);
+enum lh_err domain_bill_delete_tx(struct store_tx *tx, void *change);
+
+/* Leads and bookings, run by the store's writer (submit or submit_async).
+ * domain_lead_create_tx creates `lead` (lead.created), or with lead.phase PHASE_BOOKING
+ * also the booking `bk` (booking.created); LH_ECONFLICT on the same contact or email in the
+ * same lab on the same UTC day. domain_lead_convert_tx converts the lead `lead_id` into the
+ * booking `bk` (its booking fields set; booking.created); LH_ECONFLICT if already booked. */
+struct domain_lead_change {
+	struct lead lead;
+	struct booking bk;
+	char lead_id[ID_CAP];
+	struct domain_outcome out;
+};
+enum lh_err domain_lead_create_tx(struct store_tx *tx, void *change);
+enum lh_err domain_lead_convert_tx(struct store_tx *tx, void *change);
 
 /* Queues a webhook.test event to that one subscription; its id into event_id. */
 enum lh_err domain_test_event(struct store *st, const struct subscription *sub,

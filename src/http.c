@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
@@ -28,7 +29,7 @@ struct http_server {
 	 * connection is suspended). */
 	pthread_mutex_t park_mu;
 	int busy;     /* requests inside a handler or between it and their suspension */
-	int parked;   /* connections suspended until http_ready */
+	int parked;   /* deferred requests suspended and not answered yet */
 	int stopping; /* new requests get 503 while http_stop waits for the two above */
 };
 
@@ -41,6 +42,7 @@ struct http_deferred {
 	int active;    /* http_defer was called and finish has not run yet */
 	int ready;     /* http_ready was called */
 	int suspended; /* the connection is suspended, waiting for http_ready */
+	int counted;   /* in srv->parked until its answer is queued or dropped */
 };
 
 /* Per-request state: lives from the first callback to the completion callback. */
@@ -117,6 +119,8 @@ static enum MHD_Result send_json(struct MHD_Connection *c, struct reqctx *rc, st
 		MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
 	if (rs->allow[0])
 		MHD_add_response_header(r, "Allow", rs->allow);
+	if (__atomic_load_n(&rc->dfr.srv->stopping, __ATOMIC_ACQUIRE))
+		MHD_add_response_header(r, "Connection", "close"); /* let keep-alive clients go */
 	rc->status = rs->status;
 	enum MHD_Result ret = MHD_queue_response(c, (unsigned)rs->status, r);
 	MHD_destroy_response(r);
@@ -178,6 +182,8 @@ static enum MHD_Result send_too_big(struct MHD_Connection *c, struct reqctx *rc,
 	                    "payload_too_large", "message", msg);
 	return send_json(c, rc, &rs);
 }
+
+static void unpark(struct reqctx *rc);
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
@@ -268,7 +274,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (rc->dfr.active) { /* resumed: the deferred work is done */
 		rc->dfr.active = 0;
 		rc->dfr.finish(rc->dfr.arg, &rq, &rs);
-		return send_json(c, rc, &rs);
+		enum MHD_Result ret = send_json(c, rc, &rs);
+		unpark(rc);
+		return ret;
 	}
 	pthread_mutex_lock(&srv->park_mu);
 	int stopping = srv->stopping;
@@ -287,9 +295,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	srv->busy--;
 	if (rc->dfr.active && !rc->dfr.ready) {
 		/* Not done yet: give the thread back; http_ready resumes the connection. */
-		park = rc->dfr.suspended = 1;
+		park = rc->dfr.suspended = rc->dfr.counted = 1;
 		srv->parked++;
 		MHD_suspend_connection(c);
+		json_decref(rs.json); /* a handler that defers answers later, not now */
+		rs.json = NULL;
 	}
 	pthread_mutex_unlock(&srv->park_mu);
 	if (park)
@@ -301,6 +311,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		rc->dfr.finish(rc->dfr.arg, &rq, &rs);
 	}
 	return send_json(c, rc, &rs);
+}
+
+/* Its deferred answer is queued (or dropped): http_stop need not wait for it any more. */
+static void unpark(struct reqctx *rc)
+{
+	struct http_server *srv = rc->dfr.srv;
+	if (!rc->dfr.counted)
+		return;
+	pthread_mutex_lock(&srv->park_mu);
+	rc->dfr.counted = 0;
+	srv->parked--;
+	pthread_mutex_unlock(&srv->park_mu);
 }
 
 struct http_deferred *http_defer(const struct http_req *rq, http_finish_fn finish, void *arg)
@@ -320,7 +342,6 @@ void http_ready(struct http_deferred *d)
 	d->ready = 1;
 	if (d->suspended) {
 		d->suspended = 0;
-		srv->parked--;
 		/* d may be gone once its connection runs again: not touched after this. */
 		MHD_resume_connection(d->conn);
 	}
@@ -343,6 +364,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		rc->dfr.finish(rc->dfr.arg, NULL, &rs);
 		json_decref(rs.json);
 	}
+	unpark(rc);
 	int64_t dur = util_mono_us() - rc->t0;
 	LOG(LOG_INFO, "http", "method=%s path=%s status=%d dur_ms=%.2f rid=%s ip=%s%s", rc->method,
 	    rc->path, rc->status, (double)dur / 1000.0, rc->rid, rc->ip,
@@ -425,8 +447,9 @@ void http_stop(struct http_server *srv)
 	 * sent (new requests get 503 meanwhile). libmicrohttpd aborts if stopped with a
 	 * connection suspended. */
 	int64_t t0 = util_mono_us(), told = t0;
+	MHD_socket lsock = MHD_quiesce_daemon(srv->d); /* no new connections */
 	pthread_mutex_lock(&srv->park_mu);
-	srv->stopping = 1;
+	__atomic_store_n(&srv->stopping, 1, __ATOMIC_RELEASE);
 	while (srv->busy || srv->parked) {
 		pthread_mutex_unlock(&srv->park_mu);
 		if (util_mono_us() - told > 5000000) {
@@ -438,7 +461,18 @@ void http_stop(struct http_server *srv)
 		pthread_mutex_lock(&srv->park_mu);
 	}
 	pthread_mutex_unlock(&srv->park_mu);
+	/* Answers are queued; give them (and clients told Connection: close) up to 2 s to
+	 * leave before every connection is closed. Idle keep-alive clients use it all. */
+	for (int i = 0; i < 400; i++) {
+		const union MHD_DaemonInfo *di =
+		    MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+		if (!di || di->num_connections == 0)
+			break;
+		nanosleep(&(struct timespec){0, 5000000}, NULL);
+	}
 	MHD_stop_daemon(srv->d);
+	if (lsock != MHD_INVALID_SOCKET)
+		close(lsock);
 	pthread_mutex_destroy(&srv->park_mu);
 	free(srv);
 }

@@ -172,6 +172,14 @@ class Server:
         return c
 
 
+def report_of(lines):
+    """A sanitizer's report from its first line (the stacks), else the last log lines."""
+    for i, line in enumerate(lines):
+        if "ERROR: AddressSanitizer" in line or "runtime error:" in line:
+            return "\n".join(lines[i:i + 80])
+    return "\n".join(lines[-30:])
+
+
 def run(tests, server_args=()):
     """Runs test functions taking a started Server; prints one summary line and exits."""
     srv = Server(*server_args).start()
@@ -195,7 +203,7 @@ def run(tests, server_args=()):
         if rc not in (0, None):
             failed += 1
             print("FAIL the server exited with %s on SIGTERM" % rc)
-            print("\n".join(srv.log_lines[-30:]))
+            print(report_of(srv.log_lines))
         srv.cleanup()
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
