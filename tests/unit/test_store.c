@@ -1,6 +1,7 @@
 /* test_store.c: the store contract suite, written against store.h only, so every backend
  * runs the same checks (today: SQLite in a temporary directory). */
 #define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -102,8 +103,14 @@ static void test_accounts(void **state)
 	assert_int_equal(st->ops->account_set_secret(st, "cl_A", h2, &got), LH_OK);
 	assert_int_equal(got.secret_version, 2);
 	assert_memory_equal(got.secret_hash, h2, 32);
+	/* Reads after a change see it (cl_A was read, and may be cached, before). */
+	assert_int_equal(st->ops->account_get(st, "cl_A", &got), LH_OK);
+	assert_int_equal(got.secret_version, 2);
 	assert_int_equal(st->ops->account_set_secret(st, "cl_NONE", h2, &got), LH_ENOTFOUND);
 	assert_int_equal(st->ops->account_set_mode(st, "cl_A", MODE_PARTY_SCOPED, &got), LH_OK);
+	assert_int_equal(got.mode, MODE_PARTY_SCOPED);
+	memset(&got, 0, sizeof got);
+	assert_int_equal(st->ops->account_get(st, "cl_A", &got), LH_OK);
 	assert_int_equal(got.mode, MODE_PARTY_SCOPED);
 }
 
@@ -206,6 +213,114 @@ static void test_one_live_subscription_per_event(void **state)
 	free(list);
 }
 
+/* ---- the outbox: asynchronous submits, the commit hook, pending pages ---- */
+
+struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int calls;
+	enum lh_err result;
+};
+
+static void on_done(void *arg, enum lh_err result)
+{
+	struct waiter *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->calls++;
+	w->result = result;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static enum lh_err wait_done(struct waiter *w)
+{
+	pthread_mutex_lock(&w->mu);
+	while (!w->calls)
+		pthread_cond_wait(&w->cv, &w->mu);
+	enum lh_err e = w->result;
+	pthread_mutex_unlock(&w->mu);
+	return e;
+}
+
+struct event_job {
+	const char *entity, *payload;
+	enum lh_err then; /* returned after writing: an error undoes the job */
+};
+
+static enum lh_err job_event(struct store_tx *tx, void *arg)
+{
+	struct event_job *j = arg;
+	struct event ev;
+	size_t n = 0;
+	memset(&ev, 0, sizeof ev);
+	assert_int_equal(util_new_id("evt_", ev.event_id), LH_OK);
+	snprintf(ev.client_id, sizeof ev.client_id, "cl_A");
+	snprintf(ev.lab_id, sizeof ev.lab_id, "lab_1");
+	snprintf(ev.entity_id, sizeof ev.entity_id, "%s", j->entity);
+	ev.type = EV_BILL_CREATED;
+	ev.payload = j->payload;
+	ev.created_at = 1700000000;
+	enum lh_err e = tx->ops->event_insert(tx, &ev, NULL, 0, NULL, &n);
+	assert_int_equal(n, 1);
+	return e == LH_OK ? j->then : e;
+}
+
+static struct delivery hooked[4];
+static size_t nhooked;
+
+static void on_commit(void *ctx, const struct delivery *d, size_t n)
+{
+	(void)ctx;
+	for (size_t i = 0; i < n && nhooked < 4; i++)
+		hooked[nhooked++] = d[i]; /* takes the payloads */
+}
+
+static void test_async_submit_and_outbox(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a;
+	struct subscription s;
+	struct delivery *page = NULL;
+	size_t n = 0;
+	struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
+
+	make_account(st, "cl_A", &a);
+	make_lab(st, "cl_A", "lab_1");
+	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
+	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
+	nhooked = 0;
+	st->ops->set_commit_hook(st, on_commit, NULL);
+
+	/* Done once, durable by then, and the hook was handed the delivery with its payload. */
+	struct event_job ok = {"bill_1", "{\"n\":1}", LH_OK};
+	st->ops->submit_async(st, job_event, &ok, on_done, &w);
+	assert_int_equal(wait_done(&w), LH_OK);
+	assert_int_equal(w.calls, 1);
+	assert_int_equal(nhooked, 1);
+	assert_string_equal(hooked[0].sub_id, "sub_1");
+	assert_non_null(hooked[0].payload);
+	assert_string_equal(hooked[0].payload, "{\"n\":1}");
+	free(hooked[0].payload);
+
+	/* A job that fails is undone, alone, and its delivery never reaches the hook. */
+	struct event_job bad = {"bill_2", "{\"n\":2}", LH_ECONFLICT};
+	w.calls = 0;
+	st->ops->submit_async(st, job_event, &bad, on_done, &w);
+	assert_int_equal(wait_done(&w), LH_ECONFLICT);
+	assert_int_equal(nhooked, 1);
+
+	/* Pending pages come with payloads. */
+	assert_int_equal(st->ops->delivery_pending(st, 0, "", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(page[0].entity_id, "bill_1");
+	assert_non_null(page[0].payload);
+	assert_string_equal(page[0].payload, "{\"n\":1}");
+	free(page[0].payload);
+	free(page);
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
 static void test_meta_first_writer_wins(void **state)
 {
 	struct fixture *f = *state;
@@ -233,6 +348,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_labs_scoped_to_account, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refresh_rotation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_one_live_subscription_per_event, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_async_submit_and_outbox, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_meta_first_writer_wins, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
 	};
