@@ -40,6 +40,7 @@ struct http_deferred {
 	http_finish_fn finish;
 	void *arg;
 	int active;    /* http_defer was called and finish has not run yet */
+	int armed;     /* the handler deferred; parks at libmicrohttpd's next call */
 	int ready;     /* http_ready was called */
 	int suspended; /* the connection is suspended, waiting for http_ready */
 	int counted;   /* in srv->parked until its answer is queued or dropped */
@@ -271,6 +272,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (rc->buf)
 		rc->buf[rc->len] = '\0';
 	struct http_resp rs = {.status = 500};
+	if (rc->dfr.armed) { /* the call after the handler deferred: park, unless done */
+		rc->dfr.armed = 0;
+		pthread_mutex_lock(&srv->park_mu);
+		srv->busy--;
+		int park = !rc->dfr.ready;
+		if (park) {
+			/* http_ready resumes the connection; the thread serves others. */
+			rc->dfr.suspended = rc->dfr.counted = 1;
+			srv->parked++;
+			MHD_suspend_connection(c);
+		}
+		pthread_mutex_unlock(&srv->park_mu);
+		if (park)
+			return MHD_YES;
+		rc->dfr.active = 0; /* done already */
+		rc->dfr.finish(rc->dfr.arg, &rq, &rs);
+		return send_json(c, rc, &rs);
+	}
 	if (rc->dfr.active) { /* resumed: the deferred work is done */
 		rc->dfr.active = 0;
 		rc->dfr.finish(rc->dfr.arg, &rq, &rs);
@@ -290,26 +309,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return send_json(c, rc, &rs);
 	}
 	srv->fn(srv->ctx, &rq, &rs);
-	int park = 0;
+	if (rc->dfr.active) {
+		/* Deferred. Not suspended in this call: libmicrohttpd 0.9.75 keeps a suspended
+		 * connection's event-loop state as it was ("read" in this call), and on resume
+		 * reads first; a client that had half-closed then gets its connection closed
+		 * without our answer. Returning without one lets it settle the state (waiting
+		 * for the application), and it calls again at once: the request parks then.
+		 * busy stays counted until that call. */
+		json_decref(rs.json); /* a handler that defers answers later, not now */
+		rc->dfr.armed = 1;
+		return MHD_YES;
+	}
 	pthread_mutex_lock(&srv->park_mu);
 	srv->busy--;
-	if (rc->dfr.active && !rc->dfr.ready) {
-		/* Not done yet: give the thread back; http_ready resumes the connection. */
-		park = rc->dfr.suspended = rc->dfr.counted = 1;
-		srv->parked++;
-		MHD_suspend_connection(c);
-		json_decref(rs.json); /* a handler that defers answers later, not now */
-		rs.json = NULL;
-	}
 	pthread_mutex_unlock(&srv->park_mu);
-	if (park)
-		return MHD_YES;
-	if (rc->dfr.active) { /* done while the handler was still running */
-		rc->dfr.active = 0;
-		json_decref(rs.json);
-		rs = (struct http_resp){.status = 500};
-		rc->dfr.finish(rc->dfr.arg, &rq, &rs);
-	}
 	return send_json(c, rc, &rs);
 }
 
@@ -356,6 +369,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	(void)c;
 	if (!rc)
 		return;
+	if (rc->dfr.armed) { /* closed between the handler and the call that parks */
+		rc->dfr.armed = 0;
+		pthread_mutex_lock(&rc->dfr.srv->park_mu);
+		rc->dfr.srv->busy--;
+		pthread_mutex_unlock(&rc->dfr.srv->park_mu);
+	}
 	if (rc->dfr.active) {
 		/* Closed before the deferred answer could be sent: finish still releases its
 		 * work. Ready is set by now: a suspended connection is not closed. */

@@ -598,6 +598,38 @@ def test_clients_that_leave_before_the_answer(srv):
     assert srv.proc.poll() is None
 
 
+def test_half_closed_clients_get_their_answers(srv):
+    """A client may shut down its sending side once its request is out (RFC 9112 9.6).
+    Parked answers must still reach it: libmicrohttpd 0.9.75 closed such a connection
+    when it resumed it (up to half of them were lost with 10 clients at once)."""
+    c = srv.client()
+    body = json.dumps(bill_body(c["lab"])).encode()
+    req = (b"POST /client/billing/create HTTP/1.1\r\nHost: t\r\n"
+           b"Authorization: Bearer " + c["token"].encode() + b"\r\n"
+           b"Content-Type: application/json\r\nContent-Length: "
+           + str(len(body)).encode() + b"\r\n\r\n" + body)
+    answers, lock = [], threading.Lock()
+
+    def client():
+        for _ in range(15):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(req)
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                data += d
+            s.close()
+            with lock:
+                answers.append(data.split(b" ", 2)[1] if data else b"none")
+    ts = [threading.Thread(target=client) for _ in range(10)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert answers == [b"200"] * 150, {a: answers.count(a) for a in set(answers)}
+
+
 if __name__ == "__main__":
     run([test_bill_create_and_get, test_bill_validation, test_bar_code_unique_per_lab,
          test_party_scoped_bills_need_own_parties, test_report_completion_rules,
@@ -605,4 +637,5 @@ if __name__ == "__main__":
          test_lead_rules, test_bookings, test_routing_matrix,
          test_routing_follows_subscription_changes,
          test_last_two_reports_in_parallel_complete_once, test_sigkill_during_a_stream_of_bills,
-         test_sigterm_during_a_stream_of_bills, test_clients_that_leave_before_the_answer])
+         test_sigterm_during_a_stream_of_bills, test_clients_that_leave_before_the_answer,
+         test_half_closed_clients_get_their_answers])
