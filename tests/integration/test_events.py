@@ -477,6 +477,25 @@ def test_last_two_reports_in_parallel_complete_once(srv):
         assert kinds[-1] == "bill.completed", kinds
 
 
+def assert_kept(srv, c, acked):
+    """Every acknowledged bill is in the store; returns the account's bill ids."""
+    with db(srv) as d:
+        bills = {r[0] for r in d.execute("SELECT bill_id FROM bills WHERE client_id = ?",
+                                         (c["id"],))}
+    missing = [b for b in acked if b not in bills]
+    assert not missing, "acknowledged bills lost: %s" % missing[:5]
+    return bills
+
+
+def raw_bill_request(c):
+    """A complete bill creation request, bytes for a raw socket."""
+    body = json.dumps(bill_body(c["lab"])).encode()
+    return (b"POST /client/billing/create HTTP/1.1\r\nHost: t\r\n"
+            b"Authorization: Bearer " + c["token"].encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
 def test_sigkill_during_a_stream_of_bills(_srv):
     srv = Server().start()
     try:
@@ -505,11 +524,8 @@ def test_sigkill_during_a_stream_of_bills(_srv):
         [t.join() for t in ts]
         assert len(acked) >= 100, len(acked)
         srv.start()
+        bills = assert_kept(srv, c, acked)
         with db(srv) as d:
-            bills = {r[0] for r in d.execute("SELECT bill_id FROM bills WHERE client_id = ?",
-                                             (c["id"],))}
-            missing = [b for b in acked if b not in bills]
-            assert not missing, "acknowledged bills lost: %s" % missing[:5]
             # Nothing half-written: every bill has its 2 reports, 1 event, 1 delivery.
             bad = d.execute(
                 "SELECT b.bill_id, (SELECT count(*) FROM reports r WHERE r.bill_id = b.bill_id),"
@@ -566,11 +582,7 @@ def test_sigterm_during_a_stream_of_bills(_srv):
         [t.join() for t in ts]
         assert not other, other[:3]
         srv.start()
-        with db(srv) as d:
-            bills = {r[0] for r in d.execute("SELECT bill_id FROM bills WHERE client_id = ?",
-                                             (c["id"],))}
-        missing = [b for b in acked if b not in bills]
-        assert not missing, "acknowledged bills lost: %s" % missing[:5]
+        assert_kept(srv, c, acked)
         print("   %d acknowledged, %d refused while stopping, all kept"
               % (len(acked), len(refused)))
     finally:
@@ -581,11 +593,7 @@ def test_clients_that_leave_before_the_answer(srv):
     """A client that sends a bill and closes at once leaves a parked request behind: the
     server finishes it, drops the answer and carries on."""
     c = srv.client()
-    body = json.dumps(bill_body(c["lab"])).encode()
-    req = (b"POST /client/billing/create HTTP/1.1\r\nHost: t\r\n"
-           b"Authorization: Bearer " + c["token"].encode() + b"\r\n"
-           b"Content-Type: application/json\r\nContent-Length: "
-           + str(len(body)).encode() + b"\r\n\r\n" + body)
+    req = raw_bill_request(c)
     for i in range(40):
         s = socket.create_connection(("127.0.0.1", srv.port))
         s.sendall(req * (1 + i % 3))  # one, two or three pipelined requests
@@ -603,11 +611,7 @@ def test_half_closed_clients_get_their_answers(srv):
     Parked answers must still reach it: libmicrohttpd 0.9.75 closed such a connection
     when it resumed it (up to half of them were lost with 10 clients at once)."""
     c = srv.client()
-    body = json.dumps(bill_body(c["lab"])).encode()
-    req = (b"POST /client/billing/create HTTP/1.1\r\nHost: t\r\n"
-           b"Authorization: Bearer " + c["token"].encode() + b"\r\n"
-           b"Content-Type: application/json\r\nContent-Length: "
-           + str(len(body)).encode() + b"\r\n\r\n" + body)
+    req = raw_bill_request(c)
     answers, lock = [], threading.Lock()
 
     def client():
