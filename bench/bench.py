@@ -437,7 +437,8 @@ def delivery_summary(lh):
 
 
 def scenario_main(tmp, ca, cert, key):
-    r = {"settings": {k: CFG[k] for k in ("CEIL_N", "CEIL_C", "N", "C", "RATE", "RATE_S")}}
+    r = {"settings": {k: CFG[k] for k in ("CEIL_N", "CEIL_C", "N", "C", "RATE", "RATE_S",
+                                          "ROUNDS")}}
     ng = Nginx(tmp, "nginx", free_port(), cert, key)
     ng.start()
     hook_url = "https://127.0.0.1:%d/hook" % ng.port
