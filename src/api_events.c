@@ -27,6 +27,16 @@ static void domain_fail(struct call *c, enum lh_err e, const struct domain_outco
 		api_fail_internal(c, e, what);
 }
 
+/* A deferred change is done (api_submit): answers its failure and returns 0, or returns 1
+ * when the caller is to answer its success. c NULL (the client left): nothing to answer. */
+static int change_done(struct call *c, enum lh_err e, const struct domain_outcome *o,
+                       const char *what)
+{
+	if (c && e != LH_OK)
+		domain_fail(c, e, o, what);
+	return c && e == LH_OK;
+}
+
 static int one_of(const char *v, const char *const *allowed)
 {
 	for (; *allowed; allowed++)
@@ -289,9 +299,7 @@ static void bill_created(struct call *c, void *arg, enum lh_err e)
 {
 	struct bill_create *bc = arg;
 	const struct bill *bill = &bc->bill;
-	if (c && e != LH_OK)
-		domain_fail(c, e, &bc->job.out, "create bill");
-	else if (c)
+	if (change_done(c, e, &bc->job.out, "create bill"))
 		api_ok(c, "Bill created successfully",
 		       json_pack("{s:s, s:s, s:s}", "integrator_id", bill->integrator_id,
 		                 "preBookingID", bill->pre_booking_id, "billID", bill->bill_id));
@@ -512,9 +520,7 @@ static void lead_created(struct call *c, void *arg, enum lh_err e)
 {
 	struct domain_lead_change *j = arg;
 	int booking = j->lead.phase == PHASE_BOOKING;
-	if (c && e != LH_OK) {
-		domain_fail(c, e, &j->out, "create lead");
-	} else if (c) {
+	if (change_done(c, e, &j->out, "create lead")) {
 		json_t *f = json_pack("{s:s, s:s}", "leadID", j->lead.lead_id, "phase",
 		                      booking ? "booking" : "lead");
 		if (booking)
@@ -629,9 +635,7 @@ out:
 static void report_completed(struct call *c, void *arg, enum lh_err e)
 {
 	struct domain_bill_change *j = arg;
-	if (c && e != LH_OK)
-		domain_fail(c, e, &j->out, "complete report");
-	else if (c)
+	if (change_done(c, e, &j->out, "complete report"))
 		api_ok(c,
 		       j->out.changed ? "Report completed"
 		                      : "Report was already completed; nothing changed",
@@ -645,9 +649,7 @@ static void report_completed(struct call *c, void *arg, enum lh_err e)
 static void bill_deleted(struct call *c, void *arg, enum lh_err e)
 {
 	struct domain_bill_change *j = arg;
-	if (c && e != LH_OK)
-		domain_fail(c, e, &j->out, "delete bill");
-	else if (c)
+	if (change_done(c, e, &j->out, "delete bill"))
 		api_ok(c, "Bill deleted", json_pack("{s:s}", "billID", j->bill_id));
 	free(j);
 }
@@ -677,9 +679,7 @@ void api_lab_bill_delete(struct call *c)
 static void lead_converted(struct call *c, void *arg, enum lh_err e)
 {
 	struct domain_lead_change *j = arg;
-	if (c && e != LH_OK)
-		domain_fail(c, e, &j->out, "convert lead");
-	else if (c)
+	if (change_done(c, e, &j->out, "convert lead"))
 		api_ok(
 		    c, "Lead converted to a booking",
 		    json_pack("{s:s, s:s}", "leadID", j->lead_id, "bookingID", j->bk.booking_id));
