@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ struct http_deferred {
 	int ready;     /* http_ready was called */
 	int suspended; /* the connection is suspended, waiting for http_ready */
 	int counted;   /* in srv->parked until its answer is queued or dropped */
+	int orphaned;  /* the connection closed before ready: http_ready releases the request */
 };
 
 /* Per-request state: lives from the first callback to the completion callback. */
@@ -185,6 +187,7 @@ static enum MHD_Result send_too_big(struct MHD_Connection *c, struct reqctx *rc,
 }
 
 static void unpark(struct reqctx *rc);
+static void reqctx_free(struct reqctx *rc);
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
@@ -358,39 +361,69 @@ void http_ready(struct http_deferred *d)
 		/* d may be gone once its connection runs again: not touched after this. */
 		MHD_resume_connection(d->conn);
 	}
+	if (!d->orphaned) {
+		pthread_mutex_unlock(&srv->park_mu);
+		return;
+	}
 	pthread_mutex_unlock(&srv->park_mu);
+	/* Its connection is gone: release the work here (on the caller's thread), then the
+	 * request. Once unparked, srv may be freed by http_stop: not touched after. */
+	struct reqctx *rc = (struct reqctx *)(void *)((char *)d - offsetof(struct reqctx, dfr));
+	struct http_resp rs = {.status = 500};
+	d->active = 0;
+	d->finish(d->arg, NULL, &rs);
+	json_decref(rs.json);
+	unpark(rc);
+	reqctx_free(rc);
+}
+
+static void reqctx_free(struct reqctx *rc)
+{
+	free(rc->buf);
+	free(rc);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
 	struct reqctx *rc = *con_cls;
-	(void)cls;
+	struct http_server *srv = cls;
 	(void)c;
 	if (!rc)
 		return;
+	*con_cls = NULL;
+	int64_t dur = util_mono_us() - rc->t0;
+	LOG(LOG_INFO, "http", "method=%s path=%s status=%d dur_ms=%.2f rid=%s ip=%s%s", rc->method,
+	    rc->path, rc->status, (double)dur / 1000.0, rc->rid, rc->ip,
+	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+	pthread_mutex_lock(&srv->park_mu);
 	if (rc->dfr.armed) { /* closed between the handler and the call that parks */
 		rc->dfr.armed = 0;
-		pthread_mutex_lock(&rc->dfr.srv->park_mu);
-		rc->dfr.srv->busy--;
-		pthread_mutex_unlock(&rc->dfr.srv->park_mu);
+		srv->busy--;
 	}
+	if (rc->dfr.active && !rc->dfr.ready) {
+		/* Closed (a reset, say) while its job is still queued or running in the store: the
+		 * job's owner may not be freed under the writer. http_ready releases both. Counted
+		 * as parked, so http_stop waits for it while the store still runs. */
+		rc->dfr.orphaned = 1;
+		if (!rc->dfr.counted) {
+			rc->dfr.counted = 1;
+			srv->parked++;
+		}
+		pthread_mutex_unlock(&srv->park_mu);
+		return;
+	}
+	pthread_mutex_unlock(&srv->park_mu);
 	if (rc->dfr.active) {
-		/* Closed before the deferred answer could be sent: finish still releases its
-		 * work. Ready is set by now: a suspended connection is not closed. */
+		/* Closed once ready but before the answer could be sent: finish still releases
+		 * its work. */
 		struct http_resp rs = {.status = 500};
 		rc->dfr.active = 0;
 		rc->dfr.finish(rc->dfr.arg, NULL, &rs);
 		json_decref(rs.json);
 	}
 	unpark(rc);
-	int64_t dur = util_mono_us() - rc->t0;
-	LOG(LOG_INFO, "http", "method=%s path=%s status=%d dur_ms=%.2f rid=%s ip=%s%s", rc->method,
-	    rc->path, rc->status, (double)dur / 1000.0, rc->rid, rc->ip,
-	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
-	free(rc->buf);
-	free(rc);
-	*con_cls = NULL;
+	reqctx_free(rc);
 }
 
 /* libmicrohttpd's messages; the attribute tells the compiler fmt is a printf format. */

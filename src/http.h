@@ -53,7 +53,9 @@ void http_stop(struct http_server *srv);
 /* Makes the handler's answer wait: when the handler returns, nothing is sent yet. Once
  * http_ready(handle) has been called (from any thread, exactly once), finish(arg, rq, rs)
  * runs on a server thread and fills rs, which is sent. If the connection is closed first,
- * finish still runs once, with rq NULL, to release arg (what it puts in rs is dropped).
+ * finish still runs once, with rq NULL, to release arg (what it puts in rs is dropped): on
+ * a server thread if it was ready, else inside http_ready, on its caller's thread, so arg
+ * is never released while the work that calls http_ready still uses it.
  * Returns the handle; call at most once per request. */
 typedef void (*http_finish_fn)(void *arg, const struct http_req *rq, struct http_resp *rs);
 struct http_deferred *http_defer(const struct http_req *rq, http_finish_fn finish, void *arg);
