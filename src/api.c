@@ -8,6 +8,7 @@
 #include "api.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,27 +136,30 @@ static int check_client(struct call *c)
 	return 0;
 }
 
-void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)
+/* Finds rq's route, checks its guard and the shape of its ids. Returns the route, or NULL
+ * once c's answer is made (503 while starting, 404, 405, 401). Runs twice per request:
+ * on the headers (api_admit) and on the complete request (api_dispatch); checked tokens
+ * are cached, so the second check costs a lookup. */
+static const struct route *route_find(struct call *c, char *buf, size_t cap)
 {
-	struct call c = {.app = ctx, .rq = rq, .rs = rs};
-	char buf[1024];
+	const struct http_req *rq = c->rq;
+	struct http_resp *rs = c->rs;
 	int path_found = 0;
 
-	if (!__atomic_load_n(&c.app->ready, __ATOMIC_ACQUIRE)) {
+	if (!__atomic_load_n(&c->app->ready, __ATOMIC_ACQUIRE)) {
 		/* The listener opens a moment before the last start-up step completes. */
 		rs->retry_after = 1;
-		api_fail(&c, LH_EIO, "starting", NULL,
-		         "the service is starting; retry in a second");
+		api_fail(c, LH_EIO, "starting", NULL, "the service is starting; retry in a second");
 		rs->status = 503;
-		return;
+		return NULL;
 	}
 	/* HEAD is GET without the body (libmicrohttpd drops it). */
 	const char *method = strcmp(rq->method, "HEAD") == 0 ? "GET" : rq->method;
-
+	rs->allow[0] = '\0';
 	for (size_t i = 0; i < N_ROUTES; i++) {
 		const struct route *r = &routes[i];
 		const char *arg[API_MAX_ARGS] = {0};
-		if (!match(r->pattern, rq->path, buf, sizeof buf, arg))
+		if (!match(r->pattern, rq->path, buf, cap, arg))
 			continue;
 		if (!strstr(rs->allow, r->method)) {
 			size_t n = strlen(rs->allow);
@@ -166,23 +170,42 @@ void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)
 		if (strcmp(r->method, method) != 0)
 			continue;
 		rs->allow[0] = '\0';
-		memcpy(c.arg, arg, sizeof arg);
-		if ((r->guard == G_ADMIN && check_admin(&c)) ||
-		    (r->guard == G_CLIENT && check_client(&c)))
-			return;
+		memcpy(c->arg, arg, sizeof arg);
+		if ((r->guard == G_ADMIN && check_admin(c)) ||
+		    (r->guard == G_CLIENT && check_client(c)))
+			return NULL;
 		for (int k = 0; k < API_MAX_ARGS; k++)
-			if (c.arg[k] && !id_shape_ok(c.arg[k])) {
-				api_fail(&c, LH_ENOTFOUND, "not_found", NULL, "no such resource");
-				return;
+			if (c->arg[k] && !id_shape_ok(c->arg[k])) {
+				api_fail(c, LH_ENOTFOUND, "not_found", NULL, "no such resource");
+				return NULL;
 			}
-		r->fn(&c);
-		return;
+		return r;
 	}
 	if (path_found)
-		api_fail(&c, LH_EMETHOD, "method_not_allowed", NULL,
+		api_fail(c, LH_EMETHOD, "method_not_allowed", NULL,
 		         "method %s is not allowed on this path", rq->method);
 	else
-		api_fail(&c, LH_ENOTFOUND, "not_found", NULL, "no such endpoint");
+		api_fail(c, LH_ENOTFOUND, "not_found", NULL, "no such endpoint");
+	return NULL;
+}
+
+size_t api_admit(void *ctx, const struct http_req *rq, struct http_resp *rs)
+{
+	struct call c = {.app = ctx, .rq = rq, .rs = rs};
+	char buf[1024];
+	const struct route *r = route_find(&c, buf, sizeof buf);
+	if (!r)
+		return 0;
+	return r->guard == G_NONE ? API_OPEN_BODY_MAX : SIZE_MAX;
+}
+
+void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)
+{
+	struct call c = {.app = ctx, .rq = rq, .rs = rs};
+	char buf[1024];
+	const struct route *r = route_find(&c, buf, sizeof buf);
+	if (r)
+		r->fn(&c);
 }
 
 /* A request waiting for its job's commit (api_submit). */

@@ -23,6 +23,12 @@ struct call {
 
 /* The request entry point handed to http_start; ctx is the struct app. */
 void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs);
+/* The http_admit_fn: on the headers alone, answers what api_dispatch would answer before
+ * reading a body (unknown route or method, missing or bad credentials), else returns the
+ * body size the route accepts: API_OPEN_BODY_MAX on routes without credentials (token
+ * requests are small), so an unauthenticated client cannot make the server buffer more. */
+#define API_OPEN_BODY_MAX (16 * 1024)
+size_t api_admit(void *ctx, const struct http_req *rq, struct http_resp *rs);
 
 /* Runs fn(tx, tx_arg) in the store's writer and answers once it is durable, without holding
  * this thread meanwhile: finish(c, job, result) then builds the answer on a server thread

@@ -318,6 +318,10 @@ static const struct setting settings[] = {
      FIELD(max_connections_per_ip), 1, 100000, 0},
     {"conn-timeout", "30s", "idle or slow HTTP connection is closed after this", p_duration,
      FIELD(conn_timeout_ms), 1000, 3600 * 1000, 0},
+    {"header-timeout", "10s", "a request's headers must be complete within this", p_duration,
+     FIELD(header_timeout_ms), 1000, 3600 * 1000, 0},
+    {"body-timeout", "30s", "a request's body must be complete within this of its headers",
+     p_duration, FIELD(body_timeout_ms), 1000, 3600 * 1000, 0},
     {"max-body", "1MiB", "largest request body accepted (413 above)", p_bytes, FIELD(max_body),
      1024, 64 * 1024 * 1024, 0},
     {"refresh-ttl", "30d", "refresh tokens expire after this long unused", p_duration,
@@ -544,7 +548,8 @@ void config_log_effective(const struct config *c)
 		                      (long long)c->retry_ms[i]);
 	LOG(LOG_INFO, "config",
 	    "data_dir=%s listen=%s:%d allow_net=%s ca_file=%s retry_schedule=%s public_url=%s "
-	    "http_threads=%d max_connections=%d conn_timeout_ms=%lld max_body=%lld "
+	    "http_threads=%d max_connections=%d conn_timeout_ms=%lld header_timeout_ms=%lld "
+	    "body_timeout_ms=%lld max_body=%lld "
 	    "refresh_ttl_ms=%lld auth_max_failures=%d auth_lockout_ms=%lld demo=%d "
 	    "timeout_ms=%lld connect_timeout_ms=%lld max_in_flight=%d "
 	    "max_in_flight_per_endpoint=%d disable_after_ms=%lld disable_min_span_ms=%lld "
@@ -552,9 +557,10 @@ void config_log_effective(const struct config *c)
 	    c->data_dir, c->listen_host, c->listen_port, *allow ? allow : "-",
 	    *c->ca_file ? c->ca_file : "-", sched, *c->public_url ? c->public_url : "-",
 	    c->http_threads, c->max_connections, (long long)c->conn_timeout_ms,
-	    (long long)c->max_body, (long long)c->refresh_ttl_ms, c->auth_max_failures,
-	    (long long)c->auth_lockout_ms, c->demo, (long long)c->delivery_timeout_ms,
-	    (long long)c->connect_timeout_ms, c->max_in_flight, c->max_in_flight_per_endpoint,
-	    (long long)c->disable_after_ms, (long long)c->disable_min_span_ms, c->delivery_window,
-	    c->max_connections_per_ip, (int)c->log_level);
+	    (long long)c->header_timeout_ms, (long long)c->body_timeout_ms, (long long)c->max_body,
+	    (long long)c->refresh_ttl_ms, c->auth_max_failures, (long long)c->auth_lockout_ms,
+	    c->demo, (long long)c->delivery_timeout_ms, (long long)c->connect_timeout_ms,
+	    c->max_in_flight, c->max_in_flight_per_endpoint, (long long)c->disable_after_ms,
+	    (long long)c->disable_min_span_ms, c->delivery_window, c->max_connections_per_ip,
+	    (int)c->log_level);
 }

@@ -36,6 +36,8 @@ struct config {
 	int max_connections;
 	int max_connections_per_ip;
 	int64_t conn_timeout_ms;
+	int64_t header_timeout_ms;
+	int64_t body_timeout_ms;
 	int64_t max_body;
 	int64_t refresh_ttl_ms;
 	int auth_max_failures;

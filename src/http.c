@@ -1,5 +1,5 @@
 /* http.c: see http.h. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -20,11 +20,30 @@
 #include "log.h"
 #include "util.h"
 
+/* A connection's deadline (see reaper): its socket context, from libmicrohttpd's STARTED
+ * notification to its CLOSED one. */
+struct conn {
+	struct conn *prev, *next; /* srv->conns, under conn_mu */
+	int fd;
+	int64_t deadline_us; /* monotonic; 0 while a handler or the store has the request */
+	const char *phase;   /* "headers" or "body", for the log line */
+};
+
 struct http_server {
 	struct MHD_Daemon *d;
+	http_admit_fn admit;
 	http_handler_fn fn;
 	void *ctx;
 	size_t max_body;
+	int64_t header_us, body_us, idle_us;
+	/* The reaper: every connection under conn_mu, and the thread that closes overdue ones
+	 * (libmicrohttpd's own timeout is an idle timer, which a client trickling a byte every
+	 * few seconds never trips). */
+	pthread_mutex_t conn_mu;
+	pthread_cond_t reap_cv;
+	struct conn *conns;
+	int reaping;
+	pthread_t reaper;
 	/* Deferred answers. Under park_mu: each deferred request's ready/suspended hand-off,
 	 * and the counts http_stop waits on (libmicrohttpd must not be stopped while a
 	 * connection is suspended). */
@@ -52,6 +71,7 @@ struct http_deferred {
 struct reqctx {
 	char *buf;
 	size_t len, cap;
+	size_t body_max; /* what admit allows this request, capped by max-body */
 	int too_big;
 	int status;
 	int64_t t0;
@@ -59,8 +79,17 @@ struct reqctx {
 	char method[16];
 	char path[160]; /* escaped, for the log line only */
 	char ip[INET6_ADDRSTRLEN];
+	struct conn *cn; /* its connection's deadline record (may be NULL) */
 	struct http_deferred dfr;
 };
+
+static void set_deadline(struct conn *cn, const char *phase, int64_t in_us)
+{
+	if (!cn)
+		return;
+	__atomic_store_n(&cn->phase, phase, __ATOMIC_RELAXED);
+	__atomic_store_n(&cn->deadline_us, in_us ? util_mono_us() + in_us : 0, __ATOMIC_RELAXED);
+}
 
 static void client_ip(struct MHD_Connection *c, char *out, size_t cap)
 {
@@ -176,14 +205,50 @@ static enum MHD_Result check_framing(struct MHD_Connection *c, struct reqctx *rc
 	return send_json(c, rc, &rs);
 }
 
-static enum MHD_Result send_too_big(struct MHD_Connection *c, struct reqctx *rc, size_t cap)
+static enum MHD_Result send_too_big(struct MHD_Connection *c, struct reqctx *rc)
 {
+	size_t cap = rc->body_max;
 	char msg[96];
 	struct http_resp rs = {.status = 413};
 	snprintf(msg, sizeof msg, "request body is over the limit of %zu bytes", cap);
 	rs.json = json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code",
 	                    "payload_too_large", "message", msg);
 	return send_json(c, rc, &rs);
+}
+
+static const char *path_of(const char *url, char *path, size_t cap)
+{
+	size_t plen = strcspn(url, "?");
+	if (plen >= cap)
+		plen = cap - 1;
+	memcpy(path, url, plen);
+	path[plen] = '\0';
+	return path;
+}
+
+/* Headers in, body not read: the application says how much body this request may send, or
+ * answers now (unknown route, bad credentials), so that no body is buffered for it. */
+static enum MHD_Result admit(struct http_server *srv, struct MHD_Connection *c, struct reqctx *rc,
+                             const char *url, const char *method)
+{
+	char path[2048];
+	struct http_req rq = {
+	    .method = method,
+	    .path = path_of(url, path, sizeof path),
+	    .rid = rc->rid,
+	    .ip = rc->ip,
+	    .conn = c,
+	    .defer_slot = &rc->dfr,
+	};
+	struct http_resp rs = {.status = 500};
+	size_t allowed = srv->admit(srv->ctx, &rq, &rs);
+	if (rs.json)
+		return send_json(c, rc, &rs);
+	rc->body_max = allowed < srv->max_body ? allowed : srv->max_body;
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+	if (cl && strtoull(cl, NULL, 10) > rc->body_max)
+		return send_too_big(c, rc); /* never read it */
+	return MHD_YES;
 }
 
 static void unpark(struct reqctx *rc);
@@ -204,16 +269,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*con_cls = rc;
 		rc->dfr.srv = srv;
 		rc->t0 = util_mono_us();
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		rc->cn = ci ? ci->socket_context : NULL;
+		set_deadline(rc->cn, "body", srv->body_us);
 		request_id(c, rc->rid);
 		snprintf(rc->method, sizeof rc->method, "%s", method);
 		log_escape(url, rc->path, sizeof rc->path);
 		client_ip(c, rc->ip, sizeof rc->ip);
 		if (check_framing(c, rc) != MHD_YES || rc->status)
 			return rc->status ? MHD_YES : MHD_NO;
-		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-		if (cl && strtoull(cl, NULL, 10) > srv->max_body)
-			return send_too_big(c, rc, srv->max_body); /* never read it */
-		return MHD_YES;
+		return admit(srv, c, rc, url, method);
 	}
 	if (*upload_size > 0) {
 		if (rc->too_big) {
@@ -222,11 +288,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			 * to a bound: past it, answer and close anyway. */
 			rc->len += *upload_size;
 			*upload_size = 0;
-			if (rc->len > 8 * srv->max_body && !rc->status)
-				return send_too_big(c, rc, srv->max_body);
+			if (rc->len > 8 * rc->body_max && !rc->status)
+				return send_too_big(c, rc);
 			return MHD_YES;
 		}
-		if (rc->len + *upload_size > srv->max_body) {
+		if (rc->len + *upload_size > rc->body_max) {
 			rc->too_big = 1;
 			rc->len += *upload_size;
 			*upload_size = 0;
@@ -238,8 +304,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			size_t ncap = rc->cap ? rc->cap : 4096;
 			while (ncap < rc->len + *upload_size + 1)
 				ncap *= 2;
-			if (ncap > srv->max_body + 1)
-				ncap = srv->max_body + 1;
+			if (ncap > rc->body_max + 1)
+				ncap = rc->body_max + 1;
 			char *nb = realloc(rc->buf, ncap);
 			if (!nb)
 				return MHD_NO;
@@ -254,17 +320,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (rc->status)
 		return MHD_YES; /* response already queued */
 	if (rc->too_big)
-		return send_too_big(c, rc, srv->max_body);
+		return send_too_big(c, rc);
+	set_deadline(rc->cn, "", 0); /* complete: the handler (or the store) has it now */
 
 	char path[2048];
-	size_t plen = strcspn(url, "?");
-	if (plen >= sizeof path)
-		plen = sizeof path - 1;
-	memcpy(path, url, plen);
-	path[plen] = '\0';
 	struct http_req rq = {
 	    .method = method,
-	    .path = path,
+	    .path = path_of(url, path, sizeof path),
 	    .body = rc->buf ? rc->buf : "",
 	    .body_len = rc->len,
 	    .rid = rc->rid,
@@ -392,6 +454,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	if (!rc)
 		return;
 	*con_cls = NULL;
+	/* A kept-alive connection may idle for conn-timeout, then send its next headers. */
+	set_deadline(rc->cn, "headers", srv->idle_us + srv->header_us);
 	int64_t dur = util_mono_us() - rc->t0;
 	LOG(LOG_INFO, "http", "method=%s path=%s status=%d dur_ms=%.2f rid=%s ip=%s%s", rc->method,
 	    rc->path, rc->status, (double)dur / 1000.0, rc->rid, rc->ip,
@@ -426,6 +490,78 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	reqctx_free(rc);
 }
 
+/* libmicrohttpd's STARTED and CLOSED notifications bracket a connection's deadline record.
+ * CLOSED comes before libmicrohttpd closes the descriptor, and removes the record under
+ * conn_mu, so the reaper (which shuts sockets down under conn_mu) never touches a
+ * descriptor that a new connection reuses. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+	struct http_server *srv = cls;
+	struct conn *cn = *socket_context;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		if (!ci || !(cn = calloc(1, sizeof *cn)))
+			return; /* no deadline for it; the idle timeout still applies */
+		cn->fd = ci->connect_fd;
+		cn->phase = "headers";
+		cn->deadline_us = util_mono_us() + srv->header_us;
+		pthread_mutex_lock(&srv->conn_mu);
+		cn->next = srv->conns;
+		if (srv->conns)
+			srv->conns->prev = cn;
+		srv->conns = cn;
+		pthread_mutex_unlock(&srv->conn_mu);
+		*socket_context = cn;
+		return;
+	}
+	if (!cn)
+		return;
+	pthread_mutex_lock(&srv->conn_mu);
+	if (cn->prev)
+		cn->prev->next = cn->next;
+	else
+		srv->conns = cn->next;
+	if (cn->next)
+		cn->next->prev = cn->prev;
+	pthread_mutex_unlock(&srv->conn_mu);
+	free(cn);
+	*socket_context = NULL;
+}
+
+/* Shuts down the sockets of connections past their deadline, four times a second:
+ * libmicrohttpd then sees the end of the stream and closes them as usual. */
+static void *reaper_main(void *arg)
+{
+	struct http_server *srv = arg;
+	pthread_setname_np(pthread_self(), "lh-http-reaper");
+	pthread_mutex_lock(&srv->conn_mu);
+	while (srv->reaping) {
+		int64_t now = util_mono_us();
+		for (struct conn *cn = srv->conns; cn; cn = cn->next) {
+			int64_t due = __atomic_load_n(&cn->deadline_us, __ATOMIC_RELAXED);
+			if (!due || now < due)
+				continue;
+			LOG(LOG_INFO, "http",
+			    "fd=%d phase=%s closed a connection past its deadline", cn->fd,
+			    __atomic_load_n(&cn->phase, __ATOMIC_RELAXED));
+			__atomic_store_n(&cn->deadline_us, 0, __ATOMIC_RELAXED);
+			shutdown(cn->fd, SHUT_RDWR);
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 250 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&srv->reap_cv, &srv->conn_mu, &ts);
+	}
+	pthread_mutex_unlock(&srv->conn_mu);
+	return NULL;
+}
+
 /* libmicrohttpd's messages; the attribute tells the compiler fmt is a printf format. */
 static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
@@ -438,8 +574,22 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	LOG(LOG_DEBUG, "http", "mhd=\"%s\"", log_escape(msg, esc, sizeof esc));
 }
 
-enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
-                       struct http_server **out, int *port_out)
+/* Stops the reaper (which http_start started) and frees srv. */
+static void srv_free(struct http_server *srv)
+{
+	pthread_mutex_lock(&srv->conn_mu);
+	srv->reaping = 0;
+	pthread_cond_signal(&srv->reap_cv);
+	pthread_mutex_unlock(&srv->conn_mu);
+	pthread_join(srv->reaper, NULL);
+	pthread_cond_destroy(&srv->reap_cv);
+	pthread_mutex_destroy(&srv->conn_mu);
+	pthread_mutex_destroy(&srv->park_mu);
+	free(srv);
+}
+
+enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_handler_fn fn,
+                       void *ctx, struct http_server **out, int *port_out)
 {
 	struct sockaddr_storage ss;
 	struct ip_addr a;
@@ -465,10 +615,24 @@ enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
 	srv = calloc(1, sizeof *srv);
 	if (!srv)
 		return LH_ENOMEM;
+	srv->admit = admit_fn;
 	srv->fn = fn;
 	srv->ctx = ctx;
 	pthread_mutex_init(&srv->park_mu, NULL);
+	pthread_mutex_init(&srv->conn_mu, NULL);
+	pthread_cond_init(&srv->reap_cv, NULL);
 	srv->max_body = (size_t)cfg->max_body;
+	srv->header_us = cfg->header_timeout_ms * 1000;
+	srv->body_us = cfg->body_timeout_ms * 1000;
+	srv->idle_us = cfg->conn_timeout_ms * 1000;
+	srv->reaping = 1;
+	if (pthread_create(&srv->reaper, NULL, reaper_main, srv) != 0) {
+		pthread_cond_destroy(&srv->reap_cv);
+		pthread_mutex_destroy(&srv->conn_mu);
+		pthread_mutex_destroy(&srv->park_mu);
+		free(srv);
+		return LH_ENOMEM;
+	}
 	srv->d = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
@@ -477,12 +641,11 @@ enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
 	    (unsigned)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 	    (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned)(cfg->conn_timeout_ms / 1000), MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-	    MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_END);
 	if (!srv->d) {
 		LOG(LOG_ERROR, "http", "listen=%s:%d cannot listen (address in use or not local?)",
 		    cfg->listen_host, cfg->listen_port);
-		pthread_mutex_destroy(&srv->park_mu);
-		free(srv);
+		srv_free(srv);
 		return LH_EIO;
 	}
 	const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_BIND_PORT);
@@ -525,8 +688,7 @@ void http_stop(struct http_server *srv)
 	MHD_stop_daemon(srv->d);
 	if (lsock != MHD_INVALID_SOCKET)
 		close(lsock);
-	pthread_mutex_destroy(&srv->park_mu);
-	free(srv);
+	srv_free(srv);
 }
 
 const char *http_query(const struct http_req *rq, const char *key)

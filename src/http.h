@@ -40,12 +40,19 @@ struct http_resp {
 };
 
 typedef void (*http_handler_fn)(void *ctx, const struct http_req *rq, struct http_resp *rs);
+/* Runs once a request's headers are in, before any of its body is read (rq->body is NULL):
+ * returns the largest body this request may send (capped by max-body; 413 above), or fills
+ * rs->json to answer at once, in which case the body is never buffered. So credentials are
+ * checked before a body can cost memory. */
+typedef size_t (*http_admit_fn)(void *ctx, const struct http_req *rq, struct http_resp *rs);
 
 struct http_server;
 
-/* Starts listening as configured; *port_out gets the bound port. Returns owned, stop with
- * http_stop. */
-enum lh_err http_start(const struct config *cfg, http_handler_fn fn, void *ctx,
+/* Starts listening as configured; *port_out gets the bound port. Each request goes through
+ * admit (headers) and then fn (complete request). Connections whose headers or body are not
+ * complete within header-timeout / body-timeout are closed, however steadily they trickle.
+ * Returns owned, stop with http_stop. */
+enum lh_err http_start(const struct config *cfg, http_admit_fn admit, http_handler_fn fn, void *ctx,
                        struct http_server **out, int *port_out);
 /* Stops accepting, lets running handlers finish, closes everything. Accepts NULL. */
 void http_stop(struct http_server *srv);

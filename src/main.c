@@ -218,7 +218,7 @@ static int serve(int argc, char **argv, char **env)
 		goto out;
 	}
 	app.dispatcher = disp;
-	if ((e = http_start(&app.cfg, api_dispatch, &app, &srv, &port)) != LH_OK) {
+	if ((e = http_start(&app.cfg, api_admit, api_dispatch, &app, &srv, &port)) != LH_OK) {
 		fprintf(stderr, "labhook: cannot listen on %s:%d\n", app.cfg.listen_host,
 		        app.cfg.listen_port);
 		goto out;
