@@ -804,7 +804,7 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 	/* A body we stopped reading on purpose is not a transport failure. */
 	int got_answer = code > 0 && (cc == CURLE_OK || cc == CURLE_WRITE_ERROR);
 	r.a.status_code = got_answer ? (int)code : 0;
-	snprintf(r.a.response, sizeof r.a.response, "%s", a->resp);
+	util_utf8_clean(a->resp, a->resp_len, r.a.response, sizeof r.a.response);
 	int ok = got_answer && code >= 200 && code < 300;
 	if (ok) {
 		r.status = DLV_DELIVERED;
