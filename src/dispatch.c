@@ -695,6 +695,10 @@ static int start_attempt(struct dispatcher *d, struct lane *l)
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "labhook/" LABHOOK_VERSION);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+	/* No proxy, whatever HTTPS_PROXY or ALL_PROXY say: through one, open_socket would see
+	 * only the proxy's address, and the proxy would connect wherever we asked. */
+	curl_easy_setopt(c, CURLOPT_PROXY, "");
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (d->cfg->ca_file[0]) {

@@ -1,5 +1,7 @@
-"""Issue 9 hardening, over real sockets: an endpoint's answer that is not valid UTF-8 still
-shows in the attempt log; a NUL inside a string is invalid_value, naming the field."""
+"""Issue 9 hardening, over real sockets: proxies from the environment cannot route a
+delivery (or the admin CLI) around the address policy; an endpoint's answer that is not
+valid UTF-8 still shows in the attempt log; a NUL inside a string is invalid_value, naming
+the field."""
 import http.client
 import json
 import socket
@@ -35,6 +37,76 @@ def first_delivery_done(srv, c, base):
     return ds[0]
 
 
+class ConnectProxy:
+    """A forward proxy on 127.0.0.2 that records every connection and forwards nothing."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(16)
+        self.url = "http://127.0.0.2:%d" % self.sock.getsockname()[1]
+        self.seen = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    self.seen.append(conn.recv(4096).split(b"\r\n")[0].decode("latin-1"))
+                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    self.seen.append("(no request line)")
+
+    def close(self):
+        self.sock.close()
+
+
+def proxy_env(proxy):
+    return {k: proxy.url for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
+                                   "http_proxy", "HTTP_PROXY")}
+
+
+def test_environment_proxy_does_not_bypass_the_address_policy(_srv):
+    proxy = ConnectProxy()
+    srv = Server(*FAST).start()
+    try:
+        c = srv.client()
+        base = subscribe(srv, c, c["lab"], "/ok/proxied")
+        # Restart allowing only the proxy's address, with every proxy variable set.
+        srv.stop()
+        srv.args = ["--ca-file", RECV.ca, "--allow-net", "127.0.0.2/32", "--retry-schedule",
+                    "0", "--timeout", "2s", "--connect-timeout", "1s"]
+        srv.env = proxy_env(proxy)
+        srv.start()
+        c["token"] = srv.token(c["id"], c["secret"])
+        r = srv.post("/client/billing/create", {
+            "labID": c["lab"], "integrator_id": "INT-1", "unmapped_tests": ["T0"],
+            "patient_details": {"first_name": "A", "gender": "male", "age": 3,
+                                "age_type": "year"}}, token=c["token"])
+        assert r.status == 200, r
+        d = first_delivery_done(srv, c, base)
+        assert proxy.seen == [], proxy.seen
+        assert d["status"] == "failed", d
+        assert [a["error"] for a in d["attempts"]] == ["blocked_address"], d
+        assert not RECV.received("/ok/proxied")
+        # The admin CLI carries the admin key: it ignores the proxies too.
+        p = subprocess.run([BIN, "admin", "--data-dir", srv.data_dir, "--url",
+                            "http://127.0.0.1:%d" % srv.port, "accounts", "list"],
+                           capture_output=True, text=True, timeout=30,
+                           env=dict(proxy_env(proxy), PATH="/usr/bin:/bin"))
+        assert p.returncode == 0, p.stderr
+        assert c["id"] in p.stdout, p.stdout
+        assert proxy.seen == [], proxy.seen
+    finally:
+        srv.cleanup()
+        proxy.close()
+
+
 def test_answer_not_utf8_is_still_logged(srv):
     c = srv.client()
     # ANSWERS["invalid"] has bytes that are not UTF-8; "straddle" has a character cut by
@@ -65,7 +137,8 @@ def test_nul_in_a_string_is_invalid_value(srv):
 
 if __name__ == "__main__":
     try:
-        run([test_answer_not_utf8_is_still_logged,
+        run([test_environment_proxy_does_not_bypass_the_address_policy,
+             test_answer_not_utf8_is_still_logged,
              test_nul_in_a_string_is_invalid_value], server_args=FAST)
     finally:
         RECV.close()
