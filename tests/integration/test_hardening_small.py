@@ -1,7 +1,7 @@
-"""Issue 9 hardening, over real sockets: proxies from the environment cannot route a
-delivery (or the admin CLI) around the address policy; an endpoint's answer that is not
-valid UTF-8 still shows in the attempt log; a NUL inside a string is invalid_value, naming
-the field."""
+"""Issue 9 hardening, over real sockets: the login limiter throttles the guesser and not the
+client it guesses at; proxies from the environment cannot route a delivery (or the admin
+CLI) around the address policy; an endpoint's answer that is not valid UTF-8 still shows in
+the attempt log; a NUL inside a string is invalid_value, naming the field."""
 import http.client
 import json
 import socket
@@ -15,6 +15,25 @@ from receiver import ANSWERS, Receiver
 RECV = Receiver()
 FAST = ["--ca-file", RECV.ca, "--allow-net", "127.0.0.0/8", "--retry-schedule", "0",
         "--timeout", "2s", "--connect-timeout", "1s"]
+
+
+def post_from(srv, source, path, body):
+    """POST from the loopback address `source`, so the service sees a distinct client."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30,
+                                      source_address=(source, 0))
+    try:
+        conn.request("POST", path, body=json.dumps(body),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return Response(r.status, dict((k.lower(), v) for k, v in r.getheaders()),
+                        r.read().decode("utf-8", "replace"))
+    finally:
+        conn.close()
+
+
+def login_from(srv, source, cid, secret):
+    return post_from(srv, source, "/client/auth/token",
+                     {"clientID": cid, "clientSecret": secret})
 
 
 def subscribe(srv, c, lab, path):
@@ -35,6 +54,38 @@ def first_delivery_done(srv, c, base):
         time.sleep(0.1)
     assert ds, "no delivery"
     return ds[0]
+
+
+def test_guesser_is_throttled_not_the_client(_srv):
+    srv = Server("--auth-max-failures", "3", "--auth-lockout", "60s").start()
+    try:
+        cid, sec = srv.new_account()
+        for _ in range(3):
+            expect_error(login_from(srv, "127.0.0.2", cid, "wrong"), 401)
+        # The guesser's address is throttled, with the right secret too...
+        r = login_from(srv, "127.0.0.2", cid, "wrong")
+        expect_error(r, 429, "rate_limited")
+        assert 0 < int(r.headers["retry-after"]) <= 60, r.headers
+        expect_error(login_from(srv, "127.0.0.2", cid, sec), 429, "rate_limited")
+        # ...the rightful client, from its own address, is not.
+        r = login_from(srv, "127.0.0.3", cid, sec)
+        assert r.status == 200 and r.json["authToken"], r
+        # Many addresses guessing at one id (past 10 x the limit in all) are slowed: each
+        # address that has failed against that id gets one guess per window. An address
+        # with no failures still logs in with the right secret.
+        for i in range(30):
+            expect_error(login_from(srv, "127.0.1.%d" % (i + 1), cid, "wrong"), 401)
+        for i in range(3):
+            expect_error(login_from(srv, "127.0.2.%d" % (i + 1), cid, "wrong"), 401)
+        expect_error(login_from(srv, "127.0.2.1", cid, "wrong"), 429, "rate_limited")
+        expect_error(login_from(srv, "127.0.2.2", cid, sec), 429, "rate_limited")
+        r = login_from(srv, "127.0.0.4", cid, sec)
+        assert r.status == 200, r
+        # Another id, from an address that only failed against the first one, is fine.
+        other, osec = srv.new_account()
+        assert login_from(srv, "127.0.2.3", other, osec).status == 200
+    finally:
+        srv.cleanup()
 
 
 class ConnectProxy:
@@ -137,7 +188,8 @@ def test_nul_in_a_string_is_invalid_value(srv):
 
 if __name__ == "__main__":
     try:
-        run([test_environment_proxy_does_not_bypass_the_address_policy,
+        run([test_guesser_is_throttled_not_the_client,
+             test_environment_proxy_does_not_bypass_the_address_policy,
              test_answer_not_utf8_is_still_logged,
              test_nul_in_a_string_is_invalid_value], server_args=FAST)
     finally:
