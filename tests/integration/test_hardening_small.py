@@ -1,7 +1,8 @@
 """Issue 9 hardening, over real sockets: the login limiter throttles the guesser and not the
 client it guesses at; proxies from the environment cannot route a delivery (or the admin
-CLI) around the address policy; an endpoint's answer that is not valid UTF-8 still shows in
-the attempt log; a NUL inside a string is invalid_value, naming the field."""
+CLI) around the address policy; a PATCH racing a secret rotation loses neither; an
+endpoint's answer that is not valid UTF-8 still shows in the attempt log; a NUL inside a
+string is invalid_value, naming the field."""
 import http.client
 import json
 import socket
@@ -158,6 +159,38 @@ def test_environment_proxy_does_not_bypass_the_address_policy(_srv):
         proxy.close()
 
 
+def test_patch_racing_rotation_loses_neither(srv):
+    c = srv.client()
+    base = subscribe(srv, c, c["lab"], "/ok/race")
+    lost = []
+    for i in range(40):
+        go = threading.Barrier(2)
+        out = {}
+
+        def patch():
+            go.wait()
+            out["patch"] = srv.request("PATCH", base,
+                                       {"endpoint": RECV.url("/ok/race-%d" % i)},
+                                       token=c["token"])
+
+        def rotate():
+            go.wait()
+            out["rotate"] = srv.post(base + "/secret/rotate", token=c["token"])
+
+        ts = [threading.Thread(target=patch), threading.Thread(target=rotate)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert out["patch"].status == 200 and out["rotate"].status == 200, out
+        secret = srv.get(base + "/secret", token=c["token"]).json["signingSecret"]
+        got = srv.get(base, token=c["token"]).json["subscription"]
+        if (secret != out["rotate"].json["signingSecret"] or
+                got["endpoint"] != RECV.url("/ok/race-%d" % i)):
+            lost.append(i)
+    assert not lost, "lost updates in trials %r" % lost
+
+
 def test_answer_not_utf8_is_still_logged(srv):
     c = srv.client()
     # ANSWERS["invalid"] has bytes that are not UTF-8; "straddle" has a character cut by
@@ -190,6 +223,7 @@ if __name__ == "__main__":
     try:
         run([test_guesser_is_throttled_not_the_client,
              test_environment_proxy_does_not_bypass_the_address_policy,
+             test_patch_racing_rotation_loses_neither,
              test_answer_not_utf8_is_still_logged,
              test_nul_in_a_string_is_invalid_value], server_args=FAST)
     finally:
