@@ -3,28 +3,45 @@
 #include "addr.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 
+/* A range and why it is refused; reason NULL marks a globally reachable exception inside a
+ * refused range. The first entry that holds an address decides, so exceptions and smaller
+ * ranges come before the ranges around them. Sources: IANA's IPv4 and IPv6 Special-Purpose
+ * Address Registries (every entry whose "Globally Reachable" is not True), multicast, and
+ * for IPv6 everything outside 2000::/3, which IANA has not assigned. */
 struct range {
 	const char *cidr;
 	const char *reason;
 };
 
 static const struct range v4_blocked[] = {
-    {"0.0.0.0/8", "unspecified"},        {"10.0.0.0/8", "private"},
-    {"100.64.0.0/10", "cgnat"},          {"127.0.0.0/8", "loopback"},
-    {"169.254.0.0/16", "link_local"},    {"172.16.0.0/12", "private"},
-    {"192.0.0.0/24", "reserved"},        {"192.0.2.0/24", "documentation"},
-    {"192.88.99.0/24", "reserved"},      {"192.168.0.0/16", "private"},
-    {"198.18.0.0/15", "benchmarking"},   {"198.51.100.0/24", "documentation"},
-    {"203.0.113.0/24", "documentation"}, {"224.0.0.0/4", "multicast"},
+    {"0.0.0.0/8", "unspecified"},
+    {"10.0.0.0/8", "private"},
+    {"100.64.0.0/10", "cgnat"},
+    {"127.0.0.0/8", "loopback"},
+    {"169.254.0.0/16", "link_local"},
+    {"172.16.0.0/12", "private"},
+    {"192.0.0.9/32", NULL},
+    {"192.0.0.10/32", NULL}, /* PCP, TURN anycast */
+    {"192.0.0.0/24", "reserved"},
+    {"192.0.2.0/24", "documentation"},
+    {"192.88.99.0/24", "reserved"},
+    {"192.168.0.0/16", "private"},
+    {"198.18.0.0/15", "benchmarking"},
+    {"198.51.100.0/24", "documentation"},
+    {"203.0.113.0/24", "documentation"},
+    {"224.0.0.0/4", "multicast"},
     {"240.0.0.0/4", "reserved"},
 };
 
+/* IPv4 inside IPv6 (mapped, compatible, translated, NAT64, 6to4, Teredo) is refused
+ * whatever IPv4 address it holds: a gateway would reach it for us, unchecked. */
 static const struct range v6_blocked[] = {
     {"::/128", "unspecified"},
     {"::1/128", "loopback"},
@@ -34,13 +51,29 @@ static const struct range v6_blocked[] = {
     {"64:ff9b::/96", "nat64"},
     {"64:ff9b:1::/48", "nat64"},
     {"100::/64", "discard"},
+    {"100:0:0:1::/64", "dummy"},
+    /* 2001::/23, IETF protocol assignments, and the exceptions in it */
     {"2001::/32", "teredo"},
+    {"2001:1::1/128", NULL}, /* PCP anycast */
+    {"2001:1::2/128", NULL}, /* TURN anycast */
+    {"2001:1::3/128", NULL}, /* DNS-SD SRP anycast */
+    {"2001:2::/48", "benchmarking"},
+    {"2001:3::/32", NULL},     /* AMT */
+    {"2001:4:112::/48", NULL}, /* AS112-v6 */
+    {"2001:10::/28", "orchid"},
+    {"2001:20::/28", NULL}, /* ORCHIDv2 */
+    {"2001:30::/28", NULL}, /* Drone Remote ID */
+    {"2001::/23", "ietf_protocol"},
     {"2001:db8::/32", "documentation"},
     {"2002::/16", "6to4"},
+    {"3fff::/20", "documentation"},
+    {"5f00::/16", "srv6_sid"},
+    {"2000::/3", NULL}, /* the rest of global unicast */
     {"fc00::/7", "unique_local"},
     {"fe80::/10", "link_local"},
     {"fec0::/10", "site_local"},
     {"ff00::/8", "multicast"},
+    {"::/0", "reserved"},
 };
 
 int addr_parse_cidr(const char *s, struct cidr *out)
@@ -126,11 +159,14 @@ static int cidr_contains(const struct cidr *c, const struct ip_addr *a)
 	return (c->addr[full] & mask) == (a->addr[full] & mask);
 }
 
+/* The reason of the first range holding a, or NULL (allowed). */
 static const char *match_table(const struct range *t, size_t n, const struct ip_addr *a)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct cidr c;
-		if (addr_parse_cidr(t[i].cidr, &c) == 0 && cidr_contains(&c, a))
+		int parsed = addr_parse_cidr(t[i].cidr, &c) == 0;
+		assert(parsed);
+		if (parsed && cidr_contains(&c, a))
 			return t[i].reason;
 	}
 	return NULL;

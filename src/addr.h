@@ -1,9 +1,11 @@
 /* addr.h: the address policy for webhook endpoints (API.md 7.5) and CIDR parsing.
  *
- * An address is blocked when it is loopback, private, link-local, CGNAT, multicast,
- * reserved, documentation, or any form that embeds an IPv4 address in IPv6 (mapped,
- * compatible, NAT64, 6to4, Teredo), unless an allow-list CIDR admits it. The same check runs
- * on literal hosts at registration and on resolved addresses at delivery time.
+ * An address is blocked when IANA's special-purpose registries say it is not globally
+ * reachable (loopback, private, link-local, CGNAT, reserved, documentation, ...), when it
+ * is multicast or IPv6 outside 2000::/3, or in any form that embeds an IPv4 address in
+ * IPv6 (mapped, compatible, NAT64, 6to4, Teredo), unless an allow-list CIDR admits it. The
+ * same check runs on literal hosts at registration and on resolved addresses at delivery
+ * time.
  * Pure functions; thread-safe.
  */
 #ifndef LH_ADDR_H

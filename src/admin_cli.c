@@ -347,6 +347,9 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* The admin key goes straight to the service, never to a proxy from the environment. */
+	curl_easy_setopt(h, CURLOPT_PROXY, "");
+	curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
 	if (body_text)
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body_text);
 	CURLcode cc = curl_easy_perform(h);

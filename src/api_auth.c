@@ -1,6 +1,7 @@
 /* api_auth.c: POST /client/auth/token and /client/auth/token/refresh (API.md 2).
- * Every failure looks the same to the caller (401, one message) and counts against both the
- * client id and the address; past the limit the answer is 429 with Retry-After.
+ * Every failure looks the same to the caller (401, one message) and counts against the
+ * address and the client id; past the limit the address (not the client id: it is no
+ * secret) gets 429 with Retry-After (auth.h has the rules).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <string.h>
@@ -65,7 +66,7 @@ void api_auth_token(struct call *c)
 		api_fail_internal(c, e, "issue token");
 		goto out;
 	}
-	auth_note_success(c->app->auth, id);
+	auth_note_success(c->app->auth, id, c->rq->ip);
 	send_tokens(c, access, refresh);
 	OPENSSL_cleanse(refresh, sizeof refresh);
 out:

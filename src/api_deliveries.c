@@ -29,12 +29,15 @@ static json_t *delivery_json(struct call *c, const struct delivery *d)
 	json_t *arr = json_array();
 	if (c->app->store->ops->attempt_list(c->app->store, d->delivery_id, &at, &n) == LH_OK) {
 		for (size_t i = 0; i < n; i++) {
-			char when[32];
+			char when[32], resp[ATTEMPT_BODY_CAP];
 			util_rfc3339(at[i].started_at_ms / 1000, when);
-			json_t *a = json_pack("{s:i, s:s, s:i, s:s*, s:s}", "attempt", at[i].n,
-			                      "at", when, "durationMs", at[i].duration_ms, "error",
-			                      at[i].error[0] ? at[i].error : NULL, "response",
-			                      at[i].response);
+			/* Rows kept before answers were cleaned may not be UTF-8, and jansson
+			 * refuses such a string: the attempt would vanish from the list. */
+			util_utf8_clean(at[i].response, strlen(at[i].response), resp, sizeof resp);
+			json_t *a =
+			    json_pack("{s:i, s:s, s:i, s:s*, s:s}", "attempt", at[i].n, "at", when,
+			              "durationMs", at[i].duration_ms, "error",
+			              at[i].error[0] ? at[i].error : NULL, "response", resp);
 			if (a && at[i].status_code)
 				json_object_set_new(a, "statusCode",
 				                    json_integer(at[i].status_code));

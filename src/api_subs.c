@@ -21,7 +21,7 @@
 
 static const char *const status_names[] = {"active", "paused", "disabled", "deleted"};
 
-static int save_sub(struct call *c, struct subscription *s);
+static int save_sub(struct call *c, struct subscription *s, unsigned fields);
 
 static json_t *sub_json(const struct subscription *s)
 {
@@ -220,7 +220,7 @@ void api_subscribe(struct call *c)
 		if (r.auth_token && strcmp(r.auth_token, existing.auth_token) != 0) {
 			snprintf(existing.auth_token, sizeof existing.auth_token, "%s",
 			         r.auth_token);
-			if (save_sub(c, &existing))
+			if (save_sub(c, &existing, SUBF_AUTH_TOKEN))
 				goto out;
 		}
 		send_sub(c, "Events subscribed successfully", &existing, 1);
@@ -312,11 +312,12 @@ struct subscription *api_load_sub(struct call *c)
 	return NULL;
 }
 
-/* Writes s back; 409 names the events another subscription holds. */
-static int save_sub(struct call *c, struct subscription *s)
+/* Writes the fields (SUBF_*) of s and reloads s with the row as stored, which may hold a
+ * concurrent change to other fields; 409 names the events another subscription holds. */
+static int save_sub(struct call *c, struct subscription *s, unsigned fields)
 {
 	s->updated_at = util_now();
-	enum lh_err e = c->app->store->ops->sub_update(c->app->store, s);
+	enum lh_err e = c->app->store->ops->sub_update(c->app->store, s, fields, s);
 	if (e == LH_ECONFLICT) {
 		conflict(c, s);
 		return -1;
@@ -349,6 +350,7 @@ void api_sub_patch(struct call *c)
 	struct verr v;
 	struct subscription *s = NULL;
 	json_t *j;
+	unsigned fields = 0;
 	json_t *b = api_body(c, spec, sizeof spec / sizeof spec[0]);
 	if (!b)
 		return;
@@ -359,19 +361,24 @@ void api_sub_patch(struct call *c)
 	}
 	if (!(s = api_load_sub(c)))
 		goto out;
-	if ((j = json_object_get(b, "events")) && validate_events(j, "events", &s->events, &v))
-		goto bad;
+	if ((j = json_object_get(b, "events"))) {
+		if (validate_events(j, "events", &s->events, &v))
+			goto bad;
+		fields |= SUBF_EVENTS;
+	}
 	if ((j = json_object_get(b, "endpoint"))) {
 		if (validate_endpoint(json_string_value(j), "endpoint", c->app->cfg.allow_net,
 		                      c->app->cfg.n_allow_net, &v))
 			goto bad;
 		snprintf(s->endpoint, sizeof s->endpoint, "%s", json_string_value(j));
+		fields |= SUBF_ENDPOINT;
 	}
 	if ((j = json_object_get(b, "authToken"))) {
 		const char *t = json_is_null(j) ? "" : json_string_value(j);
 		if (validate_auth_token(t, "authToken", &v))
 			goto bad;
 		snprintf(s->auth_token, sizeof s->auth_token, "%s", t);
+		fields |= SUBF_AUTH_TOKEN;
 	}
 	if ((j = json_object_get(b, "status"))) {
 		int st = status_from_name(json_string_value(j));
@@ -381,8 +388,9 @@ void api_sub_patch(struct call *c)
 			goto out;
 		}
 		s->status = (enum sub_status)st;
+		fields |= SUBF_STATUS;
 	}
-	if (save_sub(c, s) == 0)
+	if (save_sub(c, s, fields) == 0)
 		send_sub(c, "Subscription updated", s, 0);
 	goto out;
 bad:
@@ -398,7 +406,7 @@ void api_sub_delete(struct call *c)
 	if (!s)
 		return;
 	s->status = SUB_DELETED;
-	if (save_sub(c, s) == 0) {
+	if (save_sub(c, s, SUBF_STATUS) == 0) {
 		LOG(LOG_INFO, "subs", "rid=%s client=%s sub=%s unsubscribed", c->rq->rid,
 		    c->acct.client_id, s->id);
 		api_ok(c, "Unsubscribed successfully", json_pack("{s:s}", "id", s->id));
@@ -433,10 +441,10 @@ void api_sub_secret_rotate(struct call *c)
 		api_fail_internal(c, e, "new secret");
 		goto out;
 	}
-	memcpy(s->prev_secret, s->secret, sizeof s->prev_secret);
+	/* The store moves the secret of the moment to prev_secret, not the one read here. */
 	s->prev_secret_until = util_now() + SECRET_OVERLAP_S;
 	memcpy(s->secret, fresh, sizeof s->secret);
-	if (save_sub(c, s) == 0)
+	if (save_sub(c, s, SUBF_SECRET) == 0)
 		send_secret(
 		    c, "Signing secret rotated; the previous one keeps signing for 24 hours", s);
 out:

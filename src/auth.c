@@ -17,9 +17,14 @@
 
 #define RL_SLOTS 4096
 #define RL_PROBE 8
+#define RL_KEY   (ID_CAP + 112) /* kind, a client id cut to ID_CAP + 40, an address */
+/* Failures against one client id, from all addresses, past which each address that has
+ * failed against it gets one guess per window: guessing from many addresses is slowed,
+ * and an address with no failures still logs in. In multiples of auth-max-failures. */
+#define RL_SPREAD 10
 
 struct rl_slot {
-	char key[ID_CAP + 64];
+	char key[RL_KEY];
 	int64_t start_ms;
 	int fails;
 };
@@ -355,42 +360,56 @@ static struct rl_slot *rl_slot(struct auth *a, const char *key, int create, int6
 	return victim;
 }
 
-static int rl_wait(struct auth *a, const char *key, int64_t now)
+/* Seconds until key's window ends if it holds at least `limit` failures, else 0. */
+static int rl_wait(struct auth *a, const char *key, int limit, int64_t now)
 {
 	struct rl_slot *s = rl_slot(a, key, 0, now);
-	if (!s || s->fails < a->max_failures || now - s->start_ms >= a->window_ms)
+	if (!s || s->fails < limit || now - s->start_ms >= a->window_ms)
 		return 0;
 	return (int)((s->start_ms + a->window_ms - now + 999) / 1000);
 }
 
-static void rl_key(char *out, size_t cap, const char *kind, const char *v)
+/* Keys: "i:<ip>" (the address), "c:<id>" (the client id, from anywhere) and
+ * "p:<id>|<ip>" (that id from that address). */
+static void rl_key(char out[RL_KEY], char kind, const char *client_id, const char *ip)
 {
-	snprintf(out, cap, "%s:%.*s", kind, ID_CAP + 40, v);
+	if (kind == 'i')
+		snprintf(out, RL_KEY, "i:%s", ip);
+	else if (kind == 'c')
+		snprintf(out, RL_KEY, "c:%.*s", ID_CAP + 40, client_id);
+	else
+		snprintf(out, RL_KEY, "p:%.*s|%s", ID_CAP + 40, client_id, ip);
 }
 
 int auth_limited(struct auth *a, const char *client_id, const char *ip)
 {
-	char k1[ID_CAP + 64], k2[ID_CAP + 64];
+	char ki[RL_KEY], kc[RL_KEY], kp[RL_KEY];
 	int64_t now = util_now_ms();
-	rl_key(k1, sizeof k1, "c", client_id ? client_id : "");
-	rl_key(k2, sizeof k2, "i", ip);
+	int w = 0;
+
+	rl_key(ki, 'i', NULL, ip);
 	pthread_mutex_lock(&a->mu);
-	int w1 = client_id ? rl_wait(a, k1, now) : 0, w2 = rl_wait(a, k2, now);
+	w = rl_wait(a, ki, a->max_failures, now);
+	if (client_id && w == 0) {
+		/* The id alone never locks anyone out: it is no secret (every token's sub). */
+		rl_key(kc, 'c', client_id, NULL);
+		rl_key(kp, 'p', client_id, ip);
+		int spread = rl_wait(a, kc, RL_SPREAD * a->max_failures, now) > 0;
+		w = rl_wait(a, kp, spread ? 1 : a->max_failures, now);
+	}
 	pthread_mutex_unlock(&a->mu);
-	return w1 > w2 ? w1 : w2;
+	return w;
 }
 
 void auth_note_failure(struct auth *a, const char *client_id, const char *ip)
 {
-	const char *keys[2] = {client_id, ip};
-	const char *kinds[2] = {"c", "i"};
+	char k[RL_KEY];
 	int64_t now = util_now_ms();
 	pthread_mutex_lock(&a->mu);
-	for (int i = 0; i < 2; i++) {
-		char k[ID_CAP + 64];
-		if (!keys[i])
-			continue;
-		rl_key(k, sizeof k, kinds[i], keys[i]);
+	for (int i = 0; i < 3; i++) {
+		if (i > 0 && !client_id)
+			break;
+		rl_key(k, "icp"[i], client_id, ip);
 		struct rl_slot *s = rl_slot(a, k, 1, now);
 		if (now - s->start_ms >= a->window_ms) {
 			s->start_ms = now;
@@ -401,10 +420,10 @@ void auth_note_failure(struct auth *a, const char *client_id, const char *ip)
 	pthread_mutex_unlock(&a->mu);
 }
 
-void auth_note_success(struct auth *a, const char *client_id)
+void auth_note_success(struct auth *a, const char *client_id, const char *ip)
 {
-	char k[ID_CAP + 64];
-	rl_key(k, sizeof k, "c", client_id);
+	char k[RL_KEY];
+	rl_key(k, 'p', client_id, ip);
 	pthread_mutex_lock(&a->mu);
 	struct rl_slot *s = rl_slot(a, k, 0, 0);
 	if (s)

@@ -42,11 +42,16 @@ enum lh_err auth_refresh(struct auth *a, const char *client_id, const char *refr
 /* Verifies "Bearer <jwt>" and loads its account; LH_EUNAUTH on anything wrong. */
 enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct account *acct);
 
-/* Failed-login limiter. auth_limited returns seconds to wait (> 0) if either key is locked
- * out; auth_note_failure counts a failure against both keys. A NULL client_id leaves the
- * client key out (only the address counts). */
+/* Failed-login limiter: throttles the guesser, never the client guessed at. auth_limited
+ * returns seconds to wait (> 0) when the address has max-failures failures in the window,
+ * or the address has that many against client_id; past 10 x max-failures against
+ * client_id from all addresses, one failure of the address against it is enough. An
+ * address with no failures is never held back. A NULL client_id checks the address only.
+ * auth_note_failure counts a failure (against the address, and client_id unless NULL);
+ * auth_note_success clears the failures of that address against client_id. The table is
+ * fixed in size (the stalest entry makes room). */
 int auth_limited(struct auth *a, const char *client_id, const char *ip);
 void auth_note_failure(struct auth *a, const char *client_id, const char *ip);
-void auth_note_success(struct auth *a, const char *client_id);
+void auth_note_success(struct auth *a, const char *client_id, const char *ip);
 
 #endif

@@ -695,6 +695,10 @@ static int start_attempt(struct dispatcher *d, struct lane *l)
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "labhook/" LABHOOK_VERSION);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+	/* No proxy, whatever HTTPS_PROXY or ALL_PROXY say: through one, open_socket would see
+	 * only the proxy's address, and the proxy would connect wherever we asked. */
+	curl_easy_setopt(c, CURLOPT_PROXY, "");
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (d->cfg->ca_file[0]) {
@@ -804,7 +808,7 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 	/* A body we stopped reading on purpose is not a transport failure. */
 	int got_answer = code > 0 && (cc == CURLE_OK || cc == CURLE_WRITE_ERROR);
 	r.a.status_code = got_answer ? (int)code : 0;
-	snprintf(r.a.response, sizeof r.a.response, "%s", a->resp);
+	util_utf8_clean(a->resp, a->resp_len, r.a.response, sizeof r.a.response);
 	int ok = got_answer && code >= 200 && code < 300;
 	if (ok) {
 		r.status = DLV_DELIVERED;

@@ -69,6 +69,15 @@ struct subscription {
 	int64_t failing_since; /* unix seconds of the first failure since the last success */
 };
 
+/* The fields of a subscription that sub_update changes (a bit set). */
+enum sub_field {
+	SUBF_EVENTS = 1u << 0,
+	SUBF_ENDPOINT = 1u << 1,
+	SUBF_AUTH_TOKEN = 1u << 2,
+	SUBF_STATUS = 1u << 3,
+	SUBF_SECRET = 1u << 4, /* a rotation */
+};
+
 enum bill_status { BILL_PENDING = 0, BILL_COMPLETED, BILL_DELETED };
 enum report_status { REPORT_PENDING = 0, REPORT_COMPLETED };
 enum lead_phase { PHASE_LEAD = 0, PHASE_BOOKING };
@@ -288,9 +297,15 @@ struct store_ops {
 	/* Inserts a subscription (status active or paused); LH_ECONFLICT if one of its events
 	 * is held by another live subscription of the same (lab, party). */
 	enum lh_err (*sub_insert)(struct store *s, const struct subscription *sub);
-	/* Replaces the mutable fields (events, endpoint, auth_token, status, secrets,
-	 * updated_at) of sub->id; same conflict rule. */
-	enum lh_err (*sub_update)(struct store *s, const struct subscription *sub);
+	/* Changes the fields named in `fields` (SUBF_*) of subscription sub->id of
+	 * sub->client_id, and updated_at, to sub's values, in one transaction with the other
+	 * fields as they are then: updates of different fields never undo each other.
+	 * SUBF_SECRET rotates: sub->secret becomes the secret, and the secret it replaces the
+	 * previous one, until sub->prev_secret_until. *out (may be NULL, may be sub) gets the
+	 * row as written. LH_ENOTFOUND if it is deleted or not the client's; same conflict
+	 * rule as sub_insert. */
+	enum lh_err (*sub_update)(struct store *s, const struct subscription *sub, unsigned fields,
+	                          struct subscription *out);
 	/* The subscription if it belongs to client_id and is not deleted. */
 	enum lh_err (*sub_get)(struct store *s, const char *client_id, const char *id,
 	                       struct subscription *out);

@@ -1048,41 +1048,64 @@ static enum lh_err sqlite_sub_insert(struct store *base, const struct subscripti
 	return finish(s, e);
 }
 
-static enum lh_err sqlite_sub_update(struct store *base, const struct subscription *u)
+static enum lh_err sqlite_sub_update(struct store *base, const struct subscription *want,
+                                     unsigned fields, struct subscription *out)
 {
 	struct sqlite_store *s = S(base);
+	struct subscription cur;
 	enum lh_err e = begin(s);
 	if (e != LH_OK)
 		return e;
-	sqlite3_stmt *st = stmt(s, "UPDATE subscriptions SET events = ?6, endpoint = ?7,"
-	                           " auth_token = ?8, status = ?9, secret = ?10, prev_secret = ?11,"
-	                           " prev_secret_until = ?12, updated_at = ?14,"
-	                           " failing_since = CASE WHEN ?9 = 0 AND status = 2 THEN 0"
-	                           " ELSE failing_since END"
+	/* Read under the write lock, so the fields not changed here are the latest. */
+	sqlite3_stmt *st = stmt(s, "SELECT " SUB_COLS " FROM subscriptions"
 	                           " WHERE sub_id = ?1 AND client_id = ?2 AND status != 3");
+	if (st) {
+		bind_text(st, 1, want->id);
+		bind_text(st, 2, want->client_id);
+	}
+	if ((e = st ? one_row(s, st, sub_from_row, &cur, "sub_read") : LH_ESTORE) != LH_OK)
+		goto out;
+	if (fields & SUBF_EVENTS)
+		cur.events = want->events;
+	if (fields & SUBF_ENDPOINT)
+		memcpy(cur.endpoint, want->endpoint, sizeof cur.endpoint);
+	if (fields & SUBF_AUTH_TOKEN)
+		memcpy(cur.auth_token, want->auth_token, sizeof cur.auth_token);
+	if (fields & SUBF_STATUS) {
+		if (want->status == SUB_ACTIVE && cur.status == SUB_DISABLED)
+			cur.failing_since = 0; /* re-enabled: its failures start over */
+		cur.status = want->status;
+	}
+	if (fields & SUBF_SECRET) {
+		memcpy(cur.prev_secret, cur.secret, sizeof cur.prev_secret);
+		memcpy(cur.secret, want->secret, sizeof cur.secret);
+		cur.prev_secret_until = want->prev_secret_until;
+	}
+	cur.updated_at = want->updated_at;
+	st = stmt(s, "UPDATE subscriptions SET events = ?6, endpoint = ?7, auth_token = ?8,"
+	             " status = ?9, secret = ?10, prev_secret = ?11, prev_secret_until = ?12,"
+	             " updated_at = ?14, failing_since = ?15 WHERE sub_id = ?1");
 	if (st)
-		bind_sub(st, u);
+		bind_sub(st, &cur);
 	if ((e = step_done(s, st, "sub_update")) != LH_OK)
 		goto out;
-	if (sqlite3_changes(s->db) == 0) {
-		e = LH_ENOTFOUND;
+	if ((fields & (SUBF_EVENTS | SUBF_STATUS)) && (e = sub_write_events(s, &cur)) != LH_OK)
 		goto out;
-	}
-	if ((e = sub_write_events(s, u)) != LH_OK)
-		goto out;
-	if (u->status == SUB_DELETED) {
+	if (cur.status == SUB_DELETED) {
 		/* Unsubscribing cancels what was still waiting to be sent. */
 		st = stmt(s, "UPDATE deliveries SET status = 3, updated_at = ?2"
 		             " WHERE sub_id = ?1 AND status = 0");
 		if (st) {
-			bind_text(st, 1, u->id);
-			sqlite3_bind_int64(st, 2, u->updated_at);
+			bind_text(st, 1, cur.id);
+			sqlite3_bind_int64(st, 2, cur.updated_at);
 		}
 		e = step_done(s, st, "deliveries_cancel");
 	}
 out:
 	__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
-	return finish(s, e);
+	if ((e = finish(s, e)) == LH_OK && out)
+		*out = cur;
+	return e;
 }
 
 static enum lh_err sqlite_sub_get(struct store *base, const char *client_id, const char *id,

@@ -195,6 +195,62 @@ void util_sha256(const void *data, size_t n, unsigned char out[32])
 	SHA256(data, n, out);
 }
 
+/* How many bytes the character starting at p[0] needs (1-4; 0 if no character starts
+ * with that byte) and, in *good, how many of them (at most avail) are a valid start of it
+ * (Unicode table 3-7: no overlong forms, surrogates or values past U+10FFFF). */
+static size_t utf8_need(const unsigned char *p, size_t avail, size_t *good)
+{
+	unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+	size_t need;
+
+	*good = 1;
+	if (c > 0 && c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		need = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		need = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		need = 4;
+	else
+		return 0; /* NUL, a continuation byte, C0, C1 or F5-FF */
+	if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	for (size_t i = 1; i < need && i < avail && p[i] >= lo && p[i] <= hi; i++) {
+		lo = 0x80;
+		hi = 0xbf;
+		*good = i + 1;
+	}
+	return need;
+}
+
+size_t util_utf8_clean(const char *in, size_t n, char *out, size_t cap)
+{
+	const unsigned char *p = (const unsigned char *)in;
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		size_t good, need = utf8_need(p + i, n - i, &good);
+		int ok = need > 0 && good == need;
+		if (!ok && need > 0 && i + good == n)
+			break; /* a character cut by the end of the input */
+		size_t m = ok ? need : 3;
+		if (o + m >= cap)
+			break;
+		memcpy(out + o, ok ? in + i : "\xef\xbf\xbd", m); /* U+FFFD */
+		o += m;
+		i += good;
+	}
+	out[o] = '\0';
+	return o;
+}
+
 int util_ct_equal(const void *a, const void *b, size_t n)
 {
 	return CRYPTO_memcmp(a, b, n) == 0;

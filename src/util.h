@@ -35,6 +35,12 @@ void util_sha256(const void *data, size_t n, unsigned char out[32]);
 /* Constant-time comparison of two equal-length byte strings: 1 if equal. */
 int util_ct_equal(const void *a, const void *b, size_t n);
 
+/* Copies the n bytes at in into out (cap >= 4 bytes) as UTF-8 text: each ill-formed
+ * sequence (its longest valid start, or a lone byte) and each NUL becomes U+FFFD, and the
+ * copy ends at a character boundary, with its NUL inside cap; a character cut by the end
+ * of in is left out. Returns the length written. */
+size_t util_utf8_clean(const char *in, size_t n, char *out, size_t cap);
+
 /* Unix time in seconds and in milliseconds (wall clock). */
 int64_t util_now(void);
 int64_t util_now_ms(void);

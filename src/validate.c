@@ -27,15 +27,51 @@ int verr_set(struct verr *err, enum lh_err e, const char *code, const char *fiel
 	return -1;
 }
 
+/* Finds a string holding a NUL ("\u0000" is valid JSON, but no field may hold one) and
+ * writes its path ("events[2]", "patient_details.first_name") into path; 1 if found. */
+static int find_nul(json_t *v, char *path, size_t cap, size_t at)
+{
+	const char *key;
+	json_t *m;
+	size_t i;
+
+	if (json_is_string(v))
+		return strlen(json_string_value(v)) != json_string_length(v);
+	if (json_is_object(v)) {
+		json_object_foreach(v, key, m)
+		{
+			size_t k = at;
+			if (at && k + 1 < cap)
+				path[k++] = '.';
+			for (const char *p = key; *p && k + 1 < cap;
+			     p++) /* it goes in the answer */
+				path[k++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+			path[k] = '\0';
+			if (find_nul(m, path, cap, strlen(path)))
+				return 1;
+		}
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, m)
+		{
+			snprintf(path + at, cap - at, "[%zu]", i);
+			if (find_nul(m, path, cap, strlen(path)))
+				return 1;
+		}
+	}
+	path[at] = '\0';
+	return 0;
+}
+
 int validate_parse_object(const char *body, size_t len, json_t **out, struct verr *err)
 {
 	json_error_t je;
 	json_t *j;
+	char path[sizeof err->field];
 
 	if (len == 0)
 		return verr_set(err, LH_EJSON, "invalid_json", NULL,
 		                "request body is empty; send a JSON object");
-	j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+	j = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
 	if (!j)
 		return verr_set(err, LH_EJSON, "invalid_json", NULL,
 		                "request body is not valid JSON: %s at line %d column %d", je.text,
@@ -44,6 +80,12 @@ int validate_parse_object(const char *body, size_t len, json_t **out, struct ver
 		json_decref(j);
 		return verr_set(err, LH_EJSON, "invalid_json", NULL,
 		                "request body must be a JSON object");
+	}
+	path[0] = '\0';
+	if (find_nul(j, path, sizeof path, 0)) {
+		json_decref(j);
+		return verr_set(err, LH_EINVAL, "invalid_value", path,
+		                "'%s' must not contain NUL characters", path);
 	}
 	*out = j;
 	return 0;

@@ -44,7 +44,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		json_decref(obj);
 	} else {
-		assert(err.err == LH_EJSON && err.code[0]);
+		/* Not JSON, or a string holding a NUL (named by its path). */
+		assert((err.err == LH_EJSON && err.code[0]) ||
+		       (err.err == LH_EINVAL && strcmp(err.code, "invalid_value") == 0 &&
+		        err.field[0]));
 	}
 	return 0;
 }

@@ -7,6 +7,7 @@ arrives is recorded (time, path, headers, body) for the test to inspect.
   /slow/S        answers 200 after S seconds                /hang      never answers
   /reset         closes the connection with a TCP reset     /flaky/P   500 with probability P
   /fail-first/N  500 for the first N requests of each webhook-id, then 200
+  /answer/NAME   200 with the scripted body ANSWERS[NAME] (bytes that are not valid UTF-8)
 """
 import json
 import os
@@ -19,6 +20,13 @@ import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# Answers that are not clean UTF-8: invalid bytes, and a 3-byte character ("\u20ac")
+# that starts at byte 254, so the first 255 bytes (what labhook keeps) cut it.
+ANSWERS = {
+    "invalid": b"ok \xff\xc0 end",
+    "straddle": b"a" * 254 + "\u20ac".encode() + b" tail",
+}
 
 
 def make_ca(d):
@@ -92,6 +100,8 @@ class Receiver:
                 elif kind == "fail-first" and seen <= int(arg or 1):
                     status = 500
                 out = b'{"received": true}' if status < 300 else b'{"error": "scripted"}'
+                if kind == "answer":
+                    out = ANSWERS[arg]
                 rec["status"] = status
                 self.send_response(status)
                 for k, v in extra.items():

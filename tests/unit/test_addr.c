@@ -84,6 +84,43 @@ static const struct host_case host_cases[] = {
     {"[2606:4700:4700::1111]", 1, NULL},
     {"2001:4860:4860::8888", 1, NULL}, /* 2001:4860::/32 is not teredo's 2001::/32 */
     {"2003::1", 1, NULL},
+    /* IANA's special-purpose registries: what is not globally reachable is blocked, what
+     * is (the anycast and AS112 exceptions inside blocked ranges) is not */
+    {"192.0.0.9", 1, NULL},  /* PCP anycast */
+    {"192.0.0.10", 1, NULL}, /* TURN anycast */
+    {"192.0.0.11", 1, "reserved"},
+    {"192.0.0.170", 1, "reserved"},
+    {"100:0:0:1::1", 1, "dummy"},
+    {"100:0:0:2::1", 1, "reserved"},
+    {"2001:1::1", 1, NULL},
+    {"2001:1::3", 1, NULL},
+    {"2001:1::4", 1, "ietf_protocol"},
+    {"2001:2::1", 1, "benchmarking"},
+    {"2001:2:0:ffff::1", 1, "benchmarking"},
+    {"2001:2:1::1", 1, "ietf_protocol"},
+    {"2001:3::1", 1, NULL},     /* AMT */
+    {"2001:4:112::1", 1, NULL}, /* AS112-v6 */
+    {"2001:4:113::1", 1, "ietf_protocol"},
+    {"2001:10::1", 1, "orchid"}, /* deprecated ORCHID */
+    {"2001:1f::1", 1, "orchid"},
+    {"2001:20::1", 1, NULL}, /* ORCHIDv2 */
+    {"2001:30::1", 1, NULL}, /* DRIP DETs */
+    {"2001:40::1", 1, "ietf_protocol"},
+    {"2001:1ff:ffff::1", 1, "ietf_protocol"},
+    {"2001:200::1", 1, NULL},       /* just past 2001::/23 */
+    {"2002:808:808::1", 1, "6to4"}, /* blocked whatever IPv4 it embeds */
+    {"2002:a00:1::1", 1, "6to4"},
+    {"64:ff9b::7f00:1", 1, "nat64"},
+    {"3fff::1", 1, "documentation"},
+    {"3fff:fff:ffff::1", 1, "documentation"},
+    {"3fff:1000::1", 1, NULL},
+    {"5f00::1", 1, "srv6_sid"},
+    {"5f00:ffff::1", 1, "srv6_sid"},
+    {"2620:4f:8000::1", 1, NULL}, /* AS112 direct delegation */
+    /* outside 2000::/3 (global unicast) IPv6 is unassigned */
+    {"1::1", 1, "reserved"},
+    {"4000::1", 1, "reserved"},
+    {"e000::1", 1, "reserved"},
     /* legacy IPv4 spellings a resolver would accept */
     {"127.1", 1, "loopback"},
     {"127.0.1", 1, "loopback"},

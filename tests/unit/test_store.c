@@ -75,6 +75,51 @@ static void make_sub(struct subscription *s, const char *id, const char *lab, un
 	s->status = SUB_ACTIVE;
 }
 
+/* Two changes made from the same stale copy (a PATCH and a rotation racing) both stay:
+ * each writes only its fields, and a rotation keeps the secret it replaces. */
+static void test_sub_update_changes_only_its_fields(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a;
+	struct subscription s1, patch, rot, got;
+	unsigned bc = 1u << EV_BILL_CREATED, bd = 1u << EV_BILL_DELETED;
+
+	make_account(st, "cl_A", &a);
+	make_lab(st, "cl_A", "lab_1");
+	make_sub(&s1, "sub_1", "lab_1", bc);
+	snprintf(s1.auth_token, sizeof s1.auth_token, "tok-0");
+	assert_int_equal(st->ops->sub_insert(st, &s1), LH_OK);
+	patch = rot = s1; /* both read before either writes */
+	snprintf(rot.secret, sizeof rot.secret, "whsec_new");
+	rot.prev_secret_until = 5000;
+	assert_int_equal(st->ops->sub_update(st, &rot, SUBF_SECRET, &got), LH_OK);
+	assert_string_equal(got.secret, "whsec_new");
+	assert_string_equal(got.prev_secret, "whsec_x");
+	assert_int_equal(got.prev_secret_until, 5000);
+	snprintf(patch.endpoint, sizeof patch.endpoint, "https://y.example.com/");
+	snprintf(patch.auth_token, sizeof patch.auth_token, "tok-1");
+	patch.events = bc | bd;
+	assert_int_equal(st->ops->sub_update(st, &patch, SUBF_ENDPOINT | SUBF_EVENTS, &got), LH_OK);
+	assert_int_equal(st->ops->sub_get(st, "cl_A", "sub_1", &got), LH_OK);
+	assert_string_equal(got.secret, "whsec_new"); /* the rotation stayed */
+	assert_string_equal(got.prev_secret, "whsec_x");
+	assert_string_equal(got.endpoint, "https://y.example.com/");
+	assert_string_equal(got.auth_token, "tok-0"); /* not named: not written */
+	assert_int_equal(got.events, bc | bd);
+	/* A second rotation from a stale copy keeps the first one's secret as the previous. */
+	snprintf(rot.secret, sizeof rot.secret, "whsec_newer");
+	assert_int_equal(st->ops->sub_update(st, &rot, SUBF_SECRET, NULL), LH_OK);
+	assert_int_equal(st->ops->sub_get(st, "cl_A", "sub_1", &got), LH_OK);
+	assert_string_equal(got.secret, "whsec_newer");
+	assert_string_equal(got.prev_secret, "whsec_new");
+	/* Another client's id, or a deleted one: not found, and out untouched. */
+	snprintf(rot.client_id, sizeof rot.client_id, "cl_B");
+	memset(&got, 0x5a, sizeof got);
+	assert_int_equal(st->ops->sub_update(st, &rot, SUBF_SECRET, &got), LH_ENOTFOUND);
+	assert_int_equal((unsigned char)got.id[0], 0x5a);
+}
+
 static void test_accounts(void **state)
 {
 	struct fixture *f = *state;
@@ -192,14 +237,15 @@ static void test_one_live_subscription_per_event(void **state)
 	free(list);
 	/* A paused subscription still holds its events; a deleted one frees them. */
 	s1.status = SUB_PAUSED;
-	assert_int_equal(st->ops->sub_update(st, &s1), LH_OK);
+	assert_int_equal(st->ops->sub_update(st, &s1, SUBF_STATUS, NULL), LH_OK);
 	make_sub(&s2, "sub_4", "lab_1", bc);
 	assert_int_equal(st->ops->sub_insert(st, &s2), LH_ECONFLICT);
 	s1.status = SUB_DELETED;
-	assert_int_equal(st->ops->sub_update(st, &s1), LH_OK);
+	assert_int_equal(st->ops->sub_update(st, &s1, SUBF_STATUS, NULL), LH_OK);
 	assert_int_equal(st->ops->sub_insert(st, &s2), LH_OK);
 	assert_int_equal(st->ops->sub_get(st, "cl_A", "sub_1", &got), LH_ENOTFOUND);
-	assert_int_equal(st->ops->sub_update(st, &s1), LH_ENOTFOUND); /* deleted stays deleted */
+	/* deleted stays deleted */
+	assert_int_equal(st->ops->sub_update(st, &s1, SUBF_STATUS, NULL), LH_ENOTFOUND);
 	/* Listing: filters and paging. */
 	assert_int_equal(st->ops->sub_list(st, "cl_A", "", -1, "", 10, &list, &n), LH_OK);
 	assert_int_equal(n, 3);
@@ -348,6 +394,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_labs_scoped_to_account, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refresh_rotation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_one_live_subscription_per_event, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sub_update_changes_only_its_fields, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_async_submit_and_outbox, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_meta_first_writer_wins, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),

@@ -515,6 +515,56 @@ static void test_sha256(void **state)
 	assert_memory_equal(out, abc, 32);
 }
 
+struct utf8_case {
+	const char *in;
+	size_t n;   /* bytes of in */
+	size_t cap; /* of the output */
+	const char *want;
+};
+
+static const struct utf8_case utf8_cases[] = {
+    {"plain", 5, 64, "plain"},
+    {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14, 64,
+     "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+    {"a\xff"
+     "b",
+     3, 64,
+     "a\xef\xbf\xbd"
+     "b"},
+    {"a\0b", 3, 64,
+     "a\xef\xbf\xbd"
+     "b"},                                                           /* NUL */
+    {"\xc0\xaf", 2, 64, "\xef\xbf\xbd\xef\xbf\xbd"},                 /* overlong '/' */
+    {"\xed\xa0\x80", 3, 64, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* a surrogate */
+    {"\xf4\x90\x80\x80", 4, 64, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+    {"\xe2\x82"
+     "x",
+     3, 64,
+     "\xef\xbf\xbd"
+     "x"},                                           /* a cut character mid-text: one U+FFFD */
+    {"\x80\xbf", 2, 64, "\xef\xbf\xbd\xef\xbf\xbd"}, /* stray continuation bytes */
+    {"ab\xe2\x82", 4, 64, "ab"},                     /* cut by the end of the input: left out */
+    {"ab\xf0\x9f\x98", 5, 64, "ab"},
+    {"ab\xff", 3, 64, "ab\xef\xbf\xbd"}, /* but an invalid last byte is replaced */
+    {"ab\xe2\x82\xac", 5, 5, "ab"},      /* the output ends at a character boundary */
+    {"ab\xe2\x82\xac", 5, 6, "ab\xe2\x82\xac"},
+    {"a\xff", 2, 4, "a"},
+    {"", 0, 4, ""},
+};
+
+static void test_utf8_clean(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof utf8_cases / sizeof utf8_cases[0]; i++) {
+		const struct utf8_case *c = &utf8_cases[i];
+		char out[64];
+		memset(out, 'X', sizeof out);
+		size_t n = util_utf8_clean(c->in, c->n, out, c->cap);
+		if (n != strlen(c->want) || memcmp(out, c->want, n + 1) != 0)
+			fail_msg("case %zu: got %zu bytes '%s', want '%s'", i, n, out, c->want);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -534,6 +584,7 @@ int main(void)
 	    cmocka_unit_test(test_id_valid),
 	    cmocka_unit_test(test_ct_equal),
 	    cmocka_unit_test(test_sha256),
+	    cmocka_unit_test(test_utf8_clean),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

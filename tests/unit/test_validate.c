@@ -91,7 +91,7 @@ static void test_parse_object(void **state)
 	    {"two objects", "{}{}", 0, 0},
 	    {"single quotes", "{'labID': 'x'}", 0, 0},
 	    {"trailing comma", "{\"a\": 1,}", 0, 0},
-	    {"NUL escape", "{\"labID\": \"a\\u0000b\"}", 0, 0},
+	    {"NUL escape in a key", "{\"la\\u0000bID\": \"a\"}", 0, 0},
 	    {"bad utf-8", "{\"labID\": \"\xff\xfe\"}", 0, 0},
 	    {"lone surrogate", "{\"labID\": \"\\ud800\"}", 0, 0},
 	    {"empty object", "{}", 0, 1},
@@ -125,6 +125,32 @@ static void test_parse_object(void **state)
 		assert_string_equal(err.code, "invalid_json");
 		assert_string_equal(err.field, "");
 		assert_true(err.message[0] != '\0');
+	}
+}
+
+/* "\u0000" is valid JSON, so a NUL in a string is invalid_value naming where it is. */
+static void test_parse_nul_in_string(void **state)
+{
+	static const struct {
+		const char *body, *field;
+	} cases[] = {
+	    {"{\"labID\": \"a\\u0000b\"}", "labID"},
+	    {"{\"a\": 1, \"events\": [\"x\", \"\\u0000\"]}", "events[1]"},
+	    {"{\"p\": {\"q\": [{\"r\": \"\\u0000\"}]}}", "p.q[0].r"},
+	    {"{\"k\\u00e9\\n\": \"\\u0000\"}", "k???"}, /* the path is printable ASCII */
+	};
+	(void)state;
+
+	for (size_t i = 0; i < N_ELEMS(cases); i++) {
+		struct verr err;
+		json_t *obj = NULL;
+		memset(&err, 0, sizeof err);
+		assert_int_equal(
+		    validate_parse_object(cases[i].body, strlen(cases[i].body), &obj, &err), -1);
+		assert_null(obj);
+		assert_int_equal(err.err, LH_EINVAL);
+		assert_string_equal(err.code, "invalid_value");
+		assert_string_equal(err.field, cases[i].field);
 	}
 }
 
@@ -746,6 +772,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_parse_object),
+	    cmocka_unit_test(test_parse_nul_in_string),
 	    cmocka_unit_test(test_parse_deep_nesting),
 	    cmocka_unit_test(test_subscribe_table),
 	    cmocka_unit_test(test_subscribe_results),
