@@ -341,6 +341,145 @@ static void test_reopen_keeps_data(void **state)
 	assert_int_equal(f->st->ops->account_get(f->st, "cl_A", &got), LH_OK);
 }
 
+/* ---- injected I/O faults (through the backend's own fault VFS) ---- */
+
+static int setup_faults(void **state)
+{
+	store_sqlite_fault_vfs(); /* every store opened from now on can be made to fail */
+	return setup(state);
+}
+
+static int teardown_faults(void **state)
+{
+	store_sqlite_fault_set(STORE_FAULT_NONE);
+	return teardown(state);
+}
+
+/* A job that holds the writer until opened, so the jobs queued meanwhile form one batch. */
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int entered, open;
+	struct event_job ev;
+};
+
+static enum lh_err job_gated(struct store_tx *tx, void *arg)
+{
+	struct gate *g = arg;
+	pthread_mutex_lock(&g->mu);
+	g->entered = 1;
+	pthread_cond_broadcast(&g->cv);
+	while (!g->open)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+	return job_event(tx, &g->ev);
+}
+
+static size_t pending_count(struct store *st)
+{
+	struct delivery *page = NULL;
+	size_t n = 0;
+	assert_int_equal(st->ops->delivery_pending(st, 0, "", 100, &page, &n), LH_OK);
+	for (size_t i = 0; i < n; i++)
+		free(page[i].payload);
+	free(page);
+	return n;
+}
+
+static void test_failed_commit_keeps_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a, got;
+	struct subscription s;
+	struct gate g = {PTHREAD_MUTEX_INITIALIZER,
+	                 PTHREAD_COND_INITIALIZER,
+	                 0,
+	                 0,
+	                 {"bill_0", "{\"n\":0}", LH_OK}};
+	struct waiter wg = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
+	struct waiter w[3];
+	struct event_job jobs[3] = {{"bill_1", "{\"n\":1}", LH_OK},
+	                            {"bill_2", "{\"n\":2}", LH_OK},
+	                            {"bill_3", "{\"n\":3}", LH_OK}};
+
+	make_account(st, "cl_A", &a);
+	make_lab(st, "cl_A", "lab_1");
+	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
+	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
+	nhooked = 0;
+	st->ops->set_commit_hook(st, on_commit, NULL);
+
+	/* The gate's batch, then the three queued behind it as one batch, all while the disk
+	 * fails: each job is told the error, and nothing of any of them is kept. */
+	st->ops->submit_async(st, job_gated, &g, on_done, &wg);
+	pthread_mutex_lock(&g.mu);
+	while (!g.entered)
+		pthread_cond_wait(&g.cv, &g.mu);
+	pthread_mutex_unlock(&g.mu);
+	for (int i = 0; i < 3; i++) {
+		w[i] =
+		    (struct waiter){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
+		st->ops->submit_async(st, job_event, &jobs[i], on_done, &w[i]);
+	}
+	store_sqlite_fault_set(STORE_FAULT_IO);
+	pthread_mutex_lock(&g.mu);
+	g.open = 1;
+	pthread_cond_broadcast(&g.cv);
+	pthread_mutex_unlock(&g.mu);
+	assert_int_equal(wait_done(&wg), LH_EDISK);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(wait_done(&w[i]), LH_EDISK);
+		assert_int_equal(w[i].calls, 1);
+	}
+	assert_int_equal(err_http_status(LH_EDISK), 503);
+	assert_int_equal(nhooked, 0); /* no delivery of a failed batch reaches the engine */
+
+	/* Changes on the caller's thread fail the same way; reads go on. */
+	assert_int_equal(st->ops->submit(st, job_event, &jobs[0]), LH_EDISK);
+	struct lab l = {.lab_id = "lab_2", .client_id = "cl_A", .name = "two"};
+	assert_int_equal(st->ops->lab_insert(st, &l), LH_EDISK);
+	assert_int_equal(st->ops->account_get(st, "cl_A", &got), LH_OK);
+	assert_int_equal(pending_count(st), 0);
+
+	/* Fault cleared: the same store works again, with nothing left of the failures. */
+	store_sqlite_fault_set(STORE_FAULT_NONE);
+	assert_int_equal(st->ops->lab_insert(st, &l), LH_OK); /* the failed insert left nothing */
+	assert_int_equal(st->ops->submit(st, job_event, &jobs[0]), LH_OK);
+	assert_int_equal(nhooked, 1);
+	assert_string_equal(hooked[0].entity_id, "bill_1");
+	free(hooked[0].payload);
+	assert_int_equal(pending_count(st), 1);
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
+static void test_full_disk_then_space_again(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a, b, got;
+	char out[64];
+
+	make_account(st, "cl_A", &a);
+	store_sqlite_fault_set(STORE_FAULT_FULL);
+	b = a;
+	snprintf(b.client_id, sizeof b.client_id, "cl_B");
+	assert_int_equal(st->ops->account_insert(st, &b), LH_EFULL);
+	assert_int_equal(err_http_status(LH_EFULL), 503);
+	assert_string_equal(err_code(LH_EFULL), "storage_full");
+	assert_int_equal(st->ops->meta_get_or_put(st, "k", "v", out, sizeof out), LH_EFULL);
+	assert_int_equal(st->ops->account_get(st, "cl_A", &got), LH_OK);
+	assert_int_equal(st->ops->account_get(st, "cl_B", &got), LH_ENOTFOUND);
+
+	store_sqlite_fault_set(STORE_FAULT_NONE);
+	assert_int_equal(st->ops->account_insert(st, &b), LH_OK);
+	assert_int_equal(st->ops->account_get(st, "cl_B", &got), LH_OK);
+	/* And what was written survives a reopen next to what failed. */
+	st->ops->close(st);
+	assert_int_equal(store_sqlite_open(f->dir, &f->st), LH_OK);
+	assert_int_equal(f->st->ops->account_get(f->st, "cl_B", &got), LH_OK);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -351,6 +490,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_async_submit_and_outbox, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_meta_first_writer_wins, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_commit_keeps_nothing, setup_faults,
+	                                    teardown_faults),
+	    cmocka_unit_test_setup_teardown(test_full_disk_then_space_again, setup_faults,
+	                                    teardown_faults),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
