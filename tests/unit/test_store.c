@@ -261,8 +261,10 @@ static enum lh_err job_event(struct store_tx *tx, void *arg)
 	ev.payload = j->payload;
 	ev.created_at = 1700000000;
 	enum lh_err e = tx->ops->event_insert(tx, &ev, NULL, 0, NULL, &n);
+	if (e != LH_OK)
+		return e;
 	assert_int_equal(n, 1);
-	return e == LH_OK ? j->then : e;
+	return j->then;
 }
 
 static struct delivery hooked[4];
@@ -480,6 +482,79 @@ static void test_full_disk_then_space_again(void **state)
 	assert_int_equal(f->st->ops->account_get(f->st, "cl_B", &got), LH_OK);
 }
 
+/* Writes an event too large for the page cache with the disk failing: SQLite spills pages
+ * in the middle of the statement, the write fails, and it rolls back the whole batch. */
+static enum lh_err job_spill_failing(struct store_tx *tx, void *arg)
+{
+	struct event_job *j = arg;
+	store_sqlite_fault_set(STORE_FAULT_IO);
+	enum lh_err e = job_event(tx, j);
+	store_sqlite_fault_set(STORE_FAULT_NONE);
+	return e;
+}
+
+static void test_io_error_mid_batch_fails_every_job(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a;
+	struct subscription s;
+	struct gate g = {PTHREAD_MUTEX_INITIALIZER,
+	                 PTHREAD_COND_INITIALIZER,
+	                 0,
+	                 0,
+	                 {"bill_0", "{\"n\":0}", LH_OK}};
+	struct waiter w[4];
+	size_t big_len = (size_t)40 << 20; /* over the writer's 32 MiB page cache */
+	char *big = malloc(big_len + 1);
+	assert_non_null(big);
+	memset(big, 'x', big_len);
+	big[big_len] = '\0';
+	struct event_job jobs[3] = {
+	    {"bill_1", "{\"n\":1}", LH_OK}, {"bill_2", big, LH_OK}, {"bill_3", "{\"n\":3}", LH_OK}};
+
+	make_account(st, "cl_A", &a);
+	make_lab(st, "cl_A", "lab_1");
+	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
+	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
+	nhooked = 0;
+	st->ops->set_commit_hook(st, on_commit, NULL);
+	for (int i = 0; i < 4; i++)
+		w[i] =
+		    (struct waiter){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
+
+	/* One batch: a job, the one whose write fails, and a job after it. */
+	st->ops->submit_async(st, job_gated, &g, on_done, &w[3]);
+	pthread_mutex_lock(&g.mu);
+	while (!g.entered)
+		pthread_cond_wait(&g.cv, &g.mu);
+	pthread_mutex_unlock(&g.mu);
+	st->ops->submit_async(st, job_event, &jobs[0], on_done, &w[0]);
+	st->ops->submit_async(st, job_spill_failing, &jobs[1], on_done, &w[1]);
+	st->ops->submit_async(st, job_event, &jobs[2], on_done, &w[2]);
+	pthread_mutex_lock(&g.mu);
+	g.open = 1;
+	pthread_cond_broadcast(&g.cv);
+	pthread_mutex_unlock(&g.mu);
+	assert_int_equal(wait_done(&w[3]), LH_OK);
+	free(hooked[0].payload);
+	nhooked = 0;
+	enum lh_err before = wait_done(&w[0]), failing = wait_done(&w[1]), after = wait_done(&w[2]);
+	/* The job after the failure was not committed on its own (told it failed, yet kept). */
+	assert_int_equal(pending_count(st), 1); /* the gate's, from the batch before */
+	assert_int_equal(nhooked, 0);
+	assert_int_equal(failing, LH_EDISK);
+	assert_int_equal(before, LH_EDISK);
+	assert_int_equal(after, LH_EDISK);
+
+	/* And the writer goes on. */
+	assert_int_equal(st->ops->submit(st, job_event, &jobs[2]), LH_OK);
+	assert_int_equal(pending_count(st), 2);
+	free(hooked[0].payload);
+	st->ops->set_commit_hook(st, NULL, NULL);
+	free(big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -493,6 +568,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_failed_commit_keeps_nothing, setup_faults,
 	                                    teardown_faults),
 	    cmocka_unit_test_setup_teardown(test_full_disk_then_space_again, setup_faults,
+	                                    teardown_faults),
+	    cmocka_unit_test_setup_teardown(test_io_error_mid_batch_fails_every_job, setup_faults,
 	                                    teardown_faults),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
