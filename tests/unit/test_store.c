@@ -277,22 +277,28 @@ static void on_commit(void *ctx, const struct delivery *d, size_t n)
 		hooked[nhooked++] = d[i]; /* takes the payloads */
 }
 
-static void test_async_submit_and_outbox(void **state)
+/* Account cl_A, its lab_1 with sub_1 for bill.created, and on_commit as the commit hook. */
+static void outbox_setup(struct store *st)
 {
-	struct fixture *f = *state;
-	struct store *st = f->st;
 	struct account a;
 	struct subscription s;
-	struct delivery *page = NULL;
-	size_t n = 0;
-	struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
-
 	make_account(st, "cl_A", &a);
 	make_lab(st, "cl_A", "lab_1");
 	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
 	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
 	nhooked = 0;
 	st->ops->set_commit_hook(st, on_commit, NULL);
+}
+
+static void test_async_submit_and_outbox(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct delivery *page = NULL;
+	size_t n = 0;
+	struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
+
+	outbox_setup(st);
 
 	/* Done once, durable by then, and the hook was handed the delivery with its payload. */
 	struct event_job ok = {"bill_1", "{\"n\":1}", LH_OK};
@@ -377,6 +383,23 @@ static enum lh_err job_gated(struct store_tx *tx, void *arg)
 	return job_event(tx, &g->ev);
 }
 
+/* Waits until the gate's job holds the writer. */
+static void gate_wait(struct gate *g)
+{
+	pthread_mutex_lock(&g->mu);
+	while (!g->entered)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(struct gate *g)
+{
+	pthread_mutex_lock(&g->mu);
+	g->open = 1;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+}
+
 static size_t pending_count(struct store *st)
 {
 	struct delivery *page = NULL;
@@ -392,8 +415,7 @@ static void test_failed_commit_keeps_nothing(void **state)
 {
 	struct fixture *f = *state;
 	struct store *st = f->st;
-	struct account a, got;
-	struct subscription s;
+	struct account got;
 	struct gate g = {PTHREAD_MUTEX_INITIALIZER,
 	                 PTHREAD_COND_INITIALIZER,
 	                 0,
@@ -405,30 +427,19 @@ static void test_failed_commit_keeps_nothing(void **state)
 	                            {"bill_2", "{\"n\":2}", LH_OK},
 	                            {"bill_3", "{\"n\":3}", LH_OK}};
 
-	make_account(st, "cl_A", &a);
-	make_lab(st, "cl_A", "lab_1");
-	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
-	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
-	nhooked = 0;
-	st->ops->set_commit_hook(st, on_commit, NULL);
+	outbox_setup(st);
 
 	/* The gate's batch, then the three queued behind it as one batch, all while the disk
 	 * fails: each job is told the error, and nothing of any of them is kept. */
 	st->ops->submit_async(st, job_gated, &g, on_done, &wg);
-	pthread_mutex_lock(&g.mu);
-	while (!g.entered)
-		pthread_cond_wait(&g.cv, &g.mu);
-	pthread_mutex_unlock(&g.mu);
+	gate_wait(&g);
 	for (int i = 0; i < 3; i++) {
 		w[i] =
 		    (struct waiter){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
 		st->ops->submit_async(st, job_event, &jobs[i], on_done, &w[i]);
 	}
 	store_sqlite_fault_set(STORE_FAULT_IO);
-	pthread_mutex_lock(&g.mu);
-	g.open = 1;
-	pthread_cond_broadcast(&g.cv);
-	pthread_mutex_unlock(&g.mu);
+	gate_open(&g);
 	assert_int_equal(wait_done(&wg), LH_EDISK);
 	for (int i = 0; i < 3; i++) {
 		assert_int_equal(wait_done(&w[i]), LH_EDISK);
@@ -497,8 +508,6 @@ static void test_io_error_mid_batch_fails_every_job(void **state)
 {
 	struct fixture *f = *state;
 	struct store *st = f->st;
-	struct account a;
-	struct subscription s;
 	struct gate g = {PTHREAD_MUTEX_INITIALIZER,
 	                 PTHREAD_COND_INITIALIZER,
 	                 0,
@@ -513,29 +522,18 @@ static void test_io_error_mid_batch_fails_every_job(void **state)
 	struct event_job jobs[3] = {
 	    {"bill_1", "{\"n\":1}", LH_OK}, {"bill_2", big, LH_OK}, {"bill_3", "{\"n\":3}", LH_OK}};
 
-	make_account(st, "cl_A", &a);
-	make_lab(st, "cl_A", "lab_1");
-	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
-	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
-	nhooked = 0;
-	st->ops->set_commit_hook(st, on_commit, NULL);
+	outbox_setup(st);
 	for (int i = 0; i < 4; i++)
 		w[i] =
 		    (struct waiter){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
 
 	/* One batch: a job, the one whose write fails, and a job after it. */
 	st->ops->submit_async(st, job_gated, &g, on_done, &w[3]);
-	pthread_mutex_lock(&g.mu);
-	while (!g.entered)
-		pthread_cond_wait(&g.cv, &g.mu);
-	pthread_mutex_unlock(&g.mu);
+	gate_wait(&g);
 	st->ops->submit_async(st, job_event, &jobs[0], on_done, &w[0]);
 	st->ops->submit_async(st, job_spill_failing, &jobs[1], on_done, &w[1]);
 	st->ops->submit_async(st, job_event, &jobs[2], on_done, &w[2]);
-	pthread_mutex_lock(&g.mu);
-	g.open = 1;
-	pthread_cond_broadcast(&g.cv);
-	pthread_mutex_unlock(&g.mu);
+	gate_open(&g);
 	assert_int_equal(wait_done(&w[3]), LH_OK);
 	free(hooked[0].payload);
 	nhooked = 0;
