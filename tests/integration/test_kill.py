@@ -52,7 +52,8 @@ class Load:
             if r is None:
                 continue
             if r.status != 200:
-                self.refused += 1
+                with self.lock:
+                    self.refused += 1
                 continue
             with self.lock:
                 self.bills[r.json["billID"]] = c["sub"]
