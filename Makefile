@@ -5,9 +5,14 @@
 #   make bench-quick     without the 1,000,000 backlog (about 70 s)
 #   make bench-backlog   only the backlog scenario
 #   make test            what CI runs (scripts/test.sh)
+#   make soak            a hundred SIGKILLs under load (tests/integration/test_kill.py, with the
+#                        sanitizer build; about 3 min); prints the count lost (must be 0) and
+#                        the duplicates. KILLS=n for another count.
 MAKEFLAGS += --no-print-directory
 
-.PHONY: bench bench-quick bench-backlog test
+.PHONY: bench bench-quick bench-backlog test soak
+
+KILLS ?= 100
 
 bench:
 	@$(MAKE) -s -C bench all-scenarios
@@ -20,3 +25,10 @@ bench-backlog:
 
 test:
 	@bash scripts/test.sh
+
+soak:
+	@cmake -S . -B build-test -DLABHOOK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	@cmake --build build-test -j"$$(nproc)" --target labhook >/dev/null
+	@cd tests/integration && UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		LABHOOK_KILLS=$(KILLS) LABHOOK_BIN=$(CURDIR)/build-test/labhook \
+		python3 test_kill.py

@@ -277,6 +277,14 @@ int api_fail_internal(struct call *c, enum lh_err e, const char *what)
 	    err_code(e));
 	if (e == LH_OK || err_http_status(e) < 500)
 		e = LH_EIO;
+	if (err_http_status(e) == 503) {
+		/* The disk, not the request: the same request can succeed once space is back. */
+		c->rs->retry_after = 5;
+		return api_fail(c, e, err_code(e), NULL,
+		                "the service's storage is %s; the change was not applied; retry "
+		                "later (request id %s)",
+		                e == LH_EFULL ? "full" : "failing", c->rq->rid);
+	}
 	return api_fail(c, e, err_code(e), NULL,
 	                "the service could not complete the request; it was not applied; retry "
 	                "later (request id %s)",

@@ -459,6 +459,30 @@ static void flush_results(struct dispatcher *d)
 	pthread_mutex_unlock(&d->rec_mu);
 }
 
+/* Records one batch. While the store's disk is full or failing (503: it comes back on its
+ * own) it tries again every second, so the outcomes are not left pending in the store
+ * until a restart; a stop ends the wait (then they are sent again after the restart). */
+static enum lh_err record_batch(struct dispatcher *d, const struct rec_batch *b)
+{
+	enum lh_err e;
+	while ((e = d->st->ops->delivery_record(d->st, b->r, b->n)) != LH_OK &&
+	       err_http_status(e) == 503) {
+		struct timespec until;
+		LOG(LOG_WARN, "dispatch", "n=%zu err=%s outcomes wait for the store", b->n,
+		    err_code(e));
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		pthread_mutex_lock(&d->rec_mu);
+		if (!d->rec_stop)
+			pthread_cond_timedwait(&d->rec_cv, &d->rec_mu, &until);
+		int stop = d->rec_stop;
+		pthread_mutex_unlock(&d->rec_mu);
+		if (stop)
+			break;
+	}
+	return e;
+}
+
 static void *recorder_main(void *arg)
 {
 	struct dispatcher *d = arg;
@@ -475,7 +499,7 @@ static void *recorder_main(void *arg)
 			return NULL;
 		for (struct rec_batch *b = list, *next; b; b = next) {
 			next = b->next;
-			enum lh_err e = d->st->ops->delivery_record(d->st, b->r, b->n);
+			enum lh_err e = record_batch(d, b);
 			if (e != LH_OK)
 				/* Not recorded: still pending in the store, sent again after a
 				 * restart (at least once, never lost). */

@@ -17,6 +17,8 @@ static const struct {
     [LH_ENOMEM] = {500, "out_of_memory"},
     [LH_ESTORE] = {500, "store_error"},
     [LH_EIO] = {500, "internal_error"},
+    [LH_EFULL] = {503, "storage_full"},
+    [LH_EDISK] = {503, "storage_unavailable"},
 };
 
 int err_http_status(enum lh_err e)

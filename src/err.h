@@ -20,6 +20,8 @@ enum lh_err {
 	LH_ENOMEM,    /* 500 allocation failed */
 	LH_ESTORE,    /* 500 the store failed (disk, corruption) */
 	LH_EIO,       /* 500 other system error */
+	LH_EFULL,     /* 503 the store's disk is full: nothing applied, retry later */
+	LH_EDISK,     /* 503 the store's disk failed to write or sync: nothing applied */
 	LH_ERR__COUNT
 };
 

@@ -218,6 +218,23 @@ static sqlite3_stmt *stmt_for(struct sqlite_store *s, int reader, const char *sq
 #define stmt(s, sql)  stmt_for((s), 0, (sql))
 #define rstmt(s, sql) stmt_for((s), 1, (sql))
 
+/* A failed SQLite call as a project error. A full disk and I/O errors are the state of the
+ * machine, not of the request: 503 (nothing applied, retry later), and every connection
+ * works again once they clear, because a failed transaction is always rolled back. */
+static enum lh_err err_of(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_NOMEM:
+		return LH_ENOMEM;
+	case SQLITE_FULL:
+		return LH_EFULL;
+	case SQLITE_IOERR:
+		return rc == SQLITE_IOERR_NOMEM ? LH_ENOMEM : LH_EDISK;
+	default:
+		return LH_ESTORE;
+	}
+}
+
 static enum lh_err fail(struct sqlite_store *s, int rc, const char *what)
 {
 	if (rc == SQLITE_CONSTRAINT || (rc & 0xff) == SQLITE_CONSTRAINT)
@@ -225,7 +242,7 @@ static enum lh_err fail(struct sqlite_store *s, int rc, const char *what)
 	LOG(LOG_ERROR, "store", "op=%s rc=%d err=\"%s\" sqlite call failed", what, rc,
 	    sqlite3_errstr(rc));
 	(void)s;
-	return rc == SQLITE_NOMEM ? LH_ENOMEM : LH_ESTORE;
+	return err_of(rc);
 }
 
 static enum lh_err exec(struct sqlite_store *s, const char *sql)
@@ -235,7 +252,7 @@ static enum lh_err exec(struct sqlite_store *s, const char *sql)
 	if (rc != SQLITE_OK) {
 		LOG(LOG_ERROR, "store", "rc=%d err=\"%s\" exec failed", rc, msg ? msg : "?");
 		sqlite3_free(msg);
-		return rc == SQLITE_NOMEM ? LH_ENOMEM : LH_ESTORE;
+		return err_of(rc);
 	}
 	return LH_OK;
 }
@@ -287,6 +304,191 @@ static void col_text(sqlite3_stmt *st, int i, char *out, size_t cap)
 	if (n)
 		memcpy(out, t, n);
 	out[n] = '\0';
+}
+
+/* ---- fault injection, for the contract tests ----
+ *
+ * A VFS that wraps the default one and, while a fault is set, fails every write (and, for
+ * I/O faults, every sync) of the files opened through it. Only stores opened after
+ * store_sqlite_fault_vfs() use it: the service never calls that, so it opens with the
+ * default VFS and pays nothing for this. */
+
+#define FAULT_VFS "lh-fault"
+
+struct fault_file {
+	sqlite3_file base;
+	sqlite3_file *real; /* the default VFS's file, allocated right after this struct */
+};
+
+static int fault_kind; /* enum store_fault, read and written with __atomic */
+static sqlite3_vfs fault_vfs;
+
+static sqlite3_file *real_of(sqlite3_file *f)
+{
+	return ((struct fault_file *)f)->real;
+}
+
+static int fault_close(sqlite3_file *f)
+{
+	return real_of(f)->pMethods->xClose(real_of(f));
+}
+
+static int fault_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
+{
+	return real_of(f)->pMethods->xRead(real_of(f), buf, n, off);
+}
+
+static int fault_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+	switch (__atomic_load_n(&fault_kind, __ATOMIC_ACQUIRE)) {
+	case STORE_FAULT_FULL:
+		return SQLITE_FULL;
+	case STORE_FAULT_IO:
+		return SQLITE_IOERR_WRITE;
+	default:
+		return real_of(f)->pMethods->xWrite(real_of(f), buf, n, off);
+	}
+}
+
+static int fault_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+	return real_of(f)->pMethods->xTruncate(real_of(f), size);
+}
+
+static int fault_sync(sqlite3_file *f, int flags)
+{
+	if (__atomic_load_n(&fault_kind, __ATOMIC_ACQUIRE) == STORE_FAULT_IO)
+		return SQLITE_IOERR_FSYNC;
+	return real_of(f)->pMethods->xSync(real_of(f), flags);
+}
+
+static int fault_file_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+	return real_of(f)->pMethods->xFileSize(real_of(f), size);
+}
+
+static int fault_lock(sqlite3_file *f, int level)
+{
+	return real_of(f)->pMethods->xLock(real_of(f), level);
+}
+
+static int fault_unlock(sqlite3_file *f, int level)
+{
+	return real_of(f)->pMethods->xUnlock(real_of(f), level);
+}
+
+static int fault_check_lock(sqlite3_file *f, int *out)
+{
+	return real_of(f)->pMethods->xCheckReservedLock(real_of(f), out);
+}
+
+static int fault_control(sqlite3_file *f, int op, void *arg)
+{
+	return real_of(f)->pMethods->xFileControl(real_of(f), op, arg);
+}
+
+static int fault_sector_size(sqlite3_file *f)
+{
+	return real_of(f)->pMethods->xSectorSize(real_of(f));
+}
+
+static int fault_device(sqlite3_file *f)
+{
+	return real_of(f)->pMethods->xDeviceCharacteristics(real_of(f));
+}
+
+static int fault_shm_map(sqlite3_file *f, int pg, int pgsz, int extend, void volatile **pp)
+{
+	return real_of(f)->pMethods->xShmMap(real_of(f), pg, pgsz, extend, pp);
+}
+
+static int fault_shm_lock(sqlite3_file *f, int offset, int n, int flags)
+{
+	return real_of(f)->pMethods->xShmLock(real_of(f), offset, n, flags);
+}
+
+static void fault_shm_barrier(sqlite3_file *f)
+{
+	real_of(f)->pMethods->xShmBarrier(real_of(f));
+}
+
+static int fault_shm_unmap(sqlite3_file *f, int del)
+{
+	return real_of(f)->pMethods->xShmUnmap(real_of(f), del);
+}
+
+/* Version 2, no xFetch: SQLite then reads through xRead, never through a memory map. */
+static const sqlite3_io_methods fault_io = {
+    .iVersion = 2,
+    .xClose = fault_close,
+    .xRead = fault_read,
+    .xWrite = fault_write,
+    .xTruncate = fault_truncate,
+    .xSync = fault_sync,
+    .xFileSize = fault_file_size,
+    .xLock = fault_lock,
+    .xUnlock = fault_unlock,
+    .xCheckReservedLock = fault_check_lock,
+    .xFileControl = fault_control,
+    .xSectorSize = fault_sector_size,
+    .xDeviceCharacteristics = fault_device,
+    .xShmMap = fault_shm_map,
+    .xShmLock = fault_shm_lock,
+    .xShmBarrier = fault_shm_barrier,
+    .xShmUnmap = fault_shm_unmap,
+};
+
+static int fault_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
+{
+	sqlite3_vfs *real = vfs->pAppData;
+	struct fault_file *ff = (struct fault_file *)f;
+	ff->real = (sqlite3_file *)&ff[1];
+	int rc = real->xOpen(real, name, ff->real, flags, out);
+	/* SQLite calls xClose only when pMethods is set: only when the real file is open. */
+	ff->base.pMethods = ff->real->pMethods ? &fault_io : NULL;
+	return rc;
+}
+
+static int fault_delete(sqlite3_vfs *vfs, const char *name, int sync_dir)
+{
+	sqlite3_vfs *real = vfs->pAppData;
+	return real->xDelete(real, name, sync_dir);
+}
+
+static int fault_access(sqlite3_vfs *vfs, const char *name, int flags, int *out)
+{
+	sqlite3_vfs *real = vfs->pAppData;
+	return real->xAccess(real, name, flags, out);
+}
+
+static int fault_full_path(sqlite3_vfs *vfs, const char *name, int n, char *out)
+{
+	sqlite3_vfs *real = vfs->pAppData;
+	return real->xFullPathname(real, name, n, out);
+}
+
+void store_sqlite_fault_vfs(void)
+{
+	if (sqlite3_vfs_find(FAULT_VFS))
+		return;
+	sqlite3_vfs *real = sqlite3_vfs_find(NULL);
+	/* The rest (randomness, time, dlopen, sleep) is the default VFS's, which keeps no
+	 * state behind the vfs pointer it is passed. */
+	fault_vfs = *real;
+	fault_vfs.pNext = NULL;
+	fault_vfs.zName = FAULT_VFS;
+	fault_vfs.pAppData = real;
+	fault_vfs.szOsFile = (int)sizeof(struct fault_file) + real->szOsFile;
+	fault_vfs.xOpen = fault_open;
+	fault_vfs.xDelete = fault_delete;
+	fault_vfs.xAccess = fault_access;
+	fault_vfs.xFullPathname = fault_full_path;
+	sqlite3_vfs_register(&fault_vfs, 0);
+}
+
+void store_sqlite_fault_set(enum store_fault f)
+{
+	__atomic_store_n(&fault_kind, (int)f, __ATOMIC_RELEASE);
 }
 
 static void sqlite_close(struct store *base)
@@ -1587,20 +1789,32 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 			continue;
 		}
 		/* Prepared once: parsing these per job cost more than some jobs' own work. */
-		if ((j->result = step_done(s, stmt(s, "SAVEPOINT job"), "savepoint")) != LH_OK)
-			continue;
-		size_t mark = s->nfresh;
-		j->result = j->fn(&s->tx, j->arg);
-		if (j->result != LH_OK) {
-			step_done(s, stmt(s, "ROLLBACK TO job"), "rollback_to");
-			fresh_cut(s, mark); /* its deliveries are gone with it */
+		if ((j->result = step_done(s, stmt(s, "SAVEPOINT job"), "savepoint")) == LH_OK) {
+			size_t mark = s->nfresh;
+			j->result = j->fn(&s->tx, j->arg);
+			if (j->result != LH_OK) {
+				step_done(s, stmt(s, "ROLLBACK TO job"), "rollback_to");
+				fresh_cut(s, mark); /* its deliveries are gone with it */
+			}
+			step_done(s, stmt(s, "RELEASE job"), "release");
+			njobs++;
 		}
-		step_done(s, stmt(s, "RELEASE job"), "release");
-		njobs++;
+		/* An I/O error or a full disk inside a statement makes SQLite roll back the whole
+		 * transaction, not only the job's savepoint: the jobs before this one are gone
+		 * too, and a later SAVEPOINT would open (and RELEASE commit) a transaction of
+		 * its own. Fail the rest of the batch; the COMMIT below is then not tried. */
+		if (sqlite3_get_autocommit(s->db))
+			e = j->result != LH_OK && err_http_status(j->result) >= 500 ? j->result
+			                                                            : LH_ESTORE;
 	}
 	t1 = util_mono_us();
-	if (e == LH_OK && (e = exec(s, "COMMIT")) != LH_OK) {
-		exec(s, "ROLLBACK");
+	if (e == LH_OK)
+		e = exec(s, "COMMIT");
+	if (e != LH_OK) {
+		/* A failed COMMIT has usually been rolled back by SQLite already; the writer
+		 * must never be left inside a transaction, or every later batch would fail. */
+		if (!sqlite3_get_autocommit(s->db))
+			exec(s, "ROLLBACK");
 		fresh_cut(s, 0);
 		for (struct job *j = batch; j; j = j->next)
 			if (j->result == LH_OK)
@@ -2148,9 +2362,11 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
 	pthread_mutex_init(&s->rmu, NULL);
 	pthread_mutex_init(&s->qmu, NULL);
 	pthread_cond_init(&s->qcv, NULL);
+	/* NULL (the default VFS) unless a test asked for the fault-injecting one. */
+	const char *vfs = sqlite3_vfs_find(FAULT_VFS) ? FAULT_VFS : NULL;
 	if (sqlite3_open_v2(path, &s->db,
 	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-	                    NULL) != SQLITE_OK) {
+	                    vfs) != SQLITE_OK) {
 		LOG(LOG_ERROR, "store", "path=%s err=\"%s\" cannot open database", path,
 		    s->db ? sqlite3_errmsg(s->db) : "out of memory");
 		goto out;
@@ -2169,7 +2385,7 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
 		goto out;
 	if ((e = migrate(s)) != LH_OK)
 		goto out;
-	if (sqlite3_open_v2(path, &s->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+	if (sqlite3_open_v2(path, &s->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, vfs) !=
 	    SQLITE_OK) {
 		LOG(LOG_ERROR, "store", "path=%s cannot open the read connection", path);
 		e = LH_ESTORE;

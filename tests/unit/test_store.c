@@ -307,8 +307,10 @@ static enum lh_err job_event(struct store_tx *tx, void *arg)
 	ev.payload = j->payload;
 	ev.created_at = 1700000000;
 	enum lh_err e = tx->ops->event_insert(tx, &ev, NULL, 0, NULL, &n);
+	if (e != LH_OK)
+		return e;
 	assert_int_equal(n, 1);
-	return e == LH_OK ? j->then : e;
+	return j->then;
 }
 
 static struct delivery hooked[4];
@@ -321,22 +323,28 @@ static void on_commit(void *ctx, const struct delivery *d, size_t n)
 		hooked[nhooked++] = d[i]; /* takes the payloads */
 }
 
-static void test_async_submit_and_outbox(void **state)
+/* Account cl_A, its lab_1 with sub_1 for bill.created, and on_commit as the commit hook. */
+static void outbox_setup(struct store *st)
 {
-	struct fixture *f = *state;
-	struct store *st = f->st;
 	struct account a;
 	struct subscription s;
-	struct delivery *page = NULL;
-	size_t n = 0;
-	struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
-
 	make_account(st, "cl_A", &a);
 	make_lab(st, "cl_A", "lab_1");
 	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
 	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
 	nhooked = 0;
 	st->ops->set_commit_hook(st, on_commit, NULL);
+}
+
+static void test_async_submit_and_outbox(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct delivery *page = NULL;
+	size_t n = 0;
+	struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
+
+	outbox_setup(st);
 
 	/* Done once, durable by then, and the hook was handed the delivery with its payload. */
 	struct event_job ok = {"bill_1", "{\"n\":1}", LH_OK};
@@ -387,6 +395,210 @@ static void test_reopen_keeps_data(void **state)
 	assert_int_equal(f->st->ops->account_get(f->st, "cl_A", &got), LH_OK);
 }
 
+/* ---- injected I/O faults (through the backend's own fault VFS) ---- */
+
+static int setup_faults(void **state)
+{
+	store_sqlite_fault_vfs(); /* every store opened from now on can be made to fail */
+	return setup(state);
+}
+
+static int teardown_faults(void **state)
+{
+	store_sqlite_fault_set(STORE_FAULT_NONE);
+	return teardown(state);
+}
+
+/* A job that holds the writer until opened, so the jobs queued meanwhile form one batch. */
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int entered, open;
+	struct event_job ev;
+};
+
+static enum lh_err job_gated(struct store_tx *tx, void *arg)
+{
+	struct gate *g = arg;
+	pthread_mutex_lock(&g->mu);
+	g->entered = 1;
+	pthread_cond_broadcast(&g->cv);
+	while (!g->open)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+	return job_event(tx, &g->ev);
+}
+
+/* Waits until the gate's job holds the writer. */
+static void gate_wait(struct gate *g)
+{
+	pthread_mutex_lock(&g->mu);
+	while (!g->entered)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(struct gate *g)
+{
+	pthread_mutex_lock(&g->mu);
+	g->open = 1;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+}
+
+static size_t pending_count(struct store *st)
+{
+	struct delivery *page = NULL;
+	size_t n = 0;
+	assert_int_equal(st->ops->delivery_pending(st, 0, "", 100, &page, &n), LH_OK);
+	for (size_t i = 0; i < n; i++)
+		free(page[i].payload);
+	free(page);
+	return n;
+}
+
+static void test_failed_commit_keeps_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account got;
+	struct gate g = {PTHREAD_MUTEX_INITIALIZER,
+	                 PTHREAD_COND_INITIALIZER,
+	                 0,
+	                 0,
+	                 {"bill_0", "{\"n\":0}", LH_OK}};
+	struct waiter wg = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
+	struct waiter w[3];
+	struct event_job jobs[3] = {{"bill_1", "{\"n\":1}", LH_OK},
+	                            {"bill_2", "{\"n\":2}", LH_OK},
+	                            {"bill_3", "{\"n\":3}", LH_OK}};
+
+	outbox_setup(st);
+
+	/* The gate's batch, then the three queued behind it as one batch, all while the disk
+	 * fails: each job is told the error, and nothing of any of them is kept. */
+	st->ops->submit_async(st, job_gated, &g, on_done, &wg);
+	gate_wait(&g);
+	for (int i = 0; i < 3; i++) {
+		w[i] =
+		    (struct waiter){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
+		st->ops->submit_async(st, job_event, &jobs[i], on_done, &w[i]);
+	}
+	store_sqlite_fault_set(STORE_FAULT_IO);
+	gate_open(&g);
+	assert_int_equal(wait_done(&wg), LH_EDISK);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(wait_done(&w[i]), LH_EDISK);
+		assert_int_equal(w[i].calls, 1);
+	}
+	assert_int_equal(err_http_status(LH_EDISK), 503);
+	assert_int_equal(nhooked, 0); /* no delivery of a failed batch reaches the engine */
+
+	/* Changes on the caller's thread fail the same way; reads go on. */
+	assert_int_equal(st->ops->submit(st, job_event, &jobs[0]), LH_EDISK);
+	struct lab l = {.lab_id = "lab_2", .client_id = "cl_A", .name = "two"};
+	assert_int_equal(st->ops->lab_insert(st, &l), LH_EDISK);
+	assert_int_equal(st->ops->account_get(st, "cl_A", &got), LH_OK);
+	assert_int_equal(pending_count(st), 0);
+
+	/* Fault cleared: the same store works again, with nothing left of the failures. */
+	store_sqlite_fault_set(STORE_FAULT_NONE);
+	assert_int_equal(st->ops->lab_insert(st, &l), LH_OK); /* the failed insert left nothing */
+	assert_int_equal(st->ops->submit(st, job_event, &jobs[0]), LH_OK);
+	assert_int_equal(nhooked, 1);
+	assert_string_equal(hooked[0].entity_id, "bill_1");
+	free(hooked[0].payload);
+	assert_int_equal(pending_count(st), 1);
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
+static void test_full_disk_then_space_again(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a, b, got;
+	char out[64];
+
+	make_account(st, "cl_A", &a);
+	store_sqlite_fault_set(STORE_FAULT_FULL);
+	b = a;
+	snprintf(b.client_id, sizeof b.client_id, "cl_B");
+	assert_int_equal(st->ops->account_insert(st, &b), LH_EFULL);
+	assert_int_equal(err_http_status(LH_EFULL), 503);
+	assert_string_equal(err_code(LH_EFULL), "storage_full");
+	assert_int_equal(st->ops->meta_get_or_put(st, "k", "v", out, sizeof out), LH_EFULL);
+	assert_int_equal(st->ops->account_get(st, "cl_A", &got), LH_OK);
+	assert_int_equal(st->ops->account_get(st, "cl_B", &got), LH_ENOTFOUND);
+
+	store_sqlite_fault_set(STORE_FAULT_NONE);
+	assert_int_equal(st->ops->account_insert(st, &b), LH_OK);
+	assert_int_equal(st->ops->account_get(st, "cl_B", &got), LH_OK);
+	/* And what was written survives a reopen next to what failed. */
+	st->ops->close(st);
+	assert_int_equal(store_sqlite_open(f->dir, &f->st), LH_OK);
+	assert_int_equal(f->st->ops->account_get(f->st, "cl_B", &got), LH_OK);
+}
+
+/* Writes an event too large for the page cache with the disk failing: SQLite spills pages
+ * in the middle of the statement, the write fails, and it rolls back the whole batch. */
+static enum lh_err job_spill_failing(struct store_tx *tx, void *arg)
+{
+	struct event_job *j = arg;
+	store_sqlite_fault_set(STORE_FAULT_IO);
+	enum lh_err e = job_event(tx, j);
+	store_sqlite_fault_set(STORE_FAULT_NONE);
+	return e;
+}
+
+static void test_io_error_mid_batch_fails_every_job(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct gate g = {PTHREAD_MUTEX_INITIALIZER,
+	                 PTHREAD_COND_INITIALIZER,
+	                 0,
+	                 0,
+	                 {"bill_0", "{\"n\":0}", LH_OK}};
+	struct waiter w[4];
+	size_t big_len = (size_t)40 << 20; /* over the writer's 32 MiB page cache */
+	char *big = malloc(big_len + 1);
+	assert_non_null(big);
+	memset(big, 'x', big_len);
+	big[big_len] = '\0';
+	struct event_job jobs[3] = {
+	    {"bill_1", "{\"n\":1}", LH_OK}, {"bill_2", big, LH_OK}, {"bill_3", "{\"n\":3}", LH_OK}};
+
+	outbox_setup(st);
+	for (int i = 0; i < 4; i++)
+		w[i] =
+		    (struct waiter){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
+
+	/* One batch: a job, the one whose write fails, and a job after it. */
+	st->ops->submit_async(st, job_gated, &g, on_done, &w[3]);
+	gate_wait(&g);
+	st->ops->submit_async(st, job_event, &jobs[0], on_done, &w[0]);
+	st->ops->submit_async(st, job_spill_failing, &jobs[1], on_done, &w[1]);
+	st->ops->submit_async(st, job_event, &jobs[2], on_done, &w[2]);
+	gate_open(&g);
+	assert_int_equal(wait_done(&w[3]), LH_OK);
+	free(hooked[0].payload);
+	nhooked = 0;
+	enum lh_err before = wait_done(&w[0]), failing = wait_done(&w[1]), after = wait_done(&w[2]);
+	/* The job after the failure was not committed on its own (told it failed, yet kept). */
+	assert_int_equal(pending_count(st), 1); /* the gate's, from the batch before */
+	assert_int_equal(nhooked, 0);
+	assert_int_equal(failing, LH_EDISK);
+	assert_int_equal(before, LH_EDISK);
+	assert_int_equal(after, LH_EDISK);
+
+	/* And the writer goes on. */
+	assert_int_equal(st->ops->submit(st, job_event, &jobs[2]), LH_OK);
+	assert_int_equal(pending_count(st), 2);
+	free(hooked[0].payload);
+	st->ops->set_commit_hook(st, NULL, NULL);
+	free(big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -399,6 +611,12 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_async_submit_and_outbox, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_meta_first_writer_wins, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_commit_keeps_nothing, setup_faults,
+	                                    teardown_faults),
+	    cmocka_unit_test_setup_teardown(test_full_disk_then_space_again, setup_faults,
+	                                    teardown_faults),
+	    cmocka_unit_test_setup_teardown(test_io_error_mid_batch_fails_every_job, setup_faults,
+	                                    teardown_faults),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
