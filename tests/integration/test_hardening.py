@@ -145,6 +145,55 @@ def test_trickled_headers_and_bodies_are_cut(_srv):
         srv.cleanup()
 
 
+def sockets_of(srv):
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % srv.proc.pid):
+        try:
+            n += os.readlink("/proc/%d/fd/%s" % (srv.proc.pid, fd)).startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
+def test_slow_reader_is_cut(_srv):
+    """A client pipelining many requests and reading its answers a byte a second held its
+    connection past every deadline: an answer must be taken within body-timeout too. (The
+    answers already in the kernel's buffers still reach the client after the server has
+    closed its side, so the server's own sockets are what is counted.)"""
+    srv = Server("--conn-timeout", "2s", "--header-timeout", "2s",
+                 "--body-timeout", "2s").start()
+    try:
+        base = sockets_of(srv)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        s.settimeout(20)
+
+        def flood():  # more answers than the kernel buffers hold: the server must wait
+            try:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 100000)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=flood, daemon=True)
+        t.start()
+        time.sleep(1)
+        assert sockets_of(srv) > base
+        t0 = time.time()
+        while time.time() - t0 < 12 and sockets_of(srv) > base:
+            try:
+                s.recv(1)
+            except OSError:
+                pass
+            time.sleep(0.5)
+        held = time.time() - t0
+        s.close()
+        assert sockets_of(srv) == base, "a slow reader kept its connection for %.0f s" % held
+        assert srv.get("/healthz").status == 200
+    finally:
+        srv.cleanup()
+
+
 def test_credentials_checked_before_the_body(srv):
     """A request with no or a bad credential is answered on its headers: the client need
     not (and cannot make the server) read its body."""
@@ -205,5 +254,6 @@ def test_unauthenticated_bodies_cost_no_memory(srv):
 
 if __name__ == "__main__":
     run([test_reset_during_deferred_answer, test_orphaned_answers_do_not_block_stop,
-         test_trickled_headers_and_bodies_are_cut, test_credentials_checked_before_the_body,
+         test_trickled_headers_and_bodies_are_cut, test_slow_reader_is_cut,
+         test_credentials_checked_before_the_body,
          test_unauthenticated_bodies_cost_no_memory])
