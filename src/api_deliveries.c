@@ -152,7 +152,9 @@ void api_sub_test(struct call *c)
 	memset(&o, 0, sizeof o);
 	if (s) {
 		enum lh_err e = domain_test_event(c->app->store, s, event_id, &o);
-		if (e != LH_OK)
+		if (e == LH_ENOTFOUND) /* deleted meanwhile */
+			api_fail(c, e, "not_found", NULL, "no such subscription");
+		else if (e != LH_OK)
 			api_fail_internal(c, e, "test event");
 		else
 			api_ok(c, "Test event queued", json_pack("{s:s}", "eventID", event_id));

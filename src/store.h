@@ -230,7 +230,9 @@ struct store_tx_ops {
 	/* Stores the event and one pending delivery per live subscription matching
 	 * (lab, party, type) for party "" (catch-all) and each of the n party ids; a
 	 * subscription matched twice gets one delivery. With only_sub set, the one delivery
-	 * goes to that subscription instead (test events). *ndeliveries gets the count. */
+	 * goes to that subscription instead (test events), or LH_ENOTFOUND if it is deleted
+	 * (read inside the transaction, so a racing delete cannot strand the delivery).
+	 * *ndeliveries gets the count. */
 	enum lh_err (*event_insert)(struct store_tx *tx, const struct event *ev,
 	                            const char *const *party_ids, size_t n, const char *only_sub,
 	                            size_t *ndeliveries);

@@ -1696,6 +1696,19 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 		return e;
 	int64_t seq = sqlite3_last_insert_rowid(s->db);
 	if (only_sub) {
+		/* Read again inside the transaction: a delete that committed after the caller
+		 * loaded the subscription has cancelled its deliveries, and this one would stay
+		 * pending for ever. */
+		if (!(st =
+		          stmt(s, "SELECT 1 FROM subscriptions WHERE sub_id = ?1 AND status != 3")))
+			return LH_ESTORE;
+		bind_text(st, 1, only_sub);
+		int rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc == SQLITE_DONE)
+			return LH_ENOTFOUND;
+		if (rc != SQLITE_ROW)
+			return fail(s, rc, "event_sub");
 		matched[nm++] = only_sub;
 		n = 0;
 	}
@@ -2253,7 +2266,8 @@ static enum lh_err job_recover(struct store_tx *tx, void *arg)
 	struct requeue_job *j = arg;
 	sqlite3_stmt *st = stmt(s, "SELECT " DELIVERY_COLS " FROM deliveries WHERE sub_id = ?1"
 	                           " AND status = 2 AND created_at >= ?2 AND sub_id IN"
-	                           " (SELECT sub_id FROM subscriptions WHERE client_id = ?3)"
+	                           " (SELECT sub_id FROM subscriptions WHERE client_id = ?3"
+	                           " AND status != 3)"
 	                           " ORDER BY event_seq");
 	enum lh_err e;
 	if (!st)

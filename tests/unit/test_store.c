@@ -375,6 +375,73 @@ static void test_async_submit_and_outbox(void **state)
 	st->ops->set_commit_hook(st, NULL, NULL);
 }
 
+static size_t pending_count(struct store *st);
+
+struct only_job {
+	const char *sub;
+};
+
+static enum lh_err job_event_to(struct store_tx *tx, void *arg)
+{
+	struct only_job *j = arg;
+	struct event ev;
+	size_t n = 0;
+	memset(&ev, 0, sizeof ev);
+	assert_int_equal(util_new_id("evt_", ev.event_id), LH_OK);
+	snprintf(ev.client_id, sizeof ev.client_id, "cl_A");
+	snprintf(ev.lab_id, sizeof ev.lab_id, "lab_1");
+	snprintf(ev.entity_id, sizeof ev.entity_id, "test_1");
+	ev.type = EV_WEBHOOK_TEST;
+	ev.payload = "{}";
+	ev.created_at = 1700000000;
+	return tx->ops->event_insert(tx, &ev, NULL, 0, j->sub, &n);
+}
+
+/* A subscription deleted after the caller loaded it (the API reads it, then submits): a
+ * delivery to it alone (a test event) is refused inside the transaction, and its failed
+ * deliveries are not recovered, since the delete has already cancelled what was pending
+ * and nothing would ever settle them. */
+static void test_deleted_subscription_takes_no_deliveries(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct delivery *page = NULL, *list = NULL;
+	struct subscription s;
+	size_t n = 0;
+	struct only_job j = {"sub_1"};
+
+	outbox_setup(st);
+	assert_int_equal(st->ops->submit(st, job_event_to, &j), LH_OK);
+	assert_int_equal(st->ops->delivery_pending(st, 0, "", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 1);
+	struct delivery_result r;
+	memset(&r, 0, sizeof r);
+	snprintf(r.a.delivery_id, sizeof r.a.delivery_id, "%s", page[0].delivery_id);
+	snprintf(r.a.error, sizeof r.a.error, "http_500");
+	snprintf(r.sub_id, sizeof r.sub_id, "sub_1");
+	r.a.n = 1;
+	r.a.status_code = 500;
+	r.status = DLV_FAILED;
+	r.now = 1700000000;
+	free(page[0].payload);
+	free(page);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+
+	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
+	s.status = SUB_DELETED;
+	assert_int_equal(st->ops->sub_update(st, &s, SUBF_STATUS, NULL), LH_OK);
+
+	assert_int_equal(st->ops->submit(st, job_event_to, &j), LH_ENOTFOUND);
+	assert_int_equal(
+	    st->ops->delivery_recover(st, "cl_A", "sub_1", 0, 1700000001000LL, &list, &n), LH_OK);
+	assert_int_equal(n, 0);
+	free(list);
+	assert_int_equal(pending_count(st), 0);
+	st->ops->set_commit_hook(st, NULL, NULL);
+	for (size_t i = 0; i < nhooked; i++)
+		free(hooked[i].payload);
+}
+
 static void test_meta_first_writer_wins(void **state)
 {
 	struct fixture *f = *state;
@@ -609,6 +676,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sub_update_changes_only_its_fields, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_async_submit_and_outbox, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_deleted_subscription_takes_no_deliveries, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_meta_first_writer_wins, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failed_commit_keeps_nothing, setup_faults,
