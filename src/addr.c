@@ -172,7 +172,7 @@ static const char *match_table(const struct range *t, size_t n, const struct ip_
 	return NULL;
 }
 
-static int allowed(const struct ip_addr *a, const struct cidr *allow, size_t n)
+int addr_in_list(const struct ip_addr *a, const struct cidr *allow, size_t n)
 {
 	struct ip_addr v4;
 	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -202,7 +202,7 @@ const char *addr_blocked_reason(const struct ip_addr *a, const struct cidr *allo
 	if (a->family == AF_INET && !r && a->addr[0] == 255 && a->addr[1] == 255 &&
 	    a->addr[2] == 255 && a->addr[3] == 255)
 		r = "broadcast";
-	if (r && allowed(a, allow, n))
+	if (r && addr_in_list(a, allow, n))
 		return NULL;
 	return r;
 }
@@ -232,4 +232,41 @@ const char *addr_host_blocked_reason(const char *host, const struct cidr *allow,
 	if (addr_parse_literal(trimmed, &a) != 0)
 		return NULL;
 	return addr_blocked_reason(&a, allow, n);
+}
+
+int addr_forwarded_client(const char *xff, const struct ip_addr *peer, const struct cidr *trusted,
+                          size_t n, struct ip_addr *out)
+{
+	struct ip_addr a = *peer;
+	if (!addr_in_list(&a, trusted, n)) {
+		*out = a;
+		return 0;
+	}
+	if (!xff)
+		xff = "";
+	/* From the right: each hop appended the address it received from; the first one not
+	 * of a trusted proxy is the client's. Anything left of it was written by the client. */
+	const char *end = xff + strlen(xff);
+	while (end > xff && addr_in_list(&a, trusted, n)) {
+		const char *start = end;
+		while (start > xff && start[-1] != ',')
+			start--;
+		const char *b = start, *e = end;
+		while (b < e && (*b == ' ' || *b == '\t'))
+			b++;
+		while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		char buf[64];
+		struct ip_addr hop;
+		if (e - b <= 0 || (size_t)(e - b) >= sizeof buf)
+			break;
+		memcpy(buf, b, (size_t)(e - b));
+		buf[e - b] = '\0';
+		if (addr_parse_literal(buf, &hop) != 0)
+			break; /* not an address: the hop we trust is as far as we can see */
+		a = hop;
+		end = start > xff ? start - 1 : xff;
+	}
+	*out = a;
+	return 1;
 }

@@ -36,4 +36,13 @@ const char *addr_blocked_reason(const struct ip_addr *a, const struct cidr *allo
  * other names pass (they are checked when resolved). Same return as addr_blocked_reason. */
 const char *addr_host_blocked_reason(const char *host, const struct cidr *allow, size_t n);
 
+/* 1 if a is inside any of the n ranges (an IPv4-mapped IPv6 address also as IPv4). */
+int addr_in_list(const struct ip_addr *a, const struct cidr *list, size_t n);
+/* The client's address behind reverse proxies: when peer (the connection's address) is in
+ * trusted, the rightmost X-Forwarded-For entry (xff, may be NULL) that is not a trusted
+ * proxy, walking left over trusted ones; an entry that is not an address stops the walk.
+ * Else peer. Returns 1 if peer is a trusted proxy, else 0; *out is always written. */
+int addr_forwarded_client(const char *xff, const struct ip_addr *peer, const struct cidr *trusted,
+                          size_t n, struct ip_addr *out);
+
 #endif

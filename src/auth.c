@@ -18,10 +18,12 @@
 #define RL_SLOTS 4096
 #define RL_PROBE 8
 #define RL_KEY   (ID_CAP + 112) /* kind, a client id cut to ID_CAP + 40, an address */
-/* Failures against one client id, from all addresses, past which each address that has
- * failed against it gets one guess per window: guessing from many addresses is slowed,
- * and an address with no failures still logs in. In multiples of auth-max-failures. */
-#define RL_SPREAD 10
+/* An address's failures against all client ids together, past which it is held back, in
+ * multiples of auth-max-failures (against one client id it is held back at 1x). So a
+ * client's slips, or a few bad requests from a shared address, lock no one out; an
+ * address trying many ids is stopped. Failures against one id from all addresses past the
+ * same multiple are logged (distributed guessing), never refused: the id is no secret. */
+#define RL_SPRAY 10
 
 struct rl_slot {
 	char key[RL_KEY];
@@ -45,6 +47,7 @@ struct auth {
 	int max_failures;
 	int64_t window_ms;
 	pthread_mutex_t mu;
+	uint64_t rl_basis; /* random: the limiter's hash is keyed */
 	struct rl_slot slots[RL_SLOTS];
 	/* Clients send the same access token with every request: the checked ones are kept
 	 * (direct-mapped by a hash of the text) so that the signature, the base64 and the JSON
@@ -84,6 +87,7 @@ enum lh_err auth_new(struct store *st, const struct config *cfg, struct auth **o
 	a->refresh_ttl_s = cfg->refresh_ttl_ms / 1000;
 	a->max_failures = cfg->auth_max_failures;
 	a->window_ms = cfg->auth_lockout_ms;
+	util_random(&a->rl_basis, sizeof a->rl_basis);
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_mutex_init(&a->tmu, NULL);
 	*out = a;
@@ -332,25 +336,38 @@ enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct accoun
 
 /* ---- failed-login limiter: fixed window per key, small open-addressed table ---- */
 
-static uint64_t fnv1a(const char *s)
+static uint64_t fnv1a_from(uint64_t h, const char *s)
 {
-	uint64_t h = 1469598103934665603ULL;
 	for (; *s; s++)
 		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
 	return h;
 }
 
-/* Finds the slot for key (caller holds mu), claiming the stalest probed slot if absent. */
+static uint64_t fnv1a(const char *s)
+{
+	return fnv1a_from(1469598103934665603ULL, s);
+}
+
+/* Finds the slot for key (caller holds mu). Slots are picked by a hash keyed with a random
+ * basis, so that no one can choose client ids whose keys land on (and evict) the slot
+ * that holds an address back. If absent and create is set, claims a probed slot: a free
+ * or expired one, else the one with the fewest failures, so an entry holding someone back
+ * is the last to go. */
 static struct rl_slot *rl_slot(struct auth *a, const char *key, int create, int64_t now)
 {
-	uint64_t h = fnv1a(key);
+	uint64_t h = fnv1a_from(a->rl_basis, key);
 	struct rl_slot *victim = NULL;
+	int victim_rank = 0;
 	for (int i = 0; i < RL_PROBE; i++) {
 		struct rl_slot *s = &a->slots[(h + (uint64_t)i) % RL_SLOTS];
 		if (strcmp(s->key, key) == 0)
 			return s;
-		if (!victim || s->start_ms < victim->start_ms)
+		int rank = (!s->key[0] || now - s->start_ms >= a->window_ms) ? 0 : s->fails;
+		if (!victim || rank < victim_rank ||
+		    (rank == victim_rank && s->start_ms < victim->start_ms)) {
 			victim = s;
+			victim_rank = rank;
+		}
 	}
 	if (!create)
 		return NULL;
@@ -360,7 +377,6 @@ static struct rl_slot *rl_slot(struct auth *a, const char *key, int create, int6
 	return victim;
 }
 
-/* Seconds until key's window ends if it holds at least `limit` failures, else 0. */
 static int rl_wait(struct auth *a, const char *key, int limit, int64_t now)
 {
 	struct rl_slot *s = rl_slot(a, key, 0, now);
@@ -383,41 +399,43 @@ static void rl_key(char out[RL_KEY], char kind, const char *client_id, const cha
 
 int auth_limited(struct auth *a, const char *client_id, const char *ip)
 {
-	char ki[RL_KEY], kc[RL_KEY], kp[RL_KEY];
+	char ki[RL_KEY], kp[RL_KEY];
 	int64_t now = util_now_ms();
-	int w = 0;
 
 	rl_key(ki, 'i', NULL, ip);
-	pthread_mutex_lock(&a->mu);
-	w = rl_wait(a, ki, a->max_failures, now);
-	if (client_id && w == 0) {
-		/* The id alone never locks anyone out: it is no secret (every token's sub). */
-		rl_key(kc, 'c', client_id, NULL);
+	if (client_id)
 		rl_key(kp, 'p', client_id, ip);
-		int spread = rl_wait(a, kc, RL_SPREAD * a->max_failures, now) > 0;
-		w = rl_wait(a, kp, spread ? 1 : a->max_failures, now);
-	}
+	pthread_mutex_lock(&a->mu);
+	int wi = rl_wait(a, ki, RL_SPRAY * a->max_failures, now);
+	int wp = client_id ? rl_wait(a, kp, a->max_failures, now) : 0;
 	pthread_mutex_unlock(&a->mu);
-	return w;
+	return wi > wp ? wi : wp;
 }
 
 void auth_note_failure(struct auth *a, const char *client_id, const char *ip)
 {
 	char k[RL_KEY];
 	int64_t now = util_now_ms();
+	int spread = 0;
 	pthread_mutex_lock(&a->mu);
 	for (int i = 0; i < 3; i++) {
 		if (i > 0 && !client_id)
 			break;
-		rl_key(k, "icp"[i], client_id, ip);
+		rl_key(k, "ipc"[i], client_id, ip);
 		struct rl_slot *s = rl_slot(a, k, 1, now);
 		if (now - s->start_ms >= a->window_ms) {
 			s->start_ms = now;
 			s->fails = 0;
 		}
 		s->fails++;
+		spread = i == 2 && s->fails == RL_SPRAY * a->max_failures;
 	}
 	pthread_mutex_unlock(&a->mu);
+	if (spread) {
+		char esc[2 * ID_CAP];
+		LOG(LOG_WARN, "auth", "client_id=%s failures=%d failed logins from many addresses",
+		    log_escape(client_id, esc, sizeof esc), RL_SPRAY * a->max_failures);
+	}
 }
 
 void auth_note_success(struct auth *a, const char *client_id, const char *ip)

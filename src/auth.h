@@ -42,14 +42,16 @@ enum lh_err auth_refresh(struct auth *a, const char *client_id, const char *refr
 /* Verifies "Bearer <jwt>" and loads its account; LH_EUNAUTH on anything wrong. */
 enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct account *acct);
 
-/* Failed-login limiter: throttles the guesser, never the client guessed at. auth_limited
- * returns seconds to wait (> 0) when the address has max-failures failures in the window,
- * or the address has that many against client_id; past 10 x max-failures against
- * client_id from all addresses, one failure of the address against it is enough. An
- * address with no failures is never held back. A NULL client_id checks the address only.
- * auth_note_failure counts a failure (against the address, and client_id unless NULL);
- * auth_note_success clears the failures of that address against client_id. The table is
- * fixed in size (the stalest entry makes room). */
+/* Failed-login limiter: throttles the guesser, never the client guessed at (its id is no
+ * secret). auth_limited returns seconds to wait (> 0) when this address has max-failures
+ * failures against client_id in the window, or 10 x max-failures against all ids (an
+ * address trying many ids); else 0. A failure from another address never holds this one
+ * back. A NULL client_id checks the address only. auth_note_failure counts a failure
+ * (against the address, and client_id unless NULL; 10 x max-failures against one id from
+ * all addresses is logged); auth_note_success clears the address's failures against
+ * client_id. The table is fixed in size and keyed with a random basis; entries holding
+ * someone back are the last to be reused. Behind a reverse proxy, set trusted-proxy, or
+ * every client has the proxy's address. */
 int auth_limited(struct auth *a, const char *client_id, const char *ip);
 void auth_note_failure(struct auth *a, const char *client_id, const char *ip);
 void auth_note_success(struct auth *a, const char *client_id, const char *ip);

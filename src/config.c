@@ -177,39 +177,53 @@ static int p_listen(const struct setting *s, struct config *c, const char *v, in
 	return 0;
 }
 
-static int p_cidr(const struct setting *s, struct config *c, const char *v, int first, char *why,
-                  size_t whycap)
+/* A comma-separated CIDR list into list[*n] (appending; `first` clears it first). */
+static int parse_cidrs(const char *v, int first, struct cidr *list, size_t *n, char *why,
+                       size_t whycap)
 {
-	(void)s;
 	if (first)
-		c->n_allow_net = 0;
+		*n = 0;
 	if (*v == '\0')
 		return 0; /* an empty value clears the list */
 	char buf[256];
 	const char *p = v;
 	while (*p) {
-		size_t n = strcspn(p, ",");
-		if (n == 0 || n >= sizeof buf) {
+		size_t len = strcspn(p, ",");
+		if (len == 0 || len >= sizeof buf) {
 			snprintf(why, whycap, "empty or overlong entry");
 			return -1;
 		}
-		memcpy(buf, p, n);
-		buf[n] = '\0';
-		if (c->n_allow_net >= CFG_MAX_CIDR) {
+		memcpy(buf, p, len);
+		buf[len] = '\0';
+		if (*n >= CFG_MAX_CIDR) {
 			snprintf(why, whycap, "at most %d ranges", CFG_MAX_CIDR);
 			return -1;
 		}
-		if (addr_parse_cidr(buf, &c->allow_net[c->n_allow_net]) != 0) {
+		if (addr_parse_cidr(buf, &list[*n]) != 0) {
 			snprintf(why, whycap, "'%.64s' is not a CIDR (e.g. 127.0.0.0/8, ::1/128)",
 			         buf);
 			return -1;
 		}
-		c->n_allow_net++;
-		p += n;
+		(*n)++;
+		p += len;
 		if (*p == ',')
 			p++;
 	}
 	return 0;
+}
+
+static int p_cidr(const struct setting *s, struct config *c, const char *v, int first, char *why,
+                  size_t whycap)
+{
+	(void)s;
+	return parse_cidrs(v, first, c->allow_net, &c->n_allow_net, why, whycap);
+}
+
+static int p_proxies(const struct setting *s, struct config *c, const char *v, int first, char *why,
+                     size_t whycap)
+{
+	(void)s;
+	return parse_cidrs(v, first, c->trusted_proxy, &c->n_trusted_proxy, why, whycap);
 }
 
 static int p_schedule(const struct setting *s, struct config *c, const char *v, int first,
@@ -301,6 +315,9 @@ static const struct setting settings[] = {
      p_nonempty_path, FIELD(data_dir), 0, CFG_PATH_CAP, 0},
     {"listen", "127.0.0.1:8080", "HTTP listener HOST:PORT (port 0 picks a free one)", p_listen, 0,
      0, 0, 0},
+    {"trusted-proxy", "",
+     "reverse proxies (repeatable CIDR) whose X-Forwarded-For names the client's address",
+     p_proxies, 0, 0, 0, 1},
     {"allow-net", "", "admit a blocked address range for delivery (repeatable CIDR)", p_cidr, 0, 0,
      0, 1},
     {"ca-file", "", "extra CA certificates (PEM) to trust for endpoints", p_ca_file, FIELD(ca_file),
@@ -531,30 +548,37 @@ void config_print_help(FILE *f)
 	}
 }
 
+/* "a/n,b/m" into out, or "-" for none. */
+static void cidrs_text(const struct cidr *list, size_t n, char *out, size_t cap)
+{
+	size_t o = 0;
+	snprintf(out, cap, "-");
+	for (size_t i = 0; i < n && o < cap; i++) {
+		char a[64];
+		inet_ntop(list[i].family, list[i].addr, a, sizeof a);
+		o += (size_t)snprintf(out + o, cap - o, "%s%s/%d", i ? "," : "", a, list[i].prefix);
+	}
+}
+
 void config_log_effective(const struct config *c)
 {
-	char allow[CFG_MAX_CIDR * 48] = "", sched[CFG_MAX_RETRY * 24] = "";
+	char allow[CFG_MAX_CIDR * 48], proxies[CFG_MAX_CIDR * 48], sched[CFG_MAX_RETRY * 24] = "";
 	size_t o = 0;
-	for (size_t i = 0; i < c->n_allow_net; i++) {
-		char a[64];
-		const struct cidr *x = &c->allow_net[i];
-		inet_ntop(x->family, x->addr, a, sizeof a);
-		o += (size_t)snprintf(allow + o, sizeof allow - o, "%s%s/%d", i ? "," : "", a,
-		                      x->prefix);
-	}
-	o = 0;
+	cidrs_text(c->allow_net, c->n_allow_net, allow, sizeof allow);
+	cidrs_text(c->trusted_proxy, c->n_trusted_proxy, proxies, sizeof proxies);
 	for (size_t i = 0; i < c->n_retry; i++)
 		o += (size_t)snprintf(sched + o, sizeof sched - o, "%s%lldms", i ? "," : "",
 		                      (long long)c->retry_ms[i]);
 	LOG(LOG_INFO, "config",
-	    "data_dir=%s listen=%s:%d allow_net=%s ca_file=%s retry_schedule=%s public_url=%s "
+	    "data_dir=%s listen=%s:%d allow_net=%s trusted_proxy=%s ca_file=%s retry_schedule=%s "
+	    "public_url=%s "
 	    "http_threads=%d max_connections=%d conn_timeout_ms=%lld header_timeout_ms=%lld "
 	    "body_timeout_ms=%lld max_body=%lld "
 	    "refresh_ttl_ms=%lld auth_max_failures=%d auth_lockout_ms=%lld demo=%d "
 	    "timeout_ms=%lld connect_timeout_ms=%lld max_in_flight=%d "
 	    "max_in_flight_per_endpoint=%d disable_after_ms=%lld disable_min_span_ms=%lld "
 	    "delivery_window=%d max_connections_per_ip=%d log_level=%d effective configuration",
-	    c->data_dir, c->listen_host, c->listen_port, *allow ? allow : "-",
+	    c->data_dir, c->listen_host, c->listen_port, allow, proxies,
 	    *c->ca_file ? c->ca_file : "-", sched, *c->public_url ? c->public_url : "-",
 	    c->http_threads, c->max_connections, (long long)c->conn_timeout_ms,
 	    (long long)c->header_timeout_ms, (long long)c->body_timeout_ms, (long long)c->max_body,

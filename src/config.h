@@ -27,6 +27,8 @@ struct config {
 	int listen_port;
 	struct cidr allow_net[CFG_MAX_CIDR];
 	size_t n_allow_net;
+	struct cidr trusted_proxy[CFG_MAX_CIDR];
+	size_t n_trusted_proxy;
 	char ca_file[CFG_PATH_CAP];
 	int64_t retry_ms[CFG_MAX_RETRY];
 	size_t n_retry;

@@ -17,6 +17,7 @@
 
 #include <microhttpd.h>
 
+#include "addr.h"
 #include "log.h"
 #include "util.h"
 
@@ -31,6 +32,7 @@ struct conn {
 
 struct http_server {
 	struct MHD_Daemon *d;
+	const struct config *cfg; /* borrowed; outlives the server */
 	http_admit_fn admit;
 	http_handler_fn fn;
 	void *ctx;
@@ -91,20 +93,29 @@ static void set_deadline(struct conn *cn, const char *phase, int64_t in_us)
 	__atomic_store_n(&cn->deadline_us, in_us ? util_mono_us() + in_us : 0, __ATOMIC_RELAXED);
 }
 
-static void client_ip(struct MHD_Connection *c, char *out, size_t cap)
+/* The client's address as text: the connection's, or behind a trusted reverse proxy the
+ * one its X-Forwarded-For names (trusted-proxy). */
+static void client_ip(const struct http_server *srv, struct MHD_Connection *c, char *out,
+                      size_t cap)
 {
 	const union MHD_ConnectionInfo *ci =
 	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	struct ip_addr peer, a;
 	snprintf(out, cap, "?");
 	if (!ci || !ci->client_addr)
 		return;
 	const struct sockaddr *sa = ci->client_addr;
+	memset(&peer, 0, sizeof peer);
+	peer.family = sa->sa_family;
 	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
-		          (socklen_t)cap);
+		memcpy(peer.addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
 	else if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
-		          out, (socklen_t)cap);
+		memcpy(peer.addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+	else
+		return;
+	addr_forwarded_client(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Forwarded-For"),
+	                      &peer, srv->cfg->trusted_proxy, srv->cfg->n_trusted_proxy, &a);
+	inet_ntop(a.family, a.addr, out, (socklen_t)cap);
 }
 
 static void request_id(struct MHD_Connection *c, char out[40])
@@ -276,7 +287,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		request_id(c, rc->rid);
 		snprintf(rc->method, sizeof rc->method, "%s", method);
 		log_escape(url, rc->path, sizeof rc->path);
-		client_ip(c, rc->ip, sizeof rc->ip);
+		client_ip(srv, c, rc->ip, sizeof rc->ip);
 		if (check_framing(c, rc) != MHD_YES || rc->status)
 			return rc->status ? MHD_YES : MHD_NO;
 		return admit(srv, c, rc, url, method);
@@ -615,6 +626,7 @@ enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_ha
 	srv = calloc(1, sizeof *srv);
 	if (!srv)
 		return LH_ENOMEM;
+	srv->cfg = cfg;
 	srv->admit = admit_fn;
 	srv->fn = fn;
 	srv->ctx = ctx;

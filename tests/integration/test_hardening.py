@@ -218,6 +218,33 @@ def test_credentials_checked_before_the_body(srv):
     expect_error(srv.post("/client/auth/token/refresh", {"refreshToken": "z" * 20000}), 413)
 
 
+def test_clients_behind_a_trusted_proxy(srv):
+    """Behind a reverse proxy every client has the proxy's address: one client's failed
+    logins then held every client back. With trusted-proxy, X-Forwarded-For names the
+    client (and only then: from anyone else it is ignored)."""
+    def login(s, xff, cid, secret):
+        return s.post("/client/auth/token", {"clientID": cid, "clientSecret": secret},
+                      headers={"X-Forwarded-For": xff, "X-Request-Id": "ff-" + xff[-1]})
+
+    cid, sec = srv.new_account()
+    login(srv, "198.51.100.9", cid, sec)
+    time.sleep(0.2)
+    line = [l for l in srv.log_lines if "rid=ff-9" in l]
+    assert line and "ip=127.0.0.1" in line[0], line  # not trusted: the peer's address
+    prx = Server("--trusted-proxy", "127.0.0.0/8", "--auth-max-failures", "3").start()
+    try:
+        cid, sec = prx.new_account()
+        for _ in range(3):
+            expect_error(login(prx, "1.2.3.4, 198.51.100.1", cid, "wrong"), 401)
+        expect_error(login(prx, "198.51.100.1", cid, sec), 429, "rate_limited")
+        assert login(prx, "198.51.100.2", cid, sec).status == 200
+        time.sleep(0.2)
+        line = [l for l in prx.log_lines if "rid=ff-2" in l]
+        assert line and "ip=198.51.100.2" in line[0], line
+    finally:
+        prx.cleanup()
+
+
 def test_unauthenticated_bodies_cost_no_memory(srv):
     """800 unauthenticated 1 MiB bodies took the process from 18 MB to 873 MB."""
     c = srv.client()
@@ -256,4 +283,4 @@ if __name__ == "__main__":
     run([test_reset_during_deferred_answer, test_orphaned_answers_do_not_block_stop,
          test_trickled_headers_and_bodies_are_cut, test_slow_reader_is_cut,
          test_credentials_checked_before_the_body,
-         test_unauthenticated_bodies_cost_no_memory])
+         test_clients_behind_a_trusted_proxy, test_unauthenticated_bodies_cost_no_memory])

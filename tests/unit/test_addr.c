@@ -363,6 +363,44 @@ struct cidr_case {
 	const char *addr; /* textual form of the stored address */
 };
 
+/* X-Forwarded-For behind trusted proxies (10.0.0.0/8 and ::1 here). */
+static void test_forwarded_client(void **state)
+{
+	static const struct {
+		const char *peer, *xff, *want;
+		int trusted;
+	} cases[] = {
+	    {"203.0.113.9", "198.51.100.1", "203.0.113.9", 0}, /* not a proxy: ignored */
+	    {"10.0.0.2", NULL, "10.0.0.2", 1},
+	    {"10.0.0.2", "198.51.100.1", "198.51.100.1", 1},
+	    {"10.0.0.2", "1.1.1.1, 198.51.100.1", "198.51.100.1", 1}, /* the left one is forged */
+	    {"10.0.0.2", "198.51.100.1,10.0.0.7", "198.51.100.1", 1}, /* two proxies */
+	    {"10.0.0.2", " 198.51.100.1 ,\t10.0.0.7 ", "198.51.100.1", 1},
+	    {"10.0.0.2", "10.0.0.8, 10.0.0.7", "10.0.0.8", 1}, /* all proxies */
+	    {"10.0.0.2", "junk, 10.0.0.7", "10.0.0.7", 1},     /* walk stops */
+	    {"10.0.0.2", "198.51.100.1, junk", "10.0.0.2", 1},
+	    {"10.0.0.2", "", "10.0.0.2", 1},
+	    {"10.0.0.2", ",,,", "10.0.0.2", 1},
+	    {"::1", "2001:db8::5", "2001:db8::5", 1},
+	    {"::1", "[2001:db8::6]", "2001:db8::6", 1},
+	    {"10.0.0.2", "198.51.100.1:4000", "10.0.0.2", 1}, /* ports are not addresses */
+	};
+	struct cidr trusted[2];
+	(void)state;
+	assert_int_equal(addr_parse_cidr("10.0.0.0/8", &trusted[0]), 0);
+	assert_int_equal(addr_parse_cidr("::1", &trusted[1]), 0);
+	for (size_t i = 0; i < N_ELEMS(cases); i++) {
+		struct ip_addr peer, got;
+		char text[64];
+		assert_int_equal(addr_parse_literal(cases[i].peer, &peer), 0);
+		int t = addr_forwarded_client(cases[i].xff, &peer, trusted, 2, &got);
+		inet_ntop(got.family, got.addr, text, sizeof text);
+		if (strcmp(text, cases[i].want) != 0 || t != cases[i].trusted)
+			fail_msg("case %zu (%s via %s): got %s (%d), want %s", i, cases[i].xff,
+			         cases[i].peer, text, t, cases[i].want);
+	}
+}
+
 static void test_parse_cidr(void **state)
 {
 	static const struct cidr_case cases[] = {
@@ -435,6 +473,7 @@ int main(void)
 	    cmocka_unit_test(test_allow_several),
 	    cmocka_unit_test(test_allow_count_is_honoured),
 	    cmocka_unit_test(test_unsupported_family),
+	    cmocka_unit_test(test_forwarded_client),
 	    cmocka_unit_test(test_parse_cidr),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
