@@ -90,6 +90,7 @@ struct sqlite_store {
 	store_commit_hook hook;
 	void *hook_ctx;
 	uint64_t subs_version; /* written under mu, read lock-free (__atomic) */
+	int subs_dirty;        /* a subscription changed in the open transaction (under mu) */
 	struct lookup_cache *lc;
 };
 
@@ -250,12 +251,22 @@ static enum lh_err begin(struct sqlite_store *s)
 }
 
 /* Commits when e is LH_OK, else rolls back; always releases the lock. Returns the outcome. */
+/* Bumps subs_version once a transaction that changed a subscription has ended (caller holds
+ * mu): only then does a cache that sees the new version read the new rows, not the old. */
+static void subs_bump(struct sqlite_store *s)
+{
+	if (s->subs_dirty)
+		__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
+	s->subs_dirty = 0;
+}
+
 static enum lh_err finish(struct sqlite_store *s, enum lh_err e)
 {
 	if (e == LH_OK)
 		e = exec(s, "COMMIT");
 	if (e != LH_OK && !sqlite3_get_autocommit(s->db))
 		exec(s, "ROLLBACK");
+	subs_bump(s);
 	if (e != LH_OK && s->routes_dirty)
 		routes_rebuild(s); /* the rolled-back change must leave the index too */
 	s->routes_dirty = 0;
@@ -1044,7 +1055,7 @@ static enum lh_err sqlite_sub_insert(struct store *base, const struct subscripti
 		bind_sub(st, u);
 	if ((e = step_done(s, st, "sub_insert")) == LH_OK)
 		e = sub_write_events(s, u);
-	__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
+	s->subs_dirty = 1;
 	return finish(s, e);
 }
 
@@ -1081,7 +1092,7 @@ static enum lh_err sqlite_sub_update(struct store *base, const struct subscripti
 		e = step_done(s, st, "deliveries_cancel");
 	}
 out:
-	__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
+	s->subs_dirty = 1;
 	return finish(s, e);
 }
 
@@ -1583,6 +1594,7 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 			if (j->result == LH_OK)
 				j->result = e; /* nothing of theirs was kept */
 	}
+	subs_bump(s);
 	pthread_mutex_unlock(&s->mu);
 	LOG(LOG_DEBUG, "store", "jobs=%zu work_us=%lld commit_us=%lld batch committed", njobs,
 	    (long long)(t1 - t0), (long long)(util_mono_us() - t1));
@@ -1867,7 +1879,7 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 			snprintf(u.id, sizeof u.id, "%s", r->sub_id);
 			u.status = SUB_DISABLED;
 			e = sub_write_events(s, &u);
-			__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
+			s->subs_dirty = 1;
 		}
 	}
 	return e;
