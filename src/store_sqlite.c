@@ -180,6 +180,11 @@ static const char *const migrations[] = {
     /* 3: no statement reads events by entity (ordering comes from deliveries.event_seq),
      * and every event paid for this index in the writer. */
     "DROP INDEX IF EXISTS events_entity;",
+    /* 4: the engine reads pending deliveries per subscription (each its own backlog, in
+     * event order), and lists the subscriptions that have any: (status, sub_id, event_seq)
+     * serves both, in place of the one global (status, event_seq) order. */
+    "DROP INDEX IF EXISTS deliveries_pending;"
+    "CREATE INDEX deliveries_pending ON deliveries(status, sub_id, event_seq);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -1779,7 +1784,7 @@ static enum lh_err sqlite_delivery_pending(struct store *base, int64_t after_seq
 	sqlite3_stmt *st = rstmt(s, "SELECT " DELIVERY_COLS ","
 	                            " (SELECT payload FROM events e WHERE e.event_id = d.event_id)"
 	                            " FROM deliveries d WHERE status = 0"
-	                            " AND event_seq > ?1 AND (?2 = '' OR sub_id = ?2)"
+	                            " AND sub_id = ?2 AND event_seq > ?1"
 	                            " ORDER BY event_seq LIMIT ?3");
 	if (st) {
 		sqlite3_bind_int64(st, 1, after_seq);
@@ -1788,6 +1793,32 @@ static enum lh_err sqlite_delivery_pending(struct store *base, int64_t after_seq
 		e = collect_with(s, st, sizeof **out, pending_from_row, pending_drop, (void **)out,
 		                 n);
 	}
+	pthread_mutex_unlock(&s->rmu);
+	return e;
+}
+
+static void sub_ref_from_row(sqlite3_stmt *st, void *p)
+{
+	struct sub_ref *r = p;
+	memset(r, 0, sizeof *r);
+	col_text(st, 0, r->sub_id, sizeof r->sub_id);
+}
+
+static enum lh_err sqlite_delivery_pending_subs(struct store *base, struct sub_ref **out, size_t *n)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->rmu);
+	/* One index seek per subscription (each min() jumps to the next sub_id), not a scan
+	 * of every pending delivery: a million of them are one subscription's backlog. */
+	sqlite3_stmt *st =
+	    rstmt(s, "WITH RECURSIVE subs(id) AS ("
+	             " SELECT (SELECT min(sub_id) FROM deliveries WHERE status = 0)"
+	             " UNION ALL SELECT (SELECT min(sub_id) FROM deliveries"
+	             "  WHERE status = 0 AND sub_id > subs.id) FROM subs WHERE subs.id IS NOT NULL)"
+	             " SELECT id FROM subs WHERE id IS NOT NULL");
+	if (st)
+		e = collect(s, st, sizeof **out, sub_ref_from_row, (void **)out, n);
 	pthread_mutex_unlock(&s->rmu);
 	return e;
 }
@@ -2099,6 +2130,7 @@ static const struct store_ops sqlite_ops = {
     .submit_async = sqlite_submit_async,
     .set_commit_hook = sqlite_set_commit_hook,
     .delivery_pending = sqlite_delivery_pending,
+    .delivery_pending_subs = sqlite_delivery_pending_subs,
     .event_payload = sqlite_event_payload,
     .delivery_record = sqlite_delivery_record,
     .sub_get_any = sqlite_sub_get_any,
