@@ -181,10 +181,12 @@ static const char *const migrations[] = {
      * and every event paid for this index in the writer. */
     "DROP INDEX IF EXISTS events_entity;",
     /* 4: the engine reads pending deliveries per subscription (each its own backlog, in
-     * event order), and lists the subscriptions that have any: (status, sub_id, event_seq)
-     * serves both, in place of the one global (status, event_seq) order. */
+     * event order), and lists the subscriptions that have any: (sub_id, event_seq) of the
+     * pending rows serves both, in place of the one global (status, event_seq) order. Being
+     * partial, it holds only what is pending: a delivered row leaves it, so it stays small
+     * however long the history. */
     "DROP INDEX IF EXISTS deliveries_pending;"
-    "CREATE INDEX deliveries_pending ON deliveries(status, sub_id, event_seq);",
+    "CREATE INDEX deliveries_pending ON deliveries(sub_id, event_seq) WHERE status = 0;",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
