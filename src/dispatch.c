@@ -2,12 +2,16 @@
  *
  * Data, all owned by the dispatcher thread:
  * - lanes: hash of (sub, entity) -> FIFO of pending items ordered by event sequence;
- * - endpoints: hash of sub -> cached subscription, in-flight count, failure streak;
+ * - endpoints: hash of sub -> cached subscription, in-flight count, failure streak, and its
+ *   share of the window: its deliveries in memory and its frontier (loaded_seq: every
+ *   pending delivery of it up to there is in memory; past it, when spilled, on disk);
  * - a min-heap of (due time, lane) for lanes whose head may start; lanes that cannot start
- *   wait in a FIFO: their endpoint's (its cap reached, or older deliveries still coming back
- *   from disk) or the global one (the global cap). A finished attempt lets as many lanes
- *   try again as it freed room for; a subscription change or a reload lets all of them.
- *   Heap entries are lazy: a lane's `gen` invalidates old ones.
+ *   wait in a FIFO: their endpoint's (its cap reached) or, for a global slot, their
+ *   endpoint's global queue, the endpoints taking turns in a ring. A finished attempt lets
+ *   as many lanes of its endpoint try again as it freed room for; a subscription change
+ *   lets all of them. Heap entries are lazy: a lane's `gen` invalidates old ones;
+ * - the spill queue: endpoints with pending deliveries on disk, read back in turns, each up
+ *   to its share of the window (taken back from one holding more than its share).
  * The inbox (new deliveries from other threads) is the only shared state, under inbox_mu.
  */
 #define _GNU_SOURCE
@@ -39,6 +43,7 @@
 #define RESPONSE_READ_CAP (1 << 20)
 #define STOP_GRACE_MS     10000
 #define PAYLOAD_BUDGET    (32u << 20) /* payload bytes kept in memory; past it, read at send */
+#define SLOT_RESERVE      8 /* one endpoint leaves 1/8 of max-in-flight (at least 1) to others */
 
 struct item {
 	struct item *next;
@@ -54,6 +59,20 @@ struct item {
 struct endpoint;
 struct lane;
 
+/* Endpoints queued for something, first in first out: each endpoint has one link per
+ * queue it can be in (EPQ_*), so the same code serves every one of them. */
+enum { EPQ_SPILL, EPQ_RING, EPQ_N };
+
+struct epq {
+	struct endpoint *head, *tail;
+	size_t n;
+};
+
+struct eplink {
+	struct endpoint *next;
+	int queued;
+};
+
 /* Lanes waiting for room, first in first out (linked through lane.wnext). */
 struct waitq {
 	struct lane *head, *tail;
@@ -61,8 +80,9 @@ struct waitq {
 };
 
 struct lane {
-	struct lane *hnext; /* hash chain */
-	struct lane *wnext; /* waiting list */
+	struct lane *hnext;         /* hash chain */
+	struct lane *wnext;         /* waiting list */
+	struct lane *eprev, *enext; /* its endpoint's lanes */
 	char sub_id[ID_CAP];
 	char entity_id[ID_CAP];
 	struct item *head, *tail;
@@ -84,11 +104,18 @@ struct endpoint {
 	int64_t backoff_until_ms;
 	int64_t backoff_since_ms; /* when the current backoff began (0: none) */
 	int backoff_level;        /* doublings of the pause: grows only when a probe fails */
-	int evicted;              /* its items left memory while paused or disabled */
-	int64_t reload_seq;       /* reloading them: the last event_seq brought back so far */
 	struct waitq waiting;     /* its lanes waiting for room under its cap */
-	struct waitq held;        /* its lanes waiting for older deliveries still on disk */
-	size_t lanes_busy;        /* its lanes with deliveries in memory */
+	struct waitq gwaiting;    /* its lanes waiting for a global slot */
+	struct eplink q[EPQ_N];   /* in the spill queue, in the ring of global slots */
+	struct lane *lanes;       /* its lanes (linked through lane.enext) */
+	/* Its part of the window. Every pending delivery of it with event_seq <= loaded_seq is
+	 * in memory; when spilled, more wait on disk past it and are read back in pages. */
+	size_t mem; /* its deliveries in memory */
+	int64_t loaded_seq;
+	int spilled;
+	int contending;                 /* mem > 0 or in the spill queue: counts for shares */
+	uint64_t evict_mark;            /* outcomes made when last evicted (see read_back) */
+	struct endpoint *bprev, *bnext; /* the busy list: endpoints with mem > 0 */
 };
 
 struct heap_ent {
@@ -138,7 +165,7 @@ struct dispatcher {
 	struct endpoint *eps[HASH_BUCKETS];
 	struct heap_ent *heap;
 	size_t nheap, cap_heap;
-	struct waitq waiting; /* lanes waiting for room under the global cap */
+	struct epq ring; /* endpoints waiting for global slots, in turn */
 	struct attempt_ctx *running;
 	CURL *idle[64]; /* easy handles kept for reuse (curl_easy_reset keeps their caches) */
 	int nidle;
@@ -159,14 +186,18 @@ struct dispatcher {
 	size_t rec_queued; /* results waiting in the queue */
 	int rec_stop;
 
-	/* The window: at most cfg->delivery_window items in memory. Pending deliveries past
-	 * it stay in the store (spilled) and are paged in by event_seq as the window drains. */
+	uint64_t results_made; /* outcomes made so far (dispatcher thread) */
+	uint64_t recorded;     /* ...of which the recorder is done with (under rec_mu) */
+
+	/* The window: at most cfg->delivery_window items in memory, shared fairly among the
+	 * endpoints that want room (n_contend of them). Pending deliveries past an endpoint's
+	 * share stay in the store (it is spilled) and are read back per endpoint, in turns. */
 	size_t mem_items;
 	size_t payload_bytes; /* payloads held by items and attempts, at most PAYLOAD_BUDGET */
-	int64_t loaded_seq;   /* every pending delivery with event_seq <= this is in memory */
-	int spilled;
-	int reloading;  /* some active subscription still has evicted deliveries on disk */
-	int reload_now; /* one of those has nothing in memory that may go: reload more now */
+	size_t n_contend;
+	struct epq spill;      /* endpoints with deliveries on disk to read back, in turn */
+	struct endpoint *busy; /* endpoints with deliveries in memory */
+	int recorder_wait;     /* a read-back waits for the recorder: look again soon */
 };
 
 static uint64_t hash2(const char *a, const char *b)
@@ -253,16 +284,26 @@ static void wait_lane(struct waitq *q, struct lane *l)
 
 static void lane_maybe_free(struct dispatcher *d, struct lane *l);
 
-/* Lets the first n waiting lanes of q try again (n < 0: all of them). */
+static struct lane *waitq_pop(struct waitq *q)
+{
+	struct lane *l = q->head;
+	q->head = l->wnext;
+	if (!q->head)
+		q->tail = NULL;
+	q->n--;
+	l->waiting = 0;
+	return l;
+}
+
+/* Lets the first n waiting lanes of q try again (n < 0: all of them). A lane emptied
+ * meanwhile (its deliveries evicted) takes no turn: counting it would leave one with
+ * deliveries waiting after the last attempt that could wake it. */
 static void wake(struct dispatcher *d, struct waitq *q, long n)
 {
-	for (; q->head && n != 0; n--) {
-		struct lane *l = q->head;
-		q->head = l->wnext;
-		if (!q->head)
-			q->tail = NULL;
-		q->n--;
-		l->waiting = 0;
+	while (q->head && n != 0) {
+		struct lane *l = waitq_pop(q);
+		if (l->head)
+			n--;
 		schedule(d, l);
 		lane_maybe_free(d, l);
 	}
@@ -270,7 +311,100 @@ static void wake(struct dispatcher *d, struct waitq *q, long n)
 
 static int endpoint_cap(const struct dispatcher *d, const struct endpoint *ep)
 {
-	return ep->streak >= STREAK_BACKOFF ? 1 : d->cfg->max_in_flight_per_endpoint;
+	if (ep->streak >= STREAK_BACKOFF)
+		return 1;
+	/* Never every global slot: a slow but successful endpoint would hold them all, and
+	 * another's delivery would wait for one of its slow answers. */
+	int total = d->cfg->max_in_flight;
+	int reserve = total / SLOT_RESERVE > 0 ? total / SLOT_RESERVE : 1;
+	int most = total - reserve > 0 ? total - reserve : 1;
+	int cap = d->cfg->max_in_flight_per_endpoint;
+	return cap < most ? cap : most;
+}
+
+/* ---- fair shares: the window, the spill queue, the ring of global slots ---- */
+
+/* An endpoint contends for the window while it holds deliveries or wants to read some. */
+static void contend_update(struct dispatcher *d, struct endpoint *ep)
+{
+	int c = ep->mem > 0 || ep->q[EPQ_SPILL].queued;
+	if (c != ep->contending) {
+		ep->contending = c;
+		if (c)
+			d->n_contend++;
+		else
+			d->n_contend--;
+	}
+}
+
+/* The window divided among the endpoints that want room (ep counted if it is not yet). */
+static size_t ep_share(const struct dispatcher *d, const struct endpoint *ep)
+{
+	size_t n = d->n_contend + !ep->contending;
+	size_t share = (size_t)d->cfg->delivery_window / (n ? n : 1);
+	return share ? share : 1;
+}
+
+static void ep_mem_inc(struct dispatcher *d, struct endpoint *ep)
+{
+	d->mem_items++;
+	if (ep->mem++ == 0) {
+		ep->bprev = NULL;
+		ep->bnext = d->busy;
+		if (d->busy)
+			d->busy->bprev = ep;
+		d->busy = ep;
+		contend_update(d, ep);
+	}
+}
+
+static void ep_mem_dec(struct dispatcher *d, struct endpoint *ep)
+{
+	d->mem_items--;
+	if (--ep->mem == 0) {
+		if (ep->bprev)
+			ep->bprev->bnext = ep->bnext;
+		else
+			d->busy = ep->bnext;
+		if (ep->bnext)
+			ep->bnext->bprev = ep->bprev;
+		contend_update(d, ep);
+	}
+}
+
+/* Puts ep at the end of queue `which` unless it is already in it. */
+static void epq_push(struct epq *q, int which, struct endpoint *ep)
+{
+	if (ep->q[which].queued)
+		return;
+	ep->q[which].queued = 1;
+	ep->q[which].next = NULL;
+	if (q->tail)
+		q->tail->q[which].next = ep;
+	else
+		q->head = ep;
+	q->tail = ep;
+	q->n++;
+}
+
+static struct endpoint *epq_pop(struct epq *q, int which)
+{
+	struct endpoint *ep = q->head;
+	q->head = ep->q[which].next;
+	if (!q->head)
+		q->tail = NULL;
+	q->n--;
+	ep->q[which].queued = 0;
+	return ep;
+}
+
+/* Marks an endpoint as having pending deliveries on disk past its frontier, and queues it
+ * to be read back (read_back drops it from the queue while it is not active). */
+static void ep_spill(struct dispatcher *d, struct endpoint *ep)
+{
+	ep->spilled = 1;
+	epq_push(&d->spill, EPQ_SPILL, ep);
+	contend_update(d, ep);
 }
 
 /* ---- lanes and endpoints ---- */
@@ -308,6 +442,10 @@ static struct lane *lane_get(struct dispatcher *d, const char *sub_id, const cha
 	snprintf(l->entity_id, sizeof l->entity_id, "%s", entity_id);
 	l->hnext = d->lanes[b];
 	d->lanes[b] = l;
+	l->enext = l->ep->lanes;
+	if (l->ep->lanes)
+		l->ep->lanes->eprev = l;
+	l->ep->lanes = l;
 	return l;
 }
 
@@ -362,8 +500,7 @@ static void lane_add(struct dispatcher *d, struct delivery *dl)
 		dl->payload = NULL;
 		return;
 	}
-	d->mem_items++;
-	l->ep->lanes_busy += !l->head;
+	ep_mem_inc(d, l->ep);
 	item_take_payload(d, it, dl);
 	snprintf(it->delivery_id, sizeof it->delivery_id, "%s", dl->delivery_id);
 	snprintf(it->event_id, sizeof it->event_id, "%s", dl->event_id);
@@ -380,20 +517,21 @@ static void lane_add(struct dispatcher *d, struct delivery *dl)
 		schedule(d, l);
 }
 
-static void lane_pop_head(struct dispatcher *d, struct lane *l)
+static void item_free(struct dispatcher *d, struct endpoint *ep, struct item *it)
 {
-	struct item *it = l->head;
-	d->mem_items--;
-	l->head = it->next;
-	if (!l->head) {
-		l->tail = NULL;
-		l->ep->lanes_busy--;
-	}
-	if (l->ep->evicted && l->ep->sub.status == SUB_ACTIVE && l->ep->held.n >= l->ep->lanes_busy)
-		d->reload_now = 1; /* what may go of a reloading subscription is gone */
+	ep_mem_dec(d, ep);
 	d->payload_bytes -= it->payload_len;
 	free(it->payload);
 	free(it);
+}
+
+static void lane_pop_head(struct dispatcher *d, struct lane *l)
+{
+	struct item *it = l->head;
+	l->head = it->next;
+	if (!l->head)
+		l->tail = NULL;
+	item_free(d, l->ep, it);
 }
 
 /* Frees a lane nothing refers to any more (no items, nothing in flight, not waiting, no
@@ -407,6 +545,12 @@ static void lane_maybe_free(struct dispatcher *d, struct lane *l)
 		pp = &(*pp)->hnext;
 	if (*pp)
 		*pp = l->hnext;
+	if (l->eprev)
+		l->eprev->enext = l->enext;
+	else
+		l->ep->lanes = l->enext;
+	if (l->enext)
+		l->enext->eprev = l->eprev;
 	free(l);
 }
 
@@ -427,6 +571,67 @@ static int endpoint_refresh(struct dispatcher *d, struct endpoint *ep)
 	return 0;
 }
 
+static int cmp_seq(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* Takes an endpoint's newest deliveries out of memory until it holds at most keep (those
+ * in flight stay). They are still pending in the store: its frontier moves back below
+ * them, so pages bring them back in order, and what stays is each lane's oldest. */
+static void ep_evict(struct dispatcher *d, struct endpoint *ep, size_t keep)
+{
+	size_t m = 0, i = 0;
+	int64_t lo = INT64_MAX;
+	for (struct lane *l = ep->lanes; l; l = l->enext)
+		for (struct item *it = l->in_flight ? l->head->next : l->head; it; it = it->next) {
+			m++;
+			lo = it->seq < lo ? it->seq : lo;
+		}
+	if (m == 0 || ep->mem <= keep)
+		return;
+	size_t k = ep->mem - keep;
+	int64_t cut = lo - 1; /* every item past cut leaves */
+	int64_t *seqs = k < m ? malloc(m * sizeof *seqs) : NULL;
+	if (seqs) { /* (out of memory: all of them leave, which is as correct) */
+		for (struct lane *l = ep->lanes; l; l = l->enext)
+			for (struct item *it = l->in_flight ? l->head->next : l->head; it;
+			     it = it->next)
+				seqs[i++] = it->seq;
+		qsort(seqs, m, sizeof *seqs, cmp_seq);
+		cut = seqs[m - k] - 1;
+		free(seqs);
+	}
+	for (struct lane *l = ep->lanes; l; l = l->enext) {
+		struct item *old_head = l->head, *last = l->in_flight ? l->head : NULL;
+		struct item **pp = l->in_flight ? &l->head->next : &l->head;
+		while (*pp) {
+			struct item *it = *pp;
+			if (it->seq > cut) {
+				*pp = it->next;
+				item_free(d, ep, it);
+			} else {
+				last = it;
+				pp = &it->next;
+			}
+		}
+		l->tail = last;
+		if (l->head && l->head != old_head)
+			schedule(d, l);
+		/* An emptied lane is freed by whoever holds it (a heap entry, a queue, an
+		 * attempt, or the caller that is starting it), not here. */
+	}
+	LOG(LOG_DEBUG, "dispatch", "sub=%s kept=%zu share=%zu evicted: waits on disk", ep->sub_id,
+	    ep->mem, keep);
+	if (cut < ep->loaded_seq)
+		ep->loaded_seq = cut;
+	/* Outcomes of its deliveries may still be on their way to the store: reading them
+	 * back before those are recorded would send them again. */
+	ep->evict_mark = d->results_made;
+	ep_spill(d, ep);
+}
+
 /* ---- results ---- */
 
 /* Hands the buffered outcomes to the recorder thread (waiting only if it is far behind). */
@@ -439,6 +644,9 @@ static void flush_results(struct dispatcher *d)
 		/* Not recorded: the deliveries stay pending in the store and go out again after
 		 * a restart (at least once, never lost). */
 		LOG(LOG_ERROR, "dispatch", "n=%zu out of memory recording outcomes", d->nresults);
+		pthread_mutex_lock(&d->rec_mu);
+		d->recorded += d->nresults; /* as done as they will be */
+		pthread_mutex_unlock(&d->rec_mu);
 		d->nresults = 0;
 		return;
 	}
@@ -507,6 +715,7 @@ static void *recorder_main(void *arg)
 				    b->n, err_code(e));
 			pthread_mutex_lock(&d->rec_mu);
 			d->rec_queued -= b->n;
+			d->recorded += b->n;
 			pthread_cond_signal(&d->rec_room);
 			pthread_mutex_unlock(&d->rec_mu);
 			free(b);
@@ -519,6 +728,7 @@ static void add_result(struct dispatcher *d, const struct delivery_result *r)
 	if (d->nresults == 0)
 		d->first_result_ms = util_now_ms();
 	d->results[d->nresults++] = *r;
+	d->results_made++;
 	if (d->nresults == RESULT_BATCH)
 		flush_results(d);
 }
@@ -613,8 +823,9 @@ static CURL *handle_get(struct dispatcher *d)
 	return d->nidle ? d->idle[--d->nidle] : curl_easy_init();
 }
 
-/* Starts the lane's head; returns 0 if started, -1 if it must wait. */
-static int start_attempt(struct dispatcher *d, struct lane *l)
+/* Starts the lane's head; returns 0 if started, -1 if it must wait. from_ring: it was
+ * given a global slot in its endpoint's turn (others may not take that slot first). */
+static int start_attempt(struct dispatcher *d, struct lane *l, int from_ring)
 {
 	struct endpoint *ep = l->ep;
 	struct item *it = l->head;
@@ -633,30 +844,18 @@ static int start_attempt(struct dispatcher *d, struct lane *l)
 	}
 	if (ep->sub.status != SUB_ACTIVE) {
 		/* Paused or disabled: the deliveries stay pending in the store, out of the
-		 * window, and are reloaded (in order) when the subscription is active again. */
-		while (l->head)
-			lane_pop_head(d, l);
-		ep->evicted = 1;
-		ep->reload_seq = 0;
-		return -1;
-	}
-	if (ep->evicted && it->seq > ep->reload_seq) {
-		/* Active again, and its deliveries are coming back from disk in sequence order:
-		 * up to reload_seq every older delivery of this lane is in memory, past it one
-		 * could still be on disk, and nothing may overtake it. When every lane of it
-		 * with deliveries in memory waits so, the next piece must come whatever the
-		 * window says, or nothing of it would ever move. */
-		wait_lane(&ep->held, l);
-		if (ep->held.n >= ep->lanes_busy)
-			d->reload_now = 1;
+		 * window, and are read back (in order) when the subscription is active again. */
+		ep_evict(d, ep, 0);
 		return -1;
 	}
 	if (ep->in_flight >= endpoint_cap(d, ep)) {
 		wait_lane(&ep->waiting, l);
 		return -1;
 	}
-	if (d->in_flight >= d->cfg->max_in_flight) {
-		wait_lane(&d->waiting, l);
+	if (d->in_flight >= d->cfg->max_in_flight || (d->ring.head && !from_ring)) {
+		/* No slot, or endpoints waiting for one: they take turns (pump_ring). */
+		wait_lane(&ep->gwaiting, l);
+		epq_push(&d->ring, EPQ_RING, ep);
 		return -1;
 	}
 	a = calloc(1, sizeof *a);
@@ -908,9 +1107,7 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 	long room = endpoint_cap(d, ep) - ep->in_flight;
 	if (room > 0)
 		wake(d, &ep->waiting, room);
-	room = d->cfg->max_in_flight - d->in_flight;
-	if (room > 0)
-		wake(d, &d->waiting, room);
+	/* A global slot it freed goes to the ring of waiting endpoints (pump_ring). */
 }
 
 /* ---- the thread ---- */
@@ -927,110 +1124,145 @@ static void drain_inbox(struct dispatcher *d)
 	pthread_mutex_unlock(&d->inbox_mu);
 	for (size_t i = 0; i < n; i++) {
 		struct delivery *dl = &batch[i];
-		if (dl->requeued) {
-			lane_add(d, dl); /* asked for again: always (a queued one just moves up) */
-			continue;
-		}
-		/* A fresh commit: at or below loaded_seq it came in with a page already; above
-		 * it, it joins the window unless the window is full or spilled, in which case
-		 * a later page brings it in order. */
-		if (dl->event_seq <= d->loaded_seq) {
-			free(dl->payload);
-			continue;
-		}
-		if (d->spilled || d->mem_items >= (size_t)d->cfg->delivery_window) {
-			d->spilled = 1;
-			free(dl->payload);
-			continue;
-		}
-		d->loaded_seq = dl->event_seq;
 		struct endpoint *ep = endpoint_get(d, dl->sub_id);
-		if (ep && endpoint_refresh(d, ep) == 0 && ep->sub.status != SUB_ACTIVE &&
-		    ep->sub.status != SUB_DELETED) {
-			/* Paused or disabled: it waits in the store, as start_attempt would have
-			 * left it, and comes back (in order) when the subscription is active. */
-			ep->evicted = 1;
-			ep->reload_seq = 0;
+		int join;
+		/* Past the endpoint's frontier, while it has deliveries on disk, a later page
+		 * brings it in order. At or below it, it is in memory (a requeued one then just
+		 * moves up) or came with a page already. A fresh one joins the window only
+		 * within the endpoint's share, and only while it is active. */
+		if (!ep) /* out of memory: still pending in the store, sent after restart */
+			join = 0;
+		else if (dl->requeued)
+			join = dl->event_seq <= ep->loaded_seq || !ep->spilled;
+		else if (dl->event_seq <= ep->loaded_seq) {
+			free(dl->payload);
+			continue;
+		} else
+			join = !ep->spilled && d->mem_items < (size_t)d->cfg->delivery_window &&
+			       ep->mem < ep_share(d, ep) && endpoint_refresh(d, ep) == 0 &&
+			       (ep->sub.status == SUB_ACTIVE || ep->sub.status == SUB_DELETED);
+		if (!join) {
+			if (ep)
+				ep_spill(d, ep);
 			free(dl->payload);
 			continue;
 		}
+		if (!dl->requeued)
+			ep->loaded_seq = dl->event_seq;
 		lane_add(d, dl);
 	}
 	free(batch);
 }
 
-/* Pages spilled deliveries into the window while it has room. */
-static void load_page(struct dispatcher *d)
+/* Makes room in the window for an endpoint below its share: the endpoint holding the most
+ * over its share gives back its newest deliveries (they stay pending on disk). */
+static void make_room(struct dispatcher *d, const struct endpoint *self)
 {
-	size_t window = (size_t)d->cfg->delivery_window;
-	struct delivery *page = NULL;
-	size_t n = 0;
-	if (!d->spilled || d->mem_items > window / 2)
-		return;
-	size_t room = window - d->mem_items;
-	enum lh_err e = d->st->ops->delivery_pending(d->st, d->loaded_seq, "", room, &page, &n);
-	if (e != LH_OK) {
-		LOG(LOG_ERROR, "dispatch", "err=%s cannot page in pending deliveries", err_code(e));
-		return;
-	}
-	for (size_t i = 0; i < n; i++)
-		lane_add(d, &page[i]);
-	if (n)
-		d->loaded_seq = page[n - 1].event_seq;
-	if (n < room)
-		d->spilled = 0; /* caught up: fresh commits join directly again */
-	free(page);
+	size_t share = ep_share(d, self);
+	struct endpoint *victim = NULL;
+	for (struct endpoint *ep = d->busy; ep; ep = ep->bnext)
+		if (ep != self && ep->mem > share && (!victim || ep->mem > victim->mem))
+			victim = ep;
+	if (victim)
+		ep_evict(d, victim, share);
 }
 
-/* After a subscription change: subscriptions whose deliveries were evicted while paused or
- * disabled and that are active again get them back, in order, a window's room at a time
- * (the reloaded ones are sent meanwhile). */
-static void reload_evicted(struct dispatcher *d)
+/* Reads spilled endpoints' pending deliveries back from the store, in turns: each, once it
+ * holds half its share or less, gets a page up to its share, so a backlog (or a failing
+ * endpoint's deliveries waiting through their retries) of one subscription never keeps
+ * another's out of memory. Paused, disabled and deleted ones leave the queue (a
+ * subscription change puts them back). */
+static void read_back(struct dispatcher *d)
 {
+	/* Pages leave an eighth of the window to fresh commits, so another endpoint's new
+	 * delivery joins at once rather than making one give back its share. */
 	size_t window = (size_t)d->cfg->delivery_window;
-	d->reloading = 0;
-	d->reload_now = 0;
-	for (size_t b = 0; b < HASH_BUCKETS; b++) {
-		for (struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext) {
-			if (!ep->evicted || endpoint_refresh(d, ep) != 0 ||
-			    ep->sub.status != SUB_ACTIVE)
-				continue;
-			/* In window-sized pieces, so a large paused backlog cannot fill memory. */
-			size_t room = d->mem_items < window ? window - d->mem_items : 0;
-			if (room < 256)
-				room = 256; /* held (see start_attempt): always progress */
-			struct delivery *list = NULL;
-			size_t n = 0;
-			if (d->st->ops->delivery_pending(d->st, ep->reload_seq, ep->sub_id, room,
-			                                 &list, &n) != LH_OK) {
-				d->reloading = 1;
-				continue;
-			}
-			size_t i;
-			for (i = 0; i < n && list[i].event_seq <= d->loaded_seq; i++)
-				lane_add(d, &list[i]);
-			if (i > 0)
-				ep->reload_seq = list[i - 1].event_seq;
-			for (size_t k = i; k < n; k++)
-				free(list[k].payload);
-			/* Done when the store has no more, or the rest is past loaded_seq (pages
-			 * and fresh commits bring those). */
-			if (n < room || i < n) {
-				ep->evicted = 0;
-				ep->reload_seq = 0;
-			} else {
-				d->reloading = 1;
-			}
-			free(list);
+	window -= window / 8;
+	uint64_t recorded;
+	d->recorder_wait = 0;
+	if (!d->spill.head)
+		return;
+	pthread_mutex_lock(&d->rec_mu);
+	recorded = d->recorded;
+	pthread_mutex_unlock(&d->rec_mu);
+	for (size_t turns = d->spill.n; turns > 0 && d->spill.head; turns--) {
+		struct endpoint *ep = epq_pop(&d->spill, EPQ_SPILL);
+		if (endpoint_refresh(d, ep) != 0) {
+			ep_spill(d, ep); /* store trouble: the next turn tries again */
+			continue;
 		}
+		if (ep->sub.status != SUB_ACTIVE) {
+			if (ep->sub.status == SUB_DELETED)
+				ep->spilled = 0; /* its deliveries were cancelled */
+			contend_update(d, ep);
+			continue;
+		}
+		size_t share = ep_share(d, ep);
+		if (ep->evict_mark > recorded || ep->mem > share / 2) {
+			d->recorder_wait |= ep->evict_mark > recorded;
+			ep_spill(d, ep); /* not now: to the end of the queue */
+			continue;
+		}
+		size_t want = share - ep->mem;
+		if (d->mem_items + want > window)
+			make_room(d, ep);
+		size_t room = d->mem_items < window ? window - d->mem_items : 0;
+		if (room < want)
+			want = room;
+		struct delivery *page = NULL;
+		size_t n = 0;
+		if (want == 0 || d->st->ops->delivery_pending(d->st, ep->loaded_seq, ep->sub_id,
+		                                              want, &page, &n) != LH_OK) {
+			ep_spill(d, ep);
+			continue;
+		}
+		for (size_t i = 0; i < n; i++)
+			lane_add(d, &page[i]);
+		if (n)
+			ep->loaded_seq = page[n - 1].event_seq;
+		if (n < want)
+			ep->spilled = 0; /* caught up: fresh commits join directly again */
+		else
+			ep_spill(d, ep);
+		contend_update(d, ep);
+		free(page);
 	}
-	/* Every held lane tries again: paused ones leave memory, resumed ones may go. */
-	wake(d, &d->waiting, -1);
+}
+
+/* After a subscription change: every waiting lane tries again (paused ones leave memory,
+ * resumed ones may go), and endpoints with deliveries on disk that are active again
+ * return to the spill queue. */
+static void subs_changed(struct dispatcher *d)
+{
 	for (size_t b = 0; b < HASH_BUCKETS; b++)
 		for (struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext) {
 			wake(d, &ep->waiting, -1);
-			wake(d, &ep->held, -1);
+			wake(d, &ep->gwaiting, -1);
+			if (ep->spilled)
+				ep_spill(d, ep);
 		}
+}
+
+/* Hands free global slots to the endpoints waiting for one, one lane each in turn, so an
+ * endpoint with thousands of lanes waiting cannot make another's single one wait behind
+ * them. */
+static void pump_ring(struct dispatcher *d, int64_t now)
+{
+	while (d->ring.head && d->in_flight < d->cfg->max_in_flight) {
+		struct endpoint *ep = epq_pop(&d->ring, EPQ_RING);
+		if (!ep->gwaiting.head)
+			continue;
+		struct lane *l = waitq_pop(&ep->gwaiting);
+		if (ep->gwaiting.head)
+			epq_push(&d->ring, EPQ_RING, ep);
+		if (l->head && !l->in_flight) {
+			if (l->head->next_at_ms > now || ep->backoff_until_ms > now)
+				schedule(d, l);
+			else
+				start_attempt(d, l, 1);
+		}
+		lane_maybe_free(d, l);
+	}
 }
 
 static void *dispatch_main(void *arg)
@@ -1049,16 +1281,12 @@ static void *dispatch_main(void *arg)
 		if (stopping && (d->in_flight == 0 || now >= stop_deadline))
 			break;
 		drain_inbox(d);
-		load_page(d);
 		uint64_t v = d->st->ops->subs_version(d->st);
-		/* More of a reloading backlog once half the window is free, or at once when a
-		 * reloading subscription has nothing in memory that may go (reload_now). */
-		if (v != d->subs_version ||
-		    (d->reloading &&
-		     (d->mem_items < (size_t)d->cfg->delivery_window / 2 || d->reload_now))) {
+		if (v != d->subs_version) {
 			d->subs_version = v;
-			reload_evicted(d);
+			subs_changed(d);
 		}
+		read_back(d);
 		while (!stopping && d->nheap && d->heap[0].due <= now) {
 			struct heap_ent top = d->heap[0];
 			heap_pop(d);
@@ -1071,9 +1299,11 @@ static void *dispatch_main(void *arg)
 			    top.lane->ep->backoff_until_ms > now)
 				schedule(d, top.lane);
 			else
-				start_attempt(d, top.lane);
+				start_attempt(d, top.lane, 0);
 			lane_maybe_free(d, top.lane);
 		}
+		if (!stopping)
+			pump_ring(d, now);
 		if (d->nresults && (now - d->first_result_ms >= FLUSH_MS || stopping))
 			flush_results(d);
 		int64_t wait = 1000;
@@ -1081,9 +1311,8 @@ static void *dispatch_main(void *arg)
 			wait = d->heap[0].due - now;
 		if (d->nresults && FLUSH_MS < wait)
 			wait = FLUSH_MS;
-		if ((d->spilled || d->reloading) &&
-		    d->mem_items < (size_t)d->cfg->delivery_window / 2)
-			wait = 0; /* room in the window and more on disk: bring it in at once */
+		if (d->recorder_wait && FLUSH_MS < wait)
+			wait = FLUSH_MS; /* a read-back waits for outcomes to be recorded */
 		if (wait < 0)
 			wait = 0;
 		int running = 0;
@@ -1168,15 +1397,30 @@ enum lh_err dispatch_start(struct store *st, const struct config *cfg, struct di
 	curl_multi_setopt(d->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)cfg->max_in_flight);
 	curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)cfg->max_in_flight);
 	d->subs_version = st->ops->subs_version(st);
-	/* The hook first, then the backlog's first page: a delivery committed in between is
-	 * either in the page or above loaded_seq, never lost or doubled. */
+	/* The hook first, then the subscriptions with a backlog and their first pages: a
+	 * delivery committed in between is either in a page or past its endpoint's frontier
+	 * (then a page brings it), never lost or doubled. */
 	st->ops->set_commit_hook(st, on_commit, d);
-	d->spilled = 1;
-	load_page(d);
+	struct sub_ref *subs = NULL;
+	size_t nsubs = 0;
+	e = st->ops->delivery_pending_subs(st, &subs, &nsubs);
+	if (e != LH_OK)
+		goto fail;
+	for (size_t i = 0; i < nsubs; i++) {
+		struct endpoint *ep = endpoint_get(d, subs[i].sub_id);
+		if (!ep) {
+			free(subs);
+			e = LH_ENOMEM;
+			goto fail;
+		}
+		ep_spill(d, ep);
+	}
+	free(subs);
+	read_back(d);
 	LOG(LOG_INFO, "dispatch",
-	    "loaded=%zu more_in_store=%d window=%d max_in_flight=%d "
+	    "loaded=%zu subs_with_backlog=%zu more_in_store=%d window=%d max_in_flight=%d "
 	    "delivery engine ready",
-	    d->mem_items, d->spilled, cfg->delivery_window, cfg->max_in_flight);
+	    d->mem_items, nsubs, d->spill.n > 0, cfg->delivery_window, cfg->max_in_flight);
 	if (pthread_create(&d->recorder, NULL, recorder_main, d) != 0) {
 		e = LH_EIO;
 		goto fail;

@@ -179,6 +179,11 @@ struct delivery {
 
 #define DELIVERY_PAYLOAD_INLINE 16384
 
+/* A subscription id, as listed by delivery_pending_subs. */
+struct sub_ref {
+	char sub_id[ID_CAP];
+};
+
 #define ATTEMPT_BODY_CAP 256 /* the start of an endpoint's answer kept in the log */
 
 struct attempt {
@@ -333,11 +338,15 @@ struct store_ops {
 	/* ---- the delivery engine's side ---- */
 	/* Registers the hook the writer calls after each commit that created deliveries. */
 	void (*set_commit_hook)(struct store *s, store_commit_hook fn, void *ctx);
-	/* Pending deliveries with event_seq > after_seq (of sub_id, or any when ""), ordered
-	 * by event_seq, at most limit, with their payloads (free each payload, then the array
-	 * with free()). */
+	/* Pending deliveries of sub_id with event_seq > after_seq, ordered by event_seq, at
+	 * most limit, with their payloads (free each payload, then the array with free()).
+	 * The engine reads each subscription's backlog on its own, so one subscription's
+	 * backlog never decides what another gets. */
 	enum lh_err (*delivery_pending)(struct store *s, int64_t after_seq, const char *sub_id,
 	                                size_t limit, struct delivery **out, size_t *n);
+	/* The subscriptions that have pending deliveries, ordered by id (free the array with
+	 * free()). */
+	enum lh_err (*delivery_pending_subs)(struct store *s, struct sub_ref **out, size_t *n);
 	/* The payload of an event. Returns owned text, free with free(). */
 	enum lh_err (*event_payload)(struct store *s, const char *event_id, char **out);
 	/* Records attempt outcomes in one durable transaction (group commit). */

@@ -90,6 +90,7 @@ struct sqlite_store {
 	store_commit_hook hook;
 	void *hook_ctx;
 	uint64_t subs_version; /* written under mu, read lock-free (__atomic) */
+	int subs_dirty;        /* a subscription changed in the open transaction (under mu) */
 	struct lookup_cache *lc;
 };
 
@@ -179,6 +180,13 @@ static const char *const migrations[] = {
     /* 3: no statement reads events by entity (ordering comes from deliveries.event_seq),
      * and every event paid for this index in the writer. */
     "DROP INDEX IF EXISTS events_entity;",
+    /* 4: the engine reads pending deliveries per subscription (each its own backlog, in
+     * event order), and lists the subscriptions that have any: (sub_id, event_seq) of the
+     * pending rows serves both, in place of the one global (status, event_seq) order. Being
+     * partial, it holds only what is pending: a delivered row leaves it, so it stays small
+     * however long the history. */
+    "DROP INDEX IF EXISTS deliveries_pending;"
+    "CREATE INDEX deliveries_pending ON deliveries(sub_id, event_seq) WHERE status = 0;",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -267,12 +275,22 @@ static enum lh_err begin(struct sqlite_store *s)
 }
 
 /* Commits when e is LH_OK, else rolls back; always releases the lock. Returns the outcome. */
+/* Bumps subs_version once a transaction that changed a subscription has ended (caller holds
+ * mu): only then does a cache that sees the new version read the new rows, not the old. */
+static void subs_bump(struct sqlite_store *s)
+{
+	if (s->subs_dirty)
+		__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
+	s->subs_dirty = 0;
+}
+
 static enum lh_err finish(struct sqlite_store *s, enum lh_err e)
 {
 	if (e == LH_OK)
 		e = exec(s, "COMMIT");
 	if (e != LH_OK && !sqlite3_get_autocommit(s->db))
 		exec(s, "ROLLBACK");
+	subs_bump(s);
 	if (e != LH_OK && s->routes_dirty)
 		routes_rebuild(s); /* the rolled-back change must leave the index too */
 	s->routes_dirty = 0;
@@ -1246,7 +1264,7 @@ static enum lh_err sqlite_sub_insert(struct store *base, const struct subscripti
 		bind_sub(st, u);
 	if ((e = step_done(s, st, "sub_insert")) == LH_OK)
 		e = sub_write_events(s, u);
-	__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
+	s->subs_dirty = 1;
 	return finish(s, e);
 }
 
@@ -1304,7 +1322,7 @@ static enum lh_err sqlite_sub_update(struct store *base, const struct subscripti
 		e = step_done(s, st, "deliveries_cancel");
 	}
 out:
-	__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
+	s->subs_dirty = 1;
 	if ((e = finish(s, e)) == LH_OK && out)
 		*out = cur;
 	return e;
@@ -1833,6 +1851,7 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 			if (j->result == LH_OK)
 				j->result = e; /* nothing of theirs was kept */
 	}
+	subs_bump(s);
 	pthread_mutex_unlock(&s->mu);
 	LOG(LOG_DEBUG, "store", "jobs=%zu work_us=%lld commit_us=%lld batch committed", njobs,
 	    (long long)(t1 - t0), (long long)(util_mono_us() - t1));
@@ -2017,7 +2036,7 @@ static enum lh_err sqlite_delivery_pending(struct store *base, int64_t after_seq
 	sqlite3_stmt *st = rstmt(s, "SELECT " DELIVERY_COLS ","
 	                            " (SELECT payload FROM events e WHERE e.event_id = d.event_id)"
 	                            " FROM deliveries d WHERE status = 0"
-	                            " AND event_seq > ?1 AND (?2 = '' OR sub_id = ?2)"
+	                            " AND sub_id = ?2 AND event_seq > ?1"
 	                            " ORDER BY event_seq LIMIT ?3");
 	if (st) {
 		sqlite3_bind_int64(st, 1, after_seq);
@@ -2026,6 +2045,32 @@ static enum lh_err sqlite_delivery_pending(struct store *base, int64_t after_seq
 		e = collect_with(s, st, sizeof **out, pending_from_row, pending_drop, (void **)out,
 		                 n);
 	}
+	pthread_mutex_unlock(&s->rmu);
+	return e;
+}
+
+static void sub_ref_from_row(sqlite3_stmt *st, void *p)
+{
+	struct sub_ref *r = p;
+	memset(r, 0, sizeof *r);
+	col_text(st, 0, r->sub_id, sizeof r->sub_id);
+}
+
+static enum lh_err sqlite_delivery_pending_subs(struct store *base, struct sub_ref **out, size_t *n)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->rmu);
+	/* One index seek per subscription (each min() jumps to the next sub_id), not a scan
+	 * of every pending delivery: a million of them are one subscription's backlog. */
+	sqlite3_stmt *st =
+	    rstmt(s, "WITH RECURSIVE subs(id) AS ("
+	             " SELECT (SELECT min(sub_id) FROM deliveries WHERE status = 0)"
+	             " UNION ALL SELECT (SELECT min(sub_id) FROM deliveries"
+	             "  WHERE status = 0 AND sub_id > subs.id) FROM subs WHERE subs.id IS NOT NULL)"
+	             " SELECT id FROM subs WHERE id IS NOT NULL");
+	if (st)
+		e = collect(s, st, sizeof **out, sub_ref_from_row, (void **)out, n);
 	pthread_mutex_unlock(&s->rmu);
 	return e;
 }
@@ -2117,7 +2162,7 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 			snprintf(u.id, sizeof u.id, "%s", r->sub_id);
 			u.status = SUB_DISABLED;
 			e = sub_write_events(s, &u);
-			__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
+			s->subs_dirty = 1;
 		}
 	}
 	return e;
@@ -2338,6 +2383,7 @@ static const struct store_ops sqlite_ops = {
     .submit_async = sqlite_submit_async,
     .set_commit_hook = sqlite_set_commit_hook,
     .delivery_pending = sqlite_delivery_pending,
+    .delivery_pending_subs = sqlite_delivery_pending_subs,
     .event_payload = sqlite_event_payload,
     .delivery_record = sqlite_delivery_record,
     .sub_get_any = sqlite_sub_get_any,

@@ -406,7 +406,7 @@ def test_small_window_pages_the_backlog(_srv):
 
 def test_resume_with_more_than_the_window(_srv):
     """A subscription resumed with 300 bills' events waiting and room for 16 deliveries in
-    memory (the backlog comes back in pieces of at least 256): while it comes back from
+    memory (the backlog comes back from disk in pages, in order): while it comes back from
     disk, the bills' newer events (their reports completed right after the resume) must not
     overtake it. Each bill's events arrive in order, all of them."""
     srv = Server(*FAST, "--delivery-window", "16").start()

@@ -291,6 +291,7 @@ static enum lh_err wait_done(struct waiter *w)
 struct event_job {
 	const char *entity, *payload;
 	enum lh_err then; /* returned after writing: an error undoes the job */
+	const char *lab;  /* NULL: lab_1 */
 };
 
 static enum lh_err job_event(struct store_tx *tx, void *arg)
@@ -301,7 +302,7 @@ static enum lh_err job_event(struct store_tx *tx, void *arg)
 	memset(&ev, 0, sizeof ev);
 	assert_int_equal(util_new_id("evt_", ev.event_id), LH_OK);
 	snprintf(ev.client_id, sizeof ev.client_id, "cl_A");
-	snprintf(ev.lab_id, sizeof ev.lab_id, "lab_1");
+	snprintf(ev.lab_id, sizeof ev.lab_id, "%s", j->lab ? j->lab : "lab_1");
 	snprintf(ev.entity_id, sizeof ev.entity_id, "%s", j->entity);
 	ev.type = EV_BILL_CREATED;
 	ev.payload = j->payload;
@@ -347,7 +348,7 @@ static void test_async_submit_and_outbox(void **state)
 	outbox_setup(st);
 
 	/* Done once, durable by then, and the hook was handed the delivery with its payload. */
-	struct event_job ok = {"bill_1", "{\"n\":1}", LH_OK};
+	struct event_job ok = {"bill_1", "{\"n\":1}", LH_OK, NULL};
 	st->ops->submit_async(st, job_event, &ok, on_done, &w);
 	assert_int_equal(wait_done(&w), LH_OK);
 	assert_int_equal(w.calls, 1);
@@ -358,14 +359,14 @@ static void test_async_submit_and_outbox(void **state)
 	free(hooked[0].payload);
 
 	/* A job that fails is undone, alone, and its delivery never reaches the hook. */
-	struct event_job bad = {"bill_2", "{\"n\":2}", LH_ECONFLICT};
+	struct event_job bad = {"bill_2", "{\"n\":2}", LH_ECONFLICT, NULL};
 	w.calls = 0;
 	st->ops->submit_async(st, job_event, &bad, on_done, &w);
 	assert_int_equal(wait_done(&w), LH_ECONFLICT);
 	assert_int_equal(nhooked, 1);
 
 	/* Pending pages come with payloads. */
-	assert_int_equal(st->ops->delivery_pending(st, 0, "", 10, &page, &n), LH_OK);
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
 	assert_int_equal(n, 1);
 	assert_string_equal(page[0].entity_id, "bill_1");
 	assert_non_null(page[0].payload);
@@ -412,7 +413,7 @@ static void test_deleted_subscription_takes_no_deliveries(void **state)
 
 	outbox_setup(st);
 	assert_int_equal(st->ops->submit(st, job_event_to, &j), LH_OK);
-	assert_int_equal(st->ops->delivery_pending(st, 0, "", 10, &page, &n), LH_OK);
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
 	assert_int_equal(n, 1);
 	struct delivery_result r;
 	memset(&r, 0, sizeof r);
@@ -440,6 +441,85 @@ static void test_deleted_subscription_takes_no_deliveries(void **state)
 	st->ops->set_commit_hook(st, NULL, NULL);
 	for (size_t i = 0; i < nhooked; i++)
 		free(hooked[i].payload);
+}
+
+/* The engine reads each subscription's backlog on its own (fairness): pending deliveries of
+ * one subscription only, in event order, past a frontier; and which subscriptions have any. */
+static void test_pending_per_subscription(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a;
+	struct subscription s1, s2;
+	struct delivery *page = NULL;
+	struct sub_ref *subs = NULL;
+	size_t n = 0;
+
+	make_account(st, "cl_A", &a);
+	make_lab(st, "cl_A", "lab_1");
+	make_lab(st, "cl_A", "lab_2");
+	make_sub(&s1, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
+	make_sub(&s2, "sub_2", "lab_2", 1u << EV_BILL_CREATED);
+	assert_int_equal(st->ops->sub_insert(st, &s2), LH_OK);
+	assert_int_equal(st->ops->sub_insert(st, &s1), LH_OK);
+
+	assert_int_equal(st->ops->delivery_pending_subs(st, &subs, &n), LH_OK);
+	assert_int_equal(n, 0);
+	free(subs);
+
+	/* Interleaved: sub_1 gets a, c, e; sub_2 gets b, d. */
+	const char *ent[] = {"a", "b", "c", "d", "e"};
+	for (size_t i = 0; i < 5; i++) {
+		struct event_job j = {ent[i], "{}", LH_OK, i % 2 ? "lab_2" : "lab_1"};
+		assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
+	}
+	assert_int_equal(st->ops->delivery_pending_subs(st, &subs, &n), LH_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(subs[0].sub_id, "sub_1");
+	assert_string_equal(subs[1].sub_id, "sub_2");
+	free(subs);
+
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 3);
+	for (size_t i = 0; i < n; i++) {
+		assert_string_equal(page[i].sub_id, "sub_1");
+		assert_string_equal(page[i].entity_id, ent[2 * i]);
+		assert_true(i == 0 || page[i].event_seq > page[i - 1].event_seq);
+		free(page[i].payload);
+	}
+	int64_t first = page[0].event_seq, last = page[2].event_seq;
+	free(page);
+	/* Past a frontier, at most limit. */
+	assert_int_equal(st->ops->delivery_pending(st, first, "sub_1", 1, &page, &n), LH_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(page[0].entity_id, "c");
+	free(page[0].payload);
+	free(page);
+	assert_int_equal(st->ops->delivery_pending(st, last, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 0);
+	free(page);
+
+	/* Once sub_2's deliveries are delivered it has no backlog. */
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_2", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 2);
+	struct delivery_result r[2];
+	memset(r, 0, sizeof r);
+	for (size_t i = 0; i < 2; i++) {
+		assert_string_equal(page[i].entity_id, ent[2 * i + 1]);
+		snprintf(r[i].a.delivery_id, sizeof r[i].a.delivery_id, "%s", page[i].delivery_id);
+		r[i].a.n = 1;
+		r[i].a.status_code = 200;
+		r[i].status = DLV_DELIVERED;
+		snprintf(r[i].sub_id, sizeof r[i].sub_id, "sub_2");
+		r[i].now = 1700000000;
+		free(page[i].payload);
+	}
+	free(page);
+	assert_int_equal(st->ops->delivery_record(st, r, 2), LH_OK);
+	assert_int_equal(st->ops->delivery_pending_subs(st, &subs, &n), LH_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(subs[0].sub_id, "sub_1");
+	free(subs);
 }
 
 static void test_meta_first_writer_wins(void **state)
@@ -517,11 +597,11 @@ static size_t pending_count(struct store *st)
 {
 	struct delivery *page = NULL;
 	size_t n = 0;
-	assert_int_equal(st->ops->delivery_pending(st, 0, "", 100, &page, &n), LH_OK);
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 100, &page, &n), LH_OK);
 	for (size_t i = 0; i < n; i++)
 		free(page[i].payload);
 	free(page);
-	return n;
+	return n; /* the outbox tests have one subscription, sub_1 */
 }
 
 static void test_failed_commit_keeps_nothing(void **state)
@@ -533,12 +613,12 @@ static void test_failed_commit_keeps_nothing(void **state)
 	                 PTHREAD_COND_INITIALIZER,
 	                 0,
 	                 0,
-	                 {"bill_0", "{\"n\":0}", LH_OK}};
+	                 {"bill_0", "{\"n\":0}", LH_OK, NULL}};
 	struct waiter wg = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
 	struct waiter w[3];
-	struct event_job jobs[3] = {{"bill_1", "{\"n\":1}", LH_OK},
-	                            {"bill_2", "{\"n\":2}", LH_OK},
-	                            {"bill_3", "{\"n\":3}", LH_OK}};
+	struct event_job jobs[3] = {{"bill_1", "{\"n\":1}", LH_OK, NULL},
+	                            {"bill_2", "{\"n\":2}", LH_OK, NULL},
+	                            {"bill_3", "{\"n\":3}", LH_OK, NULL}};
 
 	outbox_setup(st);
 
@@ -625,15 +705,16 @@ static void test_io_error_mid_batch_fails_every_job(void **state)
 	                 PTHREAD_COND_INITIALIZER,
 	                 0,
 	                 0,
-	                 {"bill_0", "{\"n\":0}", LH_OK}};
+	                 {"bill_0", "{\"n\":0}", LH_OK, NULL}};
 	struct waiter w[4];
 	size_t big_len = (size_t)40 << 20; /* over the writer's 32 MiB page cache */
 	char *big = malloc(big_len + 1);
 	assert_non_null(big);
 	memset(big, 'x', big_len);
 	big[big_len] = '\0';
-	struct event_job jobs[3] = {
-	    {"bill_1", "{\"n\":1}", LH_OK}, {"bill_2", big, LH_OK}, {"bill_3", "{\"n\":3}", LH_OK}};
+	struct event_job jobs[3] = {{"bill_1", "{\"n\":1}", LH_OK, NULL},
+	                            {"bill_2", big, LH_OK, NULL},
+	                            {"bill_3", "{\"n\":3}", LH_OK, NULL}};
 
 	outbox_setup(st);
 	for (int i = 0; i < 4; i++)
@@ -678,6 +759,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_async_submit_and_outbox, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_deleted_subscription_takes_no_deliveries, setup,
 	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_pending_per_subscription, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_meta_first_writer_wins, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failed_commit_keeps_nothing, setup_faults,
