@@ -1232,15 +1232,41 @@ static void read_back(struct dispatcher *d)
 /* After a subscription change: every waiting lane tries again (paused ones leave memory,
  * resumed ones may go), and endpoints with deliveries on disk that are active again
  * return to the spill queue. */
+/* 1 if nothing refers to ep and it holds nothing worth keeping: no lanes, nothing in
+ * flight or queued, nothing of it on disk past its frontier, and no failure streak or
+ * backoff to remember unless its subscription is gone. Its record is then freed, so memory
+ * follows the live subscriptions with deliveries, not every subscription ever seen. */
+static int ep_idle(struct dispatcher *d, struct endpoint *ep, int64_t now)
+{
+	if (ep->lanes || ep->in_flight || ep->mem || ep->spilled || ep->contending ||
+	    ep->q[EPQ_SPILL].queued || ep->q[EPQ_RING].queued || ep->waiting.head ||
+	    ep->gwaiting.head)
+		return 0;
+	if (ep->streak == 0 && ep->backoff_until_ms <= now)
+		return 1;
+	return endpoint_refresh(d, ep) == 0 && ep->sub.status == SUB_DELETED;
+}
+
 static void subs_changed(struct dispatcher *d)
 {
+	int64_t now = util_now_ms();
+	size_t kept = 0, freed = 0;
 	for (size_t b = 0; b < HASH_BUCKETS; b++)
-		for (struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext) {
+		for (struct endpoint **pp = &d->eps[b], *ep; (ep = *pp) != NULL;) {
+			if (ep_idle(d, ep, now)) {
+				*pp = ep->hnext;
+				free(ep);
+				freed++;
+				continue;
+			}
+			kept++;
 			wake(d, &ep->waiting, -1);
 			wake(d, &ep->gwaiting, -1);
 			if (ep->spilled)
 				ep_spill(d, ep);
+			pp = &ep->hnext;
 		}
+	LOG(LOG_DEBUG, "dispatch", "endpoints=%zu freed=%zu subscriptions changed", kept, freed);
 }
 
 /* Hands free global slots to the endpoints waiting for one, one lane each in turn, so an
