@@ -375,10 +375,14 @@ static int apply(struct loader *ld, const struct setting *s, const char *v, enum
 	return 0;
 }
 
+#define CFG_LINE_CAP 4096 /* bytes per line, newline included */
+
 static int load_file(struct loader *ld, const char *path)
 {
 	FILE *f = fopen(path, "r");
-	char line[4096], where[CFG_PATH_CAP + 32];
+	char *line = NULL, where[CFG_PATH_CAP + 32];
+	size_t linecap = 0;
+	ssize_t len;
 	int lineno = 0, rc = 0;
 
 	if (!f) {
@@ -386,8 +390,18 @@ static int load_file(struct loader *ld, const char *path)
 		         strerror(errno));
 		return -1;
 	}
-	while (fgets(line, sizeof line, f)) {
+	/* Whole lines: with a fixed buffer the tail of a long (comment) line would be read as
+	 * a line of its own, and a NUL would hide the rest of its line. */
+	while ((len = getline(&line, &linecap, f)) > 0) {
 		lineno++;
+		if (len > CFG_LINE_CAP || memchr(line, '\0', (size_t)len)) {
+			snprintf(ld->err, ld->errcap, "bad line in config file %.900s:%d: %s", path,
+			         lineno,
+			         len > CFG_LINE_CAP ? "longer than 4096 bytes"
+			                            : "contains a NUL byte");
+			rc = -1;
+			break;
+		}
 		char *p = line, *e;
 		line[strcspn(line, "\r\n")] = '\0';
 		while (isspace((unsigned char)*p))
@@ -418,6 +432,7 @@ static int load_file(struct loader *ld, const char *path)
 			break;
 		}
 	}
+	free(line);
 	fclose(f);
 	return rc;
 }
