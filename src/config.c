@@ -267,17 +267,17 @@ static int p_ca_file(const struct setting *s, struct config *c, const char *v, i
 {
 	if (*v != '\0') {
 		struct stat stt;
-		FILE *f = fopen(v, "r");
-		if (!f) {
-			snprintf(why, whycap, "cannot read '%.200s': %s", v, strerror(errno));
-			return -1;
-		}
-		int regular = fstat(fileno(f), &stt) == 0 && S_ISREG(stt.st_mode);
-		fclose(f);
-		if (!regular) {
+		FILE *f = NULL;
+		/* stat before open: opening a FIFO would wait for a writer, forever. */
+		if (stat(v, &stt) == 0 && !S_ISREG(stt.st_mode)) {
 			snprintf(why, whycap, "'%.200s' is not a file of PEM certificates", v);
 			return -1;
 		}
+		if (!(f = fopen(v, "r"))) {
+			snprintf(why, whycap, "cannot read '%.200s': %s", v, strerror(errno));
+			return -1;
+		}
+		fclose(f);
 	}
 	return p_string(s, c, v, first, why, whycap);
 }

@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -495,6 +496,14 @@ static void test_ca_file_readable(void **state)
 	/* gone now: refused */
 	assert_int_equal(load(&cfg, argv, env, err, sizeof err), -1);
 	assert_non_null(strstr(err, "ca-file"));
+	/* a FIFO is refused at once: opening one would wait for a writer forever */
+	assert_int_equal(mkfifo(path, 0600), 0);
+	alarm(10); /* a hang fails the test instead of reaching ctest's timeout */
+	int rc = load(&cfg, argv, env, err, sizeof err);
+	alarm(0);
+	unlink(path);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(err, "not a file"));
 }
 
 static void test_rest_collection(void **state)
