@@ -135,8 +135,9 @@ int addr_parse_literal(const char *s, struct ip_addr *out)
 		a.family = AF_INET6;
 	} else {
 		/* inet_aton takes every legacy form a resolver would ("127.1", "0x7f.1",
-		 * "2130706433"), so none of them slips past as a "name". */
-		if (inet_aton(buf, &v4) == 0)
+		 * "2130706433"), so none of them slips past as a "name". But it also stops at
+		 * whitespace and ignores the rest ("127.0.0.1 x"): only its own characters. */
+		if (strspn(buf, "0123456789abcdefABCDEFxX.") != n || inet_aton(buf, &v4) == 0)
 			return -1;
 		memcpy(a.addr, &v4.s_addr, 4);
 		a.family = AF_INET;

@@ -34,8 +34,7 @@ struct rl_slot {
 /* A token whose signature and header were checked: what it says. */
 struct tok_slot {
 	char tok[AUTH_TOKEN_CAP]; /* "" when free */
-	char sub[ID_CAP];
-	long exp, ver;
+	struct auth_claims c;
 };
 
 #define TOK_SLOTS 256 /* a power of two */
@@ -268,48 +267,56 @@ out:
 	return ok;
 }
 
-/* Checks tok's header, signature and issuer; fills t (sub, exp, ver) when they pass. */
-static int token_check(struct auth *a, const char *tok, struct tok_slot *t)
+int auth_token_check(const unsigned char *key, size_t keylen, const char *tok,
+                     struct auth_claims *out)
 {
 	jwt_t *jwt = NULL;
 	int ok = 0;
 
 	if (!header_is_hs256(tok))
 		return 0;
-	if (jwt_decode(&jwt, tok, a->key, sizeof a->key) != 0 || !jwt)
+	if (jwt_decode(&jwt, tok, key, (int)keylen) != 0 || !jwt)
 		goto out;
 	if (jwt_get_alg(jwt) != JWT_ALG_HS256)
 		goto out;
 	const char *iss = jwt_get_grant(jwt, "iss");
 	const char *sub = jwt_get_grant(jwt, "sub");
-	if (!iss || strcmp(iss, "labhook") != 0 || !sub || strlen(sub) >= sizeof t->sub)
+	if (!iss || strcmp(iss, "labhook") != 0 || !sub || strlen(sub) >= sizeof out->sub)
 		goto out;
-	memcpy(t->sub, sub, strlen(sub) + 1);
-	t->exp = jwt_get_grant_int(jwt, "exp");
-	t->ver = jwt_get_grant_int(jwt, "ver");
+	memcpy(out->sub, sub, strlen(sub) + 1);
+	out->exp = jwt_get_grant_int(jwt, "exp");
+	out->ver = jwt_get_grant_int(jwt, "ver");
 	ok = 1;
 out:
 	jwt_free(jwt);
 	return ok;
 }
 
-enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct account *acct)
+const char *auth_bearer_token(const char *header)
 {
-	struct account tmp;
-	struct tok_slot t;
-	const char *tok;
-	enum lh_err e;
-
 	if (!header || strncasecmp(header, "Bearer ", 7) != 0)
-		return LH_EUNAUTH;
-	tok = header + 7;
+		return NULL;
+	const char *tok = header + 7;
 	while (*tok == ' ')
 		tok++;
 	size_t n = strlen(tok);
 	if (n == 0 || n >= AUTH_TOKEN_CAP ||
 	    strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
 	                "nopqrstuvwxyz0123456789-_.") != n)
+		return NULL;
+	return tok;
+}
+
+enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct account *acct)
+{
+	struct account tmp;
+	struct tok_slot t;
+	const char *tok = auth_bearer_token(header);
+	enum lh_err e;
+
+	if (!tok)
 		return LH_EUNAUTH;
+	size_t n = strlen(tok);
 	struct tok_slot *slot = &a->toks[fnv1a(tok) & (TOK_SLOTS - 1)];
 	pthread_mutex_lock(&a->tmu);
 	int hit = strcmp(slot->tok, tok) == 0;
@@ -317,17 +324,17 @@ enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct accoun
 		t = *slot;
 	pthread_mutex_unlock(&a->tmu);
 	if (!hit) {
-		if (!token_check(a, tok, &t))
+		if (!auth_token_check(a->key, sizeof a->key, tok, &t.c))
 			return LH_EUNAUTH;
 		memcpy(t.tok, tok, n + 1);
 		pthread_mutex_lock(&a->tmu);
 		*slot = t;
 		pthread_mutex_unlock(&a->tmu);
 	}
-	if (t.exp <= util_now())
+	if (t.c.exp <= util_now())
 		return LH_EUNAUTH;
-	e = a->st->ops->account_get(a->st, t.sub, &tmp);
-	if (e == LH_ENOTFOUND || (e == LH_OK && tmp.secret_version != t.ver))
+	e = a->st->ops->account_get(a->st, t.c.sub, &tmp);
+	if (e == LH_ENOTFOUND || (e == LH_OK && tmp.secret_version != t.c.ver))
 		return LH_EUNAUTH; /* the account is gone or its secret was rotated */
 	if (e == LH_OK)
 		*acct = tmp;

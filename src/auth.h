@@ -39,6 +39,20 @@ enum lh_err auth_issue(struct auth *a, const struct account *acct, char access[A
 enum lh_err auth_refresh(struct auth *a, const char *client_id, const char *refresh_token,
                          char access[AUTH_TOKEN_CAP], char refresh_out[AUTH_SECRET_CAP],
                          const char **why);
+/* What a checked access token says. */
+struct auth_claims {
+	char sub[ID_CAP];
+	long exp, ver;
+};
+
+/* The token in an Authorization value "Bearer <jwt>" (scheme case-insensitive), borrowed
+ * from header; NULL unless it is 1..AUTH_TOKEN_CAP-1 characters of base64url and dots. */
+const char *auth_bearer_token(const char *header);
+/* Checks a JWT against a key of keylen bytes: the header must be exactly HS256, then the
+ * signature and the issuer; fills *out (expiry and account are the caller's to check).
+ * Pure and thread-safe: it touches no store. 1 if it passes, 0 otherwise. */
+int auth_token_check(const unsigned char *key, size_t keylen, const char *tok,
+                     struct auth_claims *out);
 /* Verifies "Bearer <jwt>" and loads its account; LH_EUNAUTH on anything wrong. */
 enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct account *acct);
 

@@ -281,17 +281,17 @@ static int p_ca_file(const struct setting *s, struct config *c, const char *v, i
 {
 	if (*v != '\0') {
 		struct stat stt;
-		FILE *f = fopen(v, "r");
-		if (!f) {
-			snprintf(why, whycap, "cannot read '%.200s': %s", v, strerror(errno));
-			return -1;
-		}
-		int regular = fstat(fileno(f), &stt) == 0 && S_ISREG(stt.st_mode);
-		fclose(f);
-		if (!regular) {
+		FILE *f = NULL;
+		/* stat before open: opening a FIFO would wait for a writer, forever. */
+		if (stat(v, &stt) == 0 && !S_ISREG(stt.st_mode)) {
 			snprintf(why, whycap, "'%.200s' is not a file of PEM certificates", v);
 			return -1;
 		}
+		if (!(f = fopen(v, "r"))) {
+			snprintf(why, whycap, "cannot read '%.200s': %s", v, strerror(errno));
+			return -1;
+		}
+		fclose(f);
 	}
 	return p_string(s, c, v, first, why, whycap);
 }
@@ -396,10 +396,14 @@ static int apply(struct loader *ld, const struct setting *s, const char *v, enum
 	return 0;
 }
 
+#define CFG_LINE_CAP 4096 /* bytes per line, newline included */
+
 static int load_file(struct loader *ld, const char *path)
 {
 	FILE *f = fopen(path, "r");
-	char line[4096], where[CFG_PATH_CAP + 32];
+	char *line = NULL, where[CFG_PATH_CAP + 32];
+	size_t linecap = 0;
+	ssize_t len;
 	int lineno = 0, rc = 0;
 
 	if (!f) {
@@ -407,8 +411,18 @@ static int load_file(struct loader *ld, const char *path)
 		         strerror(errno));
 		return -1;
 	}
-	while (fgets(line, sizeof line, f)) {
+	/* Whole lines: with a fixed buffer the tail of a long (comment) line would be read as
+	 * a line of its own, and a NUL would hide the rest of its line. */
+	while ((len = getline(&line, &linecap, f)) > 0) {
 		lineno++;
+		if (len > CFG_LINE_CAP || memchr(line, '\0', (size_t)len)) {
+			snprintf(ld->err, ld->errcap, "bad line in config file %.900s:%d: %s", path,
+			         lineno,
+			         len > CFG_LINE_CAP ? "longer than 4096 bytes"
+			                            : "contains a NUL byte");
+			rc = -1;
+			break;
+		}
 		char *p = line, *e;
 		line[strcspn(line, "\r\n")] = '\0';
 		while (isspace((unsigned char)*p))
@@ -439,6 +453,7 @@ static int load_file(struct loader *ld, const char *path)
 			break;
 		}
 	}
+	free(line);
 	fclose(f);
 	return rc;
 }

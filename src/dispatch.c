@@ -776,26 +776,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
 	struct attempt_ctx *a = ud;
 	size_t len = size * n;
-	if (len > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
-		char v[64];
-		size_t k = len - 12 < sizeof v - 1 ? len - 12 : sizeof v - 1;
-		memcpy(v, p + 12, k);
-		v[k] = '\0';
-		char *s = v;
-		while (*s == ' ' || *s == '\t')
-			s++;
-		s[strcspn(s, "\r\n")] = '\0';
-		if (*s >= '0' && *s <= '9') {
-			long secs = strtol(s, NULL, 10);
-			a->retry_after_s = secs > 86400 ? 86400 : (int)secs;
-		} else {
-			time_t t = curl_getdate(s, NULL);
-			if (t > 0) {
-				long secs = (long)(t - (time_t)util_now());
-				a->retry_after_s = secs < 0 ? 0 : secs > 86400 ? 86400 : (int)secs;
-			}
-		}
-	}
+	if (len > 12 && strncasecmp(p, "Retry-After:", 12) == 0)
+		util_parse_retry_after(p + 12, len - 12, util_now(), 86400, &a->retry_after_s);
 	return len;
 }
 

@@ -185,8 +185,8 @@ static const char *const migrations[] = {
      * pending rows serves both, in place of the one global (status, event_seq) order. Being
      * partial, it holds only what is pending: a delivered row leaves it, so it stays small
      * however long the history. */
-    "DROP INDEX IF EXISTS deliveries_pending;"
-    "CREATE INDEX deliveries_pending ON deliveries(sub_id, event_seq) WHERE status = 0;",
+    ("DROP INDEX IF EXISTS deliveries_pending;"
+     "CREATE INDEX deliveries_pending ON deliveries(sub_id, event_seq) WHERE status = 0;"),
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 

@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 
+#include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -376,6 +377,36 @@ int util_parse_duration_ms(const char *s, int64_t *out)
 	if (v > INT64_MAX / mult / 1000) /* keep well clear of overflow in later arithmetic */
 		return -1;
 	*out = (int64_t)v * mult;
+	return 0;
+}
+
+int util_parse_retry_after(const char *v, size_t n, int64_t now, int cap_s, int *out)
+{
+	char buf[64];
+	int64_t secs = 0;
+
+	while (n > 0 && (*v == ' ' || *v == '\t')) {
+		v++;
+		n--;
+	}
+	while (n > 0 && strchr(" \t\r\n", v[n - 1]) && v[n - 1] != '\0')
+		n--;
+	/* An HTTP-date is 29 bytes; anything much longer is neither form. */
+	if (n == 0 || n >= sizeof buf || memchr(v, '\0', n))
+		return -1;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	if (strspn(buf, "0123456789") == n) {
+		for (size_t i = 0; i < n && secs <= cap_s; i++)
+			secs = secs * 10 + (buf[i] - '0');
+	} else {
+		/* libcurl's date parser: the one the rest of the HTTP client trusts. */
+		time_t t = curl_getdate(buf, NULL);
+		if (t == -1)
+			return -1;
+		secs = (int64_t)t - now;
+	}
+	*out = secs < 0 ? 0 : secs > cap_s ? cap_s : (int)secs;
 	return 0;
 }
 

@@ -55,6 +55,12 @@ int util_parse_time(const char *s, int64_t *out);
  * milliseconds; 0 on success, -1 on syntax error or overflow. */
 int util_parse_duration_ms(const char *s, int64_t *out);
 
+/* Parses a Retry-After header value (RFC 9110 10.2.3), v of n bytes as received (not
+ * NUL-terminated; surrounding spaces, tabs and CR LF ignored): delay-seconds (digits only)
+ * or an HTTP-date, relative to now (unix seconds). Writes the wait in seconds, clamped to
+ * [0, cap_s], and returns 0; returns -1 and leaves *out alone for anything else. */
+int util_parse_retry_after(const char *v, size_t n, int64_t now, int cap_s, int *out);
+
 /* 1 if s is a valid identifier with the given prefix (charset [0-9A-Za-z_], length cap). */
 int util_id_valid(const char *s, const char *prefix);
 

@@ -43,8 +43,8 @@ static int find_nul(json_t *v, char *path, size_t cap, size_t at)
 			size_t k = at;
 			if (at && k + 1 < cap)
 				path[k++] = '.';
-			for (const char *p = key; *p && k + 1 < cap;
-			     p++) /* it goes in the answer */
+			/* It goes in the answer: printable, and an empty key shown as "". */
+			for (const char *p = *key ? key : "\"\""; *p && k + 1 < cap; p++)
 				path[k++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
 			path[k] = '\0';
 			if (find_nul(m, path, cap, strlen(path)))

@@ -139,6 +139,8 @@ static const struct host_case host_cases[] = {
     {"localhost..", 0, "loopback"},
     {"foo.localhost", 0, "loopback"},
     {"a.b.LOCALHOST.", 0, "loopback"},
+    /* found by fuzz_url: inet_aton read this as 147.0.0.1 (it stops at a space) */
+    {"147.0.0.1 x.localhost", 0, "loopback"},
     /* other names pass here; the resolved address is checked at delivery */
     {"example.com", 0, NULL},
     {"localhost.example.com", 0, NULL},
@@ -226,6 +228,10 @@ static void test_parse_literal_rejects(void **state)
 	    "4294967296",
 	    "08.0.0.1", /* 08 is not octal */
 	    "::1 ",
+	    "127.0.0.1 x", /* inet_aton ignores what follows a space */
+	    "8.8.8.8\tx",
+	    "127.0.0.1\n",
+	    " 127.0.0.1",
 	    "01234567890123456789012345678901234567890123456789012345678901234567",
 	};
 	(void)state;

@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -434,6 +435,52 @@ static void test_bad_file(void **state)
 	unlink(path);
 }
 
+/* Lines are read whole: text past a buffer's end never becomes a line of its own, and a NUL
+ * does not hide the rest of a line. Both are refused, naming the line. */
+static void test_file_lines(void **state)
+{
+	char path[64], cfgarg[96], err[512], where[96];
+	struct config cfg;
+	const char *env[] = {NULL};
+	static char text[8192];
+	(void)state;
+
+	/* a comment whose tail (past 4095 bytes) reads like a setting */
+	memset(text, 'x', sizeof text);
+	text[0] = '#';
+	snprintf(text + 4095, sizeof text - 4095, "demo = true\n");
+	write_temp(path, text);
+	snprintf(cfgarg, sizeof cfgarg, "--config=%s", path);
+	snprintf(where, sizeof where, "%s:1", path);
+	{
+		const char *argv[] = {cfgarg, NULL};
+		int rc = load(&cfg, argv, env, err, sizeof err);
+		if (rc == 0 && cfg.demo)
+			fail_msg("the tail of a long comment line switched demo on");
+		if (rc != -1 || !strstr(err, "longer") || !strstr(err, where))
+			fail_msg("rc %d error '%s': want a refusal naming '%s'", rc, err, where);
+	}
+	unlink(path);
+
+	/* a NUL inside a line */
+	snprintf(path, 64, "/tmp/labhook-cfg-XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	static const char nul[] = "log-level = warn\0junk\n";
+	assert_int_equal(write(fd, nul, sizeof nul - 1), (ssize_t)(sizeof nul - 1));
+	close(fd);
+	snprintf(cfgarg, sizeof cfgarg, "--config=%s", path);
+	snprintf(where, sizeof where, "%s:1", path);
+	{
+		const char *argv[] = {cfgarg, NULL};
+		int rc = load(&cfg, argv, env, err, sizeof err);
+		if (rc != -1 || !strstr(err, "NUL") || !strstr(err, where))
+			fail_msg("rc %d error '%s': want a refusal naming the NUL and '%s'", rc,
+			         err, where);
+	}
+	unlink(path);
+}
+
 static void test_ca_file_readable(void **state)
 {
 	char path[64], err[256];
@@ -449,6 +496,14 @@ static void test_ca_file_readable(void **state)
 	/* gone now: refused */
 	assert_int_equal(load(&cfg, argv, env, err, sizeof err), -1);
 	assert_non_null(strstr(err, "ca-file"));
+	/* a FIFO is refused at once: opening one would wait for a writer forever */
+	assert_int_equal(mkfifo(path, 0600), 0);
+	alarm(10); /* a hang fails the test instead of reaching ctest's timeout */
+	int rc = load(&cfg, argv, env, err, sizeof err);
+	alarm(0);
+	unlink(path);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(err, "not a file"));
 }
 
 static void test_rest_collection(void **state)
@@ -521,15 +576,11 @@ static void test_error_fits_small_buffer(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_defaults),
-	    cmocka_unit_test(test_precedence),
-	    cmocka_unit_test(test_option_forms),
-	    cmocka_unit_test(test_allow_net_lists),
-	    cmocka_unit_test(test_bad_values),
-	    cmocka_unit_test(test_bad_file),
-	    cmocka_unit_test(test_ca_file_readable),
-	    cmocka_unit_test(test_rest_collection),
-	    cmocka_unit_test(test_error_fits_small_buffer),
+	    cmocka_unit_test(test_defaults),        cmocka_unit_test(test_precedence),
+	    cmocka_unit_test(test_option_forms),    cmocka_unit_test(test_allow_net_lists),
+	    cmocka_unit_test(test_bad_values),      cmocka_unit_test(test_bad_file),
+	    cmocka_unit_test(test_file_lines),      cmocka_unit_test(test_ca_file_readable),
+	    cmocka_unit_test(test_rest_collection), cmocka_unit_test(test_error_fits_small_buffer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -404,6 +404,52 @@ static void test_parse_time(void **state)
 	}
 }
 
+/* now = 2026-01-20T10:30:00Z (1768905000); cap 86400 as the delivery engine uses. */
+static void test_parse_retry_after(void **state)
+{
+	static const struct {
+		const char *in;
+		size_t len; /* 0: strlen(in) */
+		int ok, secs;
+	} cases[] = {
+	    {"120", 0, 1, 120},
+	    {" \t120\r\n", 0, 1, 120},
+	    {"0", 0, 1, 0},
+	    {"86400", 0, 1, 86400},
+	    {"86401", 0, 1, 86400},
+	    {"99999999999999999999999999", 0, 1, 86400}, /* no overflow: clamped */
+	    {"Tue, 20 Jan 2026 10:32:00 GMT", 0, 1, 120},
+	    {" Tue, 20 Jan 2026 10:32:00 GMT\r\n", 0, 1, 120},
+	    {"Tue, 20 Jan 2026 10:00:00 GMT", 0, 1, 0},     /* in the past: now */
+	    {"Thu, 01 Jan 1970 00:00:00 GMT", 0, 1, 0},     /* the epoch is a date too */
+	    {"Sat, 20 Jan 2029 10:30:00 GMT", 0, 1, 86400}, /* far future: the cap */
+	    {"", 0, 0, 0},
+	    {" \r\n", 0, 0, 0},
+	    {"120abc", 0, 0, 0}, /* was read as 120 */
+	    {"-5", 0, 0, 0},
+	    {"+5", 0, 0, 0},
+	    {"1.5", 0, 0, 0},
+	    {"soon", 0, 0, 0},
+	    {"12\0"
+	     "0",
+	     4, 0, 0}, /* a NUL inside the value */
+	    {"Tue, 20 Jan 2026 10:32:00 GMT                                        x", 0, 0, 0},
+	};
+	(void)state;
+
+	for (size_t i = 0; i < N_ELEMS(cases); i++) {
+		int out = -42;
+		size_t len = cases[i].len ? cases[i].len : strlen(cases[i].in);
+		int rc = util_parse_retry_after(cases[i].in, len, 1768905000, 86400, &out);
+		if (cases[i].ok && (rc != 0 || out != cases[i].secs))
+			fail_msg("'%s': rc %d out %d, want %d", cases[i].in, rc, out,
+			         cases[i].secs);
+		if (!cases[i].ok && (rc == 0 || out != -42))
+			fail_msg("'%s': rc %d out %d, want an error and out untouched", cases[i].in,
+			         rc, out);
+	}
+}
+
 static void test_rfc3339_round_trip(void **state)
 {
 	static const int64_t times[] = {
@@ -580,6 +626,7 @@ int main(void)
 	    cmocka_unit_test(test_b64_decode_cap),
 	    cmocka_unit_test(test_parse_duration),
 	    cmocka_unit_test(test_parse_time),
+	    cmocka_unit_test(test_parse_retry_after),
 	    cmocka_unit_test(test_rfc3339_round_trip),
 	    cmocka_unit_test(test_id_valid),
 	    cmocka_unit_test(test_ct_equal),

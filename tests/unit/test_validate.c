@@ -138,6 +138,7 @@ static void test_parse_nul_in_string(void **state)
 	    {"{\"a\": 1, \"events\": [\"x\", \"\\u0000\"]}", "events[1]"},
 	    {"{\"p\": {\"q\": [{\"r\": \"\\u0000\"}]}}", "p.q[0].r"},
 	    {"{\"k\\u00e9\\n\": \"\\u0000\"}", "k???"}, /* the path is printable ASCII */
+	    {"{\"\": \"\\u0000ID\"}", "\"\""}, /* an empty key is named "" (fuzz_subscribe) */
 	};
 	(void)state;
 
