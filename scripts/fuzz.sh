@@ -3,12 +3,12 @@
 # when none is named) for SECONDS each (default 60), one after another, starting from the
 # committed seeds. New interesting inputs land in build-fuzz/corpus/<target>/, crashes in
 # build-fuzz/crash-<target>-*. Stops at the first target with a finding.
-#   scripts/fuzz.sh [SECONDS] [subscribe|body|jwt|retry_after|url|config ...]
+#   scripts/fuzz.sh [SECONDS] [subscribe|body|jwt|retry_after|url|xff|config ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
-all=(subscribe body jwt retry_after url config)
+all=(subscribe body jwt retry_after url xff config)
 targets=("${@:-${all[@]}}")
 for t in "${targets[@]}"; do
   [[ -d tests/fuzz/seeds/$t ]] || { echo "unknown fuzz target '$t' (one of: ${all[*]})" >&2; exit 2; }
