@@ -292,6 +292,7 @@ struct event_job {
 	const char *entity, *payload;
 	enum lh_err then; /* returned after writing: an error undoes the job */
 	const char *lab;  /* NULL: lab_1 */
+	const char *only; /* a delivery to this subscription alone (as test events), or NULL */
 };
 
 static enum lh_err job_event(struct store_tx *tx, void *arg)
@@ -307,7 +308,7 @@ static enum lh_err job_event(struct store_tx *tx, void *arg)
 	ev.type = EV_BILL_CREATED;
 	ev.payload = j->payload;
 	ev.created_at = 1700000000;
-	enum lh_err e = tx->ops->event_insert(tx, &ev, NULL, 0, NULL, &n);
+	enum lh_err e = tx->ops->event_insert(tx, &ev, NULL, 0, j->only, &n);
 	if (e != LH_OK)
 		return e;
 	assert_int_equal(n, 1);
@@ -348,7 +349,7 @@ static void test_async_submit_and_outbox(void **state)
 	outbox_setup(st);
 
 	/* Done once, durable by then, and the hook was handed the delivery with its payload. */
-	struct event_job ok = {"bill_1", "{\"n\":1}", LH_OK, NULL};
+	struct event_job ok = {"bill_1", "{\"n\":1}", LH_OK, NULL, NULL};
 	st->ops->submit_async(st, job_event, &ok, on_done, &w);
 	assert_int_equal(wait_done(&w), LH_OK);
 	assert_int_equal(w.calls, 1);
@@ -359,7 +360,7 @@ static void test_async_submit_and_outbox(void **state)
 	free(hooked[0].payload);
 
 	/* A job that fails is undone, alone, and its delivery never reaches the hook. */
-	struct event_job bad = {"bill_2", "{\"n\":2}", LH_ECONFLICT, NULL};
+	struct event_job bad = {"bill_2", "{\"n\":2}", LH_ECONFLICT, NULL, NULL};
 	w.calls = 0;
 	st->ops->submit_async(st, job_event, &bad, on_done, &w);
 	assert_int_equal(wait_done(&w), LH_ECONFLICT);
@@ -378,26 +379,6 @@ static void test_async_submit_and_outbox(void **state)
 
 static size_t pending_count(struct store *st);
 
-struct only_job {
-	const char *sub;
-};
-
-static enum lh_err job_event_to(struct store_tx *tx, void *arg)
-{
-	struct only_job *j = arg;
-	struct event ev;
-	size_t n = 0;
-	memset(&ev, 0, sizeof ev);
-	assert_int_equal(util_new_id("evt_", ev.event_id), LH_OK);
-	snprintf(ev.client_id, sizeof ev.client_id, "cl_A");
-	snprintf(ev.lab_id, sizeof ev.lab_id, "lab_1");
-	snprintf(ev.entity_id, sizeof ev.entity_id, "test_1");
-	ev.type = EV_WEBHOOK_TEST;
-	ev.payload = "{}";
-	ev.created_at = 1700000000;
-	return tx->ops->event_insert(tx, &ev, NULL, 0, j->sub, &n);
-}
-
 /* A subscription deleted after the caller loaded it (the API reads it, then submits): a
  * delivery to it alone (a test event) is refused inside the transaction, and its failed
  * deliveries are not recovered, since the delete has already cancelled what was pending
@@ -409,10 +390,10 @@ static void test_deleted_subscription_takes_no_deliveries(void **state)
 	struct delivery *page = NULL, *list = NULL;
 	struct subscription s;
 	size_t n = 0;
-	struct only_job j = {"sub_1"};
+	struct event_job j = {"test_1", "{}", LH_OK, NULL, "sub_1"};
 
 	outbox_setup(st);
-	assert_int_equal(st->ops->submit(st, job_event_to, &j), LH_OK);
+	assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
 	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
 	assert_int_equal(n, 1);
 	struct delivery_result r;
@@ -432,7 +413,7 @@ static void test_deleted_subscription_takes_no_deliveries(void **state)
 	s.status = SUB_DELETED;
 	assert_int_equal(st->ops->sub_update(st, &s, SUBF_STATUS, NULL), LH_OK);
 
-	assert_int_equal(st->ops->submit(st, job_event_to, &j), LH_ENOTFOUND);
+	assert_int_equal(st->ops->submit(st, job_event, &j), LH_ENOTFOUND);
 	assert_int_equal(
 	    st->ops->delivery_recover(st, "cl_A", "sub_1", 0, 1700000001000LL, &list, &n), LH_OK);
 	assert_int_equal(n, 0);
@@ -470,7 +451,7 @@ static void test_pending_per_subscription(void **state)
 	/* Interleaved: sub_1 gets a, c, e; sub_2 gets b, d. */
 	const char *ent[] = {"a", "b", "c", "d", "e"};
 	for (size_t i = 0; i < 5; i++) {
-		struct event_job j = {ent[i], "{}", LH_OK, i % 2 ? "lab_2" : "lab_1"};
+		struct event_job j = {ent[i], "{}", LH_OK, i % 2 ? "lab_2" : "lab_1", NULL};
 		assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
 	}
 	assert_int_equal(st->ops->delivery_pending_subs(st, &subs, &n), LH_OK);
@@ -613,12 +594,12 @@ static void test_failed_commit_keeps_nothing(void **state)
 	                 PTHREAD_COND_INITIALIZER,
 	                 0,
 	                 0,
-	                 {"bill_0", "{\"n\":0}", LH_OK, NULL}};
+	                 {"bill_0", "{\"n\":0}", LH_OK, NULL, NULL}};
 	struct waiter wg = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
 	struct waiter w[3];
-	struct event_job jobs[3] = {{"bill_1", "{\"n\":1}", LH_OK, NULL},
-	                            {"bill_2", "{\"n\":2}", LH_OK, NULL},
-	                            {"bill_3", "{\"n\":3}", LH_OK, NULL}};
+	struct event_job jobs[3] = {{"bill_1", "{\"n\":1}", LH_OK, NULL, NULL},
+	                            {"bill_2", "{\"n\":2}", LH_OK, NULL, NULL},
+	                            {"bill_3", "{\"n\":3}", LH_OK, NULL, NULL}};
 
 	outbox_setup(st);
 
@@ -705,16 +686,16 @@ static void test_io_error_mid_batch_fails_every_job(void **state)
 	                 PTHREAD_COND_INITIALIZER,
 	                 0,
 	                 0,
-	                 {"bill_0", "{\"n\":0}", LH_OK, NULL}};
+	                 {"bill_0", "{\"n\":0}", LH_OK, NULL, NULL}};
 	struct waiter w[4];
 	size_t big_len = (size_t)40 << 20; /* over the writer's 32 MiB page cache */
 	char *big = malloc(big_len + 1);
 	assert_non_null(big);
 	memset(big, 'x', big_len);
 	big[big_len] = '\0';
-	struct event_job jobs[3] = {{"bill_1", "{\"n\":1}", LH_OK, NULL},
-	                            {"bill_2", big, LH_OK, NULL},
-	                            {"bill_3", "{\"n\":3}", LH_OK, NULL}};
+	struct event_job jobs[3] = {{"bill_1", "{\"n\":1}", LH_OK, NULL, NULL},
+	                            {"bill_2", big, LH_OK, NULL, NULL},
+	                            {"bill_3", "{\"n\":3}", LH_OK, NULL, NULL}};
 
 	outbox_setup(st);
 	for (int i = 0; i < 4; i++)
