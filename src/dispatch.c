@@ -419,6 +419,9 @@ static struct endpoint *endpoint_get(struct dispatcher *d, const char *sub_id)
 	if (!e)
 		return NULL;
 	snprintf(e->sub_id, sizeof e->sub_id, "%s", sub_id);
+	/* A record made again after an idle one was freed: outcomes of its last attempts may
+	 * still be on their way to the store, and a read-back must not find them pending. */
+	e->evict_mark = d->results_made;
 	e->hnext = d->eps[b];
 	d->eps[b] = e;
 	return e;
@@ -1070,6 +1073,11 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 	    it->delivery_id, l->sub_id, r.a.n, code, r.a.error[0] ? r.a.error : "-",
 	    r.a.duration_ms);
 	add_result(d, &r);
+	/* An attempt that was in flight when its endpoint was evicted may sit past the new
+	 * frontier: until this outcome is recorded, a read-back would find the delivery still
+	 * pending and send it again. */
+	if (ep->spilled)
+		ep->evict_mark = d->results_made;
 	l->in_flight = 0;
 	ep->in_flight--;
 	d->in_flight--;

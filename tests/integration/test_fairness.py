@@ -237,7 +237,10 @@ def test_pressure_loses_nothing_and_keeps_order(_srv):
             got = seen(p)
             assert set(got) == set(bills[p]), p
             for bill, kinds in got.items():
-                assert kinds[:2] == list(events), (p, bill, kinds)
+                # At least once: a repeat may follow its own event, but no event of the
+                # bill arrives after a later one.
+                order = [k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k]
+                assert order == list(events), (p, bill, kinds)
         evictions = [line for line in srv.log_lines if "evicted" in line]
         assert evictions, "the window was never taken back: the test lost its point"
         print("   720 deliveries through a 32-delivery window, %d evictions" % len(evictions))
