@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 
 #include "config.h"
+#include "util.h"
 
 struct cmd {
 	const char *tool;         /* "admin" or "lab" */
@@ -150,7 +151,7 @@ static const struct cmd cmds[] = {
      1,
      "create-bill --json '{\"clientID\": ..., body of /client/billing/create}' | --file F"},
 };
-#define N_CMDS (sizeof cmds / sizeof cmds[0])
+#define N_CMDS (COUNTOF(cmds))
 
 static void admin_usage(FILE *f, const char *tool)
 {

@@ -64,7 +64,7 @@ static const struct route routes[] = {
     {"POST", "/admin/accounts/*/parties", G_ADMIN, api_admin_parties_create},
     {"GET", "/admin/accounts/*/parties", G_ADMIN, api_admin_parties_list},
 };
-#define N_ROUTES (sizeof routes / sizeof routes[0])
+#define N_ROUTES (COUNTOF(routes))
 
 /* Matches path against pattern; captured segments are copied into segs (NUL-separated). */
 static int match(const char *pattern, const char *path, char *buf, size_t cap,

@@ -62,7 +62,7 @@ void api_admin_accounts_create(struct call *c)
 	struct account a;
 	char secret[AUTH_SECRET_CAP];
 	enum account_mode mode = MODE_CATCH_ALL;
-	json_t *b = api_body(c, spec, 2);
+	json_t *b = api_body(c, spec, COUNTOF(spec));
 	if (!b || mode_arg(c, b, 0, &mode))
 		goto out;
 	enum lh_err e = accounts_create(
@@ -142,7 +142,7 @@ void api_admin_account_patch(struct call *c)
 	size_t n = 0;
 	enum account_mode mode = MODE_CATCH_ALL;
 	struct store *st = c->app->store;
-	json_t *b = api_body(c, spec, 1);
+	json_t *b = api_body(c, spec, COUNTOF(spec));
 	if (!b || mode_arg(c, b, 1, &mode) || load_account(c, &a))
 		goto out;
 	if (mode != a.mode) {
@@ -198,7 +198,7 @@ void api_admin_labs_create(struct call *c)
 	static const struct field_spec spec[] = {{"name", F_STRING, 1, NAME_CAP - 1, 0}};
 	struct account a;
 	struct lab l;
-	json_t *b = api_body(c, spec, 1);
+	json_t *b = api_body(c, spec, COUNTOF(spec));
 	if (!b || load_account(c, &a))
 		goto out;
 	enum lh_err e = accounts_add_lab(c->app->store, a.client_id,
@@ -239,7 +239,7 @@ void api_admin_parties_create(struct call *c)
 	};
 	struct account a;
 	struct party p;
-	json_t *b = api_body(c, spec, 2);
+	json_t *b = api_body(c, spec, COUNTOF(spec));
 	if (!b)
 		return;
 	int kind = accounts_kind_from_name(json_string_value(json_object_get(b, "kind")));

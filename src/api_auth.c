@@ -48,7 +48,7 @@ void api_auth_token(struct call *c)
 	};
 	char access[AUTH_TOKEN_CAP], refresh[AUTH_SECRET_CAP];
 	struct account acct;
-	json_t *b = api_body(c, spec, 2);
+	json_t *b = api_body(c, spec, COUNTOF(spec));
 	if (!b)
 		return;
 	const char *id = json_string_value(json_object_get(b, "clientID"));
@@ -81,7 +81,7 @@ void api_auth_refresh(struct call *c)
 	};
 	char access[AUTH_TOKEN_CAP], refresh[AUTH_SECRET_CAP];
 	const char *why = "";
-	json_t *b = api_body(c, spec, 2);
+	json_t *b = api_body(c, spec, COUNTOF(spec));
 	if (!b)
 		return;
 	const char *id = json_string_value(json_object_get(b, "clientID"));

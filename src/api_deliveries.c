@@ -124,7 +124,7 @@ void api_sub_recover(struct call *c)
 	size_t n = 0;
 	int64_t since;
 	json_t *b = NULL;
-	if (!(b = api_body(c, spec, 1)) || !(s = api_load_sub(c)))
+	if (!(b = api_body(c, spec, COUNTOF(spec))) || !(s = api_load_sub(c)))
 		goto out;
 	if (util_parse_time(json_string_value(json_object_get(b, "since")), &since) != 0) {
 		api_fail(c, LH_EINVAL, "invalid_value", "since",

@@ -318,8 +318,7 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	struct verr ve;
 	const json_t *pd = json_object_get(b, "patient_details");
 
-	if (validate_object(pd, patient_fields, sizeof patient_fields / sizeof patient_fields[0],
-	                    &ve)) {
+	if (validate_object(pd, patient_fields, COUNTOF(patient_fields), &ve)) {
 		char f[96];
 		snprintf(f, sizeof f, "patient_details.%s", ve.field);
 		api_fail(c, ve.err, ve.code, f, "patient_details: %s", ve.message);
@@ -387,7 +386,7 @@ out:
 
 void api_billing_create(struct call *c)
 {
-	json_t *b = api_body(c, bill_fields, sizeof bill_fields / sizeof bill_fields[0]);
+	json_t *b = api_body(c, bill_fields, COUNTOF(bill_fields));
 	if (b)
 		create_bill(c, &c->acct, b);
 	json_decref(b);
@@ -396,8 +395,7 @@ void api_billing_create(struct call *c)
 void api_lab_bill_create(struct call *c)
 {
 	struct account acct;
-	json_t *b =
-	    api_body(c, lab_bill_fields, sizeof lab_bill_fields / sizeof lab_bill_fields[0]);
+	json_t *b = api_body(c, lab_bill_fields, COUNTOF(lab_bill_fields));
 	if (!b)
 		return;
 	enum lh_err e = c->app->store->ops->account_get(c->app->store, str(b, "clientID"), &acct);
@@ -540,7 +538,7 @@ void api_lead_create(struct call *c)
 	struct booking *bk;
 	struct lab lab;
 	json_t *data = NULL;
-	json_t *b = api_body(c, lead_fields, sizeof lead_fields / sizeof lead_fields[0]);
+	json_t *b = api_body(c, lead_fields, COUNTOF(lead_fields));
 	if (!b)
 		return;
 	const char *contact = str(b, "contact"), *email = str(b, "email");
@@ -586,7 +584,7 @@ void api_lead_create(struct call *c)
 	    "first_name", "last_name", "contact", "email",    "gender", "age",     "age_type",
 	    "address",    "pincode",   "source",  "priority", "tests",  "packages"};
 	data = json_object();
-	for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+	for (size_t i = 0; i < COUNTOF(keep); i++) {
 		json_t *v = json_object_get(b, keep[i]);
 		if (v)
 			json_object_set(data, keep[i], v);
@@ -693,7 +691,7 @@ void api_lab_lead_convert(struct call *c)
 	    {"scheduledAt", F_STRING, 1, 40, 0},
 	};
 	struct domain_lead_change *j = NULL;
-	json_t *b = api_body(c, spec, 2);
+	json_t *b = api_body(c, spec, COUNTOF(spec));
 	if (!b)
 		return;
 	if (!(j = calloc(1, sizeof *j)))

@@ -351,7 +351,7 @@ void api_sub_patch(struct call *c)
 	struct subscription *s = NULL;
 	json_t *j;
 	unsigned fields = 0;
-	json_t *b = api_body(c, spec, sizeof spec / sizeof spec[0]);
+	json_t *b = api_body(c, spec, COUNTOF(spec));
 	if (!b)
 		return;
 	if (json_object_size(b) == 0) {

@@ -55,8 +55,6 @@ struct auth {
 	struct tok_slot toks[TOK_SLOTS];
 };
 
-static uint64_t fnv1a(const char *s);
-
 enum lh_err auth_new(struct store *st, const struct config *cfg, struct auth **out)
 {
 	unsigned char raw[32];
@@ -317,7 +315,7 @@ enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct accoun
 	if (!tok)
 		return LH_EUNAUTH;
 	size_t n = strlen(tok);
-	struct tok_slot *slot = &a->toks[fnv1a(tok) & (TOK_SLOTS - 1)];
+	struct tok_slot *slot = &a->toks[util_fnv1a(UTIL_FNV_BASIS, tok) & (TOK_SLOTS - 1)];
 	pthread_mutex_lock(&a->tmu);
 	int hit = strcmp(slot->tok, tok) == 0;
 	if (hit)
@@ -343,18 +341,6 @@ enum lh_err auth_verify_bearer(struct auth *a, const char *header, struct accoun
 
 /* ---- failed-login limiter: fixed window per key, small open-addressed table ---- */
 
-static uint64_t fnv1a_from(uint64_t h, const char *s)
-{
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return h;
-}
-
-static uint64_t fnv1a(const char *s)
-{
-	return fnv1a_from(1469598103934665603ULL, s);
-}
-
 /* Finds the slot for key (caller holds mu). Slots are picked by a hash keyed with a random
  * basis, so that no one can choose client ids whose keys land on (and evict) the slot
  * that holds an address back. If absent and create is set, claims a probed slot: a free
@@ -362,7 +348,7 @@ static uint64_t fnv1a(const char *s)
  * is the last to go. */
 static struct rl_slot *rl_slot(struct auth *a, const char *key, int create, int64_t now)
 {
-	uint64_t h = fnv1a_from(a->rl_basis, key);
+	uint64_t h = util_fnv1a(a->rl_basis, key);
 	struct rl_slot *victim = NULL;
 	int victim_rank = 0;
 	for (int i = 0; i < RL_PROBE; i++) {

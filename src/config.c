@@ -364,7 +364,7 @@ static const struct setting settings[] = {
     {"delivery-window", "20000", "pending deliveries held in memory; the rest wait on disk", p_int,
      FIELD(delivery_window), 16, 10000000, 0},
 };
-#define N_SETTINGS (sizeof settings / sizeof settings[0])
+#define N_SETTINGS (COUNTOF(settings))
 
 static const struct setting *find_setting(const char *name, size_t len)
 {

@@ -202,13 +202,8 @@ struct dispatcher {
 
 static uint64_t hash2(const char *a, const char *b)
 {
-	uint64_t h = 1469598103934665603ULL;
-	for (; *a; a++)
-		h = (h ^ (unsigned char)*a) * 1099511628211ULL;
-	h = (h ^ 0x1f) * 1099511628211ULL;
-	for (; b && *b; b++)
-		h = (h ^ (unsigned char)*b) * 1099511628211ULL;
-	return h;
+	uint64_t h = util_fnv1a(UTIL_FNV_BASIS, a);
+	return b ? util_fnv1a(util_fnv1a(h, "\x1f"), b) : util_fnv1a(h, "\x1f");
 }
 
 /* ---- heap ---- */
@@ -790,7 +785,7 @@ static void attempt_free(struct attempt_ctx *a)
 		return;
 	curl_slist_free_all(a->hdrs);
 	if (a->h) {
-		if (a->d->nidle < (int)(sizeof a->d->idle / sizeof a->d->idle[0])) {
+		if (a->d->nidle < (int)(COUNTOF(a->d->idle))) {
 			curl_easy_reset(a->h);
 			a->d->idle[a->d->nidle++] = a->h;
 		} else {

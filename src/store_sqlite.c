@@ -188,7 +188,7 @@ static const char *const migrations[] = {
     ("DROP INDEX IF EXISTS deliveries_pending;"
      "CREATE INDEX deliveries_pending ON deliveries(sub_id, event_seq) WHERE status = 0;"),
 };
-#define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
+#define N_MIGRATIONS (COUNTOF(migrations))
 
 static struct sqlite_store *S(struct store *s)
 {
@@ -662,10 +662,7 @@ static enum lh_err account_read(struct sqlite_store *s, int reader, const char *
 
 static size_t lookup_slot(const char *id)
 {
-	uint32_t h = 2166136261u; /* FNV-1a */
-	for (; *id; id++)
-		h = (h ^ (unsigned char)*id) * 16777619u;
-	return h & (LOOKUP_SLOTS - 1);
+	return util_fnv1a(UTIL_FNV_BASIS, id) & (LOOKUP_SLOTS - 1);
 }
 
 static enum lh_err sqlite_account_get(struct store *base, const char *client_id,

@@ -16,6 +16,19 @@
 
 #define ID_CAP 48 /* prefix (<= 8) + 26 ULID chars + NUL, with room */
 
+/* The number of elements of an array (not a pointer). */
+#define COUNTOF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* FNV-1a, 64-bit, the one hash of in-memory tables (not for anything an attacker may aim
+ * at unless h starts from a random basis). Continue a hash by passing it back as h. */
+#define UTIL_FNV_BASIS 1469598103934665603ULL
+static inline uint64_t util_fnv1a(uint64_t h, const char *s)
+{
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
 /* Fills buf with n bytes from the OS CSPRNG. */
 enum lh_err util_random(void *buf, size_t n);
 /* Writes "<prefix><26-char ULID>" into out (ID_CAP bytes). */

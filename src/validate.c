@@ -366,8 +366,7 @@ int validate_subscribe(const json_t *obj, const struct cidr *allow, size_t nallo
 	struct sub_request r;
 
 	memset(&r, 0, sizeof r);
-	if (validate_object(obj, subscribe_fields,
-	                    sizeof subscribe_fields / sizeof subscribe_fields[0], err))
+	if (validate_object(obj, subscribe_fields, COUNTOF(subscribe_fields), err))
 		return -1;
 	if (strcmp(json_string_value(json_object_get(obj, "protocol")), "https") != 0)
 		return verr_set(err, LH_EINVAL, "invalid_value", "protocol",
