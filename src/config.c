@@ -575,31 +575,47 @@ static void cidrs_text(const struct cidr *list, size_t n, char *out, size_t cap)
 	}
 }
 
+/* A setting's effective value as text, written the way the setting is given (durations
+ * in ms, sizes in bytes, lists comma-separated, "-" for empty). */
+static void show_value(const struct setting *s, const struct config *c, char *out, size_t cap)
+{
+	static const char *const levels[] = {"debug", "info", "warn", "error"};
+	const char *base = (const char *)c + s->off;
+	if (s->parse == p_int || s->parse == p_bool)
+		snprintf(out, cap, "%d", *(const int *)(const void *)base);
+	else if (s->parse == p_duration)
+		snprintf(out, cap, "%lldms", (long long)*(const int64_t *)(const void *)base);
+	else if (s->parse == p_bytes)
+		snprintf(out, cap, "%lld", (long long)*(const int64_t *)(const void *)base);
+	else if (s->parse == p_listen)
+		snprintf(out, cap, "%s:%d", c->listen_host, c->listen_port);
+	else if (s->parse == p_cidr)
+		cidrs_text(c->allow_net, c->n_allow_net, out, cap);
+	else if (s->parse == p_proxies)
+		cidrs_text(c->trusted_proxy, c->n_trusted_proxy, out, cap);
+	else if (s->parse == p_level)
+		snprintf(out, cap, "%s", levels[c->log_level]);
+	else if (s->parse == p_schedule) {
+		size_t o = 0;
+		snprintf(out, cap, "-");
+		for (size_t i = 0; i < c->n_retry && o < cap; i++)
+			o += (size_t)snprintf(out + o, cap - o, "%s%lldms", i ? "," : "",
+			                      (long long)c->retry_ms[i]);
+	} else /* the string settings */
+		log_escape(*base ? base : "-", out, cap);
+}
+
 void config_log_effective(const struct config *c)
 {
-	char allow[CFG_MAX_CIDR * 48], proxies[CFG_MAX_CIDR * 48], sched[CFG_MAX_RETRY * 24] = "";
+	char line[2048], value[600];
 	size_t o = 0;
-	cidrs_text(c->allow_net, c->n_allow_net, allow, sizeof allow);
-	cidrs_text(c->trusted_proxy, c->n_trusted_proxy, proxies, sizeof proxies);
-	for (size_t i = 0; i < c->n_retry; i++)
-		o += (size_t)snprintf(sched + o, sizeof sched - o, "%s%lldms", i ? "," : "",
-		                      (long long)c->retry_ms[i]);
-	LOG(LOG_INFO, "config",
-	    "data_dir=%s listen=%s:%d allow_net=%s trusted_proxy=%s ca_file=%s retry_schedule=%s "
-	    "public_url=%s "
-	    "http_threads=%d max_connections=%d conn_timeout_ms=%lld header_timeout_ms=%lld "
-	    "body_timeout_ms=%lld max_body=%lld "
-	    "refresh_ttl_ms=%lld auth_max_failures=%d auth_lockout_ms=%lld demo=%d "
-	    "timeout_ms=%lld connect_timeout_ms=%lld max_in_flight=%d "
-	    "max_in_flight_per_endpoint=%d disable_after_ms=%lld disable_min_span_ms=%lld "
-	    "delivery_window=%d max_connections_per_ip=%d log_level=%d effective configuration",
-	    c->data_dir, c->listen_host, c->listen_port, allow, proxies,
-	    *c->ca_file ? c->ca_file : "-", sched, *c->public_url ? c->public_url : "-",
-	    c->http_threads, c->max_connections, (long long)c->conn_timeout_ms,
-	    (long long)c->header_timeout_ms, (long long)c->body_timeout_ms, (long long)c->max_body,
-	    (long long)c->refresh_ttl_ms, c->auth_max_failures, (long long)c->auth_lockout_ms,
-	    c->demo, (long long)c->delivery_timeout_ms, (long long)c->connect_timeout_ms,
-	    c->max_in_flight, c->max_in_flight_per_endpoint, (long long)c->disable_after_ms,
-	    (long long)c->disable_min_span_ms, c->delivery_window, c->max_connections_per_ip,
-	    (int)c->log_level);
+	for (size_t i = 0; i < N_SETTINGS && o < sizeof line; i++) {
+		char key[64];
+		snprintf(key, sizeof key, "%s", settings[i].name);
+		for (char *k = key; *k; k++)
+			*k = *k == '-' ? '_' : *k;
+		show_value(&settings[i], c, value, sizeof value);
+		o += (size_t)snprintf(line + o, sizeof line - o, "%s=%s ", key, value);
+	}
+	LOG(LOG_INFO, "config", "%seffective configuration", line);
 }

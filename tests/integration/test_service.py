@@ -177,6 +177,16 @@ def test_settings_precedence(_srv):
             s.cleanup()
         return (int(re.search(r"http_threads=(\d+)", line).group(1)),
                 int(re.search(r"auth_max_failures=(\d+)", line).group(1)))
+    # Every setting is in the line, by its own name (generated from the settings table).
+    s = Server("--timeout", "7s").start()
+    try:
+        line = next(l for l in s.log_lines if "effective configuration" in l)
+    finally:
+        s.cleanup()
+    helptext = subprocess.run([BIN, "--help"], capture_output=True, text=True).stdout
+    for name in re.findall(r"^  --([a-z-]+)", helptext, re.M):
+        assert " %s=" % name.replace("-", "_") in line, (name, line)
+    assert " timeout=7000ms " in line, line
     assert effective([], {}) == (3, 7)
     assert effective([], {"LABHOOK_HTTP_THREADS": "4"}) == (4, 7)
     assert effective(["--http-threads", "5"], {"LABHOOK_HTTP_THREADS": "4"}) == (5, 7)
