@@ -7,8 +7,7 @@
 #include "auth.h"
 #include "config.h"
 #include "store.h"
-
-#define LABHOOK_VERSION "0.1.0"
+#include "version.h"
 
 struct app {
 	struct config cfg;

@@ -30,10 +30,10 @@
 #include <curl/curl.h>
 
 #include "addr.h"
-#include "app.h"
 #include "events.h"
 #include "log.h"
 #include "sign.h"
+#include "version.h"
 
 #define HASH_BUCKETS      65536
 #define RESULT_BATCH      512
