@@ -19,10 +19,11 @@
 #include "err.h"
 #include "util.h"
 
-#define NAME_CAP      201  /* display names: 200 bytes */
-#define ENDPOINT_CAP  2049 /* API.md 4.1: at most 2048 bytes */
-#define AUTHTOKEN_CAP 4097
-#define SECRET_CAP    80
+#define NAME_CAP          201  /* display names: 200 bytes */
+#define ENDPOINT_CAP      2049 /* API.md 4.1: at most 2048 bytes */
+#define AUTHTOKEN_CAP     4097
+#define SECRET_CAP        80
+#define STORE_MAX_PARTIES 7 /* party ids one event may route to (a bill has two) */
 
 enum account_mode { MODE_CATCH_ALL = 0, MODE_PARTY_SCOPED = 1 };
 enum party_kind { PARTY_NONE = 0, PARTY_CORPORATE_USER = 1, PARTY_ORGANIZATION = 2 };
@@ -237,6 +238,7 @@ struct store_tx_ops {
 	 * subscription matched twice gets one delivery. With only_sub set, the one delivery
 	 * goes to that subscription instead (test events), or LH_ENOTFOUND if it is deleted
 	 * (read inside the transaction, so a racing delete cannot strand the delivery).
+	 * More than STORE_MAX_PARTIES party ids is LH_EINVAL (none is ever dropped).
 	 * *ndeliveries gets the count. */
 	enum lh_err (*event_insert)(struct store_tx *tx, const struct event *ev,
 	                            const char *const *party_ids, size_t n, const char *only_sub,

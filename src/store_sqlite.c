@@ -1692,9 +1692,11 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
                                    size_t *ndeliveries)
 {
 	struct sqlite_store *s = TX(tx);
-	const char *matched[8];
+	const char *matched[STORE_MAX_PARTIES + 1];
 	size_t nm = 0;
 	enum lh_err e;
+	if (n > STORE_MAX_PARTIES)
+		return LH_EINVAL;
 	sqlite3_stmt *st = stmt(s, "INSERT INTO events(event_id, client_id, lab_id, type,"
 	                           " entity_id, payload, created_at)"
 	                           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
@@ -1728,7 +1730,7 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 		n = 0;
 	}
 	/* The catch-all key first, then each party; a subscription matched twice counts once. */
-	for (size_t i = 0; !only_sub && i <= n && i < 8; i++) {
+	for (size_t i = 0; !only_sub && i <= n; i++) {
 		char key[ROUTE_KEY_CAP];
 		int found;
 		if (i > 0 && (!party_ids[i - 1] || !party_ids[i - 1][0]))

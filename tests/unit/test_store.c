@@ -503,6 +503,33 @@ static void test_pending_per_subscription(void **state)
 	free(subs);
 }
 
+static enum lh_err job_many_parties(struct store_tx *tx, void *arg)
+{
+	static const char *const parties[STORE_MAX_PARTIES + 1] = {"p1", "p2", "p3", "p4",
+	                                                           "p5", "p6", "p7", "p8"};
+	struct event ev;
+	size_t n = 0;
+	(void)arg;
+	memset(&ev, 0, sizeof ev);
+	assert_int_equal(util_new_id("evt_", ev.event_id), LH_OK);
+	snprintf(ev.client_id, sizeof ev.client_id, "cl_A");
+	snprintf(ev.lab_id, sizeof ev.lab_id, "lab_1");
+	snprintf(ev.entity_id, sizeof ev.entity_id, "bill_9");
+	ev.type = EV_BILL_CREATED;
+	ev.payload = "{}";
+	return tx->ops->event_insert(tx, &ev, parties, STORE_MAX_PARTIES + 1, NULL, &n);
+}
+
+/* Party ids past the limit are an error, never silently not routed to. */
+static void test_event_party_limit(void **state)
+{
+	struct fixture *f = *state;
+	outbox_setup(f->st);
+	assert_int_equal(f->st->ops->submit(f->st, job_many_parties, NULL), LH_EINVAL);
+	assert_int_equal(pending_count(f->st), 0);
+	f->st->ops->set_commit_hook(f->st, NULL, NULL);
+}
+
 static void test_meta_first_writer_wins(void **state)
 {
 	struct fixture *f = *state;
@@ -741,6 +768,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_deleted_subscription_takes_no_deliveries, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_pending_per_subscription, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_event_party_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_meta_first_writer_wins, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failed_commit_keeps_nothing, setup_faults,
