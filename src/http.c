@@ -265,6 +265,16 @@ static enum MHD_Result admit(struct http_server *srv, struct MHD_Connection *c, 
 static void unpark(struct reqctx *rc);
 static void reqctx_free(struct reqctx *rc);
 
+/* The client of a deferred answer is gone: finish runs with no request, only to release
+ * its work (whatever it puts in the answer is dropped). */
+static void release_work(struct http_deferred *d)
+{
+	struct http_resp rs = {.status = 500};
+	d->active = 0;
+	d->finish(d->arg, NULL, &rs);
+	json_decref(rs.json);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_size, void **con_cls)
@@ -442,10 +452,7 @@ void http_ready(struct http_deferred *d)
 	/* Its connection is gone: release the work here (on the caller's thread), then the
 	 * request. Once unparked, srv may be freed by http_stop: not touched after. */
 	struct reqctx *rc = (struct reqctx *)(void *)((char *)d - offsetof(struct reqctx, dfr));
-	struct http_resp rs = {.status = 500};
-	d->active = 0;
-	d->finish(d->arg, NULL, &rs);
-	json_decref(rs.json);
+	release_work(d);
 	unpark(rc);
 	reqctx_free(rc);
 }
@@ -490,12 +497,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	}
 	pthread_mutex_unlock(&srv->park_mu);
 	if (rc->dfr.active) {
-		/* Closed once ready but before the answer could be sent: finish still releases
-		 * its work. */
-		struct http_resp rs = {.status = 500};
-		rc->dfr.active = 0;
-		rc->dfr.finish(rc->dfr.arg, NULL, &rs);
-		json_decref(rs.json);
+		/* Closed once ready but before the answer could be sent. */
+		release_work(&rc->dfr);
 	}
 	unpark(rc);
 	reqctx_free(rc);
@@ -550,15 +553,23 @@ static void *reaper_main(void *arg)
 	pthread_mutex_lock(&srv->conn_mu);
 	while (srv->reaping) {
 		int64_t now = util_mono_us();
+		int cut = 0;
+		const char *phase = "";
 		for (struct conn *cn = srv->conns; cn; cn = cn->next) {
 			int64_t due = __atomic_load_n(&cn->deadline_us, __ATOMIC_RELAXED);
 			if (!due || now < due)
 				continue;
-			LOG(LOG_INFO, "http",
-			    "fd=%d phase=%s closed a connection past its deadline", cn->fd,
-			    __atomic_load_n(&cn->phase, __ATOMIC_RELAXED));
+			phase = __atomic_load_n(&cn->phase, __ATOMIC_RELAXED);
 			__atomic_store_n(&cn->deadline_us, 0, __ATOMIC_RELAXED);
 			shutdown(cn->fd, SHUT_RDWR);
+			cut++;
+		}
+		if (cut) { /* one line per sweep, written outside the lock new connections take */
+			pthread_mutex_unlock(&srv->conn_mu);
+			LOG(LOG_INFO, "http",
+			    "n=%d phase=%s closed connections past their deadline", cut, phase);
+			pthread_mutex_lock(&srv->conn_mu);
+			continue;
 		}
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
