@@ -187,8 +187,9 @@ def test_resume_is_seen_while_the_engine_is_busy(_srv):
 
 def test_pressure_loses_nothing_and_keeps_order(_srv):
     """Three tenants' backlogs (240 deliveries each, queued while paused, then a restart)
-    through a 32-delivery window: one endpoint fails a fifth of the requests, one is slow,
-    one fast. The first resumed fills the window; the two resumed after it take their
+    through a 32-delivery window: one endpoint is slow, one fails a fifth of the requests,
+    one is fast. The first resumed (the slow one, so that it cannot drain its backlog
+    before the others resume) fills the window; the two resumed after it take their
     shares back from it (evicting its newest deliveries, which are read back later). Every
     delivery arrives (at least once) and each bill's bill.created comes before its
     bill.deleted."""
@@ -197,7 +198,7 @@ def test_pressure_loses_nothing_and_keeps_order(_srv):
                  "--log-level", "debug").start()
     try:
         events = ("bill.created", "bill.deleted")
-        tenants = [(srv.client(), p) for p in ("/flaky/0.2/p-a", "/slow/0.2/p-b",
+        tenants = [(srv.client(), p) for p in ("/slow/0.2/p-b", "/flaky/0.2/p-a",
                                                 "/ok/p-c")]
         key = srv.admin_key()
         bills, subs = {}, {}
