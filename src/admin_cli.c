@@ -200,8 +200,7 @@ static int read_key(const char *data_dir, char *out, size_t cap)
 	FILE *f = fopen(path, "r");
 	if (!f || !fgets(out, (int)cap, f)) {
 		fprintf(stderr,
-		        "labhook: cannot read %s (has `labhook serve` run with this "
-		        "--data-dir?)\n",
+		        "labhook: cannot read %s (has `labhook serve` run with this --data-dir?)\n",
 		        path);
 		if (f)
 			fclose(f);

@@ -99,8 +99,7 @@ static int id_shape_ok(const char *s)
 {
 	size_t n = strlen(s);
 	return n > 0 && n < ID_CAP &&
-	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	                 "0123456789_-") == n;
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
 }
 
 static int check_admin(struct call *c)
@@ -128,8 +127,7 @@ static int check_client(struct call *c)
 		c->rs->www_auth = 1;
 		return api_fail(
 		    c, e, "invalid_token", NULL,
-		    "a valid access token is required: 'Authorization: Bearer <authToken>' "
-		    "from POST /client/auth/token (missing, malformed, expired or revoked)");
+		    "a valid access token is required: 'Authorization: Bearer <authToken>' from POST /client/auth/token (missing, malformed, expired or revoked)");
 	}
 	if (e != LH_OK)
 		return api_fail_internal(c, e, "verify token");
@@ -280,15 +278,15 @@ int api_fail_internal(struct call *c, enum lh_err e, const char *what)
 	if (err_http_status(e) == 503) {
 		/* The disk, not the request: the same request can succeed once space is back. */
 		c->rs->retry_after = 5;
-		return api_fail(c, e, err_code(e), NULL,
-		                "the service's storage is %s; the change was not applied; retry "
-		                "later (request id %s)",
-		                e == LH_EFULL ? "full" : "failing", c->rq->rid);
+		return api_fail(
+		    c, e, err_code(e), NULL,
+		    "the service's storage is %s; the change was not applied; retry later (request id %s)",
+		    e == LH_EFULL ? "full" : "failing", c->rq->rid);
 	}
-	return api_fail(c, e, err_code(e), NULL,
-	                "the service could not complete the request; it was not applied; retry "
-	                "later (request id %s)",
-	                c->rq->rid);
+	return api_fail(
+	    c, e, err_code(e), NULL,
+	    "the service could not complete the request; it was not applied; retry later (request id %s)",
+	    c->rq->rid);
 }
 
 void api_ok(struct call *c, const char *msg, json_t *fields)

@@ -154,10 +154,10 @@ void api_admin_account_patch(struct call *c)
 			goto out;
 		}
 		if (n > 0) {
-			api_fail(c, LH_ECONFLICT, "account_has_subscriptions", "mode",
-			         "the account still has webhooks registered under mode %s; delete "
-			         "them before changing the mode",
-			         accounts_mode_name(a.mode));
+			api_fail(
+			    c, LH_ECONFLICT, "account_has_subscriptions", "mode",
+			    "the account still has webhooks registered under mode %s; delete them before changing the mode",
+			    accounts_mode_name(a.mode));
 			goto out;
 		}
 		e = st->ops->account_set_mode(st, a.client_id, mode, &a);
@@ -186,10 +186,10 @@ void api_admin_account_rotate(struct call *c)
 		api_fail_internal(c, e, "rotate secret");
 		return;
 	}
-	api_ok(c,
-	       "Secret rotated; the old secret, its access tokens and refresh tokens no longer "
-	       "work",
-	       json_pack("{s:s, s:s}", "clientID", a.client_id, "clientSecret", secret));
+	api_ok(
+	    c,
+	    "Secret rotated; the old secret, its access tokens and refresh tokens no longer work",
+	    json_pack("{s:s, s:s}", "clientID", a.client_id, "clientSecret", secret));
 	OPENSSL_cleanse(secret, sizeof secret);
 }
 

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "api.h"
-#include "dispatch.h"
 #include "domain.h"
 #include "events.h"
 

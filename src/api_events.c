@@ -104,9 +104,9 @@ static int resolve_parties(struct call *c, const struct account *acct, const jso
 		any = 1;
 	}
 	if (!any && acct->mode == MODE_PARTY_SCOPED)
-		return api_fail(c, LH_EINVAL, "party_required", "corporateUser",
-		                "this is a party-scoped account: send corporateUser, "
-		                "referredOrganization or referredHospitalOrganization");
+		return api_fail(
+		    c, LH_EINVAL, "party_required", "corporateUser",
+		    "this is a party-scoped account: send corporateUser, referredOrganization or referredHospitalOrganization");
 	return 0;
 }
 
@@ -174,14 +174,8 @@ static int add_report(struct call *c, struct report_list *rl, const char *name, 
 	if (rl->n >= DOMAIN_MAX_REPORTS)
 		return api_fail(c, LH_EINVAL, "too_many_tests", NULL,
 		                "a bill may hold at most %d tests", DOMAIN_MAX_REPORTS);
-	if (rl->n == rl->cap) {
-		size_t ncap = rl->cap ? rl->cap * 2 : 4;
-		struct report *nr = realloc(rl->r, ncap * sizeof *nr);
-		if (!nr)
-			return api_fail_internal(c, LH_ENOMEM, "add report");
-		rl->r = nr;
-		rl->cap = ncap;
-	}
+	if (UTIL_GROW(rl->r, rl->cap, rl->n + 1, 4))
+		return api_fail_internal(c, LH_ENOMEM, "add report");
 	struct report *r = &rl->r[rl->n];
 	memset(r, 0, sizeof *r);
 	if (util_new_id("rep_", r->report_id) != LH_OK)
@@ -210,8 +204,7 @@ static int collect_reports(struct call *c, const json_t *b, struct report_list *
 				if (ref_text(v, name, sizeof name) || !json_is_string(v))
 					return api_fail(
 					    c, LH_EINVAL, "invalid_value", path,
-					    "'%s' must be a non-empty string of at most "
-					    "%d bytes",
+					    "'%s' must be a non-empty string of at most %d bytes",
 					    path, NAME_CAP - 1);
 				if (add_report(c, rl, name, li == 3 ? name : NULL))
 					return -1;
@@ -242,8 +235,7 @@ static int collect_reports(struct call *c, const json_t *b, struct report_list *
 					if (!json_is_string(t) || ref_text(t, name, sizeof name))
 						return api_fail(
 						    c, LH_EINVAL, "invalid_value", path,
-						    "'%s.tests[%zu]' must be a non-empty "
-						    "string",
+						    "'%s.tests[%zu]' must be a non-empty string",
 						    path, k);
 					if (add_report(c, rl, name, pkg))
 						return -1;
@@ -281,10 +273,9 @@ static int collect_reports(struct call *c, const json_t *b, struct report_list *
 		}
 	}
 	if (rl->n == 0)
-		return api_fail(c, LH_EINVAL, "missing_tests", "mapped_tests",
-		                "send at least one test or package (mapped_tests, unmapped_tests, "
-		                "mapped_packages, unmapped_packages or "
-		                "unmapped_packages_with_tests)");
+		return api_fail(
+		    c, LH_EINVAL, "missing_tests", "mapped_tests",
+		    "send at least one test or package (mapped_tests, unmapped_tests, mapped_packages, unmapped_packages or unmapped_packages_with_tests)");
 	return 0;
 }
 
@@ -485,9 +476,9 @@ static int booking_fields(struct call *c, const json_t *b, struct booking *bk)
 		return api_fail(c, LH_EINVAL, "missing_field", "scheduledAt",
 		                "'scheduledAt' is required for a booking");
 	if (util_parse_time(when, &t) != 0 || t < 0 || t > 253402300799LL)
-		return api_fail(c, LH_EINVAL, "invalid_value", "scheduledAt",
-		                "'scheduledAt' must be an RFC 3339 time such as "
-		                "2026-01-20T10:30:00Z");
+		return api_fail(
+		    c, LH_EINVAL, "invalid_value", "scheduledAt",
+		    "'scheduledAt' must be an RFC 3339 time such as 2026-01-20T10:30:00Z");
 	memset(bk, 0, sizeof *bk);
 	if (util_new_id("bkg_", bk->booking_id) != LH_OK)
 		return api_fail_internal(c, LH_EIO, "new booking id");

@@ -13,7 +13,6 @@
 
 #include "accounts.h"
 #include "api.h"
-#include "dispatch.h"
 #include "events.h"
 #include "log.h"
 
@@ -122,16 +121,16 @@ static int resolve_party(struct call *c, const struct sub_request *r, struct sub
 
 	if (c->acct.mode == MODE_CATCH_ALL) {
 		if (pid)
-			return api_fail(c, LH_EINVAL, "party_not_allowed", field,
-			                "this is a catch-all account: webhooks take no party; "
-			                "remove '%s'",
-			                field);
+			return api_fail(
+			    c, LH_EINVAL, "party_not_allowed", field,
+			    "this is a catch-all account: webhooks take no party; remove '%s'",
+			    field);
 		return 0;
 	}
 	if (!pid)
-		return api_fail(c, LH_EINVAL, "party_required", "corporateUser",
-		                "this is a party-scoped account: send 'corporateUser' or "
-		                "'organization'");
+		return api_fail(
+		    c, LH_EINVAL, "party_required", "corporateUser",
+		    "this is a party-scoped account: send 'corporateUser' or 'organization'");
 	enum lh_err e = c->app->store->ops->party_get(c->app->store, c->acct.client_id, pid, &p);
 	if (e == LH_OK && p.kind != want)
 		e = LH_ENOTFOUND;
@@ -327,7 +326,6 @@ static int save_sub(struct call *c, struct subscription *s, unsigned fields)
 		                "no subscription with this id");
 	if (e != LH_OK)
 		return api_fail_internal(c, e, "update subscription");
-	dispatch_wake(c->app->dispatcher); /* a resumed one's deliveries go at once */
 	return 0;
 }
 

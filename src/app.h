@@ -15,7 +15,6 @@ struct app {
 	struct auth *auth;
 	unsigned char admin_key_hash[32];
 	char public_url[600]; /* base of reportURL links, no trailing slash */
-	struct dispatcher *dispatcher;
 	int ready; /* set (atomically) once public_url and the demo accounts are in place */
 };
 

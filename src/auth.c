@@ -299,8 +299,7 @@ const char *auth_bearer_token(const char *header)
 		tok++;
 	size_t n = strlen(tok);
 	if (n == 0 || n >= AUTH_TOKEN_CAP ||
-	    strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm"
-	                "nopqrstuvwxyz0123456789-_.") != n)
+	    strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.") != n)
 		return NULL;
 	return tok;
 }

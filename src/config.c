@@ -552,8 +552,8 @@ int config_load(struct config *cfg, int argc, char **argv, char **env, const cha
 
 void config_print_help(FILE *f)
 {
-	fprintf(f, "Settings (default < --config file < LABHOOK_<NAME> environment < "
-	           "command line):\n");
+	fprintf(
+	    f, "Settings (default < --config file < LABHOOK_<NAME> environment < command line):\n");
 	for (size_t i = 0; i < N_SETTINGS; i++) {
 		char env[64];
 		env_name(settings[i].name, env, sizeof env);

@@ -352,9 +352,9 @@ static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 	if (e != LH_OK)
 		return e;
 	if (dup)
-		return refuse(j->out, LH_ECONFLICT, "duplicate_lead", "contact",
-		              "a lead with this contact or email was already created in this lab "
-		              "today");
+		return refuse(
+		    j->out, LH_ECONFLICT, "duplicate_lead", "contact",
+		    "a lead with this contact or email was already created in this lab today");
 	if ((e = tx->ops->lead_insert(tx, l)) != LH_OK)
 		return e;
 	if (l->phase == PHASE_BOOKING) {

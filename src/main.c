@@ -21,7 +21,7 @@
 #include "admin_cli.h"
 #include "api.h"
 #include "app.h"
-#include "dispatch.h"
+#include "delivery.h"
 #include "http.h"
 #include "log.h"
 
@@ -152,25 +152,24 @@ static enum lh_err demo_seed(struct app *app, int port)
 	}
 	const char *host =
 	    strcmp(app->cfg.listen_host, "0.0.0.0") == 0 ? "127.0.0.1" : app->cfg.listen_host;
-	printf("\n=== labhook demo ===\n"
-	       "Catch-all account:    clientID=%s\n"
-	       "                      clientSecret=%s\n"
-	       "                      labID=%s\n"
-	       "Party-scoped account: clientID=%s\n"
-	       "                      clientSecret=%s\n"
-	       "                      labID=%s  corporateUser=%s\n\n"
-	       "Get a token:\n"
-	       "  TOKEN=$(curl -s http://%s:%d/client/auth/token -H 'Content-Type: "
-	       "application/json' \\\n"
-	       "    -d '{\"clientID\":\"%s\",\"clientSecret\":\"%s\"}' \\\n"
-	       "    | sed 's/.*\"authToken\":\"\\([^\"]*\\)\".*/\\1/')\n"
-	       "List labs:\n"
-	       "  curl -s http://%s:%d/client/labs -H \"Authorization: Bearer $TOKEN\"\n"
-	       "Admin key: %s/admin.key\n"
-	       "(demo secrets are new at every start with --demo)\n\n",
-	       a[0].client_id, secret[0], lab[0].lab_id, a[1].client_id, secret[1], lab[1].lab_id,
-	       party.party_id, host, port, a[0].client_id, secret[0], host, port,
-	       app->cfg.data_dir);
+	printf(
+	    "\n=== labhook demo ===\n"
+	    "Catch-all account:    clientID=%s\n"
+	    "                      clientSecret=%s\n"
+	    "                      labID=%s\n"
+	    "Party-scoped account: clientID=%s\n"
+	    "                      clientSecret=%s\n"
+	    "                      labID=%s  corporateUser=%s\n\n"
+	    "Get a token:\n"
+	    "  TOKEN=$(curl -s http://%s:%d/client/auth/token -H 'Content-Type: application/json' \\\n"
+	    "    -d '{\"clientID\":\"%s\",\"clientSecret\":\"%s\"}' \\\n"
+	    "    | sed 's/.*\"authToken\":\"\\([^\"]*\\)\".*/\\1/')\n"
+	    "List labs:\n"
+	    "  curl -s http://%s:%d/client/labs -H \"Authorization: Bearer $TOKEN\"\n"
+	    "Admin key: %s/admin.key\n"
+	    "(demo secrets are new at every start with --demo)\n\n",
+	    a[0].client_id, secret[0], lab[0].lab_id, a[1].client_id, secret[1], lab[1].lab_id,
+	    party.party_id, host, port, a[0].client_id, secret[0], host, port, app->cfg.data_dir);
 	fflush(stdout);
 	OPENSSL_cleanse(secret, sizeof secret);
 	return LH_OK;
@@ -180,7 +179,7 @@ static int serve(int argc, char **argv, char **env)
 {
 	struct app app;
 	struct http_server *srv = NULL;
-	struct dispatcher *disp = NULL;
+	struct delivery_engine *disp = NULL;
 	char err[512];
 	int port = 0, rc = 1, sig = 0;
 	sigset_t set;
@@ -213,11 +212,10 @@ static int serve(int argc, char **argv, char **env)
 		fprintf(stderr, "labhook: cannot start: %s (see the log above)\n", err_code(e));
 		goto out;
 	}
-	if ((e = dispatch_start(app.store, &app.cfg, &disp)) != LH_OK) {
+	if ((e = delivery_start(app.store, &app.cfg, &disp)) != LH_OK) {
 		fprintf(stderr, "labhook: cannot start the delivery engine: %s\n", err_code(e));
 		goto out;
 	}
-	app.dispatcher = disp;
 	if ((e = http_start(&app.cfg, api_admit, api_dispatch, &app, &srv, &port)) != LH_OK) {
 		fprintf(stderr, "labhook: cannot listen on %s:%d\n", app.cfg.listen_host,
 		        app.cfg.listen_port);
@@ -245,7 +243,7 @@ static int serve(int argc, char **argv, char **env)
 	rc = 0;
 out:
 	http_stop(srv);      /* no new requests, so no new deliveries */
-	dispatch_stop(disp); /* in-flight attempts finish or stay pending */
+	delivery_stop(disp); /* in-flight attempts finish or stay pending */
 	auth_free(app.auth);
 	if (app.store)
 		app.store->ops->close(app.store);

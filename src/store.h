@@ -209,9 +209,13 @@ struct delivery_result {
 	int64_t now;          /* unix seconds of the outcome */
 };
 
-/* Called by the store's writer after a commit that created deliveries, with them; the hook
- * takes over their payloads (frees them), the array itself stays the store's. */
-typedef void (*store_commit_hook)(void *ctx, const struct delivery *d, size_t n);
+/* Called by the store after each commit that created deliveries (with them, from the writer
+ * thread) or changed a subscription (n == 0, from whichever thread committed, after the new
+ * subs_version is visible, with the store's lock held: the hook must not call the store,
+ * only note the change and return). The hook owns each d[i].payload from the call on (frees it, or
+ * hands it on); the array itself stays the store's and is reused after the call. This is
+ * how the engine hears of changes without the API knowing it exists. */
+typedef void (*store_commit_hook)(void *ctx, struct delivery *d, size_t n);
 
 /* A transaction handed to a store_tx_fn by store_ops.submit. Only valid inside the call. */
 struct store_tx;
@@ -338,7 +342,7 @@ struct store_ops {
 	void (*submit_async)(struct store *s, store_tx_fn fn, void *arg, store_done_fn done,
 	                     void *done_arg);
 	/* ---- the delivery engine's side ---- */
-	/* Registers the hook the writer calls after each commit that created deliveries. */
+	/* Registers the commit hook (see store_commit_hook); NULL removes it. */
 	void (*set_commit_hook)(struct store *s, store_commit_hook fn, void *ctx);
 	/* Pending deliveries of sub_id with event_seq > after_seq, ordered by event_seq, at
 	 * most limit, with their payloads (free each payload, then the array with free()).

@@ -279,9 +279,13 @@ static enum lh_err begin(struct sqlite_store *s)
  * mu): only then does a cache that sees the new version read the new rows, not the old. */
 static void subs_bump(struct sqlite_store *s)
 {
-	if (s->subs_dirty)
-		__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
+	if (!s->subs_dirty)
+		return;
+	__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
 	s->subs_dirty = 0;
+	/* Under mu, so the hook cannot be removed (and its engine freed) meanwhile. */
+	if (s->hook)
+		s->hook(s->hook_ctx, NULL, 0);
 }
 
 static enum lh_err finish(struct sqlite_store *s, enum lh_err e)
@@ -714,15 +718,9 @@ static enum lh_err collect_with(struct sqlite_store *s, sqlite3_stmt *st, size_t
 	int rc;
 
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (cnt == cap) {
-			size_t ncap = cap ? cap * 2 : 8;
-			char *na = realloc(arr, ncap * elem);
-			if (!na) {
-				rc = SQLITE_NOMEM;
-				break;
-			}
-			arr = na;
-			cap = ncap;
+		if (util_grow(&arr, &cap, cnt + 1, elem, 8)) {
+			rc = SQLITE_NOMEM;
+			break;
 		}
 		from_row(st, arr + cnt * elem);
 		cnt++;
@@ -1106,14 +1104,8 @@ static enum lh_err route_put(struct sqlite_store *s, const char *key, const char
 	int found;
 	size_t i = route_find(s, key, &found);
 	if (!found) {
-		if (s->nroutes == s->cap_routes) {
-			size_t ncap = s->cap_routes ? s->cap_routes * 2 : 64;
-			struct route *nr = realloc(s->routes, ncap * sizeof *nr);
-			if (!nr)
-				return LH_ENOMEM;
-			s->routes = nr;
-			s->cap_routes = ncap;
-		}
+		if (UTIL_GROW(s->routes, s->cap_routes, s->nroutes + 1, 64))
+			return LH_ENOMEM;
 		memmove(&s->routes[i + 1], &s->routes[i], (s->nroutes - i) * sizeof *s->routes);
 		s->nroutes++;
 		snprintf(s->routes[i].key, ROUTE_KEY_CAP, "%s", key);
@@ -1667,14 +1659,8 @@ static enum lh_err tx_booking_insert(struct store_tx *tx, const struct booking *
 
 static enum lh_err fresh_push(struct sqlite_store *s, const struct delivery *d)
 {
-	if (s->nfresh == s->cap_fresh) {
-		size_t ncap = s->cap_fresh ? s->cap_fresh * 2 : 256;
-		struct delivery *nf = realloc(s->fresh, ncap * sizeof *nf);
-		if (!nf)
-			return LH_ENOMEM;
-		s->fresh = nf;
-		s->cap_fresh = ncap;
-	}
+	if (UTIL_GROW(s->fresh, s->cap_fresh, s->nfresh + 1, 256))
+		return LH_ENOMEM;
 	s->fresh[s->nfresh++] = *d;
 	return LH_OK;
 }

@@ -231,6 +231,28 @@ static size_t utf8_need(const unsigned char *p, size_t avail, size_t *good)
 	return need;
 }
 
+int util_grow(void *pp, size_t *cap, size_t need, size_t elem, size_t first)
+{
+	if (need <= *cap)
+		return 0;
+	size_t ncap = *cap ? *cap : (first ? first : 1);
+	while (ncap < need) {
+		if (ncap > SIZE_MAX / 2)
+			return -1;
+		ncap *= 2;
+	}
+	if (elem && ncap > SIZE_MAX / elem)
+		return -1;
+	void *p; /* memcpy, not a cast to void **: the caller's pointer is a T * */
+	memcpy(&p, pp, sizeof p);
+	void *np = realloc(p, ncap * elem);
+	if (!np)
+		return -1;
+	memcpy(pp, &np, sizeof np);
+	*cap = ncap;
+	return 0;
+}
+
 size_t util_utf8_clean(const char *in, size_t n, char *out, size_t cap)
 {
 	const unsigned char *p = (const unsigned char *)in;

@@ -29,6 +29,13 @@ static inline uint64_t util_fnv1a(uint64_t h, const char *s)
 	return h;
 }
 
+/* Makes room for at least need elements of elem bytes in the array at *(T **)pp holding
+ * *cap: grows it to first elements, then doubles (and to need at once if that is more).
+ * Returns 0 with the pointer and *cap updated, or -1 (out of memory, or a size that would
+ * overflow) with both untouched. Use UTIL_GROW, which passes the element size. */
+int util_grow(void *pp, size_t *cap, size_t need, size_t elem, size_t first);
+#define UTIL_GROW(arr, cap, need, first) util_grow(&(arr), &(cap), (need), sizeof *(arr), (first))
+
 /* Fills buf with n bytes from the OS CSPRNG. */
 enum lh_err util_random(void *buf, size_t n);
 /* Writes "<prefix><26-char ULID>" into out (ID_CAP bytes). */

@@ -193,11 +193,10 @@ int validate_events(const json_t *arr, const char *field, unsigned *out, struct 
 			                "'%s' must be a string", path);
 		int ev = event_from_name(json_string_value(v));
 		if (ev < 0 || strlen(json_string_value(v)) != json_string_length(v))
-			return verr_set(err, LH_EINVAL, "unknown_event", path,
-			                "'%s' is not an event; use bill.created, bill.completed, "
-			                "bill.deleted, report.completed, lead.created or "
-			                "booking.created",
-			                path);
+			return verr_set(
+			    err, LH_EINVAL, "unknown_event", path,
+			    "'%s' is not an event; use bill.created, bill.completed, bill.deleted, report.completed, lead.created or booking.created",
+			    path);
 		mask |= 1u << ev;
 	}
 	*out = mask;
@@ -263,10 +262,10 @@ int validate_endpoint(const char *url, const char *field, const struct cidr *all
 		/* Unicode look-alikes ("１２７.０.０.１", "127。0。0。1") become other hosts
 		 * after IDN mapping, past any check of the text: ASCII only. */
 		if (*p >= 0x80)
-			return verr_set(err, LH_EINVAL, "invalid_endpoint", field,
-			                "'%s' must be ASCII: percent-encode the path and write "
-			                "international host names in punycode (xn--...)",
-			                field);
+			return verr_set(
+			    err, LH_EINVAL, "invalid_endpoint", field,
+			    "'%s' must be ASCII: percent-encode the path and write international host names in punycode (xn--...)",
+			    field);
 	}
 	if (strncasecmp(url, "https://", 8) != 0)
 		return verr_set(err, LH_EINVAL, "invalid_endpoint", field,

@@ -318,7 +318,7 @@ static enum lh_err job_event(struct store_tx *tx, void *arg)
 static struct delivery hooked[4];
 static size_t nhooked;
 
-static void on_commit(void *ctx, const struct delivery *d, size_t n)
+static void on_commit(void *ctx, struct delivery *d, size_t n)
 {
 	(void)ctx;
 	for (size_t i = 0; i < n && nhooked < 4; i++)

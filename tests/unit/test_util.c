@@ -611,6 +611,32 @@ static void test_utf8_clean(void **state)
 	}
 }
 
+static void test_grow(void **state)
+{
+	(void)state;
+	int *a = NULL;
+	size_t cap = 0;
+	assert_int_equal(UTIL_GROW(a, cap, 0, 8), 0); /* nothing needed: nothing allocated */
+	assert_null(a);
+	assert_int_equal(cap, 0);
+	assert_int_equal(UTIL_GROW(a, cap, 1, 8), 0);
+	assert_non_null(a);
+	assert_int_equal(cap, 8);
+	for (int i = 0; i < 8; i++)
+		a[i] = i;
+	assert_int_equal(UTIL_GROW(a, cap, 9, 8), 0); /* doubles, keeps the contents */
+	assert_int_equal(cap, 16);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(a[i], i);
+	assert_int_equal(UTIL_GROW(a, cap, 100, 8), 0); /* to need at once */
+	assert_int_equal(cap, 128);
+	int *keep = a;
+	assert_int_equal(UTIL_GROW(a, cap, SIZE_MAX / 2, 8), -1); /* overflows: untouched */
+	assert_ptr_equal(a, keep);
+	assert_int_equal(cap, 128);
+	free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -632,6 +658,7 @@ int main(void)
 	    cmocka_unit_test(test_ct_equal),
 	    cmocka_unit_test(test_sha256),
 	    cmocka_unit_test(test_utf8_clean),
+	    cmocka_unit_test(test_grow),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

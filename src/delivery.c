@@ -1,4 +1,4 @@
-/* dispatch.c: see dispatch.h.
+/* delivery.c: see delivery.h.
  *
  * Data, all owned by the dispatcher thread:
  * - lanes: hash of (sub, entity) -> FIFO of pending items ordered by event sequence;
@@ -15,7 +15,7 @@
  * The inbox (new deliveries from other threads) is the only shared state, under inbox_mu.
  */
 #define _GNU_SOURCE
-#include "dispatch.h"
+#include "delivery.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -137,7 +137,7 @@ struct attempt_ctx {
 	size_t resp_len, resp_total;
 	int retry_after_s;
 	const char *blocked;
-	struct dispatcher *d;
+	struct delivery_engine *d;
 	struct attempt_ctx *prev, *next; /* the dispatcher's list of running attempts */
 };
 
@@ -149,7 +149,7 @@ struct rec_batch {
 
 #define RECORD_QUEUE_CAP 65536 /* results; past it the dispatcher waits for the recorder */
 
-struct dispatcher {
+struct delivery_engine {
 	struct store *st;
 	const struct config *cfg;
 	CURLM *multi;
@@ -208,16 +208,10 @@ static uint64_t hash2(const char *a, const char *b)
 
 /* ---- heap ---- */
 
-static int heap_push(struct dispatcher *d, struct lane *l, int64_t due)
+static int heap_push(struct delivery_engine *d, struct lane *l, int64_t due)
 {
-	if (d->nheap == d->cap_heap) {
-		size_t ncap = d->cap_heap ? d->cap_heap * 2 : 1024;
-		struct heap_ent *nh = realloc(d->heap, ncap * sizeof *nh);
-		if (!nh)
-			return -1;
-		d->heap = nh;
-		d->cap_heap = ncap;
-	}
+	if (UTIL_GROW(d->heap, d->cap_heap, d->nheap + 1, 1024))
+		return -1;
 	size_t i = d->nheap++;
 	l->gen++;
 	l->inheap++;
@@ -233,7 +227,7 @@ static int heap_push(struct dispatcher *d, struct lane *l, int64_t due)
 	return 0;
 }
 
-static void heap_pop(struct dispatcher *d)
+static void heap_pop(struct delivery_engine *d)
 {
 	struct heap_ent last = d->heap[--d->nheap];
 	size_t i = 0;
@@ -253,7 +247,7 @@ static void heap_pop(struct dispatcher *d)
 }
 
 /* Puts a lane whose head may be attempted at its due time into the heap. */
-static void schedule(struct dispatcher *d, struct lane *l)
+static void schedule(struct delivery_engine *d, struct lane *l)
 {
 	if (!l->head || l->in_flight || l->waiting)
 		return;
@@ -261,7 +255,7 @@ static void schedule(struct dispatcher *d, struct lane *l)
 	if (l->ep->backoff_until_ms > due)
 		due = l->ep->backoff_until_ms;
 	if (heap_push(d, l, due) != 0)
-		LOG(LOG_ERROR, "dispatch", "out of memory scheduling a lane");
+		LOG(LOG_ERROR, "delivery", "out of memory scheduling a lane");
 }
 
 static void wait_lane(struct waitq *q, struct lane *l)
@@ -277,7 +271,7 @@ static void wait_lane(struct waitq *q, struct lane *l)
 	q->n++;
 }
 
-static void lane_maybe_free(struct dispatcher *d, struct lane *l);
+static void lane_maybe_free(struct delivery_engine *d, struct lane *l);
 
 static struct lane *waitq_pop(struct waitq *q)
 {
@@ -293,7 +287,7 @@ static struct lane *waitq_pop(struct waitq *q)
 /* Lets the first n waiting lanes of q try again (n < 0: all of them). A lane emptied
  * meanwhile (its deliveries evicted) takes no turn: counting it would leave one with
  * deliveries waiting after the last attempt that could wake it. */
-static void wake(struct dispatcher *d, struct waitq *q, long n)
+static void wake(struct delivery_engine *d, struct waitq *q, long n)
 {
 	while (q->head && n != 0) {
 		struct lane *l = waitq_pop(q);
@@ -304,7 +298,7 @@ static void wake(struct dispatcher *d, struct waitq *q, long n)
 	}
 }
 
-static int endpoint_cap(const struct dispatcher *d, const struct endpoint *ep)
+static int endpoint_cap(const struct delivery_engine *d, const struct endpoint *ep)
 {
 	if (ep->streak >= STREAK_BACKOFF)
 		return 1;
@@ -320,7 +314,7 @@ static int endpoint_cap(const struct dispatcher *d, const struct endpoint *ep)
 /* ---- fair shares: the window, the spill queue, the ring of global slots ---- */
 
 /* An endpoint contends for the window while it holds deliveries or wants to read some. */
-static void contend_update(struct dispatcher *d, struct endpoint *ep)
+static void contend_update(struct delivery_engine *d, struct endpoint *ep)
 {
 	int c = ep->mem > 0 || ep->q[EPQ_SPILL].queued;
 	if (c != ep->contending) {
@@ -333,14 +327,14 @@ static void contend_update(struct dispatcher *d, struct endpoint *ep)
 }
 
 /* The window divided among the endpoints that want room (ep counted if it is not yet). */
-static size_t ep_share(const struct dispatcher *d, const struct endpoint *ep)
+static size_t ep_share(const struct delivery_engine *d, const struct endpoint *ep)
 {
 	size_t n = d->n_contend + !ep->contending;
 	size_t share = (size_t)d->cfg->delivery_window / (n ? n : 1);
 	return share ? share : 1;
 }
 
-static void ep_mem_inc(struct dispatcher *d, struct endpoint *ep)
+static void ep_mem_inc(struct delivery_engine *d, struct endpoint *ep)
 {
 	d->mem_items++;
 	if (ep->mem++ == 0) {
@@ -353,7 +347,7 @@ static void ep_mem_inc(struct dispatcher *d, struct endpoint *ep)
 	}
 }
 
-static void ep_mem_dec(struct dispatcher *d, struct endpoint *ep)
+static void ep_mem_dec(struct delivery_engine *d, struct endpoint *ep)
 {
 	d->mem_items--;
 	if (--ep->mem == 0) {
@@ -395,7 +389,7 @@ static struct endpoint *epq_pop(struct epq *q, int which)
 
 /* Marks an endpoint as having pending deliveries on disk past its frontier, and queues it
  * to be read back (read_back drops it from the queue while it is not active). */
-static void ep_spill(struct dispatcher *d, struct endpoint *ep)
+static void ep_spill(struct delivery_engine *d, struct endpoint *ep)
 {
 	ep->spilled = 1;
 	epq_push(&d->spill, EPQ_SPILL, ep);
@@ -404,7 +398,7 @@ static void ep_spill(struct dispatcher *d, struct endpoint *ep)
 
 /* ---- lanes and endpoints ---- */
 
-static struct endpoint *endpoint_get(struct dispatcher *d, const char *sub_id)
+static struct endpoint *endpoint_get(struct delivery_engine *d, const char *sub_id)
 {
 	uint64_t b = hash2(sub_id, NULL) % HASH_BUCKETS;
 	for (struct endpoint *e = d->eps[b]; e; e = e->hnext)
@@ -422,7 +416,7 @@ static struct endpoint *endpoint_get(struct dispatcher *d, const char *sub_id)
 	return e;
 }
 
-static struct lane *lane_get(struct dispatcher *d, const char *sub_id, const char *entity_id)
+static struct lane *lane_get(struct delivery_engine *d, const char *sub_id, const char *entity_id)
 {
 	uint64_t b = hash2(sub_id, entity_id) % HASH_BUCKETS;
 	for (struct lane *l = d->lanes[b]; l; l = l->hnext)
@@ -448,7 +442,7 @@ static struct lane *lane_get(struct dispatcher *d, const char *sub_id, const cha
 }
 
 /* Keeps a delivery's payload with its item while the budget allows; frees it otherwise. */
-static void item_take_payload(struct dispatcher *d, struct item *it, struct delivery *dl)
+static void item_take_payload(struct delivery_engine *d, struct item *it, struct delivery *dl)
 {
 	size_t len = dl->payload ? strlen(dl->payload) : 0;
 	if (dl->payload && d->payload_bytes + len <= PAYLOAD_BUDGET) {
@@ -463,15 +457,14 @@ static void item_take_payload(struct dispatcher *d, struct item *it, struct deli
 
 /* Adds a pending delivery to its lane in sequence order (taking its payload); a delivery
  * already queued (a retry request for a waiting delivery) just becomes due earlier. */
-static void lane_add(struct dispatcher *d, struct delivery *dl)
+static void lane_add(struct delivery_engine *d, struct delivery *dl)
 {
 	struct lane *l = lane_get(d, dl->sub_id, dl->entity_id);
 	if (!l) {
 		free(dl->payload);
 		dl->payload = NULL;
-		LOG(LOG_ERROR, "dispatch",
-		    "delivery=%s out of memory; it stays pending in the store "
-		    "and is sent after restart",
+		LOG(LOG_ERROR, "delivery",
+		    "delivery=%s out of memory; it stays pending in the store and is sent after restart",
 		    dl->delivery_id);
 		return;
 	}
@@ -493,7 +486,7 @@ static void lane_add(struct dispatcher *d, struct delivery *dl)
 		pp = &(*pp)->next;
 	struct item *it = calloc(1, sizeof *it);
 	if (!it) {
-		LOG(LOG_ERROR, "dispatch", "delivery=%s out of memory", dl->delivery_id);
+		LOG(LOG_ERROR, "delivery", "delivery=%s out of memory", dl->delivery_id);
 		free(dl->payload);
 		dl->payload = NULL;
 		return;
@@ -515,7 +508,7 @@ static void lane_add(struct dispatcher *d, struct delivery *dl)
 		schedule(d, l);
 }
 
-static void item_free(struct dispatcher *d, struct endpoint *ep, struct item *it)
+static void item_free(struct delivery_engine *d, struct endpoint *ep, struct item *it)
 {
 	ep_mem_dec(d, ep);
 	d->payload_bytes -= it->payload_len;
@@ -523,7 +516,7 @@ static void item_free(struct dispatcher *d, struct endpoint *ep, struct item *it
 	free(it);
 }
 
-static void lane_pop_head(struct dispatcher *d, struct lane *l)
+static void lane_pop_head(struct delivery_engine *d, struct lane *l)
 {
 	struct item *it = l->head;
 	l->head = it->next;
@@ -534,7 +527,7 @@ static void lane_pop_head(struct dispatcher *d, struct lane *l)
 
 /* Frees a lane nothing refers to any more (no items, nothing in flight, not waiting, no
  * heap entry), so memory follows the pending deliveries, not every entity ever seen. */
-static void lane_maybe_free(struct dispatcher *d, struct lane *l)
+static void lane_maybe_free(struct delivery_engine *d, struct lane *l)
 {
 	if (l->head || l->in_flight || l->waiting || l->inheap)
 		return;
@@ -553,7 +546,7 @@ static void lane_maybe_free(struct dispatcher *d, struct lane *l)
 }
 
 /* Refreshes the cached subscription when any subscription changed since it was read. */
-static int endpoint_refresh(struct dispatcher *d, struct endpoint *ep)
+static int endpoint_refresh(struct delivery_engine *d, struct endpoint *ep)
 {
 	if (ep->loaded && ep->version == d->subs_version)
 		return 0;
@@ -578,7 +571,7 @@ static int cmp_seq(const void *a, const void *b)
 /* Takes an endpoint's newest deliveries out of memory until it holds at most keep (those
  * in flight stay). They are still pending in the store: its frontier moves back below
  * them, so pages bring them back in order, and what stays is each lane's oldest. */
-static void ep_evict(struct dispatcher *d, struct endpoint *ep, size_t keep)
+static void ep_evict(struct delivery_engine *d, struct endpoint *ep, size_t keep)
 {
 	size_t m = 0, i = 0;
 	int64_t lo = INT64_MAX;
@@ -620,7 +613,7 @@ static void ep_evict(struct dispatcher *d, struct endpoint *ep, size_t keep)
 		/* An emptied lane is freed by whoever holds it (a heap entry, a queue, an
 		 * attempt, or the caller that is starting it), not here. */
 	}
-	LOG(LOG_DEBUG, "dispatch", "sub=%s kept=%zu share=%zu evicted: waits on disk", ep->sub_id,
+	LOG(LOG_DEBUG, "delivery", "sub=%s kept=%zu share=%zu evicted: waits on disk", ep->sub_id,
 	    ep->mem, keep);
 	if (cut < ep->loaded_seq)
 		ep->loaded_seq = cut;
@@ -633,7 +626,7 @@ static void ep_evict(struct dispatcher *d, struct endpoint *ep, size_t keep)
 /* ---- results ---- */
 
 /* Hands the buffered outcomes to the recorder thread (waiting only if it is far behind). */
-static void flush_results(struct dispatcher *d)
+static void flush_results(struct delivery_engine *d)
 {
 	if (!d->nresults)
 		return;
@@ -641,7 +634,7 @@ static void flush_results(struct dispatcher *d)
 	if (!b) {
 		/* Not recorded: the deliveries stay pending in the store and go out again after
 		 * a restart (at least once, never lost). */
-		LOG(LOG_ERROR, "dispatch", "n=%zu out of memory recording outcomes", d->nresults);
+		LOG(LOG_ERROR, "delivery", "n=%zu out of memory recording outcomes", d->nresults);
 		pthread_mutex_lock(&d->rec_mu);
 		d->recorded += d->nresults; /* as done as they will be */
 		pthread_mutex_unlock(&d->rec_mu);
@@ -668,13 +661,13 @@ static void flush_results(struct dispatcher *d)
 /* Records one batch. While the store's disk is full or failing (503: it comes back on its
  * own) it tries again every second, so the outcomes are not left pending in the store
  * until a restart; a stop ends the wait (then they are sent again after the restart). */
-static enum lh_err record_batch(struct dispatcher *d, const struct rec_batch *b)
+static enum lh_err record_batch(struct delivery_engine *d, const struct rec_batch *b)
 {
 	enum lh_err e;
 	while ((e = d->st->ops->delivery_record(d->st, b->r, b->n)) != LH_OK &&
 	       err_http_status(e) == 503) {
 		struct timespec until;
-		LOG(LOG_WARN, "dispatch", "n=%zu err=%s outcomes wait for the store", b->n,
+		LOG(LOG_WARN, "delivery", "n=%zu err=%s outcomes wait for the store", b->n,
 		    err_code(e));
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_sec += 1;
@@ -691,7 +684,7 @@ static enum lh_err record_batch(struct dispatcher *d, const struct rec_batch *b)
 
 static void *recorder_main(void *arg)
 {
-	struct dispatcher *d = arg;
+	struct delivery_engine *d = arg;
 	pthread_setname_np(pthread_self(), "lh-recorder");
 	for (;;) {
 		pthread_mutex_lock(&d->rec_mu);
@@ -709,7 +702,7 @@ static void *recorder_main(void *arg)
 			if (e != LH_OK)
 				/* Not recorded: still pending in the store, sent again after a
 				 * restart (at least once, never lost). */
-				LOG(LOG_ERROR, "dispatch", "n=%zu err=%s cannot record outcomes",
+				LOG(LOG_ERROR, "delivery", "n=%zu err=%s cannot record outcomes",
 				    b->n, err_code(e));
 			pthread_mutex_lock(&d->rec_mu);
 			d->rec_queued -= b->n;
@@ -721,7 +714,7 @@ static void *recorder_main(void *arg)
 	}
 }
 
-static void add_result(struct dispatcher *d, const struct delivery_result *r)
+static void add_result(struct delivery_engine *d, const struct delivery_result *r)
 {
 	if (d->nresults == 0)
 		d->first_result_ms = util_now_ms();
@@ -798,14 +791,14 @@ static void attempt_free(struct attempt_ctx *a)
 	free(a);
 }
 
-static CURL *handle_get(struct dispatcher *d)
+static CURL *handle_get(struct delivery_engine *d)
 {
 	return d->nidle ? d->idle[--d->nidle] : curl_easy_init();
 }
 
 /* Starts the lane's head; returns 0 if started, -1 if it must wait. from_ring: it was
  * given a global slot in its endpoint's turn (others may not take that slot first). */
-static int start_attempt(struct dispatcher *d, struct lane *l, int from_ring)
+static int start_attempt(struct delivery_engine *d, struct lane *l, int from_ring)
 {
 	struct endpoint *ep = l->ep;
 	struct item *it = l->head;
@@ -856,7 +849,7 @@ static int start_attempt(struct dispatcher *d, struct lane *l, int from_ring)
 		a->payload_len = a->payload ? strlen(a->payload) : 0;
 	}
 	if (e == LH_ENOTFOUND) {
-		LOG(LOG_ERROR, "dispatch", "delivery=%s event=%s has no payload; dropped",
+		LOG(LOG_ERROR, "delivery", "delivery=%s event=%s has no payload; dropped",
 		    it->delivery_id, it->event_id);
 		lane_pop_head(d, l);
 		attempt_free(a);
@@ -932,7 +925,7 @@ static int start_attempt(struct dispatcher *d, struct lane *l, int from_ring)
 	d->running = a;
 	return 0;
 fail:
-	LOG(LOG_ERROR, "dispatch", "delivery=%s cannot start an attempt; retrying shortly",
+	LOG(LOG_ERROR, "delivery", "delivery=%s cannot start an attempt; retrying shortly",
 	    it->delivery_id);
 	attempt_free(a);
 	heap_push(d, l, util_now_ms() + 1000);
@@ -968,7 +961,7 @@ static const char *classify(CURLcode cc, const struct attempt_ctx *a)
 	}
 }
 
-static int64_t retry_delay_ms(const struct dispatcher *d, int attempts, int retry_after_s)
+static int64_t retry_delay_ms(const struct delivery_engine *d, int attempts, int retry_after_s)
 {
 	int64_t base = d->cfg->retry_ms[attempts];
 	unsigned char r[2] = {0, 0};
@@ -981,7 +974,7 @@ static int64_t retry_delay_ms(const struct dispatcher *d, int attempts, int retr
 	return delay;
 }
 
-static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
+static void finish_attempt(struct delivery_engine *d, CURLMsg *msg)
 {
 	struct attempt_ctx *a = NULL;
 	long code = 0;
@@ -1028,10 +1021,8 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 		else
 			snprintf(r.a.error, sizeof r.a.error, "%s", classify(cc, a));
 		if (a->blocked)
-			LOG(LOG_WARN, "dispatch",
-			    "delivery=%s sub=%s range=%s blocked_address: the endpoint resolved to "
-			    "a "
-			    "refused address range",
+			LOG(LOG_WARN, "delivery",
+			    "delivery=%s sub=%s range=%s blocked_address: the endpoint resolved to a refused address range",
 			    it->delivery_id, l->sub_id, a->blocked);
 		ep->streak++;
 		if (ep->streak >= STREAK_BACKOFF) {
@@ -1052,7 +1043,7 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 		if (code == 410 || (span * 1000 >= d->cfg->disable_after_ms &&
 		                    span * 1000 >= d->cfg->disable_min_span_ms)) {
 			r.sub = SUBO_DISABLE;
-			LOG(LOG_WARN, "dispatch", "sub=%s reason=%s subscription disabled",
+			LOG(LOG_WARN, "delivery", "sub=%s reason=%s subscription disabled",
 			    l->sub_id, code == 410 ? "gone" : "failing");
 		}
 		if (code == 410 || (size_t)it->attempts >= d->cfg->n_retry) {
@@ -1064,7 +1055,7 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 			r.next_at_ms = it->next_at_ms;
 		}
 	}
-	LOG(LOG_DEBUG, "dispatch", "delivery=%s sub=%s attempt=%d status=%ld error=%s dur_ms=%d",
+	LOG(LOG_DEBUG, "delivery", "delivery=%s sub=%s attempt=%d status=%ld error=%s dur_ms=%d",
 	    it->delivery_id, l->sub_id, r.a.n, code, r.a.error[0] ? r.a.error : "-",
 	    r.a.duration_ms);
 	add_result(d, &r);
@@ -1097,7 +1088,7 @@ static void finish_attempt(struct dispatcher *d, CURLMsg *msg)
 
 /* ---- the thread ---- */
 
-static void drain_inbox(struct dispatcher *d)
+static void drain_inbox(struct delivery_engine *d)
 {
 	struct delivery *batch;
 	size_t n;
@@ -1141,7 +1132,7 @@ static void drain_inbox(struct dispatcher *d)
 
 /* Makes room in the window for an endpoint below its share: the endpoint holding the most
  * over its share gives back its newest deliveries (they stay pending on disk). */
-static void make_room(struct dispatcher *d, const struct endpoint *self)
+static void make_room(struct delivery_engine *d, const struct endpoint *self)
 {
 	size_t share = ep_share(d, self);
 	struct endpoint *victim = NULL;
@@ -1157,7 +1148,7 @@ static void make_room(struct dispatcher *d, const struct endpoint *self)
  * endpoint's deliveries waiting through their retries) of one subscription never keeps
  * another's out of memory. Paused, disabled and deleted ones leave the queue (a
  * subscription change puts them back). */
-static void read_back(struct dispatcher *d)
+static void read_back(struct delivery_engine *d)
 {
 	/* Pages leave an eighth of the window to fresh commits, so another endpoint's new
 	 * delivery joins at once rather than making one give back its share. */
@@ -1221,7 +1212,7 @@ static void read_back(struct dispatcher *d)
  * flight or queued, nothing of it on disk past its frontier, and no failure streak or
  * backoff to remember unless its subscription is gone. Its record is then freed, so memory
  * follows the live subscriptions with deliveries, not every subscription ever seen. */
-static int ep_idle(struct dispatcher *d, struct endpoint *ep, int64_t now)
+static int ep_idle(struct delivery_engine *d, struct endpoint *ep, int64_t now)
 {
 	if (ep->lanes || ep->in_flight || ep->mem || ep->spilled || ep->contending ||
 	    ep->q[EPQ_SPILL].queued || ep->q[EPQ_RING].queued || ep->waiting.head ||
@@ -1232,7 +1223,7 @@ static int ep_idle(struct dispatcher *d, struct endpoint *ep, int64_t now)
 	return endpoint_refresh(d, ep) == 0 && ep->sub.status == SUB_DELETED;
 }
 
-static void subs_changed(struct dispatcher *d)
+static void subs_changed(struct delivery_engine *d)
 {
 	int64_t now = util_now_ms();
 	size_t kept = 0, freed = 0;
@@ -1251,13 +1242,13 @@ static void subs_changed(struct dispatcher *d)
 				ep_spill(d, ep);
 			pp = &ep->hnext;
 		}
-	LOG(LOG_DEBUG, "dispatch", "endpoints=%zu freed=%zu subscriptions changed", kept, freed);
+	LOG(LOG_DEBUG, "delivery", "endpoints=%zu freed=%zu subscriptions changed", kept, freed);
 }
 
 /* Hands free global slots to the endpoints waiting for one, one lane each in turn, so an
  * endpoint with thousands of lanes waiting cannot make another's single one wait behind
  * them. */
-static void pump_ring(struct dispatcher *d, int64_t now)
+static void pump_ring(struct delivery_engine *d, int64_t now)
 {
 	while (d->ring.head && d->in_flight < d->cfg->max_in_flight) {
 		struct endpoint *ep = epq_pop(&d->ring, EPQ_RING);
@@ -1278,7 +1269,7 @@ static void pump_ring(struct dispatcher *d, int64_t now)
 
 static void *dispatch_main(void *arg)
 {
-	struct dispatcher *d = arg;
+	struct delivery_engine *d = arg;
 	pthread_setname_np(pthread_self(), "lh-dispatch");
 	int64_t stop_deadline = 0;
 
@@ -1335,50 +1326,31 @@ static void *dispatch_main(void *arg)
 			if (msg->msg == CURLMSG_DONE)
 				finish_attempt(d, msg);
 	}
-	/* Attempts still running past the grace period are abandoned (dispatch_stop frees
+	/* Attempts still running past the grace period are abandoned (delivery_stop frees
 	 * them): not recorded, so they stay pending in the store and go out after restart. */
 	flush_results(d);
 	return NULL;
 }
 
-static void on_commit(void *ctx, const struct delivery *dl, size_t n)
+/* The store's commit hook (any thread): fresh deliveries join the inbox, taking their
+ * payloads; a subscription change (n == 0) only wakes the loop, which then sees the new
+ * subs_version, so a resumed subscription's deliveries go at once. */
+static void on_commit(void *ctx, struct delivery *dl, size_t n)
 {
-	dispatch_enqueue(ctx, dl, n);
-}
-
-void dispatch_wake(struct dispatcher *d)
-{
-	if (d)
+	struct delivery_engine *d = ctx;
+	if (n == 0) {
 		curl_multi_wakeup(d->multi);
-}
-
-void dispatch_enqueue(struct dispatcher *d, const struct delivery *dl, size_t n)
-{
-	if (!d) {
-		for (size_t i = 0; i < n; i++)
-			free(dl[i].payload);
 		return;
 	}
-	if (n == 0)
-		return;
 	pthread_mutex_lock(&d->inbox_mu);
-	if (d->ninbox + n > d->cap_inbox) {
-		size_t ncap = d->cap_inbox ? d->cap_inbox : 256;
-		while (ncap < d->ninbox + n)
-			ncap *= 2;
-		struct delivery *ni = realloc(d->inbox, ncap * sizeof *ni);
-		if (!ni) {
-			pthread_mutex_unlock(&d->inbox_mu);
-			for (size_t i = 0; i < n; i++)
-				free(dl[i].payload);
-			LOG(LOG_ERROR, "dispatch",
-			    "n=%zu out of memory; the deliveries stay pending in "
-			    "the store and are sent after restart",
-			    n);
-			return;
-		}
-		d->inbox = ni;
-		d->cap_inbox = ncap;
+	if (UTIL_GROW(d->inbox, d->cap_inbox, d->ninbox + n, 256)) {
+		pthread_mutex_unlock(&d->inbox_mu);
+		for (size_t i = 0; i < n; i++)
+			free(dl[i].payload);
+		LOG(LOG_ERROR, "delivery",
+		    "n=%zu out of memory; the deliveries stay pending in the store and are sent after restart",
+		    n);
+		return;
 	}
 	memcpy(d->inbox + d->ninbox, dl, n * sizeof *dl);
 	d->ninbox += n;
@@ -1386,9 +1358,9 @@ void dispatch_enqueue(struct dispatcher *d, const struct delivery *dl, size_t n)
 	curl_multi_wakeup(d->multi);
 }
 
-enum lh_err dispatch_start(struct store *st, const struct config *cfg, struct dispatcher **out)
+enum lh_err delivery_start(struct store *st, const struct config *cfg, struct delivery_engine **out)
 {
-	struct dispatcher *d = calloc(1, sizeof *d);
+	struct delivery_engine *d = calloc(1, sizeof *d);
 	enum lh_err e;
 
 	if (!d)
@@ -1428,9 +1400,8 @@ enum lh_err dispatch_start(struct store *st, const struct config *cfg, struct di
 	}
 	free(subs);
 	read_back(d);
-	LOG(LOG_INFO, "dispatch",
-	    "loaded=%zu subs_with_backlog=%zu more_in_store=%d window=%d max_in_flight=%d "
-	    "delivery engine ready",
+	LOG(LOG_INFO, "delivery",
+	    "loaded=%zu subs_with_backlog=%zu more_in_store=%d window=%d max_in_flight=%d delivery engine ready",
 	    d->mem_items, nsubs, d->spill.n > 0, cfg->delivery_window, cfg->max_in_flight);
 	if (pthread_create(&d->recorder, NULL, recorder_main, d) != 0) {
 		e = LH_EIO;
@@ -1446,11 +1417,11 @@ enum lh_err dispatch_start(struct store *st, const struct config *cfg, struct di
 	return LH_OK;
 fail:
 	st->ops->set_commit_hook(st, NULL, NULL);
-	dispatch_stop(d);
+	delivery_stop(d);
 	return e;
 }
 
-void dispatch_stop(struct dispatcher *d)
+void delivery_stop(struct delivery_engine *d)
 {
 	if (!d)
 		return;

@@ -1,4 +1,4 @@
-/* dispatch.h: the delivery engine: signed, ordered, at-least-once HTTPS delivery.
+/* delivery.h: the delivery engine: signed, ordered, at-least-once HTTPS delivery.
  *
  * One dispatcher thread runs a libcurl multi handle. Deliveries arrive from the store's
  * commit hook the moment their transaction is durable (no polling), from the store in pages
@@ -7,29 +7,24 @@
  * entity): only a lane's head is ever in flight, so each subscription sees an entity's
  * events in order while other lanes go on; subscriptions take turns for free slots. A
  * recorder thread writes outcomes in batches through the store's group commit; a delivery
- * is marked delivered only after its 2xx. dispatch_enqueue is thread-safe; everything else
- * belongs to the dispatcher thread.
+ * is marked delivered only after its 2xx. The store's commit hook
+ * (on_commit) is the only way in from other threads: the API never calls the engine.
  */
-#ifndef LH_DISPATCH_H
-#define LH_DISPATCH_H
+#ifndef LH_DELIVERY_H
+#define LH_DELIVERY_H
 
 #include "config.h"
 #include "store.h"
 
-struct dispatcher;
+struct delivery_engine;
 
 /* Registers the commit hook, loads the first page of pending deliveries of each
  * subscription with any and starts the threads.
- * Returns owned, stop with dispatch_stop. */
-enum lh_err dispatch_start(struct store *st, const struct config *cfg, struct dispatcher **out);
+ * Returns owned, stop with delivery_stop. */
+enum lh_err delivery_start(struct store *st, const struct config *cfg,
+                           struct delivery_engine **out);
 /* Stops starting attempts, lets in-flight ones finish for up to the grace period (the
  * rest stay pending in the store and are sent after restart), records outcomes, joins.
  * Accepts NULL. */
-void dispatch_stop(struct dispatcher *d);
-/* Hands pending deliveries to the engine (due at their next_at_ms), with their payloads
- * (taken over; NULL ones are read when sent). Thread-safe. */
-void dispatch_enqueue(struct dispatcher *d, const struct delivery *dl, size_t n);
-/* Tells the dispatcher a subscription changed (it notices within a second anyway). */
-void dispatch_wake(struct dispatcher *d);
-
+void delivery_stop(struct delivery_engine *d);
 #endif
