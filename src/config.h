@@ -1,5 +1,5 @@
 /* config.h: the one table of settings (name, type, default, range, help) from which
- * defaults, validation, --help and the effective-config dump all come.
+ * defaults, validation, --help and the effective-config log line all come.
  *
  * Precedence: default < config file < LABHOOK_* environment < command line. A list setting
  * set in a higher layer replaces the lower layer's list. A bad setting is refused with its
@@ -63,7 +63,8 @@ int config_load(struct config *cfg, int argc, char **argv, char **env, const cha
                 size_t rest_cap, size_t *n_rest, char *err, size_t errcap);
 /* Prints the settings table (name, default, help) for --help. */
 void config_print_help(FILE *f);
-/* Logs the effective configuration, one line per setting, no secrets (there are none). */
+/* Logs the effective configuration as one line, a key per setting (its name with '_' for
+ * '-', durations in milliseconds), generated from the settings table; there are no secrets. */
 void config_log_effective(const struct config *cfg);
 
 #endif

@@ -1,5 +1,7 @@
-/* domain.c: see domain.h. Each public function packs its request into a job, submits it to
- * the store's writer and reports the outcome; the job functions run inside the transaction.
+/* domain.c: see domain.h. The *_tx functions are store jobs: the API fills their argument
+ * (a domain_* struct, prepared on its own thread) and submits it, and the store's writer runs
+ * them inside its batch transaction, where they apply the rules and write the change, its
+ * event and its delivery rows. domain_test_event is the one that submits by itself.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "domain.h"

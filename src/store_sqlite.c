@@ -8,6 +8,7 @@
  * are forward-only migrations numbered by PRAGMA user_version.
  */
 #define _GNU_SOURCE
+#include <assert.h>
 #include <errno.h>
 #include <stddef.h>
 #include <pthread.h>
@@ -1109,6 +1110,9 @@ static enum lh_err route_put(struct sqlite_store *s, const char *key, const char
 		memmove(&s->routes[i + 1], &s->routes[i], (s->nroutes - i) * sizeof *s->routes);
 		s->nroutes++;
 		snprintf(s->routes[i].key, ROUTE_KEY_CAP, "%s", key);
+		/* route_find's binary search needs the index sorted and without repeats. */
+		assert(i == 0 || strcmp(s->routes[i - 1].key, s->routes[i].key) < 0);
+		assert(i + 1 == s->nroutes || strcmp(s->routes[i].key, s->routes[i + 1].key) < 0);
 	}
 	snprintf(s->routes[i].sub_id, ID_CAP, "%s", sub_id);
 	return LH_OK;
@@ -1662,12 +1666,14 @@ static enum lh_err fresh_push(struct sqlite_store *s, const struct delivery *d)
 	if (UTIL_GROW(s->fresh, s->cap_fresh, s->nfresh + 1, 256))
 		return LH_ENOMEM;
 	s->fresh[s->nfresh++] = *d;
+	assert(s->nfresh <= s->cap_fresh);
 	return LH_OK;
 }
 
 /* Drops the fresh deliveries from `from` on (their job or the batch was undone). */
 static void fresh_cut(struct sqlite_store *s, size_t from)
 {
+	assert(from <= s->nfresh);
 	for (size_t i = from; i < s->nfresh; i++)
 		free(s->fresh[i].payload);
 	s->nfresh = from;
@@ -1796,8 +1802,12 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 	enum lh_err e;
 	int64_t t0 = util_mono_us(), t1;
 	size_t njobs = 0;
+	assert(batch);
 	pthread_mutex_lock(&s->mu);
-	s->nfresh = 0;
+	/* The previous batch handed its fresh deliveries over or freed them; the connection is
+	 * not inside a transaction (every path below ends with COMMIT or ROLLBACK). */
+	assert(s->nfresh == 0);
+	assert(sqlite3_get_autocommit(s->db));
 	e = exec(s, "BEGIN IMMEDIATE");
 	for (struct job *j = batch; j; j = j->next) {
 		if (e != LH_OK) {
@@ -1808,6 +1818,7 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 		if ((j->result = step_done(s, stmt(s, "SAVEPOINT job"), "savepoint")) == LH_OK) {
 			size_t mark = s->nfresh;
 			j->result = j->fn(&s->tx, j->arg);
+			assert(s->nfresh >= mark); /* a job only adds deliveries */
 			if (j->result != LH_OK) {
 				step_done(s, stmt(s, "ROLLBACK TO job"), "rollback_to");
 				fresh_cut(s, mark); /* its deliveries are gone with it */
@@ -1836,6 +1847,11 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 			if (j->result == LH_OK)
 				j->result = e; /* nothing of theirs was kept */
 	}
+	/* Nothing of a failed batch reaches the engine, and the writer is never left inside a
+	 * transaction, or every later batch would fail. */
+	assert(e == LH_OK || s->nfresh == 0);
+	assert(sqlite3_get_autocommit(s->db));
+	assert(njobs <= BATCH_MAX);
 	subs_bump(s);
 	pthread_mutex_unlock(&s->mu);
 	LOG(LOG_DEBUG, "store", "jobs=%zu work_us=%lld commit_us=%lld batch committed", njobs,
@@ -1869,6 +1885,7 @@ static void *writer_main(void *arg)
 		if (!s->qhead)
 			s->qtail = NULL;
 		last->next = NULL;
+		assert(!s->qhead == !s->qtail);
 		pthread_mutex_unlock(&s->qmu);
 
 		run_batch(s, batch);
@@ -1903,6 +1920,7 @@ static int enqueue(struct sqlite_store *s, struct job *j)
 {
 	if (s->stopping)
 		return 0;
+	assert(!j->next && !s->qhead == !s->qtail);
 	if (s->qtail)
 		s->qtail->next = j;
 	else
