@@ -27,11 +27,11 @@ typedef int (*parse_fn)(const struct setting *s, struct config *c, const char *v
 struct setting {
 	const char *name;
 	const char *def;
-	const char *help;
 	parse_fn parse;
 	size_t off;
 	int64_t min, max; /* for integers and durations (ms) */
 	int is_list;
+	const char *help;
 };
 
 #define FIELD(f) offsetof(struct config, f)
@@ -308,62 +308,66 @@ static int p_level(const struct setting *s, struct config *c, const char *v, int
 	return 0;
 }
 
+/* clang-format off */
+#define RETRY_DEFAULT "0,5s,30s,2m,10m,30m,1h,3h,6h,12h,24h,24h"
+/* name, default, parser, field of struct config, min, max, repeatable; then the --help text */
 static const struct setting settings[] = {
-    {"config", "", "settings file (key = value lines); read before the environment", p_string,
-     FIELD(config_file), 0, CFG_PATH_CAP, 0},
-    {"data-dir", "./var", "where the SQLite database and admin.key live (created if absent)",
-     p_nonempty_path, FIELD(data_dir), 0, CFG_PATH_CAP, 0},
-    {"listen", "127.0.0.1:8080", "HTTP listener HOST:PORT (port 0 picks a free one)", p_listen, 0,
-     0, 0, 0},
-    {"trusted-proxy", "",
-     "reverse proxies (repeatable CIDR) whose X-Forwarded-For names the client's address",
-     p_proxies, 0, 0, 0, 1},
-    {"allow-net", "", "admit a blocked address range for delivery (repeatable CIDR)", p_cidr, 0, 0,
-     0, 1},
-    {"ca-file", "", "extra CA certificates (PEM) to trust for endpoints", p_ca_file, FIELD(ca_file),
-     0, CFG_PATH_CAP, 0},
-    {"retry-schedule", "0,5s,30s,2m,10m,30m,1h,3h,6h,12h,24h,24h",
-     "delays before each delivery attempt, comma-separated", p_schedule, 0, 0, 0, 0},
-    {"public-url", "", "base URL for reportURL links (default http://<listen>)", p_url,
-     FIELD(public_url), 0, 512, 0},
-    {"log-level", "info", "debug, info, warn or error", p_level, 0, 0, 0, 0},
-    {"http-threads", "8", "threads serving HTTP requests (changes making events do not hold one)",
-     p_int, FIELD(http_threads), 1, 64, 0},
-    {"max-connections", "1024", "concurrent HTTP connections accepted", p_int,
-     FIELD(max_connections), 1, 100000, 0},
-    {"max-connections-per-ip", "256", "concurrent HTTP connections from one address", p_int,
-     FIELD(max_connections_per_ip), 1, 100000, 0},
-    {"conn-timeout", "30s", "idle or slow HTTP connection is closed after this", p_duration,
-     FIELD(conn_timeout_ms), 1000, 3600 * 1000, 0},
-    {"header-timeout", "10s", "a request's headers must be complete within this", p_duration,
-     FIELD(header_timeout_ms), 1000, 3600 * 1000, 0},
-    {"body-timeout", "30s", "a request's body must be complete within this of its headers",
-     p_duration, FIELD(body_timeout_ms), 1000, 3600 * 1000, 0},
-    {"max-body", "1MiB", "largest request body accepted (413 above)", p_bytes, FIELD(max_body),
-     1024, 64 * 1024 * 1024, 0},
-    {"refresh-ttl", "30d", "refresh tokens expire after this long unused", p_duration,
-     FIELD(refresh_ttl_ms), 60 * 1000, 365LL * 86400 * 1000, 0},
-    {"auth-max-failures", "10", "failed logins per client id or address before 429", p_int,
-     FIELD(auth_max_failures), 1, 100000, 0},
-    {"auth-lockout", "5m", "window for counting failed logins, and the lockout length", p_duration,
-     FIELD(auth_lockout_ms), 1000, 86400 * 1000, 0},
-    {"demo", "false", "create demo accounts and print their credentials at start", p_bool,
-     FIELD(demo), 0, 0, 0},
-    {"timeout", "15s", "a delivery attempt must get its answer within this", p_duration,
-     FIELD(delivery_timeout_ms), 100, 300 * 1000, 0},
-    {"connect-timeout", "5s", "a delivery attempt must connect within this", p_duration,
-     FIELD(connect_timeout_ms), 100, 60 * 1000, 0},
-    {"max-in-flight", "256", "delivery requests in flight at once, in total", p_int,
-     FIELD(max_in_flight), 1, 100000, 0},
-    {"max-in-flight-per-endpoint", "16", "delivery requests in flight to one subscription", p_int,
-     FIELD(max_in_flight_per_endpoint), 1, 10000, 0},
-    {"disable-after", "5d", "a subscription failing this long without a success is disabled",
-     p_duration, FIELD(disable_after_ms), 1000, 365LL * 86400 * 1000, 0},
-    {"disable-min-span", "12h", "...and only when its failures span at least this long", p_duration,
-     FIELD(disable_min_span_ms), 0, 365LL * 86400 * 1000, 0},
-    {"delivery-window", "20000", "pending deliveries held in memory; the rest wait on disk", p_int,
-     FIELD(delivery_window), 16, 10000000, 0},
+	{"config",                     "",               p_string,        FIELD(config_file),                0,         CFG_PATH_CAP,         0,
+	 "settings file (key = value lines); read before the environment"},
+	{"data-dir",                   "./var",          p_nonempty_path, FIELD(data_dir),                   0,         CFG_PATH_CAP,         0,
+	 "where the SQLite database and admin.key live (created if absent)"},
+	{"listen",                     "127.0.0.1:8080", p_listen,        0,                                 0,         0,                    0,
+	 "HTTP listener HOST:PORT (port 0 picks a free one)"},
+	{"trusted-proxy",              "",               p_proxies,       0,                                 0,         0,                    1,
+	 "reverse proxies (repeatable CIDR) whose X-Forwarded-For names the client's address"},
+	{"allow-net",                  "",               p_cidr,          0,                                 0,         0,                    1,
+	 "admit a blocked address range for delivery (repeatable CIDR)"},
+	{"ca-file",                    "",               p_ca_file,       FIELD(ca_file),                    0,         CFG_PATH_CAP,         0,
+	 "extra CA certificates (PEM) to trust for endpoints"},
+	{"retry-schedule",             RETRY_DEFAULT,    p_schedule,      0,                                 0,         0,                    0,
+	 "delays before each delivery attempt, comma-separated"},
+	{"public-url",                 "",               p_url,           FIELD(public_url),                 0,         512,                  0,
+	 "base URL for reportURL links (default http://<listen>)"},
+	{"log-level",                  "info",           p_level,         0,                                 0,         0,                    0,
+	 "debug, info, warn or error"},
+	{"http-threads",               "8",              p_int,           FIELD(http_threads),               1,         64,                   0,
+	 "threads serving HTTP requests (changes making events do not hold one)"},
+	{"max-connections",            "1024",           p_int,           FIELD(max_connections),            1,         100000,               0,
+	 "concurrent HTTP connections accepted"},
+	{"max-connections-per-ip",     "256",            p_int,           FIELD(max_connections_per_ip),     1,         100000,               0,
+	 "concurrent HTTP connections from one address"},
+	{"conn-timeout",               "30s",            p_duration,      FIELD(conn_timeout_ms),            1000,      3600 * 1000,          0,
+	 "idle or slow HTTP connection is closed after this"},
+	{"header-timeout",             "10s",            p_duration,      FIELD(header_timeout_ms),          1000,      3600 * 1000,          0,
+	 "a request's headers must be complete within this"},
+	{"body-timeout",               "30s",            p_duration,      FIELD(body_timeout_ms),            1000,      3600 * 1000,          0,
+	 "a request's body must be complete within this of its headers"},
+	{"max-body",                   "1MiB",           p_bytes,         FIELD(max_body),                   1024,      64 * 1024 * 1024,     0,
+	 "largest request body accepted (413 above)"},
+	{"refresh-ttl",                "30d",            p_duration,      FIELD(refresh_ttl_ms),             60 * 1000, 365LL * 86400 * 1000, 0,
+	 "refresh tokens expire after this long unused"},
+	{"auth-max-failures",          "10",             p_int,           FIELD(auth_max_failures),          1,         100000,               0,
+	 "failed logins per client id or address before 429"},
+	{"auth-lockout",               "5m",             p_duration,      FIELD(auth_lockout_ms),            1000,      86400 * 1000,         0,
+	 "window for counting failed logins, and the lockout length"},
+	{"demo",                       "false",          p_bool,          FIELD(demo),                       0,         0,                    0,
+	 "create demo accounts and print their credentials at start"},
+	{"timeout",                    "15s",            p_duration,      FIELD(delivery_timeout_ms),        100,       300 * 1000,           0,
+	 "a delivery attempt must get its answer within this"},
+	{"connect-timeout",            "5s",             p_duration,      FIELD(connect_timeout_ms),         100,       60 * 1000,            0,
+	 "a delivery attempt must connect within this"},
+	{"max-in-flight",              "256",            p_int,           FIELD(max_in_flight),              1,         100000,               0,
+	 "delivery requests in flight at once, in total"},
+	{"max-in-flight-per-endpoint", "16",             p_int,           FIELD(max_in_flight_per_endpoint), 1,         10000,                0,
+	 "delivery requests in flight to one subscription"},
+	{"disable-after",              "5d",             p_duration,      FIELD(disable_after_ms),           1000,      365LL * 86400 * 1000, 0,
+	 "a subscription failing this long without a success is disabled"},
+	{"disable-min-span",           "12h",            p_duration,      FIELD(disable_min_span_ms),        0,         365LL * 86400 * 1000, 0,
+	 "...and only when its failures span at least this long"},
+	{"delivery-window",            "20000",          p_int,           FIELD(delivery_window),            16,        10000000,             0,
+	 "pending deliveries held in memory; the rest wait on disk"},
 };
+/* clang-format on */
 #define N_SETTINGS (COUNTOF(settings))
 
 static const struct setting *find_setting(const char *name, size_t len)
