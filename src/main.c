@@ -24,6 +24,7 @@
 #include "delivery.h"
 #include "http.h"
 #include "log.h"
+#include "store_sqlite.h"
 
 static void usage(FILE *f)
 {

@@ -20,30 +20,17 @@
 #include <sqlite3.h>
 
 #include "log.h"
-#include "store.h"
+#include "store_sqlite.h"
+#include "store_writer.h"
 
 #define STMT_CACHE    96
 #define ROUTE_KEY_CAP (2 * ID_CAP + 8)
-#define BATCH_MAX     1024
 #define LOOKUP_SLOTS  1024 /* entries of each lookup cache (a power of two) */
 
 /* One entry of the in-memory routing index: "lab\x1fparty\x1fevent" -> subscription. */
 struct route {
 	char key[ROUTE_KEY_CAP];
 	char sub_id[ID_CAP];
-};
-
-/* A queued change. Synchronous submitters wait on cv (their own, so a finished batch wakes
- * only its submitters); asynchronous ones are told through done and the job is freed. */
-struct job {
-	store_tx_fn fn;
-	void *arg;
-	enum lh_err result;
-	int done;
-	pthread_cond_t cv;
-	store_done_fn on_done; /* NULL: a waiting submitter */
-	void *done_arg;
-	struct job *next;
 };
 
 struct stmt_slot {
@@ -78,18 +65,10 @@ struct sqlite_store {
 	/* Sorted by key; exact copy of subscription_events, changed only under mu. */
 	struct route *routes;
 	size_t nroutes, cap_routes;
-	/* Group commit: submitters queue jobs; one writer thread runs them in batches. */
-	pthread_mutex_t qmu;
-	pthread_cond_t qcv;
-	struct job *qhead, *qtail;
-	int stopping, writer_started;
-	pthread_t writer;
-	int routes_dirty; /* the index changed inside the open transaction */
-	/* Deliveries created in the open batch, handed to the commit hook after COMMIT. */
-	struct delivery *fresh;
-	size_t nfresh, cap_fresh;
-	store_commit_hook hook;
-	void *hook_ctx;
+	/* Group commit (store_writer.c): its batches run on the writer connection under mu. */
+	struct store_writer *writer;
+	int routes_dirty;      /* the index changed inside the open transaction */
+	int routes_stale;      /* ...and a savepoint that changed it was rolled back */
 	uint64_t subs_version; /* written under mu, read lock-free (__atomic) */
 	int subs_dirty;        /* a subscription changed in the open transaction (under mu) */
 	struct lookup_cache *lc;
@@ -284,21 +263,23 @@ static void subs_bump(struct sqlite_store *s)
 		return;
 	__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
 	s->subs_dirty = 0;
-	/* Under mu, so the hook cannot be removed (and its engine freed) meanwhile. */
-	if (s->hook)
-		s->hook(s->hook_ctx, NULL, 0);
+	if (s->writer)
+		writer_notify_subs(s->writer);
 }
 
 static enum lh_err finish(struct sqlite_store *s, enum lh_err e)
 {
 	if (e == LH_OK)
 		e = exec(s, "COMMIT");
+	/* A failed COMMIT has usually been rolled back by SQLite already; the connection
+	 * must never be left inside a transaction, or every later one would fail. */
 	if (e != LH_OK && !sqlite3_get_autocommit(s->db))
 		exec(s, "ROLLBACK");
+	assert(sqlite3_get_autocommit(s->db));
 	subs_bump(s);
-	if (e != LH_OK && s->routes_dirty)
+	if ((e != LH_OK || s->routes_stale) && s->routes_dirty)
 		routes_rebuild(s); /* the rolled-back change must leave the index too */
-	s->routes_dirty = 0;
+	s->routes_dirty = s->routes_stale = 0;
 	pthread_mutex_unlock(&s->mu);
 	return e;
 }
@@ -519,18 +500,9 @@ static void sqlite_close(struct store *base)
 	struct sqlite_store *s = S(base);
 	if (!s)
 		return;
-	if (s->writer_started) {
-		/* Jobs already queued still run: their submitters are waiting for them. */
-		pthread_mutex_lock(&s->qmu);
-		s->stopping = 1;
-		pthread_cond_signal(&s->qcv);
-		pthread_mutex_unlock(&s->qmu);
-		pthread_join(s->writer, NULL);
-	}
+	writer_stop(s->writer); /* jobs already queued still run: their submitters wait */
+	s->writer = NULL;
 	free(s->routes);
-	free(s->fresh);
-	pthread_mutex_destroy(&s->qmu);
-	pthread_cond_destroy(&s->qcv);
 	for (size_t i = 0; i < s->ncache; i++)
 		sqlite3_finalize(s->cache[i].st);
 	for (size_t i = 0; i < s->nrcache; i++)
@@ -1661,24 +1633,6 @@ static enum lh_err tx_booking_insert(struct store_tx *tx, const struct booking *
 	return step_done(s, st, "booking_insert");
 }
 
-static enum lh_err fresh_push(struct sqlite_store *s, const struct delivery *d)
-{
-	if (UTIL_GROW(s->fresh, s->cap_fresh, s->nfresh + 1, 256))
-		return LH_ENOMEM;
-	s->fresh[s->nfresh++] = *d;
-	assert(s->nfresh <= s->cap_fresh);
-	return LH_OK;
-}
-
-/* Drops the fresh deliveries from `from` on (their job or the batch was undone). */
-static void fresh_cut(struct sqlite_store *s, size_t from)
-{
-	assert(from <= s->nfresh);
-	for (size_t i = from; i < s->nfresh; i++)
-		free(s->fresh[i].payload);
-	s->nfresh = from;
-}
-
 static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
                                    const char *const *party_ids, size_t n, const char *only_sub,
                                    size_t *ndeliveries)
@@ -1771,7 +1725,7 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 		size_t plen = strlen(ev->payload);
 		if (plen <= DELIVERY_PAYLOAD_INLINE && (d.payload = malloc(plen + 1)))
 			memcpy(d.payload, ev->payload, plen + 1);
-		if ((e = fresh_push(s, &d)) != LH_OK) {
+		if ((e = writer_fresh_push(s->writer, &d)) != LH_OK) {
 			free(d.payload);
 			return e;
 		}
@@ -1793,182 +1747,65 @@ static const struct store_tx_ops sqlite_tx_ops = {
     .event_insert = tx_event_insert,
 };
 
-/* ---- group commit ---- */
+/* ---- group commit: the transaction primitives store_writer.c runs batches with ---- */
 
-/* Runs one batch in one transaction: each job inside its own savepoint, so a job's
- * failure undoes only its changes; one COMMIT (one sync) makes all of them durable. */
-static void run_batch(struct sqlite_store *s, struct job *batch)
+static enum lh_err wb_begin(void *be)
 {
-	enum lh_err e;
-	int64_t t0 = util_mono_us(), t1;
-	size_t njobs = 0;
-	assert(batch);
-	pthread_mutex_lock(&s->mu);
-	/* The previous batch handed its fresh deliveries over or freed them; the connection is
-	 * not inside a transaction (every path below ends with COMMIT or ROLLBACK). */
-	assert(s->nfresh == 0);
-	assert(sqlite3_get_autocommit(s->db));
-	e = exec(s, "BEGIN IMMEDIATE");
-	for (struct job *j = batch; j; j = j->next) {
-		if (e != LH_OK) {
-			j->result = e;
-			continue;
-		}
-		/* Prepared once: parsing these per job cost more than some jobs' own work. */
-		if ((j->result = step_done(s, stmt(s, "SAVEPOINT job"), "savepoint")) == LH_OK) {
-			size_t mark = s->nfresh;
-			j->result = j->fn(&s->tx, j->arg);
-			assert(s->nfresh >= mark); /* a job only adds deliveries */
-			if (j->result != LH_OK) {
-				step_done(s, stmt(s, "ROLLBACK TO job"), "rollback_to");
-				fresh_cut(s, mark); /* its deliveries are gone with it */
-			}
-			step_done(s, stmt(s, "RELEASE job"), "release");
-			njobs++;
-		}
-		/* An I/O error or a full disk inside a statement makes SQLite roll back the whole
-		 * transaction, not only the job's savepoint: the jobs before this one are gone
-		 * too, and a later SAVEPOINT would open (and RELEASE commit) a transaction of
-		 * its own. Fail the rest of the batch; the COMMIT below is then not tried. */
-		if (sqlite3_get_autocommit(s->db))
-			e = j->result != LH_OK && err_http_status(j->result) >= 500 ? j->result
-			                                                            : LH_ESTORE;
-	}
-	t1 = util_mono_us();
-	if (e == LH_OK)
-		e = exec(s, "COMMIT");
-	if (e != LH_OK) {
-		/* A failed COMMIT has usually been rolled back by SQLite already; the writer
-		 * must never be left inside a transaction, or every later batch would fail. */
-		if (!sqlite3_get_autocommit(s->db))
-			exec(s, "ROLLBACK");
-		fresh_cut(s, 0);
-		for (struct job *j = batch; j; j = j->next)
-			if (j->result == LH_OK)
-				j->result = e; /* nothing of theirs was kept */
-	}
-	/* Nothing of a failed batch reaches the engine, and the writer is never left inside a
-	 * transaction, or every later batch would fail. */
-	assert(e == LH_OK || s->nfresh == 0);
-	assert(sqlite3_get_autocommit(s->db));
-	assert(njobs <= BATCH_MAX);
-	subs_bump(s);
-	pthread_mutex_unlock(&s->mu);
-	LOG(LOG_DEBUG, "store", "jobs=%zu work_us=%lld commit_us=%lld batch committed", njobs,
-	    (long long)(t1 - t0), (long long)(util_mono_us() - t1));
-	/* Durable now: the first attempts can start at once (no polling). Only this thread
-	 * touches `fresh`, so it is safe to read outside mu. */
-	if (s->nfresh && s->hook) {
-		s->hook(s->hook_ctx, s->fresh, s->nfresh); /* takes the payloads */
-		s->nfresh = 0;
-	}
-	fresh_cut(s, 0);
+	struct sqlite_store *s = be;
+	pthread_mutex_lock(&s->mu); /* even when BEGIN fails: wb_end releases it */
+	return exec(s, "BEGIN IMMEDIATE");
 }
 
-static void *writer_main(void *arg)
+static enum lh_err wb_savepoint(void *be)
 {
-	struct sqlite_store *s = arg;
-	pthread_setname_np(pthread_self(), "lh-writer");
-	for (;;) {
-		pthread_mutex_lock(&s->qmu);
-		while (!s->qhead && !s->stopping)
-			pthread_cond_wait(&s->qcv, &s->qmu);
-		if (!s->qhead && s->stopping) {
-			pthread_mutex_unlock(&s->qmu);
-			return NULL;
-		}
-		/* Take up to BATCH_MAX queued jobs. */
-		struct job *batch = s->qhead, *last = batch;
-		for (int k = 1; k < BATCH_MAX && last->next; k++)
-			last = last->next;
-		s->qhead = last->next;
-		if (!s->qhead)
-			s->qtail = NULL;
-		last->next = NULL;
-		assert(!s->qhead == !s->qtail);
-		pthread_mutex_unlock(&s->qmu);
-
-		run_batch(s, batch);
-
-		/* Asynchronous submitters first, outside the queue lock (their callbacks resume
-		 * connections); then the waiting ones. */
-		struct job *waiting = NULL;
-		for (struct job *j = batch, *next; j; j = next) {
-			next = j->next;
-			if (j->on_done) {
-				j->on_done(j->done_arg, j->result);
-				free(j);
-			} else {
-				j->next = waiting;
-				waiting = j;
-			}
-		}
-		if (!waiting)
-			continue;
-		pthread_mutex_lock(&s->qmu);
-		for (struct job *j = waiting, *next; j; j = next) {
-			next = j->next; /* j belongs to its submitter once done is set */
-			j->done = 1;
-			pthread_cond_signal(&j->cv);
-		}
-		pthread_mutex_unlock(&s->qmu);
-	}
+	/* Prepared once: parsing these per job cost more than some jobs' own work. */
+	return step_done(be, stmt(be, "SAVEPOINT job"), "savepoint");
 }
 
-/* Appends j to the queue; fails once the store is stopping. */
-static int enqueue(struct sqlite_store *s, struct job *j)
+static enum lh_err wb_rollback_to(void *be)
 {
-	if (s->stopping)
-		return 0;
-	assert(!j->next && !s->qhead == !s->qtail);
-	if (s->qtail)
-		s->qtail->next = j;
-	else
-		s->qhead = j;
-	s->qtail = j;
-	pthread_cond_signal(&s->qcv);
-	return 1;
+	struct sqlite_store *s = be;
+	if (s->routes_dirty)
+		s->routes_stale = 1; /* the job may have changed the index: rebuilt at the end */
+	return step_done(s, stmt(s, "ROLLBACK TO job"), "rollback_to");
+}
+
+static enum lh_err wb_release(void *be)
+{
+	return step_done(be, stmt(be, "RELEASE job"), "release");
+}
+
+static int wb_in_tx(void *be)
+{
+	/* An I/O error or a full disk inside a statement makes SQLite roll back the whole
+	 * transaction, not only the job's savepoint (and a later SAVEPOINT would open, and
+	 * RELEASE commit, a transaction of its own). */
+	return !sqlite3_get_autocommit(((struct sqlite_store *)be)->db);
+}
+
+static enum lh_err wb_end(void *be, enum lh_err e)
+{
+	return finish(be, e);
+}
+
+static const struct writer_backend sqlite_writer_ops = {
+    .begin = wb_begin,
+    .savepoint = wb_savepoint,
+    .rollback_to = wb_rollback_to,
+    .release = wb_release,
+    .in_tx = wb_in_tx,
+    .end = wb_end,
+};
+
+static enum lh_err sqlite_submit(struct store *base, store_tx_fn fn, void *arg)
+{
+	return writer_submit(S(base)->writer, fn, arg);
 }
 
 static void sqlite_submit_async(struct store *base, store_tx_fn fn, void *arg, store_done_fn done,
                                 void *done_arg)
 {
-	struct sqlite_store *s = S(base);
-	struct job *j = calloc(1, sizeof *j);
-	if (!j) {
-		done(done_arg, LH_ENOMEM);
-		return;
-	}
-	j->fn = fn;
-	j->arg = arg;
-	j->result = LH_ESTORE;
-	j->on_done = done;
-	j->done_arg = done_arg;
-	pthread_mutex_lock(&s->qmu);
-	int queued = enqueue(s, j);
-	pthread_mutex_unlock(&s->qmu);
-	if (!queued) {
-		free(j);
-		done(done_arg, LH_ESTORE);
-	}
-}
-
-static enum lh_err sqlite_submit(struct store *base, store_tx_fn fn, void *arg)
-{
-	struct sqlite_store *s = S(base);
-	struct job j = {.fn = fn, .arg = arg, .result = LH_ESTORE};
-	pthread_cond_init(&j.cv, NULL);
-	pthread_mutex_lock(&s->qmu);
-	if (!enqueue(s, &j)) {
-		pthread_mutex_unlock(&s->qmu);
-		pthread_cond_destroy(&j.cv);
-		return LH_ESTORE;
-	}
-	while (!j.done)
-		pthread_cond_wait(&j.cv, &s->qmu);
-	pthread_mutex_unlock(&s->qmu);
-	pthread_cond_destroy(&j.cv);
-	return j.result;
+	writer_submit_async(S(base)->writer, fn, arg, done, done_arg);
 }
 
 static enum lh_err sqlite_bill_get(struct store *base, const char *client_id, const char *bill_id,
@@ -1985,11 +1822,7 @@ static enum lh_err sqlite_bill_get(struct store *base, const char *client_id, co
 
 static void sqlite_set_commit_hook(struct store *base, store_commit_hook fn, void *ctx)
 {
-	struct sqlite_store *s = S(base);
-	pthread_mutex_lock(&s->mu);
-	s->hook = fn;
-	s->hook_ctx = ctx;
-	pthread_mutex_unlock(&s->mu);
+	writer_set_hook(S(base)->writer, fn, ctx);
 }
 
 #define DELIVERY_COLS                                                                              \
@@ -2292,7 +2125,7 @@ static enum lh_err job_requeue(struct store_tx *tx, void *arg)
 	if (rc != SQLITE_ROW)
 		return fail(s, rc, "requeue_read");
 	j->out->requeued = 1;
-	return fresh_push(s, j->out);
+	return writer_fresh_push(s->writer, j->out);
 }
 
 static enum lh_err sqlite_delivery_requeue(struct store *base, const char *client_id,
@@ -2338,7 +2171,7 @@ static enum lh_err job_recover(struct store_tx *tx, void *arg)
 			sqlite3_bind_int64(st, 3, j->now_ms / 1000);
 		}
 		if ((e = step_done(s, st, "recover")) != LH_OK ||
-		    (e = fresh_push(s, &j->list[i])) != LH_OK)
+		    (e = writer_fresh_push(s->writer, &j->list[i])) != LH_OK)
 			return e;
 	}
 	return LH_OK;
@@ -2423,8 +2256,6 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
 	pthread_mutex_init(&s->lc->mu, NULL);
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->rmu, NULL);
-	pthread_mutex_init(&s->qmu, NULL);
-	pthread_cond_init(&s->qcv, NULL);
 	/* NULL (the default VFS) unless a test asked for the fault-injecting one. */
 	const char *vfs = sqlite3_vfs_find(FAULT_VFS) ? FAULT_VFS : NULL;
 	if (sqlite3_open_v2(path, &s->db,
@@ -2460,11 +2291,8 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
 	pthread_mutex_unlock(&s->mu);
 	if (e != LH_OK)
 		goto out;
-	if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
-		e = LH_EIO;
+	if ((e = writer_start(&sqlite_writer_ops, s, &s->tx, &s->writer)) != LH_OK)
 		goto out;
-	}
-	s->writer_started = 1;
 	*out = &s->base;
 	return LH_OK;
 out:

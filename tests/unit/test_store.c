@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "events.h"
-#include "store.h"
+#include "store_sqlite.h"
 
 struct fixture {
 	char dir[64];

@@ -1,0 +1,275 @@
+/* store_writer.c: see store_writer.h. */
+#define _GNU_SOURCE /* pthread_setname_np */
+#include "store_writer.h"
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "util.h"
+
+/* A queued change. Synchronous submitters wait on cv (their own, so a finished batch wakes
+ * only its submitters); asynchronous ones are told through done and the job is freed. */
+struct job {
+	store_tx_fn fn;
+	void *arg;
+	enum lh_err result;
+	int done;
+	pthread_cond_t cv;
+	store_done_fn on_done; /* NULL: a waiting submitter */
+	void *done_arg;
+	struct job *next;
+};
+
+struct store_writer {
+	const struct writer_backend *ops;
+	void *be;
+	struct store_tx *tx;
+	/* The queue, under qmu. */
+	pthread_mutex_t qmu;
+	pthread_cond_t qcv;
+	struct job *qhead, *qtail;
+	int stopping;
+	pthread_t thread;
+	/* Deliveries created in the open batch; only the writer thread touches them. */
+	struct delivery *fresh;
+	size_t nfresh, cap_fresh;
+	/* The commit hook, under hook_mu (held while it runs). */
+	pthread_mutex_t hook_mu;
+	store_commit_hook hook;
+	void *hook_ctx;
+};
+
+enum lh_err writer_fresh_push(struct store_writer *w, const struct delivery *d)
+{
+	if (UTIL_GROW(w->fresh, w->cap_fresh, w->nfresh + 1, 256))
+		return LH_ENOMEM;
+	w->fresh[w->nfresh++] = *d;
+	assert(w->nfresh <= w->cap_fresh);
+	return LH_OK;
+}
+
+/* Drops the fresh deliveries from `from` on (their job or the batch was undone). */
+static void fresh_cut(struct store_writer *w, size_t from)
+{
+	assert(from <= w->nfresh);
+	for (size_t i = from; i < w->nfresh; i++)
+		free(w->fresh[i].payload);
+	w->nfresh = from;
+}
+
+void writer_set_hook(struct store_writer *w, store_commit_hook fn, void *ctx)
+{
+	pthread_mutex_lock(&w->hook_mu);
+	w->hook = fn;
+	w->hook_ctx = ctx;
+	pthread_mutex_unlock(&w->hook_mu);
+}
+
+void writer_notify_subs(struct store_writer *w)
+{
+	pthread_mutex_lock(&w->hook_mu);
+	if (w->hook)
+		w->hook(w->hook_ctx, NULL, 0);
+	pthread_mutex_unlock(&w->hook_mu);
+}
+
+/* Runs one batch in one transaction: each job inside its own savepoint, so a job's
+ * failure undoes only its changes; one commit (one sync) makes all of them durable. */
+static void run_batch(struct store_writer *w, struct job *batch)
+{
+	const struct writer_backend *ops = w->ops;
+	int64_t t0 = util_mono_us(), t1;
+	size_t njobs = 0;
+	assert(batch);
+	/* The previous batch handed its fresh deliveries over or freed them. */
+	assert(w->nfresh == 0);
+	enum lh_err e = ops->begin(w->be);
+	for (struct job *j = batch; j; j = j->next) {
+		if (e != LH_OK) {
+			j->result = e;
+			continue;
+		}
+		if ((j->result = ops->savepoint(w->be)) == LH_OK) {
+			size_t mark = w->nfresh;
+			j->result = j->fn(w->tx, j->arg);
+			assert(w->nfresh >= mark); /* a job only adds deliveries */
+			if (j->result != LH_OK) {
+				ops->rollback_to(w->be);
+				fresh_cut(w, mark); /* its deliveries are gone with it */
+			}
+			ops->release(w->be);
+			njobs++;
+		}
+		/* A failure inside a statement (an I/O error, a full disk, a lost connection) may
+		 * roll back the whole transaction, not only the job's savepoint: the jobs before
+		 * this one are gone too. Fail the rest of the batch; the commit is not tried. */
+		if (!ops->in_tx(w->be))
+			e = j->result != LH_OK && err_http_status(j->result) >= 500 ? j->result
+			                                                            : LH_ESTORE;
+	}
+	t1 = util_mono_us();
+	e = ops->end(w->be, e);
+	if (e != LH_OK) {
+		fresh_cut(w, 0);
+		for (struct job *j = batch; j; j = j->next)
+			if (j->result == LH_OK)
+				j->result = e; /* nothing of theirs was kept */
+	}
+	assert(njobs <= WRITER_BATCH_MAX);
+	LOG(LOG_DEBUG, "store", "jobs=%zu work_us=%lld commit_us=%lld batch committed", njobs,
+	    (long long)(t1 - t0), (long long)(util_mono_us() - t1));
+	/* Durable now: the first attempts can start at once (no polling). */
+	if (w->nfresh) {
+		pthread_mutex_lock(&w->hook_mu);
+		if (w->hook) {
+			w->hook(w->hook_ctx, w->fresh, w->nfresh); /* takes the payloads */
+			w->nfresh = 0;
+		}
+		pthread_mutex_unlock(&w->hook_mu);
+	}
+	fresh_cut(w, 0);
+}
+
+static void *writer_main(void *arg)
+{
+	struct store_writer *w = arg;
+	pthread_setname_np(pthread_self(), "lh-writer");
+	for (;;) {
+		pthread_mutex_lock(&w->qmu);
+		while (!w->qhead && !w->stopping)
+			pthread_cond_wait(&w->qcv, &w->qmu);
+		if (!w->qhead && w->stopping) {
+			pthread_mutex_unlock(&w->qmu);
+			return NULL;
+		}
+		struct job *batch = w->qhead, *last = batch;
+		for (int k = 1; k < WRITER_BATCH_MAX && last->next; k++)
+			last = last->next;
+		w->qhead = last->next;
+		if (!w->qhead)
+			w->qtail = NULL;
+		last->next = NULL;
+		assert(!w->qhead == !w->qtail);
+		pthread_mutex_unlock(&w->qmu);
+
+		run_batch(w, batch);
+
+		/* Asynchronous submitters first, outside the queue lock (their callbacks resume
+		 * connections); then the waiting ones. */
+		struct job *waiting = NULL;
+		for (struct job *j = batch, *next; j; j = next) {
+			next = j->next;
+			if (j->on_done) {
+				j->on_done(j->done_arg, j->result);
+				free(j);
+			} else {
+				j->next = waiting;
+				waiting = j;
+			}
+		}
+		if (!waiting)
+			continue;
+		pthread_mutex_lock(&w->qmu);
+		for (struct job *j = waiting, *next; j; j = next) {
+			next = j->next; /* j belongs to its submitter once done is set */
+			j->done = 1;
+			pthread_cond_signal(&j->cv);
+		}
+		pthread_mutex_unlock(&w->qmu);
+	}
+}
+
+/* Appends j to the queue (caller holds qmu); fails once the writer is stopping. */
+static int enqueue(struct store_writer *w, struct job *j)
+{
+	if (w->stopping)
+		return 0;
+	assert(!j->next && !w->qhead == !w->qtail);
+	if (w->qtail)
+		w->qtail->next = j;
+	else
+		w->qhead = j;
+	w->qtail = j;
+	pthread_cond_signal(&w->qcv);
+	return 1;
+}
+
+void writer_submit_async(struct store_writer *w, store_tx_fn fn, void *arg, store_done_fn done,
+                         void *done_arg)
+{
+	struct job *j = calloc(1, sizeof *j);
+	if (!j) {
+		done(done_arg, LH_ENOMEM);
+		return;
+	}
+	j->fn = fn;
+	j->arg = arg;
+	j->on_done = done;
+	j->done_arg = done_arg;
+	pthread_mutex_lock(&w->qmu);
+	int queued = enqueue(w, j);
+	pthread_mutex_unlock(&w->qmu);
+	if (!queued) {
+		free(j);
+		done(done_arg, LH_ESTORE);
+	}
+}
+
+enum lh_err writer_submit(struct store_writer *w, store_tx_fn fn, void *arg)
+{
+	struct job j = {.fn = fn, .arg = arg, .result = LH_ESTORE};
+	pthread_cond_init(&j.cv, NULL);
+	pthread_mutex_lock(&w->qmu);
+	if (!enqueue(w, &j)) {
+		pthread_mutex_unlock(&w->qmu);
+		pthread_cond_destroy(&j.cv);
+		return LH_ESTORE;
+	}
+	while (!j.done)
+		pthread_cond_wait(&j.cv, &w->qmu);
+	pthread_mutex_unlock(&w->qmu);
+	pthread_cond_destroy(&j.cv);
+	return j.result;
+}
+
+enum lh_err writer_start(const struct writer_backend *ops, void *be, struct store_tx *tx,
+                         struct store_writer **out)
+{
+	struct store_writer *w = calloc(1, sizeof *w);
+	if (!w)
+		return LH_ENOMEM;
+	w->ops = ops;
+	w->be = be;
+	w->tx = tx;
+	pthread_mutex_init(&w->qmu, NULL);
+	pthread_cond_init(&w->qcv, NULL);
+	pthread_mutex_init(&w->hook_mu, NULL);
+	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+		pthread_mutex_destroy(&w->qmu);
+		pthread_cond_destroy(&w->qcv);
+		pthread_mutex_destroy(&w->hook_mu);
+		free(w);
+		return LH_EIO;
+	}
+	*out = w;
+	return LH_OK;
+}
+
+void writer_stop(struct store_writer *w)
+{
+	if (!w)
+		return;
+	/* Jobs already queued still run: their submitters are waiting for them. */
+	pthread_mutex_lock(&w->qmu);
+	w->stopping = 1;
+	pthread_cond_signal(&w->qcv);
+	pthread_mutex_unlock(&w->qmu);
+	pthread_join(w->thread, NULL);
+	free(w->fresh);
+	pthread_mutex_destroy(&w->qmu);
+	pthread_cond_destroy(&w->qcv);
+	pthread_mutex_destroy(&w->hook_mu);
+	free(w);
+}
