@@ -3,9 +3,9 @@
 # Usage: scripts/deps.sh [--test]   (as root; --test adds the test and fuzz tooling)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev
-      libjansson-dev libsqlite3-dev libssl-dev libjwt-dev curl ca-certificates)
+      libjansson-dev libsqlite3-dev libpq-dev libssl-dev libjwt-dev curl ca-certificates)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(libcmocka-dev python3 openssl clang libclang-rt-14-dev clang-format)
+  pkgs+=(libcmocka-dev python3 openssl clang libclang-rt-14-dev clang-format postgresql-15)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -19,6 +19,7 @@ static const struct {
     [LH_EIO] = {500, "internal_error"},
     [LH_EFULL] = {503, "storage_full"},
     [LH_EDISK] = {503, "storage_unavailable"},
+    [LH_EUNAVAIL] = {503, "store_unavailable"},
 };
 
 int err_http_status(enum lh_err e)

@@ -22,6 +22,7 @@ enum lh_err {
 	LH_EIO,       /* 500 other system error */
 	LH_EFULL,     /* 503 the store's disk is full: nothing applied, retry later */
 	LH_EDISK,     /* 503 the store's disk failed to write or sync: nothing applied */
+	LH_EUNAVAIL,  /* 503 the store (a database server) cannot be reached: nothing applied */
 	LH_ERR__COUNT
 };
 
