@@ -118,6 +118,7 @@ struct reqctx {
 static void rq_move(struct reqctx *rc, enum rq_state to)
 {
 	assert(rq_legal[rc->state] & RQ_TO(to));
+	(void)rq_legal; /* read by the assert only */
 	rc->state = to;
 }
 
@@ -200,6 +201,7 @@ static enum MHD_Result send_json(struct MHD_Connection *c, struct reqctx *rc, st
 		MHD_add_response_header(r, "Allow", rs->allow);
 	if (__atomic_load_n(&rc->dfr.srv->stopping, __ATOMIC_ACQUIRE))
 		MHD_add_response_header(r, "Connection", "close"); /* let keep-alive clients go */
+	assert(rs->status >= 100 && rs->status <= 599);
 	rc->status = rs->status;
 	enum MHD_Result ret = MHD_queue_response(c, (unsigned)rs->status, r);
 	MHD_destroy_response(r);
@@ -341,6 +343,7 @@ static enum MHD_Result take_body(struct MHD_Connection *c, struct reqctx *rc, co
 		 * unread data would reset the connection and lose the answer), but only up to a
 		 * bound: past it, answer and close anyway. */
 		assert(rc->state == RQ_DRAINING || rc->state == RQ_DONE);
+		assert(rc->state != RQ_DRAINING || !rc->buf); /* nothing kept past the cap */
 		rc->len += n;
 		if (rc->state == RQ_DRAINING && rc->len > 8 * rc->body_max)
 			return send_too_big(c, rc);

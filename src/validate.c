@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "validate.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -526,6 +527,7 @@ static int add_report(struct bill_request *b, size_t *cap, const char *name, con
 		                "a bill may hold at most %d tests", DOMAIN_MAX_REPORTS);
 	if (UTIL_GROW(b->reports, *cap, b->n_reports + 1, 4))
 		return verr_set(err, LH_ENOMEM, "out_of_memory", NULL, "out of memory");
+	assert(b->n_reports < *cap);
 	struct report *r = &b->reports[b->n_reports];
 	memset(r, 0, sizeof *r);
 	r->seq = (int)b->n_reports;
@@ -588,7 +590,7 @@ static int package_tests(struct bill_request *b, size_t *cap, const json_t *v, c
 	const json_t *t;
 	size_t k;
 	if (validate_object(v, pk, COUNTOF(pk), &ve)) {
-		char f[160]; /* ve.field is an unknown key cut to 59 bytes, or a name above */
+		char f[160]; /* ve.field is an unknown key cut to 60 bytes, or a name above */
 		snprintf(f, sizeof f, "%s.%.63s", path, ve.field);
 		return verr_set(err, ve.err, ve.code, f, "%s: %s", path, ve.message);
 	}
