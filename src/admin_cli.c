@@ -28,129 +28,36 @@ struct cmd {
 	const char *help;
 };
 
+/* clang-format off */
 static const struct cmd cmds[] = {
-    {"admin",
-     "accounts",
-     "create",
-     "POST",
-     "/admin/accounts",
-     0,
-     NULL,
-     {"name=name", "mode=mode", NULL},
-     0,
+    {"admin", "accounts", "create", "POST", "/admin/accounts", 0, NULL, {"name=name", "mode=mode", NULL}, 0,
      "accounts create --name NAME [--mode catch-all|party-scoped]"},
-    {"admin", "accounts", "list", "GET", "/admin/accounts", 0, NULL, {NULL}, 0, "accounts list"},
-    {"admin",
-     "accounts",
-     "get",
-     "GET",
-     "/admin/accounts/%s",
-     1,
-     NULL,
-     {NULL},
-     0,
+    {"admin", "accounts", "list", "GET", "/admin/accounts", 0, NULL, {NULL}, 0,
+     "accounts list"},
+    {"admin", "accounts", "get", "GET", "/admin/accounts/%s", 1, NULL, {NULL}, 0,
      "accounts get CLIENT_ID"},
-    {"admin",
-     "accounts",
-     "set-mode",
-     "PATCH",
-     "/admin/accounts/%s",
-     1,
-     "mode",
-     {NULL},
-     0,
+    {"admin", "accounts", "set-mode", "PATCH", "/admin/accounts/%s", 1, "mode", {NULL}, 0,
      "accounts set-mode CLIENT_ID catch-all|party-scoped"},
-    {"admin",
-     "accounts",
-     "rotate-secret",
-     "POST",
-     "/admin/accounts/%s/secret/rotate",
-     1,
-     NULL,
-     {NULL},
-     0,
+    {"admin", "accounts", "rotate-secret", "POST", "/admin/accounts/%s/secret/rotate", 1, NULL, {NULL}, 0,
      "accounts rotate-secret CLIENT_ID"},
-    {"admin",
-     "labs",
-     "create",
-     "POST",
-     "/admin/accounts/%s/labs",
-     1,
-     NULL,
-     {"name=name", NULL},
-     0,
+    {"admin", "labs", "create", "POST", "/admin/accounts/%s/labs", 1, NULL, {"name=name", NULL}, 0,
      "labs create CLIENT_ID --name NAME"},
-    {"admin",
-     "labs",
-     "list",
-     "GET",
-     "/admin/accounts/%s/labs",
-     1,
-     NULL,
-     {NULL},
-     0,
+    {"admin", "labs", "list", "GET", "/admin/accounts/%s/labs", 1, NULL, {NULL}, 0,
      "labs list CLIENT_ID"},
-    {"admin",
-     "parties",
-     "create",
-     "POST",
-     "/admin/accounts/%s/parties",
-     1,
-     NULL,
-     {"kind=kind", "name=name", NULL},
-     0,
+    {"admin", "parties", "create", "POST", "/admin/accounts/%s/parties", 1, NULL, {"kind=kind", "name=name", NULL}, 0,
      "parties create CLIENT_ID --kind corporateUser|organization --name NAME"},
-    {"admin",
-     "parties",
-     "list",
-     "GET",
-     "/admin/accounts/%s/parties",
-     1,
-     NULL,
-     {NULL},
-     0,
+    {"admin", "parties", "list", "GET", "/admin/accounts/%s/parties", 1, NULL, {NULL}, 0,
      "parties list CLIENT_ID"},
-    {"lab",
-     NULL,
-     "complete-report",
-     "POST",
-     "/lab/bills/%s/reports/%s/complete",
-     2,
-     NULL,
-     {NULL},
-     0,
+    {"lab", NULL, "complete-report", "POST", "/lab/bills/%s/reports/%s/complete", 2, NULL, {NULL}, 0,
      "complete-report BILL_ID REPORT_ID"},
-    {"lab",
-     NULL,
-     "delete-bill",
-     "DELETE",
-     "/lab/bills/%s",
-     1,
-     NULL,
-     {NULL},
-     0,
+    {"lab", NULL, "delete-bill", "DELETE", "/lab/bills/%s", 1, NULL, {NULL}, 0,
      "delete-bill BILL_ID"},
-    {"lab",
-     NULL,
-     "convert-lead",
-     "POST",
-     "/lab/leads/%s/convert",
-     1,
-     NULL,
-     {"booking-type=bookingType", "scheduled-at=scheduledAt", NULL},
-     0,
+    {"lab", NULL, "convert-lead", "POST", "/lab/leads/%s/convert", 1, NULL, {"booking-type=bookingType", "scheduled-at=scheduledAt", NULL}, 0,
      "convert-lead LEAD_ID --booking-type TYPE --scheduled-at RFC3339"},
-    {"lab",
-     NULL,
-     "create-bill",
-     "POST",
-     "/lab/bills",
-     0,
-     NULL,
-     {NULL},
-     1,
+    {"lab", NULL, "create-bill", "POST", "/lab/bills", 0, NULL, {NULL}, 1,
      "create-bill --json '{\"clientID\": ..., body of /client/billing/create}' | --file F"},
 };
+/* clang-format on */
 #define N_CMDS (COUNTOF(cmds))
 
 static void admin_usage(FILE *f, const char *tool)
@@ -211,113 +118,111 @@ static int read_key(const char *data_dir, char *out, size_t cap)
 	return 0;
 }
 
-int admin_cli_main(const char *tool, int argc, char **argv, char **env)
-{
-	struct config cfg;
-	const char *rest[32];
-	size_t nrest = 0;
-	char err[512], key[160], url[2048], auth[200];
-	const char *base = NULL, *pos[3] = {NULL, NULL, NULL}, *json_text = NULL, *json_file = NULL;
-	const char *flagv[3] = {NULL, NULL, NULL};
-	const struct cmd *c = NULL;
-	struct buf resp = {NULL, 0};
-	json_t *body = NULL;
-	char *body_text = NULL;
-	CURL *h = NULL;
-	struct curl_slist *hdrs = NULL;
-	int rc = 1, npos = 0;
+/* What the words after the command name say. */
+struct args {
+	const char *pos[3]; /* positional arguments */
+	int npos;
+	const char *flagv[3]; /* by index of cmd.flags; NULL when not given */
+	const char *json_text, *json_file;
+};
 
-	for (int i = 0; i < argc; i++)
-		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			admin_usage(stdout, tool);
-			return 0;
-		}
-	if (config_load(&cfg, argc, argv, env, rest, 32, &nrest, err, sizeof err) != 0) {
-		fprintf(stderr, "labhook %s: %s\n", tool, err);
-		return 2;
-	}
-	/* --url may stand anywhere; the first two other words name the command. */
-	const char *words[32];
-	size_t nw = 0;
-	for (size_t i = 0; i < nrest; i++) {
-		if (!strcmp(rest[i], "--url") && i + 1 < nrest)
-			base = rest[++i];
-		else if (!strncmp(rest[i], "--url=", 6))
-			base = rest[i] + 6;
-		else
-			words[nw++] = rest[i];
-	}
-	size_t first = 0;
-	for (size_t i = 0; i < N_CMDS && !c; i++) {
-		if (strcmp(cmds[i].tool, tool) != 0)
+/* The tool's command the first words name, and how many words name it; NULL if none. */
+static const struct cmd *cmd_find(const char *tool, const char *const *words, size_t nw,
+                                  size_t *first)
+{
+	for (size_t i = 0; i < N_CMDS; i++) {
+		const struct cmd *c = &cmds[i];
+		if (strcmp(c->tool, tool) != 0)
 			continue;
-		if (cmds[i].group && nw >= 2 && !strcmp(words[0], cmds[i].group) &&
-		    !strcmp(words[1], cmds[i].verb)) {
-			c = &cmds[i];
-			first = 2;
-		} else if (!cmds[i].group && nw >= 1 && !strcmp(words[0], cmds[i].verb)) {
-			c = &cmds[i];
-			first = 1;
+		if (c->group && nw >= 2 && !strcmp(words[0], c->group) &&
+		    !strcmp(words[1], c->verb)) {
+			*first = 2;
+			return c;
+		}
+		if (!c->group && nw >= 1 && !strcmp(words[0], c->verb)) {
+			*first = 1;
+			return c;
 		}
 	}
-	if (!c)
-		goto usage;
-	for (size_t i = first; i < nw; i++) {
-		const char *a = words[i];
+	return NULL;
+}
+
+/* Reads the command's flags and positional arguments; -1 when they do not fit it (after a
+ * message for an unexpected one): the caller prints the usage. */
+static int cmd_args(const char *tool, const struct cmd *c, const char *const *words, size_t nw,
+                    struct args *a)
+{
+	for (size_t i = 0; i < nw; i++) {
+		const char *w = words[i];
 		int matched = 0;
 		for (int k = 0; k < 3 && c->flags[k]; k++) {
-			if (flag_is(c->flags[k], a) && i + 1 < nw) {
-				flagv[k] = words[++i];
+			if (flag_is(c->flags[k], w) && i + 1 < nw) {
+				a->flagv[k] = words[++i];
 				matched = 1;
 			}
 		}
-		if (c->json_body && !strcmp(a, "--json") && i + 1 < nw) {
-			json_text = words[++i];
+		if (c->json_body && !strcmp(w, "--json") && i + 1 < nw) {
+			a->json_text = words[++i];
 			matched = 1;
-		} else if (c->json_body && !strcmp(a, "--file") && i + 1 < nw) {
-			json_file = words[++i];
+		} else if (c->json_body && !strcmp(w, "--file") && i + 1 < nw) {
+			a->json_file = words[++i];
 			matched = 1;
 		}
 		if (matched)
 			continue;
-		if (!strncmp(a, "--", 2) || npos >= 3) {
-			fprintf(stderr, "labhook %s: unexpected argument '%s'\n", tool, a);
-			goto usage;
+		if (!strncmp(w, "--", 2) || a->npos >= 3) {
+			fprintf(stderr, "labhook %s: unexpected argument '%s'\n", tool, w);
+			return -1;
 		}
-		pos[npos++] = a;
+		a->pos[a->npos++] = w;
 	}
-	if (npos != c->positional + (c->valfield ? 1 : 0) ||
-	    (c->json_body && !json_text && !json_file))
-		goto usage;
-	if (read_key(cfg.data_dir, key, sizeof key) != 0)
-		return 1;
+	if (a->npos != c->positional + (c->valfield ? 1 : 0) ||
+	    (c->json_body && !a->json_text && !a->json_file))
+		return -1;
+	return 0;
+}
+
+/* The request body as JSON text in *out (owned, free(); NULL when the command sends none);
+ * -1 after a message when --json or --file is not JSON. */
+static int cmd_body(const char *tool, const struct cmd *c, const struct args *a, char **out)
+{
+	json_t *body = NULL;
+	*out = NULL;
 	if (c->json_body) {
 		json_error_t je;
-		body = json_file ? json_load_file(json_file, JSON_REJECT_DUPLICATES, &je)
-		                 : json_loads(json_text, JSON_REJECT_DUPLICATES, &je);
+		body = a->json_file ? json_load_file(a->json_file, JSON_REJECT_DUPLICATES, &je)
+		                    : json_loads(a->json_text, JSON_REJECT_DUPLICATES, &je);
 		if (!body) {
 			fprintf(stderr, "labhook %s: the body is not JSON: %s (line %d)\n", tool,
 			        je.text, je.line);
-			goto out;
+			return -1;
 		}
-		body_text = json_dumps(body, JSON_COMPACT);
 	} else if (c->flags[0] || c->valfield) {
 		body = json_object();
 		for (int k = 0; k < 3 && c->flags[k]; k++)
-			if (flagv[k])
+			if (a->flagv[k])
 				json_object_set_new(body, strchr(c->flags[k], '=') + 1,
-				                    json_string(flagv[k]));
+				                    json_string(a->flagv[k]));
 		if (c->valfield)
-			json_object_set_new(body, c->valfield, json_string(pos[c->positional]));
-		body_text = json_dumps(body, JSON_COMPACT);
+			json_object_set_new(body, c->valfield, json_string(a->pos[c->positional]));
 	}
-	/* Fill each "%s" of the path with the next positional argument, URL-escaped. */
+	if (body)
+		*out = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	return 0;
+}
+
+/* The URL: --url or http://<listen>, then the path with each "%s" filled with the next
+ * positional argument, URL-escaped. */
+static void cmd_url(const struct config *cfg, const char *base, const struct cmd *c,
+                    const struct args *a, char *url, size_t cap)
+{
 	char path[1024];
 	size_t o = 0;
 	int used = 0;
 	for (const char *p = c->path; *p && o + 1 < sizeof path;) {
 		if (p[0] == '%' && p[1] == 's' && used < c->positional) {
-			char *esc = curl_easy_escape(NULL, pos[used++], 0);
+			char *esc = curl_easy_escape(NULL, a->pos[used++], 0);
 			o += (size_t)snprintf(path + o, sizeof path - o, "%s", esc ? esc : "");
 			curl_free(esc);
 			p += 2;
@@ -327,21 +232,29 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 	}
 	path[o < sizeof path ? o : sizeof path - 1] = '\0';
 	if (base)
-		snprintf(url, sizeof url, "%s%s", base, path);
+		snprintf(url, cap, "%s%s", base, path);
 	else
-		snprintf(url, sizeof url, "http://%s%s%s:%d%s",
-		         strchr(cfg.listen_host, ':') ? "[" : "", cfg.listen_host,
-		         strchr(cfg.listen_host, ':') ? "]" : "", cfg.listen_port, path);
-	snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
-	OPENSSL_cleanse(key, sizeof key);
+		snprintf(url, cap, "http://%s%s%s:%d%s", strchr(cfg->listen_host, ':') ? "[" : "",
+		         cfg->listen_host, strchr(cfg->listen_host, ':') ? "]" : "",
+		         cfg->listen_port, path);
+}
+
+/* Sends the request and prints the answer (pretty JSON when it is JSON): on stdout for a
+ * 2xx, else on stderr. Returns the exit code. */
+static int cmd_send(const char *tool, const char *method, const char *url, const char *auth,
+                    const char *body_text)
+{
+	struct buf resp = {NULL, 0};
+	struct curl_slist *hdrs = NULL;
+	int rc = 1;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	h = curl_easy_init();
+	CURL *h = curl_easy_init();
 	if (!h)
 		goto out;
 	hdrs = curl_slist_append(hdrs, auth);
 	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
 	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, c->method);
+	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
@@ -368,15 +281,53 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 	json_decref(j);
 	rc = status >= 200 && status < 300 ? 0 : 1;
 out:
-	OPENSSL_cleanse(auth, sizeof auth);
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(h);
 	curl_global_cleanup();
 	free(resp.p);
-	free(body_text);
-	json_decref(body);
 	return rc;
-usage:
-	admin_usage(stderr, tool);
-	return 2;
+}
+
+int admin_cli_main(const char *tool, int argc, char **argv, char **env)
+{
+	struct config cfg;
+	const char *rest[32], *words[32], *base = NULL;
+	size_t nrest = 0, nw = 0, first = 0;
+	char err[512], key[160], url[2048], auth[200];
+	struct args a = {{NULL}, 0, {NULL}, NULL, NULL};
+	const struct cmd *c;
+	char *body_text = NULL;
+
+	for (int i = 0; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			admin_usage(stdout, tool);
+			return 0;
+		}
+	if (config_load(&cfg, argc, argv, env, rest, 32, &nrest, err, sizeof err) != 0) {
+		fprintf(stderr, "labhook %s: %s\n", tool, err);
+		return 2;
+	}
+	/* --url may stand anywhere; the first two other words name the command. */
+	for (size_t i = 0; i < nrest; i++) {
+		if (!strcmp(rest[i], "--url") && i + 1 < nrest)
+			base = rest[++i];
+		else if (!strncmp(rest[i], "--url=", 6))
+			base = rest[i] + 6;
+		else
+			words[nw++] = rest[i];
+	}
+	if (!(c = cmd_find(tool, words, nw, &first)) ||
+	    cmd_args(tool, c, words + first, nw - first, &a)) {
+		admin_usage(stderr, tool);
+		return 2;
+	}
+	if (read_key(cfg.data_dir, key, sizeof key) != 0 || cmd_body(tool, c, &a, &body_text))
+		return 1;
+	cmd_url(&cfg, base, c, &a, url, sizeof url);
+	snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
+	OPENSSL_cleanse(key, sizeof key);
+	int rc = cmd_send(tool, c->method, url, auth, body_text);
+	OPENSSL_cleanse(auth, sizeof auth);
+	free(body_text);
+	return rc;
 }

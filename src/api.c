@@ -1,8 +1,11 @@
-/* api.c: the route table, authentication of each route, and the response helpers.
+/* api.c: the route table, the guard of each route (admin key or client token, checked on the
+ * headers by api_admit and again on the complete request), deferred answers (api_submit),
+ * and what more than one handler file uses: response, error and paging helpers, loading
+ * the caller's subscription, name lookups.
  *
  * A route is a method and a path pattern whose '*' segments are captured; captured ids are
  * checked for shape before any handler sees them (a malformed id is simply not found).
- * Client routes need a valid access token, admin routes the admin key.
+ * Runs on HTTP threads; keeps no state between requests.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "api.h"
@@ -338,6 +341,32 @@ int api_paging(struct call *c, const char *prefix, size_t *limit, const char **c
 		*cursor = cur;
 	}
 	return 0;
+}
+
+struct subscription *api_load_sub(struct call *c)
+{
+	struct subscription *s = malloc(sizeof *s);
+	if (!s) {
+		api_fail_internal(c, LH_ENOMEM, "load subscription");
+		return NULL;
+	}
+	enum lh_err e = c->app->store->ops->sub_get(c->app->store, c->acct.client_id, c->arg[0], s);
+	if (e == LH_OK)
+		return s;
+	free(s);
+	if (e == LH_ENOTFOUND)
+		api_fail(c, e, "subscription_not_found", NULL, "no subscription with this id");
+	else
+		api_fail_internal(c, e, "load subscription");
+	return NULL;
+}
+
+int api_name_index(const char *const *names, size_t n, const char *s)
+{
+	for (size_t i = 0; s && i < n; i++)
+		if (strcmp(s, names[i]) == 0)
+			return (int)i;
+	return -1;
 }
 
 json_t *api_time(int64_t t)

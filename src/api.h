@@ -55,6 +55,9 @@ int api_paging(struct call *c, const char *prefix, size_t *limit, const char **c
  * (or 500). Returns owned, free with free(). */
 struct subscription *api_load_sub(struct call *c);
 
+/* The index of s in names[0..n), or -1 (also for s NULL). */
+int api_name_index(const char *const *names, size_t n, const char *s);
+
 /* RFC 3339 string for JSON output. */
 json_t *api_time(int64_t t);
 

@@ -1,6 +1,7 @@
 /* api_deliveries.c: the delivery endpoints of API.md 4.2: the attempt log of a
  * subscription's deliveries, retry one now, recover the failed ones since a time, and a
- * test event. Re-queued deliveries go straight to the delivery engine.
+ * test event. Re-queued deliveries are written to the store, whose commit hook hands them
+ * to the delivery engine like new ones: nothing here calls the engine.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -12,14 +13,6 @@
 #include "events.h"
 
 static const char *const dlv_status_names[] = {"pending", "delivered", "failed", "cancelled"};
-
-static int dlv_status_from_name(const char *s)
-{
-	for (int i = 0; i < 4; i++)
-		if (strcmp(s, dlv_status_names[i]) == 0)
-			return i;
-	return -1;
-}
 
 static json_t *delivery_json(struct call *c, const struct delivery *d)
 {
@@ -71,7 +64,8 @@ void api_sub_deliveries(struct call *c)
 	int64_t since_t = 0;
 	if (!(s = api_load_sub(c)) || api_paging(c, "dlv_", &limit, &cursor))
 		goto out;
-	if (status && *status && (st = dlv_status_from_name(status)) < 0) {
+	if (status && *status &&
+	    (st = api_name_index(dlv_status_names, COUNTOF(dlv_status_names), status)) < 0) {
 		api_fail(c, LH_EINVAL, "invalid_value", "status",
 		         "'status' must be pending, delivered, failed or cancelled");
 		goto out;

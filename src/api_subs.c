@@ -237,12 +237,10 @@ out:
 	json_decref(b);
 }
 
+/* A status a client may filter on or set: not "deleted". */
 static int status_from_name(const char *s)
 {
-	for (int i = 0; i < SUB_DELETED; i++)
-		if (strcmp(s, status_names[i]) == 0)
-			return i;
-	return -1;
+	return api_name_index(status_names, SUB_DELETED, s);
 }
 
 void api_subs_list(struct call *c)
@@ -291,24 +289,6 @@ void api_subs_list(struct call *c)
 	       json_pack("{s:o, s:s?}", "subscriptions", arr, "nextCursor",
 	                 n == limit ? list[n - 1].id : NULL));
 	free(list);
-}
-
-struct subscription *api_load_sub(struct call *c)
-{
-	struct subscription *s = malloc(sizeof *s);
-	if (!s) {
-		api_fail_internal(c, LH_ENOMEM, "load subscription");
-		return NULL;
-	}
-	enum lh_err e = c->app->store->ops->sub_get(c->app->store, c->acct.client_id, c->arg[0], s);
-	if (e == LH_OK)
-		return s;
-	free(s);
-	if (e == LH_ENOTFOUND)
-		api_fail(c, e, "subscription_not_found", NULL, "no subscription with this id");
-	else
-		api_fail_internal(c, e, "load subscription");
-	return NULL;
 }
 
 /* Writes the fields (SUBF_*) of s and reloads s with the row as stored, which may hold a

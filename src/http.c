@@ -3,6 +3,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -61,21 +62,49 @@ struct http_deferred {
 	struct MHD_Connection *conn;
 	http_finish_fn finish;
 	void *arg;
-	int active;    /* http_defer was called and finish has not run yet */
-	int armed;     /* the handler deferred; parks at libmicrohttpd's next call */
-	int ready;     /* http_ready was called */
-	int suspended; /* the connection is suspended, waiting for http_ready */
-	int counted;   /* in srv->parked until its answer is queued or dropped */
-	int orphaned;  /* the connection closed before ready: http_ready releases the request */
+};
+
+/* Where a request is, from its first callback to its completion callback. Every move goes
+ * through rq_move, which checks it against the table below. Which thread moves it:
+ *   BODY -> DRAINING, BODY|DRAINING -> DONE, BODY -> HANDLER -> DONE: its connection's
+ *     thread, alone (nothing else knows the request yet);
+ *   HANDLER -> DEFERRED (http_defer): the handler, before the handle reaches another thread;
+ *   from DEFERRED on, http_ready may run on any thread: every move is made under park_mu,
+ *   except RESUMED -> DONE, made once http_ready is done with the request.
+ * Counts (under park_mu): srv->busy holds HANDLER, DEFERRED and READY requests; srv->parked
+ * holds PARKED, RESUMED and ORPHANED ones, until their answer is queued or dropped. */
+enum rq_state {
+	RQ_BODY,     /* admitted; its body is read into buf */
+	RQ_DRAINING, /* the body went over body_max: the rest is counted and dropped, then 413 */
+	RQ_HANDLER,  /* the handler runs */
+	RQ_DEFERRED, /* the handler called http_defer: parks at libmicrohttpd's next call */
+	RQ_READY,    /* http_ready came before it parked: answers at the next call instead */
+	RQ_PARKED,   /* the connection is suspended until http_ready */
+	RQ_RESUMED,  /* http_ready resumed it: finish runs and answers at the next call */
+	RQ_ORPHANED, /* closed before http_ready, which releases the work and the request */
+	RQ_DONE,     /* answer queued, or deferred work released: only completion is left */
+};
+
+#define RQ_TO(s) (1u << (s))
+static const unsigned rq_legal[] = {
+    [RQ_BODY] = RQ_TO(RQ_DRAINING) | RQ_TO(RQ_HANDLER) | RQ_TO(RQ_DONE),
+    [RQ_DRAINING] = RQ_TO(RQ_DONE),
+    [RQ_HANDLER] = RQ_TO(RQ_DEFERRED) | RQ_TO(RQ_DONE),
+    [RQ_DEFERRED] = RQ_TO(RQ_READY) | RQ_TO(RQ_PARKED) | RQ_TO(RQ_ORPHANED),
+    [RQ_READY] = RQ_TO(RQ_DONE),
+    [RQ_PARKED] = RQ_TO(RQ_RESUMED),
+    [RQ_RESUMED] = RQ_TO(RQ_DONE),
+    [RQ_ORPHANED] = RQ_TO(RQ_DONE),
+    [RQ_DONE] = 0,
 };
 
 /* Per-request state: lives from the first callback to the completion callback. */
 struct reqctx {
 	char *buf;
-	size_t len, cap;
+	size_t len, cap; /* BODY: len + 1 <= cap <= body_max + 1 once buf is there */
 	size_t body_max; /* what admit allows this request, capped by max-body */
-	int too_big;
-	int status;
+	enum rq_state state;
+	int status; /* of the answer queued, for the log line; 0 until one is */
 	int64_t t0;
 	char rid[40];
 	char method[16];
@@ -84,6 +113,14 @@ struct reqctx {
 	struct conn *cn; /* its connection's deadline record (may be NULL) */
 	struct http_deferred dfr;
 };
+
+/* See enum rq_state for who may call it, and when under park_mu. */
+static void rq_move(struct reqctx *rc, enum rq_state to)
+{
+	assert(rq_legal[rc->state] & RQ_TO(to));
+	(void)rq_legal; /* read by the assert only */
+	rc->state = to;
+}
 
 static void set_deadline(struct conn *cn, const char *phase, int64_t in_us)
 {
@@ -164,10 +201,18 @@ static enum MHD_Result send_json(struct MHD_Connection *c, struct reqctx *rc, st
 		MHD_add_response_header(r, "Allow", rs->allow);
 	if (__atomic_load_n(&rc->dfr.srv->stopping, __ATOMIC_ACQUIRE))
 		MHD_add_response_header(r, "Connection", "close"); /* let keep-alive clients go */
+	assert(rs->status >= 100 && rs->status <= 599);
 	rc->status = rs->status;
 	enum MHD_Result ret = MHD_queue_response(c, (unsigned)rs->status, r);
 	MHD_destroy_response(r);
 	return ret;
+}
+
+/* Answers a request that the handler never deferred: nothing runs for it after this. */
+static enum MHD_Result answer(struct MHD_Connection *c, struct reqctx *rc, struct http_resp *rs)
+{
+	rq_move(rc, RQ_DONE);
+	return send_json(c, rc, rs);
 }
 
 struct framing {
@@ -213,7 +258,7 @@ static enum MHD_Result check_framing(struct MHD_Connection *c, struct reqctx *rc
 	struct http_resp rs = {.status = status};
 	rs.json =
 	    json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code", code, "message", msg);
-	return send_json(c, rc, &rs);
+	return answer(c, rc, &rs);
 }
 
 static enum MHD_Result send_too_big(struct MHD_Connection *c, struct reqctx *rc)
@@ -224,7 +269,7 @@ static enum MHD_Result send_too_big(struct MHD_Connection *c, struct reqctx *rc)
 	snprintf(msg, sizeof msg, "request body is over the limit of %zu bytes", cap);
 	rs.json = json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code",
 	                    "payload_too_large", "message", msg);
-	return send_json(c, rc, &rs);
+	return answer(c, rc, &rs);
 }
 
 static const char *path_of(const char *url, char *path, size_t cap)
@@ -254,7 +299,7 @@ static enum MHD_Result admit(struct http_server *srv, struct MHD_Connection *c, 
 	struct http_resp rs = {.status = 500};
 	size_t allowed = srv->admit(srv->ctx, &rq, &rs);
 	if (rs.json)
-		return send_json(c, rc, &rs);
+		return answer(c, rc, &rs);
 	rc->body_max = allowed < srv->max_body ? allowed : srv->max_body;
 	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
 	if (cl && strtoull(cl, NULL, 10) > rc->body_max)
@@ -262,17 +307,126 @@ static enum MHD_Result admit(struct http_server *srv, struct MHD_Connection *c, 
 	return MHD_YES;
 }
 
-static void unpark(struct reqctx *rc);
 static void reqctx_free(struct reqctx *rc);
 
 /* The client of a deferred answer is gone: finish runs with no request, only to release
  * its work (whatever it puts in the answer is dropped). */
-static void release_work(struct http_deferred *d)
+static void release_work(struct reqctx *rc)
 {
 	struct http_resp rs = {.status = 500};
-	d->active = 0;
-	d->finish(d->arg, NULL, &rs);
+	rc->dfr.finish(rc->dfr.arg, NULL, &rs);
 	json_decref(rs.json);
+}
+
+/* Its deferred answer is queued (or dropped): http_stop need not wait for it any more. */
+static void unpark(struct http_server *srv)
+{
+	pthread_mutex_lock(&srv->park_mu);
+	assert(srv->parked > 0);
+	srv->parked--;
+	pthread_mutex_unlock(&srv->park_mu);
+}
+
+/* A piece of the body: into buf up to body_max, then counted and dropped. */
+static enum MHD_Result take_body(struct MHD_Connection *c, struct reqctx *rc, const char *data,
+                                 size_t n)
+{
+	if (rc->state == RQ_BODY && rc->len + n > rc->body_max) {
+		rq_move(rc, RQ_DRAINING);
+		free(rc->buf);
+		rc->buf = NULL;
+		rc->len += n;
+		return MHD_YES;
+	}
+	if (rc->state != RQ_BODY) {
+		/* Drain what the client is still sending so it can read our 413 (closing on
+		 * unread data would reset the connection and lose the answer), but only up to a
+		 * bound: past it, answer and close anyway. */
+		assert(rc->state == RQ_DRAINING || rc->state == RQ_DONE);
+		assert(rc->state != RQ_DRAINING || !rc->buf); /* nothing kept past the cap */
+		rc->len += n;
+		if (rc->state == RQ_DRAINING && rc->len > 8 * rc->body_max)
+			return send_too_big(c, rc);
+		return MHD_YES;
+	}
+	if (rc->len + n + 1 > rc->cap) {
+		size_t ncap = rc->cap ? rc->cap : 4096;
+		while (ncap < rc->len + n + 1)
+			ncap *= 2;
+		if (ncap > rc->body_max + 1)
+			ncap = rc->body_max + 1;
+		char *nb = realloc(rc->buf, ncap);
+		if (!nb)
+			return MHD_NO;
+		rc->buf = nb;
+		rc->cap = ncap;
+	}
+	memcpy(rc->buf + rc->len, data, n);
+	rc->len += n;
+	assert(rc->len + 1 <= rc->cap && rc->cap <= rc->body_max + 1);
+	return MHD_YES;
+}
+
+/* The call after the handler deferred: parks the request, unless its work is done already,
+ * in which case it answers now. */
+static enum MHD_Result park(struct http_server *srv, struct MHD_Connection *c, struct reqctx *rc,
+                            const struct http_req *rq, struct http_resp *rs)
+{
+	pthread_mutex_lock(&srv->park_mu);
+	assert(srv->busy > 0);
+	srv->busy--;
+	if (rc->state == RQ_DEFERRED) {
+		/* http_ready resumes the connection; the thread serves others. */
+		rq_move(rc, RQ_PARKED);
+		srv->parked++;
+		MHD_suspend_connection(c);
+		pthread_mutex_unlock(&srv->park_mu);
+		return MHD_YES;
+	}
+	rq_move(rc, RQ_DONE); /* READY: done already */
+	pthread_mutex_unlock(&srv->park_mu);
+	rc->dfr.finish(rc->dfr.arg, rq, rs);
+	return send_json(c, rc, rs);
+}
+
+/* Runs the handler on a complete request, or answers 503 while the server stops. */
+static enum MHD_Result handle(struct http_server *srv, struct MHD_Connection *c, struct reqctx *rc,
+                              const struct http_req *rq, struct http_resp *rs)
+{
+	pthread_mutex_lock(&srv->park_mu);
+	int stopping = srv->stopping;
+	if (!stopping) {
+		rq_move(rc, RQ_HANDLER);
+		srv->busy++;
+	}
+	pthread_mutex_unlock(&srv->park_mu);
+	if (stopping) {
+		rs->status = 503;
+		rs->retry_after = 1;
+		rs->json = json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code",
+		                     "shutting_down", "message", "the server is stopping; retry");
+		return answer(c, rc, rs);
+	}
+	srv->fn(srv->ctx, rq, rs);
+	pthread_mutex_lock(&srv->park_mu);
+	int deferred = rc->state != RQ_HANDLER; /* DEFERRED, or READY already */
+	if (!deferred) {
+		assert(srv->busy > 0);
+		srv->busy--;
+	}
+	pthread_mutex_unlock(&srv->park_mu);
+	if (deferred) {
+		/* Not suspended in this call: libmicrohttpd 0.9.75 keeps a suspended
+		 * connection's event-loop state as it was ("read" in this call), and on resume
+		 * reads first; a client that had half-closed then gets its connection closed
+		 * without our answer. Returning without one lets it settle the state (waiting
+		 * for the application), and it calls again at once: the request parks then.
+		 * busy stays counted until that call. */
+		json_decref(rs->json); /* a handler that defers answers later, not now */
+		rs->json = NULL;
+		return MHD_YES;
+	}
+	return answer(c, rc, rs);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -284,7 +438,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	(void)version;
 
 	if (!rc) {
-		rc = calloc(1, sizeof *rc);
+		rc = calloc(1, sizeof *rc); /* RQ_BODY */
 		if (!rc)
 			return MHD_NO;
 		*con_cls = rc;
@@ -298,51 +452,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		snprintf(rc->method, sizeof rc->method, "%s", method);
 		log_escape(url, rc->path, sizeof rc->path);
 		client_ip(srv, c, rc->ip, sizeof rc->ip);
-		if (check_framing(c, rc) != MHD_YES || rc->status)
+		if (check_framing(c, rc) != MHD_YES || rc->state == RQ_DONE)
 			return rc->status ? MHD_YES : MHD_NO;
 		return admit(srv, c, rc, url, method);
 	}
 	if (*upload_size > 0) {
-		if (rc->too_big) {
-			/* Drain what the client is still sending so it can read our 413 (closing on
-			 * unread data would reset the connection and lose the answer), but only up
-			 * to a bound: past it, answer and close anyway. */
-			rc->len += *upload_size;
-			*upload_size = 0;
-			if (rc->len > 8 * rc->body_max && !rc->status)
-				return send_too_big(c, rc);
-			return MHD_YES;
-		}
-		if (rc->len + *upload_size > rc->body_max) {
-			rc->too_big = 1;
-			rc->len += *upload_size;
-			*upload_size = 0;
-			free(rc->buf);
-			rc->buf = NULL;
-			return MHD_YES;
-		}
-		if (rc->len + *upload_size + 1 > rc->cap) {
-			size_t ncap = rc->cap ? rc->cap : 4096;
-			while (ncap < rc->len + *upload_size + 1)
-				ncap *= 2;
-			if (ncap > rc->body_max + 1)
-				ncap = rc->body_max + 1;
-			char *nb = realloc(rc->buf, ncap);
-			if (!nb)
-				return MHD_NO;
-			rc->buf = nb;
-			rc->cap = ncap;
-		}
-		memcpy(rc->buf + rc->len, upload_data, *upload_size);
-		rc->len += *upload_size;
+		size_t n = *upload_size;
 		*upload_size = 0;
-		return MHD_YES;
+		return take_body(c, rc, upload_data, n);
 	}
-	if (rc->status)
+	switch (rc->state) {
+	case RQ_DONE:
 		return MHD_YES; /* response already queued */
-	if (rc->too_big)
+	case RQ_DRAINING:
 		return send_too_big(c, rc);
-	set_deadline(rc->cn, "", 0); /* complete: the handler (or the store) has it now */
+	case RQ_BODY:
+	case RQ_DEFERRED:
+	case RQ_READY:
+	case RQ_RESUMED:
+		break;
+	default:
+		assert(!"no call while in the handler, parked or orphaned");
+		return MHD_NO;
+	}
 
 	char path[2048];
 	struct http_req rq = {
@@ -358,102 +490,57 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (rc->buf)
 		rc->buf[rc->len] = '\0';
 	struct http_resp rs = {.status = 500};
-	if (rc->dfr.armed) { /* the call after the handler deferred: park, unless done */
-		rc->dfr.armed = 0;
-		pthread_mutex_lock(&srv->park_mu);
-		srv->busy--;
-		int park = !rc->dfr.ready;
-		if (park) {
-			/* http_ready resumes the connection; the thread serves others. */
-			rc->dfr.suspended = rc->dfr.counted = 1;
-			srv->parked++;
-			MHD_suspend_connection(c);
-		}
-		pthread_mutex_unlock(&srv->park_mu);
-		if (park)
-			return MHD_YES;
-		rc->dfr.active = 0; /* done already */
-		rc->dfr.finish(rc->dfr.arg, &rq, &rs);
-		return send_json(c, rc, &rs);
+	if (rc->state == RQ_BODY) {
+		set_deadline(rc->cn, "", 0); /* complete: the handler (or the store) has it now */
+		return handle(srv, c, rc, &rq, &rs);
 	}
-	if (rc->dfr.active) { /* resumed: the deferred work is done */
-		rc->dfr.active = 0;
-		rc->dfr.finish(rc->dfr.arg, &rq, &rs);
-		enum MHD_Result ret = send_json(c, rc, &rs);
-		unpark(rc);
-		return ret;
-	}
-	pthread_mutex_lock(&srv->park_mu);
-	int stopping = srv->stopping;
-	srv->busy += !stopping;
-	pthread_mutex_unlock(&srv->park_mu);
-	if (stopping) {
-		rs.status = 503;
-		rs.retry_after = 1;
-		rs.json = json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code",
-		                    "shutting_down", "message", "the server is stopping; retry");
-		return send_json(c, rc, &rs);
-	}
-	srv->fn(srv->ctx, &rq, &rs);
-	if (rc->dfr.active) {
-		/* Deferred. Not suspended in this call: libmicrohttpd 0.9.75 keeps a suspended
-		 * connection's event-loop state as it was ("read" in this call), and on resume
-		 * reads first; a client that had half-closed then gets its connection closed
-		 * without our answer. Returning without one lets it settle the state (waiting
-		 * for the application), and it calls again at once: the request parks then.
-		 * busy stays counted until that call. */
-		json_decref(rs.json); /* a handler that defers answers later, not now */
-		rc->dfr.armed = 1;
-		return MHD_YES;
-	}
-	pthread_mutex_lock(&srv->park_mu);
-	srv->busy--;
-	pthread_mutex_unlock(&srv->park_mu);
-	return send_json(c, rc, &rs);
-}
-
-/* Its deferred answer is queued (or dropped): http_stop need not wait for it any more. */
-static void unpark(struct reqctx *rc)
-{
-	struct http_server *srv = rc->dfr.srv;
-	if (!rc->dfr.counted)
-		return;
-	pthread_mutex_lock(&srv->park_mu);
-	rc->dfr.counted = 0;
-	srv->parked--;
-	pthread_mutex_unlock(&srv->park_mu);
+	if (rc->state != RQ_RESUMED) /* DEFERRED or READY: the call after the handler */
+		return park(srv, c, rc, &rq, &rs);
+	/* Resumed: the deferred work is done. http_ready is done with the request. */
+	rq_move(rc, RQ_DONE);
+	rc->dfr.finish(rc->dfr.arg, &rq, &rs);
+	enum MHD_Result ret = send_json(c, rc, &rs);
+	unpark(srv);
+	return ret;
 }
 
 struct http_deferred *http_defer(const struct http_req *rq, http_finish_fn finish, void *arg)
 {
 	struct http_deferred *d = rq->defer_slot;
+	struct reqctx *rc = (struct reqctx *)(void *)((char *)d - offsetof(struct reqctx, dfr));
 	d->finish = finish;
 	d->arg = arg;
 	d->conn = rq->conn;
-	d->active = 1;
+	rq_move(rc, RQ_DEFERRED); /* once per request, from its handler only */
 	return d;
 }
 
 void http_ready(struct http_deferred *d)
 {
 	struct http_server *srv = d->srv;
+	struct reqctx *rc = (struct reqctx *)(void *)((char *)d - offsetof(struct reqctx, dfr));
 	pthread_mutex_lock(&srv->park_mu);
-	d->ready = 1;
-	if (d->suspended) {
-		d->suspended = 0;
-		/* d may be gone once its connection runs again: not touched after this. */
-		MHD_resume_connection(d->conn);
-	}
-	if (!d->orphaned) {
+	switch (rc->state) {
+	case RQ_DEFERRED: /* not parked yet: it answers when it would have parked */
+		rq_move(rc, RQ_READY);
 		pthread_mutex_unlock(&srv->park_mu);
 		return;
+	case RQ_PARKED:
+		rq_move(rc, RQ_RESUMED);
+		/* rc may be gone once its connection runs again: not touched after this. */
+		MHD_resume_connection(d->conn);
+		pthread_mutex_unlock(&srv->park_mu);
+		return;
+	default:
+		assert(rc->state == RQ_ORPHANED); /* http_ready once, after http_defer */
+		break;
 	}
+	rq_move(rc, RQ_DONE);
 	pthread_mutex_unlock(&srv->park_mu);
 	/* Its connection is gone: release the work here (on the caller's thread), then the
 	 * request. Once unparked, srv may be freed by http_stop: not touched after. */
-	struct reqctx *rc = (struct reqctx *)(void *)((char *)d - offsetof(struct reqctx, dfr));
-	release_work(d);
-	unpark(rc);
+	release_work(rc);
+	unpark(srv);
 	reqctx_free(rc);
 }
 
@@ -479,28 +566,33 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	    rc->path, rc->status, (double)dur / 1000.0, rc->rid, rc->ip,
 	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
 	pthread_mutex_lock(&srv->park_mu);
-	if (rc->dfr.armed) { /* closed between the handler and the call that parks */
-		rc->dfr.armed = 0;
+	/* libmicrohttpd never closes a suspended connection (and http_stop waits for parked
+	 * requests before it stops libmicrohttpd); no handler runs on this thread now. */
+	assert(rc->state != RQ_PARKED && rc->state != RQ_HANDLER);
+	enum rq_state was = rc->state;
+	if (was == RQ_DEFERRED || was == RQ_READY) {
+		/* closed between the handler and the call that parks */
+		assert(srv->busy > 0);
 		srv->busy--;
 	}
-	if (rc->dfr.active && !rc->dfr.ready) {
+	if (was == RQ_DEFERRED) {
 		/* Closed (a reset, say) while its job is still queued or running in the store: the
 		 * job's owner may not be freed under the writer. http_ready releases both. Counted
 		 * as parked, so http_stop waits for it while the store still runs. */
-		rc->dfr.orphaned = 1;
-		if (!rc->dfr.counted) {
-			rc->dfr.counted = 1;
-			srv->parked++;
-		}
+		rq_move(rc, RQ_ORPHANED);
+		srv->parked++;
 		pthread_mutex_unlock(&srv->park_mu);
 		return;
 	}
+	if (was == RQ_READY || was == RQ_RESUMED)
+		rq_move(rc, RQ_DONE);
 	pthread_mutex_unlock(&srv->park_mu);
-	if (rc->dfr.active) {
+	if (was == RQ_READY || was == RQ_RESUMED) {
 		/* Closed once ready but before the answer could be sent. */
-		release_work(&rc->dfr);
+		release_work(rc);
 	}
-	unpark(rc);
+	if (was == RQ_RESUMED)
+		unpark(srv);
 	reqctx_free(rc);
 }
 

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "validate.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,8 +12,10 @@
 
 #include <curl/curl.h>
 
+#include "domain.h"
 #include "events.h"
 #include "store.h"
+#include "util.h"
 
 int verr_set(struct verr *err, enum lh_err e, const char *code, const char *field, const char *fmt,
              ...)
@@ -66,7 +69,7 @@ int validate_parse_object(const char *body, size_t len, json_t **out, struct ver
 {
 	json_error_t je;
 	json_t *j;
-	char path[sizeof err->field];
+	char path[64]; /* a longer path is cut here, as it always was */
 
 	if (len == 0)
 		return verr_set(err, LH_EJSON, "invalid_json", NULL,
@@ -401,5 +404,378 @@ int validate_auth_token(const char *tok, const char *field, struct verr *err)
 		if (*p < 0x21 || *p > 0x7e)
 			return verr_set(err, LH_EINVAL, "invalid_value", field,
 			                "'%s' may hold only visible ASCII characters", field);
+	return 0;
+}
+
+/* ---- bills, leads and bookings (API.md 5) ---- */
+
+static const struct field_spec bill_fields[] = {
+    {"labID", F_STRING, 1, 64, 0},
+    {"patient_details", F_OBJECT, 1, 0, 0},
+    {"integrator_id", F_STRING, 1, NAME_CAP - 1, 0},
+    {"lead_source", F_STRING, 0, NAME_CAP - 1, 0},
+    {"mapped_tests", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},
+    {"unmapped_tests", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},
+    {"mapped_packages", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},
+    {"unmapped_packages", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},
+    {"unmapped_packages_with_tests", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},
+    {"barCode", F_STRING, 0, NAME_CAP - 1, 0},
+    {"corporateUser", F_STRING, 0, 64, 0},
+    {"referredOrganization", F_STRING, 0, 64, 0},
+    {"referredHospitalOrganization", F_STRING, 0, 64, 0},
+    {"clientID", F_STRING, 1, 64, 0}, /* the lab route's only */
+};
+const struct field_table validate_bill_table = {bill_fields, COUNTOF(bill_fields) - 1};
+const struct field_table validate_lab_bill_table = {bill_fields, COUNTOF(bill_fields)};
+
+static const struct field_spec patient_fields[] = {
+    {"first_name", F_STRING, 1, NAME_CAP - 1, 0},
+    {"last_name", F_STRING, 0, NAME_CAP - 1, 0},
+    {"gender", F_STRING, 1, 16, 0},
+    {"age", F_INTEGER, 1, 0, 0},
+    {"age_type", F_STRING, 1, 16, 0},
+};
+
+static const struct field_spec lead_fields[] = {
+    {"branchID", F_STRING, 1, 64, 0},
+    {"integratorID", F_STRING, 1, NAME_CAP - 1, 0},
+    {"first_name", F_STRING, 1, NAME_CAP - 1, 0},
+    {"last_name", F_STRING, 0, NAME_CAP - 1, 0},
+    {"contact", F_STRING, 1, 32, 0},
+    {"email", F_STRING, 0, EMAIL_CAP - 1, 0},
+    {"gender", F_STRING, 0, 16, 0},
+    {"age", F_INTEGER, 1, 0, 0},
+    {"age_type", F_STRING, 1, 16, 0},
+    {"address", F_STRING, 0, 1000, 0},
+    {"pincode", F_STRING, 0, 12, 0},
+    {"source", F_STRING, 0, NAME_CAP - 1, 0},
+    {"priority", F_STRING, 0, 16, 0},
+    {"tests", F_ARRAY, 0, 100, 0},
+    {"packages", F_ARRAY, 0, 100, 0},
+    {"phase", F_STRING, 0, 16, 0},
+    {"bookingType", F_STRING, 0, 64, 0},
+    {"scheduledAt", F_STRING, 0, 40, 0},
+    {"corporateUser", F_STRING, 0, 64, 0},
+    {"referredOrganization", F_STRING, 0, 64, 0},
+    {"referredHospitalOrganization", F_STRING, 0, 64, 0},
+};
+const struct field_table validate_lead_table = {lead_fields, COUNTOF(lead_fields)};
+
+static const struct field_spec booking_fields[] = {
+    {"bookingType", F_STRING, 1, 64, 0},
+    {"scheduledAt", F_STRING, 1, 40, 0},
+};
+const struct field_table validate_booking_table = {booking_fields, COUNTOF(booking_fields)};
+
+const struct party_slot validate_party_slots[VALIDATE_PARTY_SLOTS] = {
+    {"corporateUser", PARTY_CORPORATE_USER, offsetof(struct parties, corporate_user)},
+    {"referredOrganization", PARTY_ORGANIZATION, offsetof(struct parties, referred_org)},
+    {"referredHospitalOrganization", PARTY_ORGANIZATION,
+     offsetof(struct parties, referred_hospital_org)},
+};
+
+static void party_refs(const json_t *obj, struct party_refs *out)
+{
+	for (size_t i = 0; i < VALIDATE_PARTY_SLOTS; i++) {
+		const char *id = opt_string(obj, validate_party_slots[i].field);
+		out->id[i] = id && *id ? id : NULL;
+	}
+}
+
+static int one_of(const char *v, const char *const *allowed)
+{
+	for (; *allowed; allowed++)
+		if (strcmp(v, *allowed) == 0)
+			return 1;
+	return 0;
+}
+
+/* An enumerated string field, when present: names the allowed values. */
+static int check_enum(const json_t *o, const char *key, const char *path,
+                      const char *const *allowed, const char *list, struct verr *err)
+{
+	const char *v = opt_string(o, key);
+	if (v && !one_of(v, allowed))
+		return verr_set(err, LH_EINVAL, "invalid_value", path, "'%s' must be one of %s",
+		                path, list);
+	return 0;
+}
+
+static const char *const genders[] = {"male", "female", "other", NULL};
+static const char *const age_types[] = {"year", "month", "day", NULL};
+
+/* A test or package reference: a string, or an integer written as one. */
+static int ref_text(const json_t *v, char *out, size_t cap)
+{
+	if (json_is_string(v) && json_string_length(v) > 0 && json_string_length(v) < cap &&
+	    strlen(json_string_value(v)) == json_string_length(v)) {
+		snprintf(out, cap, "%s", json_string_value(v));
+		return 0;
+	}
+	if (json_is_integer(v)) {
+		snprintf(out, cap, "%lld", (long long)json_integer_value(v));
+		return 0;
+	}
+	return -1;
+}
+
+static int add_report(struct bill_request *b, size_t *cap, const char *name, const char *package,
+                      struct verr *err)
+{
+	if (b->n_reports >= DOMAIN_MAX_REPORTS)
+		return verr_set(err, LH_EINVAL, "too_many_tests", NULL,
+		                "a bill may hold at most %d tests", DOMAIN_MAX_REPORTS);
+	if (UTIL_GROW(b->reports, *cap, b->n_reports + 1, 4))
+		return verr_set(err, LH_ENOMEM, "out_of_memory", NULL, "out of memory");
+	assert(b->n_reports < *cap);
+	struct report *r = &b->reports[b->n_reports];
+	memset(r, 0, sizeof *r);
+	r->seq = (int)b->n_reports;
+	snprintf(r->name, sizeof r->name, "%s", name);
+	snprintf(r->package, sizeof r->package, "%s", package ? package : "");
+	b->n_reports++;
+	return 0;
+}
+
+/* The kinds of test and package list a bill may carry. */
+enum list_kind {
+	L_TEST_NAMES,    /* plain test names */
+	L_PACKAGE_NAMES, /* plain package names: one report each, named as the package */
+	L_MAPPED_TESTS,  /* {flabs_id | id, name?} */
+	L_MAPPED_PKGS,   /* {id, name?}: one report each, of package id */
+	L_PKGS_TESTS,    /* {package_name, tests?}: a report per test, or one for the package */
+};
+
+/* A mapped test or package: {flabs_id | id, name?}; flabs_id for tests only. */
+static int mapped_ref(struct bill_request *b, size_t *cap, const json_t *v, const char *path,
+                      enum list_kind kind, struct verr *err)
+{
+	static const char *const keys[] = {"flabs_id", "id", "name"};
+	int tests = kind == L_MAPPED_TESTS;
+	const char *key;
+	json_t *x;
+	json_object_foreach((json_t *)v, key, x)
+	{
+		int known = 0;
+		for (size_t k = tests ? 0 : 1; k < COUNTOF(keys); k++)
+			known |= strcmp(key, keys[k]) == 0;
+		if (!known)
+			return verr_set(err, LH_EINVAL, "unknown_field", path,
+			                "unknown field '%.40s' in '%s'", key, path);
+	}
+	const json_t *ref = tests && json_object_get(v, "flabs_id") ? json_object_get(v, "flabs_id")
+	                                                            : json_object_get(v, "id");
+	char id[NAME_CAP];
+	if (!ref || ref_text(ref, id, sizeof id))
+		return verr_set(err, LH_EINVAL, ref ? "invalid_value" : "missing_field", path,
+		                "'%s' needs %s (a string or integer)", path,
+		                tests ? "'flabs_id' or 'id'" : "'id'");
+	const char *nm = opt_string(v, "name");
+	if (json_object_get(v, "name") && (!nm || !*nm || strlen(nm) >= NAME_CAP))
+		return verr_set(err, LH_EINVAL, "invalid_value", path,
+		                "'%s.name' must be a non-empty string", path);
+	return add_report(b, cap, nm ? nm : id, tests ? NULL : id, err);
+}
+
+/* {package_name, tests?}: a report per test, or one for the package when it lists none. */
+static int package_tests(struct bill_request *b, size_t *cap, const json_t *v, const char *path,
+                         struct verr *err)
+{
+	static const struct field_spec pk[] = {
+	    {"package_name", F_STRING, 1, NAME_CAP - 1, 0},
+	    {"tests", F_ARRAY, 0, DOMAIN_MAX_REPORTS, 0},
+	};
+	char name[NAME_CAP];
+	struct verr ve;
+	const json_t *t;
+	size_t k;
+	if (validate_object(v, pk, COUNTOF(pk), &ve)) {
+		char f[160]; /* ve.field is an unknown key cut to 60 bytes, or a name above */
+		snprintf(f, sizeof f, "%s.%.63s", path, ve.field);
+		return verr_set(err, ve.err, ve.code, f, "%s: %s", path, ve.message);
+	}
+	const char *pkg = opt_string(v, "package_name");
+	if (json_array_size(json_object_get(v, "tests")) == 0 && add_report(b, cap, pkg, pkg, err))
+		return -1;
+	json_array_foreach(json_object_get(v, "tests"), k, t)
+	{
+		if (!json_is_string(t) || ref_text(t, name, sizeof name))
+			return verr_set(err, LH_EINVAL, "invalid_value", path,
+			                "'%s.tests[%zu]' must be a non-empty string", path, k);
+		if (add_report(b, cap, name, pkg, err))
+			return -1;
+	}
+	return 0;
+}
+
+/* Turns the five test and package lists into reports, in this order. */
+static int collect_reports(const json_t *obj, struct bill_request *b, struct verr *err)
+{
+	static const struct {
+		const char *field;
+		enum list_kind kind;
+	} lists[] = {
+	    {"mapped_tests", L_MAPPED_TESTS},
+	    {"unmapped_tests", L_TEST_NAMES},
+	    {"mapped_packages", L_MAPPED_PKGS},
+	    {"unmapped_packages", L_PACKAGE_NAMES},
+	    {"unmapped_packages_with_tests", L_PKGS_TESTS},
+	};
+	char path[96], name[NAME_CAP];
+	size_t cap = 0;
+	for (size_t li = 0; li < COUNTOF(lists); li++) {
+		enum list_kind kind = lists[li].kind;
+		const json_t *v;
+		size_t i;
+		json_array_foreach(json_object_get(obj, lists[li].field), i, v)
+		{
+			snprintf(path, sizeof path, "%s[%zu]", lists[li].field, i);
+			if (kind == L_TEST_NAMES || kind == L_PACKAGE_NAMES) {
+				if (ref_text(v, name, sizeof name) || !json_is_string(v))
+					return verr_set(
+					    err, LH_EINVAL, "invalid_value", path,
+					    "'%s' must be a non-empty string of at most %d bytes",
+					    path, NAME_CAP - 1);
+				if (add_report(b, &cap, name, kind == L_PACKAGE_NAMES ? name : NULL,
+				               err))
+					return -1;
+				continue;
+			}
+			if (!json_is_object(v))
+				return verr_set(err, LH_EINVAL, "invalid_type", path,
+				                "'%s' must be an object", path);
+			if (kind == L_PKGS_TESTS ? package_tests(b, &cap, v, path, err)
+			                         : mapped_ref(b, &cap, v, path, kind, err))
+				return -1;
+		}
+	}
+	if (b->n_reports == 0)
+		return verr_set(
+		    err, LH_EINVAL, "missing_tests", "mapped_tests",
+		    "send at least one test or package (mapped_tests, unmapped_tests, mapped_packages, unmapped_packages or unmapped_packages_with_tests)");
+	return 0;
+}
+
+int validate_bill(const json_t *obj, struct bill_request *out, struct verr *err)
+{
+	struct bill_request b;
+	struct verr ve;
+	const json_t *pd = json_object_get(obj, "patient_details");
+
+	memset(&b, 0, sizeof b);
+	if (validate_object(pd, patient_fields, COUNTOF(patient_fields), &ve)) {
+		char f[96];
+		snprintf(f, sizeof f, "patient_details.%.63s", ve.field);
+		return verr_set(err, ve.err, ve.code, f, "patient_details: %s", ve.message);
+	}
+	json_int_t age = json_integer_value(json_object_get(pd, "age"));
+	if (age < 0 || age > 200)
+		return verr_set(err, LH_EINVAL, "invalid_value", "patient_details.age",
+		                "'patient_details.age' must be between 0 and 200");
+	if (check_enum(pd, "gender", "patient_details.gender", genders, "male, female, other",
+	               err) ||
+	    check_enum(pd, "age_type", "patient_details.age_type", age_types, "year, month, day",
+	               err))
+		return -1;
+	if (collect_reports(obj, &b, err)) {
+		free(b.reports);
+		return -1;
+	}
+	b.patient = pd;
+	b.lab_id = opt_string(obj, "labID");
+	b.integrator_id = opt_string(obj, "integrator_id");
+	b.lead_source = opt_string(obj, "lead_source") ? opt_string(obj, "lead_source") : "";
+	b.bar_code = opt_string(obj, "barCode") ? opt_string(obj, "barCode") : "";
+	party_refs(obj, &b.parties);
+	*out = b;
+	return 0;
+}
+
+/* Each item a non-empty string of less than NAME_CAP bytes. */
+static int string_list(const json_t *obj, const char *key, struct verr *err)
+{
+	const json_t *v;
+	size_t i;
+	json_array_foreach(json_object_get(obj, key), i, v)
+	{
+		if (!json_is_string(v) || json_string_length(v) == 0 ||
+		    json_string_length(v) >= NAME_CAP) {
+			char path[64];
+			snprintf(path, sizeof path, "%s[%zu]", key, i);
+			return verr_set(err, LH_EINVAL, "invalid_value", path,
+			                "'%s' must be a non-empty string", path);
+		}
+	}
+	return 0;
+}
+
+static int email_ok(const char *e)
+{
+	const char *at = strchr(e, '@');
+	if (!at || at == e || strchr(at + 1, '@') || !strchr(at + 1, '.') || at[1] == '.' ||
+	    e[strlen(e) - 1] == '.')
+		return 0;
+	for (const char *p = e; *p; p++)
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+			return 0;
+	return 1;
+}
+
+int validate_booking(const json_t *obj, struct booking_request *out, struct verr *err)
+{
+	const char *type = opt_string(obj, "bookingType"), *when = opt_string(obj, "scheduledAt");
+	int64_t t;
+	if (!type || !*type)
+		return verr_set(err, LH_EINVAL, "missing_field", "bookingType",
+		                "'bookingType' is required for a booking");
+	if (!when || !*when)
+		return verr_set(err, LH_EINVAL, "missing_field", "scheduledAt",
+		                "'scheduledAt' is required for a booking");
+	if (util_parse_time(when, &t) != 0 || t < 0 || t > 253402300799LL)
+		return verr_set(
+		    err, LH_EINVAL, "invalid_value", "scheduledAt",
+		    "'scheduledAt' must be an RFC 3339 time such as 2026-01-20T10:30:00Z");
+	out->type = type;
+	out->scheduled_at = t;
+	return 0;
+}
+
+int validate_lead(const json_t *obj, struct lead_request *out, struct verr *err)
+{
+	static const char *const phases[] = {"lead", "booking", NULL};
+	static const char *const priorities[] = {"urgent", "high", "medium", "low", NULL};
+	struct lead_request l;
+	const char *contact = opt_string(obj, "contact"), *email = opt_string(obj, "email");
+
+	memset(&l, 0, sizeof l);
+	if (strlen(contact) != 10 || strspn(contact, "0123456789") != 10)
+		return verr_set(err, LH_EINVAL, "invalid_value", "contact",
+		                "'contact' must be exactly 10 digits");
+	if (email && *email && !email_ok(email))
+		return verr_set(err, LH_EINVAL, "invalid_value", "email",
+		                "'email' is not an email address");
+	json_int_t age = json_integer_value(json_object_get(obj, "age"));
+	if (age < 0 || age > 200)
+		return verr_set(err, LH_EINVAL, "invalid_value", "age",
+		                "'age' must be between 0 and 200");
+	const char *pin = opt_string(obj, "pincode");
+	if (pin && strspn(pin, "0123456789") != strlen(pin))
+		return verr_set(err, LH_EINVAL, "invalid_value", "pincode",
+		                "'pincode' must be digits");
+	if (check_enum(obj, "phase", "phase", phases, "lead, booking", err) ||
+	    check_enum(obj, "gender", "gender", genders, "male, female, other", err) ||
+	    check_enum(obj, "age_type", "age_type", age_types, "year, month, day", err) ||
+	    check_enum(obj, "priority", "priority", priorities, "urgent, high, medium, low", err) ||
+	    string_list(obj, "tests", err) || string_list(obj, "packages", err))
+		return -1;
+	l.booking = opt_string(obj, "phase") && strcmp(opt_string(obj, "phase"), "booking") == 0;
+	if (l.booking && validate_booking(obj, &l.bk, err))
+		return -1;
+	l.branch_id = opt_string(obj, "branchID");
+	l.integrator_id = opt_string(obj, "integratorID");
+	l.contact = contact;
+	l.email = email ? email : "";
+	party_refs(obj, &l.parties);
+	*out = l;
 	return 0;
 }

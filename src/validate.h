@@ -15,11 +15,12 @@
 
 #include "addr.h"
 #include "err.h"
+#include "store.h"
 
 struct verr {
 	enum lh_err err;
 	char code[48];
-	char field[64];
+	char field[128]; /* room for "unmapped_packages_with_tests[499]." and a nested field */
 	char message[256];
 };
 
@@ -63,5 +64,66 @@ struct sub_request {
 /* The body of POST /client/events/subscribe, checked for everything that needs no store. */
 int validate_subscribe(const json_t *obj, const struct cidr *allow, size_t nallow,
                        struct sub_request *out, struct verr *err);
+
+/* ---- bills, leads and bookings (API.md 5) ----
+ * Everything about their bodies that needs no store: the field tables (for api_body), then
+ * the checks a handler runs on a body that passed its table. What needs the store (the lab,
+ * the parties, the account of the lab route) the handler checks after these, in that order. */
+
+struct field_table {
+	const struct field_spec *spec;
+	size_t n;
+};
+extern const struct field_table validate_bill_table;     /* POST /client/billing/create */
+extern const struct field_table validate_lab_bill_table; /* POST /lab/bills: plus clientID */
+extern const struct field_table validate_lead_table;     /* POST /client/crm/lead/create */
+extern const struct field_table validate_booking_table;  /* POST /lab/leads/{id}/convert */
+
+/* The party fields of a bill or lead body, in the order the handler resolves them; off is
+ * where the resolved id goes in struct parties. */
+#define VALIDATE_PARTY_SLOTS 3
+struct party_slot {
+	const char *field;
+	enum party_kind kind;
+	size_t off;
+};
+extern const struct party_slot validate_party_slots[VALIDATE_PARTY_SLOTS];
+/* The ids named, by slot of validate_party_slots; NULL where absent or empty. */
+struct party_refs {
+	const char *id[VALIDATE_PARTY_SLOTS];
+};
+
+struct bill_request {
+	const json_t *patient; /* patient_details, checked */
+	const char *lab_id, *integrator_id;
+	const char *lead_source, *bar_code; /* "" when absent */
+	struct report *reports;             /* name, package and seq set; owned, free() */
+	size_t n_reports;                   /* 1..DOMAIN_MAX_REPORTS */
+	struct party_refs parties;
+};
+
+/* A bill body that passed validate_bill_table or validate_lab_bill_table: the patient
+ * details and the five test and package lists (turned into reports). On failure nothing is
+ * owned; err->err is LH_ENOMEM when memory ran out, LH_EINVAL otherwise. */
+int validate_bill(const json_t *obj, struct bill_request *out, struct verr *err);
+
+struct booking_request {
+	const char *type;
+	int64_t scheduled_at; /* unix seconds, 0..9999-12-31T23:59:59Z */
+};
+
+/* bookingType and scheduledAt of a booking (a lead created with phase booking, a convert). */
+int validate_booking(const json_t *obj, struct booking_request *out, struct verr *err);
+
+struct lead_request {
+	const char *branch_id, *integrator_id, *contact; /* contact: 10 digits */
+	const char *email;                               /* checked; "" when absent */
+	int booking;                                     /* phase is "booking": bk is set */
+	struct booking_request bk;
+	struct party_refs parties;
+};
+
+/* A lead body that passed validate_lead_table. */
+int validate_lead(const json_t *obj, struct lead_request *out, struct verr *err);
 
 #endif

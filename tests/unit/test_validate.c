@@ -1,5 +1,6 @@
-/* test_validate.c: validate.h: body parsing, generic field specs, and the rules of
- * POST /client/events/subscribe (API.md 4.1) with the address policy of 7.5. Each table row
+/* test_validate.c: validate.h: body parsing, generic field specs, the rules of
+ * POST /client/events/subscribe (API.md 4.1) with the address policy of 7.5, and the bill,
+ * lead and booking bodies (API.md 5). Each table row
  * is a JSON body and the error code and field it must produce. Single-threaded. */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
@@ -769,6 +770,92 @@ static void test_direct_helpers(void **state)
 	assert_string_equal(err.message, "n=5");
 }
 
+/* ---- bills and leads (API.md 5) ---- */
+
+#define PD                                                                                         \
+	"\"patient_details\":{\"first_name\":\"A\",\"gender\":\"male\",\"age\":3,\"age_type\":\"year\"}"
+#define BILL "\"labID\":\"lab_1\",\"integrator_id\":\"i\"," PD
+#define LEAD                                                                                       \
+	"\"branchID\":\"lab_1\",\"integratorID\":\"i\",\"first_name\":\"R\",\"contact\":\"9876543210\",\"age\":4,\"age_type\":\"year\""
+
+enum body_kind { K_BILL, K_LAB_BILL, K_LEAD, K_BOOKING };
+
+struct event_case {
+	const char *name;
+	enum body_kind kind;
+	const char *body;
+	const char *code; /* NULL = valid */
+	const char *field;
+	size_t reports; /* bills: how many when valid */
+};
+
+static void test_event_bodies(void **state)
+{
+	/* clang-format off */
+	static const struct event_case cases[] = {
+	    {"bill mapped", K_BILL, "{" BILL ",\"mapped_tests\":[{\"flabs_id\":1},{\"id\":\"x\",\"name\":\"N\"}]}", NULL, NULL, 2},
+	    {"bill packages", K_BILL, "{" BILL ",\"unmapped_packages_with_tests\":[{\"package_name\":\"P\",\"tests\":[\"a\",\"b\"]},{\"package_name\":\"Q\"}],\"unmapped_packages\":[\"U\"]}", NULL, NULL, 4},
+	    {"bill no tests", K_BILL, "{" BILL "}", "missing_tests", "mapped_tests", 0},
+	    {"bill clientID on client route", K_BILL, "{" BILL ",\"clientID\":\"c\",\"unmapped_tests\":[\"a\"]}", "unknown_field", "clientID", 0},
+	    {"lab bill", K_LAB_BILL, "{" BILL ",\"clientID\":\"c\",\"unmapped_tests\":[\"a\"]}", NULL, NULL, 1},
+	    {"bill age", K_BILL, "{\"labID\":\"l\",\"integrator_id\":\"i\",\"patient_details\":{\"first_name\":\"A\",\"gender\":\"male\",\"age\":201,\"age_type\":\"year\"},\"unmapped_tests\":[\"a\"]}", "invalid_value", "patient_details.age", 0},
+	    {"bill gender", K_BILL, "{\"labID\":\"l\",\"integrator_id\":\"i\",\"patient_details\":{\"first_name\":\"A\",\"gender\":\"m\",\"age\":2,\"age_type\":\"year\"},\"unmapped_tests\":[\"a\"]}", "invalid_value", "patient_details.gender", 0},
+	    {"bill patient field", K_BILL, "{\"labID\":\"l\",\"integrator_id\":\"i\",\"patient_details\":{\"gender\":\"male\",\"age\":2,\"age_type\":\"year\"},\"unmapped_tests\":[\"a\"]}", "missing_field", "patient_details.first_name", 0},
+	    {"bill unmapped not string", K_BILL, "{" BILL ",\"unmapped_tests\":[\"a\",7]}", "invalid_value", "unmapped_tests[1]", 0},
+	    {"bill mapped not object", K_BILL, "{" BILL ",\"mapped_packages\":[\"a\"]}", "invalid_type", "mapped_packages[0]", 0},
+	    {"bill mapped flabs_id on package", K_BILL, "{" BILL ",\"mapped_packages\":[{\"flabs_id\":1}]}", "unknown_field", "mapped_packages[0]", 0},
+	    {"bill mapped no id", K_BILL, "{" BILL ",\"mapped_tests\":[{\"name\":\"n\"}]}", "missing_field", "mapped_tests[0]", 0},
+	    {"bill package test", K_BILL, "{" BILL ",\"unmapped_packages_with_tests\":[{\"package_name\":\"P\",\"tests\":[\"\"]}]}", "invalid_value", "unmapped_packages_with_tests[0]", 0},
+	    {"bill package long key", K_BILL, "{" BILL ",\"unmapped_packages_with_tests\":[{\"package_name\":\"P\",\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\":1}]}", "unknown_field", "unmapped_packages_with_tests[0].kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk", 0},
+	    {"lead", K_LEAD, "{" LEAD ",\"email\":\"a@b.co\",\"corporateUser\":\"p\"}", NULL, NULL, 0},
+	    {"lead contact", K_LEAD, "{\"branchID\":\"l\",\"integratorID\":\"i\",\"first_name\":\"R\",\"contact\":\"98765\",\"age\":4,\"age_type\":\"year\"}", "invalid_value", "contact", 0},
+	    {"lead email", K_LEAD, "{" LEAD ",\"email\":\"a@b\"}", "invalid_value", "email", 0},
+	    {"lead pincode", K_LEAD, "{" LEAD ",\"pincode\":\"1a\"}", "invalid_value", "pincode", 0},
+	    {"lead priority", K_LEAD, "{" LEAD ",\"priority\":\"soon\"}", "invalid_value", "priority", 0},
+	    {"lead tests", K_LEAD, "{" LEAD ",\"tests\":[\"a\",\"\"]}", "invalid_value", "tests[1]", 0},
+	    {"lead booking time", K_LEAD, "{" LEAD ",\"phase\":\"booking\",\"bookingType\":\"home\"}", "missing_field", "scheduledAt", 0},
+	    {"lead booking", K_LEAD, "{" LEAD ",\"phase\":\"booking\",\"bookingType\":\"home\",\"scheduledAt\":\"2026-01-20T10:30:00Z\"}", NULL, NULL, 0},
+	    {"convert type", K_BOOKING, "{\"bookingType\":\"\",\"scheduledAt\":\"2026-01-20T10:30:00Z\"}", "invalid_value", "bookingType", 0},
+	    {"convert time", K_BOOKING, "{\"bookingType\":\"lab\",\"scheduledAt\":\"10000-01-01T00:00:00Z\"}", "invalid_value", "scheduledAt", 0},
+	};
+	/* clang-format on */
+	const struct field_table *tables[] = {&validate_bill_table, &validate_lab_bill_table,
+	                                      &validate_lead_table, &validate_booking_table};
+	(void)state;
+	for (size_t i = 0; i < N_ELEMS(cases); i++) {
+		const struct event_case *tc = &cases[i];
+		const struct field_table *t = tables[tc->kind];
+		struct bill_request br;
+		struct lead_request lr;
+		struct booking_request bk;
+		struct verr err;
+		json_t *obj = NULL;
+		memset(&err, 0, sizeof err);
+		assert_int_equal(validate_parse_object(tc->body, strlen(tc->body), &obj, &err), 0);
+		int rc = validate_object(obj, t->spec, t->n, &err);
+		if (rc == 0 && (tc->kind == K_BILL || tc->kind == K_LAB_BILL))
+			rc = validate_bill(obj, &br, &err);
+		else if (rc == 0 && tc->kind == K_LEAD)
+			rc = validate_lead(obj, &lr, &err);
+		else if (rc == 0)
+			rc = validate_booking(obj, &bk, &err);
+		if (tc->code) {
+			if (rc == 0)
+				fail_msg("%s: accepted", tc->name);
+			expect_error(tc->name, &err, tc->code, tc->field);
+		} else {
+			if (rc != 0)
+				fail_msg("%s: %s field '%s' (%s)", tc->name, err.code, err.field,
+				         err.message);
+			if (tc->kind == K_BILL || tc->kind == K_LAB_BILL) {
+				assert_int_equal(br.n_reports, tc->reports);
+				free(br.reports);
+			}
+		}
+		json_decref(obj);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -781,6 +868,7 @@ int main(void)
 	    cmocka_unit_test(test_unknown_field_name_truncated),
 	    cmocka_unit_test(test_validate_object),
 	    cmocka_unit_test(test_direct_helpers),
+	    cmocka_unit_test(test_event_bodies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
