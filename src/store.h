@@ -9,6 +9,22 @@
  * All functions are safe to call from any thread; the backend serialises as it needs.
  * Records are plain values with fixed-size fields: the caller owns them, nothing to free
  * except arrays returned by *_list functions (free with free()).
+ *
+ * What the delivery engine relies on, and how each backend keeps it:
+ * - event_seq is the commit order: once a reader has seen an event with seq N, no event
+ *   with a smaller seq is committed later. The engine reads a subscription's backlog
+ *   "after seq N" (delivery_pending) and would otherwise skip what commits late. SQLite:
+ *   one writer per file. A shared backend: event-writing transactions take their seqs
+ *   under a lock held until they commit.
+ * - The commit hook hears of every change the engine must act on: deliveries created or
+ *   made pending again (requeue, recover) and subscription changes. SQLite: its own
+ *   commits are all there are. A shared backend also passes on what other nodes commit
+ *   (LISTEN/NOTIFY, and a re-read after every reconnection, when notifications are lost).
+ * - subs_version changes after every subscription change, this process's or another's.
+ * - Lookups are exact: a change is seen by the next read. SQLite serves accounts, labs and
+ *   the routing index from memory, exact because this process is the file's only writer.
+ *   A shared backend routes inside the event's transaction from the database, and keeps
+ *   no cache that another node's change could leave stale.
  */
 #ifndef LH_STORE_H
 #define LH_STORE_H
