@@ -18,6 +18,8 @@
 #include "delivery.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -32,14 +34,13 @@
 #include "addr.h"
 #include "events.h"
 #include "log.h"
+#include "retry_policy.h"
 #include "sign.h"
 #include "version.h"
 
 #define HASH_BUCKETS      65536
 #define RESULT_BATCH      512
 #define FLUSH_MS          20
-#define STREAK_BACKOFF    5 /* consecutive failures before an endpoint is backed off */
-#define BACKOFF_MAX_MS    60000
 #define RESPONSE_READ_CAP (1 << 20)
 #define STOP_GRACE_MS     10000
 #define PAYLOAD_BUDGET    (32u << 20) /* payload bytes kept in memory; past it, read at send */
@@ -100,14 +101,11 @@ struct endpoint {
 	int loaded;
 	uint64_t version;
 	int in_flight;
-	int streak; /* consecutive failures */
-	int64_t backoff_until_ms;
-	int64_t backoff_since_ms; /* when the current backoff began (0: none) */
-	int backoff_level;        /* doublings of the pause: grows only when a probe fails */
-	struct waitq waiting;     /* its lanes waiting for room under its cap */
-	struct waitq gwaiting;    /* its lanes waiting for a global slot */
-	struct eplink q[EPQ_N];   /* in the spill queue, in the ring of global slots */
-	struct lane *lanes;       /* its lanes (linked through lane.enext) */
+	struct retry_state health; /* failure streak and backoff (retry_policy.h) */
+	struct waitq waiting;      /* its lanes waiting for room under its cap */
+	struct waitq gwaiting;     /* its lanes waiting for a global slot */
+	struct eplink q[EPQ_N];    /* in the spill queue, in the ring of global slots */
+	struct lane *lanes;        /* its lanes (linked through lane.enext) */
 	/* Its part of the window. Every pending delivery of it with event_seq <= loaded_seq is
 	 * in memory; when spilled, more wait on disk past it and are read back in pages. */
 	size_t mem; /* its deliveries in memory */
@@ -252,8 +250,8 @@ static void schedule(struct delivery_engine *d, struct lane *l)
 	if (!l->head || l->in_flight || l->waiting)
 		return;
 	int64_t due = l->head->next_at_ms;
-	if (l->ep->backoff_until_ms > due)
-		due = l->ep->backoff_until_ms;
+	if (l->ep->health.backoff_until_ms > due)
+		due = l->ep->health.backoff_until_ms;
 	if (heap_push(d, l, due) != 0)
 		LOG(LOG_ERROR, "delivery", "out of memory scheduling a lane");
 }
@@ -300,7 +298,7 @@ static void wake(struct delivery_engine *d, struct waitq *q, long n)
 
 static int endpoint_cap(const struct delivery_engine *d, const struct endpoint *ep)
 {
-	if (ep->streak >= STREAK_BACKOFF)
+	if (ep->health.streak >= RETRY_STREAK_BACKOFF)
 		return 1;
 	/* Never every global slot: a slow but successful endpoint would hold them all, and
 	 * another's delivery would wait for one of its slow answers. */
@@ -768,7 +766,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 	struct attempt_ctx *a = ud;
 	size_t len = size * n;
 	if (len > 12 && strncasecmp(p, "Retry-After:", 12) == 0)
-		util_parse_retry_after(p + 12, len - 12, util_now(), 86400, &a->retry_after_s);
+		/* Uncapped here: retry_policy_next caps it (RETRY_AFTER_MAX_S). */
+		util_parse_retry_after(p + 12, len - 12, util_now(), INT_MAX, &a->retry_after_s);
 	return len;
 }
 
@@ -796,48 +795,55 @@ static CURL *handle_get(struct delivery_engine *d)
 	return d->nidle ? d->idle[--d->nidle] : curl_easy_init();
 }
 
-/* Starts the lane's head; returns 0 if started, -1 if it must wait. from_ring: it was
- * given a global slot in its endpoint's turn (others may not take that slot first). */
-static int start_attempt(struct delivery_engine *d, struct lane *l, int from_ring)
+/* Links a started attempt into the running list and counts it in flight: in its lane (only
+ * the head, and only one at a time), its endpoint and the engine, each under its cap. */
+static void attempt_track(struct delivery_engine *d, struct attempt_ctx *a)
 {
-	struct endpoint *ep = l->ep;
-	struct item *it = l->head;
-	struct attempt_ctx *a = NULL;
-	char hdr[AUTHTOKEN_CAP + 64], sig[SIG_CAP], sig2[SIG_CAP], ts[24];
-	int64_t now_s = util_now();
+	struct lane *l = a->lane;
+	assert(a->item == l->head && !l->in_flight);
+	assert(l->ep->in_flight < endpoint_cap(d, l->ep));
+	assert(d->in_flight < d->cfg->max_in_flight);
+	l->in_flight = 1;
+	l->ep->in_flight++;
+	d->in_flight++;
+	a->prev = NULL;
+	a->next = d->running;
+	if (d->running)
+		d->running->prev = a;
+	d->running = a;
+}
 
-	if (endpoint_refresh(d, ep) != 0) {
-		heap_push(d, l, util_now_ms() + 1000); /* store trouble: try again shortly */
-		return -1;
-	}
-	if (ep->sub.status == SUB_DELETED) {
-		while (l->head) /* cancelled in the store when the subscription was deleted */
-			lane_pop_head(d, l);
-		return -1;
-	}
-	if (ep->sub.status != SUB_ACTIVE) {
-		/* Paused or disabled: the deliveries stay pending in the store, out of the
-		 * window, and are read back (in order) when the subscription is active again. */
-		ep_evict(d, ep, 0);
-		return -1;
-	}
-	if (ep->in_flight >= endpoint_cap(d, ep)) {
-		wait_lane(&ep->waiting, l);
-		return -1;
-	}
-	if (d->in_flight >= d->cfg->max_in_flight || (d->ring.head && !from_ring)) {
-		/* No slot, or endpoints waiting for one: they take turns (pump_ring). */
-		wait_lane(&ep->gwaiting, l);
-		epq_push(&d->ring, EPQ_RING, ep);
-		return -1;
-	}
-	a = calloc(1, sizeof *a);
+/* The reverse of attempt_track, when the attempt has finished. */
+static void attempt_untrack(struct delivery_engine *d, struct attempt_ctx *a)
+{
+	struct lane *l = a->lane;
+	assert(l->in_flight && a->item == l->head);
+	assert(l->ep->in_flight > 0 && d->in_flight > 0);
+	l->in_flight = 0;
+	l->ep->in_flight--;
+	d->in_flight--;
+	if (a->prev)
+		a->prev->next = a->next;
+	else
+		d->running = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+}
+
+/* A new attempt at the lane's head, with its payload: the one its item kept (which then
+ * counts for the attempt), or read from the store. Returns owned, free with attempt_free;
+ * LH_ENOTFOUND when the event has no payload. */
+static enum lh_err attempt_new(struct delivery_engine *d, struct lane *l, struct attempt_ctx **out)
+{
+	struct item *it = l->head;
+	struct attempt_ctx *a = calloc(1, sizeof *a);
+	enum lh_err e = LH_OK;
+
 	if (!a)
-		goto fail;
+		return LH_ENOMEM;
 	a->d = d;
 	a->lane = l;
 	a->item = it;
-	enum lh_err e = LH_OK;
 	if (it->payload) { /* came with the delivery: no read */
 		a->payload = it->payload;
 		a->payload_len = it->payload_len;
@@ -848,45 +854,57 @@ static int start_attempt(struct delivery_engine *d, struct lane *l, int from_rin
 		e = d->st->ops->event_payload(d->st, it->event_id, &a->payload);
 		a->payload_len = a->payload ? strlen(a->payload) : 0;
 	}
-	if (e == LH_ENOTFOUND) {
-		LOG(LOG_ERROR, "delivery", "delivery=%s event=%s has no payload; dropped",
-		    it->delivery_id, it->event_id);
-		lane_pop_head(d, l);
+	if (e != LH_OK) {
 		attempt_free(a);
-		schedule(d, l);
-		return -1;
+		return e;
 	}
-	if (e != LH_OK || !(a->h = handle_get(d)))
-		goto fail;
-	snprintf(ts, sizeof ts, "%lld", (long long)now_s);
-	size_t plen = a->payload_len;
-	if (sig_sign_v1(ep->sub.secret, it->event_id, now_s, a->payload, plen, sig) != 0)
-		goto fail;
-	snprintf(hdr, sizeof hdr, "webhook-signature: %s", sig);
-	if (ep->sub.prev_secret[0] && ep->sub.prev_secret_until > now_s &&
-	    sig_sign_v1(ep->sub.prev_secret, it->event_id, now_s, a->payload, plen, sig2) == 0)
-		snprintf(hdr, sizeof hdr, "webhook-signature: %s %s", sig, sig2);
+	*out = a;
+	return LH_OK;
+}
+
+/* The signed headers of the attempt's request (Standard Webhooks; a second signature
+ * while the previous secret is still valid). Returns owned, or NULL out of memory. */
+static struct curl_slist *request_headers(const struct attempt_ctx *a,
+                                          const struct subscription *sub, int64_t now_s)
+{
+	const char *event_id = a->item->event_id;
+	char hdr[AUTHTOKEN_CAP + 64], sig[SIG_CAP], sig2[SIG_CAP], idh[ID_CAP + 16], tsh[48];
 	struct curl_slist *h = NULL;
-	char idh[ID_CAP + 16], tsh[48];
-	snprintf(idh, sizeof idh, "webhook-id: %s", it->event_id);
-	snprintf(tsh, sizeof tsh, "webhook-timestamp: %s", ts);
+
+	if (sig_sign_v1(sub->secret, event_id, now_s, a->payload, a->payload_len, sig) != 0)
+		return NULL;
+	snprintf(hdr, sizeof hdr, "webhook-signature: %s", sig);
+	if (sub->prev_secret[0] && sub->prev_secret_until > now_s &&
+	    sig_sign_v1(sub->prev_secret, event_id, now_s, a->payload, a->payload_len, sig2) == 0)
+		snprintf(hdr, sizeof hdr, "webhook-signature: %s %s", sig, sig2);
+	snprintf(idh, sizeof idh, "webhook-id: %s", event_id);
+	snprintf(tsh, sizeof tsh, "webhook-timestamp: %lld", (long long)now_s);
 	h = curl_slist_append(h, "Content-Type: application/json");
 	h = curl_slist_append(h, idh);
 	h = curl_slist_append(h, tsh);
 	h = curl_slist_append(h, hdr);
 	h = curl_slist_append(h, "Expect:");
-	if (ep->sub.auth_token[0]) {
-		snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", ep->sub.auth_token);
+	if (sub->auth_token[0]) {
+		snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", sub->auth_token);
 		h = curl_slist_append(h, hdr);
 	}
-	a->hdrs = h;
-	if (!h)
-		goto fail;
+	return h;
+}
+
+/* Builds the attempt's request on a (reused) easy handle: URL, signed headers, body and
+ * every option that keeps it safe (HTTPS only, no redirects, no proxy, the address check,
+ * the caps on time and on what is read). Returns 0, or -1 (what it made is freed with the
+ * attempt). */
+static int request_build(struct delivery_engine *d, struct attempt_ctx *a,
+                         const struct subscription *sub)
+{
+	if (!(a->h = handle_get(d)) || !(a->hdrs = request_headers(a, sub, util_now())))
+		return -1;
 	CURL *c = a->h;
-	curl_easy_setopt(c, CURLOPT_URL, ep->sub.endpoint);
+	curl_easy_setopt(c, CURLOPT_URL, sub->endpoint);
 	curl_easy_setopt(c, CURLOPT_POST, 1L);
 	curl_easy_setopt(c, CURLOPT_POSTFIELDS, a->payload);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)plen);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)a->payload_len);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, a->hdrs);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "labhook/" LABHOOK_VERSION);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
@@ -912,164 +930,172 @@ static int start_attempt(struct delivery_engine *d, struct lane *l, int from_rin
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, a);
 	curl_easy_setopt(c, CURLOPT_PRIVATE, a);
+	return 0;
+}
+
+/* Starts the lane's head; returns 0 if started, -1 if it must wait. from_ring: it was
+ * given a global slot in its endpoint's turn (others may not take that slot first). */
+static int start_attempt(struct delivery_engine *d, struct lane *l, int from_ring)
+{
+	struct endpoint *ep = l->ep;
+	struct attempt_ctx *a = NULL;
+
+	assert(l->head && !l->in_flight && !l->waiting);
+	if (endpoint_refresh(d, ep) != 0) {
+		heap_push(d, l, util_now_ms() + 1000); /* store trouble: try again shortly */
+		return -1;
+	}
+	if (ep->sub.status == SUB_DELETED) {
+		while (l->head) /* cancelled in the store when the subscription was deleted */
+			lane_pop_head(d, l);
+		return -1;
+	}
+	if (ep->sub.status != SUB_ACTIVE) {
+		/* Paused or disabled: the deliveries stay pending in the store, out of the
+		 * window, and are read back (in order) when the subscription is active again. */
+		ep_evict(d, ep, 0);
+		return -1;
+	}
+	if (ep->in_flight >= endpoint_cap(d, ep)) {
+		wait_lane(&ep->waiting, l);
+		return -1;
+	}
+	if (d->in_flight >= d->cfg->max_in_flight || (d->ring.head && !from_ring)) {
+		/* No slot, or endpoints waiting for one: they take turns (pump_ring). */
+		wait_lane(&ep->gwaiting, l);
+		epq_push(&d->ring, EPQ_RING, ep);
+		return -1;
+	}
+	enum lh_err e = attempt_new(d, l, &a);
+	if (e == LH_ENOTFOUND) {
+		LOG(LOG_ERROR, "delivery", "delivery=%s event=%s has no payload; dropped",
+		    l->head->delivery_id, l->head->event_id);
+		lane_pop_head(d, l);
+		schedule(d, l);
+		return -1;
+	}
+	if (e != LH_OK || request_build(d, a, &ep->sub) != 0)
+		goto fail;
 	a->started_ms = util_now_ms();
 	a->started_us = util_mono_us();
-	if (curl_multi_add_handle(d->multi, c) != CURLM_OK)
+	if (curl_multi_add_handle(d->multi, a->h) != CURLM_OK)
 		goto fail;
-	l->in_flight = 1;
-	ep->in_flight++;
-	d->in_flight++;
-	a->next = d->running;
-	if (d->running)
-		d->running->prev = a;
-	d->running = a;
+	attempt_track(d, a);
 	return 0;
 fail:
 	LOG(LOG_ERROR, "delivery", "delivery=%s cannot start an attempt; retrying shortly",
-	    it->delivery_id);
+	    l->head->delivery_id);
 	attempt_free(a);
 	heap_push(d, l, util_now_ms() + 1000);
 	return -1;
 }
 
-static const char *classify(CURLcode cc, const struct attempt_ctx *a)
+/* Why libcurl got no answer, as the attempt log names it. */
+static enum retry_transport classify(CURLcode cc, const struct attempt_ctx *a)
 {
 	if (a->blocked)
-		return "blocked_address";
+		return RETRY_BLOCKED;
 	switch (cc) {
 	case CURLE_OPERATION_TIMEDOUT:
-		return "timeout";
+		return RETRY_TIMEOUT;
 	case CURLE_COULDNT_RESOLVE_HOST:
-		return "dns";
+		return RETRY_DNS;
 	case CURLE_COULDNT_CONNECT:
-		return "connect";
+		return RETRY_CONNECT;
 	case CURLE_SSL_CONNECT_ERROR:
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CERTPROBLEM:
 	case CURLE_SSL_CIPHER:
 	case CURLE_SSL_CACERT_BADFILE:
-		return "tls";
+		return RETRY_TLS;
 	case CURLE_GOT_NOTHING:
-		return "empty_reply";
+		return RETRY_EMPTY_REPLY;
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
-		return "reset";
+		return RETRY_RESET;
 	case CURLE_UNSUPPORTED_PROTOCOL:
-		return "protocol";
+		return RETRY_PROTOCOL;
 	default:
-		return "network";
+		return RETRY_NETWORK;
 	}
 }
 
-static int64_t retry_delay_ms(const struct delivery_engine *d, int attempts, int retry_after_s)
+/* The attempt's outcome for the recorder, as retry_policy_next decided it. */
+static void record_attempt(struct delivery_engine *d, const struct attempt_ctx *a,
+                           const struct retry_attempt *at, const struct retry_decision *dec)
 {
-	int64_t base = d->cfg->retry_ms[attempts];
-	unsigned char r[2] = {0, 0};
-	util_random(r, sizeof r);
-	/* +-20% jitter so failed endpoints are not hit by synchronised waves. */
-	double f = 0.8 + 0.4 * ((double)((r[0] << 8) | r[1]) / 65535.0);
-	int64_t delay = (int64_t)((double)base * f);
-	if ((int64_t)retry_after_s * 1000 > delay)
-		delay = (int64_t)retry_after_s * 1000;
-	return delay;
+	struct delivery_result r;
+
+	memset(&r, 0, sizeof r);
+	snprintf(r.a.delivery_id, sizeof r.a.delivery_id, "%s", a->item->delivery_id);
+	snprintf(r.sub_id, sizeof r.sub_id, "%s", a->lane->sub_id);
+	r.a.n = at->attempts;
+	r.a.started_at_ms = a->started_ms;
+	r.a.duration_ms = (int)((util_mono_us() - a->started_us) / 1000);
+	r.a.status_code = at->transport == RETRY_ANSWERED ? at->status : 0;
+	util_utf8_clean(a->resp, a->resp_len, r.a.response, sizeof r.a.response);
+	snprintf(r.a.error, sizeof r.a.error, "%s", dec->error);
+	r.now = at->now_ms / 1000;
+	r.status = dec->status;
+	r.next_at_ms = dec->next_at_ms;
+	r.sub = dec->sub;
+	LOG(LOG_DEBUG, "delivery", "delivery=%s sub=%s attempt=%d status=%d error=%s dur_ms=%d",
+	    r.a.delivery_id, r.sub_id, r.a.n, at->status, r.a.error[0] ? r.a.error : "-",
+	    r.a.duration_ms);
+	add_result(d, &r);
 }
 
+/* Applies what follows a finished attempt (retry_policy_next decides it), records it, and
+ * lets the lane and the endpoint's waiting lanes go on. */
 static void finish_attempt(struct delivery_engine *d, CURLMsg *msg)
 {
 	struct attempt_ctx *a = NULL;
 	long code = 0;
+	unsigned char rnd[2] = {0, 0};
 	curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&a);
 	curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
 	CURLcode cc = msg->data.result;
 	struct lane *l = a->lane;
 	struct endpoint *ep = l->ep;
 	struct item *it = a->item;
-	struct delivery_result r;
-	int64_t now_ms = util_now_ms();
-
-	curl_multi_remove_handle(d->multi, msg->easy_handle);
-	if (a->prev)
-		a->prev->next = a->next;
-	else
-		d->running = a->next;
-	if (a->next)
-		a->next->prev = a->prev;
-	memset(&r, 0, sizeof r);
-	snprintf(r.a.delivery_id, sizeof r.a.delivery_id, "%s", it->delivery_id);
-	snprintf(r.sub_id, sizeof r.sub_id, "%s", l->sub_id);
-	r.a.n = ++it->attempts;
-	r.a.started_at_ms = a->started_ms;
-	r.a.duration_ms = (int)((util_mono_us() - a->started_us) / 1000);
-	r.now = now_ms / 1000;
 	/* A body we stopped reading on purpose is not a transport failure. */
 	int got_answer = code > 0 && (cc == CURLE_OK || cc == CURLE_WRITE_ERROR);
-	r.a.status_code = got_answer ? (int)code : 0;
-	util_utf8_clean(a->resp, a->resp_len, r.a.response, sizeof r.a.response);
-	int ok = got_answer && code >= 200 && code < 300;
-	if (ok) {
-		r.status = DLV_DELIVERED;
-		r.sub = ep->streak > 0 || ep->sub.failing_since ? SUBO_SUCCESS : SUBO_NONE;
-		ep->streak = 0;
-		ep->backoff_until_ms = 0;
-		ep->backoff_since_ms = 0;
-		ep->backoff_level = 0;
-		ep->sub.failing_since = 0;
-	} else {
-		if (got_answer)
-			snprintf(r.a.error, sizeof r.a.error, "%s%ld",
-			         code >= 300 && code < 400 ? "redirect_" : "http_", code);
-		else
-			snprintf(r.a.error, sizeof r.a.error, "%s", classify(cc, a));
-		if (a->blocked)
-			LOG(LOG_WARN, "delivery",
-			    "delivery=%s sub=%s range=%s blocked_address: the endpoint resolved to a refused address range",
-			    it->delivery_id, l->sub_id, a->blocked);
-		ep->streak++;
-		if (ep->streak >= STREAK_BACKOFF) {
-			/* Backed off as a whole: one probe at a time after a pause. Only a probe
-			 * (an attempt started after the backoff began) that fails doubles the
-			 * pause; the other requests that were in flight when it began do not. */
-			if (!ep->backoff_since_ms)
-				ep->backoff_since_ms = now_ms;
-			else if (a->started_ms >= ep->backoff_since_ms && ep->backoff_level < 16)
-				ep->backoff_level++;
-			int64_t b = 1000LL << ep->backoff_level;
-			ep->backoff_until_ms = now_ms + (b > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b);
-		}
-		if (!ep->sub.failing_since)
-			ep->sub.failing_since = r.now;
-		r.sub = SUBO_FAILURE;
-		int64_t span = r.now - ep->sub.failing_since;
-		if (code == 410 || (span * 1000 >= d->cfg->disable_after_ms &&
-		                    span * 1000 >= d->cfg->disable_min_span_ms)) {
-			r.sub = SUBO_DISABLE;
-			LOG(LOG_WARN, "delivery", "sub=%s reason=%s subscription disabled",
-			    l->sub_id, code == 410 ? "gone" : "failing");
-		}
-		if (code == 410 || (size_t)it->attempts >= d->cfg->n_retry) {
-			r.status = DLV_FAILED;
-		} else {
-			r.status = DLV_PENDING;
-			int ra = (code == 429 || code == 503) ? a->retry_after_s : 0;
-			it->next_at_ms = now_ms + retry_delay_ms(d, it->attempts, ra);
-			r.next_at_ms = it->next_at_ms;
-		}
-	}
-	LOG(LOG_DEBUG, "delivery", "delivery=%s sub=%s attempt=%d status=%ld error=%s dur_ms=%d",
-	    it->delivery_id, l->sub_id, r.a.n, code, r.a.error[0] ? r.a.error : "-",
-	    r.a.duration_ms);
-	add_result(d, &r);
+	struct retry_attempt at = {
+	    .status = (int)code,
+	    .transport = got_answer ? RETRY_ANSWERED : classify(cc, a),
+	    .retry_after_s = a->retry_after_s,
+	    .attempts = ++it->attempts,
+	    .started_ms = a->started_ms,
+	    .failing_since = ep->sub.failing_since,
+	    .now_ms = util_now_ms(),
+	};
+	struct retry_decision dec;
+
+	curl_multi_remove_handle(d->multi, msg->easy_handle);
+	attempt_untrack(d, a);
+	util_random(rnd, sizeof rnd);
+	at.jitter = (unsigned)(rnd[0] << 8 | rnd[1]);
+	retry_policy_next(d->cfg, &ep->health, &at, &dec);
+	ep->health = dec.ep;
+	ep->sub.failing_since = dec.failing_since;
+	if (dec.status == DLV_PENDING)
+		it->next_at_ms = dec.next_at_ms;
+	if (a->blocked && dec.status != DLV_DELIVERED)
+		LOG(LOG_WARN, "delivery",
+		    "delivery=%s sub=%s range=%s blocked_address: the endpoint resolved to a refused address range",
+		    it->delivery_id, l->sub_id, a->blocked);
+	if (dec.sub == SUBO_DISABLE)
+		LOG(LOG_WARN, "delivery", "sub=%s reason=%s subscription disabled", l->sub_id,
+		    code == 410 ? "gone" : "failing");
+	record_attempt(d, a, &at, &dec);
 	/* An attempt that was in flight when its endpoint was evicted may sit past the new
 	 * frontier: until this outcome is recorded, a read-back would find the delivery still
 	 * pending and send it again. */
 	if (ep->spilled)
 		ep->evict_mark = d->results_made;
-	l->in_flight = 0;
-	ep->in_flight--;
-	d->in_flight--;
-	if (r.status != DLV_PENDING) {
-		lane_pop_head(d,
-		              l); /* delivered or given up: the next event of the entity may go */
+	if (dec.status != DLV_PENDING) {
+		/* Delivered or given up: the next event of the entity may go. */
+		lane_pop_head(d, l);
 	} else if (a->payload_counted) { /* kept for the next attempt */
 		it->payload = a->payload;
 		it->payload_len = a->payload_len;
@@ -1218,7 +1244,7 @@ static int ep_idle(struct delivery_engine *d, struct endpoint *ep, int64_t now)
 	    ep->q[EPQ_SPILL].queued || ep->q[EPQ_RING].queued || ep->waiting.head ||
 	    ep->gwaiting.head)
 		return 0;
-	if (ep->streak == 0 && ep->backoff_until_ms <= now)
+	if (ep->health.streak == 0 && ep->health.backoff_until_ms <= now)
 		return 1;
 	return endpoint_refresh(d, ep) == 0 && ep->sub.status == SUB_DELETED;
 }
@@ -1258,7 +1284,7 @@ static void pump_ring(struct delivery_engine *d, int64_t now)
 		if (ep->gwaiting.head)
 			epq_push(&d->ring, EPQ_RING, ep);
 		if (l->head && !l->in_flight) {
-			if (l->head->next_at_ms > now || ep->backoff_until_ms > now)
+			if (l->head->next_at_ms > now || ep->health.backoff_until_ms > now)
 				schedule(d, l);
 			else
 				start_attempt(d, l, 1);
@@ -1298,7 +1324,7 @@ static void *dispatch_main(void *arg)
 				continue;
 			}
 			if (top.lane->head->next_at_ms > now ||
-			    top.lane->ep->backoff_until_ms > now)
+			    top.lane->ep->health.backoff_until_ms > now)
 				schedule(d, top.lane);
 			else
 				start_attempt(d, top.lane, 0);
