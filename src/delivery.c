@@ -222,11 +222,13 @@ static int heap_push(struct delivery_engine *d, struct lane *l, int64_t due)
 		i = p;
 	}
 	d->heap[i] = e;
+	assert(i == 0 || d->heap[(i - 1) / 2].due <= due);
 	return 0;
 }
 
 static void heap_pop(struct delivery_engine *d)
 {
+	assert(d->nheap > 0);
 	struct heap_ent last = d->heap[--d->nheap];
 	size_t i = 0;
 	for (;;) {
@@ -242,6 +244,9 @@ static void heap_pop(struct delivery_engine *d)
 	}
 	if (d->nheap)
 		d->heap[i] = last;
+	assert(i == 0 || i >= d->nheap || d->heap[(i - 1) / 2].due <= last.due);
+	assert(2 * i + 1 >= d->nheap || d->heap[2 * i + 1].due >= last.due);
+	assert(2 * i + 2 >= d->nheap || d->heap[2 * i + 2].due >= last.due);
 }
 
 /* Puts a lane whose head may be attempted at its due time into the heap. */
@@ -258,6 +263,8 @@ static void schedule(struct delivery_engine *d, struct lane *l)
 
 static void wait_lane(struct waitq *q, struct lane *l)
 {
+	assert(!l->waiting && !l->in_flight); /* in one queue at most, and never in flight */
+	assert(!q->head == !q->tail && !q->head == (q->n == 0));
 	l->waiting = 1;
 	l->gen++;
 	l->wnext = NULL;
@@ -274,10 +281,12 @@ static void lane_maybe_free(struct delivery_engine *d, struct lane *l);
 static struct lane *waitq_pop(struct waitq *q)
 {
 	struct lane *l = q->head;
+	assert(l && l->waiting && q->n > 0);
 	q->head = l->wnext;
 	if (!q->head)
 		q->tail = NULL;
 	q->n--;
+	assert(!q->head == (q->n == 0));
 	l->waiting = 0;
 	return l;
 }
@@ -296,17 +305,22 @@ static void wake(struct delivery_engine *d, struct waitq *q, long n)
 	}
 }
 
-static int endpoint_cap(const struct delivery_engine *d, const struct endpoint *ep)
+/* The most one endpoint may have in flight: its own cap, and never every global slot (a
+ * slow but successful endpoint would hold them all, and another's delivery would wait for
+ * one of its slow answers). */
+static int endpoint_slots(const struct delivery_engine *d)
 {
-	if (ep->health.streak >= RETRY_STREAK_BACKOFF)
-		return 1;
-	/* Never every global slot: a slow but successful endpoint would hold them all, and
-	 * another's delivery would wait for one of its slow answers. */
 	int total = d->cfg->max_in_flight;
 	int reserve = total / SLOT_RESERVE > 0 ? total / SLOT_RESERVE : 1;
 	int most = total - reserve > 0 ? total - reserve : 1;
 	int cap = d->cfg->max_in_flight_per_endpoint;
 	return cap < most ? cap : most;
+}
+
+/* ...and one at a time while it is backed off. */
+static int endpoint_cap(const struct delivery_engine *d, const struct endpoint *ep)
+{
+	return ep->health.streak >= RETRY_STREAK_BACKOFF ? 1 : endpoint_slots(d);
 }
 
 /* ---- fair shares: the window, the spill queue, the ring of global slots ---- */
@@ -317,10 +331,12 @@ static void contend_update(struct delivery_engine *d, struct endpoint *ep)
 	int c = ep->mem > 0 || ep->q[EPQ_SPILL].queued;
 	if (c != ep->contending) {
 		ep->contending = c;
-		if (c)
+		if (c) {
 			d->n_contend++;
-		else
+		} else {
+			assert(d->n_contend > 0);
 			d->n_contend--;
+		}
 	}
 }
 
@@ -347,6 +363,7 @@ static void ep_mem_inc(struct delivery_engine *d, struct endpoint *ep)
 
 static void ep_mem_dec(struct delivery_engine *d, struct endpoint *ep)
 {
+	assert(ep->mem > 0 && d->mem_items >= ep->mem);
 	d->mem_items--;
 	if (--ep->mem == 0) {
 		if (ep->bprev)
@@ -364,6 +381,7 @@ static void epq_push(struct epq *q, int which, struct endpoint *ep)
 {
 	if (ep->q[which].queued)
 		return;
+	assert(!q->head == !q->tail && !q->head == (q->n == 0));
 	ep->q[which].queued = 1;
 	ep->q[which].next = NULL;
 	if (q->tail)
@@ -377,10 +395,12 @@ static void epq_push(struct epq *q, int which, struct endpoint *ep)
 static struct endpoint *epq_pop(struct epq *q, int which)
 {
 	struct endpoint *ep = q->head;
+	assert(ep && ep->q[which].queued && q->n > 0);
 	q->head = ep->q[which].next;
 	if (!q->head)
 		q->tail = NULL;
 	q->n--;
+	assert(!q->head == (q->n == 0));
 	ep->q[which].queued = 0;
 	return ep;
 }
@@ -447,6 +467,7 @@ static void item_take_payload(struct delivery_engine *d, struct item *it, struct
 		it->payload = dl->payload;
 		it->payload_len = len;
 		d->payload_bytes += len;
+		assert(d->payload_bytes <= PAYLOAD_BUDGET);
 	} else {
 		free(dl->payload);
 	}
@@ -502,6 +523,8 @@ static void lane_add(struct delivery_engine *d, struct delivery *dl)
 	*pp = it;
 	if (!it->next)
 		l->tail = it;
+	assert(l->tail && !l->tail->next);
+	assert(!l->in_flight || it != l->head); /* never ahead of the one in flight */
 	if (it == l->head)
 		schedule(d, l);
 }
@@ -509,6 +532,7 @@ static void lane_add(struct delivery_engine *d, struct delivery *dl)
 static void item_free(struct delivery_engine *d, struct endpoint *ep, struct item *it)
 {
 	ep_mem_dec(d, ep);
+	assert(d->payload_bytes >= it->payload_len);
 	d->payload_bytes -= it->payload_len;
 	free(it->payload);
 	free(it);
@@ -517,6 +541,7 @@ static void item_free(struct delivery_engine *d, struct endpoint *ep, struct ite
 static void lane_pop_head(struct delivery_engine *d, struct lane *l)
 {
 	struct item *it = l->head;
+	assert(it);
 	l->head = it->next;
 	if (!l->head)
 		l->tail = NULL;
@@ -606,6 +631,8 @@ static void ep_evict(struct delivery_engine *d, struct endpoint *ep, size_t keep
 			}
 		}
 		l->tail = last;
+		assert(!l->head == !l->tail);
+		assert(!l->in_flight || l->head == old_head); /* the one in flight stays */
 		if (l->head && l->head != old_head)
 			schedule(d, l);
 		/* An emptied lane is freed by whoever holds it (a heap entry, a queue, an
@@ -784,8 +811,10 @@ static void attempt_free(struct attempt_ctx *a)
 			curl_easy_cleanup(a->h);
 		}
 	}
-	if (a->payload_counted)
+	if (a->payload_counted) {
+		assert(a->d->payload_bytes >= a->payload_len);
 		a->d->payload_bytes -= a->payload_len;
+	}
 	free(a->payload);
 	free(a);
 }
@@ -1112,6 +1141,104 @@ static void finish_attempt(struct delivery_engine *d, CURLMsg *msg)
 	/* A global slot it freed goes to the ring of waiting endpoints (pump_ring). */
 }
 
+/* ---- invariants ---- */
+
+#ifndef NDEBUG
+/* Checks a first-in-first-out queue of waiting lanes; returns its length. */
+static size_t check_waitq(const struct waitq *q, const struct endpoint *ep)
+{
+	size_t n = 0;
+	const struct lane *last = NULL;
+	for (const struct lane *l = q->head; l; l = l->wnext, n++) {
+		assert(l->waiting && !l->in_flight && l->ep == ep);
+		last = l;
+	}
+	assert(q->tail == last && q->n == n);
+	return n;
+}
+
+static void check_epq(const struct epq *q, int which)
+{
+	size_t n = 0;
+	const struct endpoint *last = NULL;
+	for (const struct endpoint *ep = q->head; ep; ep = ep->q[which].next, n++) {
+		assert(ep->q[which].queued);
+		last = ep;
+	}
+	assert(q->tail == last && q->n == n);
+}
+
+/* Checks one endpoint and its lanes; adds what they hold to the totals. */
+static void check_endpoint(const struct delivery_engine *d, const struct endpoint *ep, size_t *mem,
+                           size_t *payload, size_t *inheap, size_t *lanes)
+{
+	size_t ep_mem = 0, ep_waiting = 0;
+	int ep_in_flight = 0;
+	for (const struct lane *l = ep->lanes; l; l = l->enext, (*lanes)++) {
+		const struct item *last = NULL;
+		assert(l->ep == ep && (!l->enext || l->enext->eprev == l));
+		assert(!l->in_flight || (l->head && !l->waiting));
+		for (const struct item *it = l->head; it; it = it->next, ep_mem++) {
+			*payload += it->payload_len;
+			last = it;
+		}
+		assert(l->tail == last);
+		ep_in_flight += l->in_flight;
+		ep_waiting += l->waiting;
+		*inheap += (size_t)l->inheap;
+	}
+	assert(ep->mem == ep_mem && ep->in_flight == ep_in_flight);
+	assert(ep->in_flight >= 0 && ep->in_flight <= endpoint_slots(d));
+	assert(check_waitq(&ep->waiting, ep) + check_waitq(&ep->gwaiting, ep) == ep_waiting);
+	assert(ep->contending == (ep->mem > 0 || ep->q[EPQ_SPILL].queued));
+	assert(!ep->gwaiting.head || ep->q[EPQ_RING].queued);
+	*mem += ep_mem;
+}
+
+/* The engine's invariants that take a walk over everything it holds: the counts kept as
+ * things change (in flight, in memory, in the heap, contending, payload bytes) equal what
+ * is there, every queue's links agree with its length, and the heap is a heap. O(n), so
+ * only in debug builds and only at a few points (the dispatcher thread, or before it
+ * runs or after it stopped). */
+static void check_engine(const struct delivery_engine *d)
+{
+	size_t mem = 0, payload = 0, inheap = 0, lanes = 0, hashed = 0, busy = 0, contend = 0;
+	int in_flight = 0, running = 0;
+	for (size_t i = 1; i < d->nheap; i++)
+		assert(d->heap[(i - 1) / 2].due <= d->heap[i].due);
+	for (size_t b = 0; b < HASH_BUCKETS; b++) {
+		for (const struct lane *l = d->lanes[b]; l; l = l->hnext)
+			hashed++;
+		for (const struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext) {
+			check_endpoint(d, ep, &mem, &payload, &inheap, &lanes);
+			in_flight += ep->in_flight;
+			busy += ep->mem > 0;
+			contend += (size_t)ep->contending;
+		}
+	}
+	assert(hashed == lanes); /* every lane is in its endpoint's list */
+	assert(inheap == d->nheap);
+	assert(mem == d->mem_items && contend == d->n_contend);
+	for (const struct endpoint *ep = d->busy; ep; ep = ep->bnext, busy--)
+		assert(ep->mem > 0 && (!ep->bnext || ep->bnext->bprev == ep));
+	assert(busy == 0);
+	for (const struct attempt_ctx *a = d->running; a; a = a->next, running++) {
+		assert(a->lane->in_flight && a->item == a->lane->head); /* only a lane's head */
+		if (a->payload_counted)
+			payload += a->payload_len;
+	}
+	/* The running attempts are the lanes in flight, counted the same by the engine. */
+	assert(running == d->in_flight && in_flight == d->in_flight);
+	assert(d->in_flight >= 0 && d->in_flight <= d->cfg->max_in_flight);
+	assert(payload == d->payload_bytes && payload <= PAYLOAD_BUDGET);
+	check_epq(&d->spill, EPQ_SPILL);
+	check_epq(&d->ring, EPQ_RING);
+}
+#define CHECK_ENGINE(d) check_engine(d)
+#else
+#define CHECK_ENGINE(d) ((void)0)
+#endif
+
 /* ---- the thread ---- */
 
 static void drain_inbox(struct delivery_engine *d)
@@ -1220,6 +1347,7 @@ static void read_back(struct delivery_engine *d)
 		}
 		for (size_t i = 0; i < n; i++)
 			lane_add(d, &page[i]);
+		assert(d->mem_items <= window); /* a page never overfills the window */
 		if (n)
 			ep->loaded_seq = page[n - 1].event_seq;
 		if (n < want)
@@ -1298,6 +1426,7 @@ static void *dispatch_main(void *arg)
 	struct delivery_engine *d = arg;
 	pthread_setname_np(pthread_self(), "lh-dispatch");
 	int64_t stop_deadline = 0;
+	unsigned loops = 0;
 
 	for (;;) {
 		pthread_mutex_lock(&d->inbox_mu);
@@ -1313,11 +1442,13 @@ static void *dispatch_main(void *arg)
 		if (v != d->subs_version) {
 			d->subs_version = v;
 			subs_changed(d);
+			CHECK_ENGINE(d);
 		}
 		read_back(d);
 		while (!stopping && d->nheap && d->heap[0].due <= now) {
 			struct heap_ent top = d->heap[0];
 			heap_pop(d);
+			assert(top.lane->inheap > 0);
 			top.lane->inheap--;
 			if (top.gen != top.lane->gen || top.lane->in_flight || !top.lane->head) {
 				lane_maybe_free(d, top.lane); /* stale entry */
@@ -1351,6 +1482,8 @@ static void *dispatch_main(void *arg)
 		while ((msg = curl_multi_info_read(d->multi, &left)))
 			if (msg->msg == CURLMSG_DONE)
 				finish_attempt(d, msg);
+		if (++loops % 64 == 0) /* often enough to catch a drift, cheap enough to run */
+			CHECK_ENGINE(d);
 	}
 	/* Attempts still running past the grace period are abandoned (delivery_stop frees
 	 * them): not recorded, so they stay pending in the store and go out after restart. */
@@ -1426,6 +1559,7 @@ enum lh_err delivery_start(struct store *st, const struct config *cfg, struct de
 	}
 	free(subs);
 	read_back(d);
+	CHECK_ENGINE(d);
 	LOG(LOG_INFO, "delivery",
 	    "loaded=%zu subs_with_backlog=%zu more_in_store=%d window=%d max_in_flight=%d delivery engine ready",
 	    d->mem_items, nsubs, d->spill.n > 0, cfg->delivery_window, cfg->max_in_flight);
@@ -1470,6 +1604,7 @@ void delivery_stop(struct delivery_engine *d)
 	pthread_mutex_destroy(&d->rec_mu);
 	pthread_cond_destroy(&d->rec_cv);
 	pthread_cond_destroy(&d->rec_room);
+	CHECK_ENGINE(d);
 	/* Free what is left; anything unsent is still pending in the store. */
 	for (struct attempt_ctx *a = d->running, *next; a; a = next) {
 		next = a->next;
