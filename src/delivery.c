@@ -1,10 +1,12 @@
 /* delivery.c: see delivery.h.
  *
  * Data, all owned by the dispatcher thread:
- * - lanes: hash of (sub, entity) -> FIFO of pending items ordered by event sequence;
- * - endpoints: hash of sub -> cached subscription, in-flight count, failure streak, and its
- *   share of the window: its deliveries in memory and its frontier (loaded_seq: every
- *   pending delivery of it up to there is in memory; past it, when spilled, on disk);
+ * - lanes: hash of (sub, entity) -> FIFO of pending items ordered by event sequence (a
+ *   re-queued one never goes ahead of the head in flight);
+ * - endpoints: hash of sub -> cached subscription, in-flight count, failure streak and
+ *   backoff (retry_policy_next updates them after each attempt), and its share of the
+ *   window: its deliveries in memory and its frontier (loaded_seq: every pending delivery
+ *   of it up to there is in memory; past it, when spilled, on disk);
  * - a min-heap of (due time, lane) for lanes whose head may start; lanes that cannot start
  *   wait in a FIFO: their endpoint's (its cap reached) or, for a global slot, their
  *   endpoint's global queue, the endpoints taking turns in a ring. A finished attempt lets
@@ -12,7 +14,11 @@
  *   lets all of them. Heap entries are lazy: a lane's `gen` invalidates old ones;
  * - the spill queue: endpoints with pending deliveries on disk, read back in turns, each up
  *   to its share of the window (taken back from one holding more than its share).
- * The inbox (new deliveries from other threads) is the only shared state, under inbox_mu.
+ * Shared with other threads: the inbox (new deliveries from the commit hook) under inbox_mu,
+ * and the recorder's queue and count of outcomes recorded under rec_mu.
+ * The counts kept as things change (in flight, in memory, heap entries, payload bytes) are
+ * asserted where they change, and compared with what is there by check_engine in debug
+ * builds.
  */
 #define _GNU_SOURCE
 #include "delivery.h"
@@ -1359,9 +1365,6 @@ static void read_back(struct delivery_engine *d)
 	}
 }
 
-/* After a subscription change: every waiting lane tries again (paused ones leave memory,
- * resumed ones may go), and endpoints with deliveries on disk that are active again
- * return to the spill queue. */
 /* 1 if nothing refers to ep and it holds nothing worth keeping: no lanes, nothing in
  * flight or queued, nothing of it on disk past its frontier, and no failure streak or
  * backoff to remember unless its subscription is gone. Its record is then freed, so memory
@@ -1377,6 +1380,9 @@ static int ep_idle(struct delivery_engine *d, struct endpoint *ep, int64_t now)
 	return endpoint_refresh(d, ep) == 0 && ep->sub.status == SUB_DELETED;
 }
 
+/* After a subscription change: every waiting lane tries again (paused ones leave memory,
+ * resumed ones may go), endpoints with deliveries on disk that are active again return to
+ * the spill queue, and idle endpoint records are freed. */
 static void subs_changed(struct delivery_engine *d)
 {
 	int64_t now = util_now_ms();
