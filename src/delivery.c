@@ -1,10 +1,12 @@
 /* delivery.c: see delivery.h.
  *
  * Data, all owned by the dispatcher thread:
- * - lanes: hash of (sub, entity) -> FIFO of pending items ordered by event sequence;
- * - endpoints: hash of sub -> cached subscription, in-flight count, failure streak, and its
- *   share of the window: its deliveries in memory and its frontier (loaded_seq: every
- *   pending delivery of it up to there is in memory; past it, when spilled, on disk);
+ * - lanes: hash of (sub, entity) -> FIFO of pending items ordered by event sequence (a
+ *   re-queued one never goes ahead of the head in flight);
+ * - endpoints: hash of sub -> cached subscription, in-flight count, failure streak and
+ *   backoff (retry_policy_next updates them after each attempt), and its share of the
+ *   window: its deliveries in memory and its frontier (loaded_seq: every pending delivery
+ *   of it up to there is in memory; past it, when spilled, on disk);
  * - a min-heap of (due time, lane) for lanes whose head may start; lanes that cannot start
  *   wait in a FIFO: their endpoint's (its cap reached) or, for a global slot, their
  *   endpoint's global queue, the endpoints taking turns in a ring. A finished attempt lets
@@ -12,12 +14,18 @@
  *   lets all of them. Heap entries are lazy: a lane's `gen` invalidates old ones;
  * - the spill queue: endpoints with pending deliveries on disk, read back in turns, each up
  *   to its share of the window (taken back from one holding more than its share).
- * The inbox (new deliveries from other threads) is the only shared state, under inbox_mu.
+ * Shared with other threads: the inbox (new deliveries from the commit hook) under inbox_mu,
+ * and the recorder's queue and count of outcomes recorded under rec_mu.
+ * The counts kept as things change (in flight, in memory, heap entries, payload bytes) are
+ * asserted where they change, and compared with what is there by check_engine in debug
+ * builds.
  */
 #define _GNU_SOURCE
 #include "delivery.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -32,14 +40,13 @@
 #include "addr.h"
 #include "events.h"
 #include "log.h"
+#include "retry_policy.h"
 #include "sign.h"
 #include "version.h"
 
 #define HASH_BUCKETS      65536
 #define RESULT_BATCH      512
 #define FLUSH_MS          20
-#define STREAK_BACKOFF    5 /* consecutive failures before an endpoint is backed off */
-#define BACKOFF_MAX_MS    60000
 #define RESPONSE_READ_CAP (1 << 20)
 #define STOP_GRACE_MS     10000
 #define PAYLOAD_BUDGET    (32u << 20) /* payload bytes kept in memory; past it, read at send */
@@ -100,14 +107,11 @@ struct endpoint {
 	int loaded;
 	uint64_t version;
 	int in_flight;
-	int streak; /* consecutive failures */
-	int64_t backoff_until_ms;
-	int64_t backoff_since_ms; /* when the current backoff began (0: none) */
-	int backoff_level;        /* doublings of the pause: grows only when a probe fails */
-	struct waitq waiting;     /* its lanes waiting for room under its cap */
-	struct waitq gwaiting;    /* its lanes waiting for a global slot */
-	struct eplink q[EPQ_N];   /* in the spill queue, in the ring of global slots */
-	struct lane *lanes;       /* its lanes (linked through lane.enext) */
+	struct retry_state health; /* failure streak and backoff (retry_policy.h) */
+	struct waitq waiting;      /* its lanes waiting for room under its cap */
+	struct waitq gwaiting;     /* its lanes waiting for a global slot */
+	struct eplink q[EPQ_N];    /* in the spill queue, in the ring of global slots */
+	struct lane *lanes;        /* its lanes (linked through lane.enext) */
 	/* Its part of the window. Every pending delivery of it with event_seq <= loaded_seq is
 	 * in memory; when spilled, more wait on disk past it and are read back in pages. */
 	size_t mem; /* its deliveries in memory */
@@ -224,11 +228,13 @@ static int heap_push(struct delivery_engine *d, struct lane *l, int64_t due)
 		i = p;
 	}
 	d->heap[i] = e;
+	assert(i == 0 || d->heap[(i - 1) / 2].due <= due);
 	return 0;
 }
 
 static void heap_pop(struct delivery_engine *d)
 {
+	assert(d->nheap > 0);
 	struct heap_ent last = d->heap[--d->nheap];
 	size_t i = 0;
 	for (;;) {
@@ -244,6 +250,9 @@ static void heap_pop(struct delivery_engine *d)
 	}
 	if (d->nheap)
 		d->heap[i] = last;
+	assert(i == 0 || i >= d->nheap || d->heap[(i - 1) / 2].due <= last.due);
+	assert(2 * i + 1 >= d->nheap || d->heap[2 * i + 1].due >= last.due);
+	assert(2 * i + 2 >= d->nheap || d->heap[2 * i + 2].due >= last.due);
 }
 
 /* Puts a lane whose head may be attempted at its due time into the heap. */
@@ -252,14 +261,16 @@ static void schedule(struct delivery_engine *d, struct lane *l)
 	if (!l->head || l->in_flight || l->waiting)
 		return;
 	int64_t due = l->head->next_at_ms;
-	if (l->ep->backoff_until_ms > due)
-		due = l->ep->backoff_until_ms;
+	if (l->ep->health.backoff_until_ms > due)
+		due = l->ep->health.backoff_until_ms;
 	if (heap_push(d, l, due) != 0)
 		LOG(LOG_ERROR, "delivery", "out of memory scheduling a lane");
 }
 
 static void wait_lane(struct waitq *q, struct lane *l)
 {
+	assert(!l->waiting && !l->in_flight); /* in one queue at most, and never in flight */
+	assert(!q->head == !q->tail && !q->head == (q->n == 0));
 	l->waiting = 1;
 	l->gen++;
 	l->wnext = NULL;
@@ -276,10 +287,12 @@ static void lane_maybe_free(struct delivery_engine *d, struct lane *l);
 static struct lane *waitq_pop(struct waitq *q)
 {
 	struct lane *l = q->head;
+	assert(l && l->waiting && q->n > 0);
 	q->head = l->wnext;
 	if (!q->head)
 		q->tail = NULL;
 	q->n--;
+	assert(!q->head == (q->n == 0));
 	l->waiting = 0;
 	return l;
 }
@@ -298,17 +311,22 @@ static void wake(struct delivery_engine *d, struct waitq *q, long n)
 	}
 }
 
-static int endpoint_cap(const struct delivery_engine *d, const struct endpoint *ep)
+/* The most one endpoint may have in flight: its own cap, and never every global slot (a
+ * slow but successful endpoint would hold them all, and another's delivery would wait for
+ * one of its slow answers). */
+static int endpoint_slots(const struct delivery_engine *d)
 {
-	if (ep->streak >= STREAK_BACKOFF)
-		return 1;
-	/* Never every global slot: a slow but successful endpoint would hold them all, and
-	 * another's delivery would wait for one of its slow answers. */
 	int total = d->cfg->max_in_flight;
 	int reserve = total / SLOT_RESERVE > 0 ? total / SLOT_RESERVE : 1;
 	int most = total - reserve > 0 ? total - reserve : 1;
 	int cap = d->cfg->max_in_flight_per_endpoint;
 	return cap < most ? cap : most;
+}
+
+/* ...and one at a time while it is backed off. */
+static int endpoint_cap(const struct delivery_engine *d, const struct endpoint *ep)
+{
+	return ep->health.streak >= RETRY_STREAK_BACKOFF ? 1 : endpoint_slots(d);
 }
 
 /* ---- fair shares: the window, the spill queue, the ring of global slots ---- */
@@ -319,10 +337,12 @@ static void contend_update(struct delivery_engine *d, struct endpoint *ep)
 	int c = ep->mem > 0 || ep->q[EPQ_SPILL].queued;
 	if (c != ep->contending) {
 		ep->contending = c;
-		if (c)
+		if (c) {
 			d->n_contend++;
-		else
+		} else {
+			assert(d->n_contend > 0);
 			d->n_contend--;
+		}
 	}
 }
 
@@ -349,6 +369,7 @@ static void ep_mem_inc(struct delivery_engine *d, struct endpoint *ep)
 
 static void ep_mem_dec(struct delivery_engine *d, struct endpoint *ep)
 {
+	assert(ep->mem > 0 && d->mem_items >= ep->mem);
 	d->mem_items--;
 	if (--ep->mem == 0) {
 		if (ep->bprev)
@@ -366,6 +387,7 @@ static void epq_push(struct epq *q, int which, struct endpoint *ep)
 {
 	if (ep->q[which].queued)
 		return;
+	assert(!q->head == !q->tail && !q->head == (q->n == 0));
 	ep->q[which].queued = 1;
 	ep->q[which].next = NULL;
 	if (q->tail)
@@ -379,10 +401,12 @@ static void epq_push(struct epq *q, int which, struct endpoint *ep)
 static struct endpoint *epq_pop(struct epq *q, int which)
 {
 	struct endpoint *ep = q->head;
+	assert(ep && ep->q[which].queued && q->n > 0);
 	q->head = ep->q[which].next;
 	if (!q->head)
 		q->tail = NULL;
 	q->n--;
+	assert(!q->head == (q->n == 0));
 	ep->q[which].queued = 0;
 	return ep;
 }
@@ -449,6 +473,7 @@ static void item_take_payload(struct delivery_engine *d, struct item *it, struct
 		it->payload = dl->payload;
 		it->payload_len = len;
 		d->payload_bytes += len;
+		assert(d->payload_bytes <= PAYLOAD_BUDGET);
 	} else {
 		free(dl->payload);
 	}
@@ -504,6 +529,8 @@ static void lane_add(struct delivery_engine *d, struct delivery *dl)
 	*pp = it;
 	if (!it->next)
 		l->tail = it;
+	assert(l->tail && !l->tail->next);
+	assert(!l->in_flight || it != l->head); /* never ahead of the one in flight */
 	if (it == l->head)
 		schedule(d, l);
 }
@@ -511,6 +538,7 @@ static void lane_add(struct delivery_engine *d, struct delivery *dl)
 static void item_free(struct delivery_engine *d, struct endpoint *ep, struct item *it)
 {
 	ep_mem_dec(d, ep);
+	assert(d->payload_bytes >= it->payload_len);
 	d->payload_bytes -= it->payload_len;
 	free(it->payload);
 	free(it);
@@ -519,6 +547,7 @@ static void item_free(struct delivery_engine *d, struct endpoint *ep, struct ite
 static void lane_pop_head(struct delivery_engine *d, struct lane *l)
 {
 	struct item *it = l->head;
+	assert(it);
 	l->head = it->next;
 	if (!l->head)
 		l->tail = NULL;
@@ -608,6 +637,8 @@ static void ep_evict(struct delivery_engine *d, struct endpoint *ep, size_t keep
 			}
 		}
 		l->tail = last;
+		assert(!l->head == !l->tail);
+		assert(!l->in_flight || l->head == old_head); /* the one in flight stays */
 		if (l->head && l->head != old_head)
 			schedule(d, l);
 		/* An emptied lane is freed by whoever holds it (a heap entry, a queue, an
@@ -768,7 +799,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 	struct attempt_ctx *a = ud;
 	size_t len = size * n;
 	if (len > 12 && strncasecmp(p, "Retry-After:", 12) == 0)
-		util_parse_retry_after(p + 12, len - 12, util_now(), 86400, &a->retry_after_s);
+		/* Uncapped here: retry_policy_next caps it (RETRY_AFTER_MAX_S). */
+		util_parse_retry_after(p + 12, len - 12, util_now(), INT_MAX, &a->retry_after_s);
 	return len;
 }
 
@@ -785,8 +817,10 @@ static void attempt_free(struct attempt_ctx *a)
 			curl_easy_cleanup(a->h);
 		}
 	}
-	if (a->payload_counted)
+	if (a->payload_counted) {
+		assert(a->d->payload_bytes >= a->payload_len);
 		a->d->payload_bytes -= a->payload_len;
+	}
 	free(a->payload);
 	free(a);
 }
@@ -796,48 +830,55 @@ static CURL *handle_get(struct delivery_engine *d)
 	return d->nidle ? d->idle[--d->nidle] : curl_easy_init();
 }
 
-/* Starts the lane's head; returns 0 if started, -1 if it must wait. from_ring: it was
- * given a global slot in its endpoint's turn (others may not take that slot first). */
-static int start_attempt(struct delivery_engine *d, struct lane *l, int from_ring)
+/* Links a started attempt into the running list and counts it in flight: in its lane (only
+ * the head, and only one at a time), its endpoint and the engine, each under its cap. */
+static void attempt_track(struct delivery_engine *d, struct attempt_ctx *a)
 {
-	struct endpoint *ep = l->ep;
-	struct item *it = l->head;
-	struct attempt_ctx *a = NULL;
-	char hdr[AUTHTOKEN_CAP + 64], sig[SIG_CAP], sig2[SIG_CAP], ts[24];
-	int64_t now_s = util_now();
+	struct lane *l = a->lane;
+	assert(a->item == l->head && !l->in_flight);
+	assert(l->ep->in_flight < endpoint_cap(d, l->ep));
+	assert(d->in_flight < d->cfg->max_in_flight);
+	l->in_flight = 1;
+	l->ep->in_flight++;
+	d->in_flight++;
+	a->prev = NULL;
+	a->next = d->running;
+	if (d->running)
+		d->running->prev = a;
+	d->running = a;
+}
 
-	if (endpoint_refresh(d, ep) != 0) {
-		heap_push(d, l, util_now_ms() + 1000); /* store trouble: try again shortly */
-		return -1;
-	}
-	if (ep->sub.status == SUB_DELETED) {
-		while (l->head) /* cancelled in the store when the subscription was deleted */
-			lane_pop_head(d, l);
-		return -1;
-	}
-	if (ep->sub.status != SUB_ACTIVE) {
-		/* Paused or disabled: the deliveries stay pending in the store, out of the
-		 * window, and are read back (in order) when the subscription is active again. */
-		ep_evict(d, ep, 0);
-		return -1;
-	}
-	if (ep->in_flight >= endpoint_cap(d, ep)) {
-		wait_lane(&ep->waiting, l);
-		return -1;
-	}
-	if (d->in_flight >= d->cfg->max_in_flight || (d->ring.head && !from_ring)) {
-		/* No slot, or endpoints waiting for one: they take turns (pump_ring). */
-		wait_lane(&ep->gwaiting, l);
-		epq_push(&d->ring, EPQ_RING, ep);
-		return -1;
-	}
-	a = calloc(1, sizeof *a);
+/* The reverse of attempt_track, when the attempt has finished. */
+static void attempt_untrack(struct delivery_engine *d, struct attempt_ctx *a)
+{
+	struct lane *l = a->lane;
+	assert(l->in_flight && a->item == l->head);
+	assert(l->ep->in_flight > 0 && d->in_flight > 0);
+	l->in_flight = 0;
+	l->ep->in_flight--;
+	d->in_flight--;
+	if (a->prev)
+		a->prev->next = a->next;
+	else
+		d->running = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+}
+
+/* A new attempt at the lane's head, with its payload: the one its item kept (which then
+ * counts for the attempt), or read from the store. Returns owned, free with attempt_free;
+ * LH_ENOTFOUND when the event has no payload. */
+static enum lh_err attempt_new(struct delivery_engine *d, struct lane *l, struct attempt_ctx **out)
+{
+	struct item *it = l->head;
+	struct attempt_ctx *a = calloc(1, sizeof *a);
+	enum lh_err e = LH_OK;
+
 	if (!a)
-		goto fail;
+		return LH_ENOMEM;
 	a->d = d;
 	a->lane = l;
 	a->item = it;
-	enum lh_err e = LH_OK;
 	if (it->payload) { /* came with the delivery: no read */
 		a->payload = it->payload;
 		a->payload_len = it->payload_len;
@@ -848,45 +889,57 @@ static int start_attempt(struct delivery_engine *d, struct lane *l, int from_rin
 		e = d->st->ops->event_payload(d->st, it->event_id, &a->payload);
 		a->payload_len = a->payload ? strlen(a->payload) : 0;
 	}
-	if (e == LH_ENOTFOUND) {
-		LOG(LOG_ERROR, "delivery", "delivery=%s event=%s has no payload; dropped",
-		    it->delivery_id, it->event_id);
-		lane_pop_head(d, l);
+	if (e != LH_OK) {
 		attempt_free(a);
-		schedule(d, l);
-		return -1;
+		return e;
 	}
-	if (e != LH_OK || !(a->h = handle_get(d)))
-		goto fail;
-	snprintf(ts, sizeof ts, "%lld", (long long)now_s);
-	size_t plen = a->payload_len;
-	if (sig_sign_v1(ep->sub.secret, it->event_id, now_s, a->payload, plen, sig) != 0)
-		goto fail;
-	snprintf(hdr, sizeof hdr, "webhook-signature: %s", sig);
-	if (ep->sub.prev_secret[0] && ep->sub.prev_secret_until > now_s &&
-	    sig_sign_v1(ep->sub.prev_secret, it->event_id, now_s, a->payload, plen, sig2) == 0)
-		snprintf(hdr, sizeof hdr, "webhook-signature: %s %s", sig, sig2);
+	*out = a;
+	return LH_OK;
+}
+
+/* The signed headers of the attempt's request (Standard Webhooks; a second signature
+ * while the previous secret is still valid). Returns owned, or NULL out of memory. */
+static struct curl_slist *request_headers(const struct attempt_ctx *a,
+                                          const struct subscription *sub, int64_t now_s)
+{
+	const char *event_id = a->item->event_id;
+	char hdr[AUTHTOKEN_CAP + 64], sig[SIG_CAP], sig2[SIG_CAP], idh[ID_CAP + 16], tsh[48];
 	struct curl_slist *h = NULL;
-	char idh[ID_CAP + 16], tsh[48];
-	snprintf(idh, sizeof idh, "webhook-id: %s", it->event_id);
-	snprintf(tsh, sizeof tsh, "webhook-timestamp: %s", ts);
+
+	if (sig_sign_v1(sub->secret, event_id, now_s, a->payload, a->payload_len, sig) != 0)
+		return NULL;
+	snprintf(hdr, sizeof hdr, "webhook-signature: %s", sig);
+	if (sub->prev_secret[0] && sub->prev_secret_until > now_s &&
+	    sig_sign_v1(sub->prev_secret, event_id, now_s, a->payload, a->payload_len, sig2) == 0)
+		snprintf(hdr, sizeof hdr, "webhook-signature: %s %s", sig, sig2);
+	snprintf(idh, sizeof idh, "webhook-id: %s", event_id);
+	snprintf(tsh, sizeof tsh, "webhook-timestamp: %lld", (long long)now_s);
 	h = curl_slist_append(h, "Content-Type: application/json");
 	h = curl_slist_append(h, idh);
 	h = curl_slist_append(h, tsh);
 	h = curl_slist_append(h, hdr);
 	h = curl_slist_append(h, "Expect:");
-	if (ep->sub.auth_token[0]) {
-		snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", ep->sub.auth_token);
+	if (sub->auth_token[0]) {
+		snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", sub->auth_token);
 		h = curl_slist_append(h, hdr);
 	}
-	a->hdrs = h;
-	if (!h)
-		goto fail;
+	return h;
+}
+
+/* Builds the attempt's request on a (reused) easy handle: URL, signed headers, body and
+ * every option that keeps it safe (HTTPS only, no redirects, no proxy, the address check,
+ * the caps on time and on what is read). Returns 0, or -1 (what it made is freed with the
+ * attempt). */
+static int request_build(struct delivery_engine *d, struct attempt_ctx *a,
+                         const struct subscription *sub)
+{
+	if (!(a->h = handle_get(d)) || !(a->hdrs = request_headers(a, sub, util_now())))
+		return -1;
 	CURL *c = a->h;
-	curl_easy_setopt(c, CURLOPT_URL, ep->sub.endpoint);
+	curl_easy_setopt(c, CURLOPT_URL, sub->endpoint);
 	curl_easy_setopt(c, CURLOPT_POST, 1L);
 	curl_easy_setopt(c, CURLOPT_POSTFIELDS, a->payload);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)plen);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)a->payload_len);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, a->hdrs);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "labhook/" LABHOOK_VERSION);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
@@ -912,164 +965,172 @@ static int start_attempt(struct delivery_engine *d, struct lane *l, int from_rin
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, a);
 	curl_easy_setopt(c, CURLOPT_PRIVATE, a);
+	return 0;
+}
+
+/* Starts the lane's head; returns 0 if started, -1 if it must wait. from_ring: it was
+ * given a global slot in its endpoint's turn (others may not take that slot first). */
+static int start_attempt(struct delivery_engine *d, struct lane *l, int from_ring)
+{
+	struct endpoint *ep = l->ep;
+	struct attempt_ctx *a = NULL;
+
+	assert(l->head && !l->in_flight && !l->waiting);
+	if (endpoint_refresh(d, ep) != 0) {
+		heap_push(d, l, util_now_ms() + 1000); /* store trouble: try again shortly */
+		return -1;
+	}
+	if (ep->sub.status == SUB_DELETED) {
+		while (l->head) /* cancelled in the store when the subscription was deleted */
+			lane_pop_head(d, l);
+		return -1;
+	}
+	if (ep->sub.status != SUB_ACTIVE) {
+		/* Paused or disabled: the deliveries stay pending in the store, out of the
+		 * window, and are read back (in order) when the subscription is active again. */
+		ep_evict(d, ep, 0);
+		return -1;
+	}
+	if (ep->in_flight >= endpoint_cap(d, ep)) {
+		wait_lane(&ep->waiting, l);
+		return -1;
+	}
+	if (d->in_flight >= d->cfg->max_in_flight || (d->ring.head && !from_ring)) {
+		/* No slot, or endpoints waiting for one: they take turns (pump_ring). */
+		wait_lane(&ep->gwaiting, l);
+		epq_push(&d->ring, EPQ_RING, ep);
+		return -1;
+	}
+	enum lh_err e = attempt_new(d, l, &a);
+	if (e == LH_ENOTFOUND) {
+		LOG(LOG_ERROR, "delivery", "delivery=%s event=%s has no payload; dropped",
+		    l->head->delivery_id, l->head->event_id);
+		lane_pop_head(d, l);
+		schedule(d, l);
+		return -1;
+	}
+	if (e != LH_OK || request_build(d, a, &ep->sub) != 0)
+		goto fail;
 	a->started_ms = util_now_ms();
 	a->started_us = util_mono_us();
-	if (curl_multi_add_handle(d->multi, c) != CURLM_OK)
+	if (curl_multi_add_handle(d->multi, a->h) != CURLM_OK)
 		goto fail;
-	l->in_flight = 1;
-	ep->in_flight++;
-	d->in_flight++;
-	a->next = d->running;
-	if (d->running)
-		d->running->prev = a;
-	d->running = a;
+	attempt_track(d, a);
 	return 0;
 fail:
 	LOG(LOG_ERROR, "delivery", "delivery=%s cannot start an attempt; retrying shortly",
-	    it->delivery_id);
+	    l->head->delivery_id);
 	attempt_free(a);
 	heap_push(d, l, util_now_ms() + 1000);
 	return -1;
 }
 
-static const char *classify(CURLcode cc, const struct attempt_ctx *a)
+/* Why libcurl got no answer, as the attempt log names it. */
+static enum retry_transport classify(CURLcode cc, const struct attempt_ctx *a)
 {
 	if (a->blocked)
-		return "blocked_address";
+		return RETRY_BLOCKED;
 	switch (cc) {
 	case CURLE_OPERATION_TIMEDOUT:
-		return "timeout";
+		return RETRY_TIMEOUT;
 	case CURLE_COULDNT_RESOLVE_HOST:
-		return "dns";
+		return RETRY_DNS;
 	case CURLE_COULDNT_CONNECT:
-		return "connect";
+		return RETRY_CONNECT;
 	case CURLE_SSL_CONNECT_ERROR:
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CERTPROBLEM:
 	case CURLE_SSL_CIPHER:
 	case CURLE_SSL_CACERT_BADFILE:
-		return "tls";
+		return RETRY_TLS;
 	case CURLE_GOT_NOTHING:
-		return "empty_reply";
+		return RETRY_EMPTY_REPLY;
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
-		return "reset";
+		return RETRY_RESET;
 	case CURLE_UNSUPPORTED_PROTOCOL:
-		return "protocol";
+		return RETRY_PROTOCOL;
 	default:
-		return "network";
+		return RETRY_NETWORK;
 	}
 }
 
-static int64_t retry_delay_ms(const struct delivery_engine *d, int attempts, int retry_after_s)
+/* The attempt's outcome for the recorder, as retry_policy_next decided it. */
+static void record_attempt(struct delivery_engine *d, const struct attempt_ctx *a,
+                           const struct retry_attempt *at, const struct retry_decision *dec)
 {
-	int64_t base = d->cfg->retry_ms[attempts];
-	unsigned char r[2] = {0, 0};
-	util_random(r, sizeof r);
-	/* +-20% jitter so failed endpoints are not hit by synchronised waves. */
-	double f = 0.8 + 0.4 * ((double)((r[0] << 8) | r[1]) / 65535.0);
-	int64_t delay = (int64_t)((double)base * f);
-	if ((int64_t)retry_after_s * 1000 > delay)
-		delay = (int64_t)retry_after_s * 1000;
-	return delay;
+	struct delivery_result r;
+
+	memset(&r, 0, sizeof r);
+	snprintf(r.a.delivery_id, sizeof r.a.delivery_id, "%s", a->item->delivery_id);
+	snprintf(r.sub_id, sizeof r.sub_id, "%s", a->lane->sub_id);
+	r.a.n = at->attempts;
+	r.a.started_at_ms = a->started_ms;
+	r.a.duration_ms = (int)((util_mono_us() - a->started_us) / 1000);
+	r.a.status_code = at->transport == RETRY_ANSWERED ? at->status : 0;
+	util_utf8_clean(a->resp, a->resp_len, r.a.response, sizeof r.a.response);
+	snprintf(r.a.error, sizeof r.a.error, "%s", dec->error);
+	r.now = at->now_ms / 1000;
+	r.status = dec->status;
+	r.next_at_ms = dec->next_at_ms;
+	r.sub = dec->sub;
+	LOG(LOG_DEBUG, "delivery", "delivery=%s sub=%s attempt=%d status=%d error=%s dur_ms=%d",
+	    r.a.delivery_id, r.sub_id, r.a.n, at->status, r.a.error[0] ? r.a.error : "-",
+	    r.a.duration_ms);
+	add_result(d, &r);
 }
 
+/* Applies what follows a finished attempt (retry_policy_next decides it), records it, and
+ * lets the lane and the endpoint's waiting lanes go on. */
 static void finish_attempt(struct delivery_engine *d, CURLMsg *msg)
 {
 	struct attempt_ctx *a = NULL;
 	long code = 0;
+	unsigned char rnd[2] = {0, 0};
 	curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&a);
 	curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
 	CURLcode cc = msg->data.result;
 	struct lane *l = a->lane;
 	struct endpoint *ep = l->ep;
 	struct item *it = a->item;
-	struct delivery_result r;
-	int64_t now_ms = util_now_ms();
-
-	curl_multi_remove_handle(d->multi, msg->easy_handle);
-	if (a->prev)
-		a->prev->next = a->next;
-	else
-		d->running = a->next;
-	if (a->next)
-		a->next->prev = a->prev;
-	memset(&r, 0, sizeof r);
-	snprintf(r.a.delivery_id, sizeof r.a.delivery_id, "%s", it->delivery_id);
-	snprintf(r.sub_id, sizeof r.sub_id, "%s", l->sub_id);
-	r.a.n = ++it->attempts;
-	r.a.started_at_ms = a->started_ms;
-	r.a.duration_ms = (int)((util_mono_us() - a->started_us) / 1000);
-	r.now = now_ms / 1000;
 	/* A body we stopped reading on purpose is not a transport failure. */
 	int got_answer = code > 0 && (cc == CURLE_OK || cc == CURLE_WRITE_ERROR);
-	r.a.status_code = got_answer ? (int)code : 0;
-	util_utf8_clean(a->resp, a->resp_len, r.a.response, sizeof r.a.response);
-	int ok = got_answer && code >= 200 && code < 300;
-	if (ok) {
-		r.status = DLV_DELIVERED;
-		r.sub = ep->streak > 0 || ep->sub.failing_since ? SUBO_SUCCESS : SUBO_NONE;
-		ep->streak = 0;
-		ep->backoff_until_ms = 0;
-		ep->backoff_since_ms = 0;
-		ep->backoff_level = 0;
-		ep->sub.failing_since = 0;
-	} else {
-		if (got_answer)
-			snprintf(r.a.error, sizeof r.a.error, "%s%ld",
-			         code >= 300 && code < 400 ? "redirect_" : "http_", code);
-		else
-			snprintf(r.a.error, sizeof r.a.error, "%s", classify(cc, a));
-		if (a->blocked)
-			LOG(LOG_WARN, "delivery",
-			    "delivery=%s sub=%s range=%s blocked_address: the endpoint resolved to a refused address range",
-			    it->delivery_id, l->sub_id, a->blocked);
-		ep->streak++;
-		if (ep->streak >= STREAK_BACKOFF) {
-			/* Backed off as a whole: one probe at a time after a pause. Only a probe
-			 * (an attempt started after the backoff began) that fails doubles the
-			 * pause; the other requests that were in flight when it began do not. */
-			if (!ep->backoff_since_ms)
-				ep->backoff_since_ms = now_ms;
-			else if (a->started_ms >= ep->backoff_since_ms && ep->backoff_level < 16)
-				ep->backoff_level++;
-			int64_t b = 1000LL << ep->backoff_level;
-			ep->backoff_until_ms = now_ms + (b > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b);
-		}
-		if (!ep->sub.failing_since)
-			ep->sub.failing_since = r.now;
-		r.sub = SUBO_FAILURE;
-		int64_t span = r.now - ep->sub.failing_since;
-		if (code == 410 || (span * 1000 >= d->cfg->disable_after_ms &&
-		                    span * 1000 >= d->cfg->disable_min_span_ms)) {
-			r.sub = SUBO_DISABLE;
-			LOG(LOG_WARN, "delivery", "sub=%s reason=%s subscription disabled",
-			    l->sub_id, code == 410 ? "gone" : "failing");
-		}
-		if (code == 410 || (size_t)it->attempts >= d->cfg->n_retry) {
-			r.status = DLV_FAILED;
-		} else {
-			r.status = DLV_PENDING;
-			int ra = (code == 429 || code == 503) ? a->retry_after_s : 0;
-			it->next_at_ms = now_ms + retry_delay_ms(d, it->attempts, ra);
-			r.next_at_ms = it->next_at_ms;
-		}
-	}
-	LOG(LOG_DEBUG, "delivery", "delivery=%s sub=%s attempt=%d status=%ld error=%s dur_ms=%d",
-	    it->delivery_id, l->sub_id, r.a.n, code, r.a.error[0] ? r.a.error : "-",
-	    r.a.duration_ms);
-	add_result(d, &r);
+	struct retry_attempt at = {
+	    .status = (int)code,
+	    .transport = got_answer ? RETRY_ANSWERED : classify(cc, a),
+	    .retry_after_s = a->retry_after_s,
+	    .attempts = ++it->attempts,
+	    .started_ms = a->started_ms,
+	    .failing_since = ep->sub.failing_since,
+	    .now_ms = util_now_ms(),
+	};
+	struct retry_decision dec;
+
+	curl_multi_remove_handle(d->multi, msg->easy_handle);
+	attempt_untrack(d, a);
+	util_random(rnd, sizeof rnd);
+	at.jitter = (unsigned)(rnd[0] << 8 | rnd[1]);
+	retry_policy_next(d->cfg, &ep->health, &at, &dec);
+	ep->health = dec.ep;
+	ep->sub.failing_since = dec.failing_since;
+	if (dec.status == DLV_PENDING)
+		it->next_at_ms = dec.next_at_ms;
+	if (a->blocked && dec.status != DLV_DELIVERED)
+		LOG(LOG_WARN, "delivery",
+		    "delivery=%s sub=%s range=%s blocked_address: the endpoint resolved to a refused address range",
+		    it->delivery_id, l->sub_id, a->blocked);
+	if (dec.sub == SUBO_DISABLE)
+		LOG(LOG_WARN, "delivery", "sub=%s reason=%s subscription disabled", l->sub_id,
+		    code == 410 ? "gone" : "failing");
+	record_attempt(d, a, &at, &dec);
 	/* An attempt that was in flight when its endpoint was evicted may sit past the new
 	 * frontier: until this outcome is recorded, a read-back would find the delivery still
 	 * pending and send it again. */
 	if (ep->spilled)
 		ep->evict_mark = d->results_made;
-	l->in_flight = 0;
-	ep->in_flight--;
-	d->in_flight--;
-	if (r.status != DLV_PENDING) {
-		lane_pop_head(d,
-		              l); /* delivered or given up: the next event of the entity may go */
+	if (dec.status != DLV_PENDING) {
+		/* Delivered or given up: the next event of the entity may go. */
+		lane_pop_head(d, l);
 	} else if (a->payload_counted) { /* kept for the next attempt */
 		it->payload = a->payload;
 		it->payload_len = a->payload_len;
@@ -1085,6 +1146,104 @@ static void finish_attempt(struct delivery_engine *d, CURLMsg *msg)
 		wake(d, &ep->waiting, room);
 	/* A global slot it freed goes to the ring of waiting endpoints (pump_ring). */
 }
+
+/* ---- invariants ---- */
+
+#ifndef NDEBUG
+/* Checks a first-in-first-out queue of waiting lanes; returns its length. */
+static size_t check_waitq(const struct waitq *q, const struct endpoint *ep)
+{
+	size_t n = 0;
+	const struct lane *last = NULL;
+	for (const struct lane *l = q->head; l; l = l->wnext, n++) {
+		assert(l->waiting && !l->in_flight && l->ep == ep);
+		last = l;
+	}
+	assert(q->tail == last && q->n == n);
+	return n;
+}
+
+static void check_epq(const struct epq *q, int which)
+{
+	size_t n = 0;
+	const struct endpoint *last = NULL;
+	for (const struct endpoint *ep = q->head; ep; ep = ep->q[which].next, n++) {
+		assert(ep->q[which].queued);
+		last = ep;
+	}
+	assert(q->tail == last && q->n == n);
+}
+
+/* Checks one endpoint and its lanes; adds what they hold to the totals. */
+static void check_endpoint(const struct delivery_engine *d, const struct endpoint *ep, size_t *mem,
+                           size_t *payload, size_t *inheap, size_t *lanes)
+{
+	size_t ep_mem = 0, ep_waiting = 0;
+	int ep_in_flight = 0;
+	for (const struct lane *l = ep->lanes; l; l = l->enext, (*lanes)++) {
+		const struct item *last = NULL;
+		assert(l->ep == ep && (!l->enext || l->enext->eprev == l));
+		assert(!l->in_flight || (l->head && !l->waiting));
+		for (const struct item *it = l->head; it; it = it->next, ep_mem++) {
+			*payload += it->payload_len;
+			last = it;
+		}
+		assert(l->tail == last);
+		ep_in_flight += l->in_flight;
+		ep_waiting += l->waiting;
+		*inheap += (size_t)l->inheap;
+	}
+	assert(ep->mem == ep_mem && ep->in_flight == ep_in_flight);
+	assert(ep->in_flight >= 0 && ep->in_flight <= endpoint_slots(d));
+	assert(check_waitq(&ep->waiting, ep) + check_waitq(&ep->gwaiting, ep) == ep_waiting);
+	assert(ep->contending == (ep->mem > 0 || ep->q[EPQ_SPILL].queued));
+	assert(!ep->gwaiting.head || ep->q[EPQ_RING].queued);
+	*mem += ep_mem;
+}
+
+/* The engine's invariants that take a walk over everything it holds: the counts kept as
+ * things change (in flight, in memory, in the heap, contending, payload bytes) equal what
+ * is there, every queue's links agree with its length, and the heap is a heap. O(n), so
+ * only in debug builds and only at a few points (the dispatcher thread, or before it
+ * runs or after it stopped). */
+static void check_engine(const struct delivery_engine *d)
+{
+	size_t mem = 0, payload = 0, inheap = 0, lanes = 0, hashed = 0, busy = 0, contend = 0;
+	int in_flight = 0, running = 0;
+	for (size_t i = 1; i < d->nheap; i++)
+		assert(d->heap[(i - 1) / 2].due <= d->heap[i].due);
+	for (size_t b = 0; b < HASH_BUCKETS; b++) {
+		for (const struct lane *l = d->lanes[b]; l; l = l->hnext)
+			hashed++;
+		for (const struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext) {
+			check_endpoint(d, ep, &mem, &payload, &inheap, &lanes);
+			in_flight += ep->in_flight;
+			busy += ep->mem > 0;
+			contend += (size_t)ep->contending;
+		}
+	}
+	assert(hashed == lanes); /* every lane is in its endpoint's list */
+	assert(inheap == d->nheap);
+	assert(mem == d->mem_items && contend == d->n_contend);
+	for (const struct endpoint *ep = d->busy; ep; ep = ep->bnext, busy--)
+		assert(ep->mem > 0 && (!ep->bnext || ep->bnext->bprev == ep));
+	assert(busy == 0);
+	for (const struct attempt_ctx *a = d->running; a; a = a->next, running++) {
+		assert(a->lane->in_flight && a->item == a->lane->head); /* only a lane's head */
+		if (a->payload_counted)
+			payload += a->payload_len;
+	}
+	/* The running attempts are the lanes in flight, counted the same by the engine. */
+	assert(running == d->in_flight && in_flight == d->in_flight);
+	assert(d->in_flight >= 0 && d->in_flight <= d->cfg->max_in_flight);
+	assert(payload == d->payload_bytes && payload <= PAYLOAD_BUDGET);
+	check_epq(&d->spill, EPQ_SPILL);
+	check_epq(&d->ring, EPQ_RING);
+}
+#define CHECK_ENGINE(d) check_engine(d)
+#else
+#define CHECK_ENGINE(d) ((void)0)
+#endif
 
 /* ---- the thread ---- */
 
@@ -1194,6 +1353,7 @@ static void read_back(struct delivery_engine *d)
 		}
 		for (size_t i = 0; i < n; i++)
 			lane_add(d, &page[i]);
+		assert(d->mem_items <= window); /* a page never overfills the window */
 		if (n)
 			ep->loaded_seq = page[n - 1].event_seq;
 		if (n < want)
@@ -1205,9 +1365,6 @@ static void read_back(struct delivery_engine *d)
 	}
 }
 
-/* After a subscription change: every waiting lane tries again (paused ones leave memory,
- * resumed ones may go), and endpoints with deliveries on disk that are active again
- * return to the spill queue. */
 /* 1 if nothing refers to ep and it holds nothing worth keeping: no lanes, nothing in
  * flight or queued, nothing of it on disk past its frontier, and no failure streak or
  * backoff to remember unless its subscription is gone. Its record is then freed, so memory
@@ -1218,11 +1375,14 @@ static int ep_idle(struct delivery_engine *d, struct endpoint *ep, int64_t now)
 	    ep->q[EPQ_SPILL].queued || ep->q[EPQ_RING].queued || ep->waiting.head ||
 	    ep->gwaiting.head)
 		return 0;
-	if (ep->streak == 0 && ep->backoff_until_ms <= now)
+	if (ep->health.streak == 0 && ep->health.backoff_until_ms <= now)
 		return 1;
 	return endpoint_refresh(d, ep) == 0 && ep->sub.status == SUB_DELETED;
 }
 
+/* After a subscription change: every waiting lane tries again (paused ones leave memory,
+ * resumed ones may go), endpoints with deliveries on disk that are active again return to
+ * the spill queue, and idle endpoint records are freed. */
 static void subs_changed(struct delivery_engine *d)
 {
 	int64_t now = util_now_ms();
@@ -1258,7 +1418,7 @@ static void pump_ring(struct delivery_engine *d, int64_t now)
 		if (ep->gwaiting.head)
 			epq_push(&d->ring, EPQ_RING, ep);
 		if (l->head && !l->in_flight) {
-			if (l->head->next_at_ms > now || ep->backoff_until_ms > now)
+			if (l->head->next_at_ms > now || ep->health.backoff_until_ms > now)
 				schedule(d, l);
 			else
 				start_attempt(d, l, 1);
@@ -1272,6 +1432,7 @@ static void *dispatch_main(void *arg)
 	struct delivery_engine *d = arg;
 	pthread_setname_np(pthread_self(), "lh-dispatch");
 	int64_t stop_deadline = 0;
+	unsigned loops = 0;
 
 	for (;;) {
 		pthread_mutex_lock(&d->inbox_mu);
@@ -1287,18 +1448,20 @@ static void *dispatch_main(void *arg)
 		if (v != d->subs_version) {
 			d->subs_version = v;
 			subs_changed(d);
+			CHECK_ENGINE(d);
 		}
 		read_back(d);
 		while (!stopping && d->nheap && d->heap[0].due <= now) {
 			struct heap_ent top = d->heap[0];
 			heap_pop(d);
+			assert(top.lane->inheap > 0);
 			top.lane->inheap--;
 			if (top.gen != top.lane->gen || top.lane->in_flight || !top.lane->head) {
 				lane_maybe_free(d, top.lane); /* stale entry */
 				continue;
 			}
 			if (top.lane->head->next_at_ms > now ||
-			    top.lane->ep->backoff_until_ms > now)
+			    top.lane->ep->health.backoff_until_ms > now)
 				schedule(d, top.lane);
 			else
 				start_attempt(d, top.lane, 0);
@@ -1325,6 +1488,8 @@ static void *dispatch_main(void *arg)
 		while ((msg = curl_multi_info_read(d->multi, &left)))
 			if (msg->msg == CURLMSG_DONE)
 				finish_attempt(d, msg);
+		if (++loops % 64 == 0) /* often enough to catch a drift, cheap enough to run */
+			CHECK_ENGINE(d);
 	}
 	/* Attempts still running past the grace period are abandoned (delivery_stop frees
 	 * them): not recorded, so they stay pending in the store and go out after restart. */
@@ -1400,6 +1565,7 @@ enum lh_err delivery_start(struct store *st, const struct config *cfg, struct de
 	}
 	free(subs);
 	read_back(d);
+	CHECK_ENGINE(d);
 	LOG(LOG_INFO, "delivery",
 	    "loaded=%zu subs_with_backlog=%zu more_in_store=%d window=%d max_in_flight=%d delivery engine ready",
 	    d->mem_items, nsubs, d->spill.n > 0, cfg->delivery_window, cfg->max_in_flight);
@@ -1444,6 +1610,7 @@ void delivery_stop(struct delivery_engine *d)
 	pthread_mutex_destroy(&d->rec_mu);
 	pthread_cond_destroy(&d->rec_cv);
 	pthread_cond_destroy(&d->rec_room);
+	CHECK_ENGINE(d);
 	/* Free what is left; anything unsent is still pending in the store. */
 	for (struct attempt_ctx *a = d->running, *next; a; a = next) {
 		next = a->next;

@@ -1,14 +1,15 @@
 /* delivery.h: the delivery engine: signed, ordered, at-least-once HTTPS delivery.
  *
- * One dispatcher thread runs a libcurl multi handle. Deliveries arrive from the store's
- * commit hook the moment their transaction is durable (no polling), from the store in pages
- * per subscription (a bounded window shared fairly among subscriptions; the rest waits on
- * disk), and from retry/recover requests. They queue in lanes, one per (subscription,
- * entity): only a lane's head is ever in flight, so each subscription sees an entity's
- * events in order while other lanes go on; subscriptions take turns for free slots. A
- * recorder thread writes outcomes in batches through the store's group commit; a delivery
- * is marked delivered only after its 2xx. The store's commit hook
- * (on_commit) is the only way in from other threads: the API never calls the engine.
+ * One dispatcher thread (lh-dispatch) runs a libcurl multi handle. Deliveries come in only
+ * through the store's commit hook, the moment their transaction is durable (fresh ones, and
+ * ones that retry or recover re-queued: the API never calls the engine), and from the store
+ * in pages per subscription (a bounded window shared fairly among subscriptions; the rest
+ * waits on disk). They queue in lanes, one per (subscription, entity): only a lane's head is
+ * ever in flight, so each subscription sees an entity's events in order while other lanes go
+ * on; subscriptions take turns for free slots. What follows an attempt (retry, backoff,
+ * disable) is decided by retry_policy.h. A recorder thread (lh-recorder) writes outcomes in
+ * batches through the store's group commit; a delivery is marked delivered only after its
+ * 2xx. delivery_start and delivery_stop are called from one thread (main.c's).
  */
 #ifndef LH_DELIVERY_H
 #define LH_DELIVERY_H
