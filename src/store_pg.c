@@ -27,6 +27,7 @@
 #include <libpq-fe.h>
 
 #include "log.h"
+#include "store_shared.h"
 #include "store_writer.h"
 
 #define POOL_SIZE      8
@@ -209,7 +210,10 @@ static const char *msg_line(const char *in, char *out, size_t cap)
 
 /* ---- reachability: one log line when the database goes away, one when it is back ---- */
 
-static void health_failed(struct pg_store *s, const PGconn *pg)
+/* The database could not be reached: a connect failed (retry after the backoff, doubled
+ * from the second failure on) or, with lost set, a connection in use was lost (the next
+ * operation reconnects at once). Logs once per outage. */
+static void health_failed(struct pg_store *s, const PGconn *pg, int lost)
 {
 	char msg[256];
 	pthread_mutex_lock(&s->health_mu);
@@ -220,11 +224,12 @@ static void health_failed(struct pg_store *s, const PGconn *pg)
 		    msg_line(pg ? PQerrorMessage(pg) : "out of memory", msg, sizeof msg));
 		s->down = 1;
 		s->backoff_ms = BACKOFF_MIN_MS;
-	} else if (s->backoff_ms < BACKOFF_MAX_MS) {
+		s->next_try_us = lost ? 0 : util_mono_us() + BACKOFF_MIN_MS * 1000;
+	} else if (!lost) {
 		s->backoff_ms =
 		    s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+		s->next_try_us = util_mono_us() + (int64_t)s->backoff_ms * 1000;
 	}
-	s->next_try_us = util_mono_us() + (int64_t)s->backoff_ms * 1000;
 	pthread_mutex_unlock(&s->health_mu);
 }
 
@@ -239,26 +244,16 @@ static void health_ok(struct pg_store *s)
 	pthread_mutex_unlock(&s->health_mu);
 }
 
-/* A connection in use was lost: the next operation on it reconnects, at once. */
-static void health_lost(struct pg_store *s, const PGconn *pg)
-{
-	pthread_mutex_lock(&s->health_mu);
-	int was_down = s->down;
-	pthread_mutex_unlock(&s->health_mu);
-	if (!was_down) {
-		health_failed(s, pg);
-		pthread_mutex_lock(&s->health_mu);
-		s->next_try_us = 0;
-		pthread_mutex_unlock(&s->health_mu);
-	}
-}
-
-/* 1 if a reconnection may be tried now: while the database is down, once per backoff, so
- * requests fail fast instead of each waiting on a connect. */
+/* 1 if this thread may try to reconnect now. While the database is down, one thread per
+ * backoff period probes it and the others fail at once, so no request waits on a connect
+ * that is likely to fail (a connect to a silent host takes its whole timeout). */
 static int health_may_try(struct pg_store *s)
 {
 	pthread_mutex_lock(&s->health_mu);
-	int ok = !s->down || util_mono_us() >= s->next_try_us;
+	int64_t now = util_mono_us();
+	int ok = !s->down || now >= s->next_try_us;
+	if (s->down && ok) /* claimed: the others wait for its outcome */
+		s->next_try_us = now + (int64_t)s->backoff_ms * 1000;
 	pthread_mutex_unlock(&s->health_mu);
 	return ok;
 }
@@ -327,7 +322,7 @@ static enum lh_err conn_ready(struct pg_store *s, struct pg_conn *c)
 	else if (!(c->pg = pg_connect(s)))
 		return LH_ENOMEM;
 	if (PQstatus(c->pg) != CONNECTION_OK) {
-		health_failed(s, c->pg);
+		health_failed(s, c->pg, 0);
 		return LH_EUNAVAIL;
 	}
 	enum lh_err e = conn_check(c->pg);
@@ -499,7 +494,7 @@ static enum lh_err fail(struct pg_store *s, struct pg_conn *c, const PGresult *r
 	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 	if (PQstatus(c->pg) != CONNECTION_OK ||
 	    (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0))) {
-		health_lost(s, c->pg);
+		health_failed(s, c->pg, 1);
 		return LH_EUNAVAIL;
 	}
 	if (state && strncmp(state, "23", 2) == 0)
@@ -1141,23 +1136,7 @@ static enum lh_err pgs_sub_update(struct store *base, const struct subscription 
 	                   " WHERE sub_id = $1 AND client_id = $2 AND status <> 3 FOR UPDATE",
 	                   &p, sub_from_row, &cur, "sub_read")) != LH_OK)
 		goto out;
-	if (fields & SUBF_EVENTS)
-		cur.events = want->events;
-	if (fields & SUBF_ENDPOINT)
-		memcpy(cur.endpoint, want->endpoint, sizeof cur.endpoint);
-	if (fields & SUBF_AUTH_TOKEN)
-		memcpy(cur.auth_token, want->auth_token, sizeof cur.auth_token);
-	if (fields & SUBF_STATUS) {
-		if (want->status == SUB_ACTIVE && cur.status == SUB_DISABLED)
-			cur.failing_since = 0; /* re-enabled: its failures start over */
-		cur.status = want->status;
-	}
-	if (fields & SUBF_SECRET) {
-		memcpy(cur.prev_secret, cur.secret, sizeof cur.prev_secret);
-		memcpy(cur.secret, want->secret, sizeof cur.secret);
-		cur.prev_secret_until = want->prev_secret_until;
-	}
-	cur.updated_at = want->updated_at;
+	store_sub_apply(&cur, want, fields);
 	p.n = 0;
 	p_text(&p, cur.id);
 	p_i64(&p, cur.events);
@@ -1579,24 +1558,13 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 	size_t nd = (size_t)PQntuples(r);
 	if (only_sub && nd == 0)
 		e = LH_ENOTFOUND; /* deleted: a racing delete cannot strand the delivery */
-	size_t plen = strlen(ev->payload);
 	for (size_t k = 0; k < nd && e == LH_OK; k++) {
 		struct delivery d;
-		memset(&d, 0, sizeof d);
-		col_text(r, (int)k, 0, d.delivery_id, sizeof d.delivery_id);
-		col_text(r, (int)k, 1, d.sub_id, sizeof d.sub_id);
-		d.event_seq = col_i64(r, (int)k, 2);
-		snprintf(d.event_id, sizeof d.event_id, "%s", ev->event_id);
-		snprintf(d.entity_id, sizeof d.entity_id, "%s", ev->entity_id);
-		d.event_type = ev->type;
-		d.status = DLV_PENDING;
-		d.next_at_ms = ev->created_at * 1000;
-		d.created_at = ev->created_at;
-		/* The dispatcher sends it from memory, without reading it back. */
-		if (plen <= DELIVERY_PAYLOAD_INLINE && (d.payload = malloc(plen + 1)))
-			memcpy(d.payload, ev->payload, plen + 1);
-		if ((e = writer_fresh_push(s->writer, &d)) != LH_OK)
-			free(d.payload);
+		char id[ID_CAP], sub[ID_CAP];
+		col_text(r, (int)k, 0, id, sizeof id);
+		col_text(r, (int)k, 1, sub, sizeof sub);
+		store_delivery_new(&d, ev, id, sub, col_i64(r, (int)k, 2));
+		e = store_fresh_delivery(s->writer, &d, ev->payload);
 	}
 	PQclear(r);
 	if (e == LH_OK)
@@ -2051,7 +2019,7 @@ static void *listener_main(void *arg)
 			r = PQexec(pg, "LISTEN labhook_subs");
 		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 			PQclear(r);
-			health_failed(s, pg);
+			health_failed(s, pg, 0);
 			PQfinish(pg);
 			wait_readable(s, -1, backoff);
 			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
