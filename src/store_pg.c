@@ -270,11 +270,20 @@ static void on_notice(void *arg, const char *message)
 	    msg_line(message, msg, sizeof msg));
 }
 
-/* A new connection to s->uri (check PQstatus). The URI's own settings win over these. */
+/* A new connection to s->uri (check PQstatus). The URI's own settings win over these:
+ * - keepalives, so a server that vanished without a reset (a partition) is noticed by the
+ *   listener and by an operation waiting on it (TCP only);
+ * - idle_in_transaction_session_timeout: a node that stalls inside a batch (a pause, a
+ *   partition) holds LOCK_ORDER, and every node's writer waits for it; the server ends
+ *   such a session after 30 s. Our transactions are idle only between two statements. */
 static PGconn *pg_connect(const struct pg_store *s)
 {
-	const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-	const char *const vals[] = {"5", "labhook", s->uri, NULL};
+	const char *const keys[] = {
+	    "connect_timeout",  "application_name", "keepalives_idle", "keepalives_interval",
+	    "keepalives_count", "options",          "dbname",          NULL};
+	const char *const vals[] = {
+	    "5",    "labhook", "30", "10", "3", "-c idle_in_transaction_session_timeout=30000",
+	    s->uri, NULL};
 	PGconn *pg = PQconnectdbParams(keys, vals, 1);
 	if (pg)
 		PQsetNoticeProcessor(pg, on_notice, NULL);
