@@ -1616,6 +1616,36 @@ static void test_concurrent_events(void **state)
 	st->ops->set_commit_hook(st, NULL, NULL);
 }
 
+/* A payload over DELIVERY_PAYLOAD_INLINE is not copied into deliveries (the hook's or a
+ * pending page's): the engine reads it with event_payload. */
+static void test_large_payload_not_inlined(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct delivery *page = NULL;
+	size_t n = 0;
+	char *big = malloc(DELIVERY_PAYLOAD_INLINE + 2), *got = NULL;
+	assert_non_null(big);
+	memset(big, 'y', DELIVERY_PAYLOAD_INLINE + 1);
+	big[DELIVERY_PAYLOAD_INLINE + 1] = '\0';
+
+	outbox_setup(st);
+	struct event_job j = {"bill_1", big, LH_OK, NULL, NULL};
+	assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
+	assert_int_equal(nhooked, 1);
+	assert_null(hooked[0].payload);
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 1);
+	assert_null(page[0].payload);
+	assert_int_equal(st->ops->event_payload(st, page[0].event_id, &got), LH_OK);
+	assert_string_equal(got, big);
+	free(got);
+	free(page);
+	hooked_clear();
+	st->ops->set_commit_hook(st, NULL, NULL);
+	free(big);
+}
+
 /* ---- PostgreSQL: several nodes on one database, and a database that goes away ---- */
 
 static int64_t now_ms(void)
@@ -1692,6 +1722,24 @@ static void test_pg_two_nodes(void **state)
 	assert_int_equal(a->ops->submit(a, job_route, &r), LH_OK);
 	assert_int_equal(r.got, 0);
 	b->ops->close(b);
+}
+
+/* A database on which commits are not durable when acknowledged is refused. */
+static void test_pg_refuses_synchronous_commit_off(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = NULL;
+	char uri[1024];
+
+	pg_only(f);
+	snprintf(uri, sizeof uri, "%s%coptions=-csynchronous_commit%%3Doff", f->pg,
+	         strchr(f->pg, '?') ? '&' : '?');
+	assert_int_equal(store_pg_open(uri, &st), LH_ESTORE);
+	assert_null(st);
+	snprintf(uri, sizeof uri, "%s%coptions=-csynchronous_commit%%3Dlocal", f->pg,
+	         strchr(f->pg, '?') ? '&' : '?');
+	assert_int_equal(store_pg_open(uri, &st), LH_OK); /* durable locally: fine */
+	st->ops->close(st);
 }
 
 /* Runs a PostgreSQL program of the throwaway server (tests/pg/with_pg.py) on it: as its
@@ -1831,6 +1879,7 @@ int main(void)
 	    T(test_pending_per_subscription),
 	    T(test_delivery_lifecycle),
 	    T(test_event_party_limit),
+	    T(test_large_payload_not_inlined),
 	    T(test_bills_and_reports),
 	    T(test_leads_and_bookings),
 	    T(test_concurrent_events),
@@ -1840,6 +1889,7 @@ int main(void)
 	    TF(test_full_disk_then_space_again),
 	    TF(test_io_error_mid_batch_fails_every_job),
 	    T(test_pg_two_nodes),
+	    T(test_pg_refuses_synchronous_commit_off),
 	    T(test_pg_connection_lost_mid_batch),
 	    T(test_pg_database_goes_away_and_back),
 	};
