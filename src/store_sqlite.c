@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "store_sqlite.h"
+#include "store_shared.h"
 #include "store_writer.h"
 
 #define STMT_CACHE    96
@@ -1250,23 +1251,7 @@ static enum lh_err sqlite_sub_update(struct store *base, const struct subscripti
 	}
 	if ((e = st ? one_row(s, st, sub_from_row, &cur, "sub_read") : LH_ESTORE) != LH_OK)
 		goto out;
-	if (fields & SUBF_EVENTS)
-		cur.events = want->events;
-	if (fields & SUBF_ENDPOINT)
-		memcpy(cur.endpoint, want->endpoint, sizeof cur.endpoint);
-	if (fields & SUBF_AUTH_TOKEN)
-		memcpy(cur.auth_token, want->auth_token, sizeof cur.auth_token);
-	if (fields & SUBF_STATUS) {
-		if (want->status == SUB_ACTIVE && cur.status == SUB_DISABLED)
-			cur.failing_since = 0; /* re-enabled: its failures start over */
-		cur.status = want->status;
-	}
-	if (fields & SUBF_SECRET) {
-		memcpy(cur.prev_secret, cur.secret, sizeof cur.prev_secret);
-		memcpy(cur.secret, want->secret, sizeof cur.secret);
-		cur.prev_secret_until = want->prev_secret_until;
-	}
-	cur.updated_at = want->updated_at;
+	store_sub_apply(&cur, want, fields);
 	st = stmt(s, "UPDATE subscriptions SET events = ?6, endpoint = ?7, auth_token = ?8,"
 	             " status = ?9, secret = ?10, prev_secret = ?11, prev_secret_until = ?12,"
 	             " updated_at = ?14, failing_since = ?15 WHERE sub_id = ?1");
@@ -1694,17 +1679,10 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 	}
 	for (size_t k = 0; k < nm; k++) {
 		struct delivery d;
-		memset(&d, 0, sizeof d);
-		if ((e = util_new_id("dlv_", d.delivery_id)) != LH_OK)
+		char id[ID_CAP];
+		if ((e = util_new_id("dlv_", id)) != LH_OK)
 			return e;
-		snprintf(d.event_id, sizeof d.event_id, "%s", ev->event_id);
-		snprintf(d.sub_id, sizeof d.sub_id, "%s", matched[k]);
-		snprintf(d.entity_id, sizeof d.entity_id, "%s", ev->entity_id);
-		d.event_seq = seq;
-		d.event_type = ev->type;
-		d.status = DLV_PENDING;
-		d.next_at_ms = ev->created_at * 1000;
-		d.created_at = ev->created_at;
+		store_delivery_new(&d, ev, id, matched[k], seq);
 		st =
 		    stmt(s, "INSERT INTO deliveries(delivery_id, event_id, event_seq, event_type,"
 		            " sub_id, entity_id, status, attempts, next_at, created_at, updated_at)"
@@ -1721,14 +1699,8 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 		}
 		if ((e = step_done(s, st, "delivery_insert")) != LH_OK)
 			return e;
-		/* The dispatcher sends it from memory, without reading it back. */
-		size_t plen = strlen(ev->payload);
-		if (plen <= DELIVERY_PAYLOAD_INLINE && (d.payload = malloc(plen + 1)))
-			memcpy(d.payload, ev->payload, plen + 1);
-		if ((e = writer_fresh_push(s->writer, &d)) != LH_OK) {
-			free(d.payload);
+		if ((e = store_fresh_delivery(s->writer, &d, ev->payload)) != LH_OK)
 			return e;
-		}
 	}
 	*ndeliveries = nm;
 	return LH_OK;

@@ -1,5 +1,8 @@
 /* test_store.c: the store contract suite, written against store.h only, so every backend
- * runs the same checks (today: SQLite in a temporary directory). */
+ * runs the same checks. The backend comes from the environment: LABHOOK_TEST_STORE unset or
+ * "sqlite" is SQLite in a temporary directory; a postgresql:// URI (or "pg", meaning
+ * $LABHOOK_TEST_PG) is PostgreSQL, emptied before each test. Only the fixture knows which;
+ * the few tests that need one backend's test hooks skip on the other. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <setjmp.h>
@@ -9,24 +12,46 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "events.h"
+#include "store_pg.h"
 #include "store_sqlite.h"
 
 struct fixture {
-	char dir[64];
+	char dir[64];   /* SQLite: the data directory */
+	const char *pg; /* PostgreSQL: the database's URI; NULL on SQLite */
 	struct store *st;
 };
+
+static const char *pg_uri(void)
+{
+	const char *v = getenv("LABHOOK_TEST_STORE");
+	if (!v || !v[0] || strcmp(v, "sqlite") == 0)
+		return NULL;
+	return strcmp(v, "pg") == 0 ? getenv("LABHOOK_TEST_PG") : v;
+}
+
+/* Opens the backend under test on the fixture's database as it is (a reopen keeps data). */
+static enum lh_err open_store(struct fixture *f, struct store **out)
+{
+	return f->pg ? store_pg_open(f->pg, out) : store_sqlite_open(f->dir, out);
+}
 
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof *f);
-	snprintf(f->dir, sizeof f->dir, "/tmp/labhook-store-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	assert_int_equal(store_sqlite_open(f->dir, &f->st), LH_OK);
+	assert_non_null(f);
+	if ((f->pg = pg_uri())) {
+		assert_int_equal(store_pg_reset_for_tests(f->pg), LH_OK);
+	} else {
+		snprintf(f->dir, sizeof f->dir, "/tmp/labhook-store-XXXXXX");
+		assert_non_null(mkdtemp(f->dir));
+	}
+	assert_int_equal(open_store(f, &f->st), LH_OK);
 	*state = f;
 	return 0;
 }
@@ -36,10 +61,25 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 	char cmd[128];
 	f->st->ops->close(f->st);
-	snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-	assert_int_equal(system(cmd), 0);
+	if (!f->pg) {
+		snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+		assert_int_equal(system(cmd), 0);
+	}
 	free(f);
 	return 0;
+}
+
+/* For the tests that use one backend's own test hooks. */
+static void sqlite_only(const struct fixture *f)
+{
+	if (f->pg)
+		skip();
+}
+
+static void pg_only(const struct fixture *f)
+{
+	if (!f->pg)
+		skip();
 }
 
 static void make_account(struct store *st, const char *id, struct account *a)
@@ -325,6 +365,21 @@ static void on_commit(void *ctx, struct delivery *d, size_t n)
 		hooked[nhooked++] = d[i]; /* takes the payloads */
 }
 
+static int hooked_has(const char *sub_id)
+{
+	int k = 0;
+	for (size_t i = 0; i < nhooked; i++)
+		k += strcmp(hooked[i].sub_id, sub_id) == 0;
+	return k;
+}
+
+static void hooked_clear(void)
+{
+	for (size_t i = 0; i < nhooked; i++)
+		free(hooked[i].payload);
+	nhooked = 0;
+}
+
 /* Account cl_A, its lab_1 with sub_1 for bill.created, and on_commit as the commit hook. */
 static void outbox_setup(struct store *st)
 {
@@ -420,8 +475,7 @@ static void test_deleted_subscription_takes_no_deliveries(void **state)
 	free(list);
 	assert_int_equal(pending_count(st), 0);
 	st->ops->set_commit_hook(st, NULL, NULL);
-	for (size_t i = 0; i < nhooked; i++)
-		free(hooked[i].payload);
+	hooked_clear();
 }
 
 /* The engine reads each subscription's backlog on its own (fairness): pending deliveries of
@@ -546,7 +600,7 @@ static void test_reopen_keeps_data(void **state)
 	struct account a, got;
 	make_account(f->st, "cl_A", &a);
 	f->st->ops->close(f->st);
-	assert_int_equal(store_sqlite_open(f->dir, &f->st), LH_OK);
+	assert_int_equal(open_store(f, &f->st), LH_OK);
 	assert_int_equal(f->st->ops->account_get(f->st, "cl_A", &got), LH_OK);
 }
 
@@ -601,6 +655,31 @@ static void gate_open(struct gate *g)
 	pthread_mutex_unlock(&g->mu);
 }
 
+/* Runs jobs[0], failing(jobs[1]) and jobs[2] as one batch (queued behind a gated batch
+ * of one event, which commits) and gives their results. */
+static void batch_around(struct store *st, store_tx_fn failing, struct event_job jobs[3],
+                         enum lh_err got[3])
+{
+	struct gate g = {PTHREAD_MUTEX_INITIALIZER,
+	                 PTHREAD_COND_INITIALIZER,
+	                 0,
+	                 0,
+	                 {"bill_0", "{\"n\":0}", LH_OK, NULL, NULL}};
+	struct waiter w[4];
+	for (int i = 0; i < 4; i++)
+		w[i] =
+		    (struct waiter){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
+	st->ops->submit_async(st, job_gated, &g, on_done, &w[3]);
+	gate_wait(&g);
+	st->ops->submit_async(st, job_event, &jobs[0], on_done, &w[0]);
+	st->ops->submit_async(st, failing, &jobs[1], on_done, &w[1]);
+	st->ops->submit_async(st, job_event, &jobs[2], on_done, &w[2]);
+	gate_open(&g);
+	assert_int_equal(wait_done(&w[3]), LH_OK);
+	for (int i = 0; i < 3; i++)
+		got[i] = wait_done(&w[i]);
+}
+
 static size_t pending_count(struct store *st)
 {
 	struct delivery *page = NULL;
@@ -627,6 +706,8 @@ static void test_failed_commit_keeps_nothing(void **state)
 	struct event_job jobs[3] = {{"bill_1", "{\"n\":1}", LH_OK, NULL, NULL},
 	                            {"bill_2", "{\"n\":2}", LH_OK, NULL, NULL},
 	                            {"bill_3", "{\"n\":3}", LH_OK, NULL, NULL}};
+
+	sqlite_only(f); /* the SQLite fault VFS */
 
 	outbox_setup(st);
 
@@ -674,6 +755,8 @@ static void test_full_disk_then_space_again(void **state)
 	struct account a, b, got;
 	char out[64];
 
+	sqlite_only(f); /* the SQLite fault VFS */
+
 	make_account(st, "cl_A", &a);
 	store_sqlite_fault_set(STORE_FAULT_FULL);
 	b = a;
@@ -690,7 +773,7 @@ static void test_full_disk_then_space_again(void **state)
 	assert_int_equal(st->ops->account_get(st, "cl_B", &got), LH_OK);
 	/* And what was written survives a reopen next to what failed. */
 	st->ops->close(st);
-	assert_int_equal(store_sqlite_open(f->dir, &f->st), LH_OK);
+	assert_int_equal(open_store(f, &f->st), LH_OK);
 	assert_int_equal(f->st->ops->account_get(f->st, "cl_B", &got), LH_OK);
 }
 
@@ -709,13 +792,9 @@ static void test_io_error_mid_batch_fails_every_job(void **state)
 {
 	struct fixture *f = *state;
 	struct store *st = f->st;
-	struct gate g = {PTHREAD_MUTEX_INITIALIZER,
-	                 PTHREAD_COND_INITIALIZER,
-	                 0,
-	                 0,
-	                 {"bill_0", "{\"n\":0}", LH_OK, NULL, NULL}};
-	struct waiter w[4];
+	enum lh_err got[3];
 	size_t big_len = (size_t)40 << 20; /* over the writer's 32 MiB page cache */
+	sqlite_only(f);                    /* the SQLite fault VFS */
 	char *big = malloc(big_len + 1);
 	assert_non_null(big);
 	memset(big, 'x', big_len);
@@ -725,58 +804,1096 @@ static void test_io_error_mid_batch_fails_every_job(void **state)
 	                            {"bill_3", "{\"n\":3}", LH_OK, NULL, NULL}};
 
 	outbox_setup(st);
-	for (int i = 0; i < 4; i++)
-		w[i] =
-		    (struct waiter){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
-
 	/* One batch: a job, the one whose write fails, and a job after it. */
-	st->ops->submit_async(st, job_gated, &g, on_done, &w[3]);
-	gate_wait(&g);
-	st->ops->submit_async(st, job_event, &jobs[0], on_done, &w[0]);
-	st->ops->submit_async(st, job_spill_failing, &jobs[1], on_done, &w[1]);
-	st->ops->submit_async(st, job_event, &jobs[2], on_done, &w[2]);
-	gate_open(&g);
-	assert_int_equal(wait_done(&w[3]), LH_OK);
-	free(hooked[0].payload);
-	nhooked = 0;
-	enum lh_err before = wait_done(&w[0]), failing = wait_done(&w[1]), after = wait_done(&w[2]);
+	batch_around(st, job_spill_failing, jobs, got);
 	/* The job after the failure was not committed on its own (told it failed, yet kept). */
-	assert_int_equal(pending_count(st), 1); /* the gate's, from the batch before */
-	assert_int_equal(nhooked, 0);
-	assert_int_equal(failing, LH_EDISK);
-	assert_int_equal(before, LH_EDISK);
-	assert_int_equal(after, LH_EDISK);
+	assert_int_equal(pending_count(st), 1); /* the gated one, from the batch before */
+	assert_int_equal(nhooked, 1);
+	hooked_clear();
+	assert_int_equal(got[1], LH_EDISK);
+	assert_int_equal(got[0], LH_EDISK);
+	assert_int_equal(got[2], LH_EDISK);
 
 	/* And the writer goes on. */
 	assert_int_equal(st->ops->submit(st, job_event, &jobs[2]), LH_OK);
 	assert_int_equal(pending_count(st), 2);
-	free(hooked[0].payload);
+	hooked_clear();
 	st->ops->set_commit_hook(st, NULL, NULL);
 	free(big);
 }
 
+/* ---- parties, labs ---- */
+
+static void make_party(struct store *st, const char *client, const char *id, enum party_kind k)
+{
+	struct party p;
+	memset(&p, 0, sizeof p);
+	snprintf(p.party_id, sizeof p.party_id, "%s", id);
+	snprintf(p.client_id, sizeof p.client_id, "%s", client);
+	snprintf(p.name, sizeof p.name, "party %s", id);
+	p.kind = k;
+	p.created_at = 1700000001;
+	assert_int_equal(st->ops->party_insert(st, &p), LH_OK);
+}
+
+static void test_parties_and_labs(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a;
+	struct party p, *plist = NULL;
+	struct lab *llist = NULL;
+	size_t n = 0;
+
+	make_account(st, "cl_A", &a);
+	make_account(st, "cl_B", &a);
+	make_party(st, "cl_A", "cu_2", PARTY_CORPORATE_USER);
+	make_party(st, "cl_A", "org_1", PARTY_ORGANIZATION);
+	make_party(st, "cl_B", "cu_9", PARTY_CORPORATE_USER);
+	memset(&p, 0, sizeof p);
+	snprintf(p.party_id, sizeof p.party_id, "cu_2");
+	snprintf(p.client_id, sizeof p.client_id, "cl_A");
+	assert_int_equal(st->ops->party_insert(st, &p), LH_ECONFLICT);
+	memset(&p, 0x5a, sizeof p);
+	assert_int_equal(st->ops->party_get(st, "cl_B", "cu_2", &p), LH_ENOTFOUND);
+	assert_int_equal((unsigned char)p.name[0], 0x5a);
+	assert_int_equal(st->ops->party_get(st, "cl_A", "org_1", &p), LH_OK);
+	assert_int_equal(p.kind, PARTY_ORGANIZATION);
+	assert_string_equal(p.name, "party org_1");
+	assert_int_equal(p.created_at, 1700000001);
+	assert_int_equal(st->ops->party_list(st, "cl_A", &plist, &n), LH_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(plist[0].party_id, "cu_2");
+	assert_string_equal(plist[1].party_id, "org_1");
+	free(plist);
+	assert_int_equal(st->ops->party_list(st, "cl_NONE", &plist, &n), LH_OK);
+	assert_int_equal(n, 0);
+	free(plist);
+
+	make_lab(st, "cl_A", "lab_2");
+	make_lab(st, "cl_A", "lab_1");
+	make_lab(st, "cl_B", "lab_3");
+	assert_int_equal(st->ops->lab_list(st, "cl_A", &llist, &n), LH_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(llist[0].lab_id, "lab_1");
+	assert_string_equal(llist[1].lab_id, "lab_2");
+	assert_string_equal(llist[1].client_id, "cl_A");
+	free(llist);
+}
+
+/* ---- routing: the catch-all "" and each party of an event ---- */
+
+struct route_job {
+	const char *const *parties;
+	size_t n;
+	int type;
+	size_t got; /* deliveries made */
+};
+
+static enum lh_err job_route(struct store_tx *tx, void *arg)
+{
+	struct route_job *j = arg;
+	struct event ev;
+	memset(&ev, 0, sizeof ev);
+	assert_int_equal(util_new_id("evt_", ev.event_id), LH_OK);
+	snprintf(ev.client_id, sizeof ev.client_id, "cl_A");
+	snprintf(ev.lab_id, sizeof ev.lab_id, "lab_1");
+	snprintf(ev.entity_id, sizeof ev.entity_id, "bill_r");
+	ev.type = j->type;
+	ev.payload = "{\"route\":1}";
+	ev.created_at = 1700000000;
+	return tx->ops->event_insert(tx, &ev, j->parties, j->n, NULL, &j->got);
+}
+
+static void add_party_sub(struct store *st, const char *id, const char *lab, const char *party,
+                          unsigned events)
+{
+	struct subscription s;
+	make_sub(&s, id, lab, events);
+	snprintf(s.party_id, sizeof s.party_id, "%s", party);
+	s.party_kind = party[0] ? PARTY_CORPORATE_USER : PARTY_NONE;
+	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
+}
+
+static void test_routing_across_parties(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a;
+	unsigned bc = 1u << EV_BILL_CREATED, bd = 1u << EV_BILL_DELETED;
+
+	make_account(st, "cl_A", &a);
+	make_lab(st, "cl_A", "lab_1");
+	make_lab(st, "cl_A", "lab_2");
+	add_party_sub(st, "sub_all", "lab_1", "", bc);
+	add_party_sub(st, "sub_cu1", "lab_1", "cu_1", bc | bd);
+	add_party_sub(st, "sub_org1", "lab_1", "org_1", bc);
+	add_party_sub(st, "sub_cu2", "lab_1", "cu_2", bc);   /* a party not on the event */
+	add_party_sub(st, "sub_lab2", "lab_2", "", bc);      /* another lab */
+	add_party_sub(st, "sub_org2", "lab_1", "org_2", bd); /* another event */
+	nhooked = 0;
+	st->ops->set_commit_hook(st, on_commit, NULL);
+
+	/* As the domain passes them: three slots, "" where absent, one party twice. */
+	const char *const parties[] = {"cu_1", "", "org_1", "cu_1"};
+	struct route_job j = {parties, 4, EV_BILL_CREATED, 0};
+	assert_int_equal(st->ops->submit(st, job_route, &j), LH_OK);
+	assert_int_equal(j.got, 3);
+	assert_int_equal(nhooked, 3);
+	assert_int_equal(hooked_has("sub_all"), 1);
+	assert_int_equal(hooked_has("sub_cu1"), 1);
+	assert_int_equal(hooked_has("sub_org1"), 1);
+	for (size_t i = 0; i < nhooked; i++) {
+		assert_int_equal(hooked[i].event_seq, hooked[0].event_seq); /* one event */
+		assert_int_equal(hooked[i].status, DLV_PENDING);
+		assert_int_equal(hooked[i].requeued, 0);
+		assert_int_equal(hooked[i].next_at_ms, 1700000000000LL);
+		assert_string_equal(hooked[i].entity_id, "bill_r");
+		assert_string_equal(hooked[i].payload, "{\"route\":1}");
+		for (size_t k = 0; k < i; k++)
+			assert_string_not_equal(hooked[i].delivery_id, hooked[k].delivery_id);
+	}
+	hooked_clear();
+
+	/* No party: the catch-all alone. Another event: only its holders. */
+	struct route_job none = {NULL, 0, EV_BILL_CREATED, 0};
+	assert_int_equal(st->ops->submit(st, job_route, &none), LH_OK);
+	assert_int_equal(none.got, 1);
+	assert_int_equal(hooked_has("sub_all"), 1);
+	hooked_clear();
+	const char *const orgs[] = {"org_2", "cu_1"};
+	struct route_job del = {orgs, 2, EV_BILL_DELETED, 0};
+	assert_int_equal(st->ops->submit(st, job_route, &del), LH_OK);
+	assert_int_equal(del.got, 2);
+	assert_int_equal(hooked_has("sub_org2"), 1);
+	assert_int_equal(hooked_has("sub_cu1"), 1);
+	hooked_clear();
+
+	/* A paused subscription still gets deliveries (it holds its events); a deleted one
+	 * does not, and routing sees it at once. */
+	struct subscription s;
+	make_sub(&s, "sub_cu1", "lab_1", 0);
+	s.status = SUB_PAUSED;
+	assert_int_equal(st->ops->sub_update(st, &s, SUBF_STATUS, NULL), LH_OK);
+	s.status = SUB_DELETED;
+	assert_int_equal(st->ops->sub_update(st, &s, SUBF_STATUS, NULL), LH_OK);
+	j.got = 0;
+	assert_int_equal(st->ops->submit(st, job_route, &j), LH_OK);
+	assert_int_equal(j.got, 2);
+	assert_int_equal(hooked_has("sub_cu1"), 0);
+	hooked_clear();
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
+/* ---- deliveries: record, attempts, requeue, recover, list ---- */
+
+static struct delivery_result outcome(const struct delivery *d, int n, int code,
+                                      enum delivery_status status, enum sub_outcome sub)
+{
+	struct delivery_result r;
+	memset(&r, 0, sizeof r);
+	snprintf(r.a.delivery_id, sizeof r.a.delivery_id, "%s", d->delivery_id);
+	snprintf(r.sub_id, sizeof r.sub_id, "%s", d->sub_id);
+	r.a.n = n;
+	r.a.started_at_ms = 1700000000000LL + n;
+	r.a.duration_ms = 10 * n;
+	r.a.status_code = code;
+	snprintf(r.a.error, sizeof r.a.error, "%s", code >= 200 && code < 300 ? "" : "http_500");
+	snprintf(r.a.response, sizeof r.a.response, "answer %d", n);
+	r.status = status;
+	r.next_at_ms = status == DLV_PENDING ? 1700000009000LL : 0;
+	r.sub = sub;
+	r.now = 1700000000 + n;
+	return r;
+}
+
+static void test_delivery_lifecycle(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct delivery *page = NULL, *list = NULL, d1, d2, got;
+	struct attempt *at = NULL;
+	struct subscription sub;
+	size_t n = 0;
+	char *payload = NULL;
+
+	outbox_setup(st);
+	struct event_job e1 = {"bill_1", "{\"n\":1}", LH_OK, NULL, NULL};
+	struct event_job e2 = {"bill_2", "{\"n\":2}", LH_OK, NULL, NULL};
+	assert_int_equal(st->ops->submit(st, job_event, &e1), LH_OK);
+	assert_int_equal(st->ops->submit(st, job_event, &e2), LH_OK);
+	hooked_clear();
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 2);
+	d1 = page[0];
+	d2 = page[1];
+	for (size_t i = 0; i < n; i++)
+		free(page[i].payload);
+	free(page);
+	d1.payload = d2.payload = NULL;
+	assert_int_equal(st->ops->event_payload(st, d1.event_id, &payload), LH_OK);
+	assert_string_equal(payload, "{\"n\":1}");
+	free(payload);
+	assert_int_equal(st->ops->event_payload(st, "evt_NONE", &payload), LH_ENOTFOUND);
+
+	/* A retry (still pending, later), then a final failure; the subscription is failing. */
+	struct delivery_result r[2] = {outcome(&d1, 1, 500, DLV_PENDING, SUBO_FAILURE),
+	                               outcome(&d2, 1, 500, DLV_FAILED, SUBO_NONE)};
+	assert_int_equal(st->ops->delivery_record(st, r, 2), LH_OK);
+	assert_int_equal(st->ops->sub_get(st, "cl_A", "sub_1", &sub), LH_OK);
+	assert_int_equal(sub.failing_since, 1700000001);
+	r[0] = outcome(&d1, 2, 500, DLV_FAILED, SUBO_FAILURE);
+	assert_int_equal(st->ops->delivery_record(st, r, 1), LH_OK);
+	assert_int_equal(st->ops->sub_get(st, "cl_A", "sub_1", &sub), LH_OK);
+	assert_int_equal(sub.failing_since, 1700000001); /* the first failure's time stays */
+	/* The same attempt recorded twice (a retried record) is kept once. */
+	assert_int_equal(st->ops->delivery_record(st, r, 1), LH_OK);
+
+	assert_int_equal(st->ops->attempt_list(st, d1.delivery_id, &at, &n), LH_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(at[0].n, 1);
+	assert_int_equal(at[1].n, 2);
+	assert_int_equal(at[1].status_code, 500);
+	assert_int_equal(at[1].duration_ms, 20);
+	assert_int_equal(at[1].started_at_ms, 1700000000002LL);
+	assert_string_equal(at[1].error, "http_500");
+	assert_string_equal(at[1].response, "answer 2");
+	free(at);
+
+	/* The log: newest first, by status, paged with before. */
+	assert_int_equal(st->ops->delivery_list(st, "cl_A", "sub_1", -1, 0, "", 10, &list, &n),
+	                 LH_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(list[0].delivery_id, d2.delivery_id);
+	assert_int_equal(list[1].status, DLV_FAILED);
+	assert_int_equal(list[1].attempts, 2);
+	assert_string_equal(list[1].last_error, "http_500");
+	assert_null(list[0].payload);
+	free(list);
+	assert_int_equal(
+	    st->ops->delivery_list(st, "cl_A", "sub_1", DLV_PENDING, 0, "", 10, &list, &n), LH_OK);
+	assert_int_equal(n, 0);
+	free(list);
+	assert_int_equal(
+	    st->ops->delivery_list(st, "cl_A", "sub_1", -1, 0, d2.delivery_id, 10, &list, &n),
+	    LH_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(list[0].delivery_id, d1.delivery_id);
+	free(list);
+	assert_int_equal(st->ops->delivery_list(st, "cl_B", "sub_1", -1, 0, "", 10, &list, &n),
+	                 LH_OK);
+	assert_int_equal(n, 0); /* another client's */
+	free(list);
+	assert_int_equal(
+	    st->ops->delivery_list(st, "cl_A", "sub_1", -1, 1700000001, "", 10, &list, &n), LH_OK);
+	assert_int_equal(n, 0); /* created before since */
+	free(list);
+
+	/* Requeue one: pending again, due now, handed to the engine as requeued. */
+	memset(&got, 0x5a, sizeof got);
+	assert_int_equal(st->ops->delivery_requeue(st, "cl_B", d1.delivery_id, 5000, &got),
+	                 LH_ENOTFOUND);
+	assert_int_equal((unsigned char)got.delivery_id[0], 0x5a);
+	assert_int_equal(
+	    st->ops->delivery_requeue(st, "cl_A", d1.delivery_id, 1700000100000LL, &got), LH_OK);
+	assert_string_equal(got.delivery_id, d1.delivery_id);
+	assert_int_equal(got.status, DLV_PENDING);
+	assert_int_equal(got.next_at_ms, 1700000100000LL);
+	assert_int_equal(got.requeued, 1);
+	assert_int_equal(nhooked, 1);
+	assert_int_equal(hooked[0].requeued, 1);
+	assert_string_equal(hooked[0].delivery_id, d1.delivery_id);
+	hooked_clear();
+	assert_int_equal(pending_count(st), 1);
+
+	/* Recover every failure since a time: d2 (d1 is pending now). */
+	assert_int_equal(
+	    st->ops->delivery_recover(st, "cl_B", "sub_1", 0, 1700000200000LL, &list, &n), LH_OK);
+	assert_int_equal(n, 0);
+	free(list);
+	assert_int_equal(
+	    st->ops->delivery_recover(st, "cl_A", "sub_1", 0, 1700000200000LL, &list, &n), LH_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(list[0].delivery_id, d2.delivery_id);
+	assert_int_equal(list[0].status, DLV_PENDING);
+	assert_int_equal(list[0].next_at_ms, 1700000200000LL);
+	assert_int_equal(list[0].requeued, 1);
+	free(list);
+	assert_int_equal(nhooked, 1);
+	hooked_clear();
+	assert_int_equal(pending_count(st), 2);
+
+	/* A success clears the failing mark. */
+	r[0] = outcome(&d1, 3, 200, DLV_DELIVERED, SUBO_SUCCESS);
+	assert_int_equal(st->ops->delivery_record(st, r, 1), LH_OK);
+	assert_int_equal(st->ops->sub_get(st, "cl_A", "sub_1", &sub), LH_OK);
+	assert_int_equal(sub.failing_since, 0);
+	assert_int_equal(pending_count(st), 1);
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
+/* ---- subscription changes: the hook, subs_version, cancellation, conflicts ---- */
+
+static int subs_changed;
+
+static void on_commit_count(void *ctx, struct delivery *d, size_t n)
+{
+	(void)ctx;
+	if (n == 0)
+		__atomic_add_fetch(&subs_changed, 1, __ATOMIC_RELAXED);
+	for (size_t i = 0; i < n; i++)
+		free(d[i].payload);
+}
+
+static void test_sub_changes_are_announced(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a;
+	struct subscription s;
+
+	make_account(st, "cl_A", &a);
+	make_lab(st, "cl_A", "lab_1");
+	st->ops->set_commit_hook(st, on_commit_count, NULL);
+	__atomic_store_n(&subs_changed, 0, __ATOMIC_RELAXED);
+	uint64_t v0 = st->ops->subs_version(st);
+	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
+	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
+	uint64_t v1 = st->ops->subs_version(st);
+	assert_true(v1 > v0);
+	assert_true(__atomic_load_n(&subs_changed, __ATOMIC_RELAXED) >= 1);
+	snprintf(s.endpoint, sizeof s.endpoint, "https://z.example.com/");
+	assert_int_equal(st->ops->sub_update(st, &s, SUBF_ENDPOINT, NULL), LH_OK);
+	assert_true(st->ops->subs_version(st) > v1);
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
+/* The engine disables a subscription that keeps failing: it gives its events up. */
+static void test_disable_outcome_frees_events(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct delivery *page = NULL;
+	struct subscription s, got;
+	size_t n = 0;
+
+	outbox_setup(st);
+	struct event_job e1 = {"bill_1", "{}", LH_OK, NULL, NULL};
+	assert_int_equal(st->ops->submit(st, job_event, &e1), LH_OK);
+	hooked_clear();
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 1);
+	struct delivery_result r = outcome(&page[0], 1, 500, DLV_FAILED, SUBO_DISABLE);
+	free(page[0].payload);
+	free(page);
+	st->ops->set_commit_hook(st, on_commit_count, NULL);
+	uint64_t v0 = st->ops->subs_version(st);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	assert_true(st->ops->subs_version(st) > v0);
+	assert_int_equal(st->ops->sub_get_any(st, "sub_1", &got), LH_OK);
+	assert_int_equal(got.status, SUB_DISABLED);
+	assert_int_equal(got.updated_at, r.now);
+	make_sub(&s, "sub_2", "lab_1", 1u << EV_BILL_CREATED);
+	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK); /* the event is free again */
+	/* Re-enabling now collides with the new holder, and changes nothing. */
+	got.status = SUB_ACTIVE;
+	assert_int_equal(st->ops->sub_update(st, &got, SUBF_STATUS, NULL), LH_ECONFLICT);
+	assert_int_equal(st->ops->sub_get(st, "cl_A", "sub_1", &got), LH_OK);
+	assert_int_equal(got.status, SUB_DISABLED);
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
+static void test_delete_cancels_deliveries(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct delivery *list = NULL, *page = NULL;
+	struct subscription s, got;
+	size_t n = 0;
+
+	outbox_setup(st);
+	for (int i = 0; i < 3; i++) {
+		struct event_job j = {"bill_1", "{}", LH_OK, NULL, NULL};
+		assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
+	}
+	hooked_clear();
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 3);
+	struct delivery_result r = outcome(&page[0], 1, 200, DLV_DELIVERED, SUBO_SUCCESS);
+	for (size_t i = 0; i < n; i++)
+		free(page[i].payload);
+	free(page);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+
+	make_sub(&s, "sub_1", "lab_1", 0);
+	s.status = SUB_DELETED;
+	s.updated_at = 1700000500;
+	assert_int_equal(st->ops->sub_update(st, &s, SUBF_STATUS, &got), LH_OK);
+	assert_int_equal(got.status, SUB_DELETED);
+	assert_int_equal(pending_count(st), 0);
+	assert_int_equal(
+	    st->ops->delivery_list(st, "cl_A", "sub_1", DLV_CANCELLED, 0, "", 10, &list, &n),
+	    LH_OK);
+	assert_int_equal(n, 2); /* the delivered one stays delivered */
+	free(list);
+	/* An outcome of an attempt in flight at the delete leaves it cancelled. */
+	assert_int_equal(
+	    st->ops->delivery_list(st, "cl_A", "sub_1", DLV_CANCELLED, 0, "", 1, &list, &n), LH_OK);
+	r = outcome(&list[0], 1, 500, DLV_PENDING, SUBO_NONE);
+	free(list);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	assert_int_equal(pending_count(st), 0);
+	/* The requeue of a deleted subscription's delivery is refused. */
+	struct delivery d;
+	assert_int_equal(st->ops->delivery_requeue(st, "cl_A", r.a.delivery_id, 1, &d),
+	                 LH_ENOTFOUND);
+	assert_int_equal(st->ops->sub_get_any(st, "sub_1", &got), LH_OK); /* deleted, still there */
+	assert_int_equal(got.status, SUB_DELETED);
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
+static void test_sub_update_conflict_changes_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a;
+	struct subscription s1, s2, got;
+	unsigned bc = 1u << EV_BILL_CREATED, bd = 1u << EV_BILL_DELETED;
+
+	make_account(st, "cl_A", &a);
+	make_lab(st, "cl_A", "lab_1");
+	make_sub(&s1, "sub_1", "lab_1", bc);
+	make_sub(&s2, "sub_2", "lab_1", bd);
+	assert_int_equal(st->ops->sub_insert(st, &s1), LH_OK);
+	assert_int_equal(st->ops->sub_insert(st, &s2), LH_OK);
+	s2.events = bc | bd;
+	snprintf(s2.endpoint, sizeof s2.endpoint, "https://changed.example.com/");
+	assert_int_equal(st->ops->sub_update(st, &s2, SUBF_EVENTS | SUBF_ENDPOINT, &got),
+	                 LH_ECONFLICT);
+	assert_int_equal(st->ops->sub_get(st, "cl_A", "sub_2", &got), LH_OK);
+	assert_int_equal(got.events, bd);
+	assert_string_equal(got.endpoint, "https://x.example.com/sub_2");
+	struct subscription *list = NULL;
+	size_t n = 0;
+	assert_int_equal(st->ops->sub_list_holding(st, "lab_1", "", bc | bd, &list, &n), LH_OK);
+	assert_int_equal(n, 2);
+	free(list);
+	/* Status filter of the listing. */
+	s1.status = SUB_PAUSED;
+	assert_int_equal(st->ops->sub_update(st, &s1, SUBF_STATUS, NULL), LH_OK);
+	assert_int_equal(st->ops->sub_list(st, "cl_A", "", SUB_PAUSED, "", 10, &list, &n), LH_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(list[0].id, "sub_1");
+	free(list);
+}
+
+/* ---- bills and reports, leads and bookings (inside submit) ---- */
+
+struct bill_job {
+	struct bill b;
+	struct report r[2];
+	size_t n;
+	int step; /* 0 insert, 1 load + complete a report + update the bill */
+	struct bill loaded;
+	struct report *reports;
+	size_t nreports;
+};
+
+static enum lh_err job_bill(struct store_tx *tx, void *arg)
+{
+	struct bill_job *j = arg;
+	enum lh_err e;
+	if (j->step == 0)
+		return tx->ops->bill_insert(tx, &j->b, j->r, j->n);
+	if ((e = tx->ops->bill_load(tx, j->b.bill_id, &j->loaded, &j->reports, &j->nreports)) !=
+	    LH_OK)
+		return e;
+	struct report done = j->reports[1];
+	done.status = REPORT_COMPLETED;
+	done.completed_at = 1700000300;
+	if ((e = tx->ops->report_update(tx, &done)) != LH_OK)
+		return e;
+	struct bill b = j->loaded;
+	b.status = BILL_COMPLETED;
+	b.updated_at = 1700000300;
+	return tx->ops->bill_update(tx, &b);
+}
+
+static void bill_fill(struct bill_job *j, const char *id, const char *bar)
+{
+	memset(j, 0, sizeof *j);
+	snprintf(j->b.bill_id, sizeof j->b.bill_id, "%s", id);
+	snprintf(j->b.client_id, sizeof j->b.client_id, "cl_A");
+	snprintf(j->b.lab_id, sizeof j->b.lab_id, "lab_1");
+	snprintf(j->b.integrator_id, sizeof j->b.integrator_id, "integ \"quoted\" \\ name");
+	snprintf(j->b.pre_booking_id, sizeof j->b.pre_booking_id, "pb_1");
+	snprintf(j->b.bar_code, sizeof j->b.bar_code, "%s", bar);
+	snprintf(j->b.lead_source, sizeof j->b.lead_source, "walk-in");
+	snprintf(j->b.parties.corporate_user, sizeof j->b.parties.corporate_user, "cu_1");
+	snprintf(j->b.patient, sizeof j->b.patient, "{\"name\":\"Zoë\"}");
+	j->b.created_at = j->b.updated_at = 1700000200;
+	j->n = 2;
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(j->r[i].report_id, sizeof j->r[i].report_id, "%s_r%zu", id, i);
+		snprintf(j->r[i].bill_id, sizeof j->r[i].bill_id, "%s", id);
+		j->r[i].seq = (int)i + 1;
+		snprintf(j->r[i].name, sizeof j->r[i].name, "Test, \"%zu\" {x}", i);
+		snprintf(j->r[i].package, sizeof j->r[i].package, "%s", i ? "pkg" : "");
+	}
+}
+
+static void test_bills_and_reports(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a;
+	struct bill b;
+	struct report *r = NULL;
+	size_t n = 0;
+	struct bill_job j, k;
+
+	make_account(st, "cl_A", &a);
+	make_account(st, "cl_B", &a);
+	make_lab(st, "cl_A", "lab_1");
+	bill_fill(&j, "bill_1", "BC1");
+	assert_int_equal(st->ops->submit(st, job_bill, &j), LH_OK);
+	assert_int_equal(st->ops->bill_get(st, "cl_A", "bill_1", &b, &r, &n), LH_OK);
+	assert_string_equal(b.integrator_id, "integ \"quoted\" \\ name");
+	assert_string_equal(b.bar_code, "BC1");
+	assert_string_equal(b.patient, "{\"name\":\"Zoë\"}");
+	assert_string_equal(b.parties.corporate_user, "cu_1");
+	assert_string_equal(b.parties.referred_org, "");
+	assert_int_equal(b.status, BILL_PENDING);
+	assert_int_equal(n, 2);
+	assert_string_equal(r[0].name, "Test, \"0\" {x}");
+	assert_string_equal(r[1].package, "pkg");
+	assert_int_equal(r[1].seq, 2);
+	free(r);
+	assert_int_equal(st->ops->bill_get(st, "cl_B", "bill_1", &b, &r, &n), LH_ENOTFOUND);
+	assert_int_equal(st->ops->bill_get(st, "cl_A", "bill_NONE", &b, &r, &n), LH_ENOTFOUND);
+
+	/* The same bar code in the lab: refused, alone; none twice: fine. */
+	bill_fill(&k, "bill_2", "BC1");
+	assert_int_equal(st->ops->submit(st, job_bill, &k), LH_ECONFLICT);
+	assert_int_equal(st->ops->bill_get(st, "cl_A", "bill_2", &b, &r, &n), LH_ENOTFOUND);
+	bill_fill(&k, "bill_2", "");
+	assert_int_equal(st->ops->submit(st, job_bill, &k), LH_OK);
+	bill_fill(&k, "bill_3", "");
+	k.n = 0;
+	assert_int_equal(st->ops->submit(st, job_bill, &k), LH_OK);
+	assert_int_equal(st->ops->bill_get(st, "cl_A", "bill_3", &b, &r, &n), LH_OK);
+	assert_int_equal(n, 0);
+	assert_string_equal(b.bar_code, "");
+	free(r);
+
+	j.step = 1;
+	assert_int_equal(st->ops->submit(st, job_bill, &j), LH_OK);
+	assert_int_equal(j.nreports, 2);
+	free(j.reports);
+	assert_int_equal(st->ops->bill_get(st, "cl_A", "bill_1", &b, &r, &n), LH_OK);
+	assert_int_equal(b.status, BILL_COMPLETED);
+	assert_int_equal(b.updated_at, 1700000300);
+	assert_int_equal(r[0].status, REPORT_PENDING);
+	assert_int_equal(r[1].status, REPORT_COMPLETED);
+	assert_int_equal(r[1].completed_at, 1700000300);
+	free(r);
+}
+
+struct lead_job {
+	struct lead l;
+	struct booking bk;
+	int dup_contact, dup_email, dup_other;
+	struct lead loaded;
+	enum lh_err second_booking;
+};
+
+static enum lh_err job_lead(struct store_tx *tx, void *arg)
+{
+	struct lead_job *j = arg;
+	enum lh_err e;
+	if ((e = tx->ops->lead_insert(tx, &j->l)) != LH_OK)
+		return e;
+	if ((e = tx->ops->lead_dup(tx, "lab_1", j->l.day, j->l.contact, "", &j->dup_contact)) ||
+	    (e = tx->ops->lead_dup(tx, "lab_1", j->l.day, "0000", j->l.email, &j->dup_email)) ||
+	    (e = tx->ops->lead_dup(tx, "lab_1", "2001-01-01", j->l.contact, "", &j->dup_other)))
+		return e;
+	if ((e = tx->ops->booking_insert(tx, &j->bk)) != LH_OK ||
+	    (e = tx->ops->lead_set_booking(tx, j->l.lead_id, j->bk.booking_id)) != LH_OK)
+		return e;
+	j->second_booking = tx->ops->lead_set_booking(tx, j->l.lead_id, "bk_2");
+	return tx->ops->lead_load(tx, j->l.lead_id, &j->loaded);
+}
+
+static enum lh_err job_lead_missing(struct store_tx *tx, void *arg)
+{
+	struct lead l;
+	int dup = 1;
+	(void)arg;
+	enum lh_err e = tx->ops->lead_dup(tx, "lab_1", "2026-01-01", "5555", "", &dup);
+	assert_int_equal(e, LH_OK);
+	assert_int_equal(dup, 0);
+	return tx->ops->lead_load(tx, "lead_NONE", &l);
+}
+
+static void test_leads_and_bookings(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a;
+	struct lead_job j;
+
+	make_account(st, "cl_A", &a);
+	make_lab(st, "cl_A", "lab_1");
+	memset(&j, 0, sizeof j);
+	snprintf(j.l.lead_id, sizeof j.l.lead_id, "lead_1");
+	snprintf(j.l.client_id, sizeof j.l.client_id, "cl_A");
+	snprintf(j.l.lab_id, sizeof j.l.lab_id, "lab_1");
+	snprintf(j.l.integrator_id, sizeof j.l.integrator_id, "integ");
+	snprintf(j.l.contact, sizeof j.l.contact, "9876543210");
+	snprintf(j.l.email, sizeof j.l.email, "a@example.com");
+	snprintf(j.l.day, sizeof j.l.day, "2026-01-20");
+	snprintf(j.l.parties.referred_org, sizeof j.l.parties.referred_org, "org_1");
+	snprintf(j.l.data, sizeof j.l.data, "{\"x\":1}");
+	j.l.created_at = 1700000000;
+	snprintf(j.bk.booking_id, sizeof j.bk.booking_id, "bk_1");
+	snprintf(j.bk.lead_id, sizeof j.bk.lead_id, "lead_1");
+	snprintf(j.bk.client_id, sizeof j.bk.client_id, "cl_A");
+	snprintf(j.bk.lab_id, sizeof j.bk.lab_id, "lab_1");
+	snprintf(j.bk.booking_type, sizeof j.bk.booking_type, "home");
+	snprintf(j.bk.scheduled_at, sizeof j.bk.scheduled_at, "2026-01-21T10:00:00Z");
+	assert_int_equal(st->ops->submit(st, job_lead, &j), LH_OK);
+	assert_int_equal(j.dup_contact, 1);
+	assert_int_equal(j.dup_email, 1);
+	assert_int_equal(j.dup_other, 0);
+	assert_int_equal(j.second_booking, LH_ECONFLICT); /* booked once only */
+	assert_string_equal(j.loaded.booking_id, "bk_1");
+	assert_int_equal(j.loaded.phase, PHASE_BOOKING);
+	assert_string_equal(j.loaded.parties.referred_org, "org_1");
+	assert_string_equal(j.loaded.data, "{\"x\":1}");
+	assert_string_equal(j.loaded.day, "2026-01-20");
+	assert_int_equal(st->ops->submit(st, job_lead, &j), LH_ECONFLICT); /* the same lead id */
+	assert_int_equal(st->ops->submit(st, job_lead_missing, NULL), LH_ENOTFOUND);
+}
+
+/* ---- concurrency ---- */
+
+struct race {
+	struct store *st;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int ready, go;
+	unsigned char token[32];
+	enum refresh_result result[2];
+	enum lh_err err[2];
+};
+
+struct racer {
+	struct race *r;
+	int k;
+};
+
+static void *rotate_racer(void *arg)
+{
+	struct racer *me = arg;
+	struct race *r = me->r;
+	unsigned char next[32];
+	memcpy(next, r->token, 32);
+	next[0] = (unsigned char)(0xa0 + me->k);
+	pthread_mutex_lock(&r->mu);
+	r->ready++;
+	pthread_cond_broadcast(&r->cv);
+	while (!r->go)
+		pthread_cond_wait(&r->cv, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+	r->err[me->k] = r->st->ops->refresh_rotate(r->st, r->token, "cl_A", 1000, next, 9000,
+	                                           &r->result[me->k]);
+	return NULL;
+}
+
+/* Two rotations of one refresh token at once: exactly one wins; the other sees a reused
+ * token and the family, the winner's new token included, is revoked. */
+static void test_refresh_rotation_race(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a;
+
+	make_account(st, "cl_A", &a);
+	for (int round = 0; round < 8; round++) {
+		struct race r = {
+		    .st = st, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+		struct racer who[2] = {{&r, 0}, {&r, 1}};
+		pthread_t t[2];
+		char family[16];
+		memset(r.token, round + 1, 32);
+		snprintf(family, sizeof family, "fam%d", round);
+		assert_int_equal(st->ops->refresh_insert(st, r.token, "cl_A", family, 5000), LH_OK);
+		for (int i = 0; i < 2; i++)
+			assert_int_equal(pthread_create(&t[i], NULL, rotate_racer, &who[i]), 0);
+		pthread_mutex_lock(&r.mu);
+		while (r.ready < 2)
+			pthread_cond_wait(&r.cv, &r.mu);
+		r.go = 1;
+		pthread_cond_broadcast(&r.cv);
+		pthread_mutex_unlock(&r.mu);
+		for (int i = 0; i < 2; i++)
+			pthread_join(t[i], NULL);
+		assert_int_equal(r.err[0], LH_OK);
+		assert_int_equal(r.err[1], LH_OK);
+		int winner = r.result[0] == REFRESH_OK ? 0 : 1;
+		assert_int_equal(r.result[winner], REFRESH_OK);
+		assert_int_equal(r.result[1 - winner], REFRESH_REUSED);
+		unsigned char won[32], next[32];
+		enum refresh_result res = REFRESH_OK;
+		memcpy(won, r.token, 32);
+		won[0] = (unsigned char)(0xa0 + winner);
+		memset(next, 0xee, 32);
+		next[1] = (unsigned char)round;
+		assert_int_equal(st->ops->refresh_rotate(st, won, "cl_A", 1000, next, 9000, &res),
+		                 LH_OK);
+		assert_int_not_equal(res, REFRESH_OK); /* the family is revoked */
+	}
+	/* A new secret revokes every token of the account. */
+	unsigned char t1[32], t2[32], h[32];
+	enum refresh_result res = REFRESH_UNKNOWN;
+	struct account got;
+	memset(t1, 0x71, 32);
+	memset(t2, 0x72, 32);
+	memset(h, 0x33, 32);
+	assert_int_equal(st->ops->refresh_insert(st, t1, "cl_A", "famX", 5000), LH_OK);
+	assert_int_equal(st->ops->account_set_secret(st, "cl_A", h, &got), LH_OK);
+	assert_int_equal(st->ops->refresh_rotate(st, t1, "cl_A", 1000, t2, 9000, &res), LH_OK);
+	assert_int_not_equal(res, REFRESH_OK);
+}
+
+struct submitter {
+	struct store *st;
+	int k;
+};
+
+static void *submit_many(void *arg)
+{
+	struct submitter *me = arg;
+	for (int i = 0; i < 25; i++) {
+		char ent[32];
+		snprintf(ent, sizeof ent, "bill_%d_%d", me->k, i);
+		struct event_job j = {ent, "{}", LH_OK, NULL, NULL};
+		if (me->st->ops->submit(me->st, job_event, &j) != LH_OK)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+/* Events submitted from several threads at once: each gets its own seq, and a backlog
+ * read after a seq misses none. */
+static void test_concurrent_events(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct delivery *page = NULL;
+	size_t n = 0;
+	pthread_t t[4];
+	struct submitter who[4];
+
+	outbox_setup(st);
+	st->ops->set_commit_hook(st, on_commit_count, NULL);
+	for (int i = 0; i < 4; i++) {
+		who[i] = (struct submitter){st, i};
+		assert_int_equal(pthread_create(&t[i], NULL, submit_many, &who[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		void *rv;
+		pthread_join(t[i], &rv);
+		assert_null(rv);
+	}
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 1000, &page, &n), LH_OK);
+	assert_int_equal(n, 100);
+	for (size_t i = 0; i < n; i++) {
+		assert_true(i == 0 || page[i].event_seq > page[i - 1].event_seq);
+		free(page[i].payload);
+	}
+	free(page);
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
+/* A payload over DELIVERY_PAYLOAD_INLINE is not copied into deliveries (the hook's or a
+ * pending page's): the engine reads it with event_payload. */
+static void test_large_payload_not_inlined(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct delivery *page = NULL;
+	size_t n = 0;
+	char *big = malloc(DELIVERY_PAYLOAD_INLINE + 2), *got = NULL;
+	assert_non_null(big);
+	memset(big, 'y', DELIVERY_PAYLOAD_INLINE + 1);
+	big[DELIVERY_PAYLOAD_INLINE + 1] = '\0';
+
+	outbox_setup(st);
+	struct event_job j = {"bill_1", big, LH_OK, NULL, NULL};
+	assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
+	assert_int_equal(nhooked, 1);
+	assert_null(hooked[0].payload);
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 1);
+	assert_null(page[0].payload);
+	assert_int_equal(st->ops->event_payload(st, page[0].event_id, &got), LH_OK);
+	assert_string_equal(got, big);
+	free(got);
+	free(page);
+	hooked_clear();
+	st->ops->set_commit_hook(st, NULL, NULL);
+	free(big);
+}
+
+/* ---- PostgreSQL: several nodes on one database, and a database that goes away ---- */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* Waits up to 10 s for the store's subs_version to pass v. */
+static int version_passes(struct store *st, uint64_t v)
+{
+	for (int64_t end = now_ms() + 10000; now_ms() < end; sleep_ms(20))
+		if (st->ops->subs_version(st) > v)
+			return 1;
+	return 0;
+}
+
+static void test_pg_two_nodes(void **state)
+{
+	struct fixture *f = *state;
+	struct store *a = f->st, *b = NULL;
+	struct account acct, got;
+	struct subscription s;
+	struct delivery *page = NULL;
+	size_t n = 0;
+
+	pg_only(f);
+	assert_int_equal(open_store(f, &b), LH_OK); /* a second node, same database */
+	make_account(a, "cl_A", &acct);
+	assert_int_equal(b->ops->account_get(b, "cl_A", &got), LH_OK); /* no stale cache */
+	make_lab(a, "cl_A", "lab_1");
+
+	/* A subscription made on node a: node b hears of it, and routes to it at once. */
+	uint64_t v = b->ops->subs_version(b);
+	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
+	assert_int_equal(a->ops->sub_insert(a, &s), LH_OK);
+	assert_true(version_passes(b, v));
+	/* The conflict rule holds across nodes (it is the database's). */
+	make_sub(&s, "sub_2", "lab_1", 1u << EV_BILL_CREATED);
+	assert_int_equal(b->ops->sub_insert(b, &s), LH_ECONFLICT);
+
+	/* Events from both nodes, one after the other: seqs in commit order. */
+	for (int i = 0; i < 6; i++) {
+		char ent[32];
+		snprintf(ent, sizeof ent, "e%d", i);
+		struct event_job j = {ent, "{}", LH_OK, NULL, NULL};
+		struct store *on = i % 2 ? b : a;
+		assert_int_equal(on->ops->submit(on, job_event, &j), LH_OK);
+	}
+	assert_int_equal(a->ops->delivery_pending(a, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 6);
+	for (size_t i = 0; i < n; i++) {
+		char ent[32];
+		snprintf(ent, sizeof ent, "e%zu", i);
+		assert_string_equal(page[i].entity_id, ent);
+		free(page[i].payload);
+	}
+	free(page);
+
+	/* A delete on node b: node a routes nothing more to it. */
+	v = a->ops->subs_version(a);
+	make_sub(&s, "sub_1", "lab_1", 0);
+	s.status = SUB_DELETED;
+	assert_int_equal(b->ops->sub_update(b, &s, SUBF_STATUS, NULL), LH_OK);
+	assert_true(version_passes(a, v));
+	struct route_job r = {NULL, 0, EV_BILL_CREATED, 9};
+	assert_int_equal(a->ops->submit(a, job_route, &r), LH_OK);
+	assert_int_equal(r.got, 0);
+	b->ops->close(b);
+}
+
+/* A database on which commits are not durable when acknowledged is refused. */
+static void test_pg_refuses_synchronous_commit_off(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = NULL;
+	char uri[1024];
+
+	pg_only(f);
+	snprintf(uri, sizeof uri, "%s%coptions=-csynchronous_commit%%3Doff", f->pg,
+	         strchr(f->pg, '?') ? '&' : '?');
+	assert_int_equal(store_pg_open(uri, &st), LH_ESTORE);
+	assert_null(st);
+	snprintf(uri, sizeof uri, "%s%coptions=-csynchronous_commit%%3Dlocal", f->pg,
+	         strchr(f->pg, '?') ? '&' : '?');
+	assert_int_equal(store_pg_open(uri, &st), LH_OK); /* durable locally: fine */
+	st->ops->close(st);
+}
+
+/* Runs a PostgreSQL program of the throwaway server (tests/pg/with_pg.py) on it: as its
+ * owner, postgres, when we are root. */
+static int pg_ctl(const char *args)
+{
+	const char *bin = getenv("LABHOOK_TEST_PG_BIN"), *dir = getenv("LABHOOK_TEST_PG_DIR");
+	const char *port = getenv("LABHOOK_TEST_PG_PORT");
+	char cmd[1024];
+	if (!bin || !dir || !port)
+		return -1;
+	snprintf(cmd, sizeof cmd,
+	         "%s %s/pg_ctl -D %s/data -l %s/server.log -w -m fast"
+	         " -o \"-c listen_addresses='' -k %s -p %s -c max_connections=200\" %s"
+	         " >/dev/null",
+	         geteuid() == 0 ? "runuser -u postgres --" : "", bin, dir, dir, dir, port, args);
+	return system(cmd);
+}
+
+/* The writer's connection, killed from outside while it is inside a batch. */
+static int kill_writer_session(void)
+{
+	const char *bin = getenv("LABHOOK_TEST_PG_BIN"), *uri = getenv("LABHOOK_TEST_PG");
+	char cmd[1024];
+	snprintf(cmd, sizeof cmd,
+	         "%s/psql -q -t '%s' -c \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+	         " WHERE application_name = 'labhook' AND state = 'idle in transaction'\""
+	         " >/dev/null",
+	         bin, uri);
+	return system(cmd);
+}
+
+static enum lh_err job_kill_then_event(struct store_tx *tx, void *arg)
+{
+	assert_int_equal(kill_writer_session(), 0);
+	return job_event(tx, arg);
+}
+
+/* The connection lost in the middle of a batch: every job of it fails (LH_EUNAVAIL),
+ * nothing is kept or handed to the engine, and the next batch reconnects. */
+static void test_pg_connection_lost_mid_batch(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	enum lh_err got[3];
+	struct event_job jobs[3] = {{"bill_1", "{}", LH_OK, NULL, NULL},
+	                            {"bill_2", "{}", LH_OK, NULL, NULL},
+	                            {"bill_3", "{}", LH_OK, NULL, NULL}};
+
+	pg_only(f);
+	if (!getenv("LABHOOK_TEST_PG_BIN"))
+		skip();
+	outbox_setup(st);
+	batch_around(st, job_kill_then_event, jobs, got);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(got[i], LH_EUNAVAIL);
+	assert_int_equal(err_http_status(LH_EUNAVAIL), 503);
+	assert_int_equal(nhooked, 1); /* the gated one's alone */
+	hooked_clear();
+	assert_int_equal(pending_count(st), 1);
+	/* The next batch reconnects. */
+	assert_int_equal(st->ops->submit(st, job_event, &jobs[2]), LH_OK);
+	assert_int_equal(pending_count(st), 2);
+	hooked_clear();
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
+/* Retries op until it is LH_OK, for up to 10 s. */
+#define EVENTUALLY_OK(op)                                                                          \
+	do {                                                                                       \
+		enum lh_err e_ = LH_EUNAVAIL;                                                      \
+		for (int64_t end_ = now_ms() + 10000; now_ms() < end_; sleep_ms(50))               \
+			if ((e_ = (op)) == LH_OK)                                                  \
+				break;                                                             \
+		assert_int_equal(e_, LH_OK);                                                       \
+	} while (0)
+
+/* The database stops: operations fail fast with LH_EUNAVAIL, reads and the writer alike.
+ * It starts again: the same store works, without a restart, and re-reads subscriptions. */
+static void test_pg_database_goes_away_and_back(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a, got;
+	struct event_job j = {"bill_1", "{}", LH_OK, NULL, NULL};
+
+	pg_only(f);
+	if (!getenv("LABHOOK_TEST_PG_BIN"))
+		skip();
+	outbox_setup(st);
+	hooked_clear();
+	assert_int_equal(pg_ctl("stop"), 0);
+	for (int i = 0; i < 3; i++) {
+		int64_t t0 = now_ms();
+		assert_int_equal(st->ops->account_get(st, "cl_A", &got), LH_EUNAVAIL);
+		assert_int_equal(st->ops->submit(st, job_event, &j), LH_EUNAVAIL);
+		assert_int_equal(st->ops->lab_insert(st, &(struct lab){"lab_9", "cl_A", "n", 0}),
+		                 LH_EUNAVAIL);
+		assert_true(now_ms() - t0 < 2000); /* fast, not a connect timeout each */
+	}
+	uint64_t v = st->ops->subs_version(st);
+	assert_int_equal(pg_ctl("start"), 0);
+	EVENTUALLY_OK(st->ops->account_get(st, "cl_A", &got));
+	EVENTUALLY_OK(st->ops->submit(st, job_event, &j));
+	assert_true(version_passes(st, v)); /* the listener is back, and said so */
+	make_account(st, "cl_B", &a);
+	assert_int_equal(pending_count(st), 1);
+	hooked_clear();
+
+	/* A restart between two operations: the next ones reconnect at once. */
+	assert_int_equal(pg_ctl("restart"), 0);
+	EVENTUALLY_OK(st->ops->account_get(st, "cl_B", &got));
+	EVENTUALLY_OK(st->ops->submit(st, job_event, &j));
+	assert_int_equal(pending_count(st), 2);
+	hooked_clear();
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
 int main(void)
 {
+#define T(name)  cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define TF(name) cmocka_unit_test_setup_teardown(name, setup_faults, teardown_faults)
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_accounts, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_labs_scoped_to_account, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_refresh_rotation, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_one_live_subscription_per_event, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_sub_update_changes_only_its_fields, setup,
-	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_async_submit_and_outbox, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_deleted_subscription_takes_no_deliveries, setup,
-	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_pending_per_subscription, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_event_party_limit, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_meta_first_writer_wins, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_failed_commit_keeps_nothing, setup_faults,
-	                                    teardown_faults),
-	    cmocka_unit_test_setup_teardown(test_full_disk_then_space_again, setup_faults,
-	                                    teardown_faults),
-	    cmocka_unit_test_setup_teardown(test_io_error_mid_batch_fails_every_job, setup_faults,
-	                                    teardown_faults),
+	    T(test_accounts),
+	    T(test_labs_scoped_to_account),
+	    T(test_parties_and_labs),
+	    T(test_refresh_rotation),
+	    T(test_refresh_rotation_race),
+	    T(test_one_live_subscription_per_event),
+	    T(test_sub_update_changes_only_its_fields),
+	    T(test_sub_update_conflict_changes_nothing),
+	    T(test_sub_changes_are_announced),
+	    T(test_async_submit_and_outbox),
+	    T(test_routing_across_parties),
+	    T(test_deleted_subscription_takes_no_deliveries),
+	    T(test_delete_cancels_deliveries),
+	    T(test_disable_outcome_frees_events),
+	    T(test_pending_per_subscription),
+	    T(test_delivery_lifecycle),
+	    T(test_event_party_limit),
+	    T(test_large_payload_not_inlined),
+	    T(test_bills_and_reports),
+	    T(test_leads_and_bookings),
+	    T(test_concurrent_events),
+	    T(test_meta_first_writer_wins),
+	    T(test_reopen_keeps_data),
+	    TF(test_failed_commit_keeps_nothing),
+	    TF(test_full_disk_then_space_again),
+	    TF(test_io_error_mid_batch_fails_every_job),
+	    T(test_pg_two_nodes),
+	    T(test_pg_refuses_synchronous_commit_off),
+	    T(test_pg_connection_lost_mid_batch),
+	    T(test_pg_database_goes_away_and_back),
 	};
+#undef T
+#undef TF
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

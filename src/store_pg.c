@@ -1,0 +1,2206 @@
+/* store_pg.c: the PostgreSQL backend of store.h (see store_pg.h).
+ *
+ * Connections: `wc`, the writer's, used only by the lh-writer thread (the group commit of
+ * store_writer.c, through the wb_* primitives and the tx ops); a pool of POOL_SIZE, each
+ * borrowed for one operation, for reads and for the operations that run their own
+ * transaction; and the listener's (LISTEN labhook_subs, its own thread). Statements are
+ * prepared lazily per connection and cached by the address of their SQL text.
+ * Every batch of the writer and every subscription change takes the advisory lock
+ * LOCK_ORDER first (see wb_begin): it orders events across nodes and keeps routing, which
+ * reads subscriptions from the database inside the event's transaction, from racing a
+ * subscription change. Durable before LH_OK: synchronous_commit must not be off.
+ */
+#define _GNU_SOURCE /* pthread_setname_np */
+#include "store_pg.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "log.h"
+#include "store_shared.h"
+#include "store_writer.h"
+
+#define POOL_SIZE      8
+#define STMT_CACHE     96
+#define MAX_PARAMS     24
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define LISTEN_POLL_MS 1000
+
+/* Advisory lock keys (bigint): "lh" and a number, unlikely to meet another application's. */
+#define LOCK_MIGRATE "7020658810001" /* session lock around the migrations at open */
+#define LOCK_ORDER   "7020658810002" /* transaction lock: event order, routing vs. changes */
+
+/* A batch of the writer, and a subscription change, begin with this. Why the lock:
+ * - event_seq is the commit order across every node. The engine reads each subscription's
+ *   backlog "after seq N" (delivery_pending) and moves N past what it has read, so a seq
+ *   that committed after a larger one was read would never be sent. The lock is held from
+ *   before the first event of a batch gets its seq (nextval) to the commit, so the seqs of
+ *   transactions of different nodes are ordered as their commits are.
+ * - Routing reads subscription_events inside the event's transaction. A subscription change
+ *   holding the same lock commits either before the batch takes it (so routing, whose
+ *   statements start after, sees the change) or after the batch commits (so a delete's
+ *   cancellation sees the batch's deliveries): no delivery to a deleted subscription stays
+ *   pending, and no event reaches two live holders.
+ * - Taken before any row of the batch is written, it keeps one lock order (this lock, then
+ *   rows) for every writer of subscriptions and deliveries, so they cannot deadlock. */
+#define BEGIN_ORDERED "BEGIN; SELECT pg_advisory_xact_lock(" LOCK_ORDER ")"
+/* A subscription change also tells the other nodes, at its commit. */
+#define BEGIN_SUBS BEGIN_ORDERED "; NOTIFY labhook_subs"
+
+struct pg_conn {
+	PGconn *pg;
+	const char *stmt[STMT_CACHE]; /* prepared as "s<index>" on this connection */
+	size_t nstmt;
+};
+
+struct pg_store {
+	struct store base;
+	struct store_tx tx;
+	char *uri;
+	/* The writer's connection and its batch state: the writer thread only. */
+	struct pg_conn wc;
+	int release_pending; /* the last job's savepoint is released with the next SAVEPOINT */
+	int subs_dirty;      /* a job changed a subscription in the open batch */
+	struct store_writer *writer;
+	/* The pool: a slot is borrowed by one thread for one operation. */
+	pthread_mutex_t pool_mu;
+	pthread_cond_t pool_cv;
+	struct pg_conn pool[POOL_SIZE];
+	int busy[POOL_SIZE];
+	/* Whether the database is reachable, for one log line per change and for backoff. */
+	pthread_mutex_t health_mu;
+	int down;
+	int64_t next_try_us; /* no reconnection before (monotonic) */
+	int backoff_ms;
+	uint64_t subs_version; /* __atomic */
+	/* The listener thread; wake[1] is written to stop it. */
+	pthread_t listener;
+	int listening;
+	int wake[2];
+	int stopping; /* __atomic */
+};
+
+/* The schema: the tables and columns of the SQLite backend's, in PostgreSQL types (BIGINT
+ * for integers, BYTEA for hashes). Forward only; labhook_schema holds the version. */
+static const char *const migrations[] = {
+    /* 1: accounts, labs, parties, refresh tokens, subscriptions. */
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE accounts(client_id TEXT PRIMARY KEY, name TEXT NOT NULL,"
+    " mode BIGINT NOT NULL, secret_hash BYTEA NOT NULL, secret_version BIGINT NOT NULL,"
+    " created_at BIGINT NOT NULL);"
+    "CREATE TABLE labs(lab_id TEXT PRIMARY KEY,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id), name TEXT NOT NULL,"
+    " created_at BIGINT NOT NULL);"
+    "CREATE INDEX labs_client ON labs(client_id, lab_id);"
+    "CREATE TABLE parties(party_id TEXT PRIMARY KEY,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id), kind BIGINT NOT NULL,"
+    " name TEXT NOT NULL, created_at BIGINT NOT NULL);"
+    "CREATE INDEX parties_client ON parties(client_id, party_id);"
+    "CREATE TABLE refresh_tokens(hash BYTEA PRIMARY KEY,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id), family TEXT NOT NULL,"
+    " state BIGINT NOT NULL, expires_at BIGINT NOT NULL);"
+    "CREATE INDEX refresh_family ON refresh_tokens(family);"
+    "CREATE INDEX refresh_client ON refresh_tokens(client_id);"
+    "CREATE TABLE subscriptions(sub_id TEXT PRIMARY KEY,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id),"
+    " lab_id TEXT NOT NULL REFERENCES labs(lab_id), party_id TEXT NOT NULL,"
+    " party_kind BIGINT NOT NULL, events BIGINT NOT NULL, endpoint TEXT NOT NULL,"
+    " auth_token TEXT NOT NULL, status BIGINT NOT NULL, secret TEXT NOT NULL,"
+    " prev_secret TEXT NOT NULL, prev_secret_until BIGINT NOT NULL,"
+    " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,"
+    " failing_since BIGINT NOT NULL DEFAULT 0);"
+    "CREATE INDEX subs_client ON subscriptions(client_id, sub_id);"
+    /* One row per (live subscription, event): the unique constraint is the 409 rule. */
+    "CREATE TABLE subscription_events(sub_id TEXT NOT NULL REFERENCES subscriptions(sub_id),"
+    " lab_id TEXT NOT NULL, party_id TEXT NOT NULL, event BIGINT NOT NULL,"
+    " PRIMARY KEY(sub_id, event), CONSTRAINT sub_events_holder"
+    " UNIQUE(lab_id, party_id, event));",
+    /* 2: bills and reports, leads and bookings, events and their deliveries (the outbox). */
+    "CREATE TABLE bills(bill_id TEXT PRIMARY KEY,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id),"
+    " lab_id TEXT NOT NULL REFERENCES labs(lab_id), integrator_id TEXT NOT NULL,"
+    " pre_booking_id TEXT NOT NULL, bar_code TEXT, lead_source TEXT NOT NULL,"
+    " status BIGINT NOT NULL, corporate_user TEXT NOT NULL, referred_org TEXT NOT NULL,"
+    " referred_hospital_org TEXT NOT NULL, patient TEXT NOT NULL,"
+    " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);"
+    "CREATE UNIQUE INDEX bills_bar_code ON bills(lab_id, bar_code) WHERE bar_code IS NOT NULL;"
+    "CREATE TABLE reports(report_id TEXT PRIMARY KEY,"
+    " bill_id TEXT NOT NULL REFERENCES bills(bill_id), seq BIGINT NOT NULL,"
+    " name TEXT NOT NULL, package TEXT NOT NULL, status BIGINT NOT NULL,"
+    " completed_at BIGINT NOT NULL);"
+    "CREATE INDEX reports_bill ON reports(bill_id, seq);"
+    "CREATE TABLE leads(lead_id TEXT PRIMARY KEY,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id),"
+    " lab_id TEXT NOT NULL REFERENCES labs(lab_id), integrator_id TEXT NOT NULL,"
+    " phase BIGINT NOT NULL, contact TEXT NOT NULL, email TEXT NOT NULL, day TEXT NOT NULL,"
+    " booking_id TEXT NOT NULL, corporate_user TEXT NOT NULL, referred_org TEXT NOT NULL,"
+    " referred_hospital_org TEXT NOT NULL, data TEXT NOT NULL, created_at BIGINT NOT NULL);"
+    "CREATE INDEX leads_contact ON leads(lab_id, day, contact);"
+    "CREATE INDEX leads_email ON leads(lab_id, day, email);"
+    "CREATE TABLE bookings(booking_id TEXT PRIMARY KEY, lead_id TEXT NOT NULL,"
+    " client_id TEXT NOT NULL REFERENCES accounts(client_id),"
+    " lab_id TEXT NOT NULL REFERENCES labs(lab_id), integrator_id TEXT NOT NULL,"
+    " booking_type TEXT NOT NULL, scheduled_at TEXT NOT NULL, corporate_user TEXT NOT NULL,"
+    " referred_org TEXT NOT NULL, referred_hospital_org TEXT NOT NULL,"
+    " created_at BIGINT NOT NULL);"
+    /* seq comes from a sequence, under LOCK_ORDER: commit order across nodes. */
+    "CREATE TABLE events(seq BIGSERIAL PRIMARY KEY,"
+    " event_id TEXT NOT NULL UNIQUE, client_id TEXT NOT NULL,"
+    " lab_id TEXT NOT NULL, type BIGINT NOT NULL, entity_id TEXT NOT NULL,"
+    " payload TEXT NOT NULL, created_at BIGINT NOT NULL);"
+    /* The outbox. status: 0 pending, 1 delivered, 2 failed, 3 cancelled; next_at in ms. */
+    "CREATE TABLE deliveries(delivery_id TEXT PRIMARY KEY,"
+    " event_id TEXT NOT NULL REFERENCES events(event_id), event_seq BIGINT NOT NULL,"
+    " event_type BIGINT NOT NULL, sub_id TEXT NOT NULL, entity_id TEXT NOT NULL,"
+    " status BIGINT NOT NULL, attempts BIGINT NOT NULL, next_at BIGINT NOT NULL,"
+    " last_error TEXT NOT NULL DEFAULT '', created_at BIGINT NOT NULL,"
+    " updated_at BIGINT NOT NULL);"
+    /* Each subscription's backlog in event order, and which subscriptions have one. */
+    "CREATE INDEX deliveries_pending ON deliveries(sub_id, event_seq) WHERE status = 0;"
+    "CREATE INDEX deliveries_sub ON deliveries(sub_id, delivery_id);"
+    "CREATE TABLE attempts(delivery_id TEXT NOT NULL REFERENCES deliveries(delivery_id),"
+    " n BIGINT NOT NULL, started_at BIGINT NOT NULL, duration_ms BIGINT NOT NULL,"
+    " status_code BIGINT NOT NULL, error TEXT NOT NULL, response TEXT NOT NULL,"
+    " PRIMARY KEY(delivery_id, n));",
+};
+#define N_MIGRATIONS (COUNTOF(migrations))
+
+static struct pg_store *S(struct store *s)
+{
+	return (struct pg_store *)s;
+}
+
+static struct pg_store *TX(struct store_tx *tx)
+{
+	return (struct pg_store *)(void *)((char *)tx - offsetof(struct pg_store, tx));
+}
+
+/* A libpq message as one log value: whitespace runs (it has newlines and tabs) become one
+ * space, quotes and anything unprintable are replaced, and it is cut to fit. */
+static const char *msg_line(const char *in, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (; in && *in && o + 1 < cap; in++) {
+		unsigned char c = (unsigned char)*in;
+		if (c == ' ' || c == '\n' || c == '\t' || c == '\r') {
+			if (o && out[o - 1] != ' ')
+				out[o++] = ' ';
+		} else {
+			out[o++] = c == '"' || c == '\\'   ? '\''
+			           : c < 0x20 || c >= 0x7f ? '?'
+			                                   : (char)c;
+		}
+	}
+	while (o && out[o - 1] == ' ')
+		o--;
+	out[o] = '\0';
+	return out;
+}
+
+/* ---- reachability: one log line when the database goes away, one when it is back ---- */
+
+/* The database could not be reached: a connect failed (retry after the backoff, doubled
+ * from the second failure on) or, with lost set, a connection in use was lost (the next
+ * operation reconnects at once). Logs once per outage. */
+static void health_failed(struct pg_store *s, const PGconn *pg, int lost)
+{
+	char msg[256];
+	pthread_mutex_lock(&s->health_mu);
+	if (!s->down) {
+		LOG(LOG_ERROR, "store",
+		    "backend=postgresql err=\"%s\" the database is unreachable: operations fail"
+		    " with 503 until it is back",
+		    msg_line(pg ? PQerrorMessage(pg) : "out of memory", msg, sizeof msg));
+		s->down = 1;
+		s->backoff_ms = BACKOFF_MIN_MS;
+		s->next_try_us = lost ? 0 : util_mono_us() + BACKOFF_MIN_MS * 1000;
+	} else if (!lost) {
+		s->backoff_ms =
+		    s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+		s->next_try_us = util_mono_us() + (int64_t)s->backoff_ms * 1000;
+	}
+	pthread_mutex_unlock(&s->health_mu);
+}
+
+static void health_ok(struct pg_store *s)
+{
+	pthread_mutex_lock(&s->health_mu);
+	if (s->down)
+		LOG(LOG_INFO, "store", "backend=postgresql the database is reachable again");
+	s->down = 0;
+	s->backoff_ms = BACKOFF_MIN_MS;
+	s->next_try_us = 0;
+	pthread_mutex_unlock(&s->health_mu);
+}
+
+/* 1 if this thread may try to reconnect now. While the database is down, one thread per
+ * backoff period probes it and the others fail at once, so no request waits on a connect
+ * that is likely to fail (a connect to a silent host takes its whole timeout). */
+static int health_may_try(struct pg_store *s)
+{
+	pthread_mutex_lock(&s->health_mu);
+	int64_t now = util_mono_us();
+	int ok = !s->down || now >= s->next_try_us;
+	if (s->down && ok) /* claimed: the others wait for its outcome */
+		s->next_try_us = now + (int64_t)s->backoff_ms * 1000;
+	pthread_mutex_unlock(&s->health_mu);
+	return ok;
+}
+
+/* ---- connections ---- */
+
+/* Server notices (and the FATAL a terminated session is sent) go to the debug log, not to
+ * libpq's default printer on stderr. */
+static void on_notice(void *arg, const char *message)
+{
+	char msg[256];
+	(void)arg;
+	LOG(LOG_DEBUG, "store", "backend=postgresql notice=\"%s\"",
+	    msg_line(message, msg, sizeof msg));
+}
+
+/* A new connection to s->uri (check PQstatus). The URI's own settings win over these:
+ * - keepalives, so a server that vanished without a reset (a partition) is noticed by the
+ *   listener and by an operation waiting on it (TCP only);
+ * - idle_in_transaction_session_timeout: a node that stalls inside a batch (a pause, a
+ *   partition) holds LOCK_ORDER, and every node's writer waits for it; the server ends
+ *   such a session after 30 s. Our transactions are idle only between two statements. */
+static PGconn *pg_connect(const struct pg_store *s)
+{
+	const char *const keys[] = {
+	    "connect_timeout",  "application_name", "keepalives_idle", "keepalives_interval",
+	    "keepalives_count", "options",          "dbname",          NULL};
+	const char *const vals[] = {
+	    "5",    "labhook", "30", "10", "3", "-c idle_in_transaction_session_timeout=30000",
+	    s->uri, NULL};
+	PGconn *pg = PQconnectdbParams(keys, vals, 1);
+	if (pg)
+		PQsetNoticeProcessor(pg, on_notice, NULL);
+	return pg;
+}
+
+/* Refuses a server on which a commit could return before it is durable. */
+static enum lh_err conn_check(PGconn *pg)
+{
+	PGresult *r = PQexec(pg, "SHOW synchronous_commit");
+	enum lh_err e = LH_OK;
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+		e = LH_EUNAVAIL;
+	} else if (strcmp(PQgetvalue(r, 0, 0), "off") == 0) {
+		LOG(LOG_ERROR, "store",
+		    "backend=postgresql synchronous_commit=off commits would not be durable before"
+		    " they are acknowledged: refusing the database (set synchronous_commit = on)");
+		e = LH_ESTORE;
+	}
+	PQclear(r);
+	return e;
+}
+
+/* Makes c usable: a connection found closed (an idle socket that reads as EOF or an error)
+ * or broken by an earlier operation is reset, once; LH_EUNAVAIL if that fails or the
+ * database is known down and its backoff has not passed. Prepared statements go with the
+ * old session. */
+static enum lh_err conn_ready(struct pg_store *s, struct pg_conn *c)
+{
+	/* Idle, yet readable: a notice, or the server ended the session (the FATAL it sends
+	 * first, then end of file). Read to the end, so a closed one is reset now, not found
+	 * out by a failed statement. */
+	for (int k = 0; k < 4 && PQstatus(c->pg) == CONNECTION_OK; k++) {
+		struct pollfd p = {PQsocket(c->pg), POLLIN, 0};
+		if (poll(&p, 1, 0) <= 0 || !PQconsumeInput(c->pg))
+			break;
+	}
+	if (PQstatus(c->pg) == CONNECTION_OK)
+		return LH_OK;
+	if (!health_may_try(s))
+		return LH_EUNAVAIL;
+	c->nstmt = 0;
+	if (c->pg)
+		PQreset(c->pg);
+	else if (!(c->pg = pg_connect(s)))
+		return LH_ENOMEM;
+	if (PQstatus(c->pg) != CONNECTION_OK) {
+		health_failed(s, c->pg, 0);
+		return LH_EUNAVAIL;
+	}
+	enum lh_err e = conn_check(c->pg);
+	if (e != LH_OK) {
+		PQfinish(c->pg);
+		c->pg = NULL;
+		return e;
+	}
+	health_ok(s);
+	return LH_OK;
+}
+
+static void conn_close(struct pg_conn *c)
+{
+	PQfinish(c->pg); /* accepts NULL */
+	c->pg = NULL;
+	c->nstmt = 0;
+}
+
+/* Borrows a pool connection, ready for use, for one operation: give it back with pool_put. */
+static enum lh_err pool_get(struct pg_store *s, struct pg_conn **out)
+{
+	size_t i;
+	pthread_mutex_lock(&s->pool_mu);
+	for (;;) {
+		for (i = 0; i < POOL_SIZE && s->busy[i]; i++)
+			;
+		if (i < POOL_SIZE)
+			break;
+		pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+	}
+	s->busy[i] = 1;
+	pthread_mutex_unlock(&s->pool_mu);
+	enum lh_err e = conn_ready(s, &s->pool[i]);
+	if (e != LH_OK) {
+		pthread_mutex_lock(&s->pool_mu);
+		s->busy[i] = 0;
+		pthread_cond_signal(&s->pool_cv);
+		pthread_mutex_unlock(&s->pool_mu);
+		return e;
+	}
+	*out = &s->pool[i];
+	return LH_OK;
+}
+
+static void pool_put(struct pg_store *s, struct pg_conn *c)
+{
+	size_t i = (size_t)(c - s->pool);
+	assert(i < POOL_SIZE && s->busy[i]);
+	pthread_mutex_lock(&s->pool_mu);
+	s->busy[i] = 0;
+	pthread_cond_signal(&s->pool_cv);
+	pthread_mutex_unlock(&s->pool_mu);
+}
+
+/* ---- statements ---- */
+
+/* Text parameters of one statement: strings are borrowed, numbers and hashes are formatted
+ * here, arrays (text[] literals) are owned and freed by params_free. */
+struct params {
+	int n;
+	const char *v[MAX_PARAMS];
+	char buf[MAX_PARAMS][68];
+	char *owned[8];
+	int nowned;
+};
+
+static void p_text(struct params *p, const char *v)
+{
+	assert(p->n < MAX_PARAMS);
+	p->v[p->n++] = v;
+}
+
+/* "" as SQL NULL (bar codes: NULL is outside the unique rule). */
+static void p_text_or_null(struct params *p, const char *v)
+{
+	p_text(p, v[0] ? v : NULL);
+}
+
+static void p_i64(struct params *p, int64_t v)
+{
+	assert(p->n < MAX_PARAMS);
+	snprintf(p->buf[p->n], sizeof p->buf[0], "%" PRId64, v);
+	p->v[p->n] = p->buf[p->n];
+	p->n++;
+}
+
+/* A 32-byte hash as a bytea literal: \x and 64 hex digits. */
+static void p_hash(struct params *p, const unsigned char h[32])
+{
+	static const char hex[] = "0123456789abcdef";
+	assert(p->n < MAX_PARAMS);
+	char *o = p->buf[p->n];
+	*o++ = '\\';
+	*o++ = 'x';
+	for (int i = 0; i < 32; i++) {
+		*o++ = hex[h[i] >> 4];
+		*o++ = hex[h[i] & 15];
+	}
+	*o = '\0';
+	p->v[p->n] = p->buf[p->n];
+	p->n++;
+}
+
+static void params_free(struct params *p)
+{
+	for (int i = 0; i < p->nowned; i++)
+		free(p->owned[i]);
+	p->nowned = 0;
+}
+
+/* A text[] literal being built: {"a","b"} with " and \ escaped. */
+struct pg_array {
+	char *buf;
+	size_t len, cap;
+	int oom;
+};
+
+static void arr_put(struct pg_array *a, const char *s, size_t n)
+{
+	if (a->oom || UTIL_GROW(a->buf, a->cap, a->len + n + 1, 256)) {
+		a->oom = 1;
+		return;
+	}
+	memcpy(a->buf + a->len, s, n);
+	a->len += n;
+	a->buf[a->len] = '\0';
+}
+
+static void arr_add(struct pg_array *a, const char *v)
+{
+	arr_put(a, a->len ? ",\"" : "{\"", 2);
+	for (const char *q = v; *q; q++) {
+		if (*q == '"' || *q == '\\')
+			arr_put(a, "\\", 1);
+		arr_put(a, q, 1);
+	}
+	arr_put(a, "\"", 1);
+}
+
+static void arr_add_i64(struct pg_array *a, int64_t v)
+{
+	char num[24];
+	snprintf(num, sizeof num, "%" PRId64, v);
+	arr_add(a, num);
+}
+
+/* Passes the array as the next parameter (taking its buffer); LH_ENOMEM if it ran out. */
+static enum lh_err p_array(struct params *p, struct pg_array *a)
+{
+	if (!a->len)
+		arr_put(a, "{", 1);
+	arr_put(a, "}", 1);
+	if (a->oom) {
+		free(a->buf);
+		return LH_ENOMEM;
+	}
+	assert(p->nowned < (int)COUNTOF(p->owned));
+	p->owned[p->nowned++] = a->buf;
+	p_text(p, a->buf);
+	return LH_OK;
+}
+
+/* A failed result (or none) as a project error. A lost connection is LH_EUNAVAIL (the
+ * next operation reconnects); an integrity violation (unique, foreign key, not null: class
+ * 23) LH_ECONFLICT, as SQLite's constraint errors; a full disk LH_EFULL. */
+static enum lh_err fail(struct pg_store *s, struct pg_conn *c, const PGresult *r, const char *what)
+{
+	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	if (PQstatus(c->pg) != CONNECTION_OK ||
+	    (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0))) {
+		health_failed(s, c->pg, 1);
+		return LH_EUNAVAIL;
+	}
+	if (state && strncmp(state, "23", 2) == 0)
+		return LH_ECONFLICT;
+	/* The primary message only: the detail can quote the row's values. */
+	char msg[256];
+	LOG(LOG_ERROR, "store", "op=%s sqlstate=%s err=\"%s\" postgresql call failed", what,
+	    state ? state : "-",
+	    msg_line(r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : PQerrorMessage(c->pg),
+	             msg, sizeof msg));
+	if (!state)
+		return LH_ENOMEM; /* no result from a connection that is fine: out of memory */
+	if (strncmp(state, "22", 2) == 0)
+		return LH_EINVAL; /* data exception: e.g. text that is not UTF-8 */
+	if (strcmp(state, "53100") == 0)
+		return LH_EFULL;
+	if (strcmp(state, "58030") == 0)
+		return LH_EDISK;
+	return LH_ESTORE;
+}
+
+/* Runs a string of SQL without parameters (several statements allowed). */
+static enum lh_err exec_sql(struct pg_store *s, struct pg_conn *c, const char *sql,
+                            const char *what)
+{
+	PGresult *r = PQexec(c->pg, sql);
+	ExecStatusType st = PQresultStatus(r);
+	enum lh_err e =
+	    r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? LH_OK : fail(s, c, r, what);
+	PQclear(r);
+	return e;
+}
+
+/* Runs sql (a string literal: prepared once per connection, cached by its address) with
+ * p's parameters. On LH_OK *out holds the result: free it with PQclear. */
+static enum lh_err run(struct pg_store *s, struct pg_conn *c, const char *sql,
+                       const struct params *p, PGresult **out, const char *what)
+{
+	char name[16];
+	size_t i;
+	PGresult *r;
+	for (i = 0; i < c->nstmt && c->stmt[i] != sql; i++)
+		;
+	snprintf(name, sizeof name, "s%zu", i);
+	if (i == c->nstmt && i < STMT_CACHE) {
+		r = PQprepare(c->pg, name, sql, p->n, NULL);
+		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+			enum lh_err e = fail(s, c, r, what);
+			PQclear(r);
+			return e;
+		}
+		PQclear(r);
+		c->stmt[c->nstmt++] = sql;
+	}
+	/* Past the cache (more statements than we have), unprepared. */
+	r = i < STMT_CACHE ? PQexecPrepared(c->pg, name, p->n, p->v, NULL, NULL, 0)
+	                   : PQexecParams(c->pg, sql, p->n, NULL, p->v, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(r);
+	if (r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
+		*out = r;
+		return LH_OK;
+	}
+	enum lh_err e = fail(s, c, r, what);
+	PQclear(r);
+	return e;
+}
+
+/* Runs a statement whose rows are not read; *changed (may be NULL) gets the rows it
+ * changed. */
+static enum lh_err run_cmd(struct pg_store *s, struct pg_conn *c, const char *sql,
+                           const struct params *p, int64_t *changed, const char *what)
+{
+	PGresult *r = NULL;
+	enum lh_err e = run(s, c, sql, p, &r, what);
+	if (e == LH_OK && changed)
+		*changed = strtoll(PQcmdTuples(r), NULL, 10);
+	PQclear(r);
+	return e;
+}
+
+/* ---- reading rows ---- */
+
+static void col_text(const PGresult *r, int row, int col, char *out, size_t cap)
+{
+	const char *t = PQgetvalue(r, row, col); /* "" for NULL */
+	size_t n = (size_t)PQgetlength(r, row, col);
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(out, t, n);
+	out[n] = '\0';
+}
+
+static int64_t col_i64(const PGresult *r, int row, int col)
+{
+	return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* A bytea of 32 bytes (text output: \x and hex); zeros if it is anything else. */
+static void col_hash(const PGresult *r, int row, int col, unsigned char out[32])
+{
+	const char *t = PQgetvalue(r, row, col);
+	memset(out, 0, 32);
+	if (PQgetlength(r, row, col) != 66 || t[0] != '\\' || t[1] != 'x')
+		return;
+	for (int i = 0; i < 32; i++) {
+		int hi = hexval(t[2 + 2 * i]), lo = hexval(t[3 + 2 * i]);
+		if (hi < 0 || lo < 0)
+			return;
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+}
+
+typedef void (*row_fn)(const PGresult *r, int row, void *out);
+
+/* The rows of r as a new array of elem-byte records (free with free()). */
+static enum lh_err rows_collect(const PGresult *r, size_t elem, row_fn from_row, void **out,
+                                size_t *n)
+{
+	size_t cnt = (size_t)PQntuples(r);
+	char *arr = calloc(cnt ? cnt : 1, elem);
+	if (!arr)
+		return LH_ENOMEM;
+	for (size_t i = 0; i < cnt; i++)
+		from_row(r, (int)i, arr + i * elem);
+	*out = arr;
+	*n = cnt;
+	return LH_OK;
+}
+
+/* Runs a query and collects its rows (see rows_collect). */
+static enum lh_err query_list(struct pg_store *s, struct pg_conn *c, const char *sql,
+                              const struct params *p, size_t elem, row_fn from_row, void **out,
+                              size_t *n, const char *what)
+{
+	PGresult *r = NULL;
+	enum lh_err e = run(s, c, sql, p, &r, what);
+	if (e == LH_OK)
+		e = rows_collect(r, elem, from_row, out, n);
+	PQclear(r);
+	return e;
+}
+
+/* Runs a query for at most one row into out: LH_ENOTFOUND when there is none. */
+static enum lh_err query_one(struct pg_store *s, struct pg_conn *c, const char *sql,
+                             const struct params *p, row_fn from_row, void *out, const char *what)
+{
+	PGresult *r = NULL;
+	enum lh_err e = run(s, c, sql, p, &r, what);
+	if (e == LH_OK) {
+		if (PQntuples(r) > 0)
+			from_row(r, 0, out);
+		else
+			e = LH_ENOTFOUND;
+	}
+	PQclear(r);
+	return e;
+}
+
+/* ---- transactions ---- */
+
+/* Commits when e is LH_OK, else rolls back; leaves no transaction open. Returns the
+ * outcome. (A COMMIT of a transaction an error aborted would answer ROLLBACK: checked.) */
+static enum lh_err tx_close(struct pg_store *s, struct pg_conn *c, enum lh_err e)
+{
+	if (e == LH_OK)
+		e = PQtransactionStatus(c->pg) == PQTRANS_INTRANS
+		        ? exec_sql(s, c, "COMMIT", "commit")
+		    : PQstatus(c->pg) == CONNECTION_OK ? LH_ESTORE
+		                                       : LH_EUNAVAIL;
+	PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+	if (e != LH_OK && (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR))
+		exec_sql(s, c, "ROLLBACK", "rollback");
+	assert(PQtransactionStatus(c->pg) != PQTRANS_INTRANS &&
+	       PQtransactionStatus(c->pg) != PQTRANS_INERROR);
+	return e;
+}
+
+/* Borrows a pool connection and opens a transaction with begin_sql (BEGIN and whatever
+ * must come first). End it with pool_end. */
+static enum lh_err pool_begin(struct pg_store *s, const char *begin_sql, struct pg_conn **out)
+{
+	struct pg_conn *c;
+	enum lh_err e = pool_get(s, &c);
+	if (e != LH_OK)
+		return e;
+	if ((e = exec_sql(s, c, begin_sql, "begin")) != LH_OK) {
+		tx_close(s, c, e);
+		pool_put(s, c);
+		return e;
+	}
+	*out = c;
+	return LH_OK;
+}
+
+/* Commits (e == LH_OK) or rolls back, and gives the connection back. Returns the outcome. */
+static enum lh_err pool_end(struct pg_store *s, struct pg_conn *c, enum lh_err e)
+{
+	e = tx_close(s, c, e);
+	pool_put(s, c);
+	return e;
+}
+
+/* Bumps subs_version once a subscription change has ended (its rows are visible), and
+ * tells the commit hook. Also called by the listener for other nodes' changes. */
+static void subs_bump(struct pg_store *s)
+{
+	__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
+	if (s->writer)
+		writer_notify_subs(s->writer);
+}
+
+/* A statement on a borrowed pool connection, in its own (implicit) transaction. */
+static enum lh_err pool_cmd(struct pg_store *s, const char *sql, const struct params *p,
+                            int64_t *changed, const char *what)
+{
+	struct pg_conn *c;
+	enum lh_err e = pool_get(s, &c);
+	if (e != LH_OK)
+		return e;
+	e = run_cmd(s, c, sql, p, changed, what);
+	pool_put(s, c);
+	return e;
+}
+
+static enum lh_err pool_one(struct pg_store *s, const char *sql, const struct params *p,
+                            row_fn from_row, void *out, const char *what)
+{
+	struct pg_conn *c;
+	enum lh_err e = pool_get(s, &c);
+	if (e != LH_OK)
+		return e;
+	e = query_one(s, c, sql, p, from_row, out, what);
+	pool_put(s, c);
+	return e;
+}
+
+static enum lh_err pool_list(struct pg_store *s, const char *sql, const struct params *p,
+                             size_t elem, row_fn from_row, void **out, size_t *n, const char *what)
+{
+	struct pg_conn *c;
+	enum lh_err e = pool_get(s, &c);
+	if (e != LH_OK)
+		return e;
+	e = query_list(s, c, sql, p, elem, from_row, out, n, what);
+	pool_put(s, c);
+	return e;
+}
+
+/* ---- meta, accounts, labs, parties ---- */
+
+static enum lh_err pgs_meta_get_or_put(struct store *base, const char *key, const char *value,
+                                       char *out, size_t cap)
+{
+	struct pg_store *s = S(base);
+	struct params p = {0};
+	PGresult *r = NULL;
+	struct pg_conn *c;
+	enum lh_err e = pool_get(s, &c);
+	if (e != LH_OK)
+		return e;
+	p_text(&p, key);
+	p_text(&p, value);
+	/* Two statements: the SELECT's snapshot must see a row another node inserted while
+	 * this INSERT waited for it. */
+	e = run_cmd(s, c, "INSERT INTO meta(key, value) VALUES($1, $2) ON CONFLICT DO NOTHING", &p,
+	            NULL, "meta_put");
+	p.n = 1;
+	if (e == LH_OK &&
+	    (e = run(s, c, "SELECT value FROM meta WHERE key = $1", &p, &r, "meta_get")) == LH_OK) {
+		if (PQntuples(r) == 1)
+			col_text(r, 0, 0, out, cap);
+		else
+			e = LH_ESTORE;
+	}
+	PQclear(r);
+	pool_put(s, c);
+	return e;
+}
+
+#define ACCOUNT_COLS "client_id, name, mode, secret_hash, secret_version, created_at"
+
+static void account_from_row(const PGresult *r, int i, void *out)
+{
+	struct account *a = out;
+	memset(a, 0, sizeof *a);
+	col_text(r, i, 0, a->client_id, sizeof a->client_id);
+	col_text(r, i, 1, a->name, sizeof a->name);
+	a->mode = (enum account_mode)col_i64(r, i, 2);
+	col_hash(r, i, 3, a->secret_hash);
+	a->secret_version = col_i64(r, i, 4);
+	a->created_at = col_i64(r, i, 5);
+}
+
+static enum lh_err pgs_account_insert(struct store *base, const struct account *a)
+{
+	struct params p = {0};
+	p_text(&p, a->client_id);
+	p_text(&p, a->name);
+	p_i64(&p, a->mode);
+	p_hash(&p, a->secret_hash);
+	p_i64(&p, a->secret_version);
+	p_i64(&p, a->created_at);
+	return pool_cmd(S(base),
+	                "INSERT INTO accounts(" ACCOUNT_COLS ") VALUES($1, $2, $3, $4, $5, $6)", &p,
+	                NULL, "account_insert");
+}
+
+static enum lh_err pgs_account_get(struct store *base, const char *client_id, struct account *out)
+{
+	struct params p = {0};
+	p_text(&p, client_id);
+	return pool_one(S(base), "SELECT " ACCOUNT_COLS " FROM accounts WHERE client_id = $1", &p,
+	                account_from_row, out, "account");
+}
+
+static enum lh_err pgs_account_list(struct store *base, const char *after, size_t limit,
+                                    struct account **out, size_t *n)
+{
+	struct params p = {0};
+	p_text(&p, after);
+	p_i64(&p, (int64_t)limit);
+	return pool_list(S(base),
+	                 "SELECT " ACCOUNT_COLS " FROM accounts WHERE client_id > $1"
+	                 " ORDER BY client_id LIMIT $2",
+	                 &p, sizeof **out, account_from_row, (void **)out, n, "account_list");
+}
+
+static enum lh_err pgs_account_set_secret(struct store *base, const char *client_id,
+                                          const unsigned char hash[32], struct account *out)
+{
+	struct params p = {0};
+	p_text(&p, client_id);
+	p_hash(&p, hash);
+	/* One statement, so one transaction: the new secret and the revoked tokens. */
+	return pool_one(S(base),
+	                "WITH a AS (UPDATE accounts SET secret_hash = $2,"
+	                " secret_version = secret_version + 1 WHERE client_id = $1"
+	                " RETURNING " ACCOUNT_COLS "),"
+	                " r AS (UPDATE refresh_tokens SET state = 2 WHERE client_id = $1"
+	                " AND EXISTS (SELECT 1 FROM a))"
+	                " SELECT " ACCOUNT_COLS " FROM a",
+	                &p, account_from_row, out, "account_secret");
+}
+
+static enum lh_err pgs_account_set_mode(struct store *base, const char *client_id,
+                                        enum account_mode mode, struct account *out)
+{
+	struct params p = {0};
+	p_text(&p, client_id);
+	p_i64(&p, mode);
+	return pool_one(S(base),
+	                "UPDATE accounts SET mode = $2 WHERE client_id = $1"
+	                " RETURNING " ACCOUNT_COLS,
+	                &p, account_from_row, out, "account_mode");
+}
+
+static enum lh_err pgs_lab_insert(struct store *base, const struct lab *l)
+{
+	struct params p = {0};
+	p_text(&p, l->lab_id);
+	p_text(&p, l->client_id);
+	p_text(&p, l->name);
+	p_i64(&p, l->created_at);
+	return pool_cmd(S(base),
+	                "INSERT INTO labs(lab_id, client_id, name, created_at)"
+	                " VALUES($1, $2, $3, $4)",
+	                &p, NULL, "lab_insert");
+}
+
+static void lab_from_row(const PGresult *r, int i, void *out)
+{
+	struct lab *l = out;
+	memset(l, 0, sizeof *l);
+	col_text(r, i, 0, l->lab_id, sizeof l->lab_id);
+	col_text(r, i, 1, l->client_id, sizeof l->client_id);
+	col_text(r, i, 2, l->name, sizeof l->name);
+	l->created_at = col_i64(r, i, 3);
+}
+
+static enum lh_err pgs_lab_get(struct store *base, const char *client_id, const char *lab_id,
+                               struct lab *out)
+{
+	struct params p = {0};
+	p_text(&p, lab_id);
+	p_text(&p, client_id);
+	return pool_one(S(base),
+	                "SELECT lab_id, client_id, name, created_at FROM labs"
+	                " WHERE lab_id = $1 AND client_id = $2",
+	                &p, lab_from_row, out, "lab");
+}
+
+static enum lh_err pgs_lab_list(struct store *base, const char *client_id, struct lab **out,
+                                size_t *n)
+{
+	struct params p = {0};
+	p_text(&p, client_id);
+	return pool_list(S(base),
+	                 "SELECT lab_id, client_id, name, created_at FROM labs"
+	                 " WHERE client_id = $1 ORDER BY lab_id",
+	                 &p, sizeof **out, lab_from_row, (void **)out, n, "lab_list");
+}
+
+static enum lh_err pgs_party_insert(struct store *base, const struct party *pa)
+{
+	struct params p = {0};
+	p_text(&p, pa->party_id);
+	p_text(&p, pa->client_id);
+	p_i64(&p, pa->kind);
+	p_text(&p, pa->name);
+	p_i64(&p, pa->created_at);
+	return pool_cmd(S(base),
+	                "INSERT INTO parties(party_id, client_id, kind, name, created_at)"
+	                " VALUES($1, $2, $3, $4, $5)",
+	                &p, NULL, "party_insert");
+}
+
+static void party_from_row(const PGresult *r, int i, void *out)
+{
+	struct party *pa = out;
+	memset(pa, 0, sizeof *pa);
+	col_text(r, i, 0, pa->party_id, sizeof pa->party_id);
+	col_text(r, i, 1, pa->client_id, sizeof pa->client_id);
+	pa->kind = (enum party_kind)col_i64(r, i, 2);
+	col_text(r, i, 3, pa->name, sizeof pa->name);
+	pa->created_at = col_i64(r, i, 4);
+}
+
+static enum lh_err pgs_party_get(struct store *base, const char *client_id, const char *party_id,
+                                 struct party *out)
+{
+	struct params p = {0};
+	p_text(&p, party_id);
+	p_text(&p, client_id);
+	return pool_one(S(base),
+	                "SELECT party_id, client_id, kind, name, created_at FROM parties"
+	                " WHERE party_id = $1 AND client_id = $2",
+	                &p, party_from_row, out, "party");
+}
+
+static enum lh_err pgs_party_list(struct store *base, const char *client_id, struct party **out,
+                                  size_t *n)
+{
+	struct params p = {0};
+	p_text(&p, client_id);
+	return pool_list(S(base),
+	                 "SELECT party_id, client_id, kind, name, created_at FROM parties"
+	                 " WHERE client_id = $1 ORDER BY party_id",
+	                 &p, sizeof **out, party_from_row, (void **)out, n, "party_list");
+}
+
+/* ---- refresh tokens: state 0 live, 1 rotated, 2 revoked ---- */
+
+static enum lh_err pgs_refresh_insert(struct store *base, const unsigned char hash[32],
+                                      const char *client_id, const char *family, int64_t expires_at)
+{
+	struct params p = {0};
+	p_hash(&p, hash);
+	p_text(&p, client_id);
+	p_text(&p, family);
+	p_i64(&p, expires_at);
+	p_i64(&p, util_now());
+	/* Expired tokens are dead weight; swept on issue, which is rare enough. */
+	return pool_cmd(S(base),
+	                "WITH sweep AS (DELETE FROM refresh_tokens WHERE client_id = $2"
+	                " AND expires_at < $5)"
+	                " INSERT INTO refresh_tokens(hash, client_id, family, state, expires_at)"
+	                " VALUES($1, $2, $3, 0, $4)",
+	                &p, NULL, "refresh_insert");
+}
+
+static enum lh_err pgs_refresh_rotate(struct store *base, const unsigned char hash[32],
+                                      const char *client_id, int64_t now,
+                                      const unsigned char new_hash[32], int64_t new_expires,
+                                      enum refresh_result *result)
+{
+	struct pg_store *s = S(base);
+	struct params p = {0};
+	enum refresh_result res = REFRESH_UNKNOWN;
+	PGresult *r = NULL;
+	struct pg_conn *c;
+	enum lh_err e = pool_begin(s, "BEGIN", &c);
+	if (e != LH_OK)
+		return e;
+	p_hash(&p, hash);
+	p_text(&p, client_id);
+	/* FOR UPDATE: of two rotations of one token, the second waits for the first to commit,
+	 * then reads the token as rotated (REFRESH_REUSED). */
+	if ((e = run(s, c,
+	             "SELECT family, state, expires_at FROM refresh_tokens"
+	             " WHERE hash = $1 AND client_id = $2 FOR UPDATE",
+	             &p, &r, "refresh_get")) != LH_OK)
+		goto out;
+	if (PQntuples(r) == 1) {
+		char family[ID_CAP];
+		int64_t state = col_i64(r, 0, 1), expires = col_i64(r, 0, 2);
+		col_text(r, 0, 0, family, sizeof family);
+		struct params q = {0};
+		if (state == 1) {
+			/* A rotated token came back: someone holds a copy. Kill the family. */
+			res = REFRESH_REUSED;
+			p_text(&q, family);
+			e = run_cmd(s, c, "UPDATE refresh_tokens SET state = 2 WHERE family = $1",
+			            &q, NULL, "refresh_revoke");
+		} else if (state == 0 && expires < now) {
+			res = REFRESH_EXPIRED;
+		} else if (state == 0) {
+			res = REFRESH_OK;
+			p_hash(&q, hash);
+			p_hash(&q, new_hash);
+			p_text(&q, client_id);
+			p_text(&q, family);
+			p_i64(&q, new_expires);
+			e = run_cmd(
+			    s, c,
+			    "WITH used AS (UPDATE refresh_tokens SET state = 1 WHERE hash = $1)"
+			    " INSERT INTO refresh_tokens(hash, client_id, family, state,"
+			    " expires_at) VALUES($2, $3, $4, 0, $5)",
+			    &q, NULL, "refresh_use");
+		}
+	}
+out:
+	PQclear(r);
+	if ((e = pool_end(s, c, e)) == LH_OK)
+		*result = res;
+	return e;
+}
+
+/* ---- subscriptions ---- */
+
+#define SUB_COLS                                                                                   \
+	"sub_id, client_id, lab_id, party_id, party_kind, events, endpoint, auth_token,"           \
+	" status, secret, prev_secret, prev_secret_until, created_at, updated_at, failing_since"
+
+static void sub_from_row(const PGresult *r, int i, void *out)
+{
+	struct subscription *u = out;
+	memset(u, 0, sizeof *u);
+	col_text(r, i, 0, u->id, sizeof u->id);
+	col_text(r, i, 1, u->client_id, sizeof u->client_id);
+	col_text(r, i, 2, u->lab_id, sizeof u->lab_id);
+	col_text(r, i, 3, u->party_id, sizeof u->party_id);
+	u->party_kind = (enum party_kind)col_i64(r, i, 4);
+	u->events = (unsigned)col_i64(r, i, 5);
+	col_text(r, i, 6, u->endpoint, sizeof u->endpoint);
+	col_text(r, i, 7, u->auth_token, sizeof u->auth_token);
+	u->status = (enum sub_status)col_i64(r, i, 8);
+	col_text(r, i, 9, u->secret, sizeof u->secret);
+	col_text(r, i, 10, u->prev_secret, sizeof u->prev_secret);
+	u->prev_secret_until = col_i64(r, i, 11);
+	u->created_at = col_i64(r, i, 12);
+	u->updated_at = col_i64(r, i, 13);
+	u->failing_since = col_i64(r, i, 14);
+}
+
+/* $1..$15 in SUB_COLS order (an insert). */
+static void p_sub(struct params *p, const struct subscription *u)
+{
+	p_text(p, u->id);
+	p_text(p, u->client_id);
+	p_text(p, u->lab_id);
+	p_text(p, u->party_id);
+	p_i64(p, u->party_kind);
+	p_i64(p, u->events);
+	p_text(p, u->endpoint);
+	p_text(p, u->auth_token);
+	p_i64(p, u->status);
+	p_text(p, u->secret);
+	p_text(p, u->prev_secret);
+	p_i64(p, u->prev_secret_until);
+	p_i64(p, u->created_at);
+	p_i64(p, u->updated_at);
+	p_i64(p, u->failing_since);
+}
+
+/* Writes the event-holder rows of u, one per event when it is live (none otherwise); clear
+ * first removes the old ones. Inside a transaction that holds LOCK_ORDER. A holder of one
+ * of the events already is LH_ECONFLICT (the unique constraint sub_events_holder). */
+static enum lh_err sub_write_events(struct pg_store *s, struct pg_conn *c,
+                                    const struct subscription *u, int clear)
+{
+	struct params p = {0};
+	enum lh_err e;
+	p_text(&p, u->id);
+	if (clear && (e = run_cmd(s, c, "DELETE FROM subscription_events WHERE sub_id = $1", &p,
+	                          NULL, "sub_events_clear")) != LH_OK)
+		return e;
+	if (u->status != SUB_ACTIVE && u->status != SUB_PAUSED)
+		return LH_OK;
+	p_text(&p, u->lab_id);
+	p_text(&p, u->party_id);
+	p_i64(&p, u->events);
+	return run_cmd(s, c,
+	               "INSERT INTO subscription_events(sub_id, lab_id, party_id, event)"
+	               " SELECT $1, $2, $3, b FROM generate_series(0, 31) b"
+	               " WHERE ($4::bigint >> b) & 1 = 1",
+	               &p, NULL, "sub_events_put");
+}
+
+static enum lh_err pgs_sub_insert(struct store *base, const struct subscription *u)
+{
+	struct pg_store *s = S(base);
+	struct params p = {0};
+	struct pg_conn *c;
+	enum lh_err e = pool_begin(s, BEGIN_SUBS, &c);
+	if (e != LH_OK)
+		return e;
+	p_sub(&p, u);
+	e = run_cmd(s, c,
+	            "INSERT INTO subscriptions(" SUB_COLS ") VALUES($1, $2, $3, $4, $5, $6, $7,"
+	            " $8, $9, $10, $11, $12, $13, $14, $15)",
+	            &p, NULL, "sub_insert");
+	if (e == LH_OK)
+		e = sub_write_events(s, c, u, 0);
+	e = pool_end(s, c, e);
+	subs_bump(s);
+	return e;
+}
+
+static enum lh_err pgs_sub_update(struct store *base, const struct subscription *want,
+                                  unsigned fields, struct subscription *out)
+{
+	struct pg_store *s = S(base);
+	struct subscription cur;
+	struct params p = {0};
+	struct pg_conn *c;
+	enum lh_err e = pool_begin(s, BEGIN_SUBS, &c);
+	if (e != LH_OK)
+		return e;
+	/* Read locked, inside the transaction, so the fields not changed here are the latest. */
+	p_text(&p, want->id);
+	p_text(&p, want->client_id);
+	if ((e = query_one(s, c,
+	                   "SELECT " SUB_COLS " FROM subscriptions"
+	                   " WHERE sub_id = $1 AND client_id = $2 AND status <> 3 FOR UPDATE",
+	                   &p, sub_from_row, &cur, "sub_read")) != LH_OK)
+		goto out;
+	store_sub_apply(&cur, want, fields);
+	p.n = 0;
+	p_text(&p, cur.id);
+	p_i64(&p, cur.events);
+	p_text(&p, cur.endpoint);
+	p_text(&p, cur.auth_token);
+	p_i64(&p, cur.status);
+	p_text(&p, cur.secret);
+	p_text(&p, cur.prev_secret);
+	p_i64(&p, cur.prev_secret_until);
+	p_i64(&p, cur.updated_at);
+	p_i64(&p, cur.failing_since);
+	if ((e = run_cmd(s, c,
+	                 "UPDATE subscriptions SET events = $2, endpoint = $3, auth_token = $4,"
+	                 " status = $5, secret = $6, prev_secret = $7, prev_secret_until = $8,"
+	                 " updated_at = $9, failing_since = $10 WHERE sub_id = $1",
+	                 &p, NULL, "sub_update")) != LH_OK)
+		goto out;
+	if ((fields & (SUBF_EVENTS | SUBF_STATUS)) &&
+	    (e = sub_write_events(s, c, &cur, 1)) != LH_OK)
+		goto out;
+	if (cur.status == SUB_DELETED) {
+		/* Unsubscribing cancels what was still waiting to be sent. */
+		p.n = 0;
+		p_text(&p, cur.id);
+		p_i64(&p, cur.updated_at);
+		e = run_cmd(s, c,
+		            "UPDATE deliveries SET status = 3, updated_at = $2"
+		            " WHERE sub_id = $1 AND status = 0",
+		            &p, NULL, "deliveries_cancel");
+	}
+out:
+	e = pool_end(s, c, e);
+	subs_bump(s);
+	if (e == LH_OK && out)
+		*out = cur;
+	return e;
+}
+
+static enum lh_err pgs_sub_get(struct store *base, const char *client_id, const char *id,
+                               struct subscription *out)
+{
+	struct params p = {0};
+	p_text(&p, id);
+	p_text(&p, client_id);
+	return pool_one(S(base),
+	                "SELECT " SUB_COLS " FROM subscriptions"
+	                " WHERE sub_id = $1 AND client_id = $2 AND status <> 3",
+	                &p, sub_from_row, out, "sub");
+}
+
+static enum lh_err pgs_sub_get_any(struct store *base, const char *id, struct subscription *out)
+{
+	struct params p = {0};
+	p_text(&p, id);
+	return pool_one(S(base), "SELECT " SUB_COLS " FROM subscriptions WHERE sub_id = $1", &p,
+	                sub_from_row, out, "sub_any");
+}
+
+static enum lh_err pgs_sub_list_holding(struct store *base, const char *lab_id,
+                                        const char *party_id, unsigned events,
+                                        struct subscription **out, size_t *n)
+{
+	struct params p = {0};
+	p_text(&p, lab_id);
+	p_text(&p, party_id);
+	p_i64(&p, events);
+	return pool_list(S(base),
+	                 "SELECT " SUB_COLS " FROM subscriptions WHERE sub_id IN"
+	                 " (SELECT sub_id FROM subscription_events WHERE lab_id = $1"
+	                 " AND party_id = $2 AND ($3::bigint >> event::int) & 1 = 1)"
+	                 " ORDER BY sub_id",
+	                 &p, sizeof **out, sub_from_row, (void **)out, n, "sub_list_holding");
+}
+
+static enum lh_err pgs_sub_list(struct store *base, const char *client_id, const char *lab_id,
+                                int status, const char *after, size_t limit,
+                                struct subscription **out, size_t *n)
+{
+	struct params p = {0};
+	p_text(&p, client_id);
+	p_text(&p, lab_id);
+	p_i64(&p, status);
+	p_text(&p, after);
+	p_i64(&p, (int64_t)limit);
+	return pool_list(S(base),
+	                 "SELECT " SUB_COLS " FROM subscriptions WHERE client_id = $1"
+	                 " AND status <> 3 AND ($2::text = '' OR lab_id = $2::text)"
+	                 " AND ($3::bigint < 0 OR status = $3::bigint) AND sub_id > $4"
+	                 " ORDER BY sub_id LIMIT $5",
+	                 &p, sizeof **out, sub_from_row, (void **)out, n, "sub_list");
+}
+
+static uint64_t pgs_subs_version(struct store *base)
+{
+	return __atomic_load_n(&S(base)->subs_version, __ATOMIC_ACQUIRE);
+}
+
+/* ---- inside the writer's transaction (the writer thread, on wc) ---- */
+
+static void p_parties(struct params *p, const struct parties *pa)
+{
+	p_text(p, pa->corporate_user);
+	p_text(p, pa->referred_org);
+	p_text(p, pa->referred_hospital_org);
+}
+
+static void col_parties(const PGresult *r, int i, int first, struct parties *pa)
+{
+	col_text(r, i, first, pa->corporate_user, sizeof pa->corporate_user);
+	col_text(r, i, first + 1, pa->referred_org, sizeof pa->referred_org);
+	col_text(r, i, first + 2, pa->referred_hospital_org, sizeof pa->referred_hospital_org);
+}
+
+static enum lh_err tx_bill_insert(struct store_tx *tx, const struct bill *b,
+                                  const struct report *reports, size_t n)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	struct pg_array col[7] = {{0}};
+	enum lh_err e = LH_OK;
+	p_text(&p, b->bill_id);
+	p_text(&p, b->client_id);
+	p_text(&p, b->lab_id);
+	p_text(&p, b->integrator_id);
+	p_text(&p, b->pre_booking_id);
+	p_text_or_null(&p, b->bar_code);
+	p_text(&p, b->lead_source);
+	p_i64(&p, b->status);
+	p_parties(&p, &b->parties);
+	p_text(&p, b->patient);
+	p_i64(&p, b->created_at);
+	p_i64(&p, b->updated_at);
+	for (size_t i = 0; i < n; i++) {
+		arr_add(&col[0], reports[i].report_id);
+		arr_add(&col[1], reports[i].bill_id);
+		arr_add_i64(&col[2], reports[i].seq);
+		arr_add(&col[3], reports[i].name);
+		arr_add(&col[4], reports[i].package);
+		arr_add_i64(&col[5], reports[i].status);
+		arr_add_i64(&col[6], reports[i].completed_at);
+	}
+	for (size_t k = 0; k < COUNTOF(col); k++)
+		if (p_array(&p, &col[k]) != LH_OK)
+			e = LH_ENOMEM;
+	/* The bill and all its reports in one statement: one round trip. */
+	if (e == LH_OK)
+		e = run_cmd(
+		    s, &s->wc,
+		    "WITH b AS (INSERT INTO bills(bill_id, client_id, lab_id, integrator_id,"
+		    " pre_booking_id, bar_code, lead_source, status, corporate_user,"
+		    " referred_org, referred_hospital_org, patient, created_at, updated_at)"
+		    " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14))"
+		    " INSERT INTO reports(report_id, bill_id, seq, name, package, status,"
+		    " completed_at) SELECT * FROM unnest($15::text[], $16::text[],"
+		    " $17::bigint[], $18::text[], $19::text[], $20::bigint[], $21::bigint[])",
+		    &p, NULL, "bill_insert");
+	params_free(&p);
+	return e;
+}
+
+#define BILL_COLS                                                                                  \
+	"bill_id, client_id, lab_id, integrator_id, pre_booking_id, bar_code, lead_source,"        \
+	" status, corporate_user, referred_org, referred_hospital_org, patient, created_at,"       \
+	" updated_at"
+
+static void bill_from_row(const PGresult *r, int i, void *out)
+{
+	struct bill *b = out;
+	memset(b, 0, sizeof *b);
+	col_text(r, i, 0, b->bill_id, sizeof b->bill_id);
+	col_text(r, i, 1, b->client_id, sizeof b->client_id);
+	col_text(r, i, 2, b->lab_id, sizeof b->lab_id);
+	col_text(r, i, 3, b->integrator_id, sizeof b->integrator_id);
+	col_text(r, i, 4, b->pre_booking_id, sizeof b->pre_booking_id);
+	col_text(r, i, 5, b->bar_code, sizeof b->bar_code);
+	col_text(r, i, 6, b->lead_source, sizeof b->lead_source);
+	b->status = (enum bill_status)col_i64(r, i, 7);
+	col_parties(r, i, 8, &b->parties);
+	col_text(r, i, 11, b->patient, sizeof b->patient);
+	b->created_at = col_i64(r, i, 12);
+	b->updated_at = col_i64(r, i, 13);
+}
+
+static void report_from_row(const PGresult *r, int i, void *out)
+{
+	struct report *rp = out;
+	memset(rp, 0, sizeof *rp);
+	col_text(r, i, 0, rp->report_id, sizeof rp->report_id);
+	col_text(r, i, 1, rp->bill_id, sizeof rp->bill_id);
+	rp->seq = (int)col_i64(r, i, 2);
+	col_text(r, i, 3, rp->name, sizeof rp->name);
+	col_text(r, i, 4, rp->package, sizeof rp->package);
+	rp->status = (enum report_status)col_i64(r, i, 5);
+	rp->completed_at = col_i64(r, i, 6);
+}
+
+/* Reads a bill (of client_id unless NULL) and its reports, on c. */
+static enum lh_err bill_read(struct pg_store *s, struct pg_conn *c, const char *client_id,
+                             const char *bill_id, struct bill *out, struct report **reports,
+                             size_t *n)
+{
+	struct bill b;
+	struct params p = {0};
+	p_text(&p, bill_id);
+	enum lh_err e = query_one(s, c, "SELECT " BILL_COLS " FROM bills WHERE bill_id = $1", &p,
+	                          bill_from_row, &b, "bill");
+	if (e != LH_OK)
+		return e;
+	if (client_id && strcmp(b.client_id, client_id) != 0)
+		return LH_ENOTFOUND;
+	e = query_list(s, c,
+	               "SELECT report_id, bill_id, seq, name, package, status, completed_at"
+	               " FROM reports WHERE bill_id = $1 ORDER BY seq",
+	               &p, sizeof **reports, report_from_row, (void **)reports, n, "reports");
+	if (e == LH_OK)
+		*out = b;
+	return e;
+}
+
+static enum lh_err tx_bill_load(struct store_tx *tx, const char *bill_id, struct bill *out,
+                                struct report **reports, size_t *n)
+{
+	struct pg_store *s = TX(tx);
+	return bill_read(s, &s->wc, NULL, bill_id, out, reports, n);
+}
+
+static enum lh_err tx_bill_update(struct store_tx *tx, const struct bill *b)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	p_text(&p, b->bill_id);
+	p_i64(&p, b->status);
+	p_i64(&p, b->updated_at);
+	return run_cmd(s, &s->wc,
+	               "UPDATE bills SET status = $2, updated_at = $3 WHERE bill_id = $1", &p, NULL,
+	               "bill_update");
+}
+
+static enum lh_err tx_report_update(struct store_tx *tx, const struct report *r)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	p_text(&p, r->report_id);
+	p_text(&p, r->bill_id);
+	p_i64(&p, r->status);
+	p_i64(&p, r->completed_at);
+	return run_cmd(s, &s->wc,
+	               "UPDATE reports SET status = $3, completed_at = $4"
+	               " WHERE report_id = $1 AND bill_id = $2",
+	               &p, NULL, "report_update");
+}
+
+static enum lh_err tx_lead_dup(struct store_tx *tx, const char *lab_id, const char *day,
+                               const char *contact, const char *email, int *dup)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	PGresult *r = NULL;
+	p_text(&p, lab_id);
+	p_text(&p, day);
+	p_text(&p, contact);
+	p_text(&p, email);
+	enum lh_err e = run(s, &s->wc,
+	                    "SELECT 1 FROM leads WHERE lab_id = $1 AND day = $2 AND"
+	                    " (contact = $3 OR ($4::text <> '' AND email = $4::text)) LIMIT 1",
+	                    &p, &r, "lead_dup");
+	if (e == LH_OK)
+		*dup = PQntuples(r) > 0;
+	PQclear(r);
+	return e;
+}
+
+#define LEAD_COLS                                                                                  \
+	"lead_id, client_id, lab_id, integrator_id, phase, contact, email, day, booking_id,"       \
+	" corporate_user, referred_org, referred_hospital_org, data, created_at"
+
+static enum lh_err tx_lead_insert(struct store_tx *tx, const struct lead *l)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	p_text(&p, l->lead_id);
+	p_text(&p, l->client_id);
+	p_text(&p, l->lab_id);
+	p_text(&p, l->integrator_id);
+	p_i64(&p, l->phase);
+	p_text(&p, l->contact);
+	p_text(&p, l->email);
+	p_text(&p, l->day);
+	p_text(&p, l->booking_id);
+	p_parties(&p, &l->parties);
+	p_text(&p, l->data);
+	p_i64(&p, l->created_at);
+	return run_cmd(s, &s->wc,
+	               "INSERT INTO leads(" LEAD_COLS ") VALUES($1, $2, $3, $4, $5, $6, $7, $8,"
+	               " $9, $10, $11, $12, $13, $14)",
+	               &p, NULL, "lead_insert");
+}
+
+static void lead_from_row(const PGresult *r, int i, void *out)
+{
+	struct lead *l = out;
+	memset(l, 0, sizeof *l);
+	col_text(r, i, 0, l->lead_id, sizeof l->lead_id);
+	col_text(r, i, 1, l->client_id, sizeof l->client_id);
+	col_text(r, i, 2, l->lab_id, sizeof l->lab_id);
+	col_text(r, i, 3, l->integrator_id, sizeof l->integrator_id);
+	l->phase = (enum lead_phase)col_i64(r, i, 4);
+	col_text(r, i, 5, l->contact, sizeof l->contact);
+	col_text(r, i, 6, l->email, sizeof l->email);
+	col_text(r, i, 7, l->day, sizeof l->day);
+	col_text(r, i, 8, l->booking_id, sizeof l->booking_id);
+	col_parties(r, i, 9, &l->parties);
+	col_text(r, i, 12, l->data, sizeof l->data);
+	l->created_at = col_i64(r, i, 13);
+}
+
+static enum lh_err tx_lead_load(struct store_tx *tx, const char *lead_id, struct lead *out)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	p_text(&p, lead_id);
+	return query_one(s, &s->wc, "SELECT " LEAD_COLS " FROM leads WHERE lead_id = $1", &p,
+	                 lead_from_row, out, "lead");
+}
+
+static enum lh_err tx_lead_set_booking(struct store_tx *tx, const char *lead_id,
+                                       const char *booking_id)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	int64_t changed = 0;
+	p_text(&p, lead_id);
+	p_text(&p, booking_id);
+	enum lh_err e = run_cmd(s, &s->wc,
+	                        "UPDATE leads SET booking_id = $2, phase = 1"
+	                        " WHERE lead_id = $1 AND booking_id = ''",
+	                        &p, &changed, "lead_set_booking");
+	return e == LH_OK && changed == 0 ? LH_ECONFLICT : e;
+}
+
+static enum lh_err tx_booking_insert(struct store_tx *tx, const struct booking *b)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	p_text(&p, b->booking_id);
+	p_text(&p, b->lead_id);
+	p_text(&p, b->client_id);
+	p_text(&p, b->lab_id);
+	p_text(&p, b->integrator_id);
+	p_text(&p, b->booking_type);
+	p_text(&p, b->scheduled_at);
+	p_parties(&p, &b->parties);
+	p_i64(&p, b->created_at);
+	return run_cmd(s, &s->wc,
+	               "INSERT INTO bookings(booking_id, lead_id, client_id, lab_id,"
+	               " integrator_id, booking_type, scheduled_at, corporate_user,"
+	               " referred_org, referred_hospital_org, created_at)"
+	               " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+	               &p, NULL, "booking_insert");
+}
+
+/* The event, its routing and its deliveries in one statement (one round trip), read from
+ * the database inside the batch's transaction, which holds LOCK_ORDER (see wb_begin): the
+ * seq comes from the events sequence under that lock. Routing: the holders of (lab, party
+ * in $9, type), catch-all "" first; a subscription has one party, so none matches twice.
+ * Or, with only_sub ($8), that subscription if it is not deleted. $10 holds as many fresh
+ * delivery ids as there can be matches. */
+static const char *const EVENT_SQL =
+    "WITH ev AS (INSERT INTO events(event_id, client_id, lab_id, type, entity_id, payload,"
+    " created_at) VALUES($1, $2, $3, $4, $5, $6, $7) RETURNING seq),"
+    " m AS (SELECT sub_id, array_position($9::text[], party_id) AS k"
+    "  FROM subscription_events WHERE $8::text = '' AND lab_id = $3 AND event = $4"
+    "  AND party_id = ANY($9::text[])"
+    "  UNION ALL SELECT sub_id, 0 FROM subscriptions WHERE sub_id = $8::text AND status <> 3),"
+    " subs AS (SELECT sub_id, row_number() OVER (ORDER BY k, sub_id) AS rn FROM m)"
+    " INSERT INTO deliveries(delivery_id, event_id, event_seq, event_type, sub_id, entity_id,"
+    " status, attempts, next_at, created_at, updated_at)"
+    " SELECT ($10::text[])[subs.rn], $1, ev.seq, $4, subs.sub_id, $5, 0, 0, $7::bigint * 1000,"
+    " $7, $7 FROM subs, ev RETURNING delivery_id, sub_id, event_seq";
+
+static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
+                                   const char *const *party_ids, size_t n, const char *only_sub,
+                                   size_t *ndeliveries)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	struct pg_array parties = {0}, ids = {0};
+	PGresult *r = NULL;
+	size_t nid = 1;
+	enum lh_err e = LH_OK;
+	if (n > STORE_MAX_PARTIES)
+		return LH_EINVAL;
+	arr_add(&parties, ""); /* the catch-all */
+	for (size_t i = 0; i < n && !only_sub; i++)
+		if (party_ids[i] && party_ids[i][0]) {
+			arr_add(&parties, party_ids[i]);
+			nid++;
+		}
+	for (size_t i = 0; i < nid && e == LH_OK; i++) {
+		char id[ID_CAP];
+		if ((e = util_new_id("dlv_", id)) == LH_OK)
+			arr_add(&ids, id);
+	}
+	p_text(&p, ev->event_id);
+	p_text(&p, ev->client_id);
+	p_text(&p, ev->lab_id);
+	p_i64(&p, ev->type);
+	p_text(&p, ev->entity_id);
+	p_text(&p, ev->payload);
+	p_i64(&p, ev->created_at);
+	p_text(&p, only_sub ? only_sub : "");
+	if (p_array(&p, &parties) != LH_OK || p_array(&p, &ids) != LH_OK)
+		e = e == LH_OK ? LH_ENOMEM : e;
+	if (e == LH_OK)
+		e = run(s, &s->wc, EVENT_SQL, &p, &r, "event_insert");
+	params_free(&p);
+	if (e != LH_OK)
+		return e;
+	size_t nd = (size_t)PQntuples(r);
+	if (only_sub && nd == 0)
+		e = LH_ENOTFOUND; /* deleted: a racing delete cannot strand the delivery */
+	for (size_t k = 0; k < nd && e == LH_OK; k++) {
+		struct delivery d;
+		char id[ID_CAP], sub[ID_CAP];
+		col_text(r, (int)k, 0, id, sizeof id);
+		col_text(r, (int)k, 1, sub, sizeof sub);
+		store_delivery_new(&d, ev, id, sub, col_i64(r, (int)k, 2));
+		e = store_fresh_delivery(s->writer, &d, ev->payload);
+	}
+	PQclear(r);
+	if (e == LH_OK)
+		*ndeliveries = nd;
+	return e;
+}
+
+static const struct store_tx_ops pg_tx_ops = {
+    .bill_insert = tx_bill_insert,
+    .bill_load = tx_bill_load,
+    .bill_update = tx_bill_update,
+    .report_update = tx_report_update,
+    .lead_dup = tx_lead_dup,
+    .lead_insert = tx_lead_insert,
+    .lead_load = tx_lead_load,
+    .lead_set_booking = tx_lead_set_booking,
+    .booking_insert = tx_booking_insert,
+    .event_insert = tx_event_insert,
+};
+
+/* ---- group commit: the transaction primitives store_writer.c runs batches with ---- */
+
+static enum lh_err wb_begin(void *be)
+{
+	struct pg_store *s = be;
+	s->release_pending = 0;
+	s->subs_dirty = 0;
+	/* A lost connection is reset here, at the next batch, within the backoff: while the
+	 * database is down, batches fail at once (LH_EUNAVAIL) without trying to connect. */
+	enum lh_err e = conn_ready(s, &s->wc);
+	return e == LH_OK ? exec_sql(s, &s->wc, BEGIN_ORDERED, "begin") : e;
+}
+
+static enum lh_err wb_savepoint(void *be)
+{
+	struct pg_store *s = be;
+	/* The previous job's RELEASE rides with this SAVEPOINT: one round trip per job. */
+	const char *sql =
+	    s->release_pending ? "RELEASE SAVEPOINT job; SAVEPOINT job" : "SAVEPOINT job";
+	s->release_pending = 0;
+	return exec_sql(s, &s->wc, sql, "savepoint");
+}
+
+static enum lh_err wb_rollback_to(void *be)
+{
+	struct pg_store *s = be;
+	return exec_sql(s, &s->wc, "ROLLBACK TO SAVEPOINT job", "rollback_to");
+}
+
+static enum lh_err wb_release(void *be)
+{
+	struct pg_store *s = be;
+	s->release_pending = 1; /* sent with the next SAVEPOINT; COMMIT releases it anyway */
+	return LH_OK;
+}
+
+static int wb_in_tx(void *be)
+{
+	/* Not after a lost connection, nor in a transaction an error aborted (a failed
+	 * ROLLBACK TO): then the jobs before are gone too, and the batch fails. */
+	return PQtransactionStatus(((struct pg_store *)be)->wc.pg) == PQTRANS_INTRANS;
+}
+
+static enum lh_err wb_end(void *be, enum lh_err e)
+{
+	struct pg_store *s = be;
+	e = tx_close(s, &s->wc, e);
+	if (s->subs_dirty)
+		subs_bump(s);
+	s->subs_dirty = 0;
+	return e;
+}
+
+static const struct writer_backend pg_writer_ops = {
+    .begin = wb_begin,
+    .savepoint = wb_savepoint,
+    .rollback_to = wb_rollback_to,
+    .release = wb_release,
+    .in_tx = wb_in_tx,
+    .end = wb_end,
+};
+
+static enum lh_err pgs_submit(struct store *base, store_tx_fn fn, void *arg)
+{
+	return writer_submit(S(base)->writer, fn, arg);
+}
+
+static void pgs_submit_async(struct store *base, store_tx_fn fn, void *arg, store_done_fn done,
+                             void *done_arg)
+{
+	writer_submit_async(S(base)->writer, fn, arg, done, done_arg);
+}
+
+static void pgs_set_commit_hook(struct store *base, store_commit_hook fn, void *ctx)
+{
+	writer_set_hook(S(base)->writer, fn, ctx);
+}
+
+/* ---- the delivery engine's side ---- */
+
+#define DELIVERY_COLS                                                                              \
+	"delivery_id, event_id, sub_id, entity_id, event_seq, event_type, status, attempts,"       \
+	" next_at, last_error, created_at"
+
+static void delivery_from_row(const PGresult *r, int i, void *out)
+{
+	struct delivery *d = out;
+	memset(d, 0, sizeof *d);
+	col_text(r, i, 0, d->delivery_id, sizeof d->delivery_id);
+	col_text(r, i, 1, d->event_id, sizeof d->event_id);
+	col_text(r, i, 2, d->sub_id, sizeof d->sub_id);
+	col_text(r, i, 3, d->entity_id, sizeof d->entity_id);
+	d->event_seq = col_i64(r, i, 4);
+	d->event_type = (int)col_i64(r, i, 5);
+	d->status = (enum delivery_status)col_i64(r, i, 6);
+	d->attempts = (int)col_i64(r, i, 7);
+	d->next_at_ms = col_i64(r, i, 8);
+	col_text(r, i, 9, d->last_error, sizeof d->last_error);
+	d->created_at = col_i64(r, i, 10);
+}
+
+/* A pending delivery with its payload (column 11, NULL when over the inline size). */
+static void pending_from_row(const PGresult *r, int i, void *out)
+{
+	struct delivery *d = out;
+	delivery_from_row(r, i, d);
+	size_t len = (size_t)PQgetlength(r, i, 11);
+	if (!PQgetisnull(r, i, 11) && (d->payload = malloc(len + 1)))
+		memcpy(d->payload, PQgetvalue(r, i, 11), len + 1);
+}
+
+static enum lh_err pgs_delivery_pending(struct store *base, int64_t after_seq, const char *sub_id,
+                                        size_t limit, struct delivery **out, size_t *n)
+{
+	struct params p = {0};
+	p_i64(&p, after_seq);
+	p_text(&p, sub_id);
+	p_i64(&p, (int64_t)limit);
+	p_i64(&p, DELIVERY_PAYLOAD_INLINE);
+	return pool_list(S(base),
+	                 "SELECT " DELIVERY_COLS ", (SELECT CASE WHEN octet_length(payload) <= $4"
+	                 " THEN payload END FROM events e WHERE e.event_id = d.event_id)"
+	                 " FROM deliveries d WHERE status = 0 AND sub_id = $2 AND event_seq > $1"
+	                 " ORDER BY event_seq LIMIT $3",
+	                 &p, sizeof **out, pending_from_row, (void **)out, n, "pending");
+}
+
+static void sub_ref_from_row(const PGresult *r, int i, void *out)
+{
+	struct sub_ref *ref = out;
+	memset(ref, 0, sizeof *ref);
+	col_text(r, i, 0, ref->sub_id, sizeof ref->sub_id);
+}
+
+static enum lh_err pgs_delivery_pending_subs(struct store *base, struct sub_ref **out, size_t *n)
+{
+	struct params p = {0};
+	/* One index seek per subscription (each min() jumps to the next sub_id in the partial
+	 * index), not a scan of every pending delivery. */
+	return pool_list(S(base),
+	                 "WITH RECURSIVE subs(id) AS ("
+	                 " SELECT (SELECT min(sub_id) FROM deliveries WHERE status = 0)"
+	                 " UNION ALL SELECT (SELECT min(sub_id) FROM deliveries"
+	                 "  WHERE status = 0 AND sub_id > subs.id) FROM subs"
+	                 " WHERE subs.id IS NOT NULL)"
+	                 " SELECT id FROM subs WHERE id IS NOT NULL",
+	                 &p, sizeof **out, sub_ref_from_row, (void **)out, n, "pending_subs");
+}
+
+static void payload_from_row(const PGresult *r, int i, void *out)
+{
+	*(char **)out = strdup(PQgetvalue(r, i, 0));
+}
+
+static enum lh_err pgs_event_payload(struct store *base, const char *event_id, char **out)
+{
+	struct params p = {0};
+	char *copy = NULL;
+	p_text(&p, event_id);
+	enum lh_err e = pool_one(S(base), "SELECT payload FROM events WHERE event_id = $1", &p,
+	                         payload_from_row, &copy, "payload");
+	if (e == LH_OK && !copy)
+		e = LH_ENOMEM;
+	if (e == LH_OK)
+		*out = copy;
+	return e;
+}
+
+struct record_job {
+	const struct delivery_result *r;
+	size_t n;
+};
+
+/* Records outcomes: per result, the attempt and the delivery in one statement, and the
+ * subscription's change when there is one. */
+static enum lh_err job_record(struct store_tx *tx, void *arg)
+{
+	struct pg_store *s = TX(tx);
+	struct record_job *j = arg;
+	enum lh_err e = LH_OK;
+	for (size_t i = 0; i < j->n && e == LH_OK; i++) {
+		const struct delivery_result *r = &j->r[i];
+		struct params p = {0};
+		int64_t changed = 0;
+		p_text(&p, r->a.delivery_id);
+		p_i64(&p, r->a.n);
+		p_i64(&p, r->a.started_at_ms);
+		p_i64(&p, r->a.duration_ms);
+		p_i64(&p, r->a.status_code);
+		p_text(&p, r->a.error);
+		p_text(&p, r->a.response);
+		p_i64(&p, r->status);
+		p_i64(&p, r->next_at_ms);
+		p_i64(&p, r->now);
+		/* A delivery cancelled meanwhile (unsubscribed) stays cancelled. */
+		e = run_cmd(
+		    s, &s->wc,
+		    "WITH a AS (INSERT INTO attempts(delivery_id, n, started_at, duration_ms,"
+		    " status_code, error, response) VALUES($1, $2, $3, $4, $5, $6, $7)"
+		    " ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = excluded.started_at,"
+		    " duration_ms = excluded.duration_ms, status_code = excluded.status_code,"
+		    " error = excluded.error, response = excluded.response)"
+		    " UPDATE deliveries SET status = $8, attempts = $2, next_at = $9,"
+		    " last_error = $6, updated_at = $10 WHERE delivery_id = $1 AND status <> 3",
+		    &p, NULL, "record");
+		if (e != LH_OK || r->sub == SUBO_NONE)
+			continue;
+		p.n = 0;
+		p_text(&p, r->sub_id);
+		if (r->sub != SUBO_SUCCESS)
+			p_i64(&p, r->now);
+		const char *sql =
+		    r->sub == SUBO_SUCCESS
+		        ? "UPDATE subscriptions SET failing_since = 0 WHERE sub_id = $1"
+		          " AND failing_since <> 0"
+		    : r->sub == SUBO_FAILURE
+		        ? "UPDATE subscriptions SET failing_since = $2"
+		          " WHERE sub_id = $1 AND failing_since = 0"
+		        : "UPDATE subscriptions SET status = 2, updated_at = $2"
+		          " WHERE sub_id = $1 AND status IN (0, 1)";
+		if ((e = run_cmd(s, &s->wc, sql, &p, &changed, "sub_outcome")) != LH_OK)
+			break;
+		if (r->sub == SUBO_DISABLE && changed > 0) {
+			/* A disabled subscription gives its events up to new registrations. */
+			struct subscription u;
+			memset(&u, 0, sizeof u);
+			snprintf(u.id, sizeof u.id, "%s", r->sub_id);
+			u.status = SUB_DISABLED;
+			e = sub_write_events(s, &s->wc, &u, 1);
+			if (e == LH_OK)
+				e = exec_sql(s, &s->wc, "NOTIFY labhook_subs", "notify");
+			s->subs_dirty = 1;
+		}
+	}
+	return e;
+}
+
+static enum lh_err pgs_delivery_record(struct store *base, const struct delivery_result *r,
+                                       size_t n)
+{
+	struct record_job j = {r, n};
+	return pgs_submit(base, job_record, &j);
+}
+
+static enum lh_err pgs_delivery_list(struct store *base, const char *client_id, const char *sub_id,
+                                     int status, int64_t since, const char *before, size_t limit,
+                                     struct delivery **out, size_t *n)
+{
+	struct params p = {0};
+	p_text(&p, sub_id);
+	p_text(&p, client_id);
+	p_i64(&p, status);
+	p_i64(&p, since);
+	p_text(&p, before);
+	p_i64(&p, (int64_t)limit);
+	return pool_list(S(base),
+	                 "SELECT " DELIVERY_COLS " FROM deliveries WHERE sub_id = $1"
+	                 " AND sub_id IN (SELECT sub_id FROM subscriptions WHERE client_id = $2)"
+	                 " AND ($3::bigint < 0 OR status = $3::bigint) AND created_at >= $4"
+	                 " AND ($5::text = '' OR delivery_id < $5::text)"
+	                 " ORDER BY delivery_id DESC LIMIT $6",
+	                 &p, sizeof **out, delivery_from_row, (void **)out, n, "delivery_list");
+}
+
+static void attempt_from_row(const PGresult *r, int i, void *out)
+{
+	struct attempt *a = out;
+	memset(a, 0, sizeof *a);
+	col_text(r, i, 0, a->delivery_id, sizeof a->delivery_id);
+	a->n = (int)col_i64(r, i, 1);
+	a->started_at_ms = col_i64(r, i, 2);
+	a->duration_ms = (int)col_i64(r, i, 3);
+	a->status_code = (int)col_i64(r, i, 4);
+	col_text(r, i, 5, a->error, sizeof a->error);
+	col_text(r, i, 6, a->response, sizeof a->response);
+}
+
+static enum lh_err pgs_attempt_list(struct store *base, const char *delivery_id,
+                                    struct attempt **out, size_t *n)
+{
+	struct params p = {0};
+	p_text(&p, delivery_id);
+	return pool_list(S(base),
+	                 "SELECT delivery_id, n, started_at, duration_ms, status_code, error,"
+	                 " response FROM attempts WHERE delivery_id = $1 ORDER BY n",
+	                 &p, sizeof **out, attempt_from_row, (void **)out, n, "attempt_list");
+}
+
+struct requeue_job {
+	const char *client_id, *delivery_id, *sub_id;
+	int64_t since, now_ms;
+	struct delivery *list; /* what was set pending again */
+	size_t n;
+};
+
+/* Hands what was set pending again to the engine once durable, as SQLite does. */
+static enum lh_err requeue_push(struct pg_store *s, struct requeue_job *j)
+{
+	enum lh_err e = LH_OK;
+	for (size_t i = 0; i < j->n && e == LH_OK; i++) {
+		j->list[i].requeued = 1;
+		e = writer_fresh_push(s->writer, &j->list[i]);
+	}
+	return e;
+}
+
+static enum lh_err job_requeue(struct store_tx *tx, void *arg)
+{
+	struct pg_store *s = TX(tx);
+	struct requeue_job *j = arg;
+	struct params p = {0};
+	p_text(&p, j->delivery_id);
+	p_text(&p, j->client_id);
+	p_i64(&p, j->now_ms);
+	p_i64(&p, j->now_ms / 1000);
+	enum lh_err e =
+	    query_list(s, &s->wc,
+	               "UPDATE deliveries SET status = 0, next_at = $3, updated_at = $4"
+	               " WHERE delivery_id = $1 AND status <> 3 AND sub_id IN"
+	               " (SELECT sub_id FROM subscriptions WHERE client_id = $2"
+	               " AND status <> 3) RETURNING " DELIVERY_COLS,
+	               &p, sizeof *j->list, delivery_from_row, (void **)&j->list, &j->n, "requeue");
+	if (e != LH_OK)
+		return e;
+	return j->n == 0 ? LH_ENOTFOUND : requeue_push(s, j);
+}
+
+static enum lh_err pgs_delivery_requeue(struct store *base, const char *client_id,
+                                        const char *delivery_id, int64_t now_ms,
+                                        struct delivery *out)
+{
+	struct requeue_job j = {
+	    .client_id = client_id, .delivery_id = delivery_id, .now_ms = now_ms};
+	enum lh_err e = pgs_submit(base, job_requeue, &j);
+	if (e == LH_OK)
+		*out = j.list[0];
+	free(j.list);
+	return e;
+}
+
+static enum lh_err job_recover(struct store_tx *tx, void *arg)
+{
+	struct pg_store *s = TX(tx);
+	struct requeue_job *j = arg;
+	struct params p = {0};
+	p_text(&p, j->sub_id);
+	p_i64(&p, j->since);
+	p_text(&p, j->client_id);
+	p_i64(&p, j->now_ms);
+	p_i64(&p, j->now_ms / 1000);
+	enum lh_err e =
+	    query_list(s, &s->wc,
+	               "WITH u AS (UPDATE deliveries SET status = 0, next_at = $4,"
+	               " updated_at = $5 WHERE sub_id = $1 AND status = 2"
+	               " AND created_at >= $2 AND sub_id IN (SELECT sub_id FROM"
+	               " subscriptions WHERE client_id = $3 AND status <> 3)"
+	               " RETURNING " DELIVERY_COLS ")"
+	               " SELECT " DELIVERY_COLS " FROM u ORDER BY event_seq",
+	               &p, sizeof *j->list, delivery_from_row, (void **)&j->list, &j->n, "recover");
+	return e == LH_OK ? requeue_push(s, j) : e;
+}
+
+static enum lh_err pgs_delivery_recover(struct store *base, const char *client_id,
+                                        const char *sub_id, int64_t since, int64_t now_ms,
+                                        struct delivery **out, size_t *n)
+{
+	struct requeue_job j = {
+	    .client_id = client_id, .sub_id = sub_id, .since = since, .now_ms = now_ms};
+	enum lh_err e = pgs_submit(base, job_recover, &j);
+	if (e != LH_OK) {
+		free(j.list);
+		return e;
+	}
+	*out = j.list;
+	*n = j.n;
+	return LH_OK;
+}
+
+static enum lh_err pgs_bill_get(struct store *base, const char *client_id, const char *bill_id,
+                                struct bill *out, struct report **reports, size_t *n)
+{
+	struct pg_store *s = S(base);
+	struct pg_conn *c;
+	enum lh_err e = pool_get(s, &c);
+	if (e != LH_OK)
+		return e;
+	e = bill_read(s, c, client_id, bill_id, out, reports, n);
+	pool_put(s, c);
+	return e;
+}
+
+/* ---- the listener: other nodes' subscription changes ---- */
+
+static int stopping(struct pg_store *s)
+{
+	return __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE);
+}
+
+/* Waits up to ms for fd to be readable, or for close to wake us; 1 if fd is readable. */
+static int wait_readable(struct pg_store *s, int fd, int ms)
+{
+	struct pollfd p[2] = {{s->wake[0], POLLIN, 0}, {fd, POLLIN, 0}};
+	int k = poll(p, fd >= 0 ? 2 : 1, ms);
+	return k > 0 && !stopping(s) && fd >= 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP));
+}
+
+/* Listens on pg until it is lost or the store closes; every notification bumps. */
+static void listen_on(struct pg_store *s, PGconn *pg)
+{
+	while (!stopping(s) && PQstatus(pg) == CONNECTION_OK) {
+		if (!wait_readable(s, PQsocket(pg), LISTEN_POLL_MS))
+			continue;
+		if (!PQconsumeInput(pg))
+			return; /* lost: the caller reconnects */
+		int got = 0;
+		for (PGnotify *n; (n = PQnotifies(pg)); got = 1)
+			PQfreemem(n);
+		if (got)
+			subs_bump(s);
+	}
+}
+
+static void *listener_main(void *arg)
+{
+	struct pg_store *s = arg;
+	int backoff = BACKOFF_MIN_MS;
+	pthread_setname_np(pthread_self(), "lh-pg-listen");
+	while (!stopping(s)) {
+		PGconn *pg = pg_connect(s);
+		PGresult *r = NULL;
+		if (PQstatus(pg) == CONNECTION_OK)
+			r = PQexec(pg, "LISTEN labhook_subs");
+		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+			PQclear(r);
+			health_failed(s, pg, 0);
+			PQfinish(pg);
+			wait_readable(s, -1, backoff);
+			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+			continue;
+		}
+		PQclear(r);
+		backoff = BACKOFF_MIN_MS;
+		health_ok(s);
+		/* What other nodes changed while nobody listened was not heard: re-read all. */
+		subs_bump(s);
+		listen_on(s, pg);
+		PQfinish(pg);
+	}
+	return NULL;
+}
+
+/* ---- opening and closing ---- */
+
+static void pgs_close(struct store *base)
+{
+	struct pg_store *s = S(base);
+	if (!s)
+		return;
+	if (s->listening) {
+		__atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
+		if (write(s->wake[1], "x", 1) < 0)
+			LOG(LOG_WARN, "store",
+			    "the listener could not be woken; it stops within 1 s");
+		pthread_join(s->listener, NULL);
+	}
+	for (int i = 0; i < 2; i++)
+		if (s->wake[i] >= 0)
+			close(s->wake[i]);
+	writer_stop(s->writer); /* jobs already queued still run: their submitters wait */
+	s->writer = NULL;
+	conn_close(&s->wc);
+	for (size_t i = 0; i < POOL_SIZE; i++)
+		conn_close(&s->pool[i]);
+	pthread_mutex_destroy(&s->pool_mu);
+	pthread_cond_destroy(&s->pool_cv);
+	pthread_mutex_destroy(&s->health_mu);
+	free(s->uri);
+	free(s);
+}
+
+/* Applies the migrations this database lacks, each in its own transaction, under a
+ * session advisory lock so that nodes starting together do not race. */
+static enum lh_err migrate(struct pg_store *s, struct pg_conn *c)
+{
+	struct params p = {0};
+	PGresult *r = NULL;
+	enum lh_err e =
+	    exec_sql(s, c,
+	             "SELECT pg_advisory_lock(" LOCK_MIGRATE ");"
+	             " CREATE TABLE IF NOT EXISTS labhook_schema(version BIGINT NOT NULL);"
+	             " INSERT INTO labhook_schema SELECT 0"
+	             " WHERE NOT EXISTS (SELECT 1 FROM labhook_schema)",
+	             "migrate_lock");
+	if (e == LH_OK)
+		e = run(s, c, "SELECT version FROM labhook_schema", &p, &r, "schema_version");
+	int64_t version = e == LH_OK && PQntuples(r) == 1 ? col_i64(r, 0, 0) : 0;
+	PQclear(r);
+	if (e == LH_OK && version > (int64_t)N_MIGRATIONS) {
+		LOG(LOG_ERROR, "store",
+		    "schema=%" PRId64 " known=%zu the database is newer than this binary", version,
+		    N_MIGRATIONS);
+		e = LH_ESTORE;
+	}
+	for (size_t v = (size_t)version; e == LH_OK && v < N_MIGRATIONS; v++) {
+		if ((e = exec_sql(s, c, "BEGIN", "begin")) == LH_OK &&
+		    (e = exec_sql(s, c, migrations[v], "migrate")) == LH_OK) {
+			p.n = 0;
+			p_i64(&p, (int64_t)v + 1);
+			e = run_cmd(s, c, "UPDATE labhook_schema SET version = $1", &p, NULL,
+			            "schema_version");
+		}
+		if ((e = tx_close(s, c, e)) == LH_OK)
+			LOG(LOG_INFO, "store", "backend=postgresql schema=%zu migrated", v + 1);
+	}
+	/* Also released when the session ends, should this fail. */
+	exec_sql(s, c, "SELECT pg_advisory_unlock(" LOCK_MIGRATE ")", "migrate_unlock");
+	return e;
+}
+
+static const struct store_ops pg_ops = {
+    .name = "postgresql",
+    .close = pgs_close,
+    .meta_get_or_put = pgs_meta_get_or_put,
+    .account_insert = pgs_account_insert,
+    .account_get = pgs_account_get,
+    .account_list = pgs_account_list,
+    .account_set_secret = pgs_account_set_secret,
+    .account_set_mode = pgs_account_set_mode,
+    .lab_insert = pgs_lab_insert,
+    .lab_get = pgs_lab_get,
+    .lab_list = pgs_lab_list,
+    .party_insert = pgs_party_insert,
+    .party_get = pgs_party_get,
+    .party_list = pgs_party_list,
+    .refresh_insert = pgs_refresh_insert,
+    .refresh_rotate = pgs_refresh_rotate,
+    .sub_insert = pgs_sub_insert,
+    .sub_update = pgs_sub_update,
+    .sub_get = pgs_sub_get,
+    .sub_list_holding = pgs_sub_list_holding,
+    .sub_list = pgs_sub_list,
+    .submit = pgs_submit,
+    .submit_async = pgs_submit_async,
+    .set_commit_hook = pgs_set_commit_hook,
+    .delivery_pending = pgs_delivery_pending,
+    .delivery_pending_subs = pgs_delivery_pending_subs,
+    .event_payload = pgs_event_payload,
+    .delivery_record = pgs_delivery_record,
+    .sub_get_any = pgs_sub_get_any,
+    .subs_version = pgs_subs_version,
+    .delivery_list = pgs_delivery_list,
+    .attempt_list = pgs_attempt_list,
+    .delivery_requeue = pgs_delivery_requeue,
+    .delivery_recover = pgs_delivery_recover,
+    .bill_get = pgs_bill_get,
+};
+
+enum lh_err store_pg_open(const char *uri, struct store **out)
+{
+	struct pg_store *s = calloc(1, sizeof *s);
+	enum lh_err e;
+	if (!s)
+		return LH_ENOMEM;
+	s->base.ops = &pg_ops;
+	s->tx.ops = &pg_tx_ops;
+	s->wake[0] = s->wake[1] = -1;
+	s->backoff_ms = BACKOFF_MIN_MS;
+	pthread_mutex_init(&s->pool_mu, NULL);
+	pthread_cond_init(&s->pool_cv, NULL);
+	pthread_mutex_init(&s->health_mu, NULL);
+	if (!(s->uri = strdup(uri))) {
+		e = LH_ENOMEM;
+		goto out;
+	}
+	if ((e = conn_ready(s, &s->wc)) != LH_OK) {
+		if (e == LH_EUNAVAIL)
+			LOG(LOG_ERROR, "store",
+			    "backend=postgresql cannot connect to the database");
+		goto out;
+	}
+	if ((e = migrate(s, &s->wc)) != LH_OK)
+		goto out;
+	if ((e = writer_start(&pg_writer_ops, s, &s->tx, &s->writer)) != LH_OK)
+		goto out;
+	if (pipe(s->wake) != 0 || pthread_create(&s->listener, NULL, listener_main, s) != 0) {
+		e = LH_EIO;
+		goto out;
+	}
+	s->listening = 1;
+	*out = &s->base;
+	return LH_OK;
+out:
+	pgs_close(&s->base);
+	return e;
+}
+
+enum lh_err store_pg_reset_for_tests(const char *uri)
+{
+	struct pg_store tmp;
+	struct pg_conn c = {0};
+	memset(&tmp, 0, sizeof tmp);
+	tmp.uri = (char *)uri;
+	pthread_mutex_init(&tmp.health_mu, NULL);
+	enum lh_err e = conn_ready(&tmp, &c);
+	if (e == LH_OK)
+		e = exec_sql(&tmp, &c, "DROP SCHEMA public CASCADE; CREATE SCHEMA public", "reset");
+	conn_close(&c);
+	pthread_mutex_destroy(&tmp.health_mu);
+	return e;
+}
