@@ -276,6 +276,46 @@ static int p_url(const struct setting *s, struct config *c, const char *v, int f
 	return p_string(s, c, v, first, why, whycap);
 }
 
+/* "sqlite", or a libpq connection URI (postgresql://user:password@host:port/db?...). */
+static int p_store(const struct setting *s, struct config *c, const char *v, int first, char *why,
+                   size_t whycap)
+{
+	if (strcmp(v, "sqlite") != 0 && strncmp(v, "postgresql://", 13) != 0 &&
+	    strncmp(v, "postgres://", 11) != 0) {
+		snprintf(why, whycap, "must be sqlite or a postgresql:// connection URI");
+		return -1;
+	}
+	return p_string(s, c, v, first, why, whycap);
+}
+
+/* The store setting as it may be logged: a password in the URI (user:PASSWORD@ or
+ * password=...) becomes "***". */
+static void store_text(const char *v, char *out, size_t cap)
+{
+	char buf[CFG_PATH_CAP + 8];
+	size_t o = 0;
+	const char *p = v, *scheme = strstr(v, "://");
+	const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+	const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+	if (at && colon && colon < at) { /* user:password@ */
+		o = (size_t)snprintf(buf, sizeof buf, "%.*s***", (int)(colon + 1 - v), v);
+		p = at;
+	}
+	for (; *p && o + 4 < sizeof buf; p++) {
+		if (strncmp(p, "password=", 9) == 0 && (p[-1] == '?' || p[-1] == '&')) {
+			o += (size_t)snprintf(buf + o, sizeof buf - o, "password=***");
+			p += 9;
+			while (*p && *p != '&')
+				p++;
+			if (!*p)
+				break;
+		}
+		buf[o++] = *p;
+	}
+	buf[o] = '\0';
+	log_escape(buf, out, cap);
+}
+
 static int p_ca_file(const struct setting *s, struct config *c, const char *v, int first, char *why,
                      size_t whycap)
 {
@@ -316,6 +356,8 @@ static const struct setting settings[] = {
 	 "settings file (key = value lines); read before the environment"},
 	{"data-dir",                   "./var",          p_nonempty_path, FIELD(data_dir),                   0,         CFG_PATH_CAP,         0,
 	 "where the SQLite database and admin.key live (created if absent)"},
+	{"store",                      "sqlite",         p_store,         FIELD(store),                      0,         CFG_PATH_CAP,         0,
+	 "where state lives: sqlite (a file in data-dir, one node) or a postgresql:// URI (shared by nodes)"},
 	{"listen",                     "127.0.0.1:8080", p_listen,        0,                                 0,         0,                    0,
 	 "HTTP listener HOST:PORT (port 0 picks a free one)"},
 	{"trusted-proxy",              "",               p_proxies,       0,                                 0,         0,                    1,
@@ -364,6 +406,8 @@ static const struct setting settings[] = {
 	 "a subscription failing this long without a success is disabled"},
 	{"disable-min-span",           "12h",            p_duration,      FIELD(disable_min_span_ms),        0,         365LL * 86400 * 1000, 0,
 	 "...and only when its failures span at least this long"},
+	{"lease-time",                 "15s",            p_duration,      FIELD(lease_ms),                   3000,      600 * 1000,           0,
+	 "on PostgreSQL: a node that stops renewing loses its subscriptions to the other nodes after this"},
 	{"delivery-window",            "20000",          p_int,           FIELD(delivery_window),            16,        10000000,             0,
 	 "pending deliveries held in memory; the rest wait on disk"},
 };
@@ -597,6 +641,8 @@ static void show_value(const struct setting *s, const struct config *c, char *ou
 		cidrs_text(c->allow_net, c->n_allow_net, out, cap);
 	else if (s->parse == p_proxies)
 		cidrs_text(c->trusted_proxy, c->n_trusted_proxy, out, cap);
+	else if (s->parse == p_store)
+		store_text(c->store, out, cap);
 	else if (s->parse == p_level)
 		snprintf(out, cap, "%s", levels[c->log_level]);
 	else if (s->parse == p_schedule) {

@@ -23,6 +23,8 @@
 struct config {
 	char config_file[CFG_PATH_CAP];
 	char data_dir[CFG_PATH_CAP];
+	char store[CFG_PATH_CAP]; /* "sqlite" or a postgresql:// URI */
+	int64_t lease_ms;         /* how long a node owns a subscription's deliveries unrenewed */
 	char listen_host[256];
 	int listen_port;
 	struct cidr allow_net[CFG_MAX_CIDR];

@@ -24,6 +24,7 @@
 #include "delivery.h"
 #include "http.h"
 #include "log.h"
+#include "store_pg.h"
 #include "store_sqlite.h"
 
 static void usage(FILE *f)
@@ -43,54 +44,88 @@ static void usage(FILE *f)
 	config_print_help(f);
 }
 
-/* Reads <data-dir>/admin.key, creating it (0600, random) on first start; keeps its hash. */
-static enum lh_err admin_key_load(const struct config *cfg, unsigned char hash[32])
+/* Writes key to <data-dir>/admin.key (0600) through a temporary file and a rename, so a
+ * reader sees the old key or the new one, never a part. */
+static enum lh_err admin_key_write(const char *path, const char *key)
 {
-	char path[CFG_PATH_CAP + 16], key[128];
-	int fd;
-	ssize_t n;
+	char tmp[CFG_PATH_CAP + 32];
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		LOG(LOG_ERROR, "admin", "path=%s err=\"%s\" cannot write the admin key", path,
+		    strerror(errno));
+		return LH_EIO;
+	}
+	size_t len = strlen(key);
+	int ok = write(fd, key, len) == (ssize_t)len && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+	ok = close(fd) == 0 && ok && rename(tmp, path) == 0;
+	if (!ok) {
+		LOG(LOG_ERROR, "admin", "path=%s err=\"%s\" cannot write the admin key", path,
+		    strerror(errno));
+		unlink(tmp);
+		return LH_EIO;
+	}
+	return LH_OK;
+}
+
+/* The admin key lives in the store, so every node sharing it accepts the same key; each
+ * node keeps a copy in <data-dir>/admin.key (0600) for `labhook admin` and `labhook lab`.
+ * On the first start the key is the file's if there is one (a store made before the key
+ * moved into it), else a new random one. Keeps only its hash. */
+static enum lh_err admin_key_load(const struct config *cfg, struct store *st,
+                                  unsigned char hash[32])
+{
+	char path[CFG_PATH_CAP + 16], file_key[128] = "", key[128], stored[128];
+	enum lh_err e;
 
 	snprintf(path, sizeof path, "%s/admin.key", cfg->data_dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT) {
-		if (util_random_token("lhk_", 32, key, sizeof key) != LH_OK)
-			return LH_EIO;
-		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (fd >= 0) {
-			size_t len = strlen(key);
-			int ok = write(fd, key, len) == (ssize_t)len && write(fd, "\n", 1) == 1 &&
-			         fsync(fd) == 0;
-			close(fd);
-			if (!ok) {
-				unlink(path);
-				LOG(LOG_ERROR, "admin", "path=%s cannot write the admin key", path);
-				return LH_EIO;
-			}
-			LOG(LOG_INFO, "admin", "path=%s created the admin key (mode 0600)", path);
-		}
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-	}
-	if (fd < 0) {
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		ssize_t n = read(fd, file_key, sizeof file_key - 1);
+		close(fd);
+		file_key[n > 0 ? n : 0] = '\0';
+		file_key[strcspn(file_key, "\r\n")] = '\0';
+	} else if (errno != ENOENT) {
 		LOG(LOG_ERROR, "admin", "path=%s err=\"%s\" cannot read the admin key", path,
 		    strerror(errno));
 		return LH_EIO;
 	}
-	n = read(fd, key, sizeof key - 1);
-	close(fd);
-	if (n <= 0) {
-		LOG(LOG_ERROR, "admin", "path=%s the admin key file is empty", path);
+	if (strlen(file_key) >= 16)
+		snprintf(key, sizeof key, "%s", file_key);
+	else if (util_random_token("lhk_", 32, key, sizeof key) != LH_OK)
 		return LH_EIO;
-	}
-	key[n] = '\0';
-	key[strcspn(key, "\r\n")] = '\0';
-	if (strlen(key) < 16) {
-		LOG(LOG_ERROR, "admin", "path=%s the admin key is shorter than 16 characters",
-		    path);
-		return LH_EIO;
-	}
-	util_sha256(key, strlen(key), hash);
+	e = st->ops->meta_get_or_put(st, "admin_key", key, stored, sizeof stored);
 	OPENSSL_cleanse(key, sizeof key);
+	if (e != LH_OK) {
+		LOG(LOG_ERROR, "admin", "err=%s cannot read the admin key from the store", err_code(e));
+		return e;
+	}
+	if (strcmp(stored, file_key) != 0) {
+		if ((e = admin_key_write(path, stored)) != LH_OK) {
+			OPENSSL_cleanse(stored, sizeof stored);
+			return e;
+		}
+		LOG(LOG_INFO, "admin", "path=%s %s (mode 0600)", path,
+		    file_key[0] ? "replaced the admin key with the store's" : "wrote the admin key");
+	}
+	util_sha256(stored, strlen(stored), hash);
+	OPENSSL_cleanse(stored, sizeof stored);
+	OPENSSL_cleanse(file_key, sizeof file_key);
 	return LH_OK;
+}
+
+/* Opens the store the `store` setting names. The data directory is made either way: it
+ * holds admin.key (and, on SQLite, the database). */
+static enum lh_err store_open(const struct config *cfg, struct store **out)
+{
+	if (strcmp(cfg->store, "sqlite") == 0)
+		return store_sqlite_open(cfg->data_dir, out);
+	if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST) {
+		LOG(LOG_ERROR, "main", "dir=%s err=\"%s\" cannot create the data directory",
+		    cfg->data_dir, strerror(errno));
+		return LH_EIO;
+	}
+	return store_pg_open(cfg->store, out);
 }
 
 /* --demo: a catch-all account with a lab, and a party-scoped one with a lab and a party.
@@ -207,8 +242,8 @@ static int serve(int argc, char **argv, char **env)
 	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	config_log_effective(&app.cfg);
-	if ((e = store_sqlite_open(app.cfg.data_dir, &app.store)) != LH_OK ||
-	    (e = admin_key_load(&app.cfg, app.admin_key_hash)) != LH_OK ||
+	if ((e = store_open(&app.cfg, &app.store)) != LH_OK ||
+	    (e = admin_key_load(&app.cfg, app.store, app.admin_key_hash)) != LH_OK ||
 	    (e = auth_new(app.store, &app.cfg, &app.auth)) != LH_OK) {
 		fprintf(stderr, "labhook: cannot start: %s (see the log above)\n", err_code(e));
 		goto out;
