@@ -51,6 +51,7 @@
 #define STOP_GRACE_MS     10000
 #define PAYLOAD_BUDGET    (32u << 20) /* payload bytes kept in memory; past it, read at send */
 #define SLOT_RESERVE      8 /* one endpoint leaves 1/8 of max-in-flight (at least 1) to others */
+#define LEASE_SOON_MS     200 /* a subscription change makes the leases looked at this soon */
 
 struct item {
 	struct item *next;
@@ -119,6 +120,7 @@ struct endpoint {
 	int spilled;
 	int contending;                 /* mem > 0 or in the spill queue: counts for shares */
 	uint64_t evict_mark;            /* outcomes made when last evicted (see read_back) */
+	uint64_t outcome_mark;          /* results_made after its last outcome (lease_rebalance) */
 	struct endpoint *bprev, *bnext; /* the busy list: endpoints with mem > 0 */
 };
 
@@ -202,6 +204,20 @@ struct delivery_engine {
 	struct epq spill;      /* endpoints with deliveries on disk to read back, in turn */
 	struct endpoint *busy; /* endpoints with deliveries in memory */
 	int recorder_wait;     /* a read-back waits for the recorder: look again soon */
+
+	/* Other nodes' news (under inbox_mu): subscriptions with deliveries to read back. */
+	struct sub_news *news;
+	size_t nnews, cap_news;
+	int news_lost; /* news may have been lost: read every backlog again */
+
+	/* Leases: which subscriptions this node sends (on a shared store). On a one-node
+	 * store own_all is set and the rest is unused. Dispatcher thread only. */
+	int own_all;
+	struct lease *leases; /* held now, ordered by sub_id */
+	size_t nleases;
+	int64_t lease_until_ms; /* sends nothing under them past this unless renewed */
+	int64_t lease_next_ms;  /* the next lease_sync */
+	int lease_failing;      /* the last lease_sync failed (logged once) */
 };
 
 static uint64_t hash2(const char *a, const char *b)
@@ -438,6 +454,29 @@ static struct endpoint *endpoint_get(struct delivery_engine *d, const char *sub_
 	e->hnext = d->eps[b];
 	d->eps[b] = e;
 	return e;
+}
+
+/* The lease this node holds on a subscription, or NULL (always NULL with own_all). */
+static const struct lease *lease_of(const struct delivery_engine *d, const char *sub_id)
+{
+	size_t lo = 0, hi = d->nleases;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(d->leases[mid].sub_id, sub_id);
+		if (c == 0)
+			return &d->leases[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* 1 if this node sends the subscription's deliveries. */
+static int owns(const struct delivery_engine *d, const char *sub_id)
+{
+	return d->own_all || lease_of(d, sub_id) != NULL;
 }
 
 static struct lane *lane_get(struct delivery_engine *d, const char *sub_id, const char *entity_id)
@@ -1074,6 +1113,9 @@ static void record_attempt(struct delivery_engine *d, const struct attempt_ctx *
 	r.status = dec->status;
 	r.next_at_ms = dec->next_at_ms;
 	r.sub = dec->sub;
+	const struct lease *lease = lease_of(d, r.sub_id);
+	r.epoch = lease ? lease->epoch : 0;
+	a->lane->ep->outcome_mark = d->results_made + 1; /* this outcome's number */
 	LOG(LOG_DEBUG, "delivery", "delivery=%s sub=%s attempt=%d status=%d error=%s dur_ms=%d",
 	    r.a.delivery_id, r.sub_id, r.a.n, at->status, r.a.error[0] ? r.a.error : "-",
 	    r.a.duration_ms);
@@ -1259,6 +1301,10 @@ static void drain_inbox(struct delivery_engine *d)
 	pthread_mutex_unlock(&d->inbox_mu);
 	for (size_t i = 0; i < n; i++) {
 		struct delivery *dl = &batch[i];
+		if (!owns(d, dl->sub_id)) { /* another node sends it: it hears of it itself */
+			free(dl->payload);
+			continue;
+		}
 		struct endpoint *ep = endpoint_get(d, dl->sub_id);
 		int join;
 		/* Past the endpoint's frontier, while it has deliveries on disk, a later page
@@ -1272,7 +1318,12 @@ static void drain_inbox(struct delivery_engine *d)
 		else if (dl->event_seq <= ep->loaded_seq) {
 			free(dl->payload);
 			continue;
-		} else
+		} else if (!d->own_all)
+			/* Other nodes commit too: a delivery of theirs with a lower seq may not have
+			 * been heard of yet, and joining would move the frontier past it. From the
+			 * store, in seq order, nothing is skipped. */
+			join = 0;
+		else
 			join = !ep->spilled && d->mem_items < (size_t)d->cfg->delivery_window &&
 			       ep->mem < ep_share(d, ep) && endpoint_refresh(d, ep) == 0 &&
 			       (ep->sub.status == SUB_ACTIVE || ep->sub.status == SUB_DELETED);
@@ -1322,6 +1373,11 @@ static void read_back(struct delivery_engine *d)
 	pthread_mutex_unlock(&d->rec_mu);
 	for (size_t turns = d->spill.n; turns > 0 && d->spill.head; turns--) {
 		struct endpoint *ep = epq_pop(&d->spill, EPQ_SPILL);
+		if (!owns(d, ep->sub_id)) { /* its lease went to another node */
+			ep->spilled = 0;
+			contend_update(d, ep);
+			continue;
+		}
 		if (endpoint_refresh(d, ep) != 0) {
 			ep_spill(d, ep); /* store trouble: the next turn tries again */
 			continue;
@@ -1367,13 +1423,15 @@ static void read_back(struct delivery_engine *d)
 
 /* 1 if nothing refers to ep and it holds nothing worth keeping: no lanes, nothing in
  * flight or queued, nothing of it on disk past its frontier, and no failure streak or
- * backoff to remember unless its subscription is gone. Its record is then freed, so memory
- * follows the live subscriptions with deliveries, not every subscription ever seen. */
-static int ep_idle(struct delivery_engine *d, struct endpoint *ep, int64_t now)
+ * backoff to remember unless its subscription is gone, and every outcome of it recorded
+ * (lease_rebalance gives a lease without a record back at once). Its record is then freed,
+ * so memory follows the live subscriptions with deliveries, not every subscription ever
+ * seen. */
+static int ep_idle(struct delivery_engine *d, struct endpoint *ep, int64_t now, uint64_t recorded)
 {
 	if (ep->lanes || ep->in_flight || ep->mem || ep->spilled || ep->contending ||
 	    ep->q[EPQ_SPILL].queued || ep->q[EPQ_RING].queued || ep->waiting.head ||
-	    ep->gwaiting.head)
+	    ep->gwaiting.head || ep->outcome_mark > recorded)
 		return 0;
 	if (ep->health.streak == 0 && ep->health.backoff_until_ms <= now)
 		return 1;
@@ -1387,9 +1445,12 @@ static void subs_changed(struct delivery_engine *d)
 {
 	int64_t now = util_now_ms();
 	size_t kept = 0, freed = 0;
+	pthread_mutex_lock(&d->rec_mu);
+	uint64_t recorded = d->recorded;
+	pthread_mutex_unlock(&d->rec_mu);
 	for (size_t b = 0; b < HASH_BUCKETS; b++)
 		for (struct endpoint **pp = &d->eps[b], *ep; (ep = *pp) != NULL;) {
-			if (ep_idle(d, ep, now)) {
+			if (ep_idle(d, ep, now, recorded)) {
 				*pp = ep->hnext;
 				free(ep);
 				freed++;
@@ -1427,6 +1488,205 @@ static void pump_ring(struct delivery_engine *d, int64_t now)
 	}
 }
 
+/* ---- news from other nodes, and leases ---- */
+
+/* Makes the engine read a subscription's whole backlog again from its start: deliveries
+ * older than its frontier may be pending again (or were never heard of). What is already
+ * in memory is matched by delivery id, not added twice. */
+static void ep_rescan(struct delivery_engine *d, struct endpoint *ep)
+{
+	ep->loaded_seq = 0;
+	/* Outcomes on their way to the store: those deliveries must not be read as pending. */
+	ep->evict_mark = d->results_made;
+	ep_spill(d, ep);
+}
+
+/* Reads again the backlog of every subscription this node sends that has one (after news
+ * may have been lost, and for newly taken leases: only (only) if set, those in it). */
+static void rescan_pending(struct delivery_engine *d, const struct lease *only, size_t nonly)
+{
+	struct sub_ref *subs = NULL;
+	size_t n = 0;
+	if (d->st->ops->delivery_pending_subs(d->st, &subs, &n) != LH_OK) {
+		d->news_lost = 1; /* try again at the next turn of the loop */
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!owns(d, subs[i].sub_id))
+			continue;
+		if (only) {
+			size_t k = 0;
+			while (k < nonly && strcmp(only[k].sub_id, subs[i].sub_id) != 0)
+				k++;
+			if (k == nonly)
+				continue;
+		}
+		struct endpoint *ep = endpoint_get(d, subs[i].sub_id);
+		if (ep)
+			ep_rescan(d, ep);
+	}
+	free(subs);
+}
+
+/* Takes the news the hook queued: other nodes' deliveries to read back. */
+static void drain_news(struct delivery_engine *d)
+{
+	pthread_mutex_lock(&d->inbox_mu);
+	struct sub_news *news = d->news;
+	size_t n = d->nnews;
+	int lost = d->news_lost;
+	d->news = NULL;
+	d->nnews = d->cap_news = 0;
+	d->news_lost = 0;
+	pthread_mutex_unlock(&d->inbox_mu);
+	if (lost)
+		rescan_pending(d, NULL, 0);
+	for (size_t i = 0; i < n; i++) {
+		if (!owns(d, news[i].sub_id))
+			continue;
+		struct endpoint *ep = endpoint_get(d, news[i].sub_id);
+		if (!ep)
+			d->news_lost = 1; /* out of memory: every backlog again, later */
+		else if (news[i].rescan)
+			ep_rescan(d, ep);
+		else
+			ep_spill(d, ep); /* read from its frontier on */
+	}
+	free(news);
+}
+
+/* Stops sending a subscription's deliveries: those in memory leave it (they stay pending
+ * in the store for the next holder); attempts in flight finish, and their outcomes are
+ * refused by the store if the lease has passed on meanwhile. */
+static void ep_disown(struct delivery_engine *d, const char *sub_id)
+{
+	uint64_t b = hash2(sub_id, NULL) % HASH_BUCKETS;
+	for (struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext)
+		if (strcmp(ep->sub_id, sub_id) == 0) {
+			ep_evict(d, ep, 0); /* read_back drops it from the queue: not owned */
+			return;
+		}
+}
+
+/* Replaces the leases held with `got` (ordered by sub_id): lost ones stop, new ones (or
+ * ones lost and taken again: another node may have sent meanwhile) are read from the
+ * start of their backlog. */
+static void lease_apply(struct delivery_engine *d, struct lease *got, size_t n)
+{
+	struct lease *old = d->leases, *gained = NULL;
+	size_t nold = d->nleases, ngained = 0, i = 0, j = 0;
+	if (n)
+		gained = malloc(n * sizeof *gained);
+	d->leases = got; /* from here on, owns() answers for the new set */
+	d->nleases = n;
+	while (i < nold || j < n) {
+		int c = i == nold ? 1 : j == n ? -1 : strcmp(old[i].sub_id, got[j].sub_id);
+		if (c < 0 || (c == 0 && old[i].epoch != got[j].epoch))
+			ep_disown(d, old[i].sub_id);
+		if ((c > 0 || (c == 0 && old[i].epoch != got[j].epoch)) && gained)
+			gained[ngained++] = got[j];
+		i += c <= 0;
+		j += c >= 0;
+	}
+	if (ngained)
+		rescan_pending(d, gained, ngained);
+	else if (n && !gained)
+		d->news_lost = 1; /* out of memory: read every backlog again */
+	if (nold != n || ngained)
+		LOG(LOG_INFO, "delivery", "held=%zu taken=%zu lost=%zu leases changed", n, ngained,
+		    nold + ngained - n);
+	free(gained);
+	free(old);
+}
+
+/* Drops every lease held (not renewed in time): nothing more is sent under them. */
+static void lease_drop_all(struct delivery_engine *d)
+{
+	LOG(LOG_WARN, "delivery", "held=%zu the leases were not renewed in time: sending stops until they are",
+	    d->nleases);
+	lease_apply(d, NULL, 0);
+}
+
+/* Gives back leases over this node's share, of subscriptions with nothing in flight here
+ * and every outcome recorded (the next holder would otherwise find a delivery just answered
+ * still pending, and send it again), so that a node that joined gets its part. */
+static void lease_rebalance(struct delivery_engine *d, size_t share)
+{
+	if (d->nleases <= share)
+		return;
+	size_t extra = d->nleases - share, k = 0;
+	struct lease *give = malloc(extra * sizeof *give);
+	if (!give)
+		return;
+	pthread_mutex_lock(&d->rec_mu);
+	uint64_t recorded = d->recorded;
+	pthread_mutex_unlock(&d->rec_mu);
+	for (size_t i = 0; i < d->nleases && k < extra; i++) {
+		uint64_t b = hash2(d->leases[i].sub_id, NULL) % HASH_BUCKETS;
+		struct endpoint *ep = d->eps[b];
+		while (ep && strcmp(ep->sub_id, d->leases[i].sub_id) != 0)
+			ep = ep->hnext;
+		if (!ep || (ep->in_flight == 0 && ep->outcome_mark <= recorded))
+			give[k++] = d->leases[i];
+	}
+	if (k && d->st->ops->lease_release(d->st, give, k) == LH_OK) {
+		/* The set without them, still ordered. */
+		struct lease *keep = malloc((d->nleases - k) * sizeof *keep + 1);
+		if (keep) {
+			size_t m = 0;
+			for (size_t i = 0, g = 0; i < d->nleases; i++) {
+				if (g < k && strcmp(d->leases[i].sub_id, give[g].sub_id) == 0)
+					g++;
+				else
+					keep[m++] = d->leases[i];
+			}
+			LOG(LOG_INFO, "delivery", "released=%zu share=%zu leases given back", k, share);
+			lease_apply(d, keep, m);
+		}
+	}
+	free(give);
+}
+
+/* Renews the leases every third of lease-time and takes free ones up to this node's share;
+ * stops sending under them two thirds of lease-time after the last renewal began, so a node
+ * cut off from the store stops before another node can take them over. */
+static void lease_tick(struct delivery_engine *d, int64_t now)
+{
+	if (d->own_all)
+		return;
+	if (now < d->lease_next_ms) {
+		if (d->nleases && now >= d->lease_until_ms)
+			lease_drop_all(d);
+		return;
+	}
+	struct lease *got = NULL;
+	size_t n = 0, share = 0;
+	int all = 0;
+	enum lh_err e = d->st->ops->lease_sync(d->st, d->cfg->lease_ms, &got, &n, &share, &all);
+	if (e != LH_OK) {
+		if (!d->lease_failing)
+			LOG(LOG_WARN, "delivery", "err=%s the leases could not be renewed; trying again",
+			    err_code(e));
+		d->lease_failing = 1;
+		d->lease_next_ms = now + 1000;
+		if (d->nleases && now >= d->lease_until_ms)
+			lease_drop_all(d);
+		return;
+	}
+	if (d->lease_failing)
+		LOG(LOG_INFO, "delivery", "held=%zu the leases are renewed again", n);
+	d->lease_failing = 0;
+	if (all) {
+		d->own_all = 1;
+		free(got);
+		return;
+	}
+	d->lease_until_ms = now + d->cfg->lease_ms * 2 / 3;
+	d->lease_next_ms = now + d->cfg->lease_ms / 3;
+	lease_apply(d, got, n);
+	lease_rebalance(d, share);
+}
+
 static void *dispatch_main(void *arg)
 {
 	struct delivery_engine *d = arg;
@@ -1443,12 +1703,18 @@ static void *dispatch_main(void *arg)
 			stop_deadline = now + STOP_GRACE_MS;
 		if (stopping && (d->in_flight == 0 || now >= stop_deadline))
 			break;
+		lease_tick(d, now);
+		drain_news(d);
 		drain_inbox(d);
 		uint64_t v = d->st->ops->subs_version(d->st);
 		if (v != d->subs_version) {
 			d->subs_version = v;
 			subs_changed(d);
 			CHECK_ENGINE(d);
+			/* A new (or re-enabled) subscription has no lease yet: every node looks at
+			 * once (at most five times a second), not a third of lease-time later. */
+			if (!d->own_all && d->lease_next_ms > now + LEASE_SOON_MS)
+				d->lease_next_ms = now + LEASE_SOON_MS;
 		}
 		read_back(d);
 		while (!stopping && d->nheap && d->heap[0].due <= now) {
@@ -1478,6 +1744,8 @@ static void *dispatch_main(void *arg)
 			wait = FLUSH_MS;
 		if (d->recorder_wait && FLUSH_MS < wait)
 			wait = FLUSH_MS; /* a read-back waits for outcomes to be recorded */
+		if (!d->own_all && d->lease_next_ms - now < wait)
+			wait = d->lease_next_ms - now;
 		if (wait < 0)
 			wait = 0;
 		int running = 0;
@@ -1498,27 +1766,32 @@ static void *dispatch_main(void *arg)
 }
 
 /* The store's commit hook (any thread): fresh deliveries join the inbox, taking their
- * payloads; a subscription change (n == 0) only wakes the loop, which then sees the new
- * subs_version, so a resumed subscription's deliveries go at once. */
-static void on_commit(void *ctx, struct delivery *dl, size_t n)
+ * payloads, and other nodes' news its own queue; either way the loop wakes (a subscription
+ * change too: it then sees the new subs_version, so a resumed one's deliveries go at once).
+ * Out of memory, what cannot be queued is read from the store again (news_lost). */
+static void on_commit(void *ctx, struct store_news *nw)
 {
 	struct delivery_engine *d = ctx;
-	if (n == 0) {
-		curl_multi_wakeup(d->multi);
-		return;
-	}
 	pthread_mutex_lock(&d->inbox_mu);
-	if (UTIL_GROW(d->inbox, d->cap_inbox, d->ninbox + n, 256)) {
-		pthread_mutex_unlock(&d->inbox_mu);
-		for (size_t i = 0; i < n; i++)
-			free(dl[i].payload);
-		LOG(LOG_ERROR, "delivery",
-		    "n=%zu out of memory; the deliveries stay pending in the store and are sent after restart",
-		    n);
-		return;
+	if (nw->nfresh) {
+		if (UTIL_GROW(d->inbox, d->cap_inbox, d->ninbox + nw->nfresh, 256)) {
+			for (size_t i = 0; i < nw->nfresh; i++)
+				free(nw->fresh[i].payload);
+			d->news_lost = 1;
+		} else {
+			memcpy(d->inbox + d->ninbox, nw->fresh, nw->nfresh * sizeof *nw->fresh);
+			d->ninbox += nw->nfresh;
+		}
 	}
-	memcpy(d->inbox + d->ninbox, dl, n * sizeof *dl);
-	d->ninbox += n;
+	if (nw->nsubs) {
+		if (UTIL_GROW(d->news, d->cap_news, d->nnews + nw->nsubs, 64)) {
+			d->news_lost = 1;
+		} else {
+			memcpy(d->news + d->nnews, nw->subs, nw->nsubs * sizeof *nw->subs);
+			d->nnews += nw->nsubs;
+		}
+	}
+	d->news_lost |= nw->lost;
 	pthread_mutex_unlock(&d->inbox_mu);
 	curl_multi_wakeup(d->multi);
 }
@@ -1549,12 +1822,16 @@ enum lh_err delivery_start(struct store *st, const struct config *cfg, struct de
 	 * delivery committed in between is either in a page or past its endpoint's frontier
 	 * (then a page brings it), never lost or doubled. */
 	st->ops->set_commit_hook(st, on_commit, d);
+	/* On a shared store, the leases first: only their subscriptions' backlogs are ours. */
+	lease_tick(d, util_now_ms());
 	struct sub_ref *subs = NULL;
 	size_t nsubs = 0;
 	e = st->ops->delivery_pending_subs(st, &subs, &nsubs);
 	if (e != LH_OK)
 		goto fail;
 	for (size_t i = 0; i < nsubs; i++) {
+		if (!owns(d, subs[i].sub_id))
+			continue;
 		struct endpoint *ep = endpoint_get(d, subs[i].sub_id);
 		if (!ep) {
 			free(subs);
@@ -1607,6 +1884,11 @@ void delivery_stop(struct delivery_engine *d)
 		pthread_mutex_unlock(&d->rec_mu);
 		pthread_join(d->recorder, NULL);
 	}
+	/* Every outcome is recorded: the other nodes may take these over at once. */
+	if (d->nleases && d->st->ops->lease_release(d->st, d->leases, d->nleases) == LH_OK)
+		LOG(LOG_INFO, "delivery", "released=%zu leases given back at stop", d->nleases);
+	free(d->leases);
+	free(d->news);
 	pthread_mutex_destroy(&d->rec_mu);
 	pthread_cond_destroy(&d->rec_cv);
 	pthread_cond_destroy(&d->rec_room);

@@ -201,6 +201,19 @@ struct sub_ref {
 	char sub_id[ID_CAP];
 };
 
+/* A subscription whose pending deliveries another node's commit changed. */
+struct sub_news {
+	char sub_id[ID_CAP];
+	int rescan; /* 1: older deliveries were made pending again (retry, recover): read its
+	             * backlog from the start; 0: new ones were committed past what was read */
+};
+
+/* This node's right to send a subscription's deliveries (see lease_sync). */
+struct lease {
+	char sub_id[ID_CAP];
+	int64_t epoch; /* bumped whenever the lease changes hands: outcomes carry it */
+};
+
 #define ATTEMPT_BODY_CAP 256 /* the start of an endpoint's answer kept in the log */
 
 struct attempt {
@@ -223,15 +236,32 @@ struct delivery_result {
 	char sub_id[ID_CAP];
 	enum sub_outcome sub; /* how the attempt changes its subscription */
 	int64_t now;          /* unix seconds of the outcome */
+	int64_t epoch;        /* the lease the attempt was made under (0 on a one-node store) */
 };
 
-/* Called by the store after each commit that created deliveries (with them, from the writer
- * thread) or changed a subscription (n == 0, from whichever thread committed, after the new
- * subs_version is visible, with the store's lock held: the hook must not call the store,
- * only note the change and return). The hook owns each d[i].payload from the call on (frees it, or
- * hands it on); the array itself stays the store's and is reused after the call. This is
- * how the engine hears of changes without the API knowing it exists. */
-typedef void (*store_commit_hook)(void *ctx, struct delivery *d, size_t n);
+/* What the commit hook hears; any part may be empty. */
+struct store_news {
+	/* Deliveries this process committed, new or pending again (requeue, recover), from
+	 * the writer thread. The hook owns each fresh[i].payload from the call on (frees it
+	 * or hands it on); the array itself stays the store's and is reused after the call. */
+	struct delivery *fresh;
+	size_t nfresh;
+	/* Subscriptions with pending deliveries another node committed (a shared backend):
+	 * they wait in the store, to be read with delivery_pending. */
+	const struct sub_news *subs;
+	size_t nsubs;
+	/* A subscription changed, here or on another node: subs_version has moved. */
+	int subs_changed;
+	/* Other nodes' news may have been lost (the backend reconnected): every backlog is to
+	 * be read again from its start. */
+	int lost;
+};
+
+/* Called by the store after each commit the engine must hear of (see struct store_news),
+ * from whichever thread made or heard of it, with the store's locks held: the hook must
+ * not call the store, only note the news and return. This is how the engine hears of
+ * changes without the API knowing it exists. */
+typedef void (*store_commit_hook)(void *ctx, struct store_news *news);
 
 /* A transaction handed to a store_tx_fn by store_ops.submit. Only valid inside the call. */
 struct store_tx;
@@ -371,12 +401,29 @@ struct store_ops {
 	enum lh_err (*delivery_pending_subs)(struct store *s, struct sub_ref **out, size_t *n);
 	/* The payload of an event. Returns owned text, free with free(). */
 	enum lh_err (*event_payload)(struct store *s, const char *event_id, char **out);
-	/* Records attempt outcomes in one durable transaction (group commit). */
+	/* Records attempt outcomes in one durable transaction (group commit). An outcome made
+	 * under a lease this node no longer holds (its epoch is not the holder's) is left
+	 * out: the delivery stays as the new holder records it. */
 	enum lh_err (*delivery_record)(struct store *s, const struct delivery_result *r, size_t n);
 	/* A subscription by id whatever its account (deleted ones too). */
 	enum lh_err (*sub_get_any)(struct store *s, const char *id, struct subscription *out);
 	/* Bumped by every subscription change: caches compare it. */
 	uint64_t (*subs_version)(struct store *s);
+	/* ---- several nodes on one shared store: who sends a subscription's deliveries ----
+	 * Each subscription's deliveries are sent by one node at a time, the holder of its
+	 * lease. lease_sync renews this node's leases for lease_ms (on the store's clock),
+	 * takes free and expired ones up to its share (the subscriptions over the live nodes,
+	 * rounded up) and returns every lease it holds, ordered by sub_id (free with free()),
+	 * and that share. A store that only one node can use (SQLite) holds everything: *all
+	 * is 1 and *n 0. A node must stop sending a subscription's deliveries before its lease
+	 * can have expired, and delivery_record refuses outcomes whose epoch is not the
+	 * current holder's (the fence that keeps a node that stalled from writing over the
+	 * new holder's records). */
+	enum lh_err (*lease_sync)(struct store *s, int64_t lease_ms, struct lease **out,
+	                          size_t *n, size_t *share, int *all);
+	/* Gives up this node's leases of the n subscriptions (over its share, or at stop), so
+	 * another node takes them at its next lease_sync. */
+	enum lh_err (*lease_release)(struct store *s, const struct lease *l, size_t n);
 	/* Deliveries of a client's subscription, newest first, optionally by status (-1 any)
 	 * and created at or after since (unix s), with delivery_id < before ("" = start). */
 	enum lh_err (*delivery_list)(struct store *s, const char *client_id, const char *sub_id,

@@ -64,14 +64,27 @@ struct pg_conn {
 	size_t nstmt;
 };
 
+/* The subscriptions a batch made deliveries pending for, to tell the other nodes at its
+ * commit (NOTIFY labhook_deliveries, "<node> <kind> <sub>,<sub>,..."). Past NEWS_MAX
+ * subscriptions, or a payload near NOTIFY's 8,000 bytes, it says "all" instead. */
+#define NEWS_MAX 64
+struct batch_news {
+	char subs[NEWS_MAX][ID_CAP];
+	size_t n;
+	int all;
+};
+
 struct pg_store {
 	struct store base;
 	struct store_tx tx;
 	char *uri;
+	char node_id[ID_CAP]; /* this store is one node of the cluster */
+	int64_t started_at;
 	/* The writer's connection and its batch state: the writer thread only. */
 	struct pg_conn wc;
 	int release_pending; /* the last job's savepoint is released with the next SAVEPOINT */
 	int subs_dirty;      /* a job changed a subscription in the open batch */
+	struct batch_news fresh_news, rescan_news; /* what the batch tells the other nodes */
 	struct store_writer *writer;
 	/* The pool: a slot is borrowed by one thread for one operation. */
 	pthread_mutex_t pool_mu;
@@ -173,6 +186,14 @@ static const char *const migrations[] = {
     " n BIGINT NOT NULL, started_at BIGINT NOT NULL, duration_ms BIGINT NOT NULL,"
     " status_code BIGINT NOT NULL, error TEXT NOT NULL, response TEXT NOT NULL,"
     " PRIMARY KEY(delivery_id, n));",
+    /* 3: several nodes. A node row is its heartbeat; a lease says which node sends a
+     * subscription's deliveries until when, and its epoch (bumped at every takeover) is
+     * the fence its outcomes are checked against. Times on the database's clock. */
+    "CREATE TABLE nodes(node_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid BIGINT NOT NULL,"
+    " started_at BIGINT NOT NULL, seen_at TIMESTAMPTZ NOT NULL);"
+    "CREATE TABLE leases(sub_id TEXT PRIMARY KEY REFERENCES subscriptions(sub_id),"
+    " node_id TEXT NOT NULL, epoch BIGINT NOT NULL, expires_at TIMESTAMPTZ NOT NULL);"
+    "CREATE INDEX leases_node ON leases(node_id, sub_id);",
 };
 #define N_MIGRATIONS (COUNTOF(migrations))
 
@@ -717,7 +738,7 @@ static void subs_bump(struct pg_store *s)
 {
 	__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
 	if (s->writer)
-		writer_notify_subs(s->writer);
+		writer_notify(s->writer, &(struct store_news){.subs_changed = 1});
 }
 
 /* A statement on a borrowed pool connection, in its own (implicit) transaction. */
@@ -1513,6 +1534,44 @@ static enum lh_err tx_booking_insert(struct store_tx *tx, const struct booking *
  * in $9, type), catch-all "" first; a subscription has one party, so none matches twice.
  * Or, with only_sub ($8), that subscription if it is not deleted. $10 holds as many fresh
  * delivery ids as there can be matches. */
+/* ---- telling the other nodes ---- */
+
+static void news_add(struct batch_news *b, const char *sub_id)
+{
+	if (b->all)
+		return;
+	for (size_t i = 0; i < b->n; i++)
+		if (strcmp(b->subs[i], sub_id) == 0)
+			return;
+	if (b->n == NEWS_MAX) {
+		b->all = 1;
+		return;
+	}
+	snprintf(b->subs[b->n++], ID_CAP, "%s", sub_id);
+}
+
+/* NOTIFY labhook_deliveries with "<node> <kind> <subs>" (kind n: new deliveries, r: older
+ * ones pending again) or "<node> <kind> *" for all, inside the batch's transaction: the
+ * other nodes hear of it at the commit, and only then. */
+static enum lh_err news_send(struct pg_store *s, struct batch_news *b, char kind)
+{
+	char payload[NEWS_MAX * ID_CAP + 64];
+	size_t o;
+	if (!b->n && !b->all)
+		return LH_OK;
+	o = (size_t)snprintf(payload, sizeof payload, "%s %c ", s->node_id, kind);
+	if (b->all)
+		o += (size_t)snprintf(payload + o, sizeof payload - o, "*");
+	for (size_t i = 0; i < b->n && !b->all; i++)
+		o += (size_t)snprintf(payload + o, sizeof payload - o, "%s%s", i ? "," : "",
+		                      b->subs[i]);
+	struct params p = {0};
+	p_text(&p, payload);
+	b->n = 0;
+	b->all = 0;
+	return run_cmd(s, &s->wc, "SELECT pg_notify('labhook_deliveries', $1)", &p, NULL, "notify");
+}
+
 static const char *const EVENT_SQL =
     "WITH ev AS (INSERT INTO events(event_id, client_id, lab_id, type, entity_id, payload,"
     " created_at) VALUES($1, $2, $3, $4, $5, $6, $7) RETURNING seq),"
@@ -1574,6 +1633,7 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 		col_text(r, (int)k, 1, sub, sizeof sub);
 		store_delivery_new(&d, ev, id, sub, col_i64(r, (int)k, 2));
 		e = store_fresh_delivery(s->writer, &d, ev->payload);
+		news_add(&s->fresh_news, sub);
 	}
 	PQclear(r);
 	if (e == LH_OK)
@@ -1601,6 +1661,8 @@ static enum lh_err wb_begin(void *be)
 	struct pg_store *s = be;
 	s->release_pending = 0;
 	s->subs_dirty = 0;
+	s->fresh_news.n = s->rescan_news.n = 0;
+	s->fresh_news.all = s->rescan_news.all = 0;
 	/* A lost connection is reset here, at the next batch, within the backoff: while the
 	 * database is down, batches fail at once (LH_EUNAVAIL) without trying to connect. */
 	enum lh_err e = conn_ready(s, &s->wc);
@@ -1640,6 +1702,8 @@ static int wb_in_tx(void *be)
 static enum lh_err wb_end(void *be, enum lh_err e)
 {
 	struct pg_store *s = be;
+	if (e == LH_OK && (e = news_send(s, &s->fresh_news, 'n')) == LH_OK)
+		e = news_send(s, &s->rescan_news, 'r');
 	e = tx_close(s, &s->wc, e);
 	if (s->subs_dirty)
 		subs_bump(s);
@@ -1788,18 +1852,31 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 		p_i64(&p, r->status);
 		p_i64(&p, r->next_at_ms);
 		p_i64(&p, r->now);
-		/* A delivery cancelled meanwhile (unsubscribed) stays cancelled. */
+		p_text(&p, r->sub_id);
+		p_text(&p, s->node_id);
+		p_i64(&p, r->epoch);
+		/* A delivery cancelled meanwhile (unsubscribed) stays cancelled. The fence: only
+		 * the holder of the subscription's lease, under the epoch the attempt was made
+		 * with, records it; a node that lost the lease (it stalled, another took over)
+		 * leaves the delivery as the new holder records it. */
 		e = run_cmd(
 		    s, &s->wc,
-		    "WITH a AS (INSERT INTO attempts(delivery_id, n, started_at, duration_ms,"
-		    " status_code, error, response) VALUES($1, $2, $3, $4, $5, $6, $7)"
+		    "WITH f AS (SELECT 1 FROM leases WHERE sub_id = $11 AND node_id = $12"
+		    "  AND epoch = $13),"
+		    " a AS (INSERT INTO attempts(delivery_id, n, started_at, duration_ms,"
+		    " status_code, error, response) SELECT $1, $2, $3, $4, $5, $6, $7"
+		    " WHERE EXISTS (SELECT 1 FROM f)"
 		    " ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = excluded.started_at,"
 		    " duration_ms = excluded.duration_ms, status_code = excluded.status_code,"
 		    " error = excluded.error, response = excluded.response)"
 		    " UPDATE deliveries SET status = $8, attempts = $2, next_at = $9,"
-		    " last_error = $6, updated_at = $10 WHERE delivery_id = $1 AND status <> 3",
-		    &p, NULL, "record");
-		if (e != LH_OK || r->sub == SUBO_NONE)
+		    " last_error = $6, updated_at = $10 WHERE delivery_id = $1 AND status <> 3"
+		    " AND EXISTS (SELECT 1 FROM f)",
+		    &p, &changed, "record");
+		if (e == LH_OK && changed == 0)
+			LOG(LOG_DEBUG, "store", "delivery=%s sub=%s epoch=%lld outcome not recorded: cancelled, or the lease passed on",
+			    r->a.delivery_id, r->sub_id, (long long)r->epoch);
+		if (e != LH_OK || r->sub == SUBO_NONE || changed == 0)
 			continue;
 		p.n = 0;
 		p_text(&p, r->sub_id);
@@ -1896,6 +1973,7 @@ static enum lh_err requeue_push(struct pg_store *s, struct requeue_job *j)
 	for (size_t i = 0; i < j->n && e == LH_OK; i++) {
 		j->list[i].requeued = 1;
 		e = writer_fresh_push(s->writer, &j->list[i]);
+		news_add(&s->rescan_news, j->list[i].sub_id);
 	}
 	return e;
 }
@@ -1972,6 +2050,111 @@ static enum lh_err pgs_delivery_recover(struct store *base, const char *client_i
 	return LH_OK;
 }
 
+/* ---- leases: which node sends which subscription's deliveries ---- */
+
+static void lease_from_row(const PGresult *r, int i, void *out)
+{
+	struct lease *l = out;
+	memset(l, 0, sizeof *l);
+	col_text(r, i, 0, l->sub_id, sizeof l->sub_id);
+	l->epoch = col_i64(r, i, 1);
+}
+
+/* One transaction: the node's heartbeat, its leases renewed, free and expired ones taken
+ * up to its share (in an order of its own, so nodes taking at once reach for different
+ * ones; a lease another node took first is left to it by the ON CONFLICT's WHERE), and the
+ * leases it holds. Live subscriptions only (active or paused): the others' leases lapse. */
+static enum lh_err pgs_lease_sync(struct store *base, int64_t lease_ms, struct lease **out,
+                                  size_t *n, size_t *share, int *all)
+{
+	struct pg_store *s = S(base);
+	struct pg_conn *c;
+	struct params p = {0};
+	PGresult *r = NULL;
+	char host[256] = "";
+	enum lh_err e = pool_begin(s, "BEGIN", &c);
+	if (e != LH_OK)
+		return e;
+	gethostname(host, sizeof host - 1);
+	p_text(&p, s->node_id);
+	p_i64(&p, lease_ms);
+	p_text(&p, host);
+	p_i64(&p, (int64_t)getpid());
+	p_i64(&p, s->started_at);
+	e = run_cmd(s, c,
+	            "INSERT INTO nodes(node_id, host, pid, started_at, seen_at)"
+	            " VALUES($1, $3, $4, $5, now()) ON CONFLICT (node_id) DO UPDATE"
+	            " SET seen_at = now() WHERE $2::bigint >= 0",
+	            &p, NULL, "node_seen");
+	p.n = 2;
+	if (e == LH_OK)
+		e = run_cmd(s, c,
+		            "UPDATE leases l SET expires_at = now() + $2 * interval '1 millisecond'"
+		            " FROM subscriptions su WHERE l.node_id = $1 AND su.sub_id = l.sub_id"
+		            " AND su.status IN (0, 1) AND l.expires_at > now()",
+		            &p, NULL, "lease_renew");
+	if (e == LH_OK)
+		e = run(s, c,
+		        "SELECT (SELECT count(*) FROM subscriptions WHERE status IN (0, 1)),"
+		        " (SELECT count(*) FROM nodes WHERE seen_at > now() - $2 * interval '1 millisecond'"
+		        "  OR node_id = $1),"
+		        " (SELECT count(*) FROM leases WHERE node_id = $1 AND expires_at > now())",
+		        &p, &r, "lease_share");
+	if (e == LH_OK) {
+		int64_t subs = col_i64(r, 0, 0), nodes = col_i64(r, 0, 1), held = col_i64(r, 0, 2);
+		PQclear(r);
+		*share = (size_t)((subs + (nodes > 0 ? nodes : 1) - 1) / (nodes > 0 ? nodes : 1));
+		if ((int64_t)*share > held) {
+			p_i64(&p, (int64_t)*share - held);
+			e = run_cmd(s, c,
+			            "INSERT INTO leases(sub_id, node_id, epoch, expires_at)"
+			            " SELECT su.sub_id, $1, 1, now() + $2 * interval '1 millisecond'"
+			            " FROM subscriptions su LEFT JOIN leases l ON l.sub_id = su.sub_id"
+			            " WHERE su.status IN (0, 1) AND (l.sub_id IS NULL"
+			            "  OR l.expires_at <= now())"
+			            " ORDER BY md5(su.sub_id || $1) LIMIT $3"
+			            " ON CONFLICT (sub_id) DO UPDATE SET node_id = excluded.node_id,"
+			            " epoch = leases.epoch + 1, expires_at = excluded.expires_at"
+			            " WHERE leases.expires_at <= now()",
+			            &p, NULL, "lease_take");
+			p.n = 2;
+		}
+	}
+	if (e == LH_OK)
+		e = query_list(s, c,
+		               "SELECT sub_id, epoch FROM leases WHERE node_id = $1"
+		               " AND expires_at > now() AND $2::bigint >= 0"
+		               " ORDER BY sub_id COLLATE \"C\"",
+		               &p, sizeof **out, lease_from_row, (void **)out, n, "lease_list");
+	e = pool_end(s, c, e);
+	if (e != LH_OK) {
+		free(*out);
+		*out = NULL;
+		return e;
+	}
+	*all = 0;
+	return LH_OK;
+}
+
+/* Lets the leases lapse now; their epochs stay, so the next holder's are higher. */
+static enum lh_err pgs_lease_release(struct store *base, const struct lease *l, size_t n)
+{
+	struct pg_store *s = S(base);
+	struct params p = {0};
+	struct pg_array subs = {0};
+	for (size_t i = 0; i < n; i++)
+		arr_add(&subs, l[i].sub_id);
+	p_text(&p, s->node_id);
+	if (p_array(&p, &subs) != LH_OK)
+		return LH_ENOMEM;
+	enum lh_err e = pool_cmd(s,
+	                         "UPDATE leases SET expires_at = now() - interval '1 second'"
+	                         " WHERE node_id = $1 AND sub_id = ANY($2::text[])",
+	                         &p, NULL, "lease_release");
+	params_free(&p);
+	return e;
+}
+
 static enum lh_err pgs_bill_get(struct store *base, const char *client_id, const char *bill_id,
                                 struct bill *out, struct report **reports, size_t *n)
 {
@@ -2000,7 +2183,37 @@ static int wait_readable(struct pg_store *s, int fd, int ms)
 	return k > 0 && !stopping(s) && fd >= 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP));
 }
 
-/* Listens on pg until it is lost or the store closes; every notification bumps. */
+/* Passes another node's "<node> <kind> <subs>" (see news_send) to the commit hook; our
+ * own commits reached it already. */
+static void news_heard(struct pg_store *s, const char *payload)
+{
+	struct sub_news news[NEWS_MAX];
+	struct store_news nw = {.subs = news};
+	size_t nl = strlen(s->node_id);
+	if (strncmp(payload, s->node_id, nl) == 0 && payload[nl] == ' ')
+		return;
+	const char *p = strchr(payload, ' ');
+	if (!p || (p[1] != 'n' && p[1] != 'r') || p[2] != ' ') {
+		nw.lost = 1; /* not ours to read: read every backlog again */
+	} else if (p[3] == '*') {
+		nw.lost = 1;
+	} else {
+		int rescan = p[1] == 'r';
+		for (p += 3; *p && nw.nsubs < NEWS_MAX;) {
+			size_t len = strcspn(p, ",");
+			if (len && len < ID_CAP) {
+				memcpy(news[nw.nsubs].sub_id, p, len);
+				news[nw.nsubs].sub_id[len] = '\0';
+				news[nw.nsubs++].rescan = rescan;
+			}
+			p += len + (p[len] == ',');
+		}
+	}
+	writer_notify(s->writer, &nw);
+}
+
+/* Listens on pg until it is lost or the store closes: subscription changes bump
+ * subs_version, other nodes' deliveries go to the commit hook. */
 static void listen_on(struct pg_store *s, PGconn *pg)
 {
 	while (!stopping(s) && PQstatus(pg) == CONNECTION_OK) {
@@ -2008,10 +2221,14 @@ static void listen_on(struct pg_store *s, PGconn *pg)
 			continue;
 		if (!PQconsumeInput(pg))
 			return; /* lost: the caller reconnects */
-		int got = 0;
-		for (PGnotify *n; (n = PQnotifies(pg)); got = 1)
-			PQfreemem(n);
-		if (got)
+		int subs = 0;
+		for (PGnotify *n; (n = PQnotifies(pg)); PQfreemem(n)) {
+			if (strcmp(n->relname, "labhook_deliveries") == 0)
+				news_heard(s, n->extra);
+			else
+				subs = 1;
+		}
+		if (subs)
 			subs_bump(s);
 	}
 }
@@ -2025,7 +2242,7 @@ static void *listener_main(void *arg)
 		PGconn *pg = pg_connect(s);
 		PGresult *r = NULL;
 		if (PQstatus(pg) == CONNECTION_OK)
-			r = PQexec(pg, "LISTEN labhook_subs");
+			r = PQexec(pg, "LISTEN labhook_subs; LISTEN labhook_deliveries");
 		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 			PQclear(r);
 			health_failed(s, pg, 0);
@@ -2038,7 +2255,9 @@ static void *listener_main(void *arg)
 		backoff = BACKOFF_MIN_MS;
 		health_ok(s);
 		/* What other nodes changed while nobody listened was not heard: re-read all. */
-		subs_bump(s);
+		__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
+		if (s->writer)
+			writer_notify(s->writer, &(struct store_news){.subs_changed = 1, .lost = 1});
 		listen_on(s, pg);
 		PQfinish(pg);
 	}
@@ -2064,6 +2283,12 @@ static void pgs_close(struct store *base)
 			close(s->wake[i]);
 	writer_stop(s->writer); /* jobs already queued still run: their submitters wait */
 	s->writer = NULL;
+	if (s->listening) { /* opened: it may have a node row */
+		/* Leaving: the other nodes' shares grow at once, not a lease-time later. */
+		struct params p = {0};
+		p_text(&p, s->node_id);
+		pool_cmd(s, "DELETE FROM nodes WHERE node_id = $1", &p, NULL, "node_leave");
+	}
 	conn_close(&s->wc);
 	for (size_t i = 0; i < POOL_SIZE; i++)
 		conn_close(&s->pool[i]);
@@ -2138,6 +2363,8 @@ static const struct store_ops pg_ops = {
     .submit = pgs_submit,
     .submit_async = pgs_submit_async,
     .set_commit_hook = pgs_set_commit_hook,
+    .lease_sync = pgs_lease_sync,
+    .lease_release = pgs_lease_release,
     .delivery_pending = pgs_delivery_pending,
     .delivery_pending_subs = pgs_delivery_pending_subs,
     .event_payload = pgs_event_payload,
@@ -2168,6 +2395,9 @@ enum lh_err store_pg_open(const char *uri, struct store **out)
 		e = LH_ENOMEM;
 		goto out;
 	}
+	if ((e = util_new_id("node_", s->node_id)) != LH_OK)
+		goto out;
+	s->started_at = util_now();
 	if ((e = conn_ready(s, &s->wc)) != LH_OK) {
 		if (e == LH_EUNAVAIL)
 			LOG(LOG_ERROR, "store",

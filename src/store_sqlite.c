@@ -265,7 +265,7 @@ static void subs_bump(struct sqlite_store *s)
 	__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
 	s->subs_dirty = 0;
 	if (s->writer)
-		writer_notify_subs(s->writer);
+		writer_notify(s->writer, &(struct store_news){.subs_changed = 1});
 }
 
 static enum lh_err finish(struct sqlite_store *s, enum lh_err e)
@@ -2003,6 +2003,27 @@ static uint64_t sqlite_subs_version(struct store *base)
 	return __atomic_load_n(&S(base)->subs_version, __ATOMIC_ACQUIRE);
 }
 
+/* One process owns the file, so it sends every subscription's deliveries. */
+static enum lh_err sqlite_lease_sync(struct store *base, int64_t lease_ms, struct lease **out,
+                                     size_t *n, size_t *share, int *all)
+{
+	(void)base;
+	(void)lease_ms;
+	*out = NULL;
+	*n = 0;
+	*share = 0;
+	*all = 1;
+	return LH_OK;
+}
+
+static enum lh_err sqlite_lease_release(struct store *base, const struct lease *l, size_t n)
+{
+	(void)base;
+	(void)l;
+	(void)n;
+	return LH_OK;
+}
+
 static enum lh_err sqlite_delivery_list(struct store *base, const char *client_id,
                                         const char *sub_id, int status, int64_t since,
                                         const char *before, size_t limit, struct delivery **out,
@@ -2196,6 +2217,8 @@ static const struct store_ops sqlite_ops = {
     .delivery_record = sqlite_delivery_record,
     .sub_get_any = sqlite_sub_get_any,
     .subs_version = sqlite_subs_version,
+    .lease_sync = sqlite_lease_sync,
+    .lease_release = sqlite_lease_release,
     .delivery_list = sqlite_delivery_list,
     .attempt_list = sqlite_attempt_list,
     .delivery_requeue = sqlite_delivery_requeue,

@@ -67,11 +67,13 @@ void writer_set_hook(struct store_writer *w, store_commit_hook fn, void *ctx)
 	pthread_mutex_unlock(&w->hook_mu);
 }
 
-void writer_notify_subs(struct store_writer *w)
+void writer_notify(struct store_writer *w, const struct store_news *news)
 {
+	struct store_news copy = *news; /* the hook may not change the caller's */
+	assert(copy.nfresh == 0);       /* only the writer hands deliveries over */
 	pthread_mutex_lock(&w->hook_mu);
 	if (w->hook)
-		w->hook(w->hook_ctx, NULL, 0);
+		w->hook(w->hook_ctx, &copy);
 	pthread_mutex_unlock(&w->hook_mu);
 }
 
@@ -124,7 +126,8 @@ static void run_batch(struct store_writer *w, struct job *batch)
 	if (w->nfresh) {
 		pthread_mutex_lock(&w->hook_mu);
 		if (w->hook) {
-			w->hook(w->hook_ctx, w->fresh, w->nfresh); /* takes the payloads */
+			struct store_news news = {.fresh = w->fresh, .nfresh = w->nfresh};
+			w->hook(w->hook_ctx, &news); /* takes the payloads */
 			w->nfresh = 0;
 		}
 		pthread_mutex_unlock(&w->hook_mu);

@@ -59,8 +59,9 @@ void writer_set_hook(struct store_writer *w, store_commit_hook fn, void *ctx);
 /* From inside a job: hands d to the hook once the batch is durable (takes d->payload, which
  * is freed if the job or the batch fails). LH_ENOMEM leaves d->payload to the caller. */
 enum lh_err writer_fresh_push(struct store_writer *w, const struct delivery *d);
-/* Tells the hook that subscriptions changed (the hook with n == 0). Call it after the new
- * state is visible to readers, from any thread. */
-void writer_notify_subs(struct store_writer *w);
+/* Passes news (no fresh deliveries: those come from batches) to the hook: a subscription
+ * changed, or another node committed deliveries. Call it once the change is visible to
+ * readers, from any thread. */
+void writer_notify(struct store_writer *w, const struct store_news *news);
 
 #endif

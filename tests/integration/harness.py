@@ -3,7 +3,13 @@ directory and talks HTTP to it over real sockets. Standard library only.
 
 Each test file is one process (ctest runs them separately); each test function gets what
 it needs from a shared Server started once per file unless it asks for its own.
+
+With LABHOOK_TEST_STORE=pg (and LABHOOK_TEST_PG, from tests/pg/with_pg.py) every Server
+runs on PostgreSQL instead of SQLite: a database of its own per data directory (a restart
+on the same directory finds its data again), dropped at cleanup. Server.db() reads the
+store directly whichever it is.
 """
+import hashlib
 import http.client
 import json
 import os
@@ -11,6 +17,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -20,6 +27,73 @@ import traceback
 
 BIN = os.environ.get("LABHOOK_BIN") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "labhook")
+PG = os.environ.get("LABHOOK_TEST_PG") if os.environ.get("LABHOOK_TEST_STORE") == "pg" else None
+
+
+def pg_uri(db):
+    """The URI of database db on the test server (LABHOOK_TEST_PG names database labhook)."""
+    return PG.replace("@/labhook?", "@/%s?" % db, 1)
+
+
+def psql(uri, sql, check=True):
+    return subprocess.run(["psql", uri, "-v", "ON_ERROR_STOP=1", "-XAtq", "-F", "\x1f",
+                           "-R", "\x1e", "-c", sql], capture_output=True, text=True,
+                          check=check)
+
+
+def skip_on_pg(why):
+    """For a test file about the SQLite backend alone: passes at once on PostgreSQL."""
+    if PG:
+        print("skipped on PostgreSQL: " + why)
+        print("0 passed, 0 failed")
+        sys.exit(0)
+
+
+class _Rows(list):
+    def fetchone(self):
+        return self[0] if self else None
+
+    def fetchall(self):
+        return list(self)
+
+
+class PgReader:
+    """What the tests need of sqlite3's connection (execute with ? parameters, fetchone,
+    fetchall, iteration, a with block), on PostgreSQL through psql."""
+
+    def __init__(self, uri):
+        self.uri = uri
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def close(self):
+        pass
+
+    @staticmethod
+    def _literal(v):
+        if isinstance(v, (int, float)):
+            return str(v)
+        return "'" + str(v).replace("'", "''") + "'"
+
+    def execute(self, sql, params=()):
+        parts = sql.split("?")
+        assert len(parts) == len(params) + 1, "one ? per parameter"
+        q = parts[0] + "".join(self._literal(v) + rest for v, rest in zip(params, parts[1:]))
+        out = psql(self.uri, q).stdout
+        rows = _Rows()
+        for rec in out.split("\x1e"):
+            rec = rec.rstrip("\n")
+            if rec == "" and out.strip() == "":
+                continue
+            if rec == "":
+                continue
+            rows.append(tuple(int(v) if re.fullmatch(r"-?\d+", v) else v
+                              for v in rec.split("\x1f")))
+        return rows
 
 
 class Response:
@@ -49,6 +123,9 @@ class Server:
         self.own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="labhook-test-")
         self.args = list(args)
+        self.pg_db = None
+        if PG and "--store" not in self.args:
+            self.pg_db = "lh_" + hashlib.sha1(os.path.realpath(self.data_dir).encode()).hexdigest()[:16]
         self.env = env
         self.proc = None
         self.port = None
@@ -61,7 +138,12 @@ class Server:
             if k.startswith("LABHOOK_") and k != "LABHOOK_BIN":
                 del env[k]
         env.update(self.env or {})
+        if self.pg_db:
+            r = psql(PG, "CREATE DATABASE " + self.pg_db, check=False)
+            assert r.returncode == 0 or "already exists" in r.stderr, r.stderr
         cmd = [BIN, "serve", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"] + self.args
+        if self.pg_db and "--store" not in self.args:  # (tests may change args between starts)
+            cmd += ["--store", pg_uri(self.pg_db)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, text=True)
         ready = threading.Event()
@@ -109,6 +191,16 @@ class Server:
         self.stop()
         if self.own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            if self.pg_db:
+                psql(PG, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.pg_db, check=False)
+
+    def db(self):
+        """The store itself, read-only, for checks the API cannot make: sqlite3 on the
+        database file, or the same interface on PostgreSQL."""
+        if self.pg_db:
+            return PgReader(pg_uri(self.pg_db))
+        return sqlite3.connect("file:%s?mode=ro" % os.path.join(self.data_dir, "labhook.db"),
+                               uri=True, timeout=10)
 
     # ---- HTTP ----
     def request(self, method, path, body=None, token=None, headers=None, raw=None,

@@ -4,8 +4,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import sqlite3
 import time
 
 from harness import Server, expect_error, run
@@ -18,7 +16,7 @@ def b64url(b):
 def forge(srv, claims, header=None, key=None):
     """A JWT signed with the server's real key (read from its database) or another key."""
     if key is None:
-        db = sqlite3.connect(os.path.join(srv.data_dir, "labhook.db"))
+        db = srv.db()
         key = base64.b64decode(db.execute(
             "SELECT value FROM meta WHERE key='jwt_hs256_key'").fetchone()[0])
         db.close()

@@ -5,9 +5,7 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import signal
-import sqlite3
 import threading
 import time
 
@@ -240,7 +238,7 @@ def test_ordering_per_bill_and_isolation(srv):
     healthy_time = time.time() - t0
     # Every bill's events reach the flaky endpoint in commit order.
     want = {}
-    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(srv.data_dir, "labhook.db"), uri=True)
+    db = srv.db()
     for b in bills:
         want[b] = [r[0] for r in db.execute("SELECT event_id FROM events WHERE entity_id = ?"
                                             " ORDER BY seq", (b,))]

@@ -2,10 +2,8 @@
 each event to subscriptions; the outbox rows written with the change; exactly-once
 bill.completed under concurrency; and what survives a SIGKILL."""
 import json
-import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -18,8 +16,7 @@ TYPE = {name: i for i, name in enumerate(EVENTS)}
 
 
 def db(srv):
-    return sqlite3.connect("file:%s?mode=ro" % os.path.join(srv.data_dir, "labhook.db"),
-                           uri=True, timeout=10)
+    return srv.db()
 
 
 def bill_body(lab, **kw):

@@ -35,10 +35,35 @@ static const char *pg_uri(void)
 	return strcmp(v, "pg") == 0 ? getenv("LABHOOK_TEST_PG") : v;
 }
 
+/* The store outcome() takes its lease from: the last one opened. */
+static struct store *lease_store;
+
 /* Opens the backend under test on the fixture's database as it is (a reopen keeps data). */
 static enum lh_err open_store(struct fixture *f, struct store **out)
 {
-	return f->pg ? store_pg_open(f->pg, out) : store_sqlite_open(f->dir, out);
+	enum lh_err e = f->pg ? store_pg_open(f->pg, out) : store_sqlite_open(f->dir, out);
+	if (e == LH_OK)
+		lease_store = *out;
+	return e;
+}
+
+/* The epoch of this node's lease on sub_id, taking it if it is free (0 on a store that one
+ * node owns: SQLite holds every subscription). */
+static int64_t lease_epoch(struct store *st, const char *sub_id)
+{
+	struct lease *l = NULL;
+	size_t n = 0, share = 0;
+	int all = 0;
+	int64_t epoch = -1;
+	assert_int_equal(st->ops->lease_sync(st, 60000, &l, &n, &share, &all), LH_OK);
+	if (all)
+		epoch = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(l[i].sub_id, sub_id) == 0)
+			epoch = l[i].epoch;
+	free(l);
+	assert_true(epoch >= 0); /* one node: it holds every subscription */
+	return epoch;
 }
 
 static int setup(void **state)
@@ -358,11 +383,14 @@ static enum lh_err job_event(struct store_tx *tx, void *arg)
 static struct delivery hooked[4];
 static size_t nhooked;
 
-static void on_commit(void *ctx, struct delivery *d, size_t n)
+static void on_commit(void *ctx, struct store_news *nw)
 {
 	(void)ctx;
-	for (size_t i = 0; i < n && nhooked < 4; i++)
-		hooked[nhooked++] = d[i]; /* takes the payloads */
+	for (size_t i = 0; i < nw->nfresh; i++)
+		if (nhooked < 4)
+			hooked[nhooked++] = nw->fresh[i]; /* takes the payloads */
+		else
+			free(nw->fresh[i].payload);
 }
 
 static int hooked_has(const char *sub_id)
@@ -460,6 +488,7 @@ static void test_deleted_subscription_takes_no_deliveries(void **state)
 	r.a.status_code = 500;
 	r.status = DLV_FAILED;
 	r.now = 1700000000;
+	r.epoch = lease_epoch(st, "sub_1");
 	free(page[0].payload);
 	free(page);
 	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
@@ -547,6 +576,7 @@ static void test_pending_per_subscription(void **state)
 		r[i].status = DLV_DELIVERED;
 		snprintf(r[i].sub_id, sizeof r[i].sub_id, "sub_2");
 		r[i].now = 1700000000;
+		r[i].epoch = lease_epoch(st, "sub_2");
 		free(page[i].payload);
 	}
 	free(page);
@@ -1004,6 +1034,7 @@ static struct delivery_result outcome(const struct delivery *d, int n, int code,
 	r.next_at_ms = status == DLV_PENDING ? 1700000009000LL : 0;
 	r.sub = sub;
 	r.now = 1700000000 + n;
+	r.epoch = lease_epoch(lease_store, d->sub_id);
 	return r;
 }
 
@@ -1136,13 +1167,13 @@ static void test_delivery_lifecycle(void **state)
 
 static int subs_changed;
 
-static void on_commit_count(void *ctx, struct delivery *d, size_t n)
+static void on_commit_count(void *ctx, struct store_news *nw)
 {
 	(void)ctx;
-	if (n == 0)
+	if (nw->subs_changed)
 		__atomic_add_fetch(&subs_changed, 1, __ATOMIC_RELAXED);
-	for (size_t i = 0; i < n; i++)
-		free(d[i].payload);
+	for (size_t i = 0; i < nw->nfresh; i++)
+		free(nw->fresh[i].payload);
 }
 
 static void test_sub_changes_are_announced(void **state)
@@ -1724,6 +1755,150 @@ static void test_pg_two_nodes(void **state)
 	b->ops->close(b);
 }
 
+/* What node b's commit hook heard of other nodes' deliveries. */
+static pthread_mutex_t heard_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sub_news heard[16];
+static size_t nheard;
+static int heard_lost;
+
+static void on_news(void *ctx, struct store_news *nw)
+{
+	(void)ctx;
+	pthread_mutex_lock(&heard_mu);
+	for (size_t i = 0; i < nw->nsubs && nheard < 16; i++)
+		heard[nheard++] = nw->subs[i];
+	heard_lost |= nw->lost;
+	pthread_mutex_unlock(&heard_mu);
+	for (size_t i = 0; i < nw->nfresh; i++)
+		free(nw->fresh[i].payload);
+}
+
+/* 1 once node b heard of sub_id (with this rescan flag), within 10 s. */
+static int news_heard(const char *sub_id, int rescan)
+{
+	for (int64_t end = now_ms() + 10000; now_ms() < end; sleep_ms(20)) {
+		pthread_mutex_lock(&heard_mu);
+		int got = 0;
+		for (size_t i = 0; i < nheard; i++)
+			got |= strcmp(heard[i].sub_id, sub_id) == 0 && heard[i].rescan == rescan;
+		pthread_mutex_unlock(&heard_mu);
+		if (got)
+			return 1;
+	}
+	return 0;
+}
+
+static const struct lease *lease_in(const struct lease *l, size_t n, const char *sub_id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(l[i].sub_id, sub_id) == 0)
+			return &l[i];
+	return NULL;
+}
+
+/* Two nodes: leases spread the subscriptions over them, a released or expired lease is
+ * taken over with a higher epoch, an outcome made under the old epoch is refused (the
+ * fence), and each node hears of the deliveries the other commits. */
+static void test_pg_leases_fence_and_news(void **state)
+{
+	struct fixture *f = *state;
+	struct store *a = f->st, *b = NULL;
+	struct account acct;
+	struct subscription s;
+	struct lease *la = NULL, *lb = NULL;
+	size_t na = 0, nb = 0, share = 0;
+	int all = 1;
+	struct delivery *page = NULL;
+	size_t n = 0;
+
+	pg_only(f);
+	make_account(a, "cl_A", &acct);
+	make_lab(a, "cl_A", "lab_1");
+	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
+	assert_int_equal(a->ops->sub_insert(a, &s), LH_OK);
+	make_sub(&s, "sub_2", "lab_1", 1u << EV_BILL_DELETED);
+	assert_int_equal(a->ops->sub_insert(a, &s), LH_OK);
+
+	/* Alone, node a takes both. */
+	assert_int_equal(a->ops->lease_sync(a, 60000, &la, &na, &share, &all), LH_OK);
+	assert_int_equal(all, 0);
+	assert_int_equal(share, 2);
+	assert_int_equal(na, 2);
+	assert_string_equal(la[0].sub_id, "sub_1"); /* ordered */
+	int64_t epoch_a = la[0].epoch;
+	free(la);
+
+	/* Node b joins: its share is one, but both are held, so it gets none yet. */
+	assert_int_equal(open_store(f, &b), LH_OK);
+	b->ops->set_commit_hook(b, on_news, NULL);
+	nheard = 0;
+	heard_lost = 0;
+	assert_int_equal(b->ops->lease_sync(b, 60000, &lb, &nb, &share, &all), LH_OK);
+	assert_int_equal(share, 1);
+	assert_int_equal(nb, 0);
+	free(lb);
+
+	/* Node a gives sub_1 back; node b takes it under a higher epoch. */
+	struct lease give = {"sub_1", epoch_a};
+	assert_int_equal(a->ops->lease_release(a, &give, 1), LH_OK);
+	assert_int_equal(b->ops->lease_sync(b, 60000, &lb, &nb, &share, &all), LH_OK);
+	assert_int_equal(nb, 1);
+	assert_string_equal(lb[0].sub_id, "sub_1");
+	assert_true(lb[0].epoch > epoch_a);
+	int64_t epoch_b = lb[0].epoch;
+	free(lb);
+	assert_int_equal(a->ops->lease_sync(a, 60000, &la, &na, &share, &all), LH_OK);
+	assert_int_equal(na, 1);
+	assert_null(lease_in(la, na, "sub_1"));
+	free(la);
+
+	/* A delivery committed on node a: node b, which sends it now, hears of it. */
+	struct event_job j = {"bill_f", "{}", LH_OK, NULL, NULL};
+	assert_int_equal(a->ops->submit(a, job_event, &j), LH_OK);
+	assert_true(news_heard("sub_1", 0));
+	assert_int_equal(b->ops->delivery_pending(b, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 1);
+	struct delivery d = page[0];
+	free(page[0].payload);
+	free(page);
+
+	/* The fence: node a's outcome under its old epoch is refused, node b's is kept. */
+	struct delivery_result r = outcome(&d, 1, 200, DLV_DELIVERED, SUBO_SUCCESS);
+	r.epoch = epoch_a;
+	assert_int_equal(a->ops->delivery_record(a, &r, 1), LH_OK);
+	assert_int_equal(b->ops->delivery_pending(b, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 1); /* still pending */
+	free(page[0].payload);
+	free(page);
+	r.epoch = epoch_b;
+	assert_int_equal(b->ops->delivery_record(b, &r, 1), LH_OK);
+	assert_int_equal(b->ops->delivery_pending(b, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 0);
+	free(page);
+
+	/* A retry on node a of a delivery node b sends: node b hears it must read again. */
+	struct delivery again;
+	assert_int_equal(a->ops->delivery_requeue(a, "cl_A", d.delivery_id, 1700000001000LL, &again),
+	                 LH_OK);
+	assert_true(news_heard("sub_1", 1));
+
+	/* Node b stops renewing (a lease of 50 ms lapses) and leaves: node a, alone again,
+	 * takes sub_1 back, and the epoch moves again. (A node killed outright leaves its row
+	 * behind: it stops counting once its heartbeat is a lease-time old.) */
+	assert_int_equal(b->ops->lease_sync(b, 50, &lb, &nb, &share, &all), LH_OK);
+	free(lb);
+	b->ops->set_commit_hook(b, NULL, NULL);
+	b->ops->close(b);
+	lease_store = a;
+	sleep_ms(120);
+	assert_int_equal(a->ops->lease_sync(a, 60000, &la, &na, &share, &all), LH_OK);
+	assert_int_equal(share, 2);
+	const struct lease *back = lease_in(la, na, "sub_1");
+	assert_non_null(back);
+	assert_true(back->epoch > epoch_b);
+	free(la);
+}
+
 /* A database on which commits are not durable when acknowledged is refused. */
 static void test_pg_refuses_synchronous_commit_off(void **state)
 {
@@ -1889,6 +2064,7 @@ int main(void)
 	    TF(test_full_disk_then_space_again),
 	    TF(test_io_error_mid_batch_fails_every_job),
 	    T(test_pg_two_nodes),
+	    T(test_pg_leases_fence_and_news),
 	    T(test_pg_refuses_synchronous_commit_off),
 	    T(test_pg_connection_lost_mid_batch),
 	    T(test_pg_database_goes_away_and_back),
