@@ -50,7 +50,7 @@
 #define RESPONSE_READ_CAP (1 << 20)
 #define STOP_GRACE_MS     10000
 #define PAYLOAD_BUDGET    (32u << 20) /* payload bytes kept in memory; past it, read at send */
-#define SLOT_RESERVE      8 /* one endpoint leaves 1/8 of max-in-flight (at least 1) to others */
+#define SLOT_RESERVE      8   /* one endpoint leaves 1/8 of max-in-flight (at least 1) to others */
 #define LEASE_SOON_MS     200 /* a subscription change makes the leases looked at this soon */
 
 struct item {
@@ -1319,9 +1319,9 @@ static void drain_inbox(struct delivery_engine *d)
 			free(dl->payload);
 			continue;
 		} else if (!d->own_all)
-			/* Other nodes commit too: a delivery of theirs with a lower seq may not have
-			 * been heard of yet, and joining would move the frontier past it. From the
-			 * store, in seq order, nothing is skipped. */
+			/* Other nodes commit too: a delivery of theirs with a lower seq may not
+			 * have been heard of yet, and joining would move the frontier past it. From
+			 * the store, in seq order, nothing is skipped. */
 			join = 0;
 		else
 			join = !ep->spilled && d->mem_items < (size_t)d->cfg->delivery_window &&
@@ -1602,7 +1602,8 @@ static void lease_apply(struct delivery_engine *d, struct lease *got, size_t n)
 /* Drops every lease held (not renewed in time): nothing more is sent under them. */
 static void lease_drop_all(struct delivery_engine *d)
 {
-	LOG(LOG_WARN, "delivery", "held=%zu the leases were not renewed in time: sending stops until they are",
+	LOG(LOG_WARN, "delivery",
+	    "held=%zu the leases were not renewed in time: sending stops until they are",
 	    d->nleases);
 	lease_apply(d, NULL, 0);
 }
@@ -1640,7 +1641,8 @@ static void lease_rebalance(struct delivery_engine *d, size_t share)
 				else
 					keep[m++] = d->leases[i];
 			}
-			LOG(LOG_INFO, "delivery", "released=%zu share=%zu leases given back", k, share);
+			LOG(LOG_INFO, "delivery", "released=%zu share=%zu leases given back", k,
+			    share);
 			lease_apply(d, keep, m);
 		}
 	}
@@ -1665,8 +1667,8 @@ static void lease_tick(struct delivery_engine *d, int64_t now)
 	enum lh_err e = d->st->ops->lease_sync(d->st, d->cfg->lease_ms, &got, &n, &share, &all);
 	if (e != LH_OK) {
 		if (!d->lease_failing)
-			LOG(LOG_WARN, "delivery", "err=%s the leases could not be renewed; trying again",
-			    err_code(e));
+			LOG(LOG_WARN, "delivery",
+			    "err=%s the leases could not be renewed; trying again", err_code(e));
 		d->lease_failing = 1;
 		d->lease_next_ms = now + 1000;
 		if (d->nleases && now >= d->lease_until_ms)

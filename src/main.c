@@ -97,7 +97,8 @@ static enum lh_err admin_key_load(const struct config *cfg, struct store *st,
 	e = st->ops->meta_get_or_put(st, "admin_key", key, stored, sizeof stored);
 	OPENSSL_cleanse(key, sizeof key);
 	if (e != LH_OK) {
-		LOG(LOG_ERROR, "admin", "err=%s cannot read the admin key from the store", err_code(e));
+		LOG(LOG_ERROR, "admin", "err=%s cannot read the admin key from the store",
+		    err_code(e));
 		return e;
 	}
 	if (strcmp(stored, file_key) != 0) {
@@ -106,7 +107,8 @@ static enum lh_err admin_key_load(const struct config *cfg, struct store *st,
 			return e;
 		}
 		LOG(LOG_INFO, "admin", "path=%s %s (mode 0600)", path,
-		    file_key[0] ? "replaced the admin key with the store's" : "wrote the admin key");
+		    file_key[0] ? "replaced the admin key with the store's"
+		                : "wrote the admin key");
 	}
 	util_sha256(stored, strlen(stored), hash);
 	OPENSSL_cleanse(stored, sizeof stored);

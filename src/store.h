@@ -419,8 +419,8 @@ struct store_ops {
 	 * can have expired, and delivery_record refuses outcomes whose epoch is not the
 	 * current holder's (the fence that keeps a node that stalled from writing over the
 	 * new holder's records). */
-	enum lh_err (*lease_sync)(struct store *s, int64_t lease_ms, struct lease **out,
-	                          size_t *n, size_t *share, int *all);
+	enum lh_err (*lease_sync)(struct store *s, int64_t lease_ms, struct lease **out, size_t *n,
+	                          size_t *share, int *all);
 	/* Gives up this node's leases of the n subscriptions (over its share, or at stop), so
 	 * another node takes them at its next lease_sync. */
 	enum lh_err (*lease_release)(struct store *s, const struct lease *l, size_t n);

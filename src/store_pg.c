@@ -1874,7 +1874,8 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 		    " AND EXISTS (SELECT 1 FROM f)",
 		    &p, &changed, "record");
 		if (e == LH_OK && changed == 0)
-			LOG(LOG_DEBUG, "store", "delivery=%s sub=%s epoch=%lld outcome not recorded: cancelled, or the lease passed on",
+			LOG(LOG_DEBUG, "store",
+			    "delivery=%s sub=%s epoch=%lld outcome not recorded: cancelled, or the lease passed on",
 			    r->a.delivery_id, r->sub_id, (long long)r->epoch);
 		if (e != LH_OK || r->sub == SUBO_NONE || changed == 0)
 			continue;
@@ -2094,29 +2095,31 @@ static enum lh_err pgs_lease_sync(struct store *base, int64_t lease_ms, struct l
 		            " AND su.status IN (0, 1) AND l.expires_at > now()",
 		            &p, NULL, "lease_renew");
 	if (e == LH_OK)
-		e = run(s, c,
-		        "SELECT (SELECT count(*) FROM subscriptions WHERE status IN (0, 1)),"
-		        " (SELECT count(*) FROM nodes WHERE seen_at > now() - $2 * interval '1 millisecond'"
-		        "  OR node_id = $1),"
-		        " (SELECT count(*) FROM leases WHERE node_id = $1 AND expires_at > now())",
-		        &p, &r, "lease_share");
+		e = run(
+		    s, c,
+		    "SELECT (SELECT count(*) FROM subscriptions WHERE status IN (0, 1)),"
+		    " (SELECT count(*) FROM nodes WHERE seen_at > now() - $2 * interval '1 millisecond'"
+		    "  OR node_id = $1),"
+		    " (SELECT count(*) FROM leases WHERE node_id = $1 AND expires_at > now())",
+		    &p, &r, "lease_share");
 	if (e == LH_OK) {
 		int64_t subs = col_i64(r, 0, 0), nodes = col_i64(r, 0, 1), held = col_i64(r, 0, 2);
 		PQclear(r);
 		*share = (size_t)((subs + (nodes > 0 ? nodes : 1) - 1) / (nodes > 0 ? nodes : 1));
 		if ((int64_t)*share > held) {
 			p_i64(&p, (int64_t)*share - held);
-			e = run_cmd(s, c,
-			            "INSERT INTO leases(sub_id, node_id, epoch, expires_at)"
-			            " SELECT su.sub_id, $1, 1, now() + $2 * interval '1 millisecond'"
-			            " FROM subscriptions su LEFT JOIN leases l ON l.sub_id = su.sub_id"
-			            " WHERE su.status IN (0, 1) AND (l.sub_id IS NULL"
-			            "  OR l.expires_at <= now())"
-			            " ORDER BY md5(su.sub_id || $1) LIMIT $3"
-			            " ON CONFLICT (sub_id) DO UPDATE SET node_id = excluded.node_id,"
-			            " epoch = leases.epoch + 1, expires_at = excluded.expires_at"
-			            " WHERE leases.expires_at <= now()",
-			            &p, NULL, "lease_take");
+			e = run_cmd(
+			    s, c,
+			    "INSERT INTO leases(sub_id, node_id, epoch, expires_at)"
+			    " SELECT su.sub_id, $1, 1, now() + $2 * interval '1 millisecond'"
+			    " FROM subscriptions su LEFT JOIN leases l ON l.sub_id = su.sub_id"
+			    " WHERE su.status IN (0, 1) AND (l.sub_id IS NULL"
+			    "  OR l.expires_at <= now())"
+			    " ORDER BY md5(su.sub_id || $1) LIMIT $3"
+			    " ON CONFLICT (sub_id) DO UPDATE SET node_id = excluded.node_id,"
+			    " epoch = leases.epoch + 1, expires_at = excluded.expires_at"
+			    " WHERE leases.expires_at <= now()",
+			    &p, NULL, "lease_take");
 			p.n = 2;
 		}
 	}
@@ -2257,7 +2260,8 @@ static void *listener_main(void *arg)
 		/* What other nodes changed while nobody listened was not heard: re-read all. */
 		__atomic_add_fetch(&s->subs_version, 1, __ATOMIC_RELEASE);
 		if (s->writer)
-			writer_notify(s->writer, &(struct store_news){.subs_changed = 1, .lost = 1});
+			writer_notify(s->writer,
+			              &(struct store_news){.subs_changed = 1, .lost = 1});
 		listen_on(s, pg);
 		PQfinish(pg);
 	}

@@ -1878,8 +1878,8 @@ static void test_pg_leases_fence_and_news(void **state)
 
 	/* A retry on node a of a delivery node b sends: node b hears it must read again. */
 	struct delivery again;
-	assert_int_equal(a->ops->delivery_requeue(a, "cl_A", d.delivery_id, 1700000001000LL, &again),
-	                 LH_OK);
+	assert_int_equal(
+	    a->ops->delivery_requeue(a, "cl_A", d.delivery_id, 1700000001000LL, &again), LH_OK);
 	assert_true(news_heard("sub_1", 1));
 
 	/* Node b stops renewing (a lease of 50 ms lapses) and leaves: node a, alone again,
