@@ -114,12 +114,20 @@ struct reqctx {
 	struct http_deferred dfr;
 };
 
-/* See enum rq_state for who may call it, and when under park_mu. */
+/* See enum rq_state for who may call it, and when under park_mu. The state is stored and
+ * read atomically: the connection's thread looks at it without park_mu (to route its next
+ * call) while http_ready may move DEFERRED to READY under park_mu; park() then looks
+ * again under the lock, so the unlocked look only routes. */
 static void rq_move(struct reqctx *rc, enum rq_state to)
 {
-	assert(rq_legal[rc->state] & RQ_TO(to));
+	assert(rq_legal[__atomic_load_n(&rc->state, __ATOMIC_ACQUIRE)] & RQ_TO(to));
 	(void)rq_legal; /* read by the assert only */
-	rc->state = to;
+	__atomic_store_n(&rc->state, to, __ATOMIC_RELEASE);
+}
+
+static enum rq_state rq_state(const struct reqctx *rc)
+{
+	return __atomic_load_n(&rc->state, __ATOMIC_ACQUIRE);
 }
 
 static void set_deadline(struct conn *cn, const char *phase, int64_t in_us)
@@ -461,7 +469,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_size = 0;
 		return take_body(c, rc, upload_data, n);
 	}
-	switch (rc->state) {
+	switch (rq_state(rc)) {
 	case RQ_DONE:
 		return MHD_YES; /* response already queued */
 	case RQ_DRAINING:
@@ -490,11 +498,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	if (rc->buf)
 		rc->buf[rc->len] = '\0';
 	struct http_resp rs = {.status = 500};
-	if (rc->state == RQ_BODY) {
+	enum rq_state st = rq_state(rc);
+	if (st == RQ_BODY) {
 		set_deadline(rc->cn, "", 0); /* complete: the handler (or the store) has it now */
 		return handle(srv, c, rc, &rq, &rs);
 	}
-	if (rc->state != RQ_RESUMED) /* DEFERRED or READY: the call after the handler */
+	if (st != RQ_RESUMED) /* DEFERRED or READY: the call after the handler */
 		return park(srv, c, rc, &rq, &rs);
 	/* Resumed: the deferred work is done. http_ready is done with the request. */
 	rq_move(rc, RQ_DONE);

@@ -267,7 +267,8 @@ class Server:
 def report_of(lines):
     """A sanitizer's report from its first line (the stacks), else the last log lines."""
     for i, line in enumerate(lines):
-        if "ERROR: AddressSanitizer" in line or "runtime error:" in line:
+        if ("ERROR: AddressSanitizer" in line or "runtime error:" in line
+                or "WARNING: ThreadSanitizer" in line):
             return "\n".join(lines[i:i + 80])
     return "\n".join(lines[-30:])
 
@@ -286,7 +287,8 @@ def run(tests, server_args=()):
                 failed += 1
                 print("FAIL %s" % t.__name__, flush=True)
                 traceback.print_exc()
-                print("---- last log lines ----\n" + "\n".join(srv.log_lines[-15:]))
+                print("---- the sanitizer's report, or the last log lines ----\n" +
+                      report_of(srv.log_lines))
         if srv.proc.poll() is not None:
             failed += 1
             print("FAIL the server died during the tests (exit %s)" % srv.proc.returncode)
