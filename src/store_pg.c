@@ -416,7 +416,7 @@ struct params {
 	int n;
 	const char *v[MAX_PARAMS];
 	char buf[MAX_PARAMS][68];
-	char *owned[8];
+	char *owned[16];
 	int nowned;
 };
 
@@ -1831,81 +1831,134 @@ struct record_job {
 	size_t n;
 };
 
-/* Records outcomes: per result, the attempt and the delivery in one statement, and the
- * subscription's change when there is one. */
+/* Records a batch of outcomes with one statement: every attempt, and each delivery's
+ * latest state, for the outcomes that pass the fence (only the holder of the
+ * subscription's lease, under the epoch the attempt was made with, records it: a node that
+ * lost the lease, having stalled while another took over, leaves the delivery as the new
+ * holder records it). A delivery cancelled meanwhile (unsubscribed) stays cancelled.
+ * Returns the ids of the deliveries it updated. */
+static const char *const RECORD_SQL =
+    "WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[],"
+    "  $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],"
+    "  $11::text[], $12::bigint[]) AS r(delivery_id, n, started_at, duration_ms,"
+    "  status_code, error, response, status, next_at, now, sub_id, epoch)),"
+    " f AS (SELECT r.* FROM r JOIN leases l ON l.sub_id = r.sub_id AND l.node_id = $13"
+    "  AND l.epoch = r.epoch),"
+    " a AS (INSERT INTO attempts(delivery_id, n, started_at, duration_ms, status_code, error,"
+    "  response) SELECT delivery_id, n, started_at, duration_ms, status_code, error, response"
+    "  FROM f ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = excluded.started_at,"
+    "  duration_ms = excluded.duration_ms, status_code = excluded.status_code,"
+    "  error = excluded.error, response = excluded.response),"
+    " last AS (SELECT DISTINCT ON (delivery_id) * FROM f ORDER BY delivery_id, n DESC)"
+    " UPDATE deliveries d SET status = last.status, attempts = last.n, next_at = last.next_at,"
+    " last_error = last.error, updated_at = last.now FROM last"
+    " WHERE d.delivery_id = last.delivery_id AND d.status <> 3 RETURNING d.delivery_id";
+
+/* A subscription's change after an attempt (success after failures, a failure, disable). */
+static enum lh_err sub_outcome(struct pg_store *s, const struct delivery_result *r)
+{
+	struct params p = {0};
+	int64_t changed = 0;
+	p_text(&p, r->sub_id);
+	if (r->sub != SUBO_SUCCESS)
+		p_i64(&p, r->now);
+	const char *sql =
+	    r->sub == SUBO_SUCCESS ? "UPDATE subscriptions SET failing_since = 0 WHERE sub_id = $1"
+	                             " AND failing_since <> 0"
+	    : r->sub == SUBO_FAILURE ? "UPDATE subscriptions SET failing_since = $2"
+	                               " WHERE sub_id = $1 AND failing_since = 0"
+	                             : "UPDATE subscriptions SET status = 2, updated_at = $2"
+	                               " WHERE sub_id = $1 AND status IN (0, 1)";
+	enum lh_err e = run_cmd(s, &s->wc, sql, &p, &changed, "sub_outcome");
+	if (e == LH_OK && r->sub == SUBO_DISABLE && changed > 0) {
+		/* A disabled subscription gives its events up to new registrations. */
+		struct subscription u;
+		memset(&u, 0, sizeof u);
+		snprintf(u.id, sizeof u.id, "%s", r->sub_id);
+		u.status = SUB_DISABLED;
+		e = sub_write_events(s, &s->wc, &u, 1);
+		if (e == LH_OK)
+			e = exec_sql(s, &s->wc, "NOTIFY labhook_subs", "notify");
+		s->subs_dirty = 1;
+	}
+	return e;
+}
+
+static int str_in(const char *const *set, size_t n, const char *v)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(set[i], v) == 0)
+			return 1;
+	return 0;
+}
+
 static enum lh_err job_record(struct store_tx *tx, void *arg)
 {
 	struct pg_store *s = TX(tx);
 	struct record_job *j = arg;
+	struct pg_array col[12];
+	struct params p = {0};
+	PGresult *res = NULL;
+	memset(col, 0, sizeof col);
+	for (size_t i = 0; i < j->n; i++) {
+		const struct delivery_result *r = &j->r[i];
+		arr_add(&col[0], r->a.delivery_id);
+		arr_add_i64(&col[1], r->a.n);
+		arr_add_i64(&col[2], r->a.started_at_ms);
+		arr_add_i64(&col[3], r->a.duration_ms);
+		arr_add_i64(&col[4], r->a.status_code);
+		arr_add(&col[5], r->a.error);
+		arr_add(&col[6], r->a.response);
+		arr_add_i64(&col[7], r->status);
+		arr_add_i64(&col[8], r->next_at_ms);
+		arr_add_i64(&col[9], r->now);
+		arr_add(&col[10], r->sub_id);
+		arr_add_i64(&col[11], r->epoch);
+	}
 	enum lh_err e = LH_OK;
+	for (size_t k = 0; k < COUNTOF(col); k++)
+		if (p_array(&p, &col[k]) != LH_OK)
+			e = LH_ENOMEM;
+	p_text(&p, s->node_id);
+	if (e == LH_OK)
+		e = run(s, &s->wc, RECORD_SQL, &p, &res, "record");
+	params_free(&p);
+	if (e != LH_OK)
+		return e;
+	/* The subscriptions' changes, in order, for the outcomes recorded; a change the same
+	 * as the subscription's previous one in this batch changes nothing and is left out. */
+	size_t nres = (size_t)PQntuples(res), nseen = 0;
+	const char **done = malloc((nres + 1) * sizeof *done);
+	const char **seen = malloc((j->n + 1) * sizeof *seen);
+	enum sub_outcome *last = malloc((j->n + 1) * sizeof *last);
+	if (!done || !seen || !last)
+		e = LH_ENOMEM;
+	for (size_t i = 0; i < nres && e == LH_OK; i++)
+		done[i] = PQgetvalue(res, (int)i, 0);
 	for (size_t i = 0; i < j->n && e == LH_OK; i++) {
 		const struct delivery_result *r = &j->r[i];
-		struct params p = {0};
-		int64_t changed = 0;
-		p_text(&p, r->a.delivery_id);
-		p_i64(&p, r->a.n);
-		p_i64(&p, r->a.started_at_ms);
-		p_i64(&p, r->a.duration_ms);
-		p_i64(&p, r->a.status_code);
-		p_text(&p, r->a.error);
-		p_text(&p, r->a.response);
-		p_i64(&p, r->status);
-		p_i64(&p, r->next_at_ms);
-		p_i64(&p, r->now);
-		p_text(&p, r->sub_id);
-		p_text(&p, s->node_id);
-		p_i64(&p, r->epoch);
-		/* A delivery cancelled meanwhile (unsubscribed) stays cancelled. The fence: only
-		 * the holder of the subscription's lease, under the epoch the attempt was made
-		 * with, records it; a node that lost the lease (it stalled, another took over)
-		 * leaves the delivery as the new holder records it. */
-		e = run_cmd(
-		    s, &s->wc,
-		    "WITH f AS (SELECT 1 FROM leases WHERE sub_id = $11 AND node_id = $12"
-		    "  AND epoch = $13),"
-		    " a AS (INSERT INTO attempts(delivery_id, n, started_at, duration_ms,"
-		    " status_code, error, response) SELECT $1, $2, $3, $4, $5, $6, $7"
-		    " WHERE EXISTS (SELECT 1 FROM f)"
-		    " ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = excluded.started_at,"
-		    " duration_ms = excluded.duration_ms, status_code = excluded.status_code,"
-		    " error = excluded.error, response = excluded.response)"
-		    " UPDATE deliveries SET status = $8, attempts = $2, next_at = $9,"
-		    " last_error = $6, updated_at = $10 WHERE delivery_id = $1 AND status <> 3"
-		    " AND EXISTS (SELECT 1 FROM f)",
-		    &p, &changed, "record");
-		if (e == LH_OK && changed == 0)
+		if (!str_in(done, nres, r->a.delivery_id)) {
 			LOG(LOG_DEBUG, "store",
 			    "delivery=%s sub=%s epoch=%lld outcome not recorded: cancelled, or the lease passed on",
 			    r->a.delivery_id, r->sub_id, (long long)r->epoch);
-		if (e != LH_OK || r->sub == SUBO_NONE || changed == 0)
 			continue;
-		p.n = 0;
-		p_text(&p, r->sub_id);
-		if (r->sub != SUBO_SUCCESS)
-			p_i64(&p, r->now);
-		const char *sql =
-		    r->sub == SUBO_SUCCESS
-		        ? "UPDATE subscriptions SET failing_since = 0 WHERE sub_id = $1"
-		          " AND failing_since <> 0"
-		    : r->sub == SUBO_FAILURE
-		        ? "UPDATE subscriptions SET failing_since = $2"
-		          " WHERE sub_id = $1 AND failing_since = 0"
-		        : "UPDATE subscriptions SET status = 2, updated_at = $2"
-		          " WHERE sub_id = $1 AND status IN (0, 1)";
-		if ((e = run_cmd(s, &s->wc, sql, &p, &changed, "sub_outcome")) != LH_OK)
-			break;
-		if (r->sub == SUBO_DISABLE && changed > 0) {
-			/* A disabled subscription gives its events up to new registrations. */
-			struct subscription u;
-			memset(&u, 0, sizeof u);
-			snprintf(u.id, sizeof u.id, "%s", r->sub_id);
-			u.status = SUB_DISABLED;
-			e = sub_write_events(s, &s->wc, &u, 1);
-			if (e == LH_OK)
-				e = exec_sql(s, &s->wc, "NOTIFY labhook_subs", "notify");
-			s->subs_dirty = 1;
 		}
+		if (r->sub == SUBO_NONE)
+			continue;
+		size_t k = 0;
+		while (k < nseen && strcmp(seen[k], r->sub_id) != 0)
+			k++;
+		if (k < nseen && last[k] == r->sub)
+			continue;
+		if (k == nseen)
+			seen[nseen++] = r->sub_id;
+		last[k] = r->sub;
+		e = sub_outcome(s, r);
 	}
+	free(done);
+	free(seen);
+	free(last);
+	PQclear(res);
 	return e;
 }
 
