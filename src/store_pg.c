@@ -82,8 +82,9 @@ struct pg_store {
 	int64_t started_at;
 	/* The writer's connection and its batch state: the writer thread only. */
 	struct pg_conn wc;
-	int release_pending; /* the last job's savepoint is released with the next SAVEPOINT */
-	int subs_dirty;      /* a job changed a subscription in the open batch */
+	int release_pending;   /* the last job's savepoint is released with the next SAVEPOINT */
+	int savepoint_pending; /* the job's SAVEPOINT goes with its first statement */
+	int subs_dirty;        /* a job changed a subscription in the open batch */
 	struct batch_news fresh_news, rescan_news; /* what the batch tells the other nodes */
 	struct store_writer *writer;
 	/* The pool: a slot is borrowed by one thread for one operation. */
@@ -546,16 +547,98 @@ static enum lh_err fail(struct pg_store *s, struct pg_conn *c, const PGresult *r
 	return LH_ESTORE;
 }
 
+static enum lh_err savepoint_flush(struct pg_store *s, struct pg_conn *c);
+
 /* Runs a string of SQL without parameters (several statements allowed). */
 static enum lh_err exec_sql(struct pg_store *s, struct pg_conn *c, const char *sql,
                             const char *what)
 {
+	enum lh_err e = savepoint_flush(s, c);
+	if (e != LH_OK)
+		return e;
 	PGresult *r = PQexec(c->pg, sql);
 	ExecStatusType st = PQresultStatus(r);
-	enum lh_err e =
-	    r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? LH_OK : fail(s, c, r, what);
+	e = r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? LH_OK : fail(s, c, r, what);
 	PQclear(r);
 	return e;
+}
+
+/* ---- a job's savepoint, sent with its first statement ----
+ * The writer opens a savepoint per job (store_writer.c), and a round trip for it alone
+ * cost a third of a bill's time on the writer's connection. So wb_savepoint only notes it;
+ * the job's first statement sends it (and the previous job's RELEASE) ahead of itself in
+ * one pipeline, one round trip. A job that fails before any statement has nothing to undo,
+ * and ROLLBACK TO is then not sent (it would undo the previous job, whose savepoint is
+ * still open until its RELEASE goes). */
+
+/* Sends the pending RELEASE and SAVEPOINT on their own (before a statement that cannot be
+ * pipelined with them). */
+static enum lh_err savepoint_flush(struct pg_store *s, struct pg_conn *c)
+{
+	if (c != &s->wc || !s->savepoint_pending)
+		return LH_OK;
+	const char *sql =
+	    s->release_pending ? "RELEASE SAVEPOINT job; SAVEPOINT job" : "SAVEPOINT job";
+	s->savepoint_pending = s->release_pending = 0;
+	PGresult *r = PQexec(c->pg, sql);
+	enum lh_err e = PQresultStatus(r) == PGRES_COMMAND_OK ? LH_OK : fail(s, c, r, "savepoint");
+	PQclear(r);
+	return e;
+}
+
+/* One pipeline: [RELEASE SAVEPOINT job,] SAVEPOINT job, then the prepared statement name
+ * with p. Returns as run() does, with the first failure's error (later queries of a
+ * pipeline that failed are aborted, not run). */
+static enum lh_err run_with_savepoint(struct pg_store *s, struct pg_conn *c, const char *name,
+                                      const struct params *p, PGresult **out, const char *what)
+{
+	PGconn *pg = c->pg;
+	int release = s->release_pending;
+	s->savepoint_pending = s->release_pending = 0;
+	if (!PQenterPipelineMode(pg))
+		return fail(s, c, NULL, what);
+	int nq = release ? 3 : 2;
+	int sent = (!release ||
+	            PQsendQueryParams(pg, "RELEASE SAVEPOINT job", 0, NULL, NULL, NULL, NULL, 0)) &&
+	           PQsendQueryParams(pg, "SAVEPOINT job", 0, NULL, NULL, NULL, NULL, 0) &&
+	           PQsendQueryPrepared(pg, name, p->n, p->v, NULL, NULL, 0) && PQpipelineSync(pg);
+	enum lh_err e = sent ? LH_OK : LH_EUNAVAIL;
+	PGresult *last = NULL;
+	for (int q = 0; q < nq && sent; q++) {
+		PGresult *r = PQgetResult(pg);
+		if (!r) { /* the connection went away */
+			e = e == LH_OK ? fail(s, c, NULL, what) : e;
+			break;
+		}
+		ExecStatusType st = PQresultStatus(r);
+		int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+		if (!ok && e == LH_OK && st != PGRES_PIPELINE_ABORTED)
+			e = fail(s, c, r, q == nq - 1 ? what : "savepoint");
+		if (q == nq - 1 && ok && e == LH_OK)
+			last = r;
+		else
+			PQclear(r);
+		PGresult *end = PQgetResult(pg); /* NULL: the end of this query's results */
+		if (end) {
+			PQclear(end);
+			e = e == LH_OK ? LH_ESTORE : e;
+		}
+	}
+	/* The sync's own result, then back to one query at a time. */
+	for (PGresult *r; sent && (r = PQgetResult(pg)) != NULL;) {
+		int sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+		PQclear(r);
+		if (sync)
+			break;
+	}
+	if (!PQexitPipelineMode(pg) && e == LH_OK)
+		e = fail(s, c, NULL, what);
+	if (e != LH_OK) {
+		PQclear(last);
+		return e;
+	}
+	*out = last;
+	return LH_OK;
 }
 
 /* Runs sql (a string literal: prepared once per connection, cached by its address) with
@@ -579,6 +662,11 @@ static enum lh_err run(struct pg_store *s, struct pg_conn *c, const char *sql,
 		PQclear(r);
 		c->stmt[c->nstmt++] = sql;
 	}
+	if (c == &s->wc && s->savepoint_pending && i < STMT_CACHE)
+		return run_with_savepoint(s, c, name, p, out, what);
+	enum lh_err e0 = savepoint_flush(s, c);
+	if (e0 != LH_OK)
+		return e0;
 	/* Past the cache (more statements than we have), unprepared. */
 	r = i < STMT_CACHE ? PQexecPrepared(c->pg, name, p->n, p->v, NULL, NULL, 0)
 	                   : PQexecParams(c->pg, sql, p->n, NULL, p->v, NULL, NULL, 0);
@@ -1659,7 +1747,7 @@ static const struct store_tx_ops pg_tx_ops = {
 static enum lh_err wb_begin(void *be)
 {
 	struct pg_store *s = be;
-	s->release_pending = 0;
+	s->release_pending = s->savepoint_pending = 0;
 	s->subs_dirty = 0;
 	s->fresh_news.n = s->rescan_news.n = 0;
 	s->fresh_news.all = s->rescan_news.all = 0;
@@ -1672,23 +1760,29 @@ static enum lh_err wb_begin(void *be)
 static enum lh_err wb_savepoint(void *be)
 {
 	struct pg_store *s = be;
-	/* The previous job's RELEASE rides with this SAVEPOINT: one round trip per job. */
-	const char *sql =
-	    s->release_pending ? "RELEASE SAVEPOINT job; SAVEPOINT job" : "SAVEPOINT job";
-	s->release_pending = 0;
-	return exec_sql(s, &s->wc, sql, "savepoint");
+	/* Sent with the job's first statement, after the previous job's RELEASE: see
+	 * run_with_savepoint. */
+	s->savepoint_pending = 1;
+	return LH_OK;
 }
 
 static enum lh_err wb_rollback_to(void *be)
 {
 	struct pg_store *s = be;
+	if (s->savepoint_pending) { /* the job sent nothing: nothing to undo */
+		s->savepoint_pending = 0;
+		return LH_OK;
+	}
 	return exec_sql(s, &s->wc, "ROLLBACK TO SAVEPOINT job", "rollback_to");
 }
 
 static enum lh_err wb_release(void *be)
 {
 	struct pg_store *s = be;
-	s->release_pending = 1; /* sent with the next SAVEPOINT; COMMIT releases it anyway */
+	if (s->savepoint_pending) /* the job sent nothing: its savepoint was never opened */
+		s->savepoint_pending = 0;
+	else
+		s->release_pending = 1; /* sent before the next SAVEPOINT; COMMIT releases it */
 	return LH_OK;
 }
 
