@@ -5,7 +5,7 @@
 #   make bench-quick     without the 1,000,000 backlog (about 70 s)
 #   make bench-backlog   only the backlog scenario
 #   make bench-pg        SQLite, one node on PostgreSQL and two nodes on one PostgreSQL side by
-#                        side, and the takeover after a SIGKILL (about 3 min); ends with its
+#                        side, and the takeover after a SIGKILL (about 3.5 min); ends with its
 #                        summary line and which of issue 13's targets are met
 #   make test            what CI runs (scripts/test.sh)
 #   make soak            a hundred SIGKILLs under load (tests/integration/test_kill.py, with the
