@@ -2,7 +2,9 @@
 """labhook benchmarks: the orchestrator behind `make -C bench` (Python standard library only).
 
 Scenarios (argument): `main` (ceiling + end-to-end + paced latency), `backlog` (a large
-pending backlog across a restart, then its drain), `all` (both). Every process it starts is
+pending backlog across a restart, then its drain), `pg` (SQLite, one node on PostgreSQL and
+two nodes on one PostgreSQL side by side, then the takeover after a SIGKILL), `all` (the
+three). Every process it starts (a throwaway PostgreSQL server too) is
 registered in PROCS and stopped by `cleanup()` on any exit: normal, exception, SIGINT,
 SIGTERM, SIGHUP; children also get SIGTERM if this process dies (PR_SET_PDEATHSIG). Every
 wait has a timeout. Only 127.0.0.1 is ever contacted. Expects run.sh to have built
@@ -10,10 +12,12 @@ build-bench/labhook and build-bench/loadgen. Settings are environment variables 
 """
 import ctypes
 import datetime
+import io
 import json
 import math
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -21,6 +25,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +51,14 @@ SETTINGS = {
     "DELIVER_TIMEOUT": (600, "seconds to wait for nginx to log every webhook of a run"),
     "DRAIN_TIMEOUT": (3600, "backlog: seconds to wait for the drain"),
     "KEEP": (0, "1 keeps the temporary directory (logs, databases) for inspection"),
+    "PG_N": (40000, "pg: bills per round (paused ingest, then the drain), per backend"),
+    "PG_ROUNDS": (2, "pg: rounds per backend, each followed by a raw-client run"),
+    "PG_SUBS": (8, "pg: accounts, each with one subscription (a lease is per subscription)"),
+    "STATS_N": (5000, "pg: bills measured with pg_stat_statements on (statements, WAL)"),
+    "TAKEOVER_RATE": (400, "pg takeover: paced bills per second (all subscriptions)"),
+    "TAKEOVER_WARM": (5, "pg takeover: seconds of paced load before the SIGKILL (plus 0-5 s)"),
+    "TAKEOVER_WAIT": (60, "pg takeover: seconds to wait for the takeover"),
+    "TAKEOVER_KILLS": (3, "pg takeover: SIGKILLs (takeover_s is the worst)"),
 }
 CFG = {k: int(os.environ.get(k, d)) for k, (d, _) in SETTINGS.items()}
 
@@ -84,9 +97,12 @@ def _die_with_parent():
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
-def spawn(args, stdout, stderr):
-    p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                         start_new_session=True, preexec_fn=_die_with_parent)
+def spawn(args, stdout, stderr, user=None, stdin=subprocess.DEVNULL):
+    """Starts args in a session of its own (as user, when given: the uid is changed before
+    _die_with_parent runs, so the death signal stays set)."""
+    kw = {"user": user, "group": user, "extra_groups": []} if user else {}
+    p = subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=stderr,
+                         start_new_session=True, preexec_fn=_die_with_parent, **kw)
     PROCS.append(p)
     return p
 
@@ -197,7 +213,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    log_format hook '$msec $http_webhook_id';
+    log_format hook '$msec $http_webhook_id $uri';
     access_log {prefix}/access.log hook buffer=256k flush=1s;
     keepalive_timeout 120s;
     keepalive_requests 100000000;
@@ -226,7 +242,9 @@ class Nginx:
         self.access_log = os.path.join(self.prefix, "access.log")
         self.proc = None
         self.arrivals = {}  # webhook-id -> first arrival (Unix seconds, ms resolution)
+        self.path_of = {}  # webhook-id -> the request's path (one per subscription)
         self.lines = 0
+        self.repeats = 0  # lines of an event id already seen (duplicates)
         self._offset = 0
 
     def start(self):
@@ -254,9 +272,14 @@ class Nginx:
         self._offset += end
         for line in data[:end].decode().splitlines():
             self.lines += 1
-            t, _, wid = line.partition(" ")
-            if wid.startswith("evt_") and wid not in self.arrivals:
+            t, wid, path = (line.split(" ", 2) + ["", ""])[:3]
+            if not wid.startswith("evt_"):
+                continue
+            if wid in self.arrivals:
+                self.repeats += 1
+            else:
                 self.arrivals[wid] = float(t)
+                self.path_of[wid] = path
         return len(self.arrivals)
 
     def wait_arrivals(self, n, timeout):
@@ -270,7 +293,10 @@ class Nginx:
 # --- labhook ---------------------------------------------------------------------------
 
 class Labhook:
-    def __init__(self, tmp, name, ca, extra=()):
+    """One labhook node. With pg (a Postgres) and db, its store is that database; else
+    SQLite in its data directory."""
+
+    def __init__(self, tmp, name, ca, extra=(), pg=None, db=None):
         self.dir = os.path.join(tmp, name)
         self.data = os.path.join(self.dir, "data")
         os.makedirs(self.dir)
@@ -279,6 +305,9 @@ class Labhook:
         self.args = [LABHOOK, "serve", "--data-dir", self.data,
                      "--listen", "127.0.0.1:%d" % self.port, "--ca-file", ca,
                      "--allow-net", "127.0.0.0/8", "--log-level", "warn"] + list(extra)
+        self.pg, self.pg_db = pg, db
+        if pg:
+            self.args += ["--store", pg.uri(db)]
         self.proc = None
         self.creds = None
         self.starts = 0
@@ -347,8 +376,16 @@ class Labhook:
         return sqlite3.connect(os.path.join(self.data, "labhook.db"), timeout=10)
 
     def query(self, sql, args=()):
+        """Rows of a query on this node's store (no args on PostgreSQL)."""
+        if self.pg:
+            assert not args
+            return self.pg.query(self.pg_db, sql)
         with self.db() as c:
             return c.execute(sql, args).fetchall()
+
+    def admin_key(self):
+        with open(os.path.join(self.data, "admin.key")) as f:
+            return f.read().strip()
 
     def bill_body(self, path):
         with open(path, "w") as f:
@@ -426,6 +463,20 @@ CEILING_HEADERS = ("webhook-id: ceiling", "webhook-timestamp: 1795758916",
 
 # --- scenarios -------------------------------------------------------------------------
 
+def raw_ceiling(hook_url, payload, ca, when, ceilings):
+    """The raw client against the same nginx; run before and after labhook's runs, so the
+    ratio is taken against the best it reached in this run. Appends to ceilings."""
+    step("ceiling (%s): %d POSTs of ~1 KB straight to nginx over HTTPS, %d connections"
+         % (when, CFG["CEIL_N"], CFG["CEIL_C"]))
+    loadgen(hook_url, payload, min(2000, CFG["CEIL_N"]), CFG["CEIL_C"], cacert=ca,
+            headers=CEILING_HEADERS)  # warm-up: handshakes, nginx's first allocations
+    g = loadgen(hook_url, payload, CFG["CEIL_N"], CFG["CEIL_C"], cacert=ca,
+                headers=CEILING_HEADERS)
+    ceilings.append({"when": when, "dps": g["rps"], "p50_ms": g["p50_ms"],
+                     "p99_ms": g["p99_ms"]})
+    log("ceiling: %.0f requests/s" % g["rps"])
+
+
 def delivery_summary(lh):
     """Counts deliveries by status and failed attempts by error class: what went wrong."""
     st = dict(lh.query("SELECT status, count(*) FROM deliveries GROUP BY status"))
@@ -448,17 +499,7 @@ def scenario_main(tmp, ca, cert, key):
     ceilings = []
 
     def ceiling(when):
-        """The raw client against the same nginx; run before and after labhook's runs,
-        so the ratio is taken against the best it reached in this run."""
-        step("ceiling (%s): %d POSTs of ~1 KB straight to nginx over HTTPS, %d connections"
-             % (when, CFG["CEIL_N"], CFG["CEIL_C"]))
-        loadgen(hook_url, payload, min(2000, CFG["CEIL_N"]), CFG["CEIL_C"], cacert=ca,
-                headers=CEILING_HEADERS)  # warm-up: handshakes, nginx's first allocations
-        g = loadgen(hook_url, payload, CFG["CEIL_N"], CFG["CEIL_C"], cacert=ca,
-                    headers=CEILING_HEADERS)
-        ceilings.append({"when": when, "dps": g["rps"], "p50_ms": g["p50_ms"],
-                         "p99_ms": g["p99_ms"]})
-        log("ceiling: %.0f requests/s" % g["rps"])
+        raw_ceiling(hook_url, payload, ca, when, ceilings)
 
     ceiling("before")
 
@@ -659,6 +700,777 @@ def scenario_backlog(tmp, ca, cert, key):
     return r
 
 
+# --- PostgreSQL ------------------------------------------------------------------------
+
+def pg_bindir():
+    for cand in ("/usr/lib/postgresql/15/bin",):
+        if os.path.exists(os.path.join(cand, "pg_ctl")):
+            return cand
+    try:
+        return subprocess.check_output(["pg_config", "--bindir"], text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise BenchError("PostgreSQL 15 not found (apt-get install postgresql-15)")
+
+
+def _value(v):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+class Postgres:
+    """A throwaway PostgreSQL 15 started as tests/pg/with_pg.py starts one: initdb in a
+    directory of its own under /tmp, a Unix socket only (no TCP port), trust, the `postgres`
+    user when run as root. Durable: fsync, synchronous_commit and full_page_writes keep their
+    defaults (on). The server runs in the foreground as one of PROCS, so cleanup() stops it.
+    pg_stat_statements is loaded with tracking off; stats(True) turns it on for a measured
+    batch (postgresql.auto.conf and a reload: the backends pick it up at their next
+    statement)."""
+
+    def __init__(self):
+        self.bin = pg_bindir()
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.dir = tempfile.mkdtemp(prefix="labhook-bench-pg-", dir="/tmp")
+        os.chmod(self.dir, 0o755)
+        if self.user:
+            shutil.chown(self.dir, self.user, self.user)
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()  # only names the socket
+        self.proc = None
+        lib = subprocess.run([os.path.join(self.bin, "pg_config"), "--pkglibdir"],
+                             capture_output=True, text=True).stdout.strip() \
+            if os.path.exists(os.path.join(self.bin, "pg_config")) else \
+            os.path.join(os.path.dirname(self.bin), "lib")
+        self.has_statements = os.path.exists(os.path.join(lib, "pg_stat_statements.so"))
+
+    def uri(self, db):
+        return "postgresql://labhook@/%s?host=%s&port=%d" % (db, self.dir, self.port)
+
+    def start(self):
+        r = subprocess.run([os.path.join(self.bin, "initdb"), "-D", self.data, "-U", "labhook",
+                            "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync",
+                            "--no-instructions"], user=self.user, group=self.user,
+                           extra_groups=[] if self.user else None,
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise BenchError("initdb: %s" % r.stderr.strip())
+        # In postgresql.conf rather than on the command line, so that ALTER SYSTEM (stats())
+        # can override the tracking setting.
+        conf = ["listen_addresses = ''", "unix_socket_directories = '%s'" % self.dir,
+                "port = %d" % self.port, "max_connections = 200", "shared_buffers = 128MB"]
+        if self.has_statements:
+            conf += ["shared_preload_libraries = 'pg_stat_statements'",
+                     "pg_stat_statements.track = none", "pg_stat_statements.max = 1000"]
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write("\n# bench.py\n" + "\n".join(conf) + "\n")
+        out = open(os.path.join(self.dir, "server.log"), "ab")
+        self.proc = spawn([os.path.join(self.bin, "postgres"), "-D", self.data], out, out,
+                          user=self.user)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise BenchError("postgres exited: see %s/server.log" % self.dir)
+            return self.psql("postgres", "SELECT 1", check=False).returncode == 0
+        wait_for("PostgreSQL", up, 60, every=0.1)
+        if self.has_statements:
+            self.query("postgres", "CREATE EXTENSION pg_stat_statements")
+        settings = dict(self.query("postgres", "SELECT name, setting FROM pg_settings WHERE "
+                                   "name IN ('fsync', 'synchronous_commit', "
+                                   "'full_page_writes', 'wal_level', 'shared_buffers', "
+                                   "'max_wal_size', 'checkpoint_timeout', 'server_version')"))
+        log("PostgreSQL %s in %s (socket only): fsync=%s synchronous_commit=%s"
+            % (settings.get("server_version"), self.dir, settings.get("fsync"),
+               settings.get("synchronous_commit")))
+        return settings
+
+    def stop(self, keep):
+        if self.proc:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)  # fast shutdown
+            stop(self.proc)
+            self.proc = None
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def psql(self, db, sql, check=True):
+        r = subprocess.run([os.path.join(self.bin, "psql"), "-h", self.dir, "-p",
+                            str(self.port), "-U", "labhook", "-d", db, "-v", "ON_ERROR_STOP=1",
+                            "-XAtq", "-F", "\x1f", "-R", "\x1e", "-c", sql],
+                           capture_output=True, text=True, timeout=120)
+        if check and r.returncode != 0:
+            raise BenchError("psql %s: %s" % (sql[:60], r.stderr.strip()))
+        return r
+
+    def query(self, db, sql):
+        out = self.psql(db, sql).stdout.rstrip("\n")
+        return [tuple(_value(v) for v in row.split("\x1f")) for row in out.split("\x1e") if row]
+
+    def create_db(self, name):
+        self.query("postgres", "CREATE DATABASE " + name)
+        return name
+
+    def wal_lsn(self):
+        return int(self.query("postgres", "SELECT pg_current_wal_lsn() - '0/0'")[0][0])
+
+    def stats(self, on):
+        self.query("postgres", "ALTER SYSTEM SET pg_stat_statements.track = '%s'"
+                   % ("top" if on else "none"))
+        self.query("postgres", "SELECT pg_reload_conf()")
+        time.sleep(0.5)
+
+    def cpu_seconds(self):
+        """{pid: CPU seconds used so far} of the server: the postmaster and its children."""
+        out = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(d) == self.proc.pid or int(fields[1]) == self.proc.pid:
+                out[int(d)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
+
+# --- the pg scenario: SQLite, one node on PostgreSQL, two nodes, takeover -----------------
+
+def write_bill_body(path, lab):
+    with open(path, "w") as f:
+        json.dump({"labID": lab, "integrator_id": "BENCH",
+                   "patient_details": {"first_name": "A", "gender": "male", "age": 30,
+                                       "age_type": "year"},
+                   "unmapped_tests": ["CBC"]}, f)
+    return path
+
+
+def api_ok(what, st, j):
+    if st != 200 or not j:
+        raise BenchError("%s: HTTP %d %s" % (what, st, j))
+    return j
+
+
+def make_accounts(node, label, hook_base, n, tmp):
+    """n catch-all accounts made with the admin key, each with a lab and one subscription
+    (bill.created) to its own path on the one nginx: hook_base/<label>/<i>."""
+    key = node.admin_key()
+    out = []
+    for i in range(n):
+        j = api_ok("account", *http_json("POST", node.base + "/admin/accounts",
+                                         {"name": "bench %s %d" % (label, i),
+                                          "mode": "catch-all"}, token=key))
+        a = {"i": i, "id": j["clientID"], "secret": j["clientSecret"],
+             "path": "/%s/%d" % (label, i)}
+        a["lab"] = api_ok("lab", *http_json("POST", node.base + "/admin/accounts/%s/labs"
+                                            % a["id"], {"name": "Lab %d" % i},
+                                            token=key))["labID"]
+        j = api_ok("subscribe", *http_json("POST", node.base + "/client/events/subscribe",
+                                           {"labID": a["lab"], "events": ["bill.created"],
+                                            "endpoint": hook_base + a["path"],
+                                            "protocol": "https"}, token=account_token(node, a)))
+        a["sub"] = j["subscription"]["id"]
+        a["body"] = write_bill_body(os.path.join(tmp, "bill-%s-%d.json" % (label, i)), a["lab"])
+        out.append(a)
+    return out
+
+
+def account_token(node, a):
+    return api_ok("token", *http_json("POST", node.base + "/client/auth/token",
+                                      {"clientID": a["id"],
+                                       "clientSecret": a["secret"]}))["authToken"]
+
+
+def set_subs(node, accts, status):
+    for a in accts:
+        api_ok("pause/resume", *http_json("PATCH", node.base + "/client/events/subscriptions/"
+                                          + a["sub"], {"status": status},
+                                          token=account_token(node, a)))
+
+
+def loadgen_args(url, body_file, count, conc, rate=0, headers=()):
+    args = [LOADGEN, "--url", url, "--body-file", body_file, "--count", str(count),
+            "--concurrency", str(conc)]
+    if rate:
+        args += ["--rate", "%g" % rate]
+    for h in headers:
+        args += ["--header", h]
+    return args
+
+
+def start_loadgens(nodes, accts, n, conc, rate=0):
+    """One loadgen per account, all at once: account i's bills through node i % len(nodes),
+    n bills and conc connections in all (split evenly), rate bills/s in all when given."""
+    procs = []
+    for a in accts:
+        node = nodes[a["i"] % len(nodes)]
+        args = loadgen_args(node.base + "/client/billing/create", a["body"],
+                            max(1, n // len(accts)), max(1, conc // len(accts)),
+                            rate=rate / len(accts) if rate else 0,
+                            headers=("Authorization: Bearer " + account_token(node, a),))
+        procs.append(spawn(args, subprocess.PIPE, subprocess.PIPE))
+    return procs
+
+
+def finish_loadgens(procs, timeout):
+    """Waits for the loadgens of start_loadgens(); their summaries, combined: bills answered
+    200 per second from the first request of any to the last answer of any."""
+    deadline = time.monotonic() + timeout
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise BenchError("loadgen took over %ds" % timeout)
+        stop(p)
+        if p.returncode != 0 or not out.strip():
+            raise BenchError("loadgen failed (%d): %s %s" % (p.returncode, out.strip(),
+                                                             err.strip()))
+        out, err = out.decode(), err.decode()
+        outs.append({k: float(v) for k, v in (w.split("=") for w in out.split())})
+    t0, t1 = min(o["t_first"] for o in outs), max(o["t_last"] for o in outs)
+    ok = sum(o["ok"] for o in outs)
+    p50 = sorted(o["p50_ms"] for o in outs)[len(outs) // 2]
+    return {"ok": ok, "fail": sum(o["fail"] for o in outs), "span_s": t1 - t0,
+            "eps": ok / max(t1 - t0, 1e-3), "api_p50_ms": p50,
+            "api_p99_ms": max(o["p99_ms"] for o in outs),
+            "per_loadgen_rps": [round(o["rps"]) for o in outs], "t_first": t0, "t_last": t1}
+
+
+def lease_holders(pg, db, nodes):
+    """{sub_id: index of the node in nodes that holds its lease now}."""
+    pid_to = {n.proc.pid: i for i, n in enumerate(nodes) if n.proc}
+    rows = pg.query(db, "SELECT l.sub_id, n.pid FROM leases l JOIN nodes n"
+                        " ON n.node_id = l.node_id WHERE l.expires_at > now()")
+    return {sub: pid_to.get(pid) for sub, pid in rows}
+
+
+def wait_spread(pg, db, nodes, accts, timeout):
+    """Until every subscription is leased and each node holds its even share."""
+    want = math.ceil(len(accts) / len(nodes))
+
+    def spread():
+        h = lease_holders(pg, db, nodes)
+        counts = [list(h.values()).count(i) for i in range(len(nodes))]
+        return counts if len(h) == len(accts) and all(c >= len(accts) // len(nodes)
+                                                       and c <= want for c in counts) else None
+    counts = wait_for("the leases spread over %d nodes" % len(nodes), spread, timeout,
+                      every=0.2)
+    log("leases: %s subscriptions per node" % counts)
+
+
+def thread_cpu(pid):
+    """{thread name: CPU seconds} of a process (threads of one name added up)."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                head, _, rest = f.read().rpartition(")")
+        except OSError:
+            continue
+        fields = rest.split()
+        name = head.partition("(")[2]
+        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / \
+            os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def proc_title(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+class ActivitySampler:
+    """Samples pg_stat_activity of one database every `every` seconds through one psql
+    session (no process per sample), in a thread: what each labhook connection is doing.
+    The writer connection (the one that runs the batches) is told apart by its statements;
+    its samples say where a batch's time goes: executing, flushing the WAL at COMMIT,
+    waiting for the advisory lock, or waiting for labhook's next statement (a round trip)."""
+
+    WRITER = ("SAVEPOINT", "RELEASE", "WITH B AS (INSERT", "WITH EV AS (INSERT", "COMMIT",
+              "BEGIN", "SELECT PG_ADVISORY_XACT_LOCK", "ROLLBACK")
+
+    def __init__(self, pg, db, every=0.01):
+        self.pg, self.db, self.every = pg, db, every
+        self.counts = {}
+        self.samples = 0
+        self.stop_ev = threading.Event()
+        self.proc = spawn([os.path.join(pg.bin, "psql"), "-h", pg.dir, "-p", str(pg.port),
+                           "-U", "labhook", "-d", "postgres", "-XAtq", "-F", "|"],
+                          subprocess.PIPE, subprocess.DEVNULL, stdin=subprocess.PIPE)
+        self.w = io.TextIOWrapper(self.proc.stdin)
+        self.r = io.TextIOWrapper(self.proc.stdout)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def run(self):
+        sql = ("SELECT pid, state, coalesce(wait_event_type, ''), coalesce(wait_event, ''),"
+               " upper(left(ltrim(query), 30)) FROM pg_stat_activity"
+               " WHERE datname = '%s' AND backend_type = 'client backend';\n\\echo @@\n"
+               % self.db)
+        while not self.stop_ev.is_set():
+            self.w.write(sql)
+            self.w.flush()
+            rows = []
+            for line in self.r:
+                line = line.rstrip("\n")
+                if line == "@@":
+                    break
+                rows.append(line.split("|", 4))
+            else:
+                return
+            self.samples += 1
+            for pid, state, wtype, wev, q in rows:
+                kind = "writer" if q.startswith(self.WRITER) else \
+                    "listener" if q.startswith("LISTEN") else "pool"
+                if state == "active":
+                    what = "active: " + (wev or "CPU")
+                elif state.startswith("idle in transaction"):
+                    what = "in a transaction, waiting for labhook"
+                else:
+                    what = "idle"
+                key = (kind, what)
+                self.counts[key] = self.counts.get(key, 0) + 1
+            time.sleep(self.every)
+
+    def finish(self):
+        self.stop_ev.set()
+        self.thread.join(10)
+        stop(self.proc)
+        out = {}
+        for (kind, what), c in sorted(self.counts.items(), key=lambda x: -x[1]):
+            out.setdefault(kind, {})[what] = c
+        # Fractions of the samples for the writer connection: where a batch's time goes.
+        w = out.get("writer", {})
+        tot = sum(w.values()) or 1
+        return {"samples": self.samples, "writer": {k: round(v / tot, 3) for k, v in w.items()},
+                "all_connections": out}
+
+
+class CpuMeter:
+    """CPU of each labhook node (and its busiest threads) and of the PostgreSQL server (and
+    its busiest backends) over an interval, in cores."""
+
+    def __init__(self, nodes, pg):
+        self.nodes, self.pg = nodes, pg
+        self.t = time.monotonic()
+        self.n0 = [thread_cpu(n.proc.pid) for n in nodes]
+        self.pg0 = pg.cpu_seconds() if pg else {}
+
+    def read(self):
+        dt = max(time.monotonic() - self.t, 1e-3)
+        r = {"nodes_cores": [], "node_threads": []}
+        for n, c0 in zip(self.nodes, self.n0):
+            c1 = thread_cpu(n.proc.pid)
+            r["nodes_cores"].append(round((sum(c1.values()) - sum(c0.values())) / dt, 2))
+            d = sorted(((c1[k] - c0.get(k, 0)) / dt, k) for k in c1)[::-1]
+            r["node_threads"].append({k: round(v, 2) for v, k in d[:3] if v >= 0.01})
+        if self.pg:
+            c1 = self.pg.cpu_seconds()
+            r["postgres_cores"] = round((sum(c1.values()) - sum(self.pg0.values())) / dt, 2)
+            d = sorted(((c1[k] - self.pg0.get(k, 0)) / dt, k) for k in c1)[::-1]
+            r["postgres_top"] = [[proc_title(k)[:60], round(v, 2)] for v, k in d[:3]
+                                 if v >= 0.01]
+        return r
+
+
+def throughput(label, nodes, accts, ng, ceiling, pg=None, db=None):
+    """PG_ROUNDS rounds of: every subscription paused, PG_N bills through the nodes (ingest
+    alone), then all resumed and the drain to nginx timed (delivery alone); a raw-client run
+    after each round. Returns the rounds and the best of each."""
+    n, rounds = CFG["PG_N"], []
+    for k in range(CFG["PG_ROUNDS"]):
+        step("%s, round %d/%d: %d bills through %d node(s), %d subscriptions paused; then "
+             "resumed" % (label, k + 1, CFG["PG_ROUNDS"], n, len(nodes), len(accts)))
+        set_subs(nodes[0], accts, "paused")
+        ng.read_log()
+        n_before = len(ng.arrivals)
+        cpu = CpuMeter(nodes, pg)
+        lsn0 = pg.wal_lsn() if pg else 0
+        procs = start_loadgens(nodes, accts, n, CFG["C"])
+        g = finish_loadgens(procs, 60 + n / 50)
+        ingest = dict(g, cpu=cpu.read())
+        if pg:
+            ingest["wal_bytes_per_event"] = (pg.wal_lsn() - lsn0) / max(g["ok"], 1)
+        if g["fail"]:
+            log("%d bills failed" % g["fail"])
+        log("ingest: %.0f bills/s (p50 %.2f ms p99 %.2f ms), CPU %s"
+            % (g["eps"], g["api_p50_ms"], g["api_p99_ms"], json.dumps(ingest["cpu"])))
+
+        holders = lease_holders(pg, db, nodes) if len(nodes) > 1 else {}
+        node_of_path = {a["path"]: holders.get(a["sub"], 0) for a in accts}
+        cpu = CpuMeter(nodes, pg)
+        t_resume = time.time()
+        set_subs(nodes[0], accts, "active")
+        ng.wait_arrivals(n_before + int(g["ok"]), CFG["DELIVER_TIMEOUT"])
+        drain = {"cpu": cpu.read()}
+        new = list(ng.arrivals.items())[n_before:]
+        last = max(t for _, t in new)
+        drain.update(webhooks=len(new), span_s=last - t_resume,
+                     dps=len(new) / (last - t_resume),
+                     first_after_s=min(t for _, t in new) - t_resume)
+        if len(nodes) > 1:
+            per = []
+            for i in range(len(nodes)):
+                ts = [t for w, t in new if node_of_path.get(ng.path_of[w]) == i]
+                per.append({"subscriptions": list(node_of_path.values()).count(i),
+                            "webhooks": len(ts),
+                            "span_s": (max(ts) - t_resume) if ts else 0.0,
+                            "dps": len(ts) / (max(ts) - t_resume) if ts else 0.0})
+            drain["per_node"] = per
+        log("delivery: %d webhooks in %.2f s after the resume (%.0f/s; first after %.2f s), "
+            "CPU %s%s" % (len(new), drain["span_s"], drain["dps"], drain["first_after_s"],
+                          json.dumps(drain["cpu"]),
+                          "; per node " + " / ".join("%d in %.2f s" % (p["webhooks"], p["span_s"])
+                                                     for p in drain["per_node"])
+                          if "per_node" in drain else ""))
+        ceiling("after %s round %d" % (label, k + 1))
+        rounds.append({"ingest": ingest, "delivery": drain})
+    best_i = max(rounds, key=lambda x: x["ingest"]["eps"])["ingest"]
+    best_d = max(rounds, key=lambda x: x["delivery"]["dps"])["delivery"]
+    return {"nodes": len(nodes), "subscriptions": len(accts), "bills_per_round": n,
+            "ingest_eps": best_i["eps"], "delivery_dps": best_d["dps"],
+            "ingest": best_i, "delivery": best_d, "rounds": rounds}
+
+
+def statement_stats(pg, db, nodes, accts):
+    """The labhook node's statements and WAL per event: STATS_N more bills (subscriptions
+    paused) with pg_stat_statements tracking on, the WAL position before and after."""
+    n = CFG["STATS_N"]
+    step("PostgreSQL statements and WAL per event: %d bills, pg_stat_statements on" % n)
+    set_subs(nodes[0], accts, "paused")
+    pg.stats(True)
+    try:
+        pg.query("postgres", "SELECT pg_stat_statements_reset()")
+        tables = ("bills", "reports", "events", "deliveries")
+        count = "SELECT " + ", ".join("(SELECT count(*) FROM %s)" % t for t in tables)
+        rows0 = pg.query(db, count)[0]
+        lsn0 = pg.wal_lsn()
+        sampler = ActivitySampler(pg, db).start()
+        g = finish_loadgens(start_loadgens(nodes, accts, n, CFG["C"]), 60 + n / 50)
+        activity = sampler.finish()
+        lsn1 = pg.wal_lsn()
+        rows1 = pg.query(db, count)[0]
+        rows = pg.query("postgres", "SELECT regexp_replace(s.query, '\\s+', ' ', 'g'), s.calls,"
+                        " s.rows, s.wal_bytes, s.wal_fpi, s.total_exec_time"
+                        " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+                        " WHERE d.datname = '%s' ORDER BY s.calls DESC" % db)
+    finally:
+        pg.stats(False)
+    ev = max(g["ok"], 1)
+    calls = sum(r[1] for r in rows)
+    commits = sum(r[1] for r in rows if r[0].strip().upper().startswith("COMMIT"))
+    inserted = {t: (b - a) / ev for t, a, b in zip(tables, rows0, rows1)}
+    top = [{"statement": r[0][:110], "per_event": round(r[1] / ev, 3),
+            "rows_per_event": round(r[2] / ev, 3), "wal_bytes_per_event": round(r[3] / ev, 1),
+            "exec_us_per_event": round(r[5] * 1000 / ev, 1)} for r in rows[:15]]
+    out = {"bills": int(g["ok"]), "eps_with_tracking": g["eps"],
+           "wal_bytes_per_event": (lsn1 - lsn0) / ev,
+           "wal_fpi_per_event": sum(r[4] for r in rows) / ev,
+           "statements_per_event": calls / ev, "commits_per_event": commits / ev,
+           "events_per_commit": ev / max(commits, 1),
+           "rows_inserted_per_event": inserted,
+           "server_exec_us_per_event": sum(r[5] for r in rows) * 1000 / ev,
+           "top_statements": top, "activity": activity}
+    log("%.0f WAL bytes, %.2f statements, %.3f commits (%.1f events per commit) per event"
+        % (out["wal_bytes_per_event"], out["statements_per_event"], out["commits_per_event"],
+           out["events_per_commit"]))
+    log("the writer's connection (%d samples): %s" % (activity["samples"],
+                                                      json.dumps(activity["writer"])))
+    return out
+
+
+def one_kill(k, pg, db, ng, a, b, accts):
+    """A steady paced load through node B, SIGKILL node A after TAKEOVER_WARM s; for each
+    subscription A held, the time from the kill to its first webhook at nginx after it."""
+    rate, warm, wait = CFG["TAKEOVER_RATE"], CFG["TAKEOVER_WARM"], CFG["TAKEOVER_WAIT"]
+    # The takeover depends on where the nodes' lease renewals (every third of the lease)
+    # stand at the kill: a random extra wait over one such period samples them all.
+    warm += random.uniform(0, 5)
+    step("takeover %d/%d: %d bills/s through node B; SIGKILL node A after %.1f s"
+         % (k + 1, CFG["TAKEOVER_KILLS"], rate, warm))
+    procs = start_loadgens([b], accts, rate * (warm + wait + 10), CFG["C"], rate=rate)
+    time.sleep(warm)
+    held = lease_holders(pg, db, [a, b])
+    victims = {x["path"] for x in accts if held.get(x["sub"]) == 0}
+    ng.read_log()
+    n_kill = len(ng.arrivals)
+    a.proc.send_signal(signal.SIGKILL)
+    t_kill = time.time()
+    a.proc.wait()
+    stop(a.proc)
+    a.proc = None
+    log("node A killed; it held %d of %d subscriptions" % (len(victims), len(accts)))
+    # A request nginx had fully read before the kill may be logged a few ms after it: the
+    # first webhook "again" is the first one later than half a second after the kill.
+    again = {}
+
+    def all_back():
+        ng.read_log()
+        for w, t in list(ng.arrivals.items())[n_kill:]:
+            p = ng.path_of[w]
+            if p in victims and t > t_kill + 0.5 and p not in again:
+                again[p] = t - t_kill
+        return len(again) == len(victims)
+    deadline = time.monotonic() + wait
+    while not all_back() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    time.sleep(1.5)  # a little more of the load after the takeover, then nginx's log buffer
+    ng.read_log()
+    # The survivor's own subscriptions: the longest pause in their webhooks around the kill.
+    gap = 0.0
+    for p in {x["path"] for x in accts} - victims:
+        ts = sorted(t for w, t in ng.arrivals.items() if ng.path_of.get(w) == p
+                    and t_kill - 2 <= t <= t_kill + wait)
+        gap = max([gap] + [y - x for x, y in zip(ts, ts[1:])])
+    last_before = max((t for w, t in ng.arrivals.items()
+                       if ng.path_of.get(w) in victims and t <= t_kill + 0.5), default=0)
+    for p in procs:
+        stop(p)  # the paced load
+    r = {"victims": len(victims), "killed_after_s": warm,
+         "per_subscription_s": {p: round(again[p], 2) if p in again else None
+                                for p in sorted(victims)},
+         "takeover_s": max(again.values()) if victims and len(again) == len(victims) else None,
+         "first_s": min(again.values()) if again else None, "survivor_max_gap_s": gap,
+         "victims_last_webhook_before_kill_s": t_kill - last_before if last_before else None}
+    log("takeover: %s (per subscription %s); the survivor's longest pause %.2f s"
+        % ("%.1f s" % r["takeover_s"] if r["takeover_s"] is not None else "NONE within %d s"
+           % wait, sorted(v for v in r["per_subscription_s"].values() if v is not None), gap))
+    return r
+
+
+def takeover(pg, ng, hook_base, tmp, ca):
+    """Two nodes at the default lease (15 s), PG_SUBS subscriptions spread over them;
+    TAKEOVER_KILLS times: a paced load through node B, SIGKILL node A, time until A's
+    subscriptions are served again (one_kill), A restarted and the leases spread again.
+    takeover_s is the worst kill. Then nothing acknowledged may be missing at nginx."""
+    db = pg.create_db("lh_takeover")
+    a = Labhook(tmp, "pg-takeover-a", ca, pg=pg, db=db)
+    b = Labhook(tmp, "pg-takeover-b", ca, pg=pg, db=db)
+    a.start(demo=False)
+    b.start(demo=False)
+    accts = make_accounts(a, "takeover", hook_base, CFG["PG_SUBS"], tmp)
+    wait_spread(pg, db, [a, b], accts, 60)
+    repeats0 = ng.repeats
+    kills = []
+    for k in range(CFG["TAKEOVER_KILLS"]):
+        kills.append(one_kill(k, pg, db, ng, a, b, accts))
+        a.start(demo=False)  # the same data directory: back in the cluster
+        wait_spread(pg, db, [a, b], accts, 60)
+    times = [x["takeover_s"] for x in kills]
+    r = {"lease_s": 15, "rate": CFG["TAKEOVER_RATE"], "subscriptions": len(accts),
+         "kills": kills,
+         "takeover_s": None if None in times else max(times),
+         "survivor_max_gap_s": max(x["survivor_max_gap_s"] for x in kills)}
+
+    def drained():
+        return b.query("SELECT count(*) FROM deliveries WHERE status = 0")[0][0] == 0
+    wait_for("the takeover database's deliveries to drain", drained, 120, every=0.5)
+    events = b.query("SELECT count(*) FROM events")[0][0]
+    paths = {x["path"] for x in accts}
+    time.sleep(1.2)  # nginx's log buffer
+    ng.read_log()
+    arrived = sum(1 for w in ng.arrivals if ng.path_of.get(w) in paths)
+    r.update(events=events, arrived=arrived, lost=events - arrived,
+             duplicates=ng.repeats - repeats0)
+    r.update(delivery_summary(b))
+    a.stop()
+    b.stop()
+    log("takeover: worst %s of %s; %d events, %d lost, %d duplicates"
+        % (r["takeover_s"], times, events, r["lost"], r["duplicates"]))
+    return r
+
+
+PG_TARGETS = (  # (figure, comparison, bound, what the issue asks)
+    ("pg_ingest_eps", ">=", 5000, "one node on PostgreSQL ingests at least 5,000 events/s"),
+    ("pg_delivery_ratio", ">=", 0.5, "...and delivers at least 0.5 of the raw client's rate"),
+    ("pg2_vs_pg1", ">=", 1.0, "two nodes deliver no less than one"),
+    ("takeover_s", "<=", 20, "takeover within 20 s at the default lease (15 s)"),
+)
+
+
+def scenario_pg(tmp, ca, cert, key):
+    r = {"settings": {k: CFG[k] for k in ("CEIL_N", "CEIL_C", "PG_N", "C", "PG_ROUNDS",
+                                          "PG_SUBS", "STATS_N", "TAKEOVER_RATE",
+                                          "TAKEOVER_WARM", "TAKEOVER_WAIT",
+                                          "TAKEOVER_KILLS")}}
+    ng = Nginx(tmp, "nginx-pg", free_port(), cert, key)
+    ng.start()
+    hook_base = "https://127.0.0.1:%d" % ng.port
+    payload = os.path.join(tmp, "ceiling-pg.json")
+    size = ceiling_payload(payload)
+    ceilings = []
+
+    def ceiling(when):
+        raw_ceiling(hook_base + "/hook", payload, ca, when, ceilings)
+    ceiling("before")
+
+    pg = Postgres()
+    try:
+        r["postgres"] = pg.start()
+        r["postgres"]["pg_stat_statements"] = pg.has_statements
+
+        # SQLite, one node (the main scenario's setup, with PG_SUBS accounts).
+        lh = Labhook(tmp, "sqlite-1", ca)
+        lh.start(demo=False)
+        accts = make_accounts(lh, "sqlite", hook_base, CFG["PG_SUBS"], tmp)
+        r["sqlite"] = throughput("SQLite, one node", [lh], accts, ng, ceiling)
+        r["sqlite"].update(delivery_summary(lh))
+        lh.stop()
+
+        # PostgreSQL, one node, a database of its own.
+        db = pg.create_db("lh_pg1")
+        lh = Labhook(tmp, "pg-1", ca, pg=pg, db=db)
+        lh.start(demo=False)
+        accts = make_accounts(lh, "pg1", hook_base, CFG["PG_SUBS"], tmp)
+        r["pg1"] = throughput("PostgreSQL, one node", [lh], accts, ng, ceiling, pg, db)
+        r["pg1"].update(delivery_summary(lh))
+        if pg.has_statements:
+            r["pg1"]["statements"] = statement_stats(pg, db, [lh], accts)
+        lh.stop()
+
+        # PostgreSQL, two nodes on one database.
+        db = pg.create_db("lh_pg2")
+        nodes = [Labhook(tmp, "pg-2%s" % x, ca, pg=pg, db=db) for x in "ab"]
+        for node in nodes:
+            node.start(demo=False)
+        accts = make_accounts(nodes[0], "pg2", hook_base, CFG["PG_SUBS"], tmp)
+        wait_spread(pg, db, nodes, accts, 60)
+        r["pg2"] = throughput("PostgreSQL, two nodes", nodes, accts, ng, ceiling, pg, db)
+        r["pg2"].update(delivery_summary(nodes[0]))
+        if pg.has_statements:
+            r["pg2"]["statements"] = statement_stats(pg, db, nodes, accts)
+        for node in nodes:
+            node.stop()
+
+        if CFG["TAKEOVER_KILLS"]:
+            r["takeover"] = takeover(pg, ng, hook_base, tmp, ca)
+        else:
+            r["takeover"] = {"takeover_s": None, "kills": [], "skipped": True}
+    finally:
+        pg.stop(keep=CFG["KEEP"])
+    best = max(ceilings, key=lambda c: c["dps"])
+    r["ceiling"] = dict(best, requests=CFG["CEIL_N"], payload_bytes=size, runs=ceilings)
+    for k in ("sqlite", "pg1", "pg2"):
+        r[k]["delivery_ratio"] = r[k]["delivery_dps"] / best["dps"]
+    r["nginx_log_lines"] = ng.lines
+    ng.stop()
+    s = {"sqlite_ingest_eps": r["sqlite"]["ingest_eps"], "pg_ingest_eps": r["pg1"]["ingest_eps"],
+         "pg2_ingest_eps": r["pg2"]["ingest_eps"],
+         "sqlite_delivery_dps": r["sqlite"]["delivery_dps"],
+         "pg_delivery_dps": r["pg1"]["delivery_dps"],
+         "pg2_delivery_dps": r["pg2"]["delivery_dps"], "ceiling_dps": best["dps"],
+         "pg_delivery_ratio": r["pg1"]["delivery_ratio"],
+         "pg2_vs_pg1": r["pg2"]["delivery_dps"] / r["pg1"]["delivery_dps"],
+         "takeover_s": r["takeover"]["takeover_s"]}
+    r["summary"] = s
+    r["targets"] = []
+    for name, op, bound, what in PG_TARGETS:
+        v = s[name]
+        met = v is not None and (v >= bound if op == ">=" else v <= bound)
+        r["targets"].append({"figure": name, "target": "%s %s" % (op, bound), "value": v,
+                             "met": met, "what": what})
+    return r
+
+
+def fmt_cpu(c):
+    """A CpuMeter reading, short: cores of each node and of PostgreSQL."""
+    out = "labhook " + " + ".join("%.2f" % x for x in c["nodes_cores"])
+    if "postgres_cores" in c:
+        out += ", postgres %.2f" % c["postgres_cores"]
+    return out + " cores"
+
+
+def report_pg(r):
+    c = r["ceiling"]
+    print("\nlabhook on PostgreSQL (%d CPUs; %d subscriptions, one per account, %d bills per "
+          "round, best of %d rounds)" % (os.cpu_count(), r["settings"]["PG_SUBS"],
+                                         r["settings"]["PG_N"], r["settings"]["PG_ROUNDS"]))
+    rows = [("ceiling (nginx direct)", "%.0f req/s  (best of %s)"
+             % (c["dps"], " / ".join("%.0f" % x["dps"] for x in c["runs"])))]
+    for k, name in (("sqlite", "SQLite, 1 node"), ("pg1", "PostgreSQL, 1 node"),
+                    ("pg2", "PostgreSQL, 2 nodes")):
+        x = r[k]
+        i, d = x["ingest"], x["delivery"]
+        rows.append(("%s: ingest" % name, "%.0f bills/s  p50 %.2f ms p99 %.2f ms  (rounds %s)"
+                     "  %s" % (x["ingest_eps"], i["api_p50_ms"], i["api_p99_ms"],
+                                 " / ".join("%.0f" % y["ingest"]["eps"] for y in x["rounds"]),
+                                 fmt_cpu(i["cpu"]))))
+        rows.append(("%s: delivery" % name, "%.0f webhooks/s = %.1f%% of ceiling  (rounds %s)"
+                     "  %s" % (x["delivery_dps"], 100 * x["delivery_ratio"],
+                                 " / ".join("%.0f" % y["delivery"]["dps"]
+                                            for y in x["rounds"]), fmt_cpu(d["cpu"]))))
+        if "per_node" in d:
+            rows.append(("  per node", " / ".join("%d subs: %d in %.2f s (%.0f/s)"
+                                                  % (p["subscriptions"], p["webhooks"],
+                                                     p["span_s"], p["dps"])
+                                                  for p in d["per_node"])))
+        if "wal_bytes_per_event" in i:
+            rows.append(("  WAL per bill (timed)", "%.0f bytes" % i["wal_bytes_per_event"]))
+    for k, name in (("pg1", "1 node"), ("pg2", "2 nodes")):
+        st = r[k].get("statements")
+        if not st:
+            continue
+        rows.append(("PostgreSQL per bill, %s" % name,
+                     "%.0f WAL bytes (%.3f full-page images), %.2f statements, %.3f commits "
+                     "(%.1f bills per commit), %s rows, %.0f us executing"
+                     % (st["wal_bytes_per_event"], st["wal_fpi_per_event"],
+                        st["statements_per_event"], st["commits_per_event"],
+                        st["events_per_commit"],
+                        " + ".join("%.2f %s" % (v, t) for t, v in
+                                   st["rows_inserted_per_event"].items()),
+                        st["server_exec_us_per_event"])))
+        rows.append(("  the writers' connections", ", ".join(
+            "%.0f%% %s" % (100 * v, w) for w, v in st["activity"]["writer"].items())))
+        if k == "pg1":
+            for t in st["top_statements"][:8]:
+                rows.append(("  %.3f/bill %4.0f us" % (t["per_event"], t["exec_us_per_event"]),
+                             t["statement"][:80]))
+    t = r["takeover"]
+    for k, x in enumerate(t["kills"]):
+        rows.append(("takeover after SIGKILL %d" % (k + 1), "%s  (lease 15 s; %d of %d "
+                     "subscriptions: %s; the survivor's longest pause %.2f s)"
+                     % ("%.1f s" % x["takeover_s"] if x["takeover_s"] is not None
+                        else "NONE within %d s" % r["settings"]["TAKEOVER_WAIT"], x["victims"],
+                        t["subscriptions"], " ".join(
+                            "%.1f" % v for v in sorted(v for v in
+                                                       x["per_subscription_s"].values()
+                                                       if v is not None)),
+                        x["survivor_max_gap_s"])))
+    if not t.get("skipped"):
+        rows.append(("  afterwards", "%d events, %d lost, %d duplicates; %s"
+                     % (t["events"], t["lost"], t["duplicates"], json.dumps(t["deliveries"]))))
+    for x in r["targets"]:
+        rows.append(("target %s %s" % (x["figure"], x["target"]),
+                     "%s (%s)  %s" % ("MET" if x["met"] else "MISSED",
+                                      "-" if x["value"] is None else "%.3g" % x["value"],
+                                      x["what"])))
+    table(rows)
+
+
+def pg_summary_line(r):
+    s = r["summary"]
+    tk = s["takeover_s"]
+    return ("sqlite_ingest_eps=%.0f pg_ingest_eps=%.0f pg2_ingest_eps=%.0f "
+            "sqlite_delivery_dps=%.0f pg_delivery_dps=%.0f pg2_delivery_dps=%.0f "
+            "ceiling_dps=%.0f pg_delivery_ratio=%.3f pg2_vs_pg1=%.3f takeover_s=%s "
+            "targets_met=%d/%d"
+            % (s["sqlite_ingest_eps"], s["pg_ingest_eps"], s["pg2_ingest_eps"],
+               s["sqlite_delivery_dps"], s["pg_delivery_dps"], s["pg2_delivery_dps"],
+               s["ceiling_dps"], s["pg_delivery_ratio"], s["pg2_vs_pg1"],
+               "%.1f" % tk if tk is not None else "none",
+               sum(1 for x in r["targets"] if x["met"]), len(r["targets"])))
+
+
 # --- results ---------------------------------------------------------------------------
 
 def git_state():
@@ -776,8 +1588,8 @@ def report_backlog(b):
 
 def main():
     scenario = sys.argv[1] if len(sys.argv) > 1 else "main"
-    if scenario not in ("main", "backlog", "all"):
-        sys.exit("usage: bench.py [main|backlog|all]")
+    if scenario not in ("main", "backlog", "pg", "all"):
+        sys.exit("usage: bench.py [main|backlog|pg|all]")
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
     for exe in (LABHOOK, LOADGEN):
@@ -789,13 +1601,18 @@ def main():
     try:
         ca, cert, key = make_ca(tmp)
         out = {}
-        for name, fn in (("main", scenario_main), ("backlog", scenario_backlog)):
+        for name, fn in (("main", scenario_main), ("backlog", scenario_backlog),
+                         ("pg", scenario_pg)):
             if scenario in (name, "all"):
                 t = time.monotonic()
                 out[name] = fn(tmp, ca, cert, key)
                 path = save(name, out[name], time.monotonic() - t, git)
                 log("%s: %.0f s; results in %s" % (name, time.monotonic() - t,
                                                    os.path.relpath(path, ROOT)))
+        if "pg" in out:
+            report_pg(out["pg"])
+            # Alone, its summary is the last line; with `all`, main's stays the last.
+            print(pg_summary_line(out["pg"]))
         if "backlog" in out:
             report_backlog(out["backlog"])
             b = out["backlog"]

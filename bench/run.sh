@@ -3,16 +3,16 @@
 # Installs the Debian packages, builds labhook (Release, build-bench/) and the load
 # generator, then hands over to bench.py, which owns every process it starts and stops
 # them all on exit, failure or signal. Talks only to 127.0.0.1.
-# Usage (root, Debian 12): bash bench/run.sh [main|backlog|all]   settings: bench/README.md
+# Usage (root, Debian 12): bash bench/run.sh [main|backlog|pg|all]   settings: bench/README.md
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 scenario=${1:-main}
 case $scenario in
-main | backlog | all) ;;
+main | backlog | pg | all) ;;
 *)
-	echo "usage: bash bench/run.sh [main|backlog|all]" >&2
+	echo "usage: bash bench/run.sh [main|backlog|pg|all]" >&2
 	exit 2
 	;;
 esac
@@ -26,6 +26,11 @@ command -v nginx >/dev/null || missing+=(nginx-light)
 for tool in openssl python3 pkg-config; do
 	command -v "$tool" >/dev/null || missing+=("$tool")
 done
+# The pg scenario (and all) start a throwaway PostgreSQL 15 server; pg_stat_statements ships
+# with it (no separate contrib package on Debian 12).
+if [ "$scenario" = pg ] || [ "$scenario" = all ]; then
+	[ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
