@@ -24,7 +24,9 @@
  * - Lookups are exact: a change is seen by the next read. SQLite serves accounts, labs and
  *   the routing index from memory, exact because this process is the file's only writer.
  *   A shared backend routes inside the event's transaction from the database, and keeps
- *   no cache that another node's change could leave stale.
+ *   no cache that another node's change could leave stale for longer than the API allows
+ *   (an account at most 0.5 s: a secret rotated on one node is refused on every node
+ *   within 1 s); what never changes (a lab) may be kept.
  */
 #ifndef LH_STORE_H
 #define LH_STORE_H

@@ -74,9 +74,26 @@ struct batch_news {
 	int all;
 };
 
+/* Accounts and labs are read by every client request (the token check, then the lab named
+ * in the body). Labs never change once created, so a lab read is kept. An account can
+ * change on any node (a rotated secret, a new mode): a copy is kept for ACCOUNT_TTL_US
+ * from the moment its read began, so another node's change is seen within that (a
+ * rotated secret refuses the old tokens everywhere within 1 s), and this node's own
+ * changes at once. Direct-mapped by a hash of the id: a collision replaces. */
+#define CACHE_SLOTS    1024
+#define ACCOUNT_TTL_US 500000
+struct pg_cache {
+	pthread_mutex_t mu;
+	uint64_t gen; /* bumped by this node's account changes: a read begun before is not kept */
+	struct account acct[CACHE_SLOTS];
+	int64_t acct_read_us[CACHE_SLOTS]; /* when the read of the copy began (monotonic) */
+	struct lab lab[CACHE_SLOTS];
+};
+
 struct pg_store {
 	struct store base;
 	struct store_tx tx;
+	struct pg_cache *cache;
 	char *uri;
 	char node_id[ID_CAP]; /* this store is one node of the cluster */
 	int64_t started_at;
@@ -925,12 +942,51 @@ static enum lh_err pgs_account_insert(struct store *base, const struct account *
 	                NULL, "account_insert");
 }
 
+static size_t cache_slot(const char *id)
+{
+	return util_fnv1a(UTIL_FNV_BASIS, id) & (CACHE_SLOTS - 1);
+}
+
 static enum lh_err pgs_account_get(struct store *base, const char *client_id, struct account *out)
 {
+	struct pg_store *s = S(base);
+	struct pg_cache *pc = s->cache;
+	size_t at = cache_slot(client_id);
+	int64_t now = util_mono_us();
+	pthread_mutex_lock(&pc->mu);
+	if (pc->acct[at].client_id[0] && strcmp(pc->acct[at].client_id, client_id) == 0 &&
+	    now - pc->acct_read_us[at] < ACCOUNT_TTL_US) {
+		*out = pc->acct[at];
+		pthread_mutex_unlock(&pc->mu);
+		return LH_OK;
+	}
+	uint64_t gen = pc->gen;
+	pthread_mutex_unlock(&pc->mu);
 	struct params p = {0};
 	p_text(&p, client_id);
-	return pool_one(S(base), "SELECT " ACCOUNT_COLS " FROM accounts WHERE client_id = $1", &p,
-	                account_from_row, out, "account");
+	enum lh_err e = pool_one(s, "SELECT " ACCOUNT_COLS " FROM accounts WHERE client_id = $1",
+	                         &p, account_from_row, out, "account");
+	if (e == LH_OK) {
+		pthread_mutex_lock(&pc->mu);
+		if (pc->gen == gen) { /* no account changed here meanwhile */
+			pc->acct[at] = *out;
+			pc->acct_read_us[at] = now;
+		}
+		pthread_mutex_unlock(&pc->mu);
+	}
+	return e;
+}
+
+/* After this node changed an account (committed or not): its copy goes. */
+static void account_forget(struct pg_store *s, const char *client_id)
+{
+	struct pg_cache *pc = s->cache;
+	size_t at = cache_slot(client_id);
+	pthread_mutex_lock(&pc->mu);
+	pc->gen++;
+	if (strcmp(pc->acct[at].client_id, client_id) == 0)
+		pc->acct[at].client_id[0] = '\0';
+	pthread_mutex_unlock(&pc->mu);
 }
 
 static enum lh_err pgs_account_list(struct store *base, const char *after, size_t limit,
@@ -952,14 +1008,16 @@ static enum lh_err pgs_account_set_secret(struct store *base, const char *client
 	p_text(&p, client_id);
 	p_hash(&p, hash);
 	/* One statement, so one transaction: the new secret and the revoked tokens. */
-	return pool_one(S(base),
-	                "WITH a AS (UPDATE accounts SET secret_hash = $2,"
-	                " secret_version = secret_version + 1 WHERE client_id = $1"
-	                " RETURNING " ACCOUNT_COLS "),"
-	                " r AS (UPDATE refresh_tokens SET state = 2 WHERE client_id = $1"
-	                " AND EXISTS (SELECT 1 FROM a))"
-	                " SELECT " ACCOUNT_COLS " FROM a",
-	                &p, account_from_row, out, "account_secret");
+	enum lh_err e = pool_one(S(base),
+	                         "WITH a AS (UPDATE accounts SET secret_hash = $2,"
+	                         " secret_version = secret_version + 1 WHERE client_id = $1"
+	                         " RETURNING " ACCOUNT_COLS "),"
+	                         " r AS (UPDATE refresh_tokens SET state = 2 WHERE client_id = $1"
+	                         " AND EXISTS (SELECT 1 FROM a))"
+	                         " SELECT " ACCOUNT_COLS " FROM a",
+	                         &p, account_from_row, out, "account_secret");
+	account_forget(S(base), client_id);
+	return e;
 }
 
 static enum lh_err pgs_account_set_mode(struct store *base, const char *client_id,
@@ -968,10 +1026,12 @@ static enum lh_err pgs_account_set_mode(struct store *base, const char *client_i
 	struct params p = {0};
 	p_text(&p, client_id);
 	p_i64(&p, mode);
-	return pool_one(S(base),
-	                "UPDATE accounts SET mode = $2 WHERE client_id = $1"
-	                " RETURNING " ACCOUNT_COLS,
-	                &p, account_from_row, out, "account_mode");
+	enum lh_err e = pool_one(S(base),
+	                         "UPDATE accounts SET mode = $2 WHERE client_id = $1"
+	                         " RETURNING " ACCOUNT_COLS,
+	                         &p, account_from_row, out, "account_mode");
+	account_forget(S(base), client_id);
+	return e;
 }
 
 static enum lh_err pgs_lab_insert(struct store *base, const struct lab *l)
@@ -1000,13 +1060,33 @@ static void lab_from_row(const PGresult *r, int i, void *out)
 static enum lh_err pgs_lab_get(struct store *base, const char *client_id, const char *lab_id,
                                struct lab *out)
 {
+	struct pg_store *s = S(base);
+	struct pg_cache *pc = s->cache;
+	size_t at = cache_slot(lab_id);
+	pthread_mutex_lock(&pc->mu);
+	if (pc->lab[at].lab_id[0] && strcmp(pc->lab[at].lab_id, lab_id) == 0) {
+		/* Labs never change: a cached lab of another account is still not this one's. */
+		enum lh_err e =
+		    strcmp(pc->lab[at].client_id, client_id) == 0 ? LH_OK : LH_ENOTFOUND;
+		if (e == LH_OK)
+			*out = pc->lab[at];
+		pthread_mutex_unlock(&pc->mu);
+		return e;
+	}
+	pthread_mutex_unlock(&pc->mu);
 	struct params p = {0};
 	p_text(&p, lab_id);
 	p_text(&p, client_id);
-	return pool_one(S(base),
-	                "SELECT lab_id, client_id, name, created_at FROM labs"
-	                " WHERE lab_id = $1 AND client_id = $2",
-	                &p, lab_from_row, out, "lab");
+	enum lh_err e = pool_one(s,
+	                         "SELECT lab_id, client_id, name, created_at FROM labs"
+	                         " WHERE lab_id = $1 AND client_id = $2",
+	                         &p, lab_from_row, out, "lab");
+	if (e == LH_OK) {
+		pthread_mutex_lock(&pc->mu);
+		pc->lab[at] = *out;
+		pthread_mutex_unlock(&pc->mu);
+	}
+	return e;
 }
 
 static enum lh_err pgs_lab_list(struct store *base, const char *client_id, struct lab **out,
@@ -2446,6 +2526,9 @@ static void pgs_close(struct store *base)
 	pthread_mutex_destroy(&s->pool_mu);
 	pthread_cond_destroy(&s->pool_cv);
 	pthread_mutex_destroy(&s->health_mu);
+	if (s->cache)
+		pthread_mutex_destroy(&s->cache->mu);
+	free(s->cache);
 	free(s->uri);
 	free(s);
 }
@@ -2542,6 +2625,14 @@ enum lh_err store_pg_open(const char *uri, struct store **out)
 	pthread_mutex_init(&s->pool_mu, NULL);
 	pthread_cond_init(&s->pool_cv, NULL);
 	pthread_mutex_init(&s->health_mu, NULL);
+	if (!(s->cache = calloc(1, sizeof *s->cache))) {
+		pthread_mutex_destroy(&s->health_mu);
+		pthread_mutex_destroy(&s->pool_mu);
+		pthread_cond_destroy(&s->pool_cv);
+		free(s);
+		return LH_ENOMEM;
+	}
+	pthread_mutex_init(&s->cache->mu, NULL);
 	if (!(s->uri = strdup(uri))) {
 		e = LH_ENOMEM;
 		goto out;

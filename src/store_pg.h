@@ -1,13 +1,15 @@
 /* store_pg.h: the PostgreSQL backend of store.h, for several labhook nodes sharing one
  * database (libpq; PostgreSQL 15).
  *
- * Nothing is cached in memory: accounts, labs and subscriptions are read from the database
- * every time, because other nodes change them. subs_version is bumped by this store's own
- * subscription changes and by every NOTIFY labhook_subs another node's change sends (and
- * after every reconnection of the listener, since notifications are lost meanwhile). The
- * listener needs a direct, long-lived session: LISTEN does not work through PgBouncer's
- * transaction pooling. When the database cannot be reached, operations fail fast with
- * LH_EUNAVAIL and the store reconnects by itself once it is back.
+ * Other nodes change what is in the database, so little is cached: labs (they never change
+ * once created), and accounts for at most 0.5 s from their read (another node's change,
+ * such as a rotated secret, is seen within that; this node's own at once). Subscriptions
+ * and everything else are read from the database every time. subs_version is bumped by this store's
+ * own subscription changes and by every NOTIFY labhook_subs another node's change sends (and after
+ * every reconnection of the listener, since notifications are lost meanwhile). The listener needs a
+ * direct, long-lived session: LISTEN does not work through PgBouncer's transaction pooling. When
+ * the database cannot be reached, operations fail fast with LH_EUNAVAIL and the store reconnects by
+ * itself once it is back.
  */
 #ifndef LH_STORE_PG_H
 #define LH_STORE_PG_H
