@@ -2299,20 +2299,8 @@ struct pg_import {
 	struct pg_conn *c;
 	int copying; /* a COPY into `table` is open */
 	size_t table;
-	char *line; /* the row being written, in COPY's text format */
-	size_t len, cap;
-	int oom;
+	struct pg_array line; /* the row being written, in COPY's text format */
 };
-
-static void line_put(struct pg_import *im, const char *p, size_t n)
-{
-	if (im->oom || UTIL_GROW(im->line, im->cap, im->len + n + 1, 1024)) {
-		im->oom = 1;
-		return;
-	}
-	memcpy(im->line + im->len, p, n);
-	im->len += n;
-}
 
 /* Text in COPY's text format: backslash, tab, newline and carriage return escaped. */
 static void line_text(struct pg_import *im, const char *p, size_t n)
@@ -2326,11 +2314,11 @@ static void line_text(struct pg_import *im, const char *p, size_t n)
 		                                 : NULL;
 		if (!esc)
 			continue;
-		line_put(im, p + run, i - run);
-		line_put(im, esc, 2);
+		arr_put(&im->line, p + run, i - run);
+		arr_put(&im->line, esc, 2);
 		run = i + 1;
 	}
-	line_put(im, p + run, n - run);
+	arr_put(&im->line, p + run, n - run);
 }
 
 /* Ends the open COPY: with abort set (the export failed) it fails on purpose. */
@@ -2378,29 +2366,29 @@ static enum lh_err import_row(void *ctx, size_t t, const struct store_val *vals)
 		im->copying = 1;
 		im->table = t;
 	}
-	im->len = 0;
+	im->line.len = 0;
 	for (size_t i = 0; i < tb->ncols; i++) {
 		struct store_val v = vals[i];
 		if ((e = store_copy_value(t, i, &v)) != LH_OK)
 			return e;
 		if (i)
-			line_put(im, "\t", 1);
+			arr_put(&im->line, "\t", 1);
 		if (v.kind == STORE_VAL_NULL) {
-			line_put(im, "\\N", 2);
+			arr_put(&im->line, "\\N", 2);
 		} else if (v.kind == STORE_VAL_BYTES) { /* bytea's \x form, its \ escaped */
-			line_put(im, "\\\\x", 3);
+			arr_put(&im->line, "\\\\x", 3);
 			for (size_t k = 0; k < v.len; k++) {
 				unsigned char b = (unsigned char)v.p[k];
-				line_put(im, (char[]){hex[b >> 4], hex[b & 15]}, 2);
+				arr_put(&im->line, (char[]){hex[b >> 4], hex[b & 15]}, 2);
 			}
 		} else {
 			line_text(im, v.p, v.len);
 		}
 	}
-	line_put(im, "\n", 1);
-	if (im->oom)
+	arr_put(&im->line, "\n", 1);
+	if (im->line.oom)
 		return LH_ENOMEM;
-	if (PQputCopyData(im->c->pg, im->line, (int)im->len) != 1)
+	if (PQputCopyData(im->c->pg, im->line.buf, (int)im->line.len) != 1)
 		return fail(im->s, im->c, NULL, "copy_row");
 	return LH_OK;
 }
@@ -2456,7 +2444,7 @@ static enum lh_err pgs_import_from(struct store *base, struct store *from,
 	e = store_copy_check(exported, have);
 out:
 	e = pool_end(s, im.c, e);
-	free(im.line);
+	free(im.line.buf);
 	if (e != LH_OK)
 		return e;
 	subs_bump(s);

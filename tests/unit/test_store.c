@@ -1038,6 +1038,20 @@ static struct delivery_result outcome(const struct delivery *d, int n, int code,
 	return r;
 }
 
+/* Records a 200 for the first of sub_1's pending deliveries, of which there are `want`. */
+static void deliver_first(struct store *st, size_t want)
+{
+	struct delivery *page = NULL;
+	size_t n = 0;
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, want);
+	struct delivery_result r = outcome(&page[0], 1, 200, DLV_DELIVERED, SUBO_SUCCESS);
+	for (size_t i = 0; i < n; i++)
+		free(page[i].payload);
+	free(page);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+}
+
 static void test_delivery_lifecycle(void **state)
 {
 	struct fixture *f = *state;
@@ -1238,7 +1252,7 @@ static void test_delete_cancels_deliveries(void **state)
 {
 	struct fixture *f = *state;
 	struct store *st = f->st;
-	struct delivery *list = NULL, *page = NULL;
+	struct delivery *list = NULL;
 	struct subscription s, got;
 	size_t n = 0;
 
@@ -1248,13 +1262,7 @@ static void test_delete_cancels_deliveries(void **state)
 		assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
 	}
 	hooked_clear();
-	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
-	assert_int_equal(n, 3);
-	struct delivery_result r = outcome(&page[0], 1, 200, DLV_DELIVERED, SUBO_SUCCESS);
-	for (size_t i = 0; i < n; i++)
-		free(page[i].payload);
-	free(page);
-	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	deliver_first(st, 3);
 
 	make_sub(&s, "sub_1", "lab_1", 0);
 	s.status = SUB_DELETED;
@@ -1270,7 +1278,7 @@ static void test_delete_cancels_deliveries(void **state)
 	/* An outcome of an attempt in flight at the delete leaves it cancelled. */
 	assert_int_equal(
 	    st->ops->delivery_list(st, "cl_A", "sub_1", DLV_CANCELLED, 0, "", 1, &list, &n), LH_OK);
-	r = outcome(&list[0], 1, 500, DLV_PENDING, SUBO_NONE);
+	struct delivery_result r = outcome(&list[0], 1, 500, DLV_PENDING, SUBO_NONE);
 	free(list);
 	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
 	assert_int_equal(pending_count(st), 0);
@@ -2153,10 +2161,8 @@ static void copy_fill(struct store *st)
 	struct subscription s;
 	struct bill_job b;
 	struct lead_job l;
-	struct delivery *page = NULL;
 	unsigned char t1[32];
 	char out[64];
-	size_t n = 0;
 	const char *bars[3] = {"BAR-1", "", ""};
 
 	assert_int_equal(st->ops->meta_get_or_put(st, "jwt_hs256_key", "key-src", out, sizeof out),
@@ -2196,13 +2202,7 @@ static void copy_fill(struct store *st)
 	                          {"bill_2", "{\"n\":3}", LH_OK, NULL, NULL}};
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(st->ops->submit(st, job_event, &ev[i]), LH_OK);
-	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
-	assert_int_equal(n, 3);
-	struct delivery_result r = outcome(&page[0], 1, 200, DLV_DELIVERED, SUBO_SUCCESS);
-	for (size_t i = 0; i < n; i++)
-		free(page[i].payload);
-	free(page);
-	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	deliver_first(st, 3);
 	make_sub(&s, "sub_1", "lab_1", 0);
 	s.status = SUB_PAUSED;
 	assert_int_equal(st->ops->sub_update(st, &s, SUBF_STATUS, NULL), LH_OK);
