@@ -139,35 +139,26 @@ enum lh_err store_copy_value(size_t table, size_t col, struct store_val *v)
 	const struct store_table *t = &store_copy_tables[table];
 	const struct store_col *c = &t->cols[col];
 	const char *why = NULL;
-	switch (c->kind) {
-	case STORE_COL_TEXT_NULL:
-		if (v->kind != STORE_VAL_NULL && v->len == 0)
-			v->kind = STORE_VAL_NULL;
-		return LH_OK;
-	case STORE_COL_BYTES:
-		if (v->kind == STORE_VAL_NULL)
+	char *end = NULL;
+
+	/* "" and NULL are the same bar code: NULL, outside the unique rule. */
+	if (c->kind == STORE_COL_TEXT_NULL && v->kind != STORE_VAL_NULL && v->len == 0)
+		v->kind = STORE_VAL_NULL;
+	if (v->kind == STORE_VAL_NULL) {
+		if (c->kind != STORE_COL_TEXT_NULL)
 			why = "NULL";
+	} else if (c->kind == STORE_COL_BYTES) {
 		v->kind = STORE_VAL_BYTES;
-		break;
-	case STORE_COL_INT: {
-		char *end = NULL;
-		if (v->kind != STORE_VAL_TEXT || !v->len)
-			why = "not an integer";
-		else {
+	} else if (memchr(v->p, '\0', v->len)) {
+		why = "text with a NUL byte"; /* and so no number either */
+	} else {
+		v->kind = STORE_VAL_TEXT; /* text and numbers are NUL-terminated (store.h) */
+		if (c->kind == STORE_COL_INT) {
 			errno = 0;
 			(void)strtoll(v->p, &end, 10);
-			if (errno || *end)
+			if (!v->len || errno != 0 || *end != '\0')
 				why = "not an integer";
 		}
-		break;
-	}
-	case STORE_COL_TEXT:
-		if (v->kind == STORE_VAL_NULL)
-			why = "NULL";
-		else if (memchr(v->p, '\0', v->len))
-			why = "text with a NUL byte";
-		v->kind = v->kind == STORE_VAL_NULL ? v->kind : STORE_VAL_TEXT;
-		break;
 	}
 	if (why) {
 		LOG(LOG_ERROR, "store", "table=%s column=%s value is %s: cannot copy it", t->name,

@@ -2204,16 +2204,16 @@ static enum lh_err prepare_once(struct sqlite_store *s, int reader, const char *
 	return LH_OK;
 }
 
-/* The rows of every copied table, into counts (caller holds the lock of that connection). */
-static enum lh_err count_tables(struct sqlite_store *s, int reader,
-                                int64_t counts[STORE_COPY_NTABLES])
+/* The rows of every copied table, into counts, on the writer's connection (caller holds
+ * mu). */
+static enum lh_err count_tables(struct sqlite_store *s, int64_t counts[STORE_COPY_NTABLES])
 {
 	enum lh_err e = LH_OK;
 	for (size_t t = 0; e == LH_OK && t < STORE_COPY_NTABLES; t++) {
 		char sql[128];
 		sqlite3_stmt *st = NULL;
 		snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", store_copy_tables[t].name);
-		if ((e = prepare_once(s, reader, sql, &st)) != LH_OK)
+		if ((e = prepare_once(s, 0, sql, &st)) != LH_OK)
 			break;
 		int rc = sqlite3_step(st);
 		if (rc == SQLITE_ROW)
@@ -2373,7 +2373,7 @@ static enum lh_err sqlite_import_from(struct store *base, struct store *from,
 		return LH_EINVAL;
 	if ((e = begin(s)) != LH_OK)
 		return e;
-	if ((e = count_tables(s, 0, have)) != LH_OK)
+	if ((e = count_tables(s, have)) != LH_OK)
 		goto out;
 	for (size_t t = 1; t < STORE_COPY_NTABLES; t++) /* meta (0) is replaced */
 		if (have[t]) {
@@ -2386,7 +2386,7 @@ static enum lh_err sqlite_import_from(struct store *base, struct store *from,
 	 * table's counter (sqlite_sequence) with it, so the next event follows the last copied. */
 	e = from->ops->export_rows(from, import_row, &im, exported);
 	sqlite3_finalize(im.st);
-	if (e != LH_OK || (e = count_tables(s, 0, have)) != LH_OK ||
+	if (e != LH_OK || (e = count_tables(s, have)) != LH_OK ||
 	    (e = store_copy_check(exported, have)) != LH_OK)
 		goto out;
 	/* The routing index mirrors subscription_events: read it again (and again from the

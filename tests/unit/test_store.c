@@ -2336,9 +2336,9 @@ static void test_copy_refuses_a_store_with_data(void **state)
 }
 
 /* A source whose export goes wrong: the real store's rows, then (mode) an error after the
- * first `after` rows, an account whose mode is not a number, or counts that are not what
- * it passed. */
-enum copy_fault { CF_FAIL_MIDWAY, CF_BAD_VALUE, CF_COUNTS_LIE };
+ * first 12 rows, an account whose mode is not a number, or counts that are not what it
+ * passed; or one that exports a missing bar code as "" instead of NULL. */
+enum copy_fault { CF_FAIL_MIDWAY, CF_BAD_VALUE, CF_COUNTS_LIE, CF_EMPTY_BAR_CODE };
 struct faulty_source {
 	struct store base;
 	struct store *real;
@@ -2358,6 +2358,12 @@ static enum lh_err faulty_row(void *ctx, size_t t, const struct store_val *v)
 	if (fs->mode == CF_BAD_VALUE && strcmp(store_copy_tables[t].name, "accounts") == 0) {
 		memcpy(bad, v, store_copy_tables[t].ncols * sizeof *v);
 		bad[2] = (struct store_val){STORE_VAL_TEXT, "two", 3}; /* mode */
+		return fs->fn(fs->ctx, t, bad);
+	}
+	if (fs->mode == CF_EMPTY_BAR_CODE && strcmp(store_copy_tables[t].name, "bills") == 0 &&
+	    v[5].kind == STORE_VAL_NULL) {
+		memcpy(bad, v, store_copy_tables[t].ncols * sizeof *v);
+		bad[5] = (struct store_val){STORE_VAL_TEXT, "", 0}; /* bar_code */
 		return fs->fn(fs->ctx, t, bad);
 	}
 	return fs->fn(fs->ctx, t, v);
@@ -2405,6 +2411,27 @@ static void test_copy_failure_changes_nothing(void **state)
 	assert_int_equal(dst->ops->import_from(dst, f->st, rows), LH_OK);
 	copy_check(dst);
 	free(before);
+	second_close(dst, &w);
+}
+
+/* A missing bar code comes in as "" (as a store could once have kept it): it goes in as
+ * NULL, so two bills without one do not collide on the unique (lab, bar code) rule. */
+static void test_copy_empty_bar_code_is_null(void **state)
+{
+	struct fixture *f = *state;
+	struct store *dst;
+	struct second w;
+	struct faulty_source fs = {{&faulty_ops}, f->st, CF_EMPTY_BAR_CODE, 0, NULL, NULL};
+	int64_t rows[STORE_COPY_NTABLES];
+
+	copy_fill(f->st); /* two of its bills have no bar code */
+	char *before = dump_store(f->st, NULL);
+	dst = second_open(f, &w);
+	assert_int_equal(dst->ops->import_from(dst, &fs.base, rows), LH_OK);
+	char *after = dump_store(dst, NULL);
+	assert_string_equal(before, after); /* NULL, as in the source */
+	free(before);
+	free(after);
 	second_close(dst, &w);
 }
 
@@ -2465,6 +2492,7 @@ int main(void)
 	    T(test_copy_moves_everything),
 	    T(test_copy_refuses_a_store_with_data),
 	    T(test_copy_failure_changes_nothing),
+	    T(test_copy_empty_bar_code_is_null),
 	    T(test_copy_sqlite_into_pg),
 	    TF(test_failed_commit_keeps_nothing),
 	    TF(test_full_disk_then_space_again),
