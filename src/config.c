@@ -288,9 +288,7 @@ static int p_store(const struct setting *s, struct config *c, const char *v, int
 	return p_string(s, c, v, first, why, whycap);
 }
 
-/* The store setting as it may be logged: a password in the URI (user:PASSWORD@ or
- * password=...) becomes "***". */
-static void store_text(const char *v, char *out, size_t cap)
+void config_store_text(const char *v, char *out, size_t cap)
 {
 	char buf[CFG_PATH_CAP + 8];
 	size_t o = 0;
@@ -642,7 +640,7 @@ static void show_value(const struct setting *s, const struct config *c, char *ou
 	else if (s->parse == p_proxies)
 		cidrs_text(c->trusted_proxy, c->n_trusted_proxy, out, cap);
 	else if (s->parse == p_store)
-		store_text(c->store, out, cap);
+		config_store_text(c->store, out, cap);
 	else if (s->parse == p_level)
 		snprintf(out, cap, "%s", levels[c->log_level]);
 	else if (s->parse == p_schedule) {

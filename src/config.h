@@ -69,4 +69,8 @@ void config_print_help(FILE *f);
  * '-', durations in milliseconds), generated from the settings table; there are no secrets. */
 void config_log_effective(const struct config *cfg);
 
+/* The store setting (or any store URI) as it may be shown or logged: a password in it
+ * (user:PASSWORD@ or password=...) becomes "***", and the rest is escaped (log_escape). */
+void config_store_text(const char *v, char *out, size_t cap);
+
 #endif

@@ -1,4 +1,5 @@
-/* main.c: the labhook command line: `serve` runs the service, `admin` drives the admin API.
+/* main.c: the labhook command line: `serve` runs the service, `admin` and `lab` drive the
+ * admin API, `store copy` moves a SQLite store into PostgreSQL (store_copy.c).
  *
  * serve builds the shared state (config, store, auth, admin key) on the main thread, starts
  * the HTTP threads, then waits for SIGTERM/SIGINT with those signals blocked in every thread
@@ -22,8 +23,10 @@
 #include "api.h"
 #include "app.h"
 #include "delivery.h"
+#include "dirlock.h"
 #include "http.h"
 #include "log.h"
+#include "store_copy.h"
 #include "store_pg.h"
 #include "store_sqlite.h"
 
@@ -38,6 +41,10 @@ static void usage(FILE *f)
 	    "                                    (labhook admin --help for the commands)\n"
 	    "  labhook lab [settings] COMMAND    complete reports, delete bills, convert leads\n"
 	    "                                    (labhook lab --help for the commands)\n"
+	    "  labhook store copy [settings] --to postgresql://...\n"
+	    "                                    copy a stopped node's SQLite store into an\n"
+	    "                                    empty PostgreSQL database (the way to several\n"
+	    "                                    nodes; labhook store copy --help)\n"
 	    "  labhook version                   print the version\n"
 	    "  labhook --help                    this text\n\n",
 	    LABHOOK_VERSION);
@@ -219,7 +226,8 @@ static int serve(int argc, char **argv, char **env)
 	struct http_server *srv = NULL;
 	struct delivery_engine *disp = NULL;
 	char err[512];
-	int port = 0, rc = 1, sig = 0;
+	int port = 0, rc = 1, sig = 0, lock = -1;
+	long holder = 0;
 	sigset_t set;
 	enum lh_err e;
 
@@ -244,6 +252,20 @@ static int serve(int argc, char **argv, char **env)
 	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	config_log_effective(&app.cfg);
+	/* One process per SQLite store: a second node on the same file would be a second
+	 * writer, and `labhook store copy` must not read a store that is still changing. */
+	if (strcmp(app.cfg.store, "sqlite") == 0 &&
+	    (e = dirlock_take(app.cfg.data_dir, &lock, &holder)) != LH_OK) {
+		if (e == LH_ECONFLICT)
+			fprintf(stderr,
+			        "labhook: cannot start: another labhook (pid %ld) is using the data"
+			        " directory %s (it holds %s/labhook.lock)\n",
+			        holder, app.cfg.data_dir, app.cfg.data_dir);
+		else
+			fprintf(stderr, "labhook: cannot start: %s (see the log above)\n",
+			        err_code(e));
+		goto out;
+	}
 	if ((e = store_open(&app.cfg, &app.store)) != LH_OK ||
 	    (e = admin_key_load(&app.cfg, app.store, app.admin_key_hash)) != LH_OK ||
 	    (e = auth_new(app.store, &app.cfg, &app.auth)) != LH_OK) {
@@ -285,6 +307,7 @@ out:
 	auth_free(app.auth);
 	if (app.store)
 		app.store->ops->close(app.store);
+	dirlock_release(lock); /* after the store's last write */
 	curl_global_cleanup();
 	if (rc == 0)
 		LOG(LOG_INFO, "main", "stopped cleanly");
@@ -306,6 +329,8 @@ int main(int argc, char **argv, char **env)
 		return serve(argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "admin") || !strcmp(argv[1], "lab"))
 		return admin_cli_main(argv[1], argc - 2, argv + 2, env);
+	if (!strcmp(argv[1], "store"))
+		return store_copy_main(argc - 2, argv + 2, env);
 	fprintf(stderr, "labhook: unknown command '%s' (try labhook --help)\n", argv[1]);
 	return 2;
 }

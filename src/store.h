@@ -1,7 +1,7 @@
 /* store.h: the one interface to persistent state. Every SQL statement lives behind it.
  *
- * A backend (store_sqlite.c today, a PostgreSQL one later) fills a struct store_ops; callers
- * above this line never see SQL, connections or transactions. Invariants every backend keeps:
+ * A backend (store_sqlite.c, store_pg.c) fills a struct store_ops; callers above this line
+ * never see SQL, connections or transactions. Invariants every backend keeps:
  * - a function that returns LH_OK has made its change durable (synced) before returning;
  * - multi-row changes are atomic; out-parameters are written only on LH_OK;
  * - at most one live (active or paused) subscription holds an event for one (lab, party):
@@ -309,6 +309,47 @@ typedef void (*store_done_fn)(void *done_arg, enum lh_err result);
 /* Outcome of presenting a refresh token. */
 enum refresh_result { REFRESH_OK = 0, REFRESH_UNKNOWN, REFRESH_EXPIRED, REFRESH_REUSED };
 
+/* ---- moving a store to another backend (labhook store copy) ----
+ * The tables a copy moves, the same in every backend (tables that exist in one backend
+ * alone, such as PostgreSQL's nodes and leases, are not copied), listed in
+ * store_copy_tables (store_shared.c) in an order where referenced rows come first. */
+enum store_col_kind {
+	STORE_COL_TEXT = 0,
+	STORE_COL_INT,       /* a 64-bit integer, exported as decimal text */
+	STORE_COL_BYTES,     /* a hash: BLOB, BYTEA */
+	STORE_COL_TEXT_NULL, /* text, where NULL stands for "" (a bill's bar code) */
+};
+
+struct store_col {
+	const char *name;
+	enum store_col_kind kind;
+};
+
+struct store_table {
+	const char *name;
+	const struct store_col *cols;
+	size_t ncols;
+	/* The first nkey columns are the primary key: rows are exported in its order. */
+	size_t nkey;
+};
+
+#define STORE_COPY_NTABLES 14
+#define STORE_COPY_MAXCOLS 16 /* columns of the widest table */
+extern const struct store_table store_copy_tables[STORE_COPY_NTABLES];
+
+/* One value of an exported row: NULL, text (NUL-terminated; numbers as decimal text) or
+ * bytes. Borrowed for the duration of the callback. */
+enum store_val_kind { STORE_VAL_NULL = 0, STORE_VAL_TEXT, STORE_VAL_BYTES };
+struct store_val {
+	enum store_val_kind kind;
+	const char *p;
+	size_t len;
+};
+
+/* Told each exported row: table is an index into store_copy_tables, vals holds one value per
+ * column in that table's order. An error stops the export, which returns it. */
+typedef enum lh_err (*store_row_fn)(void *ctx, size_t table, const struct store_val *vals);
+
 struct store;
 
 struct store_ops {
@@ -446,6 +487,25 @@ struct store_ops {
 	/* The client's bill with its reports (free *reports with free()). */
 	enum lh_err (*bill_get)(struct store *s, const char *client_id, const char *bill_id,
 	                        struct bill *out, struct report **reports, size_t *n);
+
+	/* ---- moving a store (labhook store copy) ---- */
+	/* Calls fn for every row of every table of store_copy_tables, table by table in that
+	 * order, each table's rows in primary-key order, all read from one consistent
+	 * snapshot. rows[i] (may be NULL) gets how many rows of table i were passed. A table
+	 * with columns the list does not name is refused (LH_ESTORE): nothing is left out
+	 * unseen. */
+	enum lh_err (*export_rows)(struct store *s, store_row_fn fn, void *ctx,
+	                           int64_t rows[STORE_COPY_NTABLES]);
+	/* Copies everything `from` exports into this store, in one transaction: refused with
+	 * LH_ECONFLICT (and a log line naming the table) unless this store holds no rows but
+	 * meta rows, whose place the source's take (the token signing key and the admin key
+	 * go with the data); then every row is inserted, the store's own counters are set
+	 * past what was copied (the next event's seq follows the last copied one), and the
+	 * count of every table is compared with the count exported: any difference rolls all
+	 * of it back (LH_ESTORE). On LH_OK rows[i] gets the rows copied into table i. `from`
+	 * must be another store (LH_EINVAL), of either backend. */
+	enum lh_err (*import_from)(struct store *s, struct store *from,
+	                           int64_t rows[STORE_COPY_NTABLES]);
 };
 
 struct store {

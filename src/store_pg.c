@@ -1721,7 +1721,7 @@ static void news_add(struct batch_news *b, const char *sub_id)
 /* NOTIFY labhook_deliveries with "<node> <kind> <subs>" (kind n: new deliveries, r: older
  * ones pending again) or "<node> <kind> *" for all, inside the batch's transaction: the
  * other nodes hear of it at the commit, and only then. */
-static enum lh_err news_send(struct pg_store *s, struct batch_news *b, char kind)
+static enum lh_err news_send(struct pg_store *s, struct pg_conn *c, struct batch_news *b, char kind)
 {
 	char payload[NEWS_MAX * ID_CAP + 64];
 	size_t o;
@@ -1737,7 +1737,7 @@ static enum lh_err news_send(struct pg_store *s, struct batch_news *b, char kind
 	p_text(&p, payload);
 	b->n = 0;
 	b->all = 0;
-	return run_cmd(s, &s->wc, "SELECT pg_notify('labhook_deliveries', $1)", &p, NULL, "notify");
+	return run_cmd(s, c, "SELECT pg_notify('labhook_deliveries', $1)", &p, NULL, "notify");
 }
 
 static const char *const EVENT_SQL =
@@ -1876,8 +1876,8 @@ static int wb_in_tx(void *be)
 static enum lh_err wb_end(void *be, enum lh_err e)
 {
 	struct pg_store *s = be;
-	if (e == LH_OK && (e = news_send(s, &s->fresh_news, 'n')) == LH_OK)
-		e = news_send(s, &s->rescan_news, 'r');
+	if (e == LH_OK && (e = news_send(s, &s->wc, &s->fresh_news, 'n')) == LH_OK)
+		e = news_send(s, &s->wc, &s->rescan_news, 'r');
 	e = tx_close(s, &s->wc, e);
 	if (s->subs_dirty)
 		subs_bump(s);
@@ -2398,6 +2398,290 @@ static enum lh_err pgs_bill_get(struct store *base, const char *client_id, const
 	return e;
 }
 
+/* ---- moving a store: export and import (see store.h) ---- */
+
+/* Runs sql (no parameters, not prepared) for its rows: on LH_OK free *out with PQclear. */
+static enum lh_err exec_rows(struct pg_store *s, struct pg_conn *c, const char *sql, PGresult **out,
+                             const char *what)
+{
+	PGresult *r = PQexec(c->pg, sql);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		enum lh_err e = fail(s, c, r, what);
+		PQclear(r);
+		return e;
+	}
+	*out = r;
+	return LH_OK;
+}
+
+/* The rows of every copied table, into counts, inside c's transaction. */
+static enum lh_err count_tables(struct pg_store *s, struct pg_conn *c,
+                                int64_t counts[STORE_COPY_NTABLES])
+{
+	enum lh_err e = LH_OK;
+	for (size_t t = 0; e == LH_OK && t < STORE_COPY_NTABLES; t++) {
+		char sql[128];
+		PGresult *r = NULL;
+		snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", store_copy_tables[t].name);
+		if ((e = exec_rows(s, c, sql, &r, "copy_count")) == LH_OK)
+			counts[t] = col_i64(r, 0, 0);
+		PQclear(r);
+	}
+	return e;
+}
+
+/* A bytea in text output (\x and hex digits) as bytes, into out (len/2 bytes at least). */
+static size_t unhex(const char *t, size_t len, char *out)
+{
+	size_t n = 0;
+	for (size_t i = 2; t[0] == '\\' && t[1] == 'x' && i + 1 < len; i += 2) {
+		int hi = hexval(t[i]), lo = hexval(t[i + 1]);
+		if (hi < 0 || lo < 0)
+			break;
+		out[n++] = (char)(hi << 4 | lo);
+	}
+	return n;
+}
+
+/* Passes every row of table t to fn, through a cursor (a table is never held in memory
+ * whole), inside c's transaction. */
+static enum lh_err export_table(struct pg_store *s, struct pg_conn *c, size_t t, store_row_fn fn,
+                                void *ctx, int64_t *count)
+{
+	const struct store_table *tb = &store_copy_tables[t];
+	char cols[STORE_COPY_NAMES_CAP], keys[STORE_COPY_NAMES_CAP], sql[3 * STORE_COPY_NAMES_CAP];
+	struct store_val v[STORE_COPY_MAXCOLS];
+	char *bytes[STORE_COPY_MAXCOLS] = {NULL};
+	PGresult *r = NULL;
+	enum lh_err e;
+
+	snprintf(sql, sizeof sql, "SELECT * FROM %s LIMIT 0", tb->name);
+	if ((e = exec_rows(s, c, sql, &r, "copy_columns")) != LH_OK)
+		return e;
+	e = store_copy_columns(t, (size_t)PQnfields(r));
+	PQclear(r);
+	if (e != LH_OK)
+		return e;
+	store_copy_names(tb, tb->ncols, cols, sizeof cols);
+	store_copy_names(tb, tb->nkey, keys, sizeof keys);
+	snprintf(sql, sizeof sql,
+	         "DECLARE lh_export NO SCROLL CURSOR FOR SELECT %s FROM %s"
+	         " ORDER BY %s",
+	         cols, tb->name, keys);
+	if ((e = exec_sql(s, c, sql, "copy_export")) != LH_OK)
+		return e;
+	while (e == LH_OK &&
+	       (e = exec_rows(s, c, "FETCH 1000 FROM lh_export", &r, "copy_fetch")) == LH_OK) {
+		int n = PQntuples(r);
+		for (int row = 0; e == LH_OK && row < n; row++) {
+			for (size_t i = 0; e == LH_OK && i < tb->ncols; i++) {
+				const char *p = PQgetvalue(r, row, (int)i);
+				size_t len = (size_t)PQgetlength(r, row, (int)i);
+				v[i] = (struct store_val){STORE_VAL_TEXT, p, len};
+				if (PQgetisnull(r, row, (int)i)) {
+					v[i].kind = STORE_VAL_NULL;
+				} else if (tb->cols[i].kind == STORE_COL_BYTES) {
+					free(bytes[i]);
+					if (!(bytes[i] = malloc(len / 2 + 1)))
+						e = LH_ENOMEM;
+					else
+						v[i] = (struct store_val){STORE_VAL_BYTES, bytes[i],
+						                          unhex(p, len, bytes[i])};
+				}
+			}
+			if (e == LH_OK && (e = fn(ctx, t, v)) == LH_OK)
+				(*count)++;
+		}
+		PQclear(r);
+		if (n == 0)
+			break;
+	}
+	for (size_t i = 0; i < STORE_COPY_MAXCOLS; i++)
+		free(bytes[i]);
+	if (e == LH_OK)
+		e = exec_sql(s, c, "CLOSE lh_export", "copy_close");
+	return e;
+}
+
+static enum lh_err pgs_export_rows(struct store *base, store_row_fn fn, void *ctx,
+                                   int64_t rows[STORE_COPY_NTABLES])
+{
+	struct pg_store *s = S(base);
+	int64_t counts[STORE_COPY_NTABLES] = {0};
+	struct pg_conn *c;
+	/* One snapshot for every table. */
+	enum lh_err e = pool_begin(s, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", &c);
+	if (e != LH_OK)
+		return e;
+	for (size_t t = 0; e == LH_OK && t < STORE_COPY_NTABLES; t++)
+		e = export_table(s, c, t, fn, ctx, &counts[t]);
+	if ((e = pool_end(s, c, e)) == LH_OK && rows)
+		memcpy(rows, counts, sizeof counts);
+	return e;
+}
+
+/* An import in progress: rows go in with COPY ... FROM STDIN, one table at a time. */
+struct pg_import {
+	struct pg_store *s;
+	struct pg_conn *c;
+	int copying; /* a COPY into `table` is open */
+	size_t table;
+	struct pg_array line; /* the row being written, in COPY's text format */
+};
+
+/* Text in COPY's text format: backslash, tab, newline and carriage return escaped. */
+static void line_text(struct pg_import *im, const char *p, size_t n)
+{
+	size_t run = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *esc = p[i] == '\\'   ? "\\\\"
+		                  : p[i] == '\t' ? "\\t"
+		                  : p[i] == '\n' ? "\\n"
+		                  : p[i] == '\r' ? "\\r"
+		                                 : NULL;
+		if (!esc)
+			continue;
+		arr_put(&im->line, p + run, i - run);
+		arr_put(&im->line, esc, 2);
+		run = i + 1;
+	}
+	arr_put(&im->line, p + run, n - run);
+}
+
+/* Ends the open COPY: with abort set (the export failed) it fails on purpose. */
+static enum lh_err copy_end(struct pg_import *im, int abort)
+{
+	enum lh_err e = LH_OK;
+	PGresult *r;
+	if (!im->copying)
+		return LH_OK;
+	im->copying = 0;
+	if (PQputCopyEnd(im->c->pg, abort ? "the export failed" : NULL) != 1)
+		e = fail(im->s, im->c, NULL, "copy_end");
+	while ((r = PQgetResult(im->c->pg))) {
+		if (e == LH_OK && !abort && PQresultStatus(r) != PGRES_COMMAND_OK)
+			e = fail(im->s, im->c, r, "copy_in");
+		PQclear(r);
+	}
+	if (e == LH_ECONFLICT) {
+		LOG(LOG_ERROR, "store", "table=%s a copied row breaks a key or a reference",
+		    store_copy_tables[im->table].name);
+		e = LH_ESTORE; /* not the target's fault: it was empty */
+	}
+	return e;
+}
+
+/* Writes one exported row (store_row_fn) into the COPY of its table, opening it first. */
+static enum lh_err import_row(void *ctx, size_t t, const struct store_val *vals)
+{
+	static const char hex[] = "0123456789abcdef";
+	struct pg_import *im = ctx;
+	const struct store_table *tb = &store_copy_tables[t];
+	enum lh_err e;
+	if (!im->copying || im->table != t) {
+		char cols[STORE_COPY_NAMES_CAP], sql[3 * STORE_COPY_NAMES_CAP];
+		if ((e = copy_end(im, 0)) != LH_OK)
+			return e;
+		store_copy_names(tb, tb->ncols, cols, sizeof cols);
+		snprintf(sql, sizeof sql, "COPY %s(%s) FROM STDIN", tb->name, cols);
+		PGresult *r = PQexec(im->c->pg, sql);
+		e = PQresultStatus(r) == PGRES_COPY_IN ? LH_OK
+		                                       : fail(im->s, im->c, r, "copy_start");
+		PQclear(r);
+		if (e != LH_OK)
+			return e;
+		im->copying = 1;
+		im->table = t;
+	}
+	im->line.len = 0;
+	for (size_t i = 0; i < tb->ncols; i++) {
+		struct store_val v = vals[i];
+		if ((e = store_copy_value(t, i, &v)) != LH_OK)
+			return e;
+		if (i)
+			arr_put(&im->line, "\t", 1);
+		if (v.kind == STORE_VAL_NULL) {
+			arr_put(&im->line, "\\N", 2);
+		} else if (v.kind == STORE_VAL_BYTES) { /* bytea's \x form, its \ escaped */
+			arr_put(&im->line, "\\\\x", 3);
+			for (size_t k = 0; k < v.len; k++) {
+				unsigned char b = (unsigned char)v.p[k];
+				arr_put(&im->line, (char[]){hex[b >> 4], hex[b & 15]}, 2);
+			}
+		} else {
+			line_text(im, v.p, v.len);
+		}
+	}
+	arr_put(&im->line, "\n", 1);
+	if (im->line.oom)
+		return LH_ENOMEM;
+	if (PQputCopyData(im->c->pg, im->line.buf, (int)im->line.len) != 1)
+		return fail(im->s, im->c, NULL, "copy_row");
+	return LH_OK;
+}
+
+static enum lh_err pgs_import_from(struct store *base, struct store *from,
+                                   int64_t rows[STORE_COPY_NTABLES])
+{
+	struct pg_store *s = S(base);
+	struct pg_import im = {.s = s};
+	int64_t exported[STORE_COPY_NTABLES] = {0}, have[STORE_COPY_NTABLES] = {0};
+	char sql[512];
+	size_t o;
+	enum lh_err e;
+
+	if (from == base)
+		return LH_EINVAL;
+	/* In the order every writer keeps (LOCK_ORDER first), telling the other nodes at the
+	 * commit that subscriptions changed. */
+	if ((e = pool_begin(s, BEGIN_SUBS, &im.c)) != LH_OK)
+		return e;
+	/* Nobody else writes the tables until the commit, so "empty" stays true. */
+	o = (size_t)snprintf(sql, sizeof sql, "LOCK TABLE");
+	for (size_t t = 0; t < STORE_COPY_NTABLES && o < sizeof sql; t++)
+		o += (size_t)snprintf(sql + o, sizeof sql - o, "%s %s", t ? "," : "",
+		                      store_copy_tables[t].name);
+	snprintf(sql + o, sizeof sql - o, " IN EXCLUSIVE MODE");
+	if ((e = exec_sql(s, im.c, sql, "copy_lock")) != LH_OK ||
+	    (e = count_tables(s, im.c, have)) != LH_OK)
+		goto out;
+	for (size_t t = 1; t < STORE_COPY_NTABLES; t++) /* meta (0) is replaced */
+		if (have[t]) {
+			e = store_copy_refuse(t, have[t]);
+			goto out;
+		}
+	if ((e = exec_sql(s, im.c, "DELETE FROM meta", "copy_meta")) != LH_OK)
+		goto out;
+	e = from->ops->export_rows(from, import_row, &im, exported);
+	enum lh_err ce = copy_end(&im, e != LH_OK);
+	if (e == LH_OK)
+		e = ce;
+	if (e != LH_OK)
+		goto out;
+	/* The next event's seq follows the last one copied (the order every node reads in);
+	 * the other nodes read every backlog again. */
+	struct batch_news all = {.all = 1};
+	if ((e = exec_sql(s, im.c,
+	                  "SELECT setval(pg_get_serial_sequence('events', 'seq'),"
+	                  " COALESCE(max(seq), 0) + 1, false) FROM events",
+	                  "copy_seq")) != LH_OK ||
+	    (e = news_send(s, im.c, &all, 'r')) != LH_OK ||
+	    (e = count_tables(s, im.c, have)) != LH_OK)
+		goto out;
+	e = store_copy_check(exported, have);
+out:
+	e = pool_end(s, im.c, e);
+	free(im.line.buf);
+	if (e != LH_OK)
+		return e;
+	subs_bump(s);
+	if (s->writer)
+		writer_notify(s->writer, &(struct store_news){.lost = 1});
+	if (rows)
+		memcpy(rows, exported, sizeof exported);
+	return LH_OK;
+}
+
 /* ---- the listener: other nodes' subscription changes ---- */
 
 static int stopping(struct pg_store *s)
@@ -2610,6 +2894,8 @@ static const struct store_ops pg_ops = {
     .delivery_requeue = pgs_delivery_requeue,
     .delivery_recover = pgs_delivery_recover,
     .bill_get = pgs_bill_get,
+    .export_rows = pgs_export_rows,
+    .import_from = pgs_import_from,
 };
 
 enum lh_err store_pg_open(const char *uri, struct store **out)

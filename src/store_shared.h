@@ -1,5 +1,6 @@
 /* store_shared.h: what every store backend does the same way, without SQL: the rules of a
- * subscription update, and how a new delivery reaches the group commit.
+ * subscription update, how a new delivery reaches the group commit, and the tables and
+ * checks of a copy from one store into another (store_copy_tables is declared in store.h).
  *
  * Pure functions over the caller's records (store_fresh_delivery also hands the delivery to
  * the writer, from inside a job on the writer thread). Thread-safe.
@@ -25,5 +26,30 @@ void store_delivery_new(struct delivery *d, const struct event *ev, const char *
  * its event's payload when that is at most DELIVERY_PAYLOAD_INLINE bytes, so the engine
  * sends it from memory without reading it back (NULL when larger, or out of memory). */
 enum lh_err store_fresh_delivery(struct store_writer *w, struct delivery *d, const char *payload);
+
+/* ---- moving a store (store_ops.export_rows and import_from) ---- */
+
+/* Makes v, the value of column col of an exported row of table, what the importing
+ * backend inserts: a STORE_COL_TEXT_NULL column's "" becomes NULL, a hash column's value
+ * bytes. LH_EINVAL (logged, naming the table and column) for a value its column cannot
+ * hold: NULL where the column takes none, an integer column's text that is not one. */
+enum lh_err store_copy_value(size_t table, size_t col, struct store_val *v);
+
+/* The first n column names of t, comma-separated ("a, b, c"), into out (cap bytes: the
+ * longest list fits in STORE_COPY_NAMES_CAP). */
+#define STORE_COPY_NAMES_CAP 512
+void store_copy_names(const struct store_table *t, size_t n, char *out, size_t cap);
+
+/* LH_OK if a table's rows have the ncols columns store_copy_tables names, else LH_ESTORE
+ * with a log line: a column the list lacks would not be copied. */
+enum lh_err store_copy_columns(size_t table, size_t ncols);
+
+/* LH_OK if the target's count of every table is the count exported, else LH_ESTORE with a
+ * log line per table that differs. */
+enum lh_err store_copy_check(const int64_t exported[STORE_COPY_NTABLES],
+                             const int64_t target[STORE_COPY_NTABLES]);
+
+/* The refusal of an import into a store whose table holds rows: logs it, LH_ECONFLICT. */
+enum lh_err store_copy_refuse(size_t table, int64_t rows);
 
 #endif

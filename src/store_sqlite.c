@@ -2186,6 +2186,222 @@ static enum lh_err sqlite_delivery_recover(struct store *base, const char *clien
 	return LH_OK;
 }
 
+/* ---- moving a store: export and import (see store.h) ---- */
+
+/* Prepares sql, a statement built at run time (not cached: finalize it), on the writer's
+ * connection (caller holds mu) or the reader's (rmu). */
+static enum lh_err prepare_once(struct sqlite_store *s, int reader, const char *sql,
+                                sqlite3_stmt **out)
+{
+	sqlite3 *db = reader ? s->rdb : s->db;
+	int rc = sqlite3_prepare_v2(db, sql, -1, out, NULL);
+	if (rc != SQLITE_OK) {
+		LOG(LOG_ERROR, "store", "err=\"%s\" prepare failed", sqlite3_errmsg(db));
+		sqlite3_finalize(*out);
+		*out = NULL;
+		return err_of(rc);
+	}
+	return LH_OK;
+}
+
+/* The rows of every copied table, into counts, on the writer's connection (caller holds
+ * mu). */
+static enum lh_err count_tables(struct sqlite_store *s, int64_t counts[STORE_COPY_NTABLES])
+{
+	enum lh_err e = LH_OK;
+	for (size_t t = 0; e == LH_OK && t < STORE_COPY_NTABLES; t++) {
+		char sql[128];
+		sqlite3_stmt *st = NULL;
+		snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", store_copy_tables[t].name);
+		if ((e = prepare_once(s, 0, sql, &st)) != LH_OK)
+			break;
+		int rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			counts[t] = sqlite3_column_int64(st, 0);
+		else
+			e = fail(s, rc, "copy_count");
+		sqlite3_finalize(st);
+	}
+	return e;
+}
+
+/* Passes every row of table t to fn (caller holds rmu, inside the export's transaction). */
+static enum lh_err export_table(struct sqlite_store *s, size_t t, store_row_fn fn, void *ctx,
+                                int64_t *count)
+{
+	const struct store_table *tb = &store_copy_tables[t];
+	char cols[STORE_COPY_NAMES_CAP], keys[STORE_COPY_NAMES_CAP], sql[3 * STORE_COPY_NAMES_CAP];
+	struct store_val v[STORE_COPY_MAXCOLS];
+	sqlite3_stmt *st = NULL;
+	enum lh_err e;
+	int rc;
+
+	snprintf(sql, sizeof sql, "SELECT * FROM %s LIMIT 0", tb->name);
+	if ((e = prepare_once(s, 1, sql, &st)) != LH_OK)
+		return e;
+	e = store_copy_columns(t, (size_t)sqlite3_column_count(st));
+	sqlite3_finalize(st);
+	if (e != LH_OK)
+		return e;
+	store_copy_names(tb, tb->ncols, cols, sizeof cols);
+	store_copy_names(tb, tb->nkey, keys, sizeof keys);
+	snprintf(sql, sizeof sql, "SELECT %s FROM %s ORDER BY %s", cols, tb->name, keys);
+	if ((e = prepare_once(s, 1, sql, &st)) != LH_OK)
+		return e;
+	while (e == LH_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		for (size_t i = 0; i < tb->ncols; i++) {
+			int type = sqlite3_column_type(st, (int)i);
+			v[i].kind = type == SQLITE_NULL   ? STORE_VAL_NULL
+			            : type == SQLITE_BLOB ? STORE_VAL_BYTES
+			                                  : STORE_VAL_TEXT;
+			v[i].p = type == SQLITE_BLOB
+			             ? sqlite3_column_blob(st, (int)i)
+			             : (const char *)sqlite3_column_text(st, (int)i);
+			v[i].len = (size_t)sqlite3_column_bytes(st, (int)i);
+			if (type != SQLITE_NULL && !v[i].p && v[i].len)
+				e = LH_ENOMEM;
+			if (!v[i].p)
+				v[i].p = "";
+		}
+		if (e == LH_OK && (e = fn(ctx, t, v)) == LH_OK)
+			(*count)++;
+	}
+	if (e == LH_OK && rc != SQLITE_DONE)
+		e = fail(s, rc, "copy_export");
+	sqlite3_finalize(st);
+	return e;
+}
+
+static enum lh_err sqlite_export_rows(struct store *base, store_row_fn fn, void *ctx,
+                                      int64_t rows[STORE_COPY_NTABLES])
+{
+	struct sqlite_store *s = S(base);
+	int64_t counts[STORE_COPY_NTABLES] = {0};
+	pthread_mutex_lock(&s->rmu);
+	/* One read transaction: every table is read from the same snapshot (WAL). */
+	int rc = sqlite3_exec(s->rdb, "BEGIN", NULL, NULL, NULL);
+	enum lh_err e = rc == SQLITE_OK ? LH_OK : fail(s, rc, "copy_begin");
+	for (size_t t = 0; e == LH_OK && t < STORE_COPY_NTABLES; t++)
+		e = export_table(s, t, fn, ctx, &counts[t]);
+	if (!sqlite3_get_autocommit(s->rdb))
+		sqlite3_exec(s->rdb, "COMMIT", NULL, NULL, NULL); /* it only read */
+	pthread_mutex_unlock(&s->rmu);
+	if (e == LH_OK && rows)
+		memcpy(rows, counts, sizeof counts);
+	return e;
+}
+
+/* An import in progress: the insert statement of the table being copied. */
+struct sqlite_import {
+	struct sqlite_store *s;
+	size_t table;
+	sqlite3_stmt *st;
+};
+
+/* Inserts one exported row (store_row_fn) on the writer's connection, inside the import's
+ * transaction. */
+static enum lh_err import_row(void *ctx, size_t t, const struct store_val *vals)
+{
+	struct sqlite_import *im = ctx;
+	const struct store_table *tb = &store_copy_tables[t];
+	enum lh_err e;
+	if (!im->st || im->table != t) {
+		char cols[STORE_COPY_NAMES_CAP], sql[3 * STORE_COPY_NAMES_CAP];
+		size_t o;
+		sqlite3_finalize(im->st);
+		im->st = NULL;
+		store_copy_names(tb, tb->ncols, cols, sizeof cols);
+		o = (size_t)snprintf(sql, sizeof sql, "INSERT INTO %s(%s) VALUES(?", tb->name,
+		                     cols);
+		for (size_t i = 1; i < tb->ncols && o < sizeof sql; i++)
+			o += (size_t)snprintf(sql + o, sizeof sql - o, ", ?");
+		snprintf(sql + o, sizeof sql - o, ")");
+		if ((e = prepare_once(im->s, 0, sql, &im->st)) != LH_OK)
+			return e;
+		im->table = t;
+	}
+	sqlite3_reset(im->st);
+	sqlite3_clear_bindings(im->st);
+	for (size_t i = 0; i < tb->ncols; i++) {
+		struct store_val v = vals[i];
+		int k = (int)i + 1;
+		if ((e = store_copy_value(t, i, &v)) != LH_OK)
+			return e;
+		if (v.kind == STORE_VAL_NULL)
+			sqlite3_bind_null(im->st, k);
+		else if (v.kind == STORE_VAL_BYTES)
+			sqlite3_bind_blob(im->st, k, v.p, (int)v.len, SQLITE_STATIC);
+		else if (tb->cols[i].kind == STORE_COL_INT)
+			sqlite3_bind_int64(im->st, k, strtoll(v.p, NULL, 10));
+		else
+			sqlite3_bind_text(im->st, k, v.p, (int)v.len, SQLITE_STATIC);
+	}
+	int rc = sqlite3_step(im->st);
+	sqlite3_reset(im->st);
+	if (rc == SQLITE_DONE)
+		return LH_OK;
+	if ((e = fail(im->s, rc, "copy_insert")) == LH_ECONFLICT) {
+		LOG(LOG_ERROR, "store", "table=%s a copied row breaks a key or a reference",
+		    tb->name);
+		e = LH_ESTORE; /* not the target's fault: it was empty */
+	}
+	return e;
+}
+
+/* After an import every cached copy of the tables is stale: the lookups forget all. */
+static void lookup_forget_all(struct sqlite_store *s)
+{
+	struct lookup_cache *lc = s->lc;
+	pthread_mutex_lock(&lc->mu);
+	lc->gen++;
+	for (size_t i = 0; i < LOOKUP_SLOTS; i++) {
+		lc->acct[i].client_id[0] = '\0';
+		lc->lab[i].lab_id[0] = '\0';
+	}
+	pthread_mutex_unlock(&lc->mu);
+}
+
+static enum lh_err sqlite_import_from(struct store *base, struct store *from,
+                                      int64_t rows[STORE_COPY_NTABLES])
+{
+	struct sqlite_store *s = S(base);
+	struct sqlite_import im = {.s = s};
+	int64_t exported[STORE_COPY_NTABLES] = {0}, have[STORE_COPY_NTABLES] = {0};
+	enum lh_err e;
+
+	if (from == base)
+		return LH_EINVAL;
+	if ((e = begin(s)) != LH_OK)
+		return e;
+	if ((e = count_tables(s, have)) != LH_OK)
+		goto out;
+	for (size_t t = 1; t < STORE_COPY_NTABLES; t++) /* meta (0) is replaced */
+		if (have[t]) {
+			e = store_copy_refuse(t, have[t]);
+			goto out;
+		}
+	if ((e = exec(s, "DELETE FROM meta")) != LH_OK)
+		goto out;
+	/* events.seq is AUTOINCREMENT: an explicit seq larger than any before moves the
+	 * table's counter (sqlite_sequence) with it, so the next event follows the last copied. */
+	e = from->ops->export_rows(from, import_row, &im, exported);
+	sqlite3_finalize(im.st);
+	if (e != LH_OK || (e = count_tables(s, have)) != LH_OK ||
+	    (e = store_copy_check(exported, have)) != LH_OK)
+		goto out;
+	/* The routing index mirrors subscription_events: read it again (and again from the
+	 * rolled-back tables by finish, should the commit fail). */
+	s->routes_dirty = 1;
+	s->subs_dirty = 1;
+	e = routes_rebuild(s);
+out:
+	e = finish(s, e);
+	lookup_forget_all(s);
+	if (e == LH_OK && rows)
+		memcpy(rows, exported, sizeof exported);
+	return e;
+}
+
 static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
@@ -2224,6 +2440,8 @@ static const struct store_ops sqlite_ops = {
     .delivery_requeue = sqlite_delivery_requeue,
     .delivery_recover = sqlite_delivery_recover,
     .bill_get = sqlite_bill_get,
+    .export_rows = sqlite_export_rows,
+    .import_from = sqlite_import_from,
 };
 
 enum lh_err store_sqlite_open(const char *data_dir, struct store **out)

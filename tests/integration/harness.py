@@ -41,6 +41,13 @@ def psql(uri, sql, check=True):
                           check=check)
 
 
+def new_db(name):
+    """A new, empty database `name` on the test server (dropped first if it exists)."""
+    psql(PG, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+    psql(PG, "CREATE DATABASE " + name)
+    return name
+
+
 def skip_on_pg(why):
     """For a test file about the SQLite backend alone: passes at once on PostgreSQL."""
     if PG:
@@ -301,6 +308,27 @@ def run(tests, server_args=()):
         srv.cleanup()
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
+
+
+def run_on_pg(tests, why):
+    """Runs test functions that start their own servers on PostgreSQL; on SQLite prints why
+    they are skipped and passes. Returns the exit code after one summary line."""
+    if not PG:
+        print("skipped on SQLite: " + why)
+        print("0 passed, 0 failed")
+        return 0
+    passed = failed = 0
+    for t in tests:
+        try:
+            t()
+            passed += 1
+            print("ok   %s" % t.__name__, flush=True)
+        except Exception:  # noqa: BLE001
+            failed += 1
+            print("FAIL %s" % t.__name__, flush=True)
+            traceback.print_exc()
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
 
 
 def expect_error(r, status, code=None, field=None):

@@ -9,6 +9,9 @@ arrives is recorded (time, path, headers, body) for the test to inspect.
   /fail-first/N  500 for the first N requests of each webhook-id, then 200
   /answer/NAME   200 with the scripted body ANSWERS[NAME] (bytes that are not valid UTF-8)
 """
+import base64
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -27,6 +30,14 @@ ANSWERS = {
     "invalid": b"ok \xff\xc0 end",
     "straddle": b"a" * 254 + "\u20ac".encode() + b" tail",
 }
+
+
+def verify(secret, headers, body):
+    """What a receiver does: recompute v1 over id.timestamp.body with the decoded secret."""
+    key = base64.b64decode(secret[len("whsec_"):])
+    signed = "%s.%s.%s" % (headers["webhook-id"], headers["webhook-timestamp"], body)
+    want = base64.b64encode(hmac.new(key, signed.encode(), hashlib.sha256).digest()).decode()
+    return any(s == "v1," + want for s in headers["webhook-signature"].split(" "))
 
 
 def make_ca(d):

@@ -15,7 +15,7 @@ import threading
 import time
 
 from faults import arrivals, bill_body, delivery_losses, subscribe, wait_all_delivered
-from harness import PG, Server, pg_uri
+from harness import Server, new_db, pg_uri, run_on_pg
 from receiver import Receiver
 
 RECV = Receiver()
@@ -28,13 +28,6 @@ def node(db, *extra):
     return Server("--store", pg_uri(db), "--ca-file", RECV.ca, "--allow-net", "127.0.0.0/8",
                   "--retry-schedule", "0,200ms,500ms,1s,2s,3s,5s,5s,5s,5s",
                   "--lease-time", "%ds" % LEASE_S, "--max-in-flight", "8", *extra)
-
-
-def new_db(name):
-    from harness import psql
-    psql(PG, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
-    psql(PG, "CREATE DATABASE " + name)
-    return name
 
 
 def leases_of(n, db):
@@ -270,29 +263,10 @@ def test_secret_rotation_reaches_every_node():
         n3.cleanup()
 
 
-def main():
-    if not PG:
-        print("skipped on SQLite: several nodes need a PostgreSQL store")
-        print("0 passed, 0 failed")
-        return 0
-    passed = failed = 0
-    for t in (test_secret_rotation_reaches_every_node, test_three_nodes_and_a_sigkill,
-              test_postgres_restart_under_load):
-        try:
-            t()
-            passed += 1
-            print("ok   %s" % t.__name__, flush=True)
-        except Exception:  # noqa: BLE001
-            import traceback
-            failed += 1
-            print("FAIL %s" % t.__name__, flush=True)
-            traceback.print_exc()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        sys.exit(run_on_pg((test_secret_rotation_reaches_every_node,
+                            test_three_nodes_and_a_sigkill, test_postgres_restart_under_load),
+                           "several nodes need a PostgreSQL store"))
     finally:
         RECV.close()

@@ -199,8 +199,12 @@ def test_help(_srv):
     for name in ["--data-dir", "--listen", "--allow-net", "--ca-file", "--retry-schedule",
                  "--public-url", "LABHOOK_DATA_DIR"]:
         assert name in p.stdout, name
+    assert "labhook store copy" in p.stdout
     p = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 0 and "--listen" in p.stdout
+    p = subprocess.run([BIN, "store", "copy", "--help"], capture_output=True, text=True,
+                       timeout=10)
+    assert p.returncode == 0 and "--to" in p.stdout and "LABHOOK_STORE" in p.stdout
     p = subprocess.run([BIN, "frobnicate"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and "unknown command" in p.stderr
 
@@ -228,6 +232,51 @@ def test_graceful_stop_restart_and_durability(_srv):
         srv.cleanup()
         import shutil
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_one_process_per_data_directory(_srv):
+    """`labhook serve` on SQLite holds <data-dir>/labhook.lock, with its pid in it, for its
+    lifetime: a second serve and a `labhook store copy` of the same directory are refused,
+    naming that pid. The kernel drops the lock with the process, even one killed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABHOOK_")}
+    srv = Server("--store", "sqlite").start()
+    d = srv.data_dir
+    copy = [BIN, "store", "copy", "--data-dir", d, "--to",
+            "postgresql://nobody:hunter2@127.0.0.1:1/none"]
+    try:
+        pid = srv.proc.pid
+        with open(os.path.join(d, "labhook.lock")) as f:
+            assert f.read().strip() == str(pid)
+        p = subprocess.run([BIN, "serve", "--data-dir", d, "--store", "sqlite", "--listen",
+                            "127.0.0.1:0"], env=env, capture_output=True, text=True,
+                           timeout=10)
+        assert p.returncode == 1 and "another labhook (pid %d)" % pid in p.stderr, p.stderr
+        p = subprocess.run(copy, env=env, capture_output=True, text=True, timeout=10)
+        assert p.returncode == 1, (p.returncode, p.stderr)
+        assert "stop the node first" in p.stderr and "pid %d" % pid in p.stderr, p.stderr
+        assert srv.get("/healthz").status == 200
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        # Free again: the copy gets past the lock, to the (closed) database port.
+        p = subprocess.run(copy, env=env, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and "cannot connect to" in p.stderr, p.stderr
+        assert "hunter2" not in p.stdout + p.stderr and "nobody:***@" in p.stderr, p.stderr
+        srv2 = Server("--store", "sqlite", data_dir=d).start()
+        assert srv2.stop() == 0
+    finally:
+        srv.cleanup()
+    # No store in the directory: nothing to copy. No target: a usage error.
+    e = tempfile.mkdtemp()
+    try:
+        p = subprocess.run(copy[:3] + ["--data-dir", e] + copy[5:], env=env,
+                           capture_output=True, text=True, timeout=10)
+        assert p.returncode == 1 and "no store in" in p.stderr, p.stderr
+        p = subprocess.run([BIN, "store", "copy", "--data-dir", e], env=env,
+                           capture_output=True, text=True, timeout=10)
+        assert p.returncode == 2 and "--to" in p.stderr, p.stderr
+        assert not os.listdir(e)  # neither made a lock file nor a store
+    finally:
+        os.rmdir(e)
 
 
 def test_demo_mode_prints_working_credentials(_srv):
@@ -265,4 +314,4 @@ if __name__ == "__main__":
          test_body_over_cap_is_413_without_reading_it,
          test_slow_and_idle_clients_do_not_block, test_bad_settings_refuse_to_start,
          test_settings_precedence, test_help, test_graceful_stop_restart_and_durability,
-         test_demo_mode_prints_working_credentials])
+         test_one_process_per_data_directory, test_demo_mode_prints_working_credentials])

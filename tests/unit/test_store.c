@@ -1038,6 +1038,20 @@ static struct delivery_result outcome(const struct delivery *d, int n, int code,
 	return r;
 }
 
+/* Records a 200 for the first of sub_1's pending deliveries, of which there are `want`. */
+static void deliver_first(struct store *st, size_t want)
+{
+	struct delivery *page = NULL;
+	size_t n = 0;
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, want);
+	struct delivery_result r = outcome(&page[0], 1, 200, DLV_DELIVERED, SUBO_SUCCESS);
+	for (size_t i = 0; i < n; i++)
+		free(page[i].payload);
+	free(page);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+}
+
 static void test_delivery_lifecycle(void **state)
 {
 	struct fixture *f = *state;
@@ -1238,7 +1252,7 @@ static void test_delete_cancels_deliveries(void **state)
 {
 	struct fixture *f = *state;
 	struct store *st = f->st;
-	struct delivery *list = NULL, *page = NULL;
+	struct delivery *list = NULL;
 	struct subscription s, got;
 	size_t n = 0;
 
@@ -1248,13 +1262,7 @@ static void test_delete_cancels_deliveries(void **state)
 		assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
 	}
 	hooked_clear();
-	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
-	assert_int_equal(n, 3);
-	struct delivery_result r = outcome(&page[0], 1, 200, DLV_DELIVERED, SUBO_SUCCESS);
-	for (size_t i = 0; i < n; i++)
-		free(page[i].payload);
-	free(page);
-	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	deliver_first(st, 3);
 
 	make_sub(&s, "sub_1", "lab_1", 0);
 	s.status = SUB_DELETED;
@@ -1270,7 +1278,7 @@ static void test_delete_cancels_deliveries(void **state)
 	/* An outcome of an attempt in flight at the delete leaves it cancelled. */
 	assert_int_equal(
 	    st->ops->delivery_list(st, "cl_A", "sub_1", DLV_CANCELLED, 0, "", 1, &list, &n), LH_OK);
-	r = outcome(&list[0], 1, 500, DLV_PENDING, SUBO_NONE);
+	struct delivery_result r = outcome(&list[0], 1, 500, DLV_PENDING, SUBO_NONE);
 	free(list);
 	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
 	assert_int_equal(pending_count(st), 0);
@@ -1466,6 +1474,28 @@ static enum lh_err job_lead_missing(struct store_tx *tx, void *arg)
 	return tx->ops->lead_load(tx, "lead_NONE", &l);
 }
 
+/* Lead lead_1 of cl_A in lab_1, and its booking bk_1. */
+static void lead_fill(struct lead_job *j)
+{
+	memset(j, 0, sizeof *j);
+	snprintf(j->l.lead_id, sizeof j->l.lead_id, "lead_1");
+	snprintf(j->l.client_id, sizeof j->l.client_id, "cl_A");
+	snprintf(j->l.lab_id, sizeof j->l.lab_id, "lab_1");
+	snprintf(j->l.integrator_id, sizeof j->l.integrator_id, "integ");
+	snprintf(j->l.contact, sizeof j->l.contact, "9876543210");
+	snprintf(j->l.email, sizeof j->l.email, "a@example.com");
+	snprintf(j->l.day, sizeof j->l.day, "2026-01-20");
+	snprintf(j->l.parties.referred_org, sizeof j->l.parties.referred_org, "org_1");
+	snprintf(j->l.data, sizeof j->l.data, "{\"x\":1}");
+	j->l.created_at = 1700000000;
+	snprintf(j->bk.booking_id, sizeof j->bk.booking_id, "bk_1");
+	snprintf(j->bk.lead_id, sizeof j->bk.lead_id, "lead_1");
+	snprintf(j->bk.client_id, sizeof j->bk.client_id, "cl_A");
+	snprintf(j->bk.lab_id, sizeof j->bk.lab_id, "lab_1");
+	snprintf(j->bk.booking_type, sizeof j->bk.booking_type, "home");
+	snprintf(j->bk.scheduled_at, sizeof j->bk.scheduled_at, "2026-01-21T10:00:00Z");
+}
+
 static void test_leads_and_bookings(void **state)
 {
 	struct fixture *f = *state;
@@ -1475,23 +1505,7 @@ static void test_leads_and_bookings(void **state)
 
 	make_account(st, "cl_A", &a);
 	make_lab(st, "cl_A", "lab_1");
-	memset(&j, 0, sizeof j);
-	snprintf(j.l.lead_id, sizeof j.l.lead_id, "lead_1");
-	snprintf(j.l.client_id, sizeof j.l.client_id, "cl_A");
-	snprintf(j.l.lab_id, sizeof j.l.lab_id, "lab_1");
-	snprintf(j.l.integrator_id, sizeof j.l.integrator_id, "integ");
-	snprintf(j.l.contact, sizeof j.l.contact, "9876543210");
-	snprintf(j.l.email, sizeof j.l.email, "a@example.com");
-	snprintf(j.l.day, sizeof j.l.day, "2026-01-20");
-	snprintf(j.l.parties.referred_org, sizeof j.l.parties.referred_org, "org_1");
-	snprintf(j.l.data, sizeof j.l.data, "{\"x\":1}");
-	j.l.created_at = 1700000000;
-	snprintf(j.bk.booking_id, sizeof j.bk.booking_id, "bk_1");
-	snprintf(j.bk.lead_id, sizeof j.bk.lead_id, "lead_1");
-	snprintf(j.bk.client_id, sizeof j.bk.client_id, "cl_A");
-	snprintf(j.bk.lab_id, sizeof j.bk.lab_id, "lab_1");
-	snprintf(j.bk.booking_type, sizeof j.bk.booking_type, "home");
-	snprintf(j.bk.scheduled_at, sizeof j.bk.scheduled_at, "2026-01-21T10:00:00Z");
+	lead_fill(&j);
 	assert_int_equal(st->ops->submit(st, job_lead, &j), LH_OK);
 	assert_int_equal(j.dup_contact, 1);
 	assert_int_equal(j.dup_email, 1);
@@ -2032,6 +2046,421 @@ static void test_pg_database_goes_away_and_back(void **state)
 	hooked_clear();
 	st->ops->set_commit_hook(st, NULL, NULL);
 }
+/* ---- moving a store: export_rows and import_from ---- */
+
+/* A second store of the backend under test, empty: SQLite in another directory; on
+ * PostgreSQL the database labhook_copy, made anew beside the fixture's. */
+struct second {
+	char dir[64];
+	char uri[1024];
+};
+
+static struct store *second_open(const struct fixture *f, struct second *w)
+{
+	struct store *st = NULL;
+	char cmd[2600];
+	memset(w, 0, sizeof *w);
+	if (!f->pg) {
+		snprintf(w->dir, sizeof w->dir, "/tmp/labhook-copy-XXXXXX");
+		assert_non_null(mkdtemp(w->dir));
+		assert_int_equal(store_sqlite_open(w->dir, &st), LH_OK);
+		return st;
+	}
+	const char *db = strstr(f->pg, "/labhook?"), *bin = getenv("LABHOOK_TEST_PG_BIN");
+	if (!db)
+		skip(); /* not the URI tests/pg/with_pg.py makes: no second database to be had */
+	snprintf(w->uri, sizeof w->uri, "%.*s/labhook_copy%s", (int)(db - f->pg), f->pg, db + 8);
+	snprintf(cmd, sizeof cmd,
+	         "%s%spsql -q '%s' -c 'SET client_min_messages = warning'"
+	         " -c 'DROP DATABASE IF EXISTS labhook_copy WITH (FORCE)'"
+	         " -c 'CREATE DATABASE labhook_copy' >/dev/null",
+	         bin ? bin : "", bin ? "/" : "", f->pg);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(store_pg_open(w->uri, &st), LH_OK);
+	return st;
+}
+
+static void second_close(struct store *st, const struct second *w)
+{
+	char cmd[128];
+	st->ops->close(st);
+	if (w->dir[0]) {
+		snprintf(cmd, sizeof cmd, "rm -rf %s", w->dir);
+		assert_int_equal(system(cmd), 0);
+	}
+}
+
+/* Every exported row as a line "table|value|..." (bytes as x and hex, NULL as \N), so two
+ * stores compare whole. */
+struct dump {
+	char *buf;
+	size_t len, cap;
+};
+
+static void dump_put(struct dump *d, const char *p, size_t n)
+{
+	assert_int_equal(UTIL_GROW(d->buf, d->cap, d->len + n + 1, 4096), 0);
+	memcpy(d->buf + d->len, p, n);
+	d->len += n;
+	d->buf[d->len] = '\0';
+}
+
+static enum lh_err dump_row(void *ctx, size_t t, const struct store_val *v)
+{
+	struct dump *d = ctx;
+	const struct store_table *tb = &store_copy_tables[t];
+	dump_put(d, tb->name, strlen(tb->name));
+	for (size_t i = 0; i < tb->ncols; i++) {
+		dump_put(d, "|", 1);
+		if (v[i].kind == STORE_VAL_NULL) {
+			dump_put(d, "\\N", 2);
+		} else if (v[i].kind == STORE_VAL_BYTES) {
+			dump_put(d, "x", 1);
+			for (size_t k = 0; k < v[i].len; k++) {
+				char h[3];
+				snprintf(h, sizeof h, "%02x", (unsigned char)v[i].p[k]);
+				dump_put(d, h, 2);
+			}
+		} else {
+			assert_int_equal(strlen(v[i].p), v[i].len);
+			dump_put(d, v[i].p, v[i].len);
+		}
+	}
+	dump_put(d, "\n", 1);
+	return LH_OK;
+}
+
+/* The whole store as text (free it); rows gets the counts. */
+static char *dump_store(struct store *st, int64_t rows[STORE_COPY_NTABLES])
+{
+	struct dump d = {NULL, 0, 0};
+	dump_put(&d, "", 0);
+	assert_int_equal(st->ops->export_rows(st, dump_row, &d, rows), LH_OK);
+	return d.buf;
+}
+
+static int64_t copied(const int64_t rows[STORE_COPY_NTABLES], const char *table)
+{
+	for (size_t i = 0; i < STORE_COPY_NTABLES; i++)
+		if (strcmp(store_copy_tables[i].name, table) == 0)
+			return rows[i];
+	fail_msg("no table %s", table);
+	return -1;
+}
+
+#define COPY_PAYLOAD "{\"n\":1,\n\t\"s\":\"back\\\\slash \\\"q\\\" Zoë\"}"
+
+/* A store with some of everything a copy moves: the signing and admin keys, two accounts
+ * (one party-scoped, with a party), a refresh token, three subscriptions (sub_1 paused,
+ * sub_3 deleted), three bills (two without a bar code: NULL, which the unique index lets
+ * repeat), a lead and its booking, three events to sub_1, one delivered with its attempt
+ * and two pending, and text that needs escaping (tabs, newlines, quotes, backslashes). */
+static void copy_fill(struct store *st)
+{
+	struct account a;
+	struct subscription s;
+	struct bill_job b;
+	struct lead_job l;
+	unsigned char t1[32];
+	char out[64];
+	const char *bars[3] = {"BAR-1", "", ""};
+
+	assert_int_equal(st->ops->meta_get_or_put(st, "jwt_hs256_key", "key-src", out, sizeof out),
+	                 LH_OK);
+	assert_int_equal(st->ops->meta_get_or_put(st, "admin_key", "lhk_src", out, sizeof out),
+	                 LH_OK);
+	make_account(st, "cl_A", &a);
+	make_account(st, "cl_B", &a);
+	assert_int_equal(st->ops->account_set_mode(st, "cl_B", MODE_PARTY_SCOPED, &a), LH_OK);
+	make_lab(st, "cl_A", "lab_1");
+	make_lab(st, "cl_B", "lab_2");
+	make_party(st, "cl_B", "cu_1", PARTY_CORPORATE_USER);
+	memset(t1, 1, 32);
+	assert_int_equal(st->ops->refresh_insert(st, t1, "cl_A", "fam1", 4000000000LL), LH_OK);
+	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
+	snprintf(s.auth_token, sizeof s.auth_token, "tok\t\"x\"\\\n");
+	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
+	make_sub(&s, "sub_2", "lab_2", 1u << EV_BILL_CREATED);
+	snprintf(s.client_id, sizeof s.client_id, "cl_B");
+	snprintf(s.party_id, sizeof s.party_id, "cu_1");
+	s.party_kind = PARTY_CORPORATE_USER;
+	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
+	make_sub(&s, "sub_3", "lab_1", 1u << EV_BILL_DELETED);
+	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
+	s.status = SUB_DELETED;
+	assert_int_equal(st->ops->sub_update(st, &s, SUBF_STATUS, NULL), LH_OK);
+	for (int i = 0; i < 3; i++) {
+		char id[16];
+		snprintf(id, sizeof id, "bill_%d", i + 1);
+		bill_fill(&b, id, bars[i]);
+		assert_int_equal(st->ops->submit(st, job_bill, &b), LH_OK);
+	}
+	lead_fill(&l);
+	assert_int_equal(st->ops->submit(st, job_lead, &l), LH_OK);
+	struct event_job ev[3] = {{"bill_1", COPY_PAYLOAD, LH_OK, NULL, NULL},
+	                          {"bill_1", "{\"n\":2}", LH_OK, NULL, NULL},
+	                          {"bill_2", "{\"n\":3}", LH_OK, NULL, NULL}};
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(st->ops->submit(st, job_event, &ev[i]), LH_OK);
+	deliver_first(st, 3);
+	make_sub(&s, "sub_1", "lab_1", 0);
+	s.status = SUB_PAUSED;
+	assert_int_equal(st->ops->sub_update(st, &s, SUBF_STATUS, NULL), LH_OK);
+}
+
+/* What the copy of copy_fill's store must hold, read through the store's own operations:
+ * the keys, an account's secret, a paused subscription, the pending deliveries in their
+ * order with their payloads and seqs, a refresh token that still rotates, a bill without a
+ * bar code; and the copy works on: a new event routes to the copied subscription and its
+ * seq follows the copied ones. */
+static void copy_check(struct store *dst)
+{
+	struct account a;
+	struct subscription s;
+	struct delivery *page = NULL;
+	struct bill b;
+	struct report *reports = NULL;
+	unsigned char t1[32], t2[32];
+	enum refresh_result rr = REFRESH_UNKNOWN;
+	char out[64];
+	size_t n = 0;
+
+	assert_int_equal(dst->ops->meta_get_or_put(dst, "jwt_hs256_key", "x", out, sizeof out),
+	                 LH_OK);
+	assert_string_equal(out, "key-src");
+	assert_int_equal(dst->ops->meta_get_or_put(dst, "admin_key", "x", out, sizeof out), LH_OK);
+	assert_string_equal(out, "lhk_src");
+	assert_int_equal(dst->ops->account_get(dst, "cl_B", &a), LH_OK);
+	assert_int_equal(a.mode, MODE_PARTY_SCOPED);
+	memset(t1, 0x11, 32);
+	assert_memory_equal(a.secret_hash, t1, 32);
+	assert_int_equal(dst->ops->sub_get(dst, "cl_A", "sub_1", &s), LH_OK);
+	assert_int_equal(s.status, SUB_PAUSED);
+	assert_string_equal(s.auth_token, "tok\t\"x\"\\\n");
+	assert_int_equal(dst->ops->sub_get(dst, "cl_A", "sub_3", &s), LH_ENOTFOUND); /* deleted */
+	assert_int_equal(dst->ops->delivery_pending(dst, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(page[0].entity_id, "bill_1");
+	assert_string_equal(page[0].payload, "{\"n\":2}");
+	assert_string_equal(page[1].entity_id, "bill_2");
+	assert_true(page[0].event_seq < page[1].event_seq);
+	int64_t last_seq = page[1].event_seq;
+	for (size_t i = 0; i < n; i++)
+		free(page[i].payload);
+	free(page);
+	memset(t1, 1, 32);
+	memset(t2, 2, 32);
+	assert_int_equal(dst->ops->refresh_rotate(dst, t1, "cl_A", 1000, t2, 4000000000LL, &rr),
+	                 LH_OK);
+	assert_int_equal(rr, REFRESH_OK);
+	assert_int_equal(dst->ops->bill_get(dst, "cl_A", "bill_2", &b, &reports, &n), LH_OK);
+	assert_string_equal(b.bar_code, "");
+	assert_int_equal(n, 2);
+	free(reports);
+
+	/* Resumed, sub_1 takes the next event (routing reads the copied subscriptions), after
+	 * the copied ones in seq order. */
+	make_sub(&s, "sub_1", "lab_1", 0);
+	s.status = SUB_ACTIVE;
+	assert_int_equal(dst->ops->sub_update(dst, &s, SUBF_STATUS, NULL), LH_OK);
+	struct event_job j = {"bill_3", "{\"n\":4}", LH_OK, NULL, NULL};
+	assert_int_equal(dst->ops->submit(dst, job_event, &j), LH_OK);
+	assert_int_equal(dst->ops->delivery_pending(dst, last_seq, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(page[0].entity_id, "bill_3");
+	assert_true(page[0].event_seq > last_seq);
+	free(page[0].payload);
+	free(page);
+}
+
+/* Everything moves, and the copy is the source to the last byte (its export equals the
+ * source's), into a store that a node had already opened (its own signing key is replaced
+ * by the source's). */
+static void test_copy_moves_everything(void **state)
+{
+	struct fixture *f = *state;
+	struct store *src = f->st, *dst;
+	struct second w;
+	int64_t rows[STORE_COPY_NTABLES], got[STORE_COPY_NTABLES];
+	char out[64];
+
+	copy_fill(src);
+	char *before = dump_store(src, rows);
+	dst = second_open(f, &w);
+	assert_int_equal(
+	    dst->ops->meta_get_or_put(dst, "jwt_hs256_key", "key-dst", out, sizeof out), LH_OK);
+	assert_int_equal(dst->ops->import_from(dst, dst, got), LH_EINVAL);
+	assert_int_equal(dst->ops->import_from(dst, src, got), LH_OK);
+	assert_memory_equal(rows, got, sizeof rows);
+	assert_int_equal(copied(got, "meta"), 2);
+	assert_int_equal(copied(got, "accounts"), 2);
+	assert_int_equal(copied(got, "subscriptions"), 3);
+	assert_int_equal(copied(got, "subscription_events"), 2);
+	assert_int_equal(copied(got, "bills"), 3);
+	assert_int_equal(copied(got, "reports"), 6);
+	assert_int_equal(copied(got, "bookings"), 1);
+	assert_int_equal(copied(got, "events"), 3);
+	assert_int_equal(copied(got, "deliveries"), 3);
+	assert_int_equal(copied(got, "attempts"), 1);
+	char *after = dump_store(dst, NULL);
+	assert_string_equal(before, after);
+	copy_check(dst);
+	/* Now it holds data: a second copy is refused. */
+	assert_int_equal(dst->ops->import_from(dst, src, got), LH_ECONFLICT);
+	free(before);
+	free(after);
+	second_close(dst, &w);
+}
+
+/* A store that holds anything but meta rows takes no copy, and is left as it was. */
+static void test_copy_refuses_a_store_with_data(void **state)
+{
+	struct fixture *f = *state;
+	struct store *src = f->st, *dst;
+	struct second w;
+	struct account a;
+	int64_t rows[STORE_COPY_NTABLES];
+
+	copy_fill(src);
+	dst = second_open(f, &w);
+	make_account(dst, "cl_Z", &a);
+	char *before = dump_store(dst, NULL);
+	memset(rows, 0x5a, sizeof rows);
+	assert_int_equal(dst->ops->import_from(dst, src, rows), LH_ECONFLICT);
+	assert_int_equal((unsigned char)((unsigned char *)rows)[0], 0x5a); /* untouched */
+	char *after = dump_store(dst, NULL);
+	assert_string_equal(before, after);
+	free(before);
+	free(after);
+	second_close(dst, &w);
+}
+
+/* A source whose export goes wrong: the real store's rows, then (mode) an error after the
+ * first 12 rows, an account whose mode is not a number, or counts that are not what it
+ * passed; or one that exports a missing bar code as "" instead of NULL. */
+enum copy_fault { CF_FAIL_MIDWAY, CF_BAD_VALUE, CF_COUNTS_LIE, CF_EMPTY_BAR_CODE };
+struct faulty_source {
+	struct store base;
+	struct store *real;
+	enum copy_fault mode;
+	size_t passed;
+	store_row_fn fn;
+	void *ctx;
+};
+
+static enum lh_err faulty_row(void *ctx, size_t t, const struct store_val *v)
+{
+	struct faulty_source *fs = ctx;
+	struct store_val bad[STORE_COPY_MAXCOLS];
+	if (fs->mode == CF_FAIL_MIDWAY && fs->passed == 12)
+		return LH_EIO;
+	fs->passed++;
+	if (fs->mode == CF_BAD_VALUE && strcmp(store_copy_tables[t].name, "accounts") == 0) {
+		memcpy(bad, v, store_copy_tables[t].ncols * sizeof *v);
+		bad[2] = (struct store_val){STORE_VAL_TEXT, "two", 3}; /* mode */
+		return fs->fn(fs->ctx, t, bad);
+	}
+	if (fs->mode == CF_EMPTY_BAR_CODE && strcmp(store_copy_tables[t].name, "bills") == 0 &&
+	    v[5].kind == STORE_VAL_NULL) {
+		memcpy(bad, v, store_copy_tables[t].ncols * sizeof *v);
+		bad[5] = (struct store_val){STORE_VAL_TEXT, "", 0}; /* bar_code */
+		return fs->fn(fs->ctx, t, bad);
+	}
+	return fs->fn(fs->ctx, t, v);
+}
+
+static enum lh_err faulty_export(struct store *base, store_row_fn fn, void *ctx,
+                                 int64_t rows[STORE_COPY_NTABLES])
+{
+	struct faulty_source *fs = (struct faulty_source *)base;
+	fs->fn = fn;
+	fs->ctx = ctx;
+	fs->passed = 0;
+	enum lh_err e = fs->real->ops->export_rows(fs->real, faulty_row, fs, rows);
+	if (e == LH_OK && fs->mode == CF_COUNTS_LIE)
+		rows[STORE_COPY_NTABLES - 2]++; /* one delivery more than it passed */
+	return e;
+}
+
+static const struct store_ops faulty_ops = {.name = "faulty", .export_rows = faulty_export};
+
+/* A copy that fails anywhere (the source, a value, the final counts) leaves the target as
+ * it was, meta rows included, and the next copy into it works. */
+static void test_copy_failure_changes_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct store *dst;
+	struct second w;
+	struct faulty_source fs = {{&faulty_ops}, f->st, CF_FAIL_MIDWAY, 0, NULL, NULL};
+	const enum lh_err want[] = {LH_EIO, LH_EINVAL, LH_ESTORE};
+	int64_t rows[STORE_COPY_NTABLES];
+	char out[64];
+
+	copy_fill(f->st);
+	dst = second_open(f, &w);
+	assert_int_equal(
+	    dst->ops->meta_get_or_put(dst, "jwt_hs256_key", "key-dst", out, sizeof out), LH_OK);
+	char *before = dump_store(dst, NULL);
+	for (int m = CF_FAIL_MIDWAY; m <= CF_COUNTS_LIE; m++) {
+		fs.mode = (enum copy_fault)m;
+		assert_int_equal(dst->ops->import_from(dst, &fs.base, rows), want[m]);
+		char *after = dump_store(dst, NULL);
+		assert_string_equal(before, after);
+		free(after);
+	}
+	assert_int_equal(dst->ops->import_from(dst, f->st, rows), LH_OK);
+	copy_check(dst);
+	free(before);
+	second_close(dst, &w);
+}
+
+/* A missing bar code comes in as "" (as a store could once have kept it): it goes in as
+ * NULL, so two bills without one do not collide on the unique (lab, bar code) rule. */
+static void test_copy_empty_bar_code_is_null(void **state)
+{
+	struct fixture *f = *state;
+	struct store *dst;
+	struct second w;
+	struct faulty_source fs = {{&faulty_ops}, f->st, CF_EMPTY_BAR_CODE, 0, NULL, NULL};
+	int64_t rows[STORE_COPY_NTABLES];
+
+	copy_fill(f->st); /* two of its bills have no bar code */
+	char *before = dump_store(f->st, NULL);
+	dst = second_open(f, &w);
+	assert_int_equal(dst->ops->import_from(dst, &fs.base, rows), LH_OK);
+	char *after = dump_store(dst, NULL);
+	assert_string_equal(before, after); /* NULL, as in the source */
+	free(before);
+	free(after);
+	second_close(dst, &w);
+}
+
+/* The upgrade path itself: a SQLite store copied into PostgreSQL (labhook store copy). */
+static void test_copy_sqlite_into_pg(void **state)
+{
+	struct fixture *f = *state;
+	struct store *src = NULL;
+	char dir[64] = "/tmp/labhook-src-XXXXXX", cmd[128];
+	int64_t rows[STORE_COPY_NTABLES];
+
+	pg_only(f);
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(store_sqlite_open(dir, &src), LH_OK);
+	lease_store = src;
+	copy_fill(src);
+	char *before = dump_store(src, NULL);
+	lease_store = f->st;
+	assert_int_equal(f->st->ops->import_from(f->st, src, rows), LH_OK);
+	char *after = dump_store(f->st, NULL);
+	assert_string_equal(before, after);
+	copy_check(f->st);
+	free(before);
+	free(after);
+	src->ops->close(src);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 #define T(name)  cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2060,6 +2489,11 @@ int main(void)
 	    T(test_concurrent_events),
 	    T(test_meta_first_writer_wins),
 	    T(test_reopen_keeps_data),
+	    T(test_copy_moves_everything),
+	    T(test_copy_refuses_a_store_with_data),
+	    T(test_copy_failure_changes_nothing),
+	    T(test_copy_empty_bar_code_is_null),
+	    T(test_copy_sqlite_into_pg),
 	    TF(test_failed_commit_keeps_nothing),
 	    TF(test_full_disk_then_space_again),
 	    TF(test_io_error_mid_batch_fails_every_job),
