@@ -1664,7 +1664,9 @@ static void lease_tick(struct delivery_engine *d, int64_t now)
 	struct lease *got = NULL;
 	size_t n = 0, share = 0;
 	int all = 0;
-	enum lh_err e = d->st->ops->lease_sync(d->st, d->cfg->lease_ms, &got, &n, &share, &all);
+	int64_t expiry = -1;
+	enum lh_err e =
+	    d->st->ops->lease_sync(d->st, d->cfg->lease_ms, &got, &n, &share, &all, &expiry);
 	if (e != LH_OK) {
 		if (!d->lease_failing)
 			LOG(LOG_WARN, "delivery",
@@ -1685,6 +1687,11 @@ static void lease_tick(struct delivery_engine *d, int64_t now)
 	}
 	d->lease_until_ms = now + d->cfg->lease_ms * 2 / 3;
 	d->lease_next_ms = now + d->cfg->lease_ms / 3;
+	/* Another node's lease runs out before that (it died, or stalled): look again right
+	 * after, so its subscriptions are taken over a lease-time after its last renewal, not
+	 * up to a third later. */
+	if (expiry >= 0 && now + expiry + LEASE_SOON_MS / 4 < d->lease_next_ms)
+		d->lease_next_ms = now + expiry + LEASE_SOON_MS / 4;
 	lease_apply(d, got, n);
 	lease_rebalance(d, share);
 }

@@ -123,18 +123,56 @@ static enum lh_err admin_key_load(const struct config *cfg, struct store *st,
 	return LH_OK;
 }
 
-/* Opens the store the `store` setting names. The data directory is made either way: it
- * holds admin.key (and, on SQLite, the database). */
-static enum lh_err store_open(const struct config *cfg, struct store **out)
+/* This node's id on a shared store: <data-dir>/node.id, made at its first start, so a node
+ * that restarts is the same node and takes its subscriptions back at once. */
+static enum lh_err node_id_load(const char *data_dir, char out[ID_CAP])
 {
-	if (strcmp(cfg->store, "sqlite") == 0)
-		return store_sqlite_open(cfg->data_dir, out);
-	if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST) {
-		LOG(LOG_ERROR, "main", "dir=%s err=\"%s\" cannot create the data directory",
-		    cfg->data_dir, strerror(errno));
+	char path[CFG_PATH_CAP + 16], id[ID_CAP] = "";
+	snprintf(path, sizeof path, "%s/node.id", data_dir);
+	FILE *f = fopen(path, "r");
+	if (f) {
+		if (!fgets(id, sizeof id, f))
+			id[0] = '\0';
+		fclose(f);
+		id[strcspn(id, "\r\n")] = '\0';
+		if (util_id_valid(id, "node_")) {
+			snprintf(out, ID_CAP, "%s", id);
+			return LH_OK;
+		}
+		LOG(LOG_WARN, "main", "path=%s not a node id: a new one replaces it", path);
+	}
+	enum lh_err e = util_new_id("node_", id);
+	if (e != LH_OK)
+		return e;
+	char tmp[CFG_PATH_CAP + 24];
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	size_t len = strlen(id);
+	int ok = fd >= 0 && write(fd, id, len) == (ssize_t)len && write(fd, "\n", 1) == 1 &&
+	         fsync(fd) == 0;
+	if (fd >= 0)
+		ok = close(fd) == 0 && ok;
+	if (!ok || rename(tmp, path) != 0) {
+		LOG(LOG_ERROR, "main", "path=%s err=\"%s\" cannot write the node id", path,
+		    strerror(errno));
+		unlink(tmp);
 		return LH_EIO;
 	}
-	return store_pg_open(cfg->store, out);
+	snprintf(out, ID_CAP, "%s", id);
+	return LH_OK;
+}
+
+/* Opens the store the `store` setting names (the data directory exists: its lock is held). */
+static enum lh_err store_open(const struct config *cfg, struct store **out)
+{
+	char node_id[ID_CAP];
+	if (strcmp(cfg->store, "sqlite") == 0)
+		return store_sqlite_open(cfg->data_dir, out);
+	enum lh_err e = node_id_load(cfg->data_dir, node_id);
+	if (e != LH_OK)
+		return e;
+	LOG(LOG_INFO, "main", "node=%s this node's id on the shared store", node_id);
+	return store_pg_open_as(cfg->store, node_id, out);
 }
 
 /* --demo: a catch-all account with a lab, and a party-scoped one with a lab and a party.
@@ -252,10 +290,10 @@ static int serve(int argc, char **argv, char **env)
 	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	config_log_effective(&app.cfg);
-	/* One process per SQLite store: a second node on the same file would be a second
-	 * writer, and `labhook store copy` must not read a store that is still changing. */
-	if (strcmp(app.cfg.store, "sqlite") == 0 &&
-	    (e = dirlock_take(app.cfg.data_dir, &lock, &holder)) != LH_OK) {
+	/* One process per data directory: on SQLite a second one would be a second writer of
+	 * the file (and `labhook store copy` must not read a store that is still changing); on
+	 * PostgreSQL the directory names the node (node.id), and one node is one process. */
+	if ((e = dirlock_take(app.cfg.data_dir, &lock, &holder)) != LH_OK) {
 		if (e == LH_ECONFLICT)
 			fprintf(stderr,
 			        "labhook: cannot start: another labhook (pid %ld) is using the data"

@@ -457,13 +457,14 @@ struct store_ops {
 	 * lease. lease_sync renews this node's leases for lease_ms (on the store's clock),
 	 * takes free and expired ones up to its share (the subscriptions over the live nodes,
 	 * rounded up) and returns every lease it holds, ordered by sub_id (free with free()),
-	 * and that share. A store that only one node can use (SQLite) holds everything: *all
-	 * is 1 and *n 0. A node must stop sending a subscription's deliveries before its lease
-	 * can have expired, and delivery_record refuses outcomes whose epoch is not the
-	 * current holder's (the fence that keeps a node that stalled from writing over the
-	 * new holder's records). */
+	 * and that share, and in *expiry_ms how long until the first lease another node holds
+	 * runs out (-1: none), the moment it could be taken over. A store that only one node
+	 * can use (SQLite) holds everything: *all is 1 and *n 0. A node must stop sending a
+	 * subscription's deliveries before its lease can have expired, and delivery_record refuses
+	 * outcomes whose epoch is not the current holder's (the fence that keeps a node that
+	 * stalled from writing over the new holder's records). */
 	enum lh_err (*lease_sync)(struct store *s, int64_t lease_ms, struct lease **out, size_t *n,
-	                          size_t *share, int *all);
+	                          size_t *share, int *all, int64_t *expiry_ms);
 	/* Gives up this node's leases of the n subscriptions (over its share, or at stop), so
 	 * another node takes them at its next lease_sync. */
 	enum lh_err (*lease_release)(struct store *s, const struct lease *l, size_t n);

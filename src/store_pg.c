@@ -2293,7 +2293,7 @@ static void lease_from_row(const PGresult *r, int i, void *out)
  * ones; a lease another node took first is left to it by the ON CONFLICT's WHERE), and the
  * leases it holds. Live subscriptions only (active or paused): the others' leases lapse. */
 static enum lh_err pgs_lease_sync(struct store *base, int64_t lease_ms, struct lease **out,
-                                  size_t *n, size_t *share, int *all)
+                                  size_t *n, size_t *share, int *all, int64_t *expiry_ms)
 {
 	struct pg_store *s = S(base);
 	struct pg_conn *c;
@@ -2327,10 +2327,13 @@ static enum lh_err pgs_lease_sync(struct store *base, int64_t lease_ms, struct l
 		    "SELECT (SELECT count(*) FROM subscriptions WHERE status IN (0, 1)),"
 		    " (SELECT count(*) FROM nodes WHERE seen_at > now() - $2 * interval '1 millisecond'"
 		    "  OR node_id = $1),"
-		    " (SELECT count(*) FROM leases WHERE node_id = $1 AND expires_at > now())",
+		    " (SELECT count(*) FROM leases WHERE node_id = $1 AND expires_at > now()),"
+		    " (SELECT coalesce(ceil(extract(epoch FROM min(expires_at) - now()) * 1000), -1)"
+		    "  FROM leases WHERE node_id <> $1 AND expires_at > now())::bigint",
 		    &p, &r, "lease_share");
 	if (e == LH_OK) {
 		int64_t subs = col_i64(r, 0, 0), nodes = col_i64(r, 0, 1), held = col_i64(r, 0, 2);
+		*expiry_ms = col_i64(r, 0, 3);
 		PQclear(r);
 		*share = (size_t)((subs + (nodes > 0 ? nodes : 1) - 1) / (nodes > 0 ? nodes : 1));
 		if ((int64_t)*share > held) {
@@ -2900,6 +2903,13 @@ static const struct store_ops pg_ops = {
 
 enum lh_err store_pg_open(const char *uri, struct store **out)
 {
+	char node_id[ID_CAP];
+	enum lh_err e = util_new_id("node_", node_id);
+	return e == LH_OK ? store_pg_open_as(uri, node_id, out) : e;
+}
+
+enum lh_err store_pg_open_as(const char *uri, const char *node_id, struct store **out)
+{
 	struct pg_store *s = calloc(1, sizeof *s);
 	enum lh_err e;
 	if (!s)
@@ -2923,8 +2933,7 @@ enum lh_err store_pg_open(const char *uri, struct store **out)
 		e = LH_ENOMEM;
 		goto out;
 	}
-	if ((e = util_new_id("node_", s->node_id)) != LH_OK)
-		goto out;
+	snprintf(s->node_id, sizeof s->node_id, "%s", node_id);
 	s->started_at = util_now();
 	if ((e = conn_ready(s, &s->wc)) != LH_OK) {
 		if (e == LH_EUNAVAIL)
@@ -2933,6 +2942,15 @@ enum lh_err store_pg_open(const char *uri, struct store **out)
 		goto out;
 	}
 	if ((e = migrate(s, &s->wc)) != LH_OK)
+		goto out;
+	/* An earlier process of this node is gone: its leases lapse now, and the next
+	 * lease_sync takes them back under new epochs. */
+	struct params np = {0};
+	p_text(&np, s->node_id);
+	if ((e = run_cmd(s, &s->wc,
+	                 "UPDATE leases SET expires_at = now() - interval '1 millisecond'"
+	                 " WHERE node_id = $1 AND expires_at > now()",
+	                 &np, NULL, "node_restart")) != LH_OK)
 		goto out;
 	if ((e = writer_start(&pg_writer_ops, s, &s->tx, &s->writer)) != LH_OK)
 		goto out;

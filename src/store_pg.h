@@ -21,6 +21,12 @@
  * LH_EUNAVAIL when the database cannot be reached. Returns owned, close with
  * s->ops->close(s). */
 enum lh_err store_pg_open(const char *uri, struct store **out);
+/* The same as the node node_id (an id with the prefix "node_"; a node keeps its id across
+ * restarts in its data directory). The leases an earlier process of this node held lapse
+ * at once (that process is gone: the data directory's lock says so), so the node takes its
+ * subscriptions back at its first lease_sync instead of a lease-time later, under new
+ * epochs. store_pg_open uses a new random id. */
+enum lh_err store_pg_open_as(const char *uri, const char *node_id, struct store **out);
 
 /* Test hook: drops everything labhook created in the database at uri (its whole public
  * schema), so a contract test starts on an empty database. The service never calls it. */

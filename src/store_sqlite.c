@@ -2005,10 +2005,11 @@ static uint64_t sqlite_subs_version(struct store *base)
 
 /* One process owns the file, so it sends every subscription's deliveries. */
 static enum lh_err sqlite_lease_sync(struct store *base, int64_t lease_ms, struct lease **out,
-                                     size_t *n, size_t *share, int *all)
+                                     size_t *n, size_t *share, int *all, int64_t *expiry_ms)
 {
 	(void)base;
 	(void)lease_ms;
+	*expiry_ms = -1;
 	*out = NULL;
 	*n = 0;
 	*share = 0;

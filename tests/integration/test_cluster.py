@@ -99,11 +99,15 @@ class Load:
 
 
 def in_order(prefix):
-    """{bill: [event types as they arrived, repeats of the same one folded]}."""
-    out = {}
+    """{bill: [event types in the order of their first arrival, runs of one type folded]}.
+    At least once: what a killed node had sent but not yet recorded is sent again by the
+    next holder (a replay of events already seen); the order that counts is the first
+    arrival of each event."""
+    out, seen = {}, set()
     for r in sorted(RECV.received(prefix), key=lambda r: r["t"]):
-        if r["status"] != 200:
+        if r["status"] != 200 or r["headers"]["webhook-id"] in seen:
             continue
+        seen.add(r["headers"]["webhook-id"])
         body = json.loads(r["body"])
         seq = out.setdefault(body["data"]["billID"], [])
         if not seq or seq[-1] != body["eventType"]:

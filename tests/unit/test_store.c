@@ -54,8 +54,8 @@ static int64_t lease_epoch(struct store *st, const char *sub_id)
 	struct lease *l = NULL;
 	size_t n = 0, share = 0;
 	int all = 0;
-	int64_t epoch = -1;
-	assert_int_equal(st->ops->lease_sync(st, 60000, &l, &n, &share, &all), LH_OK);
+	int64_t epoch = -1, expiry = 0;
+	assert_int_equal(st->ops->lease_sync(st, 60000, &l, &n, &share, &all, &expiry), LH_OK);
 	if (all)
 		epoch = 0;
 	for (size_t i = 0; i < n; i++)
@@ -1822,6 +1822,7 @@ static void test_pg_leases_fence_and_news(void **state)
 	struct lease *la = NULL, *lb = NULL;
 	size_t na = 0, nb = 0, share = 0;
 	int all = 1;
+	int64_t expiry = 0;
 	struct delivery *page = NULL;
 	size_t n = 0;
 
@@ -1834,7 +1835,7 @@ static void test_pg_leases_fence_and_news(void **state)
 	assert_int_equal(a->ops->sub_insert(a, &s), LH_OK);
 
 	/* Alone, node a takes both. */
-	assert_int_equal(a->ops->lease_sync(a, 60000, &la, &na, &share, &all), LH_OK);
+	assert_int_equal(a->ops->lease_sync(a, 60000, &la, &na, &share, &all, &expiry), LH_OK);
 	assert_int_equal(all, 0);
 	assert_int_equal(share, 2);
 	assert_int_equal(na, 2);
@@ -1847,21 +1848,22 @@ static void test_pg_leases_fence_and_news(void **state)
 	b->ops->set_commit_hook(b, on_news, NULL);
 	nheard = 0;
 	heard_lost = 0;
-	assert_int_equal(b->ops->lease_sync(b, 60000, &lb, &nb, &share, &all), LH_OK);
+	assert_int_equal(b->ops->lease_sync(b, 60000, &lb, &nb, &share, &all, &expiry), LH_OK);
 	assert_int_equal(share, 1);
 	assert_int_equal(nb, 0);
+	assert_true(expiry > 50000 && expiry <= 60000); /* when node a's leases could lapse */
 	free(lb);
 
 	/* Node a gives sub_1 back; node b takes it under a higher epoch. */
 	struct lease give = {"sub_1", epoch_a};
 	assert_int_equal(a->ops->lease_release(a, &give, 1), LH_OK);
-	assert_int_equal(b->ops->lease_sync(b, 60000, &lb, &nb, &share, &all), LH_OK);
+	assert_int_equal(b->ops->lease_sync(b, 60000, &lb, &nb, &share, &all, &expiry), LH_OK);
 	assert_int_equal(nb, 1);
 	assert_string_equal(lb[0].sub_id, "sub_1");
 	assert_true(lb[0].epoch > epoch_a);
 	int64_t epoch_b = lb[0].epoch;
 	free(lb);
-	assert_int_equal(a->ops->lease_sync(a, 60000, &la, &na, &share, &all), LH_OK);
+	assert_int_equal(a->ops->lease_sync(a, 60000, &la, &na, &share, &all, &expiry), LH_OK);
 	assert_int_equal(na, 1);
 	assert_null(lease_in(la, na, "sub_1"));
 	free(la);
@@ -1899,13 +1901,13 @@ static void test_pg_leases_fence_and_news(void **state)
 	/* Node b stops renewing (a lease of 50 ms lapses) and leaves: node a, alone again,
 	 * takes sub_1 back, and the epoch moves again. (A node killed outright leaves its row
 	 * behind: it stops counting once its heartbeat is a lease-time old.) */
-	assert_int_equal(b->ops->lease_sync(b, 50, &lb, &nb, &share, &all), LH_OK);
+	assert_int_equal(b->ops->lease_sync(b, 50, &lb, &nb, &share, &all, &expiry), LH_OK);
 	free(lb);
 	b->ops->set_commit_hook(b, NULL, NULL);
 	b->ops->close(b);
 	lease_store = a;
 	sleep_ms(120);
-	assert_int_equal(a->ops->lease_sync(a, 60000, &la, &na, &share, &all), LH_OK);
+	assert_int_equal(a->ops->lease_sync(a, 60000, &la, &na, &share, &all, &expiry), LH_OK);
 	assert_int_equal(share, 2);
 	const struct lease *back = lease_in(la, na, "sub_1");
 	assert_non_null(back);
