@@ -75,6 +75,34 @@ static enum lh_err admin_key_write(const char *path, const char *key)
 	return LH_OK;
 }
 
+/* <data-dir>/admin.key.new, if there is one, replaces the admin key in the store (for
+ * every node: each takes it at its next start) and is then removed. */
+static enum lh_err admin_key_replace(const struct config *cfg, struct store *st)
+{
+	char path[CFG_PATH_CAP + 16], key[128];
+	snprintf(path, sizeof path, "%s/admin.key.new", cfg->data_dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? LH_OK : LH_EIO;
+	ssize_t n = read(fd, key, sizeof key - 1);
+	close(fd);
+	key[n > 0 ? n : 0] = '\0';
+	key[strcspn(key, "\r\n")] = '\0';
+	if (strlen(key) < 16) {
+		LOG(LOG_ERROR, "admin",
+		    "path=%s the new admin key must have at least 16 characters", path);
+		OPENSSL_cleanse(key, sizeof key);
+		return LH_EINVAL;
+	}
+	enum lh_err e = st->ops->meta_set(st, "admin_key", key);
+	OPENSSL_cleanse(key, sizeof key);
+	if (e != LH_OK)
+		return e;
+	unlink(path);
+	LOG(LOG_INFO, "admin", "path=%s replaced the admin key in the store", path);
+	return LH_OK;
+}
+
 /* The admin key lives in the store, so every node sharing it accepts the same key; each
  * node keeps a copy in <data-dir>/admin.key (0600) for `labhook admin` and `labhook lab`.
  * On the first start the key is the file's if there is one (a store made before the key
@@ -101,6 +129,8 @@ static enum lh_err admin_key_load(const struct config *cfg, struct store *st,
 		snprintf(key, sizeof key, "%s", file_key);
 	else if (util_random_token("lhk_", 32, key, sizeof key) != LH_OK)
 		return LH_EIO;
+	if ((e = admin_key_replace(cfg, st)) != LH_OK)
+		return e;
 	e = st->ops->meta_get_or_put(st, "admin_key", key, stored, sizeof stored);
 	OPENSSL_cleanse(key, sizeof key);
 	if (e != LH_OK) {

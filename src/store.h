@@ -360,6 +360,8 @@ struct store_ops {
 	 * value if absent, then returns the stored value (so every node agrees). */
 	enum lh_err (*meta_get_or_put)(struct store *s, const char *key, const char *value,
 	                               char *out, size_t cap);
+	/* Sets key to value, whether it was there or not (replacing the admin key). */
+	enum lh_err (*meta_set)(struct store *s, const char *key, const char *value);
 
 	enum lh_err (*account_insert)(struct store *s, const struct account *a);
 	enum lh_err (*account_get)(struct store *s, const char *client_id, struct account *out);

@@ -885,6 +885,17 @@ static enum lh_err pool_list(struct pg_store *s, const char *sql, const struct p
 
 /* ---- meta, accounts, labs, parties ---- */
 
+static enum lh_err pgs_meta_set(struct store *base, const char *key, const char *value)
+{
+	struct params p = {0};
+	p_text(&p, key);
+	p_text(&p, value);
+	return pool_cmd(S(base),
+	                "INSERT INTO meta(key, value) VALUES($1, $2)"
+	                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+	                &p, NULL, "meta_set");
+}
+
 static enum lh_err pgs_meta_get_or_put(struct store *base, const char *key, const char *value,
                                        char *out, size_t cap)
 {
@@ -2863,6 +2874,7 @@ static const struct store_ops pg_ops = {
     .name = "postgresql",
     .close = pgs_close,
     .meta_get_or_put = pgs_meta_get_or_put,
+    .meta_set = pgs_meta_set,
     .account_insert = pgs_account_insert,
     .account_get = pgs_account_get,
     .account_list = pgs_account_list,

@@ -586,6 +586,20 @@ out:
 	return finish(s, e);
 }
 
+static enum lh_err sqlite_meta_set(struct store *base, const char *key, const char *value)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = begin(s);
+	if (e != LH_OK)
+		return e;
+	sqlite3_stmt *st = stmt(s, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)");
+	if (st) {
+		bind_text(st, 1, key);
+		bind_text(st, 2, value);
+	}
+	return finish(s, step_done(s, st, "meta_set"));
+}
+
 /* ---- accounts ---- */
 
 #define ACCOUNT_COLS "client_id, name, mode, secret_hash, secret_version, created_at"
@@ -2407,6 +2421,7 @@ static const struct store_ops sqlite_ops = {
     .name = "sqlite",
     .close = sqlite_close,
     .meta_get_or_put = sqlite_meta_get_or_put,
+    .meta_set = sqlite_meta_set,
     .account_insert = sqlite_account_insert,
     .account_get = sqlite_account_get,
     .account_list = sqlite_account_list,

@@ -151,6 +151,7 @@ class Server:
         cmd = [BIN, "serve", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"] + self.args
         if self.pg_db and "--store" not in self.args:  # (tests may change args between starts)
             cmd += ["--store", pg_uri(self.pg_db)]
+        self.port = None  # a restart that fails must not look ready on the old port
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, text=True)
         ready = threading.Event()

@@ -1,8 +1,9 @@
 """The admin API and `labhook admin ...` (API.md 1)."""
 import json
+import os
 import subprocess
 
-from harness import BIN, expect_error, run
+from harness import BIN, Server, expect_error, run
 
 
 def test_admin_key_required(srv):
@@ -135,6 +136,41 @@ def test_admin_cli(srv):
     assert p.returncode == 1 and "admin.key" in p.stderr
 
 
+def test_admin_key_replaced_through_admin_key_new(_srv):
+    """The admin key lives in the store; admin.key is each node's copy, and overwriting it
+    changes nothing. admin.key.new replaces the key in the store at the next start."""
+    srv = Server().start()
+    try:
+        old = srv.admin_key()
+        srv.stop()
+        with open(os.path.join(srv.data_dir, "admin.key"), "w") as f:
+            f.write("lhk_an_overwritten_copy_of_no_weight\n")
+        srv.start()
+        assert srv.admin_key() == old, "the store's key is written back over a stale copy"
+        assert srv.get("/admin/accounts", token=old).status == 200
+        srv.stop()
+        new = "lhk_the_replacement_key_0123456789"
+        with open(os.path.join(srv.data_dir, "admin.key.new"), "w") as f:
+            f.write(new + "\n")
+        srv.start()
+        assert not os.path.exists(os.path.join(srv.data_dir, "admin.key.new"))
+        assert srv.admin_key() == new
+        assert srv.get("/admin/accounts", token=new).status == 200
+        expect_error(srv.get("/admin/accounts", token=old), 401, "unauthorized")
+        srv.stop()
+        with open(os.path.join(srv.data_dir, "admin.key.new"), "w") as f:
+            f.write("short\n")
+        try:
+            srv.start(timeout=5)
+            raise AssertionError("a new admin key under 16 characters was taken")
+        except RuntimeError:
+            pass
+        assert any("at least 16 characters" in line for line in srv.log_lines)
+    finally:
+        srv.cleanup()
+
+
 if __name__ == "__main__":
     run([test_admin_key_required, test_create_accounts_both_modes, test_list_accounts_paging,
-         test_labs_and_parties, test_patch_mode, test_rotate_secret, test_admin_cli])
+         test_labs_and_parties, test_patch_mode, test_rotate_secret, test_admin_cli,
+         test_admin_key_replaced_through_admin_key_new])

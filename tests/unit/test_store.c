@@ -622,6 +622,14 @@ static void test_meta_first_writer_wins(void **state)
 	assert_string_equal(out, "one");
 	assert_int_equal(f->st->ops->meta_get_or_put(f->st, "k", "two", out, sizeof out), LH_OK);
 	assert_string_equal(out, "one");
+	/* meta_set replaces it (and sets a key that is not there yet). */
+	assert_int_equal(f->st->ops->meta_set(f->st, "k", "three"), LH_OK);
+	assert_int_equal(f->st->ops->meta_get_or_put(f->st, "k", "four", out, sizeof out), LH_OK);
+	assert_string_equal(out, "three");
+	assert_int_equal(f->st->ops->meta_set(f->st, "fresh", "five"), LH_OK);
+	assert_int_equal(f->st->ops->meta_get_or_put(f->st, "fresh", "six", out, sizeof out),
+	                 LH_OK);
+	assert_string_equal(out, "five");
 }
 
 static void test_reopen_keeps_data(void **state)
