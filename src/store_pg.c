@@ -2302,7 +2302,8 @@ static void lease_from_row(const PGresult *r, int i, void *out)
 /* One transaction: the node's heartbeat, its leases renewed, free and expired ones taken
  * up to its share (in an order of its own, so nodes taking at once reach for different
  * ones; a lease another node took first is left to it by the ON CONFLICT's WHERE), and the
- * leases it holds. Live subscriptions only (active or paused): the others' leases lapse. */
+ * leases it holds. Live subscriptions only (active or paused): the others' leases lapse,
+ * and neither count nor are listed (a node holding a disabled one is not over its share). */
 static enum lh_err pgs_lease_sync(struct store *base, int64_t lease_ms, struct lease **out,
                                   size_t *n, size_t *share, int *all, int64_t *expiry_ms)
 {
@@ -2338,7 +2339,8 @@ static enum lh_err pgs_lease_sync(struct store *base, int64_t lease_ms, struct l
 		    "SELECT (SELECT count(*) FROM subscriptions WHERE status IN (0, 1)),"
 		    " (SELECT count(*) FROM nodes WHERE seen_at > now() - $2 * interval '1 millisecond'"
 		    "  OR node_id = $1),"
-		    " (SELECT count(*) FROM leases WHERE node_id = $1 AND expires_at > now()),"
+		    " (SELECT count(*) FROM leases l JOIN subscriptions su ON su.sub_id = l.sub_id"
+		    "  WHERE l.node_id = $1 AND l.expires_at > now() AND su.status IN (0, 1)),"
 		    " (SELECT coalesce(ceil(extract(epoch FROM min(expires_at) - now()) * 1000), -1)"
 		    "  FROM leases WHERE node_id <> $1 AND expires_at > now())::bigint",
 		    &p, &r, "lease_share");
@@ -2365,11 +2367,13 @@ static enum lh_err pgs_lease_sync(struct store *base, int64_t lease_ms, struct l
 		}
 	}
 	if (e == LH_OK)
-		e = query_list(s, c,
-		               "SELECT sub_id, epoch FROM leases WHERE node_id = $1"
-		               " AND expires_at > now() AND $2::bigint >= 0"
-		               " ORDER BY sub_id COLLATE \"C\"",
-		               &p, sizeof **out, lease_from_row, (void **)out, n, "lease_list");
+		e = query_list(
+		    s, c,
+		    "SELECT l.sub_id, l.epoch FROM leases l JOIN subscriptions su"
+		    " ON su.sub_id = l.sub_id WHERE l.node_id = $1"
+		    " AND l.expires_at > now() AND su.status IN (0, 1) AND $2::bigint >= 0"
+		    " ORDER BY l.sub_id COLLATE \"C\"",
+		    &p, sizeof **out, lease_from_row, (void **)out, n, "lease_list");
 	e = pool_end(s, c, e);
 	if (e != LH_OK) {
 		free(*out);
