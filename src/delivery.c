@@ -142,6 +142,7 @@ struct attempt_ctx {
 	char resp[ATTEMPT_BODY_CAP];
 	size_t resp_len, resp_total;
 	int retry_after_s;
+	int64_t epoch; /* the lease it was started under (0 on a one-node store) */
 	const char *blocked;
 	struct delivery_engine *d;
 	struct attempt_ctx *prev, *next; /* the dispatcher's list of running attempts */
@@ -215,7 +216,10 @@ struct delivery_engine {
 	int own_all;
 	struct lease *leases; /* held now, ordered by sub_id */
 	size_t nleases;
-	int64_t lease_until_ms; /* sends nothing under them past this unless renewed */
+	struct lease *leaving; /* held, but being given back: nothing new starts (sorted) */
+	size_t nleaving;
+	/* Monotonic ms (a wall-clock step must not stretch them): */
+	int64_t lease_until_ms; /* sends nothing under the leases past this unless renewed */
 	int64_t lease_next_ms;  /* the next lease_sync */
 	int lease_failing;      /* the last lease_sync failed (logged once) */
 };
@@ -299,6 +303,8 @@ static void wait_lane(struct waitq *q, struct lane *l)
 }
 
 static void lane_maybe_free(struct delivery_engine *d, struct lane *l);
+static void ep_rescan(struct delivery_engine *d, struct endpoint *ep);
+static void ep_evict(struct delivery_engine *d, struct endpoint *ep, size_t keep);
 
 static struct lane *waitq_pop(struct waitq *q)
 {
@@ -456,15 +462,27 @@ static struct endpoint *endpoint_get(struct delivery_engine *d, const char *sub_
 	return e;
 }
 
+static const struct lease *lease_find(const struct lease *l, size_t n, const char *sub_id);
+
 /* The lease this node holds on a subscription, or NULL (always NULL with own_all). */
 static const struct lease *lease_of(const struct delivery_engine *d, const char *sub_id)
 {
-	size_t lo = 0, hi = d->nleases;
+	return lease_find(d->leases, d->nleases, sub_id);
+}
+
+static int64_t mono_ms(void)
+{
+	return util_mono_us() / 1000;
+}
+
+static const struct lease *lease_find(const struct lease *l, size_t n, const char *sub_id)
+{
+	size_t lo = 0, hi = n;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(d->leases[mid].sub_id, sub_id);
+		int c = strcmp(l[mid].sub_id, sub_id);
 		if (c == 0)
-			return &d->leases[mid];
+			return &l[mid];
 		if (c < 0)
 			lo = mid + 1;
 		else
@@ -473,10 +491,15 @@ static const struct lease *lease_of(const struct delivery_engine *d, const char 
 	return NULL;
 }
 
-/* 1 if this node sends the subscription's deliveries. */
+/* 1 if this node sends the subscription's deliveries: it holds the lease, is not giving it
+ * back, and the lease cannot have lapsed (checked against a fresh clock, since a store call
+ * may have blocked since the loop's own). */
 static int owns(const struct delivery_engine *d, const char *sub_id)
 {
-	return d->own_all || lease_of(d, sub_id) != NULL;
+	if (d->own_all)
+		return 1;
+	return lease_of(d, sub_id) && !lease_find(d->leaving, d->nleaving, sub_id) &&
+	       mono_ms() < d->lease_until_ms;
 }
 
 static struct lane *lane_get(struct delivery_engine *d, const char *sub_id, const char *entity_id)
@@ -1015,6 +1038,13 @@ static int start_attempt(struct delivery_engine *d, struct lane *l, int from_rin
 	struct attempt_ctx *a = NULL;
 
 	assert(l->head && !l->in_flight && !l->waiting);
+	if (!owns(d, l->sub_id)) {
+		/* Its lease went (or is being given back, or may have lapsed): the deliveries
+		 * stay pending in the store for the holder. */
+		while (l->head)
+			lane_pop_head(d, l);
+		return -1;
+	}
 	if (endpoint_refresh(d, ep) != 0) {
 		heap_push(d, l, util_now_ms() + 1000); /* store trouble: try again shortly */
 		return -1;
@@ -1052,6 +1082,8 @@ static int start_attempt(struct delivery_engine *d, struct lane *l, int from_rin
 		goto fail;
 	a->started_ms = util_now_ms();
 	a->started_us = util_mono_us();
+	const struct lease *lease = lease_of(d, l->sub_id);
+	a->epoch = lease ? lease->epoch : 0;
 	if (curl_multi_add_handle(d->multi, a->h) != CURLM_OK)
 		goto fail;
 	attempt_track(d, a);
@@ -1113,8 +1145,7 @@ static void record_attempt(struct delivery_engine *d, const struct attempt_ctx *
 	r.status = dec->status;
 	r.next_at_ms = dec->next_at_ms;
 	r.sub = dec->sub;
-	const struct lease *lease = lease_of(d, r.sub_id);
-	r.epoch = lease ? lease->epoch : 0;
+	r.epoch = a->epoch; /* the store refuses it if the lease changed hands meanwhile */
 	a->lane->ep->outcome_mark = d->results_made + 1; /* this outcome's number */
 	LOG(LOG_DEBUG, "delivery", "delivery=%s sub=%s attempt=%d status=%d error=%s dur_ms=%d",
 	    r.a.delivery_id, r.sub_id, r.a.n, at->status, r.a.error[0] ? r.a.error : "-",
@@ -1170,9 +1201,21 @@ static void finish_attempt(struct delivery_engine *d, CURLMsg *msg)
 	 * pending and send it again. */
 	if (ep->spilled)
 		ep->evict_mark = d->results_made;
-	if (dec.status != DLV_PENDING) {
-		/* Delivered or given up: the next event of the entity may go. */
+	const struct lease *now_lease = lease_of(d, l->sub_id);
+	int lease_moved =
+	    !d->own_all && (!owns(d, l->sub_id) || !now_lease || now_lease->epoch != a->epoch);
+	if (dec.status != DLV_PENDING || lease_moved) {
+		/* Delivered or given up: the next event of the entity may go. Or the lease was
+		 * lost (or taken back under a new epoch) while it was on the wire: its outcome
+		 * is refused by the store, the delivery stays pending there for the holder, and
+		 * nothing of it is retried from here. */
 		lane_pop_head(d, l);
+		if (lease_moved && owns(d, l->sub_id)) {
+			/* Ours again, under a new epoch: what is in memory may now run ahead of
+			 * this delivery. All of it is read back, in order, from the store. */
+			ep_evict(d, ep, 0);
+			ep_rescan(d, ep);
+		}
 	} else if (a->payload_counted) { /* kept for the next attempt */
 		it->payload = a->payload;
 		it->payload_len = a->payload_len;
@@ -1490,6 +1533,15 @@ static void pump_ring(struct delivery_engine *d, int64_t now)
 
 /* ---- news from other nodes, and leases ---- */
 
+/* Every backlog is to be read again at the next turn (news may have been lost, or a
+ * read-back could not be made): under inbox_mu, since the hook sets it too. */
+static void news_lost_set(struct delivery_engine *d)
+{
+	pthread_mutex_lock(&d->inbox_mu);
+	d->news_lost = 1;
+	pthread_mutex_unlock(&d->inbox_mu);
+}
+
 /* Makes the engine read a subscription's whole backlog again from its start: deliveries
  * older than its frontier may be pending again (or were never heard of). What is already
  * in memory is matched by delivery id, not added twice. */
@@ -1508,7 +1560,7 @@ static void rescan_pending(struct delivery_engine *d, const struct lease *only, 
 	struct sub_ref *subs = NULL;
 	size_t n = 0;
 	if (d->st->ops->delivery_pending_subs(d->st, &subs, &n) != LH_OK) {
-		d->news_lost = 1; /* try again at the next turn of the loop */
+		news_lost_set(d); /* try again at the next turn of the loop */
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -1546,7 +1598,7 @@ static void drain_news(struct delivery_engine *d)
 			continue;
 		struct endpoint *ep = endpoint_get(d, news[i].sub_id);
 		if (!ep)
-			d->news_lost = 1; /* out of memory: every backlog again, later */
+			news_lost_set(d); /* out of memory: every backlog again, later */
 		else if (news[i].rescan)
 			ep_rescan(d, ep);
 		else
@@ -1579,6 +1631,13 @@ static void lease_apply(struct delivery_engine *d, struct lease *got, size_t n)
 		gained = malloc(n * sizeof *gained);
 	d->leases = got; /* from here on, owns() answers for the new set */
 	d->nleases = n;
+	size_t still = 0;
+	for (size_t k = 0; k < d->nleaving; k++) {
+		const struct lease *h = lease_find(got, n, d->leaving[k].sub_id);
+		if (h && h->epoch == d->leaving[k].epoch)
+			d->leaving[still++] = d->leaving[k];
+	}
+	d->nleaving = still;
 	while (i < nold || j < n) {
 		int c = i == nold ? 1 : j == n ? -1 : strcmp(old[i].sub_id, got[j].sub_id);
 		if (c < 0 || (c == 0 && old[i].epoch != got[j].epoch))
@@ -1591,7 +1650,7 @@ static void lease_apply(struct delivery_engine *d, struct lease *got, size_t n)
 	if (ngained)
 		rescan_pending(d, gained, ngained);
 	else if (n && !gained)
-		d->news_lost = 1; /* out of memory: read every backlog again */
+		news_lost_set(d); /* out of memory: read every backlog again */
 	if (nold != n || ngained)
 		LOG(LOG_INFO, "delivery", "held=%zu taken=%zu lost=%zu leases changed", n, ngained,
 		    nold + ngained - n);
@@ -1608,54 +1667,89 @@ static void lease_drop_all(struct delivery_engine *d)
 	lease_apply(d, NULL, 0);
 }
 
-/* Gives back leases over this node's share, of subscriptions with nothing in flight here
- * and every outcome recorded (the next holder would otherwise find a delivery just answered
- * still pending, and send it again), so that a node that joined gets its part. */
+static int cmp_lease(const void *a, const void *b)
+{
+	return strcmp(((const struct lease *)a)->sub_id, ((const struct lease *)b)->sub_id);
+}
+
+/* Gives back leases over this node's share, so that a node that joined gets its part, in
+ * two steps: a subscription chosen to leave starts nothing new (owns() says no, and its
+ * deliveries leave memory), and its lease is given back once nothing of it is in flight
+ * and every outcome is recorded (the next holder would otherwise find a delivery just
+ * answered still pending, and send it again). */
 static void lease_rebalance(struct delivery_engine *d, size_t share)
 {
-	if (d->nleases <= share)
-		return;
-	size_t extra = d->nleases - share, k = 0;
-	struct lease *give = malloc(extra * sizeof *give);
-	if (!give)
-		return;
 	pthread_mutex_lock(&d->rec_mu);
 	uint64_t recorded = d->recorded;
 	pthread_mutex_unlock(&d->rec_mu);
-	for (size_t i = 0; i < d->nleases && k < extra; i++) {
-		uint64_t b = hash2(d->leases[i].sub_id, NULL) % HASH_BUCKETS;
+	/* Those that have drained go back. */
+	struct lease *give = d->nleaving ? malloc(d->nleaving * sizeof *give) : NULL;
+	size_t k = 0, still = 0;
+	for (size_t i = 0; i < d->nleaving; i++) {
+		struct lease lv = d->leaving[i];
+		uint64_t b = hash2(lv.sub_id, NULL) % HASH_BUCKETS;
 		struct endpoint *ep = d->eps[b];
-		while (ep && strcmp(ep->sub_id, d->leases[i].sub_id) != 0)
+		while (ep && strcmp(ep->sub_id, lv.sub_id) != 0)
 			ep = ep->hnext;
-		if (!ep || (ep->in_flight == 0 && ep->outcome_mark <= recorded))
-			give[k++] = d->leases[i];
+		if (give && (!ep || (ep->in_flight == 0 && ep->outcome_mark <= recorded)))
+			give[k++] = lv;
+		else
+			d->leaving[still++] = lv;
 	}
+	d->nleaving = still;
 	if (k && d->st->ops->lease_release(d->st, give, k) == LH_OK) {
 		/* The set without them, still ordered. */
 		struct lease *keep = malloc((d->nleases - k) * sizeof *keep + 1);
 		if (keep) {
 			size_t m = 0;
-			for (size_t i = 0, g = 0; i < d->nleases; i++) {
-				if (g < k && strcmp(d->leases[i].sub_id, give[g].sub_id) == 0)
-					g++;
-				else
+			for (size_t i = 0; i < d->nleases; i++)
+				if (!lease_find(give, k, d->leases[i].sub_id))
 					keep[m++] = d->leases[i];
-			}
 			LOG(LOG_INFO, "delivery", "released=%zu share=%zu leases given back", k,
 			    share);
 			lease_apply(d, keep, m);
 		}
+	} else {
+		for (size_t i = 0; i < k; i++) /* not given back: try again next time */
+			d->leaving[d->nleaving++] = give[i];
+		if (k)
+			qsort(d->leaving, d->nleaving, sizeof *d->leaving, cmp_lease);
 	}
 	free(give);
+	/* Over the share (those already leaving aside): more start leaving, the idle first. */
+	if (d->nleases <= share + d->nleaving)
+		return;
+	size_t more = d->nleases - share - d->nleaving;
+	struct lease *grown = realloc(d->leaving, (d->nleaving + more) * sizeof *grown);
+	if (!grown)
+		return;
+	d->leaving = grown;
+	for (int pass = 0; pass < 2 && more; pass++)
+		for (size_t i = 0; i < d->nleases && more; i++) {
+			const struct lease *l = &d->leases[i];
+			if (lease_find(d->leaving, d->nleaving, l->sub_id))
+				continue;
+			uint64_t b = hash2(l->sub_id, NULL) % HASH_BUCKETS;
+			struct endpoint *ep = d->eps[b];
+			while (ep && strcmp(ep->sub_id, l->sub_id) != 0)
+				ep = ep->hnext;
+			if (pass == 0 && ep && ep->in_flight)
+				continue;
+			d->leaving[d->nleaving++] = *l;
+			qsort(d->leaving, d->nleaving, sizeof *d->leaving, cmp_lease);
+			ep_disown(d, l->sub_id);
+			more--;
+		}
 }
 
 /* Renews the leases every third of lease-time and takes free ones up to this node's share;
  * stops sending under them two thirds of lease-time after the last renewal began, so a node
  * cut off from the store stops before another node can take them over. */
-static void lease_tick(struct delivery_engine *d, int64_t now)
+static void lease_tick(struct delivery_engine *d)
 {
 	if (d->own_all)
 		return;
+	int64_t now = mono_ms();
 	if (now < d->lease_next_ms) {
 		if (d->nleases && now >= d->lease_until_ms)
 			lease_drop_all(d);
@@ -1679,6 +1773,12 @@ static void lease_tick(struct delivery_engine *d, int64_t now)
 	}
 	if (d->lease_failing)
 		LOG(LOG_INFO, "delivery", "held=%zu the leases are renewed again", n);
+	if (mono_ms() - now > d->cfg->lease_ms / 3) {
+		/* The renewal itself took long: the store's clock began the new leases when
+		 * it started, which is what the deadline below counts from. */
+		LOG(LOG_WARN, "delivery", "ms=%lld a lease renewal took long",
+		    (long long)(mono_ms() - now));
+	}
 	d->lease_failing = 0;
 	if (all) {
 		d->own_all = 1;
@@ -1712,7 +1812,7 @@ static void *dispatch_main(void *arg)
 			stop_deadline = now + STOP_GRACE_MS;
 		if (stopping && (d->in_flight == 0 || now >= stop_deadline))
 			break;
-		lease_tick(d, now);
+		lease_tick(d);
 		drain_news(d);
 		drain_inbox(d);
 		uint64_t v = d->st->ops->subs_version(d->st);
@@ -1722,8 +1822,8 @@ static void *dispatch_main(void *arg)
 			CHECK_ENGINE(d);
 			/* A new (or re-enabled) subscription has no lease yet: every node looks at
 			 * once (at most five times a second), not a third of lease-time later. */
-			if (!d->own_all && d->lease_next_ms > now + LEASE_SOON_MS)
-				d->lease_next_ms = now + LEASE_SOON_MS;
+			if (!d->own_all && d->lease_next_ms > mono_ms() + LEASE_SOON_MS)
+				d->lease_next_ms = mono_ms() + LEASE_SOON_MS;
 		}
 		read_back(d);
 		while (!stopping && d->nheap && d->heap[0].due <= now) {
@@ -1753,8 +1853,8 @@ static void *dispatch_main(void *arg)
 			wait = FLUSH_MS;
 		if (d->recorder_wait && FLUSH_MS < wait)
 			wait = FLUSH_MS; /* a read-back waits for outcomes to be recorded */
-		if (!d->own_all && d->lease_next_ms - now < wait)
-			wait = d->lease_next_ms - now;
+		if (!d->own_all && d->lease_next_ms - mono_ms() < wait)
+			wait = d->lease_next_ms - mono_ms();
 		if (wait < 0)
 			wait = 0;
 		int running = 0;
@@ -1832,7 +1932,7 @@ enum lh_err delivery_start(struct store *st, const struct config *cfg, struct de
 	 * (then a page brings it), never lost or doubled. */
 	st->ops->set_commit_hook(st, on_commit, d);
 	/* On a shared store, the leases first: only their subscriptions' backlogs are ours. */
-	lease_tick(d, util_now_ms());
+	lease_tick(d);
 	struct sub_ref *subs = NULL;
 	size_t nsubs = 0;
 	e = st->ops->delivery_pending_subs(st, &subs, &nsubs);
@@ -1897,6 +1997,7 @@ void delivery_stop(struct delivery_engine *d)
 	if (d->nleases && d->st->ops->lease_release(d->st, d->leases, d->nleases) == LH_OK)
 		LOG(LOG_INFO, "delivery", "released=%zu leases given back at stop", d->nleases);
 	free(d->leases);
+	free(d->leaving);
 	free(d->news);
 	pthread_mutex_destroy(&d->rec_mu);
 	pthread_cond_destroy(&d->rec_cv);

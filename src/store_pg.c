@@ -101,6 +101,8 @@ struct pg_store {
 	struct pg_conn wc;
 	int release_pending;   /* the last job's savepoint is released with the next SAVEPOINT */
 	int savepoint_pending; /* the job's SAVEPOINT goes with its first statement */
+	int savepoint_open;    /* this job's SAVEPOINT is confirmed open */
+	int job_sent_nothing;  /* the job failed before sending anything */
 	int subs_dirty;        /* a job changed a subscription in the open batch */
 	struct batch_news fresh_news, rescan_news; /* what the batch tells the other nodes */
 	struct store_writer *writer;
@@ -599,6 +601,7 @@ static enum lh_err savepoint_flush(struct pg_store *s, struct pg_conn *c)
 	s->savepoint_pending = s->release_pending = 0;
 	PGresult *r = PQexec(c->pg, sql);
 	enum lh_err e = PQresultStatus(r) == PGRES_COMMAND_OK ? LH_OK : fail(s, c, r, "savepoint");
+	s->savepoint_open = e == LH_OK;
 	PQclear(r);
 	return e;
 }
@@ -629,6 +632,8 @@ static enum lh_err run_with_savepoint(struct pg_store *s, struct pg_conn *c, con
 		}
 		ExecStatusType st = PQresultStatus(r);
 		int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+		if (ok && q == nq - 2)
+			s->savepoint_open = 1; /* the job's SAVEPOINT: ROLLBACK TO undoes only it */
 		if (!ok && e == LH_OK && st != PGRES_PIPELINE_ABORTED)
 			e = fail(s, c, r, q == nq - 1 ? what : "savepoint");
 		if (q == nq - 1 && ok && e == LH_OK)
@@ -648,8 +653,15 @@ static enum lh_err run_with_savepoint(struct pg_store *s, struct pg_conn *c, con
 		if (sync)
 			break;
 	}
-	if (!PQexitPipelineMode(pg) && e == LH_OK)
-		e = fail(s, c, NULL, what);
+	if (!PQexitPipelineMode(pg)) {
+		/* Left in pipeline mode, every later statement would fail: the connection is
+		 * reset, which ends the transaction, so the batch fails as a whole. */
+		LOG(LOG_ERROR, "store",
+		    "op=%s the connection is reset: it could not leave pipeline mode", what);
+		PQreset(pg);
+		c->nstmt = 0;
+		e = e == LH_OK ? LH_ESTORE : e;
+	}
 	if (e != LH_OK) {
 		PQclear(last);
 		return e;
@@ -1854,6 +1866,8 @@ static enum lh_err wb_savepoint(void *be)
 	/* Sent with the job's first statement, after the previous job's RELEASE: see
 	 * run_with_savepoint. */
 	s->savepoint_pending = 1;
+	s->savepoint_open = 0;
+	s->job_sent_nothing = 0;
 	return LH_OK;
 }
 
@@ -1862,7 +1876,15 @@ static enum lh_err wb_rollback_to(void *be)
 	struct pg_store *s = be;
 	if (s->savepoint_pending) { /* the job sent nothing: nothing to undo */
 		s->savepoint_pending = 0;
+		s->job_sent_nothing = 1;
 		return LH_OK;
+	}
+	if (!s->savepoint_open) {
+		/* Whether this job's SAVEPOINT was opened is unknown (the pipeline failed before
+		 * it was confirmed): ROLLBACK TO could reach the previous job's and undo a change
+		 * already counted as done. The whole batch fails instead. */
+		exec_sql(s, &s->wc, "ROLLBACK", "rollback");
+		return LH_ESTORE;
 	}
 	return exec_sql(s, &s->wc, "ROLLBACK TO SAVEPOINT job", "rollback_to");
 }
@@ -1870,10 +1892,13 @@ static enum lh_err wb_rollback_to(void *be)
 static enum lh_err wb_release(void *be)
 {
 	struct pg_store *s = be;
-	if (s->savepoint_pending) /* the job sent nothing: its savepoint was never opened */
-		s->savepoint_pending = 0;
-	else
+	if (s->savepoint_pending || s->job_sent_nothing) {
+		/* The job sent nothing: its savepoint was never opened, and the previous job's
+		 * RELEASE (if one is due) is still due. */
+		s->savepoint_pending = s->job_sent_nothing = 0;
+	} else {
 		s->release_pending = 1; /* sent before the next SAVEPOINT; COMMIT releases it */
+	}
 	return LH_OK;
 }
 
@@ -2028,7 +2053,7 @@ static const char *const RECORD_SQL =
     "  $11::text[], $12::bigint[]) AS r(delivery_id, n, started_at, duration_ms,"
     "  status_code, error, response, status, next_at, now, sub_id, epoch)),"
     " f AS (SELECT r.* FROM r JOIN leases l ON l.sub_id = r.sub_id AND l.node_id = $13"
-    "  AND l.epoch = r.epoch),"
+    "  AND l.epoch = r.epoch FOR SHARE OF l),"
     " a AS (INSERT INTO attempts(delivery_id, n, started_at, duration_ms, status_code, error,"
     "  response) SELECT delivery_id, n, started_at, duration_ms, status_code, error, response"
     "  FROM f ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = excluded.started_at,"
@@ -2300,8 +2325,9 @@ static void lease_from_row(const PGresult *r, int i, void *out)
 }
 
 /* One transaction: the node's heartbeat, its leases renewed, free and expired ones taken
- * up to its share (in an order of its own, so nodes taking at once reach for different
- * ones; a lease another node took first is left to it by the ON CONFLICT's WHERE), and the
+ * up to its share (in sub_id order, the same on every node, so nodes taking at once wait
+ * for each other rather than deadlock; a lease another node took first is left to it by
+ * the ON CONFLICT's WHERE), and the
  * leases it holds. Live subscriptions only (active or paused): the others' leases lapse,
  * and neither count nor are listed (a node holding a disabled one is not over its share). */
 static enum lh_err pgs_lease_sync(struct store *base, int64_t lease_ms, struct lease **out,
@@ -2358,7 +2384,7 @@ static enum lh_err pgs_lease_sync(struct store *base, int64_t lease_ms, struct l
 			    " FROM subscriptions su LEFT JOIN leases l ON l.sub_id = su.sub_id"
 			    " WHERE su.status IN (0, 1) AND (l.sub_id IS NULL"
 			    "  OR l.expires_at <= now())"
-			    " ORDER BY md5(su.sub_id || $1) LIMIT $3"
+			    " ORDER BY su.sub_id LIMIT $3"
 			    " ON CONFLICT (sub_id) DO UPDATE SET node_id = excluded.node_id,"
 			    " epoch = leases.epoch + 1, expires_at = excluded.expires_at"
 			    " WHERE leases.expires_at <= now()",
