@@ -2350,7 +2350,8 @@ static enum lh_err pgs_lease_sync(struct store *base, int64_t lease_ms, struct l
 	e = run_cmd(s, c,
 	            "INSERT INTO nodes(node_id, host, pid, started_at, seen_at)"
 	            " VALUES($1, $3, $4, $5, now()) ON CONFLICT (node_id) DO UPDATE"
-	            " SET seen_at = now() WHERE $2::bigint >= 0",
+	            " SET seen_at = now(), host = excluded.host, pid = excluded.pid,"
+	            " started_at = excluded.started_at WHERE $2::bigint >= 0",
 	            &p, NULL, "node_seen");
 	p.n = 2;
 	if (e == LH_OK)
