@@ -444,13 +444,23 @@ static void ep_spill(struct delivery_engine *d, struct endpoint *ep)
 
 /* ---- lanes and endpoints ---- */
 
-static struct endpoint *endpoint_get(struct delivery_engine *d, const char *sub_id)
+/* The endpoint record of sub_id, or NULL when there is none. */
+static struct endpoint *endpoint_find(const struct delivery_engine *d, const char *sub_id)
 {
-	uint64_t b = hash2(sub_id, NULL) % HASH_BUCKETS;
-	for (struct endpoint *e = d->eps[b]; e; e = e->hnext)
+	for (struct endpoint *e = d->eps[hash2(sub_id, NULL) % HASH_BUCKETS]; e; e = e->hnext)
 		if (strcmp(e->sub_id, sub_id) == 0)
 			return e;
-	struct endpoint *e = calloc(1, sizeof *e);
+	return NULL;
+}
+
+/* The endpoint record of sub_id, made if there is none (NULL: out of memory). */
+static struct endpoint *endpoint_get(struct delivery_engine *d, const char *sub_id)
+{
+	struct endpoint *e = endpoint_find(d, sub_id);
+	if (e)
+		return e;
+	uint64_t b = hash2(sub_id, NULL) % HASH_BUCKETS;
+	e = calloc(1, sizeof *e);
 	if (!e)
 		return NULL;
 	snprintf(e->sub_id, sizeof e->sub_id, "%s", sub_id);
@@ -1612,12 +1622,9 @@ static void drain_news(struct delivery_engine *d)
  * refused by the store if the lease has passed on meanwhile. */
 static void ep_disown(struct delivery_engine *d, const char *sub_id)
 {
-	uint64_t b = hash2(sub_id, NULL) % HASH_BUCKETS;
-	for (struct endpoint *ep = d->eps[b]; ep; ep = ep->hnext)
-		if (strcmp(ep->sub_id, sub_id) == 0) {
-			ep_evict(d, ep, 0); /* read_back drops it from the queue: not owned */
-			return;
-		}
+	struct endpoint *ep = endpoint_find(d, sub_id);
+	if (ep)
+		ep_evict(d, ep, 0); /* read_back drops it from the queue: not owned */
 }
 
 /* Replaces the leases held with `got` (ordered by sub_id): lost ones stop, new ones (or
@@ -1687,10 +1694,7 @@ static void lease_rebalance(struct delivery_engine *d, size_t share)
 	size_t k = 0, still = 0;
 	for (size_t i = 0; i < d->nleaving; i++) {
 		struct lease lv = d->leaving[i];
-		uint64_t b = hash2(lv.sub_id, NULL) % HASH_BUCKETS;
-		struct endpoint *ep = d->eps[b];
-		while (ep && strcmp(ep->sub_id, lv.sub_id) != 0)
-			ep = ep->hnext;
+		struct endpoint *ep = endpoint_find(d, lv.sub_id);
 		if (give && (!ep || (ep->in_flight == 0 && ep->outcome_mark <= recorded)))
 			give[k++] = lv;
 		else
@@ -1729,10 +1733,7 @@ static void lease_rebalance(struct delivery_engine *d, size_t share)
 			const struct lease *l = &d->leases[i];
 			if (lease_find(d->leaving, d->nleaving, l->sub_id))
 				continue;
-			uint64_t b = hash2(l->sub_id, NULL) % HASH_BUCKETS;
-			struct endpoint *ep = d->eps[b];
-			while (ep && strcmp(ep->sub_id, l->sub_id) != 0)
-				ep = ep->hnext;
+			struct endpoint *ep = endpoint_find(d, l->sub_id);
 			if (pass == 0 && ep && ep->in_flight)
 				continue;
 			d->leaving[d->nleaving++] = *l;

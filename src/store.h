@@ -191,7 +191,8 @@ struct delivery {
 	int64_t created_at;
 	int requeued; /* set on deliveries handed back by requeue/recover, not fresh commits */
 	/* The event's payload, for the delivery engine: set by delivery_pending and on the
-	 * deliveries handed to the commit hook, NULL elsewhere (and when over
+	 * deliveries a one-node store hands to the commit hook, NULL elsewhere (on a shared
+	 * store, whose engine reads fresh deliveries back from it, and when over
 	 * DELIVERY_PAYLOAD_INLINE bytes). Owned by whoever holds the record: free() it. */
 	char *payload;
 };

@@ -1823,7 +1823,10 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 		col_text(r, (int)k, 0, id, sizeof id);
 		col_text(r, (int)k, 1, sub, sizeof sub);
 		store_delivery_new(&d, ev, id, sub, col_i64(r, (int)k, 2));
-		e = store_fresh_delivery(s->writer, &d, ev->payload);
+		/* No copy of the payload: on a shared store the engine reads this node's fresh
+		 * deliveries back from the store in seq order (another node's earlier commit may
+		 * not have been heard of yet), so a copy here would only be freed unread. */
+		e = store_fresh_delivery(s->writer, &d, NULL);
 		news_add(&s->fresh_news, sub);
 	}
 	PQclear(r);

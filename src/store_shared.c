@@ -48,9 +48,9 @@ void store_delivery_new(struct delivery *d, const struct event *ev, const char *
 
 enum lh_err store_fresh_delivery(struct store_writer *w, struct delivery *d, const char *payload)
 {
-	size_t plen = strlen(payload);
+	size_t plen = payload ? strlen(payload) : 0;
 	d->payload = NULL;
-	if (plen <= DELIVERY_PAYLOAD_INLINE && (d->payload = malloc(plen + 1)))
+	if (payload && plen <= DELIVERY_PAYLOAD_INLINE && (d->payload = malloc(plen + 1)))
 		memcpy(d->payload, payload, plen + 1);
 	enum lh_err e = writer_fresh_push(w, d);
 	if (e != LH_OK) {

@@ -24,7 +24,8 @@ void store_delivery_new(struct delivery *d, const struct event *ev, const char *
 
 /* Hands d, a delivery the open job created, to the writer (writer_fresh_push) with a copy of
  * its event's payload when that is at most DELIVERY_PAYLOAD_INLINE bytes, so the engine
- * sends it from memory without reading it back (NULL when larger, or out of memory). */
+ * sends it from memory without reading it back (NULL when larger, or out of memory). A
+ * NULL payload hands it over without one. */
 enum lh_err store_fresh_delivery(struct store_writer *w, struct delivery *d, const char *payload);
 
 /* ---- moving a store (store_ops.export_rows and import_from) ---- */

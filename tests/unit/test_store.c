@@ -47,6 +47,23 @@ static enum lh_err open_store(struct fixture *f, struct store **out)
 	return e;
 }
 
+/* A fresh delivery's payload as the contract has it: the event's on a one-node store (its
+ * engine sends from memory), none on a shared one (its engine reads fresh deliveries back
+ * in seq order, so the store copies nothing). */
+static void check_fresh_payload(struct store *st, const struct delivery *d, const char *want)
+{
+	struct lease *l = NULL;
+	size_t n = 0, share = 0;
+	int all = 0;
+	int64_t expiry = 0;
+	assert_int_equal(st->ops->lease_sync(st, 60000, &l, &n, &share, &all, &expiry), LH_OK);
+	free(l);
+	if (all)
+		assert_string_equal(d->payload, want);
+	else
+		assert_null(d->payload);
+}
+
 /* The epoch of this node's lease on sub_id, taking it if it is free (0 on a store that one
  * node owns: SQLite holds every subscription). */
 static int64_t lease_epoch(struct store *st, const char *sub_id)
@@ -439,8 +456,7 @@ static void test_async_submit_and_outbox(void **state)
 	assert_int_equal(w.calls, 1);
 	assert_int_equal(nhooked, 1);
 	assert_string_equal(hooked[0].sub_id, "sub_1");
-	assert_non_null(hooked[0].payload);
-	assert_string_equal(hooked[0].payload, "{\"n\":1}");
+	check_fresh_payload(st, &hooked[0], "{\"n\":1}");
 	free(hooked[0].payload);
 
 	/* A job that fails is undone, alone, and its delivery never reaches the hook. */
@@ -988,7 +1004,7 @@ static void test_routing_across_parties(void **state)
 		assert_int_equal(hooked[i].requeued, 0);
 		assert_int_equal(hooked[i].next_at_ms, 1700000000000LL);
 		assert_string_equal(hooked[i].entity_id, "bill_r");
-		assert_string_equal(hooked[i].payload, "{\"route\":1}");
+		check_fresh_payload(st, &hooked[i], "{\"route\":1}");
 		for (size_t k = 0; k < i; k++)
 			assert_string_not_equal(hooked[i].delivery_id, hooked[k].delivery_id);
 	}
@@ -1922,6 +1938,52 @@ static void test_pg_leases_fence_and_news(void **state)
 	assert_non_null(back);
 	assert_true(back->epoch > epoch_b);
 	free(la);
+
+	/* A disabled subscription's lease neither counts toward the share nor is listed: a
+	 * node holding it is not over its share (it gave a live one away as if it were). */
+	make_sub(&s, "sub_2", "lab_1", 0);
+	s.status = SUB_DISABLED;
+	assert_int_equal(a->ops->sub_update(a, &s, SUBF_STATUS, NULL), LH_OK);
+	assert_int_equal(a->ops->lease_sync(a, 60000, &la, &na, &share, &all, &expiry), LH_OK);
+	assert_int_equal(share, 1);
+	assert_int_equal(na, 1);
+	assert_string_equal(la[0].sub_id, "sub_1");
+	free(la);
+}
+
+/* A node that restarts (the same node id, kept in its data directory) takes its
+ * subscriptions back at once, under a new epoch: the leases its earlier process held
+ * lapse at open, so nothing waits a lease-time, and that process's outcomes are refused. */
+static void test_pg_node_restart_takes_back_at_once(void **state)
+{
+	struct fixture *f = *state;
+	struct store *n1 = NULL;
+	struct account acct;
+	struct subscription s;
+	struct lease *l = NULL;
+	size_t n = 0, share = 0;
+	int all = 1;
+	int64_t expiry = 0;
+
+	pg_only(f);
+	make_account(f->st, "cl_A", &acct);
+	make_lab(f->st, "cl_A", "lab_1");
+	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
+	assert_int_equal(f->st->ops->sub_insert(f->st, &s), LH_OK);
+	assert_int_equal(store_pg_open_as(f->pg, "node_restarting", &n1), LH_OK);
+	assert_int_equal(n1->ops->lease_sync(n1, 60000, &l, &n, &share, &all, &expiry), LH_OK);
+	assert_int_equal(n, 1);
+	int64_t before = l[0].epoch;
+	free(l);
+	n1->ops->close(n1); /* killed, say: its lease has 60 s to run */
+	assert_int_equal(store_pg_open_as(f->pg, "node_restarting", &n1), LH_OK);
+	assert_int_equal(n1->ops->lease_sync(n1, 60000, &l, &n, &share, &all, &expiry), LH_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(l[0].sub_id, "sub_1");
+	assert_true(l[0].epoch > before);
+	free(l);
+	n1->ops->close(n1);
+	lease_store = f->st;
 }
 
 /* A database on which commits are not durable when acknowledged is refused. */
@@ -2510,6 +2572,7 @@ int main(void)
 	    TF(test_io_error_mid_batch_fails_every_job),
 	    T(test_pg_two_nodes),
 	    T(test_pg_leases_fence_and_news),
+	    T(test_pg_node_restart_takes_back_at_once),
 	    T(test_pg_refuses_synchronous_commit_off),
 	    T(test_pg_connection_lost_mid_batch),
 	    T(test_pg_database_goes_away_and_back),
