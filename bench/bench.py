@@ -703,13 +703,13 @@ def scenario_backlog(tmp, ca, cert, key):
 # --- PostgreSQL ------------------------------------------------------------------------
 
 def pg_bindir():
-    for cand in ("/usr/lib/postgresql/15/bin",):
-        if os.path.exists(os.path.join(cand, "pg_ctl")):
-            return cand
+    """Where PostgreSQL 15's programs are: the tests' own lookup (tests/pg/with_pg.py)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "pg"))
+    import with_pg  # noqa: E402  (a module of the repository, found by path)
     try:
-        return subprocess.check_output(["pg_config", "--bindir"], text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        raise BenchError("PostgreSQL 15 not found (apt-get install postgresql-15)")
+        return with_pg.bindir()
+    except SystemExit as e:  # it exits with its message when PostgreSQL is missing
+        raise BenchError(str(e))
 
 
 def _value(v):
