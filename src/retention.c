@@ -63,15 +63,16 @@ static void pass(struct retention *r)
 	enum lh_err e = LH_OK;
 	while (!cur.done && !stopping(r)) {
 		size_t removed = 0;
-		if ((e = r->st->ops->retention_sweep(r->st, before, RETENTION_BATCH, &cur, &removed)) !=
-		    LH_OK)
+		if ((e = r->st->ops->retention_sweep(r->st, before, RETENTION_BATCH, &cur,
+		                                     &removed)) != LH_OK)
 			break;
 		total += removed;
 		batches++;
 	}
 	if (e != LH_OK)
-		LOG(LOG_WARN, "retention", "err=%s removed=%zu the pass stopped; the next one retries",
-		    err_code(e), total);
+		LOG(LOG_WARN, "retention",
+		    "err=%s removed=%zu the pass stopped; the next one retries", err_code(e),
+		    total);
 	else if (total > 0)
 		LOG(LOG_INFO, "retention", "removed=%zu batches=%zu ms=%lld before=%lld pass done",
 		    total, batches, (long long)((util_mono_us() - t0) / 1000), (long long)before);
@@ -107,8 +108,8 @@ enum lh_err retention_start(struct store *st, int64_t retention_ms, struct reten
 		free(r);
 		return LH_EIO;
 	}
-	LOG(LOG_INFO, "retention", "retention_ms=%lld interval_ms=%lld sweeping", (long long)retention_ms,
-	    (long long)r->interval_ms);
+	LOG(LOG_INFO, "retention", "retention_ms=%lld interval_ms=%lld sweeping",
+	    (long long)retention_ms, (long long)r->interval_ms);
 	*out = r;
 	return LH_OK;
 }
