@@ -229,3 +229,17 @@ void store_sweep_advance(struct retention_cursor *cur, size_t n, size_t batch, c
 		cur->event_seq = seq;
 	cur->done = end;
 }
+
+enum lh_err store_sweep_submit(struct store *s, store_tx_fn job, int64_t before, size_t batch,
+                               struct retention_cursor *cur, size_t *removed)
+{
+	struct store_sweep_job j = {.before = before, .batch = batch, .cur = *cur};
+	if (batch == 0 || cur->done)
+		return LH_EINVAL;
+	enum lh_err e = s->ops->submit(s, job, &j);
+	if (e == LH_OK) {
+		*cur = j.cur;
+		*removed = j.removed;
+	}
+	return e;
+}

@@ -40,6 +40,12 @@ struct store_sweep_job {
 	size_t removed;
 };
 
+/* store_ops.retention_sweep over the backend's job (which runs a store_sweep_job): submits
+ * it to s's group commit; cur and *removed are written only on LH_OK. LH_EINVAL for a
+ * batch of 0 or a pass already done. */
+enum lh_err store_sweep_submit(struct store *s, store_tx_fn job, int64_t before, size_t batch,
+                               struct retention_cursor *cur, size_t *removed);
+
 /* Moves the pass on past a page of n rows of at most batch (deliveries, or events once
  * cur->events is set), whose last row, when n > 0, is (id, seq, created_at). A phase ends
  * with a page that is not full or that reached a row created at or after `before` (rows

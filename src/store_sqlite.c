@@ -2298,15 +2298,7 @@ static enum lh_err job_sweep(struct store_tx *tx, void *arg)
 static enum lh_err sqlite_retention_sweep(struct store *base, int64_t before, size_t batch,
                                           struct retention_cursor *cur, size_t *removed)
 {
-	struct store_sweep_job j = {.before = before, .batch = batch, .cur = *cur};
-	if (batch == 0 || cur->done)
-		return LH_EINVAL;
-	enum lh_err e = sqlite_submit(base, job_sweep, &j);
-	if (e == LH_OK) {
-		*cur = j.cur;
-		*removed = j.removed;
-	}
-	return e;
+	return store_sweep_submit(base, job_sweep, before, batch, cur, removed);
 }
 
 /* ---- moving a store: export and import (see store.h) ---- */

@@ -15,10 +15,9 @@ import os
 import sys
 import threading
 import time
-import traceback
 
 from faults import bill_body, subscribe
-from harness import PG, Server, pg_uri, psql, report_of
+from harness import PG, Server, pg_uri, psql, report_of, run_each
 from receiver import Receiver
 
 RECV = Receiver()
@@ -198,19 +197,9 @@ def test_retention_zero_keeps_everything():
 
 
 def main():
-    passed = failed = 0
-    for t in (test_retention_zero_keeps_everything, test_store_levels_off_under_load):
-        try:
-            t()
-            passed += 1
-            print("ok   %s" % t.__name__, flush=True)
-        except Exception:  # noqa: BLE001
-            failed += 1
-            print("FAIL %s" % t.__name__, flush=True)
-            traceback.print_exc()
+    rc = run_each((test_retention_zero_keeps_everything, test_store_levels_off_under_load))
     RECV.close()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return rc
 
 
 if __name__ == "__main__":
