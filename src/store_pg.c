@@ -2354,11 +2354,12 @@ static enum lh_err job_sweep(struct store_tx *tx, void *arg)
 	if (e != LH_OK)
 		return e;
 	n = (size_t)PQntuples(r);
-	if (n > 0) {
+	if (n > 0 && !c->events)
 		col_text(r, (int)n - 1, 0, hi, sizeof hi);
+	else if (n > 0)
 		hi_seq = col_i64(r, (int)n - 1, 0);
+	if (n > 0)
 		created = col_i64(r, (int)n - 1, 1);
-	}
 	PQclear(r);
 	memset(&p, 0, sizeof p);
 	if (n > 0 && !c->events) {
