@@ -190,7 +190,7 @@ def test_retention_zero_keeps_everything():
         time.sleep(3)  # longer than a retention of seconds, and its 1 s interval
         assert count(srv, "events") == 20
         assert count(srv, "deliveries") == 20
-        assert count(srv, "attempts") == 20
+        assert count(srv, "attempts") >= 20  # a slow machine may have retried some
         assert not any("retention" in line and "sweeping" in line for line in srv.log_lines)
     finally:
         srv.cleanup()
