@@ -26,6 +26,7 @@
 #include "dirlock.h"
 #include "http.h"
 #include "log.h"
+#include "retention.h"
 #include "store_copy.h"
 #include "store_pg.h"
 #include "store_sqlite.h"
@@ -293,6 +294,7 @@ static int serve(int argc, char **argv, char **env)
 	struct app app;
 	struct http_server *srv = NULL;
 	struct delivery_engine *disp = NULL;
+	struct retention *ret = NULL;
 	char err[512];
 	int port = 0, rc = 1, sig = 0, lock = -1;
 	long holder = 0;
@@ -344,6 +346,11 @@ static int serve(int argc, char **argv, char **env)
 		fprintf(stderr, "labhook: cannot start the delivery engine: %s\n", err_code(e));
 		goto out;
 	}
+	if (app.cfg.retention_ms > 0 &&
+	    (e = retention_start(app.store, app.cfg.retention_ms, &ret)) != LH_OK) {
+		fprintf(stderr, "labhook: cannot start the retention sweep: %s\n", err_code(e));
+		goto out;
+	}
 	if ((e = http_start(&app.cfg, api_admit, api_dispatch, &app, &srv, &port)) != LH_OK) {
 		fprintf(stderr, "labhook: cannot listen on %s:%d\n", app.cfg.listen_host,
 		        app.cfg.listen_port);
@@ -372,6 +379,7 @@ static int serve(int argc, char **argv, char **env)
 out:
 	http_stop(srv);      /* no new requests, so no new deliveries */
 	delivery_stop(disp); /* in-flight attempts finish or stay pending */
+	retention_stop(ret); /* its batch in hand commits; the next start sweeps on */
 	auth_free(app.auth);
 	if (app.store)
 		app.store->ops->close(app.store);
