@@ -408,6 +408,12 @@ static const struct setting settings[] = {
 	 "on PostgreSQL: a node that stops renewing loses its subscriptions to the other nodes after this"},
 	{"delivery-window",            "20000",          p_int,           FIELD(delivery_window),            16,        10000000,             0,
 	 "pending deliveries held in memory; the rest wait on disk"},
+	{"report-max-size",            "10MiB",          p_bytes,         FIELD(report_max_size),            1024,      256 * 1024 * 1024,    0,
+	 "largest report document (PDF) accepted when completing a report (413 above)"},
+	{"report-link-ttl",            "7d",             p_duration,      FIELD(report_link_ttl_ms),         1000,      365LL * 86400 * 1000, 0,
+	 "a reportURL link is valid this long after its event"},
+	{"report-max-uploads",         "4",              p_int,            FIELD(report_max_uploads),         1,         1024,                 0,
+	 "report documents received at once (each held in memory until stored; 503 beyond)"},
 };
 /* clang-format on */
 #define N_SETTINGS (COUNTOF(settings))
