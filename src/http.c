@@ -256,7 +256,8 @@ static struct MHD_Response *response_of(struct http_resp *rs)
 	return r;
 }
 
-static enum MHD_Result send_json(struct MHD_Connection *c, struct reqctx *rc, struct http_resp *rs)
+static enum MHD_Result send_answer(struct MHD_Connection *c, struct reqctx *rc,
+                                   struct http_resp *rs)
 {
 	int streamed = rs->stream.read != NULL;
 	struct MHD_Response *r = response_of(rs);
@@ -289,7 +290,7 @@ static enum MHD_Result send_json(struct MHD_Connection *c, struct reqctx *rc, st
 static enum MHD_Result answer(struct MHD_Connection *c, struct reqctx *rc, struct http_resp *rs)
 {
 	rq_move(rc, RQ_DONE);
-	return send_json(c, rc, rs);
+	return send_answer(c, rc, rs);
 }
 
 struct framing {
@@ -378,6 +379,9 @@ static enum MHD_Result admit(struct http_server *srv, struct MHD_Connection *c, 
 	if (rs.json)
 		return answer(c, rc, &rs);
 	rc->body_max = allowed;
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+	if (cl && strtoull(cl, NULL, 10) > rc->body_max)
+		return send_too_big(c, rc); /* never read it */
 	if (allowed > srv->max_body) {
 		/* A large upload: its buffer may grow past max-body, so only so many at once. */
 		if (__atomic_add_fetch(&srv->uploads, 1, __ATOMIC_ACQ_REL) > srv->max_uploads) {
@@ -393,9 +397,6 @@ static enum MHD_Result admit(struct http_server *srv, struct MHD_Connection *c, 
 		}
 		rc->upload = 1;
 	}
-	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-	if (cl && strtoull(cl, NULL, 10) > rc->body_max)
-		return send_too_big(c, rc); /* never read it */
 	return MHD_YES;
 }
 
@@ -479,7 +480,7 @@ static enum MHD_Result park(struct http_server *srv, struct MHD_Connection *c, s
 	rq_move(rc, RQ_DONE); /* READY: done already */
 	pthread_mutex_unlock(&srv->park_mu);
 	rc->dfr.finish(rc->dfr.arg, rq, rs);
-	return send_json(c, rc, rs);
+	return send_answer(c, rc, rs);
 }
 
 /* Runs the handler on a complete request, or answers 503 while the server stops. */
@@ -593,7 +594,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	/* Resumed: the deferred work is done. http_ready is done with the request. */
 	rq_move(rc, RQ_DONE);
 	rc->dfr.finish(rc->dfr.arg, &rq, &rs);
-	enum MHD_Result ret = send_json(c, rc, &rs);
+	enum MHD_Result ret = send_answer(c, rc, &rs);
 	unpark(srv);
 	return ret;
 }
