@@ -1,8 +1,10 @@
 /* http.h: the HTTP server glue over libmicrohttpd.
  *
- * Reads each request body into one buffer capped at max-body (413 beyond, without reading
- * the rest), gives the handler a complete request, sends its JSON response and logs one line
- * per request (method, path, status, duration, request id; never headers or bodies).
+ * Reads each request body into one buffer capped at what admit allows (max-body; a report
+ * document's route report-max-size: 413 beyond, without reading the rest), gives the handler
+ * a complete request, sends its response (JSON, or a body streamed piece by piece from an
+ * http_stream) and logs one line per request (method, path, status, duration, request id;
+ * never headers or bodies).
  * Handlers run on libmicrohttpd's pool threads, several at once. A handler that waits for
  * something slow (a durable commit) defers its answer instead of holding its thread: the
  * connection is parked, and the answer is made once the work is done (http_defer).
