@@ -52,6 +52,8 @@ static const struct route routes[] = {
     {"POST", "/client/events/deliveries/*/retry", G_CLIENT, api_delivery_retry},
     {"POST", "/client/billing/create", G_CLIENT, api_billing_create},
     {"GET", "/client/bills/*", G_CLIENT, api_bill_get},
+    {"GET", "/client/bills/*/reports/*", G_CLIENT, api_client_report_get},
+    {"GET", "/reports/*/*", G_NONE, api_report_link_get},
     {"POST", "/client/crm/lead/create", G_CLIENT, api_lead_create},
     {"POST", "/lab/bills", G_ADMIN, api_lab_bill_create},
     {"POST", "/lab/bills/*/reports/*/complete", G_ADMIN, api_lab_report_complete},
@@ -197,7 +199,13 @@ size_t api_admit(void *ctx, const struct http_req *rq, struct http_resp *rs)
 	const struct route *r = route_find(&c, buf, sizeof buf);
 	if (!r)
 		return 0;
-	return r->guard == G_NONE ? API_OPEN_BODY_MAX : SIZE_MAX;
+	if (r->guard == G_NONE)
+		return API_OPEN_BODY_MAX;
+	/* The one route that takes a report document: up to report-max-size of it. */
+	const char *ct = http_header(rq, "Content-Type");
+	if (r->fn == api_lab_report_complete && ct && strncasecmp(ct, "application/pdf", 15) == 0)
+		return (size_t)c.app->cfg.report_max_size;
+	return (size_t)c.app->cfg.max_body;
 }
 
 void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)

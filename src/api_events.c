@@ -9,14 +9,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "accounts.h"
 #include "api.h"
 #include "domain.h"
 
-static const char *public_url(struct call *c)
+static const struct domain_links *links(struct call *c)
 {
-	return c->app->public_url;
+	return &c->app->links;
 }
 
 /* Responds for a refused or failed domain change. */
@@ -174,8 +175,7 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	bill->created_at = bill->updated_at = util_now();
 	for (size_t i = 0; i < br.n_reports; i++)
 		memcpy(br.reports[i].bill_id, bill->bill_id, ID_CAP);
-	enum lh_err e =
-	    domain_bill_prepare(&bc->job, public_url(c), bill, br.reports, br.n_reports);
+	enum lh_err e = domain_bill_prepare(&bc->job, links(c), bill, br.reports, br.n_reports);
 	if (e != LH_OK) {
 		domain_bill_release(&bc->job);
 		api_fail_internal(c, e, "create bill");
@@ -353,14 +353,28 @@ out:
 static void report_completed(struct call *c, void *arg, enum lh_err e)
 {
 	struct domain_bill_change *j = arg;
-	if (change_done(c, e, &j->out, "complete report"))
+	if (change_done(c, e, &j->out, "complete report")) {
+		json_t *f =
+		    json_pack("{s:s, s:s, s:s, s:b}", "billID", j->bill.bill_id, "reportID",
+		              j->report_id, "billStatus", domain_bill_status_name(j->bill.status),
+		              "changed", j->out.changed);
+		if (f && j->has_doc) {
+			char sha[65];
+			util_hex(j->stored.sha256, 32, sha);
+			json_object_set_new(f, "document",
+			                    json_pack("{s:s, s:I, s:s, s:I, s:b}", "contentType",
+			                              j->stored.content_type, "size",
+			                              (json_int_t)j->stored.size, "sha256", sha,
+			                              "version", (json_int_t)j->stored.version,
+			                              "changed", j->doc_changed));
+		}
 		api_ok(c,
 		       j->out.changed ? "Report completed"
-		                      : "Report was already completed; nothing changed",
-		       json_pack("{s:s, s:s, s:s, s:b}", "billID", j->bill.bill_id, "reportID",
-		                 j->report_id, "billStatus",
-		                 domain_bill_status_name(j->bill.status), "changed",
-		                 j->out.changed));
+		       : j->has_doc
+		           ? "Report was already completed with this document; nothing changed"
+		           : "Report was already completed; nothing changed",
+		       f);
+	}
 	free(j);
 }
 
@@ -372,26 +386,70 @@ static void bill_deleted(struct call *c, void *arg, enum lh_err e)
 	free(j);
 }
 
-/* A change to a bill of any account, answered once it is durable (no thread held). */
-static void change_bill(struct call *c, store_tx_fn fn, api_finish_fn done, const char *report)
+/* A change to a bill of any account, answered once it is durable (no thread held). j has
+ * room for a document after the change itself (see complete_job). */
+static void change_bill(struct call *c, store_tx_fn fn, api_finish_fn done, const char *report,
+                        const struct domain_doc *doc)
 {
-	struct domain_bill_change *j = malloc(sizeof *j);
+	struct complete_job {
+		struct domain_bill_change ch; /* first: done() frees the job through it */
+		struct domain_doc doc;
+	} *j = malloc(sizeof *j);
 	if (!j) {
 		api_fail_internal(c, LH_ENOMEM, "change bill");
 		return;
 	}
-	domain_bill_change_init(j, public_url(c), NULL, c->arg[0], report);
-	api_submit(c, fn, j, done, j);
+	domain_bill_change_init(&j->ch, links(c), NULL, c->arg[0], report);
+	if (doc) {
+		j->doc = *doc;
+		j->ch.doc = &j->doc; /* its bytes are the request body's, kept until done() */
+	}
+	api_submit(c, fn, &j->ch, done, &j->ch);
+}
+
+/* Whether a Content-Type names media type `type` (parameters and case aside). */
+static int media_is(const char *ct, const char *type)
+{
+	size_t n = strlen(type);
+	if (!ct)
+		return 0;
+	while (*ct == ' ')
+		ct++;
+	return strncasecmp(ct, type, n) == 0 && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
 void api_lab_report_complete(struct call *c)
 {
-	change_bill(c, domain_report_complete_tx, report_completed, c->arg[1]);
+	const struct http_req *rq = c->rq;
+	const char *ct = http_header(rq, "Content-Type");
+	struct domain_doc doc;
+	if (media_is(ct, "application/pdf")) {
+		if (rq->body_len < 5 || memcmp(rq->body, "%PDF-", 5) != 0) {
+			api_fail(c, LH_EINVAL, "invalid_document", NULL,
+			         "the body is not a PDF document (a PDF starts with '%%PDF-')");
+			return;
+		}
+		memset(&doc, 0, sizeof doc);
+		doc.data = rq->body;
+		doc.len = rq->body_len;
+		snprintf(doc.content_type, sizeof doc.content_type, "application/pdf");
+		util_sha256(rq->body, rq->body_len, doc.sha256);
+		change_bill(c, domain_report_complete_tx, report_completed, c->arg[1], &doc);
+		return;
+	}
+	/* Without a document: no body, or JSON (ignored), as before documents existed. */
+	if (rq->body_len > 0 && ct && !media_is(ct, "application/json")) {
+		api_fail(c, LH_EMEDIA, "unsupported_media_type", NULL,
+		         "a report document is sent as 'Content-Type: application/pdf'; without a"
+		         " document send no body (or JSON)");
+		return;
+	}
+	change_bill(c, domain_report_complete_tx, report_completed, c->arg[1], NULL);
 }
 
 void api_lab_bill_delete(struct call *c)
 {
-	change_bill(c, domain_bill_delete_tx, bill_deleted, NULL);
+	change_bill(c, domain_bill_delete_tx, bill_deleted, NULL, NULL);
 }
 
 static void lead_converted(struct call *c, void *arg, enum lh_err e)

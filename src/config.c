@@ -410,6 +410,12 @@ static const struct setting settings[] = {
 	 "pending deliveries held in memory; the rest wait on disk"},
 	{"retention",                  "30d",            p_duration,      FIELD(retention_ms),               0,         3650LL * 86400 * 1000, 0,
 	 "finished deliveries, their attempts and events are removed this long after; 0 keeps everything"},
+	{"report-max-size",            "10MiB",          p_bytes,         FIELD(report_max_size),            1024,      256 * 1024 * 1024,    0,
+	 "largest report document (PDF) accepted when completing a report (413 above)"},
+	{"report-link-ttl",            "7d",             p_duration,      FIELD(report_link_ttl_ms),         1000,      365LL * 86400 * 1000, 0,
+	 "a reportURL link is valid this long after its event"},
+	{"report-max-uploads",         "4",              p_int,            FIELD(report_max_uploads),         1,         1024,                 0,
+	 "report documents received at once (each held in memory until stored; 503 beyond)"},
 };
 /* clang-format on */
 #define N_SETTINGS (COUNTOF(settings))

@@ -55,6 +55,9 @@ struct config {
 	int64_t disable_min_span_ms;
 	int delivery_window;
 	int64_t retention_ms; /* finished deliveries are kept this long; 0: for ever */
+	int64_t report_max_size;    /* largest report document accepted (its route's body cap) */
+	int64_t report_link_ttl_ms; /* how long a reportURL stays valid */
+	int report_max_uploads;     /* document uploads buffered at once (503 beyond) */
 };
 
 /* Fills cfg from defaults, the file named by --config / LABHOOK_CONFIG, the environment and

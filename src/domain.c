@@ -16,6 +16,7 @@
 
 #include "events.h"
 #include "log.h"
+#include "sign.h"
 
 static const char *const bill_status_names[] = {"pending", "completed", "deleted"};
 
@@ -136,21 +137,57 @@ static enum lh_err emit(struct store_tx *tx, const char *client_id, const char *
 	return emit_to(tx, client_id, lab_id, type, entity_id, p, data, NULL, out);
 }
 
-static json_t *bill_event_data(const char *public_url, const struct bill *b, const struct report *r,
-                               size_t n, const struct report *done)
+void domain_report_link(const struct domain_links *l, const char *bill_id, const char *report_id,
+                        int64_t now, char *out, size_t cap)
+{
+	char sig[SIG_LINK_HEX];
+	int64_t expires = now + l->ttl_s;
+	if (sig_report_link(l->key, bill_id, report_id, expires, sig) != 0)
+		sig[0] = '\0'; /* a link that fails its check, rather than none */
+	snprintf(out, cap, "%s/reports/%s/%s?expires=%lld&sig=%s", l->public_url, bill_id,
+	         report_id, (long long)expires, sig);
+}
+
+enum link_check domain_report_link_check(const struct domain_links *l, const char *bill_id,
+                                         const char *report_id, const char *expires,
+                                         const char *sig, int64_t now, int64_t *expires_at)
+{
+	char want[SIG_LINK_HEX];
+	size_t n = expires ? strlen(expires) : 0;
+	if (!sig || strlen(sig) != SIG_LINK_HEX - 1 || n == 0 || n > 18 ||
+	    strspn(expires, "0123456789") != n)
+		return LINK_BAD_SIGNATURE;
+	int64_t exp = strtoll(expires, NULL, 10);
+	if (sig_report_link(l->key, bill_id, report_id, exp, want) != 0 ||
+	    !util_ct_equal(want, sig, SIG_LINK_HEX - 1))
+		return LINK_BAD_SIGNATURE;
+	*expires_at = exp;
+	return now > exp ? LINK_EXPIRED : LINK_OK;
+}
+
+/* The data of a bill event. link: the report whose reportURL it carries (NULL: none); with
+ * its reportID too when with_id (report.completed), and its document's description when doc
+ * is set. */
+static json_t *bill_event_data(const struct domain_links *l, const struct bill *b,
+                               const struct report *r, size_t n, const struct report *link,
+                               int with_id, const struct report_doc *doc)
 {
 	json_t *d = domain_bill_json(b, r, n);
-	char url[1024];
+	char url[1024], sha[65];
 	if (!d)
 		return NULL;
-	if (done) {
-		snprintf(url, sizeof url, "%s/reports/%s/%s", public_url, b->bill_id,
-		         done->report_id);
-		json_object_set_new(d, "reportID", json_string(done->report_id));
+	if (link) {
+		domain_report_link(l, b->bill_id, link->report_id, util_now(), url, sizeof url);
+		if (with_id)
+			json_object_set_new(d, "reportID", json_string(link->report_id));
 		json_object_set_new(d, "reportURL", json_string(url));
-	} else if (b->status == BILL_COMPLETED) {
-		snprintf(url, sizeof url, "%s/reports/%s", public_url, b->bill_id);
-		json_object_set_new(d, "reportURL", json_string(url));
+	}
+	if (doc) {
+		util_hex(doc->sha256, 32, sha);
+		json_object_set_new(d, "document",
+		                    json_pack("{s:s, s:I, s:s, s:I}", "contentType",
+		                              doc->content_type, "size", (json_int_t)doc->size,
+		                              "sha256", sha, "version", (json_int_t)doc->version));
 	}
 	return d;
 }
@@ -158,14 +195,16 @@ static json_t *bill_event_data(const char *public_url, const struct bill *b, con
 /* ---- bills ---- */
 
 struct bill_job {
-	const char *public_url;
+	const struct domain_links *links;
 	const char *client_id; /* NULL: any account */
 	const char *bill_id, *report_id;
+	const struct domain_doc *doc;
+	struct domain_bill_change *change; /* where the document's outcome goes */
 	struct bill *bill;
 	struct domain_outcome *out;
 };
 
-enum lh_err domain_bill_prepare(struct domain_bill_new *j, const char *public_url,
+enum lh_err domain_bill_prepare(struct domain_bill_new *j, const struct domain_links *links,
                                 const struct bill *b, const struct report *reports, size_t n)
 {
 	memset(j, 0, sizeof *j);
@@ -176,7 +215,7 @@ enum lh_err domain_bill_prepare(struct domain_bill_new *j, const char *public_ur
 	/* Everything bill.created carries is known now: its payload is built here, on the
 	 * caller's thread, rather than inside the writer's transaction. */
 	return event_make(&j->ev, b->client_id, b->lab_id, EV_BILL_CREATED, b->bill_id,
-	                  bill_event_data(public_url, b, reports, n, NULL));
+	                  bill_event_data(links, b, reports, n, NULL, 0, NULL));
 }
 
 enum lh_err domain_bill_create_tx(struct store_tx *tx, void *arg)
@@ -223,11 +262,42 @@ static enum lh_err load_live_bill(struct store_tx *tx, struct bill_job *j, struc
 	return LH_OK;
 }
 
+/* Stores j's document unless the report has these very bytes already. */
+static enum lh_err doc_store(struct store_tx *tx, struct bill_job *j, int64_t now)
+{
+	struct domain_bill_change *c = j->change;
+	struct report_doc cur;
+	enum lh_err e = tx->ops->doc_meta(tx, j->bill_id, j->report_id, &cur);
+	if (e != LH_OK && e != LH_ENOTFOUND)
+		return e;
+	int had = e == LH_OK;
+	if (had && memcmp(cur.sha256, j->doc->sha256, 32) == 0) {
+		c->has_doc = 1;
+		c->stored = cur;
+		return LH_OK;
+	}
+	int64_t version = had ? cur.version + 1 : 1;
+	memset(&cur, 0, sizeof cur);
+	snprintf(cur.bill_id, sizeof cur.bill_id, "%s", j->bill_id);
+	snprintf(cur.report_id, sizeof cur.report_id, "%s", j->report_id);
+	snprintf(cur.content_type, sizeof cur.content_type, "%s", j->doc->content_type);
+	cur.size = (int64_t)j->doc->len;
+	memcpy(cur.sha256, j->doc->sha256, 32);
+	cur.version = version;
+	cur.updated_at = now;
+	if ((e = tx->ops->doc_put(tx, &cur, j->doc->data, j->doc->len)) != LH_OK)
+		return e;
+	c->has_doc = c->doc_changed = 1;
+	c->stored = cur;
+	return LH_OK;
+}
+
 static enum lh_err job_report_complete(struct store_tx *tx, void *arg)
 {
 	struct bill_job *j = arg;
 	struct report *r = NULL, *done = NULL;
 	size_t n = 0, remaining = 0;
+	int64_t now = util_now();
 	enum lh_err e = load_live_bill(tx, j, &r, &n);
 	if (e != LH_OK)
 		return e;
@@ -239,42 +309,50 @@ static enum lh_err job_report_complete(struct store_tx *tx, void *arg)
 		           "the bill has no report with this id");
 		goto out;
 	}
-	if (done->status == REPORT_COMPLETED) {
-		j->out->changed = 0; /* completing twice is a no-op: no event */
+	if (j->doc && (e = doc_store(tx, j, now)) != LH_OK)
+		goto out;
+	int first = done->status != REPORT_COMPLETED;
+	if (!first && !j->change->doc_changed) {
+		j->out->changed = 0; /* completing twice (with the same document) is a no-op */
 		goto out;
 	}
-	int64_t now = util_now();
-	done->status = REPORT_COMPLETED;
-	done->completed_at = now;
-	if ((e = tx->ops->report_update(tx, done)) != LH_OK)
-		goto out;
-	for (size_t i = 0; i < n; i++)
-		remaining += r[i].status != REPORT_COMPLETED;
-	if (remaining == 0) {
-		j->bill->status = BILL_COMPLETED;
-		j->bill->updated_at = now;
-		if ((e = tx->ops->bill_update(tx, j->bill)) != LH_OK)
+	if (first) {
+		done->status = REPORT_COMPLETED;
+		done->completed_at = now;
+		if ((e = tx->ops->report_update(tx, done)) != LH_OK)
 			goto out;
+		for (size_t i = 0; i < n; i++)
+			remaining += r[i].status != REPORT_COMPLETED;
+		if (remaining == 0) {
+			j->bill->status = BILL_COMPLETED;
+			j->bill->updated_at = now;
+			if ((e = tx->ops->bill_update(tx, j->bill)) != LH_OK)
+				goto out;
+		}
 	}
 	j->out->changed = 1;
 	e = emit(tx, j->bill->client_id, j->bill->lab_id, EV_REPORT_COMPLETED, j->bill->bill_id,
-	         &j->bill->parties, bill_event_data(j->public_url, j->bill, r, n, done), j->out);
+	         &j->bill->parties,
+	         bill_event_data(j->links, j->bill, r, n, done, 1,
+	                         j->change->has_doc ? &j->change->stored : NULL),
+	         j->out);
 	/* The writer runs jobs one at a time, so only the job that completes the last report
-	 * sees remaining == 0: bill.completed is emitted exactly once. */
-	if (e == LH_OK && remaining == 0)
+	 * sees remaining == 0: bill.completed is emitted exactly once (a replaced document
+	 * later is not a first completion). */
+	if (e == LH_OK && first && remaining == 0)
 		e = emit(tx, j->bill->client_id, j->bill->lab_id, EV_BILL_COMPLETED,
 		         j->bill->bill_id, &j->bill->parties,
-		         bill_event_data(j->public_url, j->bill, r, n, NULL), j->out);
+		         bill_event_data(j->links, j->bill, r, n, done, 0, NULL), j->out);
 out:
 	free(r);
 	return e;
 }
 
-void domain_bill_change_init(struct domain_bill_change *c, const char *public_url,
+void domain_bill_change_init(struct domain_bill_change *c, const struct domain_links *links,
                              const char *client_id, const char *bill_id, const char *report_id)
 {
 	memset(c, 0, sizeof *c);
-	c->public_url = public_url;
+	c->links = links;
 	snprintf(c->client_id, sizeof c->client_id, "%s", client_id ? client_id : "");
 	snprintf(c->bill_id, sizeof c->bill_id, "%s", bill_id);
 	snprintf(c->report_id, sizeof c->report_id, "%s", report_id ? report_id : "");
@@ -283,10 +361,12 @@ void domain_bill_change_init(struct domain_bill_change *c, const char *public_ur
 /* The job's view of a change: what the job functions take. */
 static struct bill_job bill_job_of(struct domain_bill_change *c)
 {
-	return (struct bill_job){.public_url = c->public_url,
+	return (struct bill_job){.links = c->links,
 	                         .client_id = c->client_id[0] ? c->client_id : NULL,
 	                         .bill_id = c->bill_id,
 	                         .report_id = c->report_id,
+	                         .doc = c->doc,
+	                         .change = c,
 	                         .bill = &c->bill,
 	                         .out = &c->out};
 }
@@ -310,7 +390,7 @@ static enum lh_err job_bill_delete(struct store_tx *tx, void *arg)
 	e = tx->ops->bill_update(tx, j->bill);
 	if (e == LH_OK)
 		e = emit(tx, j->bill->client_id, j->bill->lab_id, EV_BILL_DELETED, j->bill->bill_id,
-		         &j->bill->parties, bill_event_data(j->public_url, j->bill, r, n, NULL),
+		         &j->bill->parties, bill_event_data(j->links, j->bill, r, n, NULL, 0, NULL),
 		         j->out);
 	free(r);
 	return e;

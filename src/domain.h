@@ -17,6 +17,33 @@
 
 #define DOMAIN_MAX_REPORTS 500
 
+/* What a reportURL is made of (API.md 9): <public_url>/reports/<bill>/<report>?expires=<unix>
+ * &sig=<hex HMAC-SHA256 with key over the ids and the expiry> (sig_report_link). Built once
+ * at start-up; read-only afterwards. */
+struct domain_links {
+	const char *public_url; /* no trailing slash */
+	unsigned char key[32];  /* from the store's meta: every node signs alike */
+	int64_t ttl_s;          /* report-link-ttl */
+};
+
+/* The link of one report, valid until now + ttl, into out. */
+void domain_report_link(const struct domain_links *l, const char *bill_id, const char *report_id,
+                        int64_t now, char *out, size_t cap);
+/* Checks a link's query values (either may be NULL) at now. */
+enum link_check { LINK_OK = 0, LINK_BAD_SIGNATURE, LINK_EXPIRED };
+enum link_check domain_report_link_check(const struct domain_links *l, const char *bill_id,
+                                         const char *report_id, const char *expires,
+                                         const char *sig, int64_t now, int64_t *expires_at);
+
+/* A report document handed to domain_report_complete_tx (the bytes are borrowed until the
+ * job has run; sha256 is computed by the caller, on its own thread). */
+struct domain_doc {
+	const void *data;
+	size_t len;
+	char content_type[REPORT_CTYPE_CAP];
+	unsigned char sha256[32];
+};
+
 /* Why a change was refused, for the caller's error message. */
 struct domain_outcome {
 	const char *code;  /* snake_case error code on failure */
@@ -40,7 +67,7 @@ struct domain_bill_new {
 	struct event ev; /* bill.created, payload owned */
 	struct domain_outcome out;
 };
-enum lh_err domain_bill_prepare(struct domain_bill_new *j, const char *public_url,
+enum lh_err domain_bill_prepare(struct domain_bill_new *j, const struct domain_links *links,
                                 const struct bill *b, const struct report *reports, size_t n);
 enum lh_err domain_bill_create_tx(struct store_tx *tx, void *j);
 void domain_bill_release(struct domain_bill_new *j);
@@ -49,16 +76,24 @@ void domain_bill_release(struct domain_bill_new *j);
  * last, the bill (bill.completed, exactly once); completing a completed report changes
  * nothing (out.changed 0). domain_bill_delete_tx marks the bill deleted (bill.deleted;
  * LH_ECONFLICT if it already is). client_id "": any account's bill (the lab side).
- * domain_bill_change_init fills it; bill is the bill as the change left it. */
+ * domain_bill_change_init fills it; bill is the bill as the change left it.
+ * With doc set, completing also stores the document: a new one, or one whose sha256 differs
+ * from the stored one, replaces it (version + 1) and emits report.completed again even if
+ * the report was completed already (never bill.completed again); the same bytes again
+ * change nothing (out.changed 0). has_doc and stored then describe the report's document,
+ * and doc_changed says whether this change stored it. */
 struct domain_bill_change {
-	const char *public_url; /* lives as long as the service */
+	const struct domain_links *links; /* lives as long as the service */
 	char client_id[ID_CAP];
 	char bill_id[ID_CAP];
 	char report_id[ID_CAP];
+	const struct domain_doc *doc; /* NULL: no document */
 	struct bill bill;
+	int has_doc, doc_changed;
+	struct report_doc stored;
 	struct domain_outcome out;
 };
-void domain_bill_change_init(struct domain_bill_change *c, const char *public_url,
+void domain_bill_change_init(struct domain_bill_change *c, const struct domain_links *links,
                              const char *client_id, const char *bill_id, const char *report_id);
 enum lh_err domain_report_complete_tx(struct store_tx *tx, void *change);
 enum lh_err domain_bill_delete_tx(struct store_tx *tx, void *change);

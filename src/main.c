@@ -154,6 +154,38 @@ static enum lh_err admin_key_load(const struct config *cfg, struct store *st,
 	return LH_OK;
 }
 
+/* The key reportURL links are signed with: made at the first start (OpenSSL's CSPRNG) and
+ * kept in the store's meta, so every node of a shared store signs and checks alike. */
+static enum lh_err report_links_load(struct app *app)
+{
+	unsigned char raw[32];
+	char fresh[65], stored[80];
+	struct domain_links *l = &app->links;
+	enum lh_err e = util_random(raw, sizeof raw);
+	if (e != LH_OK)
+		return e;
+	util_hex(raw, sizeof raw, fresh);
+	OPENSSL_cleanse(raw, sizeof raw);
+	e = app->store->ops->meta_get_or_put(app->store, "report_link_key", fresh, stored,
+	                                     sizeof stored);
+	OPENSSL_cleanse(fresh, sizeof fresh);
+	if (e != LH_OK)
+		return e;
+	for (int i = 0; i < 32; i++) {
+		unsigned v;
+		if (strlen(stored) != 64 || sscanf(stored + 2 * i, "%2x", &v) != 1) {
+			LOG(LOG_ERROR, "main", "the stored report link key is damaged");
+			OPENSSL_cleanse(stored, sizeof stored);
+			return LH_ESTORE;
+		}
+		l->key[i] = (unsigned char)v;
+	}
+	OPENSSL_cleanse(stored, sizeof stored);
+	l->public_url = app->public_url;
+	l->ttl_s = app->cfg.report_link_ttl_ms / 1000;
+	return LH_OK;
+}
+
 /* This node's id on a shared store: <data-dir>/node.id, made at its first start, so a node
  * that restarts is the same node and takes its subscriptions back at once. */
 static enum lh_err node_id_load(const char *data_dir, char out[ID_CAP])
@@ -365,6 +397,10 @@ static int serve(int argc, char **argv, char **env)
 	size_t ul = strlen(app.public_url);
 	while (ul > 0 && app.public_url[ul - 1] == '/')
 		app.public_url[--ul] = '\0';
+	if ((e = report_links_load(&app)) != LH_OK) {
+		fprintf(stderr, "labhook: cannot load the report link key: %s\n", err_code(e));
+		goto out;
+	}
 	if (app.cfg.demo && (e = demo_seed(&app, port)) != LH_OK) {
 		fprintf(stderr, "labhook: cannot create the demo accounts: %s\n", err_code(e));
 		goto out;

@@ -136,6 +136,29 @@ struct report {
 	int64_t completed_at;
 };
 
+/* A report's document (the lab's PDF), stored in chunks of REPORT_CHUNK bytes numbered
+ * from 0, so that it is written and read a piece at a time. version starts at 1 and is
+ * bumped each time the document is replaced. */
+#define REPORT_CHUNK     (256 * 1024)
+#define REPORT_CTYPE_CAP 64
+struct report_doc {
+	char bill_id[ID_CAP];
+	char report_id[ID_CAP];
+	char content_type[REPORT_CTYPE_CAP];
+	int64_t size;
+	unsigned char sha256[32];
+	int64_t version;
+	int64_t updated_at;
+};
+
+/* What report_doc_get finds: the report, whose bill it is, and its document if any. */
+struct report_doc_info {
+	char client_id[ID_CAP]; /* the bill's account */
+	enum bill_status bill_status;
+	int has_doc; /* 0: the report exists but has no document (doc is zeros) */
+	struct report_doc doc;
+};
+
 struct lead {
 	char lead_id[ID_CAP];
 	char client_id[ID_CAP];
@@ -288,6 +311,14 @@ struct store_tx_ops {
 	                         struct report **reports, size_t *n);
 	enum lh_err (*bill_update)(struct store_tx *tx, const struct bill *b);
 	enum lh_err (*report_update)(struct store_tx *tx, const struct report *r);
+	/* The document of a report, LH_ENOTFOUND when it has none. */
+	enum lh_err (*doc_meta)(struct store_tx *tx, const char *bill_id, const char *report_id,
+	                        struct report_doc *out);
+	/* Stores d (its bill_id, report_id, content_type, size = len, sha256, version,
+	 * updated_at as given) with the bytes data[0..len) in chunks of REPORT_CHUNK, replacing
+	 * any document the report had (all its chunks). data is borrowed for the call. */
+	enum lh_err (*doc_put)(struct store_tx *tx, const struct report_doc *d, const void *data,
+	                       size_t len);
 	/* *dup = 1 if a lead of lab_id created on day has this contact or (non-empty) email. */
 	enum lh_err (*lead_dup)(struct store_tx *tx, const char *lab_id, const char *day,
 	                        const char *contact, const char *email, int *dup);
@@ -344,7 +375,7 @@ struct store_table {
 	size_t nkey;
 };
 
-#define STORE_COPY_NTABLES 14
+#define STORE_COPY_NTABLES 16
 #define STORE_COPY_MAXCOLS 16 /* columns of the widest table */
 extern const struct store_table store_copy_tables[STORE_COPY_NTABLES];
 
@@ -515,6 +546,17 @@ struct store_ops {
 	/* The client's bill with its reports (free *reports with free()). */
 	enum lh_err (*bill_get)(struct store *s, const char *client_id, const char *bill_id,
 	                        struct bill *out, struct report **reports, size_t *n);
+
+	/* Report bill_id/report_id of client_id ("" or NULL: any account) with its document's
+	 * description: LH_ENOTFOUND if there is no such report (or it is another account's). */
+	enum lh_err (*report_doc_get)(struct store *s, const char *client_id, const char *bill_id,
+	                              const char *report_id, struct report_doc_info *out);
+	/* Chunk n of the document of bill_id/report_id as it is at `version`: its bytes into
+	 * buf (cap at least REPORT_CHUNK), *len gets their count. LH_ENOTFOUND when the
+	 * document is gone or another version replaced it (a reader must not mix versions). */
+	enum lh_err (*report_doc_chunk)(struct store *s, const char *bill_id, const char *report_id,
+	                                int64_t version, int64_t n, void *buf, size_t cap,
+	                                size_t *len);
 
 	/* ---- moving a store (labhook store copy) ---- */
 	/* Calls fn for every row of every table of store_copy_tables, table by table in that

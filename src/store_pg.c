@@ -218,6 +218,13 @@ static const char *const migrations[] = {
      * foreign key's own check on each event removed, are an index seek each instead of a
      * scan of every delivery. */
     "CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);",
+    /* 5: report documents, in chunks of REPORT_CHUNK bytes (as in store_sqlite.c). */
+    ("CREATE TABLE report_documents(bill_id TEXT NOT NULL,"
+     " report_id TEXT NOT NULL REFERENCES reports(report_id), content_type TEXT NOT NULL,"
+     " size BIGINT NOT NULL, sha256 BYTEA NOT NULL, version BIGINT NOT NULL,"
+     " updated_at BIGINT NOT NULL, PRIMARY KEY(bill_id, report_id));"
+     "CREATE TABLE report_chunks(bill_id TEXT NOT NULL, report_id TEXT NOT NULL,"
+     " n BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY(bill_id, report_id, n));"),
 };
 #define N_MIGRATIONS (COUNTOF(migrations))
 
@@ -1839,6 +1846,11 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 	return e;
 }
 
+static enum lh_err tx_doc_meta(struct store_tx *tx, const char *bill_id, const char *report_id,
+                               struct report_doc *out);
+static enum lh_err tx_doc_put(struct store_tx *tx, const struct report_doc *d, const void *data,
+                              size_t len);
+
 static const struct store_tx_ops pg_tx_ops = {
     .bill_insert = tx_bill_insert,
     .bill_load = tx_bill_load,
@@ -1850,6 +1862,8 @@ static const struct store_tx_ops pg_tx_ops = {
     .lead_set_booking = tx_lead_set_booking,
     .booking_insert = tx_booking_insert,
     .event_insert = tx_event_insert,
+    .doc_meta = tx_doc_meta,
+    .doc_put = tx_doc_put,
 };
 
 /* ---- group commit: the transaction primitives store_writer.c runs batches with ---- */
@@ -2638,6 +2652,173 @@ static enum lh_err export_table(struct pg_store *s, struct pg_conn *c, size_t t,
 	return e;
 }
 
+/* ---- report documents ----
+ * Chunks go in and out as bytea's text form (\x and hex): twice the bytes on the wire, but
+ * the same text parameters and results as every other statement here. */
+
+#define DOC_COLS "content_type, size, sha256, version, updated_at"
+
+/* The five DOC_COLS from column first on, into d (its ids are the caller's). */
+static void doc_from_row(const PGresult *r, int i, int first, struct report_doc *d)
+{
+	col_text(r, i, first, d->content_type, sizeof d->content_type);
+	d->size = col_i64(r, i, first + 1);
+	col_hash(r, i, first + 2, d->sha256);
+	d->version = col_i64(r, i, first + 3);
+	d->updated_at = col_i64(r, i, first + 4);
+}
+
+static void doc_meta_row(const PGresult *r, int i, void *out)
+{
+	doc_from_row(r, i, 0, out);
+}
+
+static enum lh_err tx_doc_meta(struct store_tx *tx, const char *bill_id, const char *report_id,
+                               struct report_doc *out)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	struct report_doc d;
+	memset(&d, 0, sizeof d);
+	p_text(&p, bill_id);
+	p_text(&p, report_id);
+	enum lh_err e = query_one(s, &s->wc,
+	                          "SELECT " DOC_COLS " FROM report_documents"
+	                          " WHERE bill_id = $1 AND report_id = $2",
+	                          &p, doc_meta_row, &d, "doc_meta");
+	if (e == LH_OK) {
+		snprintf(d.bill_id, sizeof d.bill_id, "%s", bill_id);
+		snprintf(d.report_id, sizeof d.report_id, "%s", report_id);
+		*out = d;
+	}
+	return e;
+}
+
+static enum lh_err tx_doc_put(struct store_tx *tx, const struct report_doc *d, const void *data,
+                              size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	enum lh_err e;
+	p_text(&p, d->bill_id);
+	p_text(&p, d->report_id);
+	if ((e = run_cmd(s, &s->wc,
+	                 "DELETE FROM report_chunks WHERE bill_id = $1 AND report_id = $2", &p,
+	                 NULL, "doc_clear")) != LH_OK)
+		return e;
+	p_text(&p, d->content_type);
+	p_i64(&p, (int64_t)len);
+	p_hash(&p, d->sha256);
+	p_i64(&p, d->version);
+	p_i64(&p, d->updated_at);
+	if ((e = run_cmd(s, &s->wc,
+	                 "INSERT INTO report_documents(bill_id, report_id, " DOC_COLS ")"
+	                 " VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(bill_id, report_id)"
+	                 " DO UPDATE SET content_type = excluded.content_type,"
+	                 " size = excluded.size, sha256 = excluded.sha256,"
+	                 " version = excluded.version, updated_at = excluded.updated_at",
+	                 &p, NULL, "doc_put")) != LH_OK)
+		return e;
+	char *text = malloc(2 * REPORT_CHUNK + 3);
+	if (!text)
+		return LH_ENOMEM;
+	for (size_t off = 0, n = 0; e == LH_OK && off < len; off += REPORT_CHUNK, n++) {
+		size_t k = len - off < REPORT_CHUNK ? len - off : REPORT_CHUNK;
+		const unsigned char *b = (const unsigned char *)data + off;
+		text[0] = '\\';
+		text[1] = 'x';
+		for (size_t i = 0; i < k; i++) {
+			text[2 + 2 * i] = hex[b[i] >> 4];
+			text[3 + 2 * i] = hex[b[i] & 15];
+		}
+		text[2 + 2 * k] = '\0';
+		struct params q = {0};
+		p_text(&q, d->bill_id);
+		p_text(&q, d->report_id);
+		p_i64(&q, (int64_t)n);
+		p_text(&q, text);
+		e = run_cmd(s, &s->wc,
+		            "INSERT INTO report_chunks(bill_id, report_id, n, data)"
+		            " VALUES($1, $2, $3, $4)",
+		            &q, NULL, "doc_chunk_put");
+	}
+	free(text);
+	return e;
+}
+
+static void doc_info_row(const PGresult *r, int i, void *out)
+{
+	struct report_doc_info *info = out;
+	col_text(r, i, 0, info->client_id, sizeof info->client_id);
+	info->bill_status = (enum bill_status)col_i64(r, i, 1);
+	info->has_doc = (int)col_i64(r, i, 2);
+	if (info->has_doc)
+		doc_from_row(r, i, 3, &info->doc);
+}
+
+static enum lh_err pgs_report_doc_get(struct store *base, const char *client_id,
+                                      const char *bill_id, const char *report_id,
+                                      struct report_doc_info *out)
+{
+	struct params p = {0};
+	struct report_doc_info info;
+	memset(&info, 0, sizeof info);
+	p_text(&p, bill_id);
+	p_text(&p, report_id);
+	enum lh_err e = pool_one(
+	    S(base),
+	    "SELECT b.client_id, b.status, CASE WHEN d.report_id IS NULL THEN 0 ELSE 1 END,"
+	    " d.content_type, d.size, d.sha256, d.version, d.updated_at FROM reports r"
+	    " JOIN bills b ON b.bill_id = r.bill_id LEFT JOIN report_documents d"
+	    " ON d.bill_id = r.bill_id AND d.report_id = r.report_id"
+	    " WHERE r.report_id = $2 AND r.bill_id = $1",
+	    &p, doc_info_row, &info, "report_doc_get");
+	if (e == LH_OK && client_id && client_id[0] && strcmp(info.client_id, client_id) != 0)
+		e = LH_ENOTFOUND;
+	if (e == LH_OK) {
+		snprintf(info.doc.bill_id, sizeof info.doc.bill_id, "%s", bill_id);
+		snprintf(info.doc.report_id, sizeof info.doc.report_id, "%s", report_id);
+		*out = info;
+	}
+	return e;
+}
+
+static enum lh_err pgs_report_doc_chunk(struct store *base, const char *bill_id,
+                                        const char *report_id, int64_t version, int64_t n,
+                                        void *buf, size_t cap, size_t *len)
+{
+	struct pg_store *s = S(base);
+	struct params p = {0};
+	struct pg_conn *c;
+	PGresult *r = NULL;
+	p_text(&p, bill_id);
+	p_text(&p, report_id);
+	p_i64(&p, n);
+	p_i64(&p, version);
+	enum lh_err e = pool_get(s, &c);
+	if (e != LH_OK)
+		return e;
+	/* One statement: the chunk and the version it belongs to come from one snapshot. */
+	e = run(s, c,
+	        "SELECT c.data FROM report_chunks c JOIN report_documents d"
+	        " ON d.bill_id = c.bill_id AND d.report_id = c.report_id"
+	        " WHERE c.bill_id = $1 AND c.report_id = $2 AND c.n = $3 AND d.version = $4",
+	        &p, &r, "report_doc_chunk");
+	pool_put(s, c);
+	if (e == LH_OK && PQntuples(r) == 0)
+		e = LH_ENOTFOUND;
+	if (e == LH_OK) {
+		size_t tl = (size_t)PQgetlength(r, 0, 0);
+		if (tl < 2 || (tl - 2) / 2 > cap)
+			e = LH_ESTORE;
+		else
+			*len = unhex(PQgetvalue(r, 0, 0), tl, buf);
+	}
+	PQclear(r);
+	return e;
+}
+
 static enum lh_err pgs_export_rows(struct store *base, store_row_fn fn, void *ctx,
                                    int64_t rows[STORE_COPY_NTABLES])
 {
@@ -3031,6 +3212,8 @@ static const struct store_ops pg_ops = {
     .delivery_recover = pgs_delivery_recover,
     .bill_get = pgs_bill_get,
     .retention_sweep = pgs_retention_sweep,
+    .report_doc_get = pgs_report_doc_get,
+    .report_doc_chunk = pgs_report_doc_chunk,
     .export_rows = pgs_export_rows,
     .import_from = pgs_import_from,
 };

@@ -113,6 +113,11 @@ static const struct store_col delivery_cols[] = {
 static const struct store_col attempt_cols[] = {
     TXT("delivery_id"), INT("n"), INT("started_at"), INT("duration_ms"), INT("status_code"),
     TXT("error"), TXT("response")};
+static const struct store_col report_doc_cols[] = {
+    TXT("bill_id"), TXT("report_id"), TXT("content_type"), INT("size"), BYTES("sha256"),
+    INT("version"), INT("updated_at")};
+static const struct store_col report_chunk_cols[] = {
+    TXT("bill_id"), TXT("report_id"), INT("n"), BYTES("data")};
 
 /* Referenced rows first: accounts before what belongs to them, subscriptions before their
  * events, bills before reports, events before deliveries before attempts. */
@@ -131,6 +136,8 @@ const struct store_table store_copy_tables[STORE_COPY_NTABLES] = {
     TABLE("events", event_cols, 1),
     TABLE("deliveries", delivery_cols, 1),
     TABLE("attempts", attempt_cols, 2),
+    TABLE("report_documents", report_doc_cols, 2),
+    TABLE("report_chunks", report_chunk_cols, 3),
 };
 /* clang-format on */
 

@@ -172,6 +172,15 @@ static const char *const migrations[] = {
      * foreign key's own check on each event removed, are an index seek each instead of a
      * scan of every delivery. */
     "CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);",
+    /* 6: report documents, in chunks of REPORT_CHUNK bytes (written and read a chunk at a
+     * time; a document is never one value in memory). version is bumped by a replacement,
+     * and a reader asks for a chunk of the version it started with. */
+    ("CREATE TABLE report_documents(bill_id TEXT NOT NULL,"
+     " report_id TEXT NOT NULL REFERENCES reports(report_id), content_type TEXT NOT NULL,"
+     " size INTEGER NOT NULL, sha256 BLOB NOT NULL, version INTEGER NOT NULL,"
+     " updated_at INTEGER NOT NULL, PRIMARY KEY(bill_id, report_id));"
+     "CREATE TABLE report_chunks(bill_id TEXT NOT NULL, report_id TEXT NOT NULL,"
+     " n INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(bill_id, report_id, n));"),
 };
 #define N_MIGRATIONS (COUNTOF(migrations))
 
@@ -1724,6 +1733,168 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 	return LH_OK;
 }
 
+/* ---- report documents ---- */
+
+#define DOC_COLS "content_type, size, sha256, version, updated_at"
+
+/* The five DOC_COLS from column first on, into d (its ids are the caller's). */
+static void doc_from_row(sqlite3_stmt *st, int first, struct report_doc *d)
+{
+	col_text(st, first, d->content_type, sizeof d->content_type);
+	d->size = sqlite3_column_int64(st, first + 1);
+	memset(d->sha256, 0, sizeof d->sha256);
+	if (sqlite3_column_bytes(st, first + 2) == 32)
+		memcpy(d->sha256, sqlite3_column_blob(st, first + 2), 32);
+	d->version = sqlite3_column_int64(st, first + 3);
+	d->updated_at = sqlite3_column_int64(st, first + 4);
+}
+
+static enum lh_err tx_doc_meta(struct store_tx *tx, const char *bill_id, const char *report_id,
+                               struct report_doc *out)
+{
+	struct sqlite_store *s = TX(tx);
+	sqlite3_stmt *st = stmt(s, "SELECT " DOC_COLS " FROM report_documents"
+	                           " WHERE bill_id = ?1 AND report_id = ?2");
+	if (!st)
+		return LH_ESTORE;
+	bind_text(st, 1, bill_id);
+	bind_text(st, 2, report_id);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		memset(out, 0, sizeof *out);
+		snprintf(out->bill_id, sizeof out->bill_id, "%s", bill_id);
+		snprintf(out->report_id, sizeof out->report_id, "%s", report_id);
+		doc_from_row(st, 0, out);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW    ? LH_OK
+	       : rc == SQLITE_DONE ? LH_ENOTFOUND
+	                           : fail(s, rc, "doc_meta");
+}
+
+static enum lh_err tx_doc_put(struct store_tx *tx, const struct report_doc *d, const void *data,
+                              size_t len)
+{
+	struct sqlite_store *s = TX(tx);
+	enum lh_err e;
+	sqlite3_stmt *st =
+	    stmt(s, "DELETE FROM report_chunks WHERE bill_id = ?1 AND report_id = ?2");
+	if (st) {
+		bind_text(st, 1, d->bill_id);
+		bind_text(st, 2, d->report_id);
+	}
+	if ((e = step_done(s, st, "doc_clear")) != LH_OK)
+		return e;
+	st = stmt(s, "INSERT INTO report_documents(bill_id, report_id, " DOC_COLS ")"
+	             " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(bill_id, report_id) DO UPDATE"
+	             " SET content_type = excluded.content_type, size = excluded.size,"
+	             " sha256 = excluded.sha256, version = excluded.version,"
+	             " updated_at = excluded.updated_at");
+	if (st) {
+		bind_text(st, 1, d->bill_id);
+		bind_text(st, 2, d->report_id);
+		bind_text(st, 3, d->content_type);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)len);
+		sqlite3_bind_blob(st, 5, d->sha256, 32, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 6, d->version);
+		sqlite3_bind_int64(st, 7, d->updated_at);
+	}
+	if ((e = step_done(s, st, "doc_put")) != LH_OK)
+		return e;
+	for (size_t off = 0, n = 0; off < len; off += REPORT_CHUNK, n++) {
+		size_t k = len - off < REPORT_CHUNK ? len - off : REPORT_CHUNK;
+		st = stmt(s, "INSERT INTO report_chunks(bill_id, report_id, n, data)"
+		             " VALUES(?1, ?2, ?3, ?4)");
+		if (st) {
+			bind_text(st, 1, d->bill_id);
+			bind_text(st, 2, d->report_id);
+			sqlite3_bind_int64(st, 3, (sqlite3_int64)n);
+			sqlite3_bind_blob(st, 4, (const char *)data + off, (int)k, SQLITE_STATIC);
+		}
+		if ((e = step_done(s, st, "doc_chunk_put")) != LH_OK)
+			return e;
+	}
+	return LH_OK;
+}
+
+static enum lh_err sqlite_report_doc_get(struct store *base, const char *client_id,
+                                         const char *bill_id, const char *report_id,
+                                         struct report_doc_info *out)
+{
+	struct sqlite_store *s = S(base);
+	struct report_doc_info info;
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->rmu);
+	sqlite3_stmt *st =
+	    rstmt(s, "SELECT b.client_id, b.status, d.report_id IS NOT NULL, d.content_type,"
+	             " d.size, d.sha256, d.version, d.updated_at FROM reports r"
+	             " JOIN bills b ON b.bill_id = r.bill_id LEFT JOIN report_documents d"
+	             " ON d.bill_id = r.bill_id AND d.report_id = r.report_id"
+	             " WHERE r.report_id = ?2 AND r.bill_id = ?1");
+	if (st) {
+		bind_text(st, 1, bill_id);
+		bind_text(st, 2, report_id);
+		int rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			memset(&info, 0, sizeof info);
+			col_text(st, 0, info.client_id, sizeof info.client_id);
+			info.bill_status = (enum bill_status)sqlite3_column_int(st, 1);
+			info.has_doc = sqlite3_column_int(st, 2);
+			snprintf(info.doc.bill_id, sizeof info.doc.bill_id, "%s", bill_id);
+			snprintf(info.doc.report_id, sizeof info.doc.report_id, "%s", report_id);
+			if (info.has_doc)
+				doc_from_row(st, 3, &info.doc);
+			e = client_id && client_id[0] && strcmp(info.client_id, client_id) != 0
+			        ? LH_ENOTFOUND
+			        : LH_OK;
+		} else {
+			e = rc == SQLITE_DONE ? LH_ENOTFOUND : fail(s, rc, "report_doc_get");
+		}
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&s->rmu);
+	if (e == LH_OK)
+		*out = info;
+	return e;
+}
+
+static enum lh_err sqlite_report_doc_chunk(struct store *base, const char *bill_id,
+                                           const char *report_id, int64_t version, int64_t n,
+                                           void *buf, size_t cap, size_t *len)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->rmu);
+	/* One statement: the chunk and the version it belongs to come from one snapshot. */
+	sqlite3_stmt *st = rstmt(s, "SELECT c.data FROM report_chunks c JOIN report_documents d"
+	                            " ON d.bill_id = c.bill_id AND d.report_id = c.report_id"
+	                            " WHERE c.bill_id = ?1 AND c.report_id = ?2 AND c.n = ?3"
+	                            " AND d.version = ?4");
+	if (st) {
+		bind_text(st, 1, bill_id);
+		bind_text(st, 2, report_id);
+		sqlite3_bind_int64(st, 3, n);
+		sqlite3_bind_int64(st, 4, version);
+		int rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			size_t k = (size_t)sqlite3_column_bytes(st, 0);
+			if (k > cap) {
+				e = LH_ESTORE;
+			} else {
+				if (k)
+					memcpy(buf, sqlite3_column_blob(st, 0), k);
+				*len = k;
+				e = LH_OK;
+			}
+		} else {
+			e = rc == SQLITE_DONE ? LH_ENOTFOUND : fail(s, rc, "report_doc_chunk");
+		}
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&s->rmu);
+	return e;
+}
+
 static const struct store_tx_ops sqlite_tx_ops = {
     .bill_insert = tx_bill_insert,
     .bill_load = tx_bill_load,
@@ -1735,6 +1906,8 @@ static const struct store_tx_ops sqlite_tx_ops = {
     .lead_set_booking = tx_lead_set_booking,
     .booking_insert = tx_booking_insert,
     .event_insert = tx_event_insert,
+    .doc_meta = tx_doc_meta,
+    .doc_put = tx_doc_put,
 };
 
 /* ---- group commit: the transaction primitives store_writer.c runs batches with ---- */
@@ -2557,6 +2730,8 @@ static const struct store_ops sqlite_ops = {
     .delivery_recover = sqlite_delivery_recover,
     .bill_get = sqlite_bill_get,
     .retention_sweep = sqlite_retention_sweep,
+    .report_doc_get = sqlite_report_doc_get,
+    .report_doc_chunk = sqlite_report_doc_chunk,
     .export_rows = sqlite_export_rows,
     .import_from = sqlite_import_from,
 };

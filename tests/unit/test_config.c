@@ -97,6 +97,9 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.refresh_ttl_ms, 30LL * 86400 * 1000); /* API.md 2: 30 days */
 	assert_int_equal(cfg.demo, 0);
 	assert_int_equal(cfg.retention_ms, 30LL * 86400 * 1000);
+	assert_int_equal(cfg.report_max_size, 10 * 1048576);          /* issue 12: 10 MiB */
+	assert_int_equal(cfg.report_link_ttl_ms, 7LL * 86400 * 1000); /* issue 12: 7 days */
+	assert_in_range(cfg.report_max_uploads, 1, 1024);
 	/* Tuning values are not part of the contract; they only have to be in range (the
 	 * 0xa5 fill would show through if a field were left unset). */
 	assert_in_range(cfg.http_threads, 1, 64);
@@ -341,6 +344,11 @@ static void test_bad_values(void **state)
 	    {{"--max-body", "1023", NULL}, {NULL}, "max-body", NULL},
 	    {{"--max-body", "-5", NULL}, {NULL}, "max-body", NULL},
 	    {{"--max-body", "65m", NULL}, {NULL}, "max-body", NULL},
+	    {{"--report-max-size", "1GiB", NULL}, {NULL}, "report-max-size", NULL},
+	    {{"--report-max-size", "10", NULL}, {NULL}, "report-max-size", NULL},
+	    {{"--report-link-ttl", "0s", NULL}, {NULL}, "report-link-ttl", NULL},
+	    {{"--report-link-ttl", "400d", NULL}, {NULL}, "report-link-ttl", NULL},
+	    {{"--report-max-uploads", "0", NULL}, {NULL}, "report-max-uploads", NULL},
 	    {{"--conn-timeout", "1ms", NULL}, {NULL}, "conn-timeout", NULL},
 	    {{"--conn-timeout", "2h", NULL}, {NULL}, "conn-timeout", NULL},
 	    {{"--refresh-ttl", "366d", NULL}, {NULL}, "refresh-ttl", NULL},
