@@ -9,8 +9,8 @@ runs on PostgreSQL instead of SQLite: a database of its own per data directory (
 on the same directory finds its data again), dropped at cleanup. Server.db() reads the
 store directly whichever it is.
 
-With LABHOOK_TEST_LOG_FORMAT=json every Server runs with --log-format json: each line it
-writes to stderr must be one JSON log object (time, level, module, msg and string fields),
+With LABHOOK_TEST_LOG_FORMAT=json every Server runs with --log-format json (as does one
+given that option): each line it writes to stderr must be one JSON log object (time, level, module, msg and string fields),
 checked as it arrives; Server.stop fails naming the first lines that were not. log_lines
 holds each line in the text form, so the tests' searches of the log work in both modes.
 """
@@ -177,6 +177,7 @@ class Server:
         self.proc = None
         self.port = None
         self.log_lines = []
+        self.raw_log = []  # the lines as written (log_lines has the text form of JSON lines)
         self.not_json = []  # with LABHOOK_TEST_LOG_FORMAT=json: (line, why) not yet reported
         self._stdout = []
         self._pumps = []
@@ -191,9 +192,10 @@ class Server:
             r = psql(PG, "CREATE DATABASE " + self.pg_db, check=False)
             assert r.returncode == 0 or "already exists" in r.stderr, r.stderr
         cmd = [BIN, "serve", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"] + self.args
-        json_mode = LOG_JSON and not any(a.startswith("--log-format") for a in self.args)
-        if json_mode:
+        if LOG_JSON and not any(a.startswith("--log-format") for a in self.args):
             cmd += ["--log-format", "json"]
+        json_mode = any(a == "--log-format=json" or (a == "json" and b == "--log-format")
+                        for b, a in zip(cmd, cmd[1:]))
         if self.pg_db and "--store" not in self.args:  # (tests may change args between starts)
             cmd += ["--store", pg_uri(self.pg_db)]
         self.port = None  # a restart that fails must not look ready on the old port
@@ -204,6 +206,7 @@ class Server:
         def pump_err():
             for line in self.proc.stderr:
                 line = line.rstrip("\n")
+                self.raw_log.append(line)
                 if json_mode:
                     try:
                         line = json_log_as_text(line)
