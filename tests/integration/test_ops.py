@@ -177,7 +177,8 @@ def test_packaged_config_starts_the_service(_srv):
         assert s.get("/healthz").status == 200
         line = next(l for l in s.log_lines if "effective configuration" in l)
         assert " config=%s " % CONF.replace(" ", "\\x20") in line, line
-        assert " log_level=info log_format=text " in line, line
+        fmt = "json" if LOG_JSON else "text"  # the file's, unless the harness overrides it
+        assert " log_level=info log_format=%s " % fmt in line, line
     finally:
         assert s.stop() == 0
         s.cleanup()
