@@ -144,7 +144,7 @@ static void jw_field(struct jw *w, const char *key, size_t klen, int clash, cons
                      size_t vlen)
 {
 	int first = w->n == 1;
-	if (!jw_fits(w, klen + 6))
+	if (!jw_fits(w, klen + 7)) /* ,"key_":" */
 		return;
 	if (!first)
 		jw_put(w, ",", 1);
