@@ -422,6 +422,8 @@ static const struct setting settings[] = {
 	 "on PostgreSQL: a node that stops renewing loses its subscriptions to the other nodes after this"},
 	{"delivery-window",            "20000",          p_int,           FIELD(delivery_window),            16,        10000000,             0,
 	 "pending deliveries held in memory; the rest wait on disk"},
+	{"retention",                  "30d",            p_duration,      FIELD(retention_ms),               0,         3650LL * 86400 * 1000, 0,
+	 "finished deliveries, their attempts and events are removed this long after; 0 keeps everything"},
 };
 /* clang-format on */
 #define N_SETTINGS (COUNTOF(settings))

@@ -55,6 +55,7 @@ struct config {
 	int64_t disable_after_ms;
 	int64_t disable_min_span_ms;
 	int delivery_window;
+	int64_t retention_ms; /* finished deliveries are kept this long; 0: for ever */
 };
 
 /* Fills cfg from defaults, the file named by --config / LABHOOK_CONFIG, the environment and

@@ -29,6 +29,7 @@
 #include "http.h"
 #include "log.h"
 #include "manpage.h"
+#include "retention.h"
 #include "store_copy.h"
 #include "store_pg.h"
 #include "store_sqlite.h"
@@ -313,6 +314,7 @@ static int serve(int argc, char **argv, char **env)
 	struct app app;
 	struct http_server *srv = NULL;
 	struct delivery_engine *disp = NULL;
+	struct retention *ret = NULL;
 	char err[512];
 	int port = 0, rc = 1, sig = 0, lock = -1;
 	long holder = 0;
@@ -366,6 +368,11 @@ static int serve(int argc, char **argv, char **env)
 		serve_fail("cannot start the delivery engine: %s", err_code(e));
 		goto out;
 	}
+	if (app.cfg.retention_ms > 0 &&
+	    (e = retention_start(app.store, app.cfg.retention_ms, &ret)) != LH_OK) {
+		serve_fail("cannot start the retention sweep: %s", err_code(e));
+		goto out;
+	}
 	if ((e = http_start(&app.cfg, api_admit, api_dispatch, &app, &srv, &port)) != LH_OK) {
 		serve_fail("cannot listen on %s:%d", app.cfg.listen_host, app.cfg.listen_port);
 		goto out;
@@ -398,6 +405,7 @@ static int serve(int argc, char **argv, char **env)
 out:
 	http_stop(srv);      /* no new requests, so no new deliveries */
 	delivery_stop(disp); /* in-flight attempts finish or stay pending */
+	retention_stop(ret); /* its batch in hand commits; the next start sweeps on */
 	auth_free(app.auth);
 	if (app.store)
 		app.store->ops->close(app.store);

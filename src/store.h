@@ -242,6 +242,16 @@ struct delivery_result {
 	int64_t epoch;        /* the lease the attempt was made under (0 on a one-node store) */
 };
 
+/* Where a retention pass has got to (retention_sweep): zero it to start a pass. The
+ * deliveries are walked first, in delivery_id order (ids are time-ordered), then the
+ * events, in seq order. */
+struct retention_cursor {
+	char delivery_id[ID_CAP]; /* the last delivery examined ("" = none yet) */
+	int64_t event_seq;        /* the last event examined (0 = none yet) */
+	int events;               /* 1 once the deliveries are done: the events' turn */
+	int done;                 /* 1 once the pass is complete */
+};
+
 /* What the commit hook hears; any part may be empty. */
 struct store_news {
 	/* Deliveries this process committed, new or pending again (requeue, recover), from
@@ -487,6 +497,20 @@ struct store_ops {
 	enum lh_err (*delivery_recover)(struct store *s, const char *client_id, const char *sub_id,
 	                                int64_t since, int64_t now_ms, struct delivery **out,
 	                                size_t *n);
+
+	/* ---- retention: what is old and finished goes ----
+	 * Examines the next `batch` rows of a pass (cur says where it got to) and removes, in
+	 * one short job of the group commit, those retention lets go: deliveries that are
+	 * finished (delivered, failed, cancelled) and last changed before `before` (unix s),
+	 * with their attempts; then, once the deliveries are done, events created before
+	 * `before` that no delivery refers to any more. A pending delivery, and the event it
+	 * refers to, always stay; nothing else (bills, reports, leads, bookings, accounts,
+	 * subscriptions) is touched. Deletes are idempotent, so several nodes may sweep one
+	 * shared store at once. Moves cur on; *removed gets the rows removed (deliveries,
+	 * attempts, events); cur->done is set once the pass has reached rows created at or
+	 * after `before` (or the end). */
+	enum lh_err (*retention_sweep)(struct store *s, int64_t before, size_t batch,
+	                               struct retention_cursor *cur, size_t *removed);
 
 	/* The client's bill with its reports (free *reports with free()). */
 	enum lh_err (*bill_get)(struct store *s, const char *client_id, const char *bill_id,

@@ -214,6 +214,10 @@ static const char *const migrations[] = {
     "CREATE TABLE leases(sub_id TEXT PRIMARY KEY REFERENCES subscriptions(sub_id),"
     " node_id TEXT NOT NULL, epoch BIGINT NOT NULL, expires_at TIMESTAMPTZ NOT NULL);"
     "CREATE INDEX leases_node ON leases(node_id, sub_id);",
+    /* 4: retention removes events no delivery refers to any more: the check, and the
+     * foreign key's own check on each event removed, are an index seek each instead of a
+     * scan of every delivery. */
+    "CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);",
 };
 #define N_MIGRATIONS (COUNTOF(migrations))
 
@@ -2048,7 +2052,8 @@ struct record_job {
  * latest state, for the outcomes that pass the fence (only the holder of the
  * subscription's lease, under the epoch the attempt was made with, records it: a node that
  * lost the lease, having stalled while another took over, leaves the delivery as the new
- * holder records it). A delivery cancelled meanwhile (unsubscribed) stays cancelled.
+ * holder records it). A delivery cancelled meanwhile (unsubscribed) stays cancelled, and
+ * one that retention has removed since takes no attempt.
  * Returns the ids of the deliveries it updated. */
 static const char *const RECORD_SQL =
     "WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[],"
@@ -2056,7 +2061,8 @@ static const char *const RECORD_SQL =
     "  $11::text[], $12::bigint[]) AS r(delivery_id, n, started_at, duration_ms,"
     "  status_code, error, response, status, next_at, now, sub_id, epoch)),"
     " f AS (SELECT r.* FROM r JOIN leases l ON l.sub_id = r.sub_id AND l.node_id = $13"
-    "  AND l.epoch = r.epoch FOR SHARE OF l),"
+    "  AND l.epoch = r.epoch"
+    "  JOIN deliveries dl ON dl.delivery_id = r.delivery_id FOR SHARE OF l),"
     " a AS (INSERT INTO attempts(delivery_id, n, started_at, duration_ms, status_code, error,"
     "  response) SELECT delivery_id, n, started_at, duration_ms, status_code, error, response"
     "  FROM f ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = excluded.started_at,"
@@ -2315,6 +2321,87 @@ static enum lh_err pgs_delivery_recover(struct store *base, const char *client_i
 	*out = j.list;
 	*n = j.n;
 	return LH_OK;
+}
+
+/* ---- retention ---- */
+
+/* One batch of a retention pass (see store.h), as a job of the writer: its deletes take
+ * their turn under LOCK_ORDER like every batch, so they cannot meet another node's record
+ * of the same delivery half-way; a primary-key range of at most `batch` rows each. */
+static enum lh_err job_sweep(struct store_tx *tx, void *arg)
+{
+	struct pg_store *s = TX(tx);
+	struct store_sweep_job *j = arg;
+	struct retention_cursor *c = &j->cur;
+	struct params p = {0};
+	PGresult *r = NULL;
+	char hi[ID_CAP] = "";
+	int64_t hi_seq = 0, created = 0, changed = 0;
+	size_t n = 0;
+	enum lh_err e;
+
+	if (!c->events)
+		p_text(&p, c->delivery_id);
+	else
+		p_i64(&p, c->event_seq);
+	p_i64(&p, (int64_t)j->batch);
+	e = run(s, &s->wc,
+	        !c->events ? "SELECT delivery_id, created_at FROM deliveries WHERE delivery_id > $1"
+	                     " ORDER BY delivery_id LIMIT $2"
+	                   : "SELECT seq, created_at FROM events WHERE seq > $1 ORDER BY seq"
+	                     " LIMIT $2",
+	        &p, &r, "sweep_page");
+	if (e != LH_OK)
+		return e;
+	n = (size_t)PQntuples(r);
+	if (n > 0 && !c->events)
+		col_text(r, (int)n - 1, 0, hi, sizeof hi);
+	else if (n > 0)
+		hi_seq = col_i64(r, (int)n - 1, 0);
+	if (n > 0)
+		created = col_i64(r, (int)n - 1, 1);
+	PQclear(r);
+	memset(&p, 0, sizeof p);
+	if (n > 0 && !c->events) {
+		/* The attempts first: they refer to their delivery. */
+		static const char *const del[] = {
+		    "DELETE FROM attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries"
+		    " WHERE delivery_id > $1 AND delivery_id <= $2 AND status <> 0"
+		    " AND updated_at < $3)",
+		    "DELETE FROM deliveries WHERE delivery_id > $1 AND delivery_id <= $2"
+		    " AND status <> 0 AND updated_at < $3",
+		};
+		p_text(&p, c->delivery_id);
+		p_text(&p, hi);
+		p_i64(&p, j->before);
+		for (size_t k = 0; k < COUNTOF(del); k++) {
+			if ((e = run_cmd(s, &s->wc, del[k], &p, &changed, "sweep_deliveries")) !=
+			    LH_OK)
+				return e;
+			j->removed += (size_t)changed;
+		}
+	} else if (n > 0) {
+		/* deliveries_event makes the check (and the foreign key's own) one index seek. */
+		p_i64(&p, c->event_seq);
+		p_i64(&p, hi_seq);
+		p_i64(&p, j->before);
+		if ((e = run_cmd(
+		         s, &s->wc,
+		         "DELETE FROM events WHERE seq > $1 AND seq <= $2 AND created_at < $3"
+		         " AND NOT EXISTS (SELECT 1 FROM deliveries d"
+		         " WHERE d.event_id = events.event_id)",
+		         &p, &changed, "sweep_events")) != LH_OK)
+			return e;
+		j->removed += (size_t)changed;
+	}
+	store_sweep_advance(c, n, j->batch, hi, hi_seq, created, j->before);
+	return LH_OK;
+}
+
+static enum lh_err pgs_retention_sweep(struct store *base, int64_t before, size_t batch,
+                                       struct retention_cursor *cur, size_t *removed)
+{
+	return store_sweep_submit(base, job_sweep, before, batch, cur, removed);
 }
 
 /* ---- leases: which node sends which subscription's deliveries ---- */
@@ -2943,6 +3030,7 @@ static const struct store_ops pg_ops = {
     .delivery_requeue = pgs_delivery_requeue,
     .delivery_recover = pgs_delivery_recover,
     .bill_get = pgs_bill_get,
+    .retention_sweep = pgs_retention_sweep,
     .export_rows = pgs_export_rows,
     .import_from = pgs_import_from,
 };

@@ -213,3 +213,33 @@ enum lh_err store_copy_refuse(size_t table, int64_t rows)
 	    store_copy_tables[table].name, rows);
 	return LH_ECONFLICT;
 }
+
+void store_sweep_advance(struct retention_cursor *cur, size_t n, size_t batch, const char *id,
+                         int64_t seq, int64_t created_at, int64_t before)
+{
+	int end = n < batch || created_at >= before;
+	assert(!cur->done && n <= batch);
+	if (!cur->events) {
+		if (n > 0)
+			snprintf(cur->delivery_id, sizeof cur->delivery_id, "%s", id);
+		cur->events = end;
+		return;
+	}
+	if (n > 0)
+		cur->event_seq = seq;
+	cur->done = end;
+}
+
+enum lh_err store_sweep_submit(struct store *s, store_tx_fn job, int64_t before, size_t batch,
+                               struct retention_cursor *cur, size_t *removed)
+{
+	struct store_sweep_job j = {.before = before, .batch = batch, .cur = *cur};
+	if (batch == 0 || cur->done)
+		return LH_EINVAL;
+	enum lh_err e = s->ops->submit(s, job, &j);
+	if (e == LH_OK) {
+		*cur = j.cur;
+		*removed = j.removed;
+	}
+	return e;
+}

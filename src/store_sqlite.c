@@ -168,6 +168,10 @@ static const char *const migrations[] = {
      * however long the history. */
     ("DROP INDEX IF EXISTS deliveries_pending;"
      "CREATE INDEX deliveries_pending ON deliveries(sub_id, event_seq) WHERE status = 0;"),
+    /* 5: retention removes events no delivery refers to any more: the check, and the
+     * foreign key's own check on each event removed, are an index seek each instead of a
+     * scan of every delivery. */
+    "CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);",
 };
 #define N_MIGRATIONS (COUNTOF(migrations))
 
@@ -1933,9 +1937,11 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 	enum lh_err e = LH_OK;
 	for (size_t i = 0; i < j->n && e == LH_OK; i++) {
 		const struct delivery_result *r = &j->r[i];
+		/* A delivery retention removed (cancelled while this attempt ran) takes none. */
 		sqlite3_stmt *st = stmt(s, "INSERT OR REPLACE INTO attempts(delivery_id, n,"
 		                           " started_at, duration_ms, status_code, error, response)"
-		                           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+		                           " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS"
+		                           " (SELECT 1 FROM deliveries WHERE delivery_id = ?1)");
 		if (st) {
 			bind_text(st, 1, r->a.delivery_id);
 			sqlite3_bind_int(st, 2, r->a.n);
@@ -2201,6 +2207,100 @@ static enum lh_err sqlite_delivery_recover(struct store *base, const char *clien
 	return LH_OK;
 }
 
+/* ---- retention ---- */
+
+/* Reads a page of a retention pass: st (?1 the cursor, ?2 the page size) gives the page's
+ * rows (id or seq, created_at) in order; the last row's are kept, and *n gets the count. */
+static enum lh_err sweep_page(struct sqlite_store *s, sqlite3_stmt *st, size_t *n, char *id,
+                              size_t idcap, int64_t *seq, int64_t *created)
+{
+	int rc;
+	if (!st)
+		return LH_ESTORE;
+	*n = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (id)
+			col_text(st, 0, id, idcap);
+		else
+			*seq = sqlite3_column_int64(st, 0);
+		*created = sqlite3_column_int64(st, 1);
+		(*n)++;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? LH_OK : fail(s, rc, "sweep_page");
+}
+
+/* One batch of a retention pass (see store.h), on the writer: a primary-key range of at
+ * most `batch` rows, so the job stays short whatever the table's size. */
+static enum lh_err job_sweep(struct store_tx *tx, void *arg)
+{
+	struct sqlite_store *s = TX(tx);
+	struct store_sweep_job *j = arg;
+	struct retention_cursor *c = &j->cur;
+	char hi[ID_CAP] = "";
+	int64_t hi_seq = 0, created = 0;
+	size_t n = 0;
+	enum lh_err e;
+	sqlite3_stmt *st;
+
+	if (!c->events) {
+		if ((st = stmt(s, "SELECT delivery_id, created_at FROM deliveries"
+		                  " WHERE delivery_id > ?1 ORDER BY delivery_id LIMIT ?2"))) {
+			bind_text(st, 1, c->delivery_id);
+			sqlite3_bind_int64(st, 2, (sqlite3_int64)j->batch);
+		}
+		if ((e = sweep_page(s, st, &n, hi, sizeof hi, NULL, &created)) != LH_OK)
+			return e;
+		/* The attempts first: they refer to their delivery. */
+		static const char *const del[] = {
+		    "DELETE FROM attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries"
+		    " WHERE delivery_id > ?1 AND delivery_id <= ?2 AND status != 0"
+		    " AND updated_at < ?3)",
+		    "DELETE FROM deliveries WHERE delivery_id > ?1 AND delivery_id <= ?2"
+		    " AND status != 0 AND updated_at < ?3",
+		};
+		for (size_t k = 0; n > 0 && k < COUNTOF(del); k++) {
+			if ((st = stmt(s, del[k]))) {
+				bind_text(st, 1, c->delivery_id);
+				bind_text(st, 2, hi);
+				sqlite3_bind_int64(st, 3, j->before);
+			}
+			if ((e = step_done(s, st, "sweep_deliveries")) != LH_OK)
+				return e;
+			j->removed += (size_t)sqlite3_changes(s->db);
+		}
+	} else {
+		if ((st = stmt(s, "SELECT seq, created_at FROM events WHERE seq > ?1"
+		                  " ORDER BY seq LIMIT ?2"))) {
+			sqlite3_bind_int64(st, 1, c->event_seq);
+			sqlite3_bind_int64(st, 2, (sqlite3_int64)j->batch);
+		}
+		if ((e = sweep_page(s, st, &n, NULL, 0, &hi_seq, &created)) != LH_OK)
+			return e;
+		/* deliveries_event makes the check (and the foreign key's own) one index seek. */
+		if (n > 0) {
+			if ((st = stmt(s, "DELETE FROM events WHERE seq > ?1 AND seq <= ?2"
+			                  " AND created_at < ?3 AND NOT EXISTS (SELECT 1 FROM"
+			                  " deliveries d WHERE d.event_id = events.event_id)"))) {
+				sqlite3_bind_int64(st, 1, c->event_seq);
+				sqlite3_bind_int64(st, 2, hi_seq);
+				sqlite3_bind_int64(st, 3, j->before);
+			}
+			if ((e = step_done(s, st, "sweep_events")) != LH_OK)
+				return e;
+			j->removed += (size_t)sqlite3_changes(s->db);
+		}
+	}
+	store_sweep_advance(c, n, j->batch, hi, hi_seq, created, j->before);
+	return LH_OK;
+}
+
+static enum lh_err sqlite_retention_sweep(struct store *base, int64_t before, size_t batch,
+                                          struct retention_cursor *cur, size_t *removed)
+{
+	return store_sweep_submit(base, job_sweep, before, batch, cur, removed);
+}
+
 /* ---- moving a store: export and import (see store.h) ---- */
 
 /* Prepares sql, a statement built at run time (not cached: finalize it), on the writer's
@@ -2456,6 +2556,7 @@ static const struct store_ops sqlite_ops = {
     .delivery_requeue = sqlite_delivery_requeue,
     .delivery_recover = sqlite_delivery_recover,
     .bill_get = sqlite_bill_get,
+    .retention_sweep = sqlite_retention_sweep,
     .export_rows = sqlite_export_rows,
     .import_from = sqlite_import_from,
 };

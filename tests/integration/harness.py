@@ -392,6 +392,12 @@ def run_on_pg(tests, why):
         print("skipped on SQLite: " + why)
         print("0 passed, 0 failed")
         return 0
+    return run_each(tests)
+
+
+def run_each(tests):
+    """Runs test functions that start their own servers; prints one summary line and
+    returns the exit code."""
     passed = failed = 0
     for t in tests:
         try:

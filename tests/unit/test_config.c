@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "retention.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -96,6 +97,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.max_body, 1048576);                   /* API.md 0: 1 MiB */
 	assert_int_equal(cfg.refresh_ttl_ms, 30LL * 86400 * 1000); /* API.md 2: 30 days */
 	assert_int_equal(cfg.demo, 0);
+	assert_int_equal(cfg.retention_ms, 30LL * 86400 * 1000);
 	/* Tuning values are not part of the contract; they only have to be in range (the
 	 * 0xa5 fill would show through if a field were left unset). */
 	assert_in_range(cfg.http_threads, 1, 64);
@@ -347,6 +349,9 @@ static void test_bad_values(void **state)
 	    {{"--conn-timeout", "1ms", NULL}, {NULL}, "conn-timeout", NULL},
 	    {{"--conn-timeout", "2h", NULL}, {NULL}, "conn-timeout", NULL},
 	    {{"--refresh-ttl", "366d", NULL}, {NULL}, "refresh-ttl", NULL},
+	    {{"--retention", "-1s", NULL}, {NULL}, "retention", "duration"},
+	    {{"--retention", "forever", NULL}, {NULL}, "retention", "duration"},
+	    {{"--retention", "3651d", NULL}, {NULL}, "retention", "between"},
 	    {{"--auth-max-failures", "0", NULL}, {NULL}, "auth-max-failures", NULL},
 	    {{"--auth-lockout", "soon", NULL}, {NULL}, "auth-lockout", NULL},
 	    {{"--public-url", "ftp://x", NULL}, {NULL}, "public-url", NULL},
@@ -578,6 +583,29 @@ static void test_error_fits_small_buffer(void **state)
 	assert_true(memchr(err, '\0', sizeof err) != NULL);
 }
 
+/* retention: 0 keeps everything; a period of seconds is allowed (tests), and the sweep's
+ * interval follows it: half of it, between 1 s and a minute. */
+static void test_retention(void **state)
+{
+	static const struct {
+		const char *v;
+		int64_t ms, interval;
+	} cases[] = {
+	    {"0", 0, 1000},        {"3s", 3000, 1500},
+	    {"1s", 1000, 1000},    {"30d", 30LL * 86400 * 1000, 60000},
+	    {"90s", 90000, 45000},
+	};
+	(void)state;
+	for (size_t i = 0; i < N_ELEMS(cases); i++) {
+		const char *argv[] = {"--retention", cases[i].v, NULL};
+		struct config cfg;
+		char err[256];
+		assert_int_equal(load(&cfg, argv, NULL, err, sizeof err), 0);
+		assert_int_equal(cfg.retention_ms, cases[i].ms);
+		assert_int_equal(retention_interval_ms(cfg.retention_ms), cases[i].interval);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -586,6 +614,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_values),      cmocka_unit_test(test_bad_file),
 	    cmocka_unit_test(test_file_lines),      cmocka_unit_test(test_ca_file_readable),
 	    cmocka_unit_test(test_rest_collection), cmocka_unit_test(test_error_fits_small_buffer),
+	    cmocka_unit_test(test_retention),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

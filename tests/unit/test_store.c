@@ -2534,6 +2534,167 @@ static void test_copy_sqlite_into_pg(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* ---- retention: old finished deliveries and unreferenced events go ---- */
+
+/* The oldest pending delivery of sub_id (no payload kept). */
+static struct delivery first_pending(struct store *st, const char *sub_id)
+{
+	struct delivery *page = NULL, d;
+	size_t n = 0;
+	assert_int_equal(st->ops->delivery_pending(st, 0, sub_id, 100, &page, &n), LH_OK);
+	assert_true(n > 0);
+	d = page[0];
+	for (size_t i = 0; i < n; i++)
+		free(page[i].payload);
+	free(page);
+	d.payload = NULL;
+	return d;
+}
+
+/* A whole retention pass with `before`, in batches of `batch`: the rows it removed. */
+static size_t sweep_pass(struct store *st, int64_t before, size_t batch)
+{
+	struct retention_cursor cur;
+	size_t total = 0, removed = 0, calls = 0;
+	memset(&cur, 0, sizeof cur);
+	while (!cur.done) {
+		assert_int_equal(st->ops->retention_sweep(st, before, batch, &cur, &removed),
+		                 LH_OK);
+		total += removed;
+		assert_true(++calls < 1000);
+	}
+	/* A finished pass takes no more batches. */
+	assert_int_equal(st->ops->retention_sweep(st, before, batch, &cur, &removed), LH_EINVAL);
+	return total;
+}
+
+static size_t list_count(struct store *st, const char *sub_id)
+{
+	struct delivery *list = NULL;
+	size_t n = 0;
+	assert_int_equal(st->ops->delivery_list(st, "cl_A", sub_id, -1, 0, "", 100, &list, &n),
+	                 LH_OK);
+	free(list);
+	return n;
+}
+
+static int event_kept(struct store *st, const char *event_id)
+{
+	char *payload = NULL;
+	enum lh_err e = st->ops->event_payload(st, event_id, &payload);
+	free(payload);
+	assert_true(e == LH_OK || e == LH_ENOTFOUND);
+	return e == LH_OK;
+}
+
+static void test_retention_sweep(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct attempt *at = NULL;
+	struct bill b;
+	struct report *reps = NULL;
+	struct bill_job bill;
+	size_t n = 0;
+	const char *cu[] = {"cu_1"};
+
+	outbox_setup(st); /* sub_1: catch-all, bill.created */
+	add_party_sub(st, "sub_p", "lab_1", "cu_1", 1u << EV_BILL_CREATED);
+	bill_fill(&bill, "bill_1", "bc-1");
+	assert_int_equal(st->ops->submit(st, job_bill, &bill), LH_OK);
+
+	/* e1: to sub_1 (delivered) and sub_p (still pending): the event stays. */
+	struct route_job r1 = {cu, 1, EV_BILL_CREATED, 0};
+	assert_int_equal(st->ops->submit(st, job_route, &r1), LH_OK);
+	assert_int_equal(r1.got, 2);
+	struct delivery d1 = first_pending(st, "sub_1"), d1p = first_pending(st, "sub_p");
+	struct delivery_result res = outcome(&d1, 1, 200, DLV_DELIVERED, SUBO_SUCCESS);
+	assert_int_equal(st->ops->delivery_record(st, &res, 1), LH_OK);
+	/* e2 delivered, e3 failed after two attempts: both go, with their attempts. */
+	struct event_job e2 = {"bill_2", "{\"n\":2}", LH_OK, NULL, NULL};
+	struct event_job e3 = {"bill_3", "{\"n\":3}", LH_OK, NULL, NULL};
+	assert_int_equal(st->ops->submit(st, job_event, &e2), LH_OK);
+	struct delivery d2 = first_pending(st, "sub_1");
+	res = outcome(&d2, 1, 200, DLV_DELIVERED, SUBO_SUCCESS);
+	assert_int_equal(st->ops->delivery_record(st, &res, 1), LH_OK);
+	assert_int_equal(st->ops->submit(st, job_event, &e3), LH_OK);
+	struct delivery d3 = first_pending(st, "sub_1");
+	struct delivery_result fails[2] = {outcome(&d3, 1, 500, DLV_PENDING, SUBO_FAILURE),
+	                                   outcome(&d3, 2, 500, DLV_FAILED, SUBO_FAILURE)};
+	assert_int_equal(st->ops->delivery_record(st, fails, 2), LH_OK);
+	/* e4 pending: stays. */
+	struct event_job e4 = {"bill_4", "{\"n\":4}", LH_OK, NULL, NULL};
+	assert_int_equal(st->ops->submit(st, job_event, &e4), LH_OK);
+	struct delivery d4 = first_pending(st, "sub_1");
+	/* e5: nobody subscribed, no delivery at all: goes. */
+	struct route_job r5 = {NULL, 0, EV_LEAD_CREATED, 0};
+	assert_int_equal(st->ops->submit(st, job_route, &r5), LH_OK);
+	assert_int_equal(r5.got, 0);
+	/* e6 delivered later than the cutoff: stays (and so does its event). */
+	struct event_job e6 = {"bill_6", "{\"n\":6}", LH_OK, NULL, NULL};
+	assert_int_equal(st->ops->submit(st, job_event, &e6), LH_OK);
+	struct delivery *page = NULL;
+	assert_int_equal(st->ops->delivery_pending(st, d4.event_seq, "sub_1", 10, &page, &n),
+	                 LH_OK);
+	assert_int_equal(n, 1);
+	struct delivery d6 = page[0];
+	free(page[0].payload);
+	free(page);
+	res = outcome(&d6, 1, 200, DLV_DELIVERED, SUBO_SUCCESS);
+	res.now = 1700000100;
+	assert_int_equal(st->ops->delivery_record(st, &res, 1), LH_OK);
+	assert_int_equal(list_count(st, "sub_1"), 5);
+
+	/* Nothing finished before 1700000000 (every outcome is later, every event made then). */
+	assert_int_equal(sweep_pass(st, 1700000000, 500), 0);
+	assert_int_equal(list_count(st, "sub_1"), 5);
+
+	/* Batches of two rows: d1, d2, d3 and their four attempts, then e2, e3 and e5. */
+	assert_int_equal(sweep_pass(st, 1700000050, 2), 10);
+	assert_int_equal(list_count(st, "sub_1"), 2); /* d4 pending, d6 recent */
+	assert_int_equal(list_count(st, "sub_p"), 1);
+	assert_int_equal(st->ops->attempt_list(st, d3.delivery_id, &at, &n), LH_OK);
+	assert_int_equal(n, 0);
+	free(at);
+	assert_true(event_kept(st, d1.event_id)); /* sub_p's delivery still pending */
+	assert_false(event_kept(st, d2.event_id));
+	assert_false(event_kept(st, d3.event_id));
+	assert_true(event_kept(st, d4.event_id));
+	assert_true(event_kept(st, d6.event_id));
+	assert_int_equal(pending_count(st), 1);
+	assert_string_equal(first_pending(st, "sub_1").delivery_id, d4.delivery_id);
+	assert_string_equal(first_pending(st, "sub_p").delivery_id, d1p.delivery_id);
+	/* The lab's records stay. */
+	assert_int_equal(st->ops->bill_get(st, "cl_A", "bill_1", &b, &reps, &n), LH_OK);
+	assert_int_equal(n, 2);
+	free(reps);
+	/* A late outcome for a removed delivery (it was cancelled while the attempt ran) is
+	 * dropped: no attempt without its delivery, and the batch still commits. */
+	res = outcome(&d3, 3, 200, DLV_DELIVERED, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, &res, 1), LH_OK);
+	assert_int_equal(st->ops->attempt_list(st, d3.delivery_id, &at, &n), LH_OK);
+	assert_int_equal(n, 0);
+	free(at);
+	assert_int_equal(list_count(st, "sub_1"), 2);
+	/* Nothing left to remove: a pass again removes nothing. */
+	assert_int_equal(sweep_pass(st, 1700000050, 500), 0);
+
+	/* Once sub_p's delivery is finished, it and e1 go too; a retried delivery is pending
+	 * again and stays. */
+	res = outcome(&d1p, 1, 200, DLV_DELIVERED, SUBO_SUCCESS);
+	assert_int_equal(st->ops->delivery_record(st, &res, 1), LH_OK);
+	struct delivery again;
+	assert_int_equal(
+	    st->ops->delivery_requeue(st, "cl_A", d6.delivery_id, 1700000000000LL, &again), LH_OK);
+	assert_int_equal(sweep_pass(st, 1700000200, 500), 3); /* d1p, its attempt, e1 */
+	assert_false(event_kept(st, d1.event_id));
+	assert_int_equal(list_count(st, "sub_p"), 0);
+	assert_int_equal(list_count(st, "sub_1"), 2); /* d4 and d6, both pending */
+	assert_true(event_kept(st, d6.event_id));
+	hooked_clear();
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
 int main(void)
 {
 #define T(name)  cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -2555,6 +2716,7 @@ int main(void)
 	    T(test_disable_outcome_frees_events),
 	    T(test_pending_per_subscription),
 	    T(test_delivery_lifecycle),
+	    T(test_retention_sweep),
 	    T(test_event_party_limit),
 	    T(test_large_payload_not_inlined),
 	    T(test_bills_and_reports),
