@@ -76,6 +76,16 @@ static void admin_usage(FILE *f, const char *tool)
 			fprintf(f, "  %s\n", cmds[i].help);
 }
 
+void admin_cli_print_man(FILE *f, const char *tool)
+{
+	for (size_t i = 0; i < N_CMDS; i++)
+		if (!strcmp(cmds[i].tool, tool)) {
+			fprintf(f, "labhook %s ", tool);
+			util_roff_text(f, cmds[i].help, 1);
+			fputc('\n', f);
+		}
+}
+
 /* "flag=field" -> does arg "--flag" name it? */
 static int flag_is(const char *spec, const char *arg)
 {

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <systemd/sd-daemon.h>
 
 #include "accounts.h"
 #include "admin_cli.h"
@@ -26,6 +28,7 @@
 #include "dirlock.h"
 #include "http.h"
 #include "log.h"
+#include "manpage.h"
 #include "retention.h"
 #include "store_copy.h"
 #include "store_pg.h"
@@ -321,6 +324,23 @@ static enum lh_err demo_seed(struct app *app, int port)
 	return LH_OK;
 }
 
+/* Why serve cannot go on: "labhook: ..." for a person at a terminal, or in JSON mode an
+ * error line like every other, so that everything serve writes to stderr is JSON. */
+static void serve_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void serve_fail(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (log_output == LOG_FORMAT_JSON)
+		log_write(LOG_ERROR, "main", "%s", msg);
+	else
+		fprintf(stderr, "labhook: %s\n", msg);
+}
+
 static int serve(int argc, char **argv, char **env)
 {
 	struct app app;
@@ -340,10 +360,13 @@ static int serve(int argc, char **argv, char **env)
 			return 0;
 		}
 	if (config_load(&app.cfg, argc, argv, env, NULL, 0, NULL, err, sizeof err) != 0) {
-		fprintf(stderr, "labhook: %s\n", err);
+		/* in the format read so far: json if a layer before the bad one said so */
+		log_output = app.cfg.log_format;
+		serve_fail("%s", err);
 		return 2;
 	}
 	log_threshold = app.cfg.log_level;
+	log_output = app.cfg.log_format;
 	/* The database holds signing secrets and tokens: nobody else reads what we create. */
 	umask(077);
 	/* Block the stop signals before any thread exists, so only sigwait sees them. */
@@ -359,33 +382,31 @@ static int serve(int argc, char **argv, char **env)
 	 * PostgreSQL the directory names the node (node.id), and one node is one process. */
 	if ((e = dirlock_take(app.cfg.data_dir, &lock, &holder)) != LH_OK) {
 		if (e == LH_ECONFLICT)
-			fprintf(stderr,
-			        "labhook: cannot start: another labhook (pid %ld) is using the data"
-			        " directory %s (it holds %s/labhook.lock)\n",
-			        holder, app.cfg.data_dir, app.cfg.data_dir);
+			serve_fail("cannot start: another labhook (pid %ld) is using the data"
+			           " directory %s (it holds %s/labhook.lock)",
+			           holder, app.cfg.data_dir, app.cfg.data_dir);
 		else
-			fprintf(stderr, "labhook: cannot start: %s (see the log above)\n",
-			        err_code(e));
+			serve_fail("cannot start: %s (see the log above)", err_code(e));
 		goto out;
 	}
+	sd_notify(0, "STATUS=opening the store");
 	if ((e = store_open(&app.cfg, &app.store)) != LH_OK ||
 	    (e = admin_key_load(&app.cfg, app.store, app.admin_key_hash)) != LH_OK ||
 	    (e = auth_new(app.store, &app.cfg, &app.auth)) != LH_OK) {
-		fprintf(stderr, "labhook: cannot start: %s (see the log above)\n", err_code(e));
+		serve_fail("cannot start: %s (see the log above)", err_code(e));
 		goto out;
 	}
 	if ((e = delivery_start(app.store, &app.cfg, &disp)) != LH_OK) {
-		fprintf(stderr, "labhook: cannot start the delivery engine: %s\n", err_code(e));
+		serve_fail("cannot start the delivery engine: %s", err_code(e));
 		goto out;
 	}
 	if (app.cfg.retention_ms > 0 &&
 	    (e = retention_start(app.store, app.cfg.retention_ms, &ret)) != LH_OK) {
-		fprintf(stderr, "labhook: cannot start the retention sweep: %s\n", err_code(e));
+		serve_fail("cannot start the retention sweep: %s", err_code(e));
 		goto out;
 	}
 	if ((e = http_start(&app.cfg, api_admit, api_dispatch, &app, &srv, &port)) != LH_OK) {
-		fprintf(stderr, "labhook: cannot listen on %s:%d\n", app.cfg.listen_host,
-		        app.cfg.listen_port);
+		serve_fail("cannot listen on %s:%d", app.cfg.listen_host, app.cfg.listen_port);
 		goto out;
 	}
 	if (app.cfg.public_url[0])
@@ -402,14 +423,19 @@ static int serve(int argc, char **argv, char **env)
 		goto out;
 	}
 	if (app.cfg.demo && (e = demo_seed(&app, port)) != LH_OK) {
-		fprintf(stderr, "labhook: cannot create the demo accounts: %s\n", err_code(e));
+		serve_fail("cannot create the demo accounts: %s", err_code(e));
 		goto out;
 	}
 	__atomic_store_n(&app.ready, 1, __ATOMIC_RELEASE);
 	LOG(LOG_INFO, "main", "listen=%s:%d version=%s store=%s ready", app.cfg.listen_host, port,
 	    LABHOOK_VERSION, app.store->ops->name);
+	/* Under systemd (Type=notify): started means the port answers and the store is open.
+	 * Without NOTIFY_SOCKET these calls do nothing. */
+	sd_notifyf(0, "READY=1\nSTATUS=serving on %s:%d (store %s)", app.cfg.listen_host, port,
+	           app.store->ops->name);
 	while (sigwait(&set, &sig) != 0)
 		;
+	sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing requests and deliveries in flight");
 	LOG(LOG_INFO, "main", "signal=%d stopping", sig);
 	rc = 0;
 out:
@@ -443,6 +469,10 @@ int main(int argc, char **argv, char **env)
 		return admin_cli_main(argv[1], argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "store"))
 		return store_copy_main(argc - 2, argv + 2, env);
+	if (!strcmp(argv[1], "man")) { /* hidden: the package build makes labhook.8 with it */
+		manpage_print(stdout);
+		return fflush(stdout) == 0 ? 0 : 1;
+	}
 	fprintf(stderr, "labhook: unknown command '%s' (try labhook --help)\n", argv[1]);
 	return 2;
 }

@@ -509,3 +509,19 @@ int util_id_valid(const char *s, const char *prefix)
 			return 0;
 	return 1;
 }
+
+void util_roff_text(FILE *f, const char *s, int dashes)
+{
+	if (*s == '.' || *s == '\'')
+		fputs("\\&", f); /* else a line starting with it would be a request */
+	for (; *s; s++) {
+		if (*s == '\\')
+			fputs("\\e", f);
+		else if (*s == '-' && dashes)
+			fputs("\\-", f);
+		else if (*s == '\n')
+			fputc(' ', f);
+		else
+			fputc(*s, f);
+	}
+}

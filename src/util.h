@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "err.h"
 
@@ -92,5 +93,9 @@ int util_parse_retry_after(const char *v, size_t n, int64_t now, int cap_s, int 
 
 /* 1 if s is a valid identifier with the given prefix (charset [0-9A-Za-z_], length cap). */
 int util_id_valid(const char *s, const char *prefix);
+
+/* Writes s to f as roff text for a man page: backslashes escaped, a leading '.' or '\''
+ * neutralised, newlines as spaces; with dashes, every '-' as "\-" (options, commands). */
+void util_roff_text(FILE *f, const char *s, int dashes);
 
 #endif

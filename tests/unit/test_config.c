@@ -93,6 +93,7 @@ static void test_defaults(void **state)
 			         (long long)default_retry_ms[i]);
 	assert_string_equal(cfg.public_url, "");
 	assert_int_equal(cfg.log_level, LOG_INFO);
+	assert_int_equal(cfg.log_format, LOG_FORMAT_TEXT);
 	assert_int_equal(cfg.max_body, 1048576);                   /* API.md 0: 1 MiB */
 	assert_int_equal(cfg.refresh_ttl_ms, 30LL * 86400 * 1000); /* API.md 2: 30 days */
 	assert_int_equal(cfg.demo, 0);
@@ -126,6 +127,7 @@ static void test_precedence(void **state)
 	                 "data-dir=/srv/labhook\n"
 	                 "http-threads 4\n"
 	                 "\tlog-level   =   debug   \n"
+	                 "log-format = json\n"
 	                 "max-body = 2MiB\r\n"
 	                 "retry-schedule = 0, 1s, 2s\n");
 	snprintf(cfgarg, sizeof cfgarg, "--config=%s", path);
@@ -140,6 +142,7 @@ static void test_precedence(void **state)
 		assert_string_equal(cfg.data_dir, "/srv/labhook");
 		assert_int_equal(cfg.http_threads, 4);
 		assert_int_equal(cfg.log_level, LOG_DEBUG);
+		assert_int_equal(cfg.log_format, LOG_FORMAT_JSON);
 		assert_int_equal(cfg.max_body, 2 * 1048576);
 		assert_int_equal(cfg.n_retry, 3);
 		assert_int_equal(cfg.retry_ms[0], 0);
@@ -340,6 +343,8 @@ static void test_bad_values(void **state)
 	    {{"--ca-file", "/nonexistent", NULL}, {NULL}, "ca-file", "/nonexistent"},
 	    {{"--log-level", "loud", NULL}, {NULL}, "log-level", NULL},
 	    {{"--log-level", "INFO", NULL}, {NULL}, "log-level", NULL},
+	    {{"--log-format", "xml", NULL}, {NULL}, "log-format", "text or json"},
+	    {{"--log-format", "JSON", NULL}, {NULL}, "log-format", NULL},
 	    {{"--max-body", "1GiB", NULL}, {NULL}, "max-body", NULL},
 	    {{"--max-body", "1023", NULL}, {NULL}, "max-body", NULL},
 	    {{"--max-body", "-5", NULL}, {NULL}, "max-body", NULL},
