@@ -111,16 +111,15 @@ class StoreWritesHeld:
 
 
 def server_sockets(port):
-    """The server's side of every TCP connection to port: {client port: (state, bytes
-    received and not read yet)}, from /proc/net/tcp."""
+    """The connections to port that the server has not closed (established, or closed by
+    the client only), from /proc/net/tcp: {client port: bytes not read by the server}."""
     out = {}
     with open("/proc/net/tcp") as f:
         for line in f.readlines()[1:]:
             fields = line.split()
             local, remote, state = fields[1], fields[2], fields[3]
-            if int(local.split(":")[1], 16) == port and state != "0A":  # not LISTEN
-                rx = int(fields[4].split(":")[1], 16)
-                out[int(remote.split(":")[1], 16)] = (state, rx)
+            if int(local.split(":")[1], 16) == port and state in ("01", "08"):
+                out[int(remote.split(":")[1], 16)] = int(fields[4].split(":")[1], 16)
     return out
 
 
@@ -172,7 +171,7 @@ def test_reset_parked_connections_free_their_slots(_srv):
                 parked.append(s)
             ports = [s.getsockname()[1] for s in parked]
             wait_for("the server read every request", lambda: all(
-                server_sockets(srv.port).get(p, ("", 1))[1] == 0 for p in ports))
+                server_sockets(srv.port).get(p) == 0 for p in ports))
             # They hold the address's allowance: one more is refused.
             assert not answered(srv.port, 1), "max-connections-per-ip was not reached"
             for s in parked:
