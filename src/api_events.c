@@ -98,6 +98,7 @@ static int load_lab(struct call *c, const struct account *acct, const char *lab_
 struct bill_create {
 	struct bill bill;
 	struct report *reports;
+	struct bill_ref *refs;
 	struct domain_bill_new job;
 };
 
@@ -111,6 +112,7 @@ static void bill_created(struct call *c, void *arg, enum lh_err e)
 		                 "preBookingID", bill->pre_booking_id, "billID", bill->bill_id));
 	domain_bill_release(&bc->job);
 	free(bc->reports);
+	free(bc->refs);
 	free(bc);
 }
 
@@ -175,19 +177,22 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	for (size_t i = 0; i < br.n_reports; i++)
 		memcpy(br.reports[i].bill_id, bill->bill_id, ID_CAP);
 	enum lh_err e =
-	    domain_bill_prepare(&bc->job, public_url(c), bill, br.reports, br.n_reports);
+	    domain_bill_prepare(&bc->job, public_url(c), bill, br.reports, br.refs, br.n_reports);
 	if (e != LH_OK) {
 		domain_bill_release(&bc->job);
 		api_fail_internal(c, e, "create bill");
 		goto out;
 	}
 	bc->reports = br.reports;
+	bc->refs = br.refs;
 	br.reports = NULL;
+	br.refs = NULL;
 	/* The answer is sent by bill_created once the bill is durable; bc is its. */
 	api_submit(c, domain_bill_create_tx, &bc->job, bill_created, bc);
 	bc = NULL;
 out:
 	free(br.reports);
+	free(br.refs);
 	free(bc);
 }
 

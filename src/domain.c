@@ -16,6 +16,7 @@
 
 #include "events.h"
 #include "log.h"
+#include "validate.h"
 
 static const char *const bill_status_names[] = {"pending", "completed", "deleted"};
 
@@ -166,11 +167,14 @@ struct bill_job {
 };
 
 enum lh_err domain_bill_prepare(struct domain_bill_new *j, const char *public_url,
-                                const struct bill *b, const struct report *reports, size_t n)
+                                const struct bill *b, const struct report *reports,
+                                const struct bill_ref *refs, size_t n)
 {
 	memset(j, 0, sizeof *j);
+	j->public_url = public_url;
 	j->bill = b;
 	j->reports = reports;
+	j->refs = refs;
 	j->n = n;
 	j->out.changed = 1;
 	/* Everything bill.created carries is known now: its payload is built here, on the
@@ -179,10 +183,94 @@ enum lh_err domain_bill_prepare(struct domain_bill_new *j, const char *public_ur
 	                  bill_event_data(public_url, b, reports, n, NULL));
 }
 
+/* Appends a copy of r named name (of package) to a growing list of reports. */
+static enum lh_err push_report(struct report **arr, size_t *n, size_t *cap, const struct report *r,
+                               const char *name, const char *package)
+{
+	if (UTIL_GROW(*arr, *cap, *n + 1, 8))
+		return LH_ENOMEM;
+	struct report *o = &(*arr)[(*n)++];
+	*o = *r;
+	snprintf(o->name, sizeof o->name, "%s", name);
+	snprintf(o->package, sizeof o->package, "%s", package);
+	return LH_OK;
+}
+
+/* The reports of one catalog reference (see domain.h), appended to out. */
+static enum lh_err catalog_reports(struct store_tx *tx, struct domain_bill_new *j,
+                                   const struct report *r, const struct bill_ref *f,
+                                   struct report **out, size_t *n, size_t *cap)
+{
+	enum catalog_kind kind = (enum catalog_kind)f->kind;
+	struct catalog_item it;
+	struct catalog_member *m = NULL;
+	size_t nm = 0;
+	enum lh_err e = strlen(f->id) < ID_CAP
+	                    ? tx->ops->catalog_get(tx, j->bill->lab_id, kind, f->id, &it,
+	                                           kind == CATALOG_PACKAGE ? &m : NULL, &nm)
+	                    : LH_ENOTFOUND;
+	if (e == LH_ENOTFOUND)
+		return refuse(&j->out, LH_EINVAL, "unknown_catalog_item", f->field,
+		              "%s: unknown %s '%.64s' in the lab's catalog", f->field,
+		              kind == CATALOG_TEST ? "test" : "package", f->id);
+	if (e != LH_OK)
+		return e;
+	if (nm == 0)
+		e = push_report(out, n, cap, r, it.name, kind == CATALOG_PACKAGE ? it.id : "");
+	for (size_t k = 0; e == LH_OK && k < nm; k++) {
+		struct report t = *r;
+		/* The first test keeps the report id made for the package. */
+		if (k > 0 && (e = util_new_id("rep_", t.report_id)) != LH_OK)
+			break;
+		e = push_report(out, n, cap, &t, m[k].name, it.id);
+	}
+	free(m);
+	return e;
+}
+
+/* Applies the lab's catalog to the bill's reports (see domain.h): when it changes them,
+ * j->reports becomes j->own and bill.created is made again with them. */
+static enum lh_err catalog_apply(struct store_tx *tx, struct domain_bill_new *j)
+{
+	struct report *out = NULL;
+	size_t n = 0, cap = 0;
+	int mapped = 0, any = 0;
+	enum lh_err e = LH_OK;
+	for (size_t i = 0; j->refs && i < j->n; i++)
+		mapped |= j->refs[i].kind >= 0;
+	if (!mapped || (e = tx->ops->catalog_any(tx, j->bill->lab_id, &any)) != LH_OK || !any)
+		return e;
+	for (size_t i = 0; e == LH_OK && i < j->n; i++) {
+		const struct report *r = &j->reports[i];
+		e = j->refs[i].kind < 0 ? push_report(&out, &n, &cap, r, r->name, r->package)
+		                        : catalog_reports(tx, j, r, &j->refs[i], &out, &n, &cap);
+	}
+	if (e == LH_OK && n > DOMAIN_MAX_REPORTS)
+		e = refuse(&j->out, LH_EINVAL, "too_many_tests", "mapped_packages",
+		           "with its packages' tests the bill would hold %zu tests; at most %d", n,
+		           DOMAIN_MAX_REPORTS);
+	if (e != LH_OK) {
+		free(out);
+		return e;
+	}
+	for (size_t i = 0; i < n; i++)
+		out[i].seq = (int)i;
+	free(j->own);
+	j->own = out;
+	j->reports = out;
+	j->n = n;
+	free((char *)j->ev.payload);
+	return event_make(&j->ev, j->bill->client_id, j->bill->lab_id, EV_BILL_CREATED,
+	                  j->bill->bill_id, bill_event_data(j->public_url, j->bill, out, n, NULL));
+}
+
 enum lh_err domain_bill_create_tx(struct store_tx *tx, void *arg)
 {
 	struct domain_bill_new *j = arg;
-	enum lh_err e = tx->ops->bill_insert(tx, j->bill, j->reports, j->n);
+	enum lh_err e = catalog_apply(tx, j);
+	if (e != LH_OK)
+		return e;
+	e = tx->ops->bill_insert(tx, j->bill, j->reports, j->n);
 	if (e == LH_ECONFLICT)
 		return refuse(&j->out, e, "duplicate_bar_code", "barCode",
 		              "barCode '%.64s' is already used by another bill of this lab",
@@ -198,6 +286,8 @@ void domain_bill_release(struct domain_bill_new *j)
 		return;
 	free((char *)j->ev.payload);
 	j->ev.payload = NULL;
+	free(j->own);
+	j->own = NULL;
 }
 
 /* Loads the bill for a change; refuses unknown, foreign and deleted bills. */

@@ -31,17 +31,29 @@ struct domain_outcome {
  * for the commit without holding a thread: domain_bill_prepare builds the job, its event
  * payload included, on the caller's thread; the store's submit or submit_async then runs
  * domain_bill_create_tx on it (refused with LH_ECONFLICT on a bar code already used in the
- * lab, j->out saying why). b and reports are borrowed until then. domain_bill_release
- * frees what prepare made, whatever happened. */
+ * lab, j->out saying why). b, reports and refs (one per report, what each was made from;
+ * NULL: all free text) are borrowed until then. domain_bill_release frees what prepare and
+ * the job made, whatever happened.
+ * The catalog rule: when the lab's catalog holds any item, every catalog id of the bill
+ * (mapped_tests, mapped_packages) must name one of its items, else LH_EINVAL naming the
+ * field (unknown_catalog_item); a test's report takes the catalog's name, and a package
+ * gives one report per test it holds, named after each (one named after the package when it
+ * holds none). A lab with an empty catalog keeps the ids as sent. Read inside the bill's
+ * transaction, so a bill sees the catalog as one state. */
+struct bill_ref; /* validate.h */
 struct domain_bill_new {
+	const char *public_url; /* lives as long as the service */
 	const struct bill *bill;
 	const struct report *reports;
+	const struct bill_ref *refs;
 	size_t n;
-	struct event ev; /* bill.created, payload owned */
+	struct report *own; /* the reports the catalog made, when it did (owned) */
+	struct event ev;    /* bill.created, payload owned */
 	struct domain_outcome out;
 };
 enum lh_err domain_bill_prepare(struct domain_bill_new *j, const char *public_url,
-                                const struct bill *b, const struct report *reports, size_t n);
+                                const struct bill *b, const struct report *reports,
+                                const struct bill_ref *refs, size_t n);
 enum lh_err domain_bill_create_tx(struct store_tx *tx, void *j);
 void domain_bill_release(struct domain_bill_new *j);
 /* A change to an existing bill, run by the store's writer (submit or submit_async):

@@ -114,6 +114,13 @@ static const struct store_col attempt_cols[] = {
     TXT("delivery_id"), INT("n"), INT("started_at"), INT("duration_ms"), INT("status_code"),
     TXT("error"), TXT("response")};
 
+static const struct store_col catalog_item_cols[] = {
+    TXT("lab_id"), INT("kind"), TXT("item_id"), TXT("name"), INT("price"), INT("updated_at")};
+static const struct store_col catalog_member_cols[] = {
+    TXT("lab_id"), TXT("package_id"), INT("seq"), TXT("test_id")};
+static const struct store_col catalog_rate_cols[] = {
+    TXT("lab_id"), INT("kind"), TXT("item_id"), TXT("party_id"), INT("price")};
+
 /* Referenced rows first: accounts before what belongs to them, subscriptions before their
  * events, bills before reports, events before deliveries before attempts. */
 const struct store_table store_copy_tables[STORE_COPY_NTABLES] = {
@@ -131,6 +138,9 @@ const struct store_table store_copy_tables[STORE_COPY_NTABLES] = {
     TABLE("events", event_cols, 1),
     TABLE("deliveries", delivery_cols, 1),
     TABLE("attempts", attempt_cols, 2),
+    TABLE("catalog_items", catalog_item_cols, 3),
+    TABLE("catalog_members", catalog_member_cols, 3),
+    TABLE("catalog_rates", catalog_rate_cols, 4),
 };
 /* clang-format on */
 

@@ -850,6 +850,7 @@ static void test_event_bodies(void **state)
 			if (tc->kind == K_BILL || tc->kind == K_LAB_BILL) {
 				assert_int_equal(br.n_reports, tc->reports);
 				free(br.reports);
+				free(br.refs);
 			}
 		}
 		json_decref(obj);
