@@ -46,7 +46,8 @@ static int page_args(struct call *c, size_t *page, size_t *limit)
 	static const struct {
 		const char *name;
 		long max, dflt;
-	} args[] = {{"page", CATALOG_PAGES_MAX, 1}, {"limit", CATALOG_PAGE_MAX, CATALOG_PAGE_DEFAULT}};
+	} args[] = {{"page", CATALOG_PAGES_MAX, 1},
+	            {"limit", CATALOG_PAGE_MAX, CATALOG_PAGE_DEFAULT}};
 	size_t *out[] = {page, limit};
 	for (size_t i = 0; i < COUNTOF(args); i++) {
 		const char *v = http_query(c->rq, args[i].name);
@@ -111,9 +112,9 @@ static void send_page(struct call *c, const char *lab_id, int kind, const char *
 		return;
 	}
 	int more = (int64_t)((page - 1) * limit + n) < total;
-	json_t *f = json_pack("{s:o, s:I, s:I, s:I, s:b}", "data", arr, "page", (json_int_t)page,
-	                      "limit", (json_int_t)limit, "total", (json_int_t)total, "hasMore",
-	                      more);
+	json_t *f =
+	    json_pack("{s:o, s:I, s:I, s:I, s:b}", "data", arr, "page", (json_int_t)page, "limit",
+	              (json_int_t)limit, "total", (json_int_t)total, "hasMore", more);
 	if (f && more)
 		json_object_set_new(f, "nextPage", json_integer((json_int_t)page + 1));
 	api_ok(c, "ok", f);
@@ -147,16 +148,16 @@ static int query_party(struct call *c, char party_id[ID_CAP])
 	if (!id)
 		return 0;
 	struct party p;
-	enum lh_err e = strlen(id) < ID_CAP ? c->app->store->ops->party_get(
-	                                          c->app->store, c->acct.client_id, id, &p)
-	                                    : LH_ENOTFOUND;
+	enum lh_err e =
+	    strlen(id) < ID_CAP
+	        ? c->app->store->ops->party_get(c->app->store, c->acct.client_id, id, &p)
+	        : LH_ENOTFOUND;
 	if (e == LH_OK && p.kind != slots[at].kind)
 		e = LH_ENOTFOUND;
 	if (e == LH_ENOTFOUND)
-		return api_fail(c, e, "party_not_found", slots[at].arg,
-		                "no %s with this id in the account",
-		                slots[at].kind == PARTY_CORPORATE_USER ? "corporate user"
-		                                                       : "organization");
+		return api_fail(
+		    c, e, "party_not_found", slots[at].arg, "no %s with this id in the account",
+		    slots[at].kind == PARTY_CORPORATE_USER ? "corporate user" : "organization");
 	if (e != LH_OK)
 		return api_fail_internal(c, e, "load party");
 	memcpy(party_id, p.party_id, ID_CAP);
@@ -173,9 +174,10 @@ static void crm_list(struct call *c, enum catalog_kind kind)
 		         "'branchID' (the labID from GET /client/labs) is required");
 		return;
 	}
-	enum lh_err e = strlen(branch) < ID_CAP ? c->app->store->ops->lab_get(
-	                                              c->app->store, c->acct.client_id, branch, &lab)
-	                                        : LH_ENOTFOUND;
+	enum lh_err e =
+	    strlen(branch) < ID_CAP
+	        ? c->app->store->ops->lab_get(c->app->store, c->acct.client_id, branch, &lab)
+	        : LH_ENOTFOUND;
 	if (e == LH_ENOTFOUND) {
 		api_fail(c, e, "lab_not_found", "branchID", "no lab with this id in the account");
 		return;
@@ -241,8 +243,8 @@ static int put_items(struct call *c, const struct lab *lab, const struct catalog
 		char f[96];
 		field(r, bad, f, sizeof f);
 		return api_fail(c, LH_EINVAL, "unknown_catalog_item", f,
-		                "%s: unknown test '%s' in the lab's catalog (put the test first)", f,
-		                r->members[bad].test_id);
+		                "%s: unknown test '%s' in the lab's catalog (put the test first)",
+		                f, r->members[bad].test_id);
 	}
 	if (e != LH_OK)
 		return api_fail_internal(c, e, "put catalog");
@@ -324,8 +326,8 @@ static void item_delete(struct call *c, enum catalog_kind kind)
 		         kind_words[kind], c->arg[1]);
 	else if (e == LH_ECONFLICT)
 		api_fail(c, e, "test_in_package", NULL,
-		         "test '%s' is in package '%s': remove it from the package first", c->arg[1],
-		         pkg);
+		         "test '%s' is in package '%s': remove it from the package first",
+		         c->arg[1], pkg);
 	else if (e != LH_OK)
 		api_fail_internal(c, e, "delete catalog item");
 	else
@@ -413,8 +415,8 @@ static void rate_set(struct call *c, enum catalog_kind kind, int put)
 	else
 		api_ok(c, put ? "Rate saved" : "Rate removed",
 		       json_pack("{s:s, s:s, s:s, s:s, s:o}", "labID", lab.lab_id, "party",
-		                 p.party_id, "kind", kind_words[kind], "_id", c->arg[1],
-		                 "price", put ? price_json(price) : json_null()));
+		                 p.party_id, "kind", kind_words[kind], "_id", c->arg[1], "price",
+		                 put ? price_json(price) : json_null()));
 out:
 	json_decref(b);
 }
