@@ -209,12 +209,8 @@ static enum lh_err catalog_reports(struct store_tx *tx, struct domain_bill_new *
 	                    ? tx->ops->catalog_get(tx, j->bill->lab_id, kind, f->id, &it,
 	                                           kind == CATALOG_PACKAGE ? &m : NULL, &nm)
 	                    : LH_ENOTFOUND;
-	if (e == LH_ENOTFOUND)
-		return refuse(&j->out, LH_EINVAL, "unknown_catalog_item", f->field,
-		              "%s: unknown %s '%.64s' in the lab's catalog", f->field,
-		              kind == CATALOG_TEST ? "test" : "package", f->id);
 	if (e != LH_OK)
-		return e;
+		return e; /* LH_ENOTFOUND: catalog_apply decides */
 	if (nm == 0)
 		e = push_report(out, n, cap, r, it.name, kind == CATALOG_PACKAGE ? it.id : "");
 	for (size_t k = 0; e == LH_OK && k < nm; k++) {
@@ -228,23 +224,48 @@ static enum lh_err catalog_reports(struct store_tx *tx, struct domain_bill_new *
 	return e;
 }
 
+/* An id the catalog does not hold: refused if the lab has a catalog now, else *none = 1
+ * (it was emptied since the caller looked: the bill keeps its ids as sent). */
+static enum lh_err catalog_miss(struct store_tx *tx, struct domain_outcome *o, const char *lab_id,
+                                int kind, const char *field, const char *id, int *none)
+{
+	int any = 0;
+	enum lh_err e = tx->ops->catalog_any(tx, lab_id, &any);
+	if (e != LH_OK)
+		return e;
+	*none = !any;
+	if (!any)
+		return LH_OK;
+	return refuse(o, LH_EINVAL, "unknown_catalog_item", field,
+	              "%s: unknown %s '%.64s' in the lab's catalog", field,
+	              kind == CATALOG_TEST ? "test" : "package", id);
+}
+
 /* Applies the lab's catalog to the bill's reports (see domain.h): when it changes them,
- * j->reports becomes j->own and bill.created is made again with them. */
+ * j->reports becomes j->own and bill.created is made again with them. The caller leaves
+ * refs NULL for a lab it saw without a catalog: one query fewer in the writer for every
+ * bill of such a lab. */
 static enum lh_err catalog_apply(struct store_tx *tx, struct domain_bill_new *j)
 {
 	struct report *out = NULL;
 	size_t n = 0, cap = 0;
-	int mapped = 0, any = 0;
+	int none = 0;
 	enum lh_err e = LH_OK;
-	for (size_t i = 0; j->refs && i < j->n; i++)
-		mapped |= j->refs[i].kind >= 0;
-	if (!mapped || (e = tx->ops->catalog_any(tx, j->bill->lab_id, &any)) != LH_OK || !any)
-		return e;
-	for (size_t i = 0; e == LH_OK && i < j->n; i++) {
+	for (size_t i = 0; j->refs && e == LH_OK && i < j->n; i++) {
 		const struct report *r = &j->reports[i];
-		e = j->refs[i].kind < 0 ? push_report(&out, &n, &cap, r, r->name, r->package)
-		                        : catalog_reports(tx, j, r, &j->refs[i], &out, &n, &cap);
+		const struct bill_ref *f = &j->refs[i];
+		e = f->kind < 0 ? push_report(&out, &n, &cap, r, r->name, r->package)
+		                : catalog_reports(tx, j, r, f, &out, &n, &cap);
+		if (e == LH_ENOTFOUND &&
+		    (e = catalog_miss(tx, &j->out, j->bill->lab_id, f->kind, f->field, f->id,
+		                      &none)) == LH_OK &&
+		    none) {
+			free(out);
+			return LH_OK;
+		}
 	}
+	if (!j->refs)
+		return LH_OK;
 	if (e == LH_OK && n > DOMAIN_MAX_REPORTS)
 		e = refuse(&j->out, LH_EINVAL, "too_many_tests", "mapped_packages",
 		           "with its packages' tests the bill would hold %zu tests; at most %d", n,
@@ -419,6 +440,7 @@ struct lead_job {
 	struct lead *lead;
 	struct booking *bk;
 	const char *lead_id;
+	int catalog; /* the caller saw a catalog in the lead's lab */
 	struct domain_outcome *out;
 };
 
@@ -435,6 +457,51 @@ static json_t *booking_data(const struct booking *bk, int with_lead)
 	return d;
 }
 
+/* A lead's tests and packages in a lab with a catalog (see domain.h): each must be an id of
+ * the catalog; d (the lead's fields) gets testDetails and packageDetails, [{_id, name}]. */
+static enum lh_err lead_catalog(struct store_tx *tx, struct lead_job *j, json_t *d)
+{
+	static const struct {
+		const char *list, *details;
+		enum catalog_kind kind;
+	} lists[] = {{"tests", "testDetails", CATALOG_TEST},
+	             {"packages", "packageDetails", CATALOG_PACKAGE}};
+	enum lh_err e;
+	if (!j->catalog)
+		return LH_OK;
+	for (size_t k = 0; k < COUNTOF(lists); k++) {
+		json_t *arr = json_object_get(d, lists[k].list), *v, *details = json_array();
+		size_t i;
+		json_object_set_new(d, lists[k].details, details);
+		json_array_foreach(arr, i, v)
+		{
+			struct catalog_item it;
+			const char *id = json_string_value(v);
+			e = id && strlen(id) < ID_CAP
+			        ? tx->ops->catalog_get(tx, j->lead->lab_id, lists[k].kind, id, &it,
+			                               NULL, NULL)
+			        : LH_ENOTFOUND;
+			if (e == LH_ENOTFOUND) {
+				char *f = j->out->field_buf;
+				int none = 0;
+				snprintf(f, sizeof j->out->field_buf, "%s[%zu]", lists[k].list, i);
+				e = catalog_miss(tx, j->out, j->lead->lab_id, lists[k].kind, f,
+				                 id ? id : "", &none);
+				if (e == LH_OK && none) { /* emptied since: free text, as sent */
+					json_object_del(d, "testDetails");
+					json_object_del(d, "packageDetails");
+				}
+				return e;
+			}
+			if (e != LH_OK)
+				return e;
+			json_array_append_new(
+			    details, json_pack("{s:s, s:s}", "_id", it.id, "name", it.name));
+		}
+	}
+	return LH_OK;
+}
+
 static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 {
 	struct lead_job *j = arg;
@@ -447,17 +514,20 @@ static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 		return refuse(
 		    j->out, LH_ECONFLICT, "duplicate_lead", "contact",
 		    "a lead with this contact or email was already created in this lab today");
-	if ((e = tx->ops->lead_insert(tx, l)) != LH_OK)
+	json_t *d = json_loads(l->data, 0, NULL);
+	if (!d)
+		return LH_ENOMEM;
+	if ((e = lead_catalog(tx, j, d)) != LH_OK || (e = tx->ops->lead_insert(tx, l)) != LH_OK) {
+		json_decref(d);
 		return e;
+	}
 	if (l->phase == PHASE_BOOKING) {
+		json_decref(d);
 		if ((e = tx->ops->booking_insert(tx, j->bk)) != LH_OK)
 			return e;
 		return emit(tx, l->client_id, l->lab_id, EV_BOOKING_CREATED, l->lead_id,
 		            &l->parties, booking_data(j->bk, 0), j->out);
 	}
-	json_t *d = json_loads(l->data, 0, NULL);
-	if (!d)
-		return LH_ENOMEM;
 	json_object_set_new(d, "leadID", json_string(l->lead_id));
 	json_object_set_new(d, "integratorID", json_string(l->integrator_id));
 	json_object_set_new(d, "phase", json_string("lead"));
@@ -469,7 +539,7 @@ static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 enum lh_err domain_lead_create_tx(struct store_tx *tx, void *arg)
 {
 	struct domain_lead_change *c = arg;
-	struct lead_job j = {.lead = &c->lead, .bk = &c->bk, .out = &c->out};
+	struct lead_job j = {.lead = &c->lead, .bk = &c->bk, .catalog = c->catalog, .out = &c->out};
 	c->out.changed = 1;
 	return job_lead_create(tx, &j);
 }
@@ -505,6 +575,17 @@ enum lh_err domain_lead_convert_tx(struct store_tx *tx, void *arg)
 	struct lead_job j = {.bk = &c->bk, .lead_id = c->lead_id, .out = &c->out};
 	c->out.changed = 1;
 	return job_lead_convert(tx, &j);
+}
+
+enum lh_err domain_has_catalog(struct store *st, const char *lab_id, int *has)
+{
+	struct catalog_item *one = NULL;
+	size_t n = 0;
+	enum lh_err e = st->ops->catalog_list(st, lab_id, CATALOG_ANY, "", 0, 0, 1, &one, &n, NULL);
+	free(one);
+	if (e == LH_OK)
+		*has = n > 0;
+	return e;
 }
 
 /* ---- test events ---- */

@@ -540,9 +540,10 @@ struct store_ops {
 	enum lh_err (*catalog_delete)(struct store *s, const char *lab_id, enum catalog_kind kind,
 	                              const char *id, char in_package[ID_CAP]);
 	/* Items of lab_id of kind (or CATALOG_ANY), ordered by kind then id, skipping offset,
-	 * at most limit (free *out with free()); *total (may be NULL) gets how many there are
-	 * in all. With party_id non-empty each item's party_price is that party's rate (-1
-	 * where none); with only_rated as well, only items the party has a rate for. */
+	 * at most limit (free *out with free()); *total (may be NULL: then it is not counted,
+	 * which is cheaper) gets how many there are in all. With party_id non-empty each item's
+	 * party_price is that party's rate (-1 where none); with only_rated as well, only items the
+	 * party has a rate for. */
 	enum lh_err (*catalog_list)(struct store *s, const char *lab_id, int kind,
 	                            const char *party_id, int only_rated, size_t offset,
 	                            size_t limit, struct catalog_item **out, size_t *n,

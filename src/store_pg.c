@@ -2052,6 +2052,10 @@ static enum lh_err pgs_catalog_delete(struct store *base, const char *lab_id,
 	" WHERE i.lab_id = $1 AND ($2::bigint < 0 OR i.kind = $2::bigint)"                         \
 	" AND ($4::bigint = 0 OR r.price IS NOT NULL)"
 
+static const char *const CATALOG_PAGE_SQL =
+    "SELECT i.lab_id, i.kind, i.item_id, i.name, i.price, i.updated_at, r.price" CATALOG_LIST_FROM
+    " ORDER BY i.kind, i.item_id LIMIT $5 OFFSET $6";
+
 static enum lh_err pgs_catalog_list(struct store *base, const char *lab_id, int kind,
                                     const char *party_id, int only_rated, size_t offset,
                                     size_t limit, struct catalog_item **out, size_t *n,
@@ -2062,14 +2066,20 @@ static enum lh_err pgs_catalog_list(struct store *base, const char *lab_id, int 
 	struct params p = {0};
 	PGresult *r = NULL;
 	int64_t count = 0;
-	/* One snapshot for the total and the page. */
-	enum lh_err e = pool_begin(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &c);
-	if (e != LH_OK)
-		return e;
 	p_text(&p, lab_id);
 	p_i64(&p, kind);
 	p_text(&p, party_id);
 	p_i64(&p, only_rated);
+	if (!total) { /* the page alone, one round trip (a bill's "is there a catalog?") */
+		p_i64(&p, (int64_t)limit);
+		p_i64(&p, (int64_t)offset);
+		return pool_list(s, CATALOG_PAGE_SQL, &p, sizeof **out, catalog_item_from_row,
+		                 (void **)out, n, "catalog_list");
+	}
+	/* One snapshot for the total and the page. */
+	enum lh_err e = pool_begin(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &c);
+	if (e != LH_OK)
+		return e;
 	e = run(s, c, "SELECT count(*)" CATALOG_LIST_FROM, &p, &r, "catalog_count");
 	if (e == LH_OK)
 		count = PQntuples(r) > 0 ? col_i64(r, 0, 0) : 0;
@@ -2077,11 +2087,8 @@ static enum lh_err pgs_catalog_list(struct store *base, const char *lab_id, int 
 	p_i64(&p, (int64_t)limit);
 	p_i64(&p, (int64_t)offset);
 	if (e == LH_OK)
-		e = query_list(
-		    s, c,
-		    "SELECT i.lab_id, i.kind, i.item_id, i.name, i.price, i.updated_at,"
-		    " r.price" CATALOG_LIST_FROM " ORDER BY i.kind, i.item_id LIMIT $5 OFFSET $6",
-		    &p, sizeof **out, catalog_item_from_row, (void **)out, n, "catalog_list");
+		e = query_list(s, c, CATALOG_PAGE_SQL, &p, sizeof **out, catalog_item_from_row,
+		               (void **)out, n, "catalog_list");
 	enum lh_err end = pool_end(s, c, e);
 	if (e == LH_OK && end != LH_OK) {
 		free(*out);

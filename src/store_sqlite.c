@@ -1959,8 +1959,10 @@ static enum lh_err sqlite_catalog_list(struct store *base, const char *lab_id, i
 	int64_t count = 0;
 	pthread_mutex_lock(&s->rmu);
 	/* One read transaction: the page and the total come from the same snapshot. */
-	int rc = sqlite3_exec(s->rdb, "BEGIN", NULL, NULL, NULL);
-	sqlite3_stmt *st = rstmt(s, "SELECT count(*)" CATALOG_LIST_FROM);
+	int rc = total ? sqlite3_exec(s->rdb, "BEGIN", NULL, NULL, NULL) : SQLITE_OK;
+	sqlite3_stmt *st = total ? rstmt(s, "SELECT count(*)" CATALOG_LIST_FROM) : NULL;
+	if (!total)
+		e = LH_OK; /* no total asked: the page alone (a bill's "is there a catalog?") */
 	if (rc == SQLITE_OK && st) {
 		bind_text(st, 1, lab_id);
 		sqlite3_bind_int(st, 2, kind);

@@ -204,6 +204,35 @@ def test_unknown_catalog_ids_are_refused(srv):
     assert r.json["bill"]["billData"]["testData"][0]["name"] == "T123", r
 
 
+def test_leads_name_catalog_ids(srv):
+    c = srv.client()
+    catalog(srv, c["lab"])
+    r = srv.post("/client/events/subscribe",
+                 {"labID": c["lab"], "events": ["lead.created"], "protocol": "https",
+                  "endpoint": RECV.url("/catalog/lead")}, token=c["token"])
+    assert r.status == 200, r
+    lead = {"branchID": c["lab"], "integratorID": "INT-L", "first_name": "Ravi",
+            "contact": "9876500001", "age": 41, "age_type": "year"}
+    r = srv.post("/client/crm/lead/create", dict(lead, tests=["T1", "T404"]), token=c["token"])
+    expect_error(r, 400, "unknown_catalog_item", "tests[1]")
+    r = srv.post("/client/crm/lead/create", dict(lead, packages=["T1"]), token=c["token"])
+    expect_error(r, 400, "unknown_catalog_item", "packages[0]")
+    r = srv.post("/client/crm/lead/create", dict(lead, tests=["T3", "T1"], packages=["P1"]),
+                 token=c["token"])
+    assert r.status == 200, r
+    assert RECV.wait_for(lambda: RECV.received("/catalog/lead")), "no lead.created delivered"
+    data = json.loads(RECV.received("/catalog/lead")[0]["body"])["data"]
+    assert data["tests"] == ["T3", "T1"], data
+    assert data["testDetails"] == [{"_id": "T3", "name": "HDL Cholesterol"},
+                                   {"_id": "T1", "name": "Complete Blood Count"}], data
+    assert data["packageDetails"] == [{"_id": "P1", "name": "Lipid Profile"}], data
+    # A lab without a catalog: tests stay free text, as before.
+    d = srv.client()
+    r = srv.post("/client/crm/lead/create", dict(lead, branchID=d["lab"], tests=["CBC"]),
+                 token=d["token"])
+    assert r.status == 200, r
+
+
 def test_admin_validation(srv):
     c = srv.client()
     other = srv.client()
@@ -324,7 +353,8 @@ if __name__ == "__main__":
     try:
         run([test_prices_with_and_without_each_party_kind, test_party_and_branch_errors,
              test_paging_over_a_large_catalog, test_bill_gets_the_catalog_names,
-             test_unknown_catalog_ids_are_refused, test_admin_validation, test_cli_commands],
+             test_unknown_catalog_ids_are_refused, test_leads_name_catalog_ids,
+             test_admin_validation, test_cli_commands],
             server_args=FAST)
     finally:
         RECV.close()
