@@ -584,7 +584,7 @@ static int mapped_ref(struct bill_request *b, size_t *cap, const json_t *v, cons
 		                "'%s.name' must be a non-empty string", path);
 	struct bill_ref from = {.kind = tests ? CATALOG_TEST : CATALOG_PACKAGE};
 	snprintf(from.id, sizeof from.id, "%s", id);
-	snprintf(from.field, sizeof from.field, "%s.%s", path,
+	snprintf(from.field, sizeof from.field, "%.48s.%s", path,
 	         tests && json_object_get(v, "flabs_id") ? "flabs_id" : "id");
 	return add_report(b, cap, nm ? nm : id, tests ? NULL : id, &from, err);
 }
@@ -849,7 +849,9 @@ void validate_catalog_free(struct catalog_request *r)
 /* "path.key", or "key" at the top. */
 static void sub_field(char *out, size_t cap, const char *path, const char *key)
 {
-	snprintf(out, cap, "%s%s%s", path, *path ? "." : "", key);
+	/* The callers' caps keep it whole; were it cut, the error would still name a prefix. */
+	if (snprintf(out, cap, "%s%s%s", path, *path ? "." : "", key) >= (int)cap)
+		out[cap - 1] = '\0';
 }
 
 int validate_catalog_item(const json_t *obj, enum catalog_kind kind, const char *id,
