@@ -12,6 +12,7 @@
 
 #include "accounts.h"
 #include "api.h"
+#include "domain.h"
 
 #define CATALOG_PAGE_DEFAULT 100
 #define CATALOG_PAGE_MAX     500
@@ -239,6 +240,7 @@ static int put_items(struct call *c, const struct lab *lab, const struct catalog
 	}
 	enum lh_err e = c->app->store->ops->catalog_put(c->app->store, lab->lab_id, r->items, r->n,
 	                                                r->members, r->nmembers, &bad);
+	domain_catalog_changed(lab->lab_id);
 	if (e == LH_ENOTFOUND) {
 		char f[96];
 		field(r, bad, f, sizeof f);
@@ -321,6 +323,7 @@ static void item_delete(struct call *c, enum catalog_kind kind)
 		return;
 	enum lh_err e =
 	    c->app->store->ops->catalog_delete(c->app->store, lab.lab_id, kind, c->arg[1], pkg);
+	domain_catalog_changed(lab.lab_id);
 	if (e == LH_ENOTFOUND)
 		api_fail(c, e, "catalog_item_not_found", NULL, "the lab's catalog has no %s '%s'",
 		         kind_words[kind], c->arg[1]);

@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "domain.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -280,6 +281,7 @@ static enum lh_err catalog_apply(struct store_tx *tx, struct domain_bill_new *j)
 	j->own = out;
 	j->reports = out;
 	j->n = n;
+	j->refs = NULL; /* they described the reports as sent */
 	free((char *)j->ev.payload);
 	return event_make(&j->ev, j->bill->client_id, j->bill->lab_id, EV_BILL_CREATED,
 	                  j->bill->bill_id, bill_event_data(j->public_url, j->bill, out, n, NULL));
@@ -577,15 +579,65 @@ enum lh_err domain_lead_convert_tx(struct store_tx *tx, void *arg)
 	return job_lead_convert(tx, &j);
 }
 
+/* Whether a lab has a catalog, remembered for CATALOG_SEEN_MS: asked by every bill that
+ * names catalog ids, and a store query per bill cost PostgreSQL nodes a pool connection
+ * each. A change made through this process forgets the lab at once (exact on SQLite); one
+ * made on another node is seen within CATALOG_SEEN_MS. Direct-mapped by the lab id's
+ * hash; the store is part of the key (tests open several). */
+#define CATALOG_SEEN_SLOTS 256
+#define CATALOG_SEEN_MS    1000
+struct catalog_seen {
+	const struct store *st;
+	char lab_id[ID_CAP];
+	int has;
+	int64_t until_us;
+};
+static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct catalog_seen seen[CATALOG_SEEN_SLOTS];
+static uint64_t seen_gen; /* bumped by every change: an answer read across one is not kept */
+
+static size_t seen_slot(const char *lab_id)
+{
+	return (size_t)(util_fnv1a(UTIL_FNV_BASIS, lab_id) % CATALOG_SEEN_SLOTS);
+}
+
 enum lh_err domain_has_catalog(struct store *st, const char *lab_id, int *has)
 {
 	struct catalog_item *one = NULL;
-	size_t n = 0;
+	size_t n = 0, at = seen_slot(lab_id);
+	int64_t now = util_mono_us();
+	pthread_mutex_lock(&seen_mu);
+	struct catalog_seen c = seen[at];
+	uint64_t gen = seen_gen;
+	pthread_mutex_unlock(&seen_mu);
+	if (c.st == st && now < c.until_us && strcmp(c.lab_id, lab_id) == 0) {
+		*has = c.has;
+		return LH_OK;
+	}
 	enum lh_err e = st->ops->catalog_list(st, lab_id, CATALOG_ANY, "", 0, 0, 1, &one, &n, NULL);
 	free(one);
-	if (e == LH_OK)
-		*has = n > 0;
-	return e;
+	if (e != LH_OK)
+		return e;
+	*has = n > 0;
+	c.st = st;
+	snprintf(c.lab_id, sizeof c.lab_id, "%s", lab_id);
+	c.has = *has;
+	c.until_us = now + CATALOG_SEEN_MS * 1000;
+	pthread_mutex_lock(&seen_mu);
+	if (gen == seen_gen)
+		seen[at] = c;
+	pthread_mutex_unlock(&seen_mu);
+	return LH_OK;
+}
+
+void domain_catalog_changed(const char *lab_id)
+{
+	size_t at = seen_slot(lab_id);
+	pthread_mutex_lock(&seen_mu);
+	seen_gen++;
+	if (strcmp(seen[at].lab_id, lab_id) == 0)
+		seen[at].until_us = 0;
+	pthread_mutex_unlock(&seen_mu);
 }
 
 /* ---- test events ---- */

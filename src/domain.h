@@ -98,8 +98,12 @@ struct domain_lead_change {
 enum lh_err domain_lead_create_tx(struct store_tx *tx, void *change);
 enum lh_err domain_lead_convert_tx(struct store_tx *tx, void *change);
 
-/* *has = 1 if lab_id's catalog holds any item (read outside any job: see above). */
+/* *has = 1 if lab_id's catalog holds any item (read outside any job: see above). The
+ * answer is remembered for a second; domain_catalog_changed(lab_id) forgets it, and is
+ * called after every change this process makes to a lab's catalog, so on one node a
+ * catalog's first item rules the next bill, on several within a second. Thread-safe. */
 enum lh_err domain_has_catalog(struct store *st, const char *lab_id, int *has);
+void domain_catalog_changed(const char *lab_id);
 
 /* Queues a webhook.test event to that one subscription; its id into event_id. */
 enum lh_err domain_test_event(struct store *st, const struct subscription *sub,
