@@ -195,6 +195,17 @@ def test_unknown_catalog_ids_are_refused(srv):
     with srv.db() as db:
         n = db.execute("SELECT count(*) FROM bills WHERE lab_id = ?", (c["lab"],)).fetchone()
     assert n[0] == 0, n
+    # Emptied, the lab takes any id again, from the next bill on.
+    base = "/admin/labs/%s/catalog" % c["lab"]
+    for path in ("/packages/P1", "/tests/T1", "/tests/T2", "/tests/T3"):
+        assert srv.admin("DELETE", base + path).status == 200
+    r = srv.post("/client/billing/create", bill(c["lab"], mapped_tests=[{"flabs_id": "T123"}]),
+                 token=c["token"])
+    assert r.status == 200, r
+    put(srv, base + "/tests/T1", {"name": "CBC", "price": 1})
+    expect_error(srv.post("/client/billing/create",
+                          bill(c["lab"], mapped_tests=[{"flabs_id": "T123"}]), token=c["token"]),
+                 400, "unknown_catalog_item", "mapped_tests[0].flabs_id")
     # A lab whose catalog is empty keeps today's rule: any id, named as sent.
     d = srv.client()
     r = srv.post("/client/billing/create", bill(d["lab"], mapped_tests=[{"flabs_id": "T123"}]),
