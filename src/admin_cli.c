@@ -23,7 +23,10 @@ struct cmd {
 	const char *path; /* each "%s" takes the next positional argument */
 	int positional;   /* positional arguments for the path, then `valfield` if set */
 	const char *valfield;
-	const char *flags[3]; /* "flag=field": --flag VALUE becomes JSON body field */
+	/* "flag=field": --flag VALUE becomes JSON body field, a string; "flag=#field" a number
+	 * (sent as given when it is not one, for the service to name); "flag=@field" a list
+	 * of strings from comma-separated VALUE. */
+	const char *flags[3];
 	/* 1: takes the whole body from --json TEXT or --file PATH; BODY_PDF: an optional
 	 * --file PATH sent as the body with Content-Type: application/pdf (a report document) */
 	int json_body;
@@ -60,6 +63,30 @@ static const struct cmd cmds[] = {
      "convert-lead LEAD_ID --booking-type TYPE --scheduled-at RFC3339"},
     {"lab", NULL, "create-bill", "POST", "/lab/bills", 0, NULL, {NULL}, 1,
      "create-bill --json '{\"clientID\": ..., body of /client/billing/create}' | --file F"},
+    {"lab", "catalog", "add-test", "PUT", "/admin/labs/%s/catalog/tests/%s", 2, NULL, {"name=name", "price=#price", NULL}, 0,
+     "catalog add-test LAB_ID TEST_ID --name NAME --price PRICE"},
+    {"lab", "catalog", "remove-test", "DELETE", "/admin/labs/%s/catalog/tests/%s", 2, NULL, {NULL}, 0,
+     "catalog remove-test LAB_ID TEST_ID"},
+    {"lab", "catalog", "list-tests", "GET", "/admin/labs/%s/catalog/tests?limit=500", 1, NULL, {NULL}, 0,
+     "catalog list-tests LAB_ID"},
+    {"lab", "catalog", "add-package", "PUT", "/admin/labs/%s/catalog/packages/%s", 2, NULL, {"name=name", "price=#price", "tests=@tests"}, 0,
+     "catalog add-package LAB_ID PACKAGE_ID --name NAME --price PRICE [--tests TEST_ID,TEST_ID...]"},
+    {"lab", "catalog", "remove-package", "DELETE", "/admin/labs/%s/catalog/packages/%s", 2, NULL, {NULL}, 0,
+     "catalog remove-package LAB_ID PACKAGE_ID"},
+    {"lab", "catalog", "list-packages", "GET", "/admin/labs/%s/catalog/packages?limit=500", 1, NULL, {NULL}, 0,
+     "catalog list-packages LAB_ID"},
+    {"lab", "catalog", "set-test-rate", "PUT", "/admin/labs/%s/catalog/tests/%s/rates/%s", 3, NULL, {"price=#price", NULL}, 0,
+     "catalog set-test-rate LAB_ID TEST_ID PARTY_ID --price PRICE"},
+    {"lab", "catalog", "remove-test-rate", "DELETE", "/admin/labs/%s/catalog/tests/%s/rates/%s", 3, NULL, {NULL}, 0,
+     "catalog remove-test-rate LAB_ID TEST_ID PARTY_ID"},
+    {"lab", "catalog", "set-package-rate", "PUT", "/admin/labs/%s/catalog/packages/%s/rates/%s", 3, NULL, {"price=#price", NULL}, 0,
+     "catalog set-package-rate LAB_ID PACKAGE_ID PARTY_ID --price PRICE"},
+    {"lab", "catalog", "remove-package-rate", "DELETE", "/admin/labs/%s/catalog/packages/%s/rates/%s", 3, NULL, {NULL}, 0,
+     "catalog remove-package-rate LAB_ID PACKAGE_ID PARTY_ID"},
+    {"lab", "catalog", "list-rates", "GET", "/admin/labs/%s/catalog/rates/%s?limit=500", 2, NULL, {NULL}, 0,
+     "catalog list-rates LAB_ID PARTY_ID"},
+    {"lab", "catalog", "import", "POST", "/admin/labs/%s/catalog", 1, NULL, {NULL}, 1,
+     "catalog import LAB_ID --file CATALOG.json | --json '{\"tests\": [...], \"packages\": [...]}'"},
 };
 /* clang-format on */
 #define N_CMDS (COUNTOF(cmds))
@@ -231,6 +258,35 @@ static int read_file(const char *tool, const char *path, char **out, size_t *len
 	return 0;
 }
 
+/* The body field a flag spec names, without its type mark. */
+static const char *flag_field(const char *spec)
+{
+	const char *f = strchr(spec, '=') + 1;
+	return *f == '#' || *f == '@' ? f + 1 : f;
+}
+
+/* A flag's value as its spec types it (see struct cmd). */
+static json_t *flag_value(const char *spec, const char *v)
+{
+	char mark = strchr(spec, '=')[1];
+	if (mark == '#') {
+		json_t *n = json_loads(v, JSON_DECODE_ANY, NULL);
+		if (json_is_number(n))
+			return n;
+		json_decref(n);
+	} else if (mark == '@') {
+		json_t *arr = json_array();
+		for (const char *p = v; *p;) {
+			size_t n = strcspn(p, ",");
+			if (n)
+				json_array_append_new(arr, json_stringn(p, n));
+			p += n + (p[n] == ',');
+		}
+		return arr;
+	}
+	return json_string(v);
+}
+
 /* The request body as JSON text in *out (owned, free(); NULL when the command sends none),
  * or a document's bytes (*len set, *pdf 1); -1 after a message when --json or --file is
  * not JSON or cannot be read. */
@@ -259,8 +315,8 @@ static int cmd_body(const char *tool, const struct cmd *c, const struct args *a,
 		body = json_object();
 		for (int k = 0; k < 3 && c->flags[k]; k++)
 			if (a->flagv[k])
-				json_object_set_new(body, strchr(c->flags[k], '=') + 1,
-				                    json_string(a->flagv[k]));
+				json_object_set_new(body, flag_field(c->flags[k]),
+				                    flag_value(c->flags[k], a->flagv[k]));
 		if (c->valfield)
 			json_object_set_new(body, c->valfield, json_string(a->pos[c->positional]));
 	}

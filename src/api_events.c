@@ -99,6 +99,7 @@ static int load_lab(struct call *c, const struct account *acct, const char *lab_
 struct bill_create {
 	struct bill bill;
 	struct report *reports;
+	struct bill_ref *refs;
 	struct domain_bill_new job;
 };
 
@@ -112,6 +113,7 @@ static void bill_created(struct call *c, void *arg, enum lh_err e)
 		                 "preBookingID", bill->pre_booking_id, "billID", bill->bill_id));
 	domain_bill_release(&bc->job);
 	free(bc->reports);
+	free(bc->refs);
 	free(bc);
 }
 
@@ -122,6 +124,32 @@ static void fail_verr(struct call *c, const struct verr *v, const char *what)
 		api_fail_internal(c, LH_ENOMEM, what);
 	else
 		api_fail_verr(c, v);
+}
+
+/* Whether the lab has a catalog, for a bill or lead that names ids: *has (-1 on failure,
+ * after answering). */
+static int lab_catalog(struct call *c, const char *lab_id, int *has)
+{
+	enum lh_err e = domain_has_catalog(c->app->store, lab_id, has);
+	if (e != LH_OK)
+		return api_fail_internal(c, e, "load catalog");
+	return 0;
+}
+
+/* A bill's catalog ids are looked up only in a lab with a catalog (see domain.h): for any
+ * other bill, or one without catalog ids, br's refs are dropped. */
+static int catalog_check(struct call *c, const char *lab_id, struct bill_request *br)
+{
+	int mapped = 0, has = 0;
+	for (size_t i = 0; i < br->n_reports; i++)
+		mapped |= br->refs[i].kind >= 0;
+	if (mapped && lab_catalog(c, lab_id, &has))
+		return -1;
+	if (!has) { /* nothing to look up */
+		free(br->refs);
+		br->refs = NULL;
+	}
+	return 0;
 }
 
 /* Validates a bill body for acct and creates it. */
@@ -150,7 +178,8 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 		}
 	}
 	if (load_lab(c, acct, br.lab_id, "labID", &lab) ||
-	    resolve_parties(c, acct, &br.parties, &bill->parties))
+	    resolve_parties(c, acct, &br.parties, &bill->parties) ||
+	    catalog_check(c, lab.lab_id, &br))
 		goto out;
 	char *patient = json_dumps(br.patient, JSON_COMPACT);
 	if (!patient || strlen(patient) >= sizeof bill->patient) {
@@ -175,19 +204,23 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	bill->created_at = bill->updated_at = util_now();
 	for (size_t i = 0; i < br.n_reports; i++)
 		memcpy(br.reports[i].bill_id, bill->bill_id, ID_CAP);
-	enum lh_err e = domain_bill_prepare(&bc->job, links(c), bill, br.reports, br.n_reports);
+	enum lh_err e =
+	    domain_bill_prepare(&bc->job, links(c), bill, br.reports, br.refs, br.n_reports);
 	if (e != LH_OK) {
 		domain_bill_release(&bc->job);
 		api_fail_internal(c, e, "create bill");
 		goto out;
 	}
 	bc->reports = br.reports;
+	bc->refs = br.refs;
 	br.reports = NULL;
+	br.refs = NULL;
 	/* The answer is sent by bill_created once the bill is durable; bc is its. */
 	api_submit(c, domain_bill_create_tx, &bc->job, bill_created, bc);
 	bc = NULL;
 out:
 	free(br.reports);
+	free(br.refs);
 	free(bc);
 }
 
@@ -298,6 +331,10 @@ void api_lead_create(struct call *c)
 		goto out;
 	if (load_lab(c, &c->acct, lr.branch_id, "branchID", &lab) ||
 	    resolve_parties(c, &c->acct, &lr.parties, &l->parties))
+		goto out;
+	if ((json_array_size(json_object_get(b, "tests")) ||
+	     json_array_size(json_object_get(b, "packages"))) &&
+	    lab_catalog(c, lab.lab_id, &j->catalog))
 		goto out;
 	/* The lead's own fields, as lead.created carries them. */
 	static const char *const keep[] = {

@@ -241,6 +241,45 @@ static enum lh_err store_open(const struct config *cfg, struct store **out)
 	return store_pg_open_as(cfg->store, node_id, out);
 }
 
+/* The demo labs' catalog: the ids the examples in docs/api.md use (flabs_id 101), and a
+ * package of two tests. Put again at every start (a put replaces). party_id "" or a party
+ * that gets a rate for CBC. */
+static enum lh_err demo_catalog(struct store *st, const char *lab_id, const char *party_id)
+{
+	static const struct {
+		enum catalog_kind kind;
+		const char *id, *name;
+		int64_t price;
+	} rows[] = {
+	    {CATALOG_TEST, "101", "CBC", 35000},
+	    {CATALOG_TEST, "102", "LDL Cholesterol", 25000},
+	    {CATALOG_TEST, "103", "HDL Cholesterol", 25000},
+	    {CATALOG_TEST, "104", "Thyroid Profile (T3, T4, TSH)", 59950},
+	    {CATALOG_PACKAGE, "201", "Lipid Profile", 45000},
+	};
+	struct catalog_item items[COUNTOF(rows)];
+	struct catalog_member members[2];
+	memset(items, 0, sizeof items);
+	memset(members, 0, sizeof members);
+	for (size_t i = 0; i < COUNTOF(rows); i++) {
+		snprintf(items[i].lab_id, sizeof items[i].lab_id, "%s", lab_id);
+		items[i].kind = rows[i].kind;
+		snprintf(items[i].id, sizeof items[i].id, "%s", rows[i].id);
+		snprintf(items[i].name, sizeof items[i].name, "%s", rows[i].name);
+		items[i].price = rows[i].price;
+		items[i].updated_at = util_now();
+	}
+	for (size_t i = 0; i < COUNTOF(members); i++) {
+		snprintf(members[i].package_id, sizeof members[i].package_id, "201");
+		snprintf(members[i].test_id, sizeof members[i].test_id, "%s", i ? "103" : "102");
+	}
+	enum lh_err e = st->ops->catalog_put(st, lab_id, items, COUNTOF(items), members,
+	                                     COUNTOF(members), NULL);
+	if (e == LH_OK && party_id[0])
+		e = st->ops->catalog_rate_set(st, lab_id, CATALOG_TEST, "101", party_id, 30000);
+	return e;
+}
+
 /* --demo: a catch-all account with a lab, and a party-scoped one with a lab and a party.
  * Their secrets are rotated at every demo start, since only hashes are kept. */
 static enum lh_err demo_seed(struct app *app, int port)
@@ -299,6 +338,9 @@ static enum lh_err demo_seed(struct app *app, int port)
 			free(ps);
 		}
 	}
+	if ((e = demo_catalog(st, lab[0].lab_id, "")) != LH_OK ||
+	    (e = demo_catalog(st, lab[1].lab_id, party.party_id)) != LH_OK)
+		return e;
 	const char *host =
 	    strcmp(app->cfg.listen_host, "0.0.0.0") == 0 ? "127.0.0.1" : app->cfg.listen_host;
 	printf(
@@ -315,10 +357,13 @@ static enum lh_err demo_seed(struct app *app, int port)
 	    "    | sed 's/.*\"authToken\":\"\\([^\"]*\\)\".*/\\1/')\n"
 	    "List labs:\n"
 	    "  curl -s http://%s:%d/client/labs -H \"Authorization: Bearer $TOKEN\"\n"
+	    "The labs' test catalog (tests 101-104, package 201):\n"
+	    "  curl -s 'http://%s:%d/client/crm/tests?branchID=%s' -H \"Authorization: Bearer $TOKEN\"\n"
 	    "Admin key: %s/admin.key\n"
 	    "(demo secrets are new at every start with --demo)\n\n",
 	    a[0].client_id, secret[0], lab[0].lab_id, a[1].client_id, secret[1], lab[1].lab_id,
-	    party.party_id, host, port, a[0].client_id, secret[0], host, port, app->cfg.data_dir);
+	    party.party_id, host, port, a[0].client_id, secret[0], host, port, host, port,
+	    lab[0].lab_id, app->cfg.data_dir);
 	fflush(stdout);
 	OPENSSL_cleanse(secret, sizeof secret);
 	return LH_OK;
