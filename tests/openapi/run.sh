@@ -10,7 +10,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 doc="$here/../../docs/openapi.json"
 out="$2"
 mkdir -p "$out"
-if ! cmp -s "$here/package-lock.json" "$out/package-lock.json.installed"; then
+if ! cmp -s "$here/package-lock.json" "$out/package-lock.json.installed" ||
+   [ ! -x "$out/node_modules/.bin/redocly" ]; then
   cp "$here/package.json" "$here/package-lock.json" "$out/"
   (cd "$out" && npm ci --no-audit --no-fund --loglevel=error)
   cp "$here/package-lock.json" "$out/package-lock.json.installed"
