@@ -20,6 +20,7 @@
 
 #include "addr.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 /* A connection's deadline (see reaper): its socket context, from libmicrohttpd's STARTED
@@ -105,6 +106,7 @@ struct reqctx {
 	size_t body_max; /* what admit allows this request, capped by max-body */
 	enum rq_state state;
 	int status; /* of the answer queued, for the log line; 0 until one is */
+	int route;  /* for the metrics, from admit (see struct http_resp) */
 	int64_t t0;
 	char rid[40];
 	char method[16];
@@ -177,25 +179,45 @@ static void request_id(struct MHD_Connection *c, char out[40])
 		snprintf(out + 2 * i, 3, "%02x", raw[i]);
 }
 
-static enum MHD_Result send_json(struct MHD_Connection *c, struct reqctx *rc, struct http_resp *rs)
+/* Frees what the answer holds (a handler that defers answers later, not now). */
+static void resp_clear(struct http_resp *rs)
 {
-	char *text = rs->json ? json_dumps(rs->json, JSON_COMPACT) : NULL;
 	json_decref(rs->json);
 	rs->json = NULL;
+	free(rs->text);
+	rs->text = NULL;
+}
+
+static enum MHD_Result send_answer(struct MHD_Connection *c, struct reqctx *rc,
+                                   struct http_resp *rs)
+{
+	const char *type = "application/json";
+	size_t len = 0;
+	char *text;
+	if (rs->text) {
+		text = rs->text;
+		len = rs->text_len;
+		type = rs->content_type;
+		rs->text = NULL;
+	} else {
+		text = rs->json ? json_dumps(rs->json, JSON_COMPACT) : NULL;
+		len = text ? strlen(text) : 0;
+	}
+	resp_clear(rs);
 	if (!text) {
 		rs->status = 500;
 		text = strdup("{\"success\":false,\"error\":{\"code\":\"out_of_memory\","
 		              "\"message\":\"out of memory\"}}");
 		if (!text)
 			return MHD_NO;
+		len = strlen(text);
 	}
-	struct MHD_Response *r =
-	    MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
 	if (!r) {
 		free(text);
 		return MHD_NO;
 	}
-	MHD_add_response_header(r, "Content-Type", "application/json");
+	MHD_add_response_header(r, "Content-Type", type);
 	MHD_add_response_header(r, "Cache-Control", "no-store");
 	MHD_add_response_header(r, "X-Request-Id", rc->rid);
 	if (rs->retry_after > 0) {
@@ -220,7 +242,7 @@ static enum MHD_Result send_json(struct MHD_Connection *c, struct reqctx *rc, st
 static enum MHD_Result answer(struct MHD_Connection *c, struct reqctx *rc, struct http_resp *rs)
 {
 	rq_move(rc, RQ_DONE);
-	return send_json(c, rc, rs);
+	return send_answer(c, rc, rs);
 }
 
 struct framing {
@@ -306,6 +328,7 @@ static enum MHD_Result admit(struct http_server *srv, struct MHD_Connection *c, 
 	};
 	struct http_resp rs = {.status = 500};
 	size_t allowed = srv->admit(srv->ctx, &rq, &rs);
+	rc->route = rs.route;
 	if (rs.json)
 		return answer(c, rc, &rs);
 	rc->body_max = allowed < srv->max_body ? allowed : srv->max_body;
@@ -323,7 +346,7 @@ static void release_work(struct reqctx *rc)
 {
 	struct http_resp rs = {.status = 500};
 	rc->dfr.finish(rc->dfr.arg, NULL, &rs);
-	json_decref(rs.json);
+	resp_clear(&rs);
 }
 
 /* Its deferred answer is queued (or dropped): http_stop need not wait for it any more. */
@@ -394,7 +417,7 @@ static enum MHD_Result park(struct http_server *srv, struct MHD_Connection *c, s
 	rq_move(rc, RQ_DONE); /* READY: done already */
 	pthread_mutex_unlock(&srv->park_mu);
 	rc->dfr.finish(rc->dfr.arg, rq, rs);
-	return send_json(c, rc, rs);
+	return send_answer(c, rc, rs);
 }
 
 /* Runs the handler on a complete request, or answers 503 while the server stops. */
@@ -430,8 +453,7 @@ static enum MHD_Result handle(struct http_server *srv, struct MHD_Connection *c,
 		 * without our answer. Returning without one lets it settle the state (waiting
 		 * for the application), and it calls again at once: the request parks then.
 		 * busy stays counted until that call. */
-		json_decref(rs->json); /* a handler that defers answers later, not now */
-		rs->json = NULL;
+		resp_clear(rs); /* a handler that defers answers later, not now */
 		return MHD_YES;
 	}
 	return answer(c, rc, rs);
@@ -508,7 +530,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	/* Resumed: the deferred work is done. http_ready is done with the request. */
 	rq_move(rc, RQ_DONE);
 	rc->dfr.finish(rc->dfr.arg, &rq, &rs);
-	enum MHD_Result ret = send_json(c, rc, &rs);
+	enum MHD_Result ret = send_answer(c, rc, &rs);
 	unpark(srv);
 	return ret;
 }
@@ -574,6 +596,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	LOG(LOG_INFO, "http", "method=%s path=%s status=%d dur_ms=%.2f rid=%s ip=%s%s", rc->method,
 	    rc->path, rc->status, (double)dur / 1000.0, rc->rid, rc->ip,
 	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+	if (rc->status) /* answered (a client gone before its answer was queued is not) */
+		metrics_http_request(rc->route, rc->method, rc->status, dur);
 	pthread_mutex_lock(&srv->park_mu);
 	/* libmicrohttpd never closes a suspended connection (and http_stop waits for parked
 	 * requests before it stops libmicrohttpd); no handler runs on this thread now. */
@@ -711,8 +735,9 @@ static void srv_free(struct http_server *srv)
 	free(srv);
 }
 
-enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_handler_fn fn,
-                       void *ctx, struct http_server **out, int *port_out)
+enum lh_err http_start(const struct config *cfg, const struct http_listen *at,
+                       http_admit_fn admit_fn, http_handler_fn fn, void *ctx,
+                       struct http_server **out, int *port_out)
 {
 	struct sockaddr_storage ss;
 	struct ip_addr a;
@@ -721,17 +746,17 @@ enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_ha
 	    MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
 
 	memset(&ss, 0, sizeof ss);
-	if (strcmp(cfg->listen_host, "localhost") == 0 || addr_parse_literal(cfg->listen_host, &a))
+	if (strcmp(at->host, "localhost") == 0 || addr_parse_literal(at->host, &a))
 		addr_parse_literal("127.0.0.1", &a);
 	if (a.family == AF_INET) {
 		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)cfg->listen_port);
+		sin->sin_port = htons((uint16_t)at->port);
 		memcpy(&sin->sin_addr, a.addr, 4);
 	} else {
 		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)cfg->listen_port);
+		sin6->sin6_port = htons((uint16_t)at->port);
 		memcpy(&sin6->sin6_addr, a.addr, 16);
 		flags |= MHD_USE_IPv6;
 	}
@@ -760,20 +785,19 @@ enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_ha
 	srv->d = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
-	    (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-	    (unsigned)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	    (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned)at->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned)(cfg->conn_timeout_ms / 1000), MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_END);
 	if (!srv->d) {
 		LOG(LOG_ERROR, "http", "listen=%s:%d cannot listen (address in use or not local?)",
-		    cfg->listen_host, cfg->listen_port);
+		    at->host, at->port);
 		srv_free(srv);
 		return LH_EIO;
 	}
 	const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_BIND_PORT);
-	*port_out = di ? (int)di->port : cfg->listen_port;
+	*port_out = di ? (int)di->port : at->port;
 	*out = srv;
 	return LH_OK;
 }

@@ -2,7 +2,8 @@
  *
  * Reads each request body into one buffer capped at max-body (413 beyond, without reading
  * the rest), gives the handler a complete request, sends its JSON response and logs one line
- * per request (method, path, status, duration, request id; never headers or bodies).
+ * per request (method, path, status, duration, request id; never headers or bodies), and
+ * counts it in the metrics (its route, method, status and duration).
  * Handlers run on libmicrohttpd's pool threads, several at once. A handler that waits for
  * something slow (a durable commit) defers its answer instead of holding its thread: the
  * connection is parked, and the answer is made once the work is done (http_defer).
@@ -33,7 +34,12 @@ struct http_req {
 
 struct http_resp {
 	int status;
-	json_t *json;    /* owned by the server once set; sent and freed */
+	json_t *json;             /* owned by the server once set; sent and freed */
+	char *text;               /* or this body (malloc'd; owned once set, sent and freed), */
+	size_t text_len;          /* of these bytes, */
+	const char *content_type; /* with this Content-Type (a string literal) */
+	int route;       /* for the metrics: 0 (no route) or 1 + its row in the route table; the
+	                  * admit function's value counts for the whole request */
 	int retry_after; /* seconds, sent as Retry-After when > 0 */
 	int www_auth;    /* send WWW-Authenticate: Bearer */
 	char allow[64];  /* methods for the Allow header of a 405, or "" */
@@ -48,12 +54,20 @@ typedef size_t (*http_admit_fn)(void *ctx, const struct http_req *rq, struct htt
 
 struct http_server;
 
-/* Starts listening as configured; *port_out gets the bound port. Each request goes through
- * admit (headers) and then fn (complete request). Connections whose headers or body are not
- * complete within header-timeout / body-timeout are closed, however steadily they trickle.
- * Returns owned, stop with http_stop. */
-enum lh_err http_start(const struct config *cfg, http_admit_fn admit, http_handler_fn fn, void *ctx,
-                       struct http_server **out, int *port_out);
+/* Where a server listens: an IP address literal (or localhost) and a port (0: a free one),
+ * with how many threads serve it. */
+struct http_listen {
+	const char *host;
+	int port;
+	int threads;
+};
+
+/* Starts listening at `at`; *port_out gets the bound port. Limits and deadlines are cfg's. Each
+ * request goes through admit (headers) and then fn (complete request). Connections whose headers or
+ * body are not complete within header-timeout / body-timeout are closed, however steadily they
+ * trickle. Returns owned, stop with http_stop. */
+enum lh_err http_start(const struct config *cfg, const struct http_listen *at, http_admit_fn admit,
+                       http_handler_fn fn, void *ctx, struct http_server **out, int *port_out);
 /* Stops accepting, lets running handlers finish, closes everything. Accepts NULL. */
 void http_stop(struct http_server *srv);
 

@@ -307,6 +307,14 @@ typedef enum lh_err (*store_tx_fn)(struct store_tx *tx, void *arg);
 /* Told the outcome of an asynchronous submit. */
 typedef void (*store_done_fn)(void *done_arg, enum lh_err result);
 
+/* What GET /metrics shows of the store (store_ops.stats). */
+struct store_stats {
+	int64_t pending;           /* deliveries pending (waiting for an attempt or a retry) */
+	int64_t subs[SUB_DELETED]; /* subscriptions by status: active, paused, disabled */
+	int64_t bytes;             /* the store's size: the SQLite file's pages, the PostgreSQL
+	                            * database's size */
+};
+
 /* Outcome of presenting a refresh token. */
 enum refresh_result { REFRESH_OK = 0, REFRESH_UNKNOWN, REFRESH_EXPIRED, REFRESH_REUSED };
 
@@ -491,6 +499,11 @@ struct store_ops {
 	/* The client's bill with its reports (free *reports with free()). */
 	enum lh_err (*bill_get)(struct store *s, const char *client_id, const char *bill_id,
 	                        struct bill *out, struct report **reports, size_t *n);
+
+	/* ---- operations ---- */
+	/* The store's figures for GET /metrics, read in one go. Cheap enough for every scrape:
+	 * the pending count walks only the partial index of pending deliveries. */
+	enum lh_err (*stats)(struct store *s, struct store_stats *out);
 
 	/* ---- moving a store (labhook store copy) ---- */
 	/* Calls fn for every row of every table of store_copy_tables, table by table in that
