@@ -24,8 +24,8 @@
 
 /* ---- the families' fixed label values ---- */
 
-static const char *const method_names[] = {"GET",    "HEAD",    "POST",  "PUT",
-                                           "PATCH",  "DELETE",  "OPTIONS", "other"};
+static const char *const method_names[] = {"GET",   "HEAD",   "POST",    "PUT",
+                                           "PATCH", "DELETE", "OPTIONS", "other"};
 #define N_METHODS COUNTOF(method_names)
 
 /* The statuses labhook answers (err.c's table, 501 from the framing checks); anything else
@@ -35,7 +35,7 @@ static const int exact_codes[] = {200, 400, 401, 404, 405, 409, 413, 429, 500, 5
 #define N_CODES (N_EXACT + 5) /* then 1xx .. 5xx */
 
 static const char *const outcome_names[MO__COUNT] = {
-    [MO_SUCCESS] = "success", [MO_HTTP_3XX] = "http_3xx", [MO_HTTP_4XX] = "http_4xx",
+    [MO_SUCCESS] = "success",   [MO_HTTP_3XX] = "http_3xx", [MO_HTTP_4XX] = "http_4xx",
     [MO_HTTP_5XX] = "http_5xx", [MO_TIMEOUT] = "timeout",   [MO_CONNECT] = "connect",
     [MO_TLS] = "tls",           [MO_DNS] = "dns",           [MO_BLOCKED] = "blocked_address",
     [MO_OTHER] = "other",
@@ -60,31 +60,32 @@ struct hist {
 };
 
 /* Bucket bounds in microseconds (the seconds shown in the comments), and in jobs. */
-#define MS(n)  ((n) * 1000LL)
-#define SEC(n) ((n) * 1000000LL)
+#define MS(n)  ((n)*1000LL)
+#define SEC(n) ((n)*1000000LL)
+/* clang-format off */
 /* 0.5ms 1ms 2.5ms 5ms 10ms 25ms 50ms 100ms 250ms 500ms 1s 2.5s 5s 10s */
-static const int64_t http_le[] = {500,     MS(1),   2500,    MS(5),  MS(10), MS(25), MS(50),
-                                  MS(100), MS(250), MS(500), SEC(1), MS(2500), SEC(5), SEC(10)};
-/* 5ms 10ms 25ms 50ms 100ms 250ms 500ms 1s 2.5s 5s 10s 15s 30s 60s (timeout is at most 300s) */
-static const int64_t attempt_le[] = {MS(5),  MS(10),   MS(25), MS(50),  MS(100), MS(250), MS(500),
+static const int64_t http_le[] = {500, MS(1), 2500, MS(5), MS(10), MS(25), MS(50), MS(100),
+                                  MS(250), MS(500), SEC(1), MS(2500), SEC(5), SEC(10)};
+/* 5ms .. 60s (an attempt's timeout is at most 300s) */
+static const int64_t attempt_le[] = {MS(5), MS(10), MS(25), MS(50), MS(100), MS(250), MS(500),
                                      SEC(1), MS(2500), SEC(5), SEC(10), SEC(15), SEC(30), SEC(60)};
 /* 10ms .. 1 day: a healthy endpoint's lag is milliseconds, a retried one's hours */
-static const int64_t lag_le[] = {MS(10),  MS(50),  MS(100), MS(250),  MS(500),    SEC(1),
-                                 MS(2500), SEC(5), SEC(10), SEC(30),  SEC(60),    SEC(300),
-                                 SEC(900), SEC(3600), SEC(10800), SEC(43200), SEC(86400)};
-/* 0.1ms 0.25ms 0.5ms 1ms 2.5ms 5ms 10ms 25ms 50ms 100ms 250ms 500ms 1s 2.5s */
-static const int64_t commit_le[] = {100,    250,     500,     MS(1),   2500,    MS(5),  MS(10),
-                                    MS(25), MS(50), MS(100), MS(250), MS(500), SEC(1), MS(2500)};
+static const int64_t lag_le[] = {MS(10), MS(50), MS(100), MS(250), MS(500), SEC(1), MS(2500),
+                                 SEC(5), SEC(10), SEC(30), SEC(60), SEC(300), SEC(900),
+                                 SEC(3600), SEC(10800), SEC(43200), SEC(86400)};
+/* 0.1ms .. 2.5s */
+static const int64_t commit_le[] = {100, 250, 500, MS(1), 2500, MS(5), MS(10), MS(25), MS(50),
+                                    MS(100), MS(250), MS(500), SEC(1), MS(2500)};
 static const int64_t jobs_le[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+/* clang-format on */
 #undef MS
 #undef SEC
 
-#define SPEC(a, us) {(a), COUNTOF(a), (us)}
-static const struct hist_spec http_spec = SPEC(http_le, 1);
-static const struct hist_spec attempt_spec = SPEC(attempt_le, 1);
-static const struct hist_spec lag_spec = SPEC(lag_le, 1);
-static const struct hist_spec commit_spec = SPEC(commit_le, 1);
-static const struct hist_spec jobs_spec = SPEC(jobs_le, 0);
+static const struct hist_spec http_spec = {http_le, COUNTOF(http_le), 1};
+static const struct hist_spec attempt_spec = {attempt_le, COUNTOF(attempt_le), 1};
+static const struct hist_spec lag_spec = {lag_le, COUNTOF(lag_le), 1};
+static const struct hist_spec commit_spec = {commit_le, COUNTOF(commit_le), 1};
+static const struct hist_spec jobs_spec = {jobs_le, COUNTOF(jobs_le), 0};
 _Static_assert(COUNTOF(lag_le) <= HIST_MAX, "HIST_MAX holds the longest bucket list");
 
 static void hist_observe(struct hist *h, const struct hist_spec *sp, int64_t v)
@@ -272,8 +273,8 @@ static size_t route_canon(const char *const *labels, size_t nr, size_t canon[MET
 static void put_http(struct out *o, const char *const *labels, size_t n)
 {
 	size_t canon[METRICS_MAX_ROUTES];
-	size_t nr = route_canon(labels, n + 1 < METRICS_MAX_ROUTES ? n + 1 : METRICS_MAX_ROUTES,
-	                        canon);
+	size_t nr =
+	    route_canon(labels, n + 1 < METRICS_MAX_ROUTES ? n + 1 : METRICS_MAX_ROUTES, canon);
 
 	family(o, "labhook_http_requests_total", "counter",
 	       "HTTP requests answered, by route pattern, method and status code.");
@@ -361,8 +362,8 @@ static int read_proc_stat(struct proc_stat *ps)
 	ps->cpu_s = (double)(utime + stime) / tck;
 	ps->start_s = (double)btime + (double)start / tck;
 	ps->vsize = vsize;
-	ps->rss_bytes = rss > 0 ? (unsigned long long)rss * (unsigned long long)sysconf(_SC_PAGESIZE)
-	                        : 0;
+	ps->rss_bytes =
+	    rss > 0 ? (unsigned long long)rss * (unsigned long long)sysconf(_SC_PAGESIZE) : 0;
 	return 0;
 }
 
@@ -390,7 +391,8 @@ static void put_process(struct out *o)
 		family(o, "process_cpu_seconds_total", "counter",
 		       "Total user and system CPU time spent in seconds.");
 		put(o, "process_cpu_seconds_total %.2f\n", ps.cpu_s);
-		family(o, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+		family(o, "process_resident_memory_bytes", "gauge",
+		       "Resident memory size in bytes.");
 		put(o, "process_resident_memory_bytes %llu\n", ps.rss_bytes);
 		family(o, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
 		put(o, "process_virtual_memory_bytes %llu\n", ps.vsize);
@@ -434,8 +436,9 @@ char *metrics_render(const char *const *route_labels, size_t n_routes,
 	put_one_hist(&o, "labhook_delivery_lag_seconds",
 	             "Time from an event's creation (its commit) to its successful delivery.",
 	             &lag_spec, &reg.lag);
-	family(&o, "labhook_deliveries_failed_total", "counter",
-	       "Deliveries given up: the retry schedule was used up, or the endpoint answered 410.");
+	family(
+	    &o, "labhook_deliveries_failed_total", "counter",
+	    "Deliveries given up: the retry schedule was used up, or the endpoint answered 410.");
 	put(&o, "labhook_deliveries_failed_total %llu\n", (unsigned long long)load(&reg.gave_up));
 
 	put_one_hist(&o, "labhook_store_commit_duration_seconds",
@@ -448,7 +451,8 @@ char *metrics_render(const char *const *route_labels, size_t n_routes,
 		family(&o, "labhook_deliveries_pending", "gauge",
 		       "Deliveries waiting for an attempt or a retry (in the store).");
 		put(&o, "labhook_deliveries_pending %lld\n", (long long)stats->pending);
-		family(&o, "labhook_subscriptions", "gauge", "Subscriptions by status (not deleted).");
+		family(&o, "labhook_subscriptions", "gauge",
+		       "Subscriptions by status (not deleted).");
 		for (size_t i = 0; i < COUNTOF(sub_status_names); i++)
 			put(&o, "labhook_subscriptions{status=\"%s\"} %lld\n", sub_status_names[i],
 			    (long long)stats->subs[i]);

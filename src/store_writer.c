@@ -112,10 +112,10 @@ static void run_batch(struct store_writer *w, struct job *batch)
 			j->result = j->fn(w->tx, j->arg);
 			assert(w->nfresh >= mark); /* a job only adds deliveries */
 			if (j->result != LH_OK) {
+				/* Its deliveries and its events are gone with it. */
 				ops->rollback_to(w->be);
-				fresh_cut(w, mark); /* its deliveries are gone with it */
-				memcpy(w->events, events_mark,
-				       sizeof events_mark); /* and its events */
+				fresh_cut(w, mark);
+				memcpy(w->events, events_mark, sizeof events_mark);
 			}
 			ops->release(w->be);
 			njobs++;
