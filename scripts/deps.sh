@@ -5,7 +5,9 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev
       libjansson-dev libsqlite3-dev libpq-dev libssl-dev libjwt-dev curl ca-certificates)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(libcmocka-dev python3 openssl clang libclang-rt-14-dev clang-format postgresql-15)
+  # prometheus: promtool, with which test_metrics.py checks the /metrics exposition
+  pkgs+=(libcmocka-dev python3 openssl clang libclang-rt-14-dev clang-format postgresql-15
+        prometheus)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
