@@ -1241,10 +1241,13 @@ static void finish_attempt(struct delivery_engine *d, CURLMsg *msg)
 	int lease_moved =
 	    !d->own_all && (!owns(d, l->sub_id) || !now_lease || now_lease->epoch != a->epoch);
 	metrics_attempt(metrics_outcome_of(&at), util_mono_us() - a->started_us);
-	if (!lease_moved && dec.status == DLV_DELIVERED) /* else the store refuses the outcome */
-		metrics_delivered(at.now_ms - util_id_time_ms(it->event_id));
-	else if (!lease_moved && dec.status == DLV_FAILED)
-		metrics_gave_up();
+	if (!lease_moved) { /* else the store refuses the outcome; the holder sends it again */
+		int64_t made_ms = util_id_time_ms(it->event_id); /* the event's id says when */
+		if (dec.status == DLV_DELIVERED && made_ms >= 0)
+			metrics_delivered(at.now_ms - made_ms);
+		else if (dec.status == DLV_FAILED)
+			metrics_gave_up();
+	}
 	if (dec.status != DLV_PENDING || lease_moved) {
 		/* Delivered or given up: the next event of the entity may go. Or the lease was
 		 * lost (or taken back under a new epoch) while it was on the wire: its outcome
