@@ -38,8 +38,8 @@ struct http_resp {
 	char *text;               /* or this body (malloc'd; owned once set, sent and freed), */
 	size_t text_len;          /* of these bytes, */
 	const char *content_type; /* with this Content-Type (a string literal) */
-	int route;       /* for the metrics: 0 (no route) or 1 + its row in the route table; the
-	                  * admit function's value counts for the whole request */
+	int route;       /* for the metrics: 0 (no route), or 1 + the route table's first row
+	                  * of the path's pattern; the admit function's value counts */
 	int retry_after; /* seconds, sent as Retry-After when > 0 */
 	int www_auth;    /* send WWW-Authenticate: Bearer */
 	char allow[64];  /* methods for the Allow header of a 405, or "" */

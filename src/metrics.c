@@ -256,38 +256,29 @@ static void put_one_hist(struct out *o, const char *name, const char *help,
 	put_hist(o, name, "", sp, b, sum);
 }
 
-/* Route rows that share a pattern (GET, PATCH and DELETE of one path) are one route label:
- * canon[k] is the first registry route with route k's label (0: unmatched, alone). */
-static size_t route_canon(const char *const *labels, size_t nr, size_t canon[METRICS_MAX_ROUTES])
+/* 1 if registry route r's label is an earlier route's too: the router counts a path
+ * under the first row of its pattern (GET, PATCH and DELETE of one path are one route),
+ * so such a row holds nothing and is left out rather than printed as a second series. */
+static int route_repeats(const char *const *labels, size_t r)
 {
-	canon[0] = 0;
-	for (size_t k = 1; k < nr; k++) {
-		canon[k] = k;
-		for (size_t j = 1; j < k && canon[k] == k; j++)
-			if (strcmp(labels[j - 1], labels[k - 1]) == 0)
-				canon[k] = j;
-	}
-	return nr;
+	for (size_t k = 1; r > 0 && k < r; k++)
+		if (strcmp(labels[k - 1], labels[r - 1]) == 0)
+			return 1;
+	return 0;
 }
 
 static void put_http(struct out *o, const char *const *labels, size_t n)
 {
-	size_t canon[METRICS_MAX_ROUTES];
-	size_t nr =
-	    route_canon(labels, n + 1 < METRICS_MAX_ROUTES ? n + 1 : METRICS_MAX_ROUTES, canon);
+	size_t nr = n + 1 < METRICS_MAX_ROUTES ? n + 1 : METRICS_MAX_ROUTES;
 
 	family(o, "labhook_http_requests_total", "counter",
 	       "HTTP requests answered, by route pattern, method and status code.");
 	for (size_t r = 0; r < nr; r++) {
-		if (canon[r] != r)
+		if (route_repeats(labels, r))
 			continue;
-		const char *l = r ? labels[r - 1] : "unmatched";
 		for (size_t m = 0; m < N_METHODS; m++)
 			for (size_t c = 0; c < N_CODES; c++) {
-				uint64_t v = 0;
-				for (size_t k = r; k < nr; k++)
-					if (canon[k] == r)
-						v += load(&reg.http[k][m][c]);
+				uint64_t v = load(&reg.http[r][m][c]);
 				if (!v)
 					continue; /* a series appears once it has happened */
 				char code[8];
@@ -297,19 +288,18 @@ static void put_http(struct out *o, const char *const *labels, size_t n)
 					snprintf(code, sizeof code, "%dxx", (int)(c - N_EXACT + 1));
 				put(o,
 				    "labhook_http_requests_total{route=\"%s\",method=\"%s\",code=\"%s\"} %llu\n",
-				    l, method_names[m], code, (unsigned long long)v);
+				    r ? labels[r - 1] : "unmatched", method_names[m], code,
+				    (unsigned long long)v);
 			}
 	}
 
 	family(o, "labhook_http_request_duration_seconds", "histogram",
 	       "Time from a request's first byte to its answer, by route pattern.");
 	for (size_t r = 0; r < nr; r++) {
-		if (canon[r] != r)
-			continue;
 		uint64_t b[HIST_MAX + 1] = {0}, sum = 0, total = 0;
-		for (size_t k = r; k < nr; k++)
-			if (canon[k] == r)
-				hist_add(&http_spec, &reg.http_dur[k], b, &sum);
+		if (route_repeats(labels, r))
+			continue;
+		hist_add(&http_spec, &reg.http_dur[r], b, &sum);
 		for (size_t i = 0; i <= http_spec.n; i++)
 			total += b[i];
 		if (!total)

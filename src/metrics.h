@@ -30,8 +30,9 @@ enum metrics_outcome {
 	MO__COUNT
 };
 
-/* One request answered: route is 0 (no route matched) or 1 + its row in the route table,
- * method as received, status as sent, dur_us from its first byte to its answer. */
+/* One request answered: route is 0 (no route matched) or 1 + the first row of the route
+ * table with its path's pattern, method as received, status as sent, dur_us from its
+ * first byte to its answer. */
 void metrics_http_request(int route, const char *method, int status, int64_t dur_us);
 /* n events of type (enum event_type; webhook.test and other values are not counted)
  * committed. */
@@ -49,9 +50,10 @@ void metrics_batch(size_t jobs, int64_t commit_us);
  * labhook_store_bytes); see store_ops.stats. */
 struct store_stats;
 
-/* The whole exposition: route_labels[i] is the label of route row i (rows may share one:
- * their series are summed), stats NULL leaves out the store's gauges (the store failed).
- * Returns owned text (*len bytes, NUL-terminated), free with free(); NULL if out of memory. */
+/* The whole exposition: route_labels[i] is the label of route row i (a row that repeats an
+ * earlier row's label is not shown: see metrics_http_request), stats NULL leaves out the store's
+ * gauges (the store failed). Returns owned text (*len bytes, NUL-terminated), free with free();
+ * NULL if out of memory. */
 char *metrics_render(const char *const *route_labels, size_t n_routes,
                      const struct store_stats *stats, size_t *len);
 
