@@ -8,12 +8,15 @@
 #                        side, and the takeover after a SIGKILL (about 3.5 min); ends with its
 #                        summary line and which of issue 13's targets are met
 #   make test            what CI runs (scripts/test.sh)
+#   make deb             labhook_<version>_<arch>.deb into build-deb/ with debhelper
+#                        (packaging/build-deb.sh; docs/operations.md, "Installing the
+#                        Debian package"); DEB_OUT=dir for another directory
 #   make soak            a hundred SIGKILLs under load (tests/integration/test_kill.py, with the
 #                        sanitizer build; about 3 min); prints the count lost (must be 0) and
 #                        the duplicates. KILLS=n for another count.
 MAKEFLAGS += --no-print-directory
 
-.PHONY: bench bench-quick bench-backlog bench-pg test soak
+.PHONY: bench bench-quick bench-backlog bench-pg test soak deb
 
 KILLS ?= 100
 
@@ -31,6 +34,10 @@ bench-pg:
 
 test:
 	@bash scripts/test.sh
+
+DEB_OUT ?= build-deb
+deb:
+	@bash packaging/build-deb.sh $(DEB_OUT)
 
 soak:
 	@cmake -S . -B build-test -DLABHOOK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null

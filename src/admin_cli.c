@@ -23,10 +23,17 @@ struct cmd {
 	const char *path; /* each "%s" takes the next positional argument */
 	int positional;   /* positional arguments for the path, then `valfield` if set */
 	const char *valfield;
-	const char *flags[3]; /* "flag=field": --flag VALUE becomes JSON body field */
-	int json_body;        /* takes the whole body from --json TEXT or --file PATH */
+	/* "flag=field": --flag VALUE becomes JSON body field, a string; "flag=#field" a number
+	 * (sent as given when it is not one, for the service to name); "flag=@field" a list
+	 * of strings from comma-separated VALUE. */
+	const char *flags[3];
+	/* 1: takes the whole body from --json TEXT or --file PATH; BODY_PDF: an optional
+	 * --file PATH sent as the body with Content-Type: application/pdf (a report document) */
+	int json_body;
 	const char *help;
 };
+
+#define BODY_PDF 2
 
 /* clang-format off */
 static const struct cmd cmds[] = {
@@ -48,14 +55,38 @@ static const struct cmd cmds[] = {
      "parties create CLIENT_ID --kind corporateUser|organization --name NAME"},
     {"admin", "parties", "list", "GET", "/admin/accounts/%s/parties", 1, NULL, {NULL}, 0,
      "parties list CLIENT_ID"},
-    {"lab", NULL, "complete-report", "POST", "/lab/bills/%s/reports/%s/complete", 2, NULL, {NULL}, 0,
-     "complete-report BILL_ID REPORT_ID"},
+    {"lab", NULL, "complete-report", "POST", "/lab/bills/%s/reports/%s/complete", 2, NULL, {NULL}, BODY_PDF,
+     "complete-report BILL_ID REPORT_ID [--file REPORT.pdf]"},
     {"lab", NULL, "delete-bill", "DELETE", "/lab/bills/%s", 1, NULL, {NULL}, 0,
      "delete-bill BILL_ID"},
     {"lab", NULL, "convert-lead", "POST", "/lab/leads/%s/convert", 1, NULL, {"booking-type=bookingType", "scheduled-at=scheduledAt", NULL}, 0,
      "convert-lead LEAD_ID --booking-type TYPE --scheduled-at RFC3339"},
     {"lab", NULL, "create-bill", "POST", "/lab/bills", 0, NULL, {NULL}, 1,
      "create-bill --json '{\"clientID\": ..., body of /client/billing/create}' | --file F"},
+    {"lab", "catalog", "add-test", "PUT", "/admin/labs/%s/catalog/tests/%s", 2, NULL, {"name=name", "price=#price", NULL}, 0,
+     "catalog add-test LAB_ID TEST_ID --name NAME --price PRICE"},
+    {"lab", "catalog", "remove-test", "DELETE", "/admin/labs/%s/catalog/tests/%s", 2, NULL, {NULL}, 0,
+     "catalog remove-test LAB_ID TEST_ID"},
+    {"lab", "catalog", "list-tests", "GET", "/admin/labs/%s/catalog/tests?limit=500", 1, NULL, {NULL}, 0,
+     "catalog list-tests LAB_ID"},
+    {"lab", "catalog", "add-package", "PUT", "/admin/labs/%s/catalog/packages/%s", 2, NULL, {"name=name", "price=#price", "tests=@tests"}, 0,
+     "catalog add-package LAB_ID PACKAGE_ID --name NAME --price PRICE [--tests TEST_ID,TEST_ID...]"},
+    {"lab", "catalog", "remove-package", "DELETE", "/admin/labs/%s/catalog/packages/%s", 2, NULL, {NULL}, 0,
+     "catalog remove-package LAB_ID PACKAGE_ID"},
+    {"lab", "catalog", "list-packages", "GET", "/admin/labs/%s/catalog/packages?limit=500", 1, NULL, {NULL}, 0,
+     "catalog list-packages LAB_ID"},
+    {"lab", "catalog", "set-test-rate", "PUT", "/admin/labs/%s/catalog/tests/%s/rates/%s", 3, NULL, {"price=#price", NULL}, 0,
+     "catalog set-test-rate LAB_ID TEST_ID PARTY_ID --price PRICE"},
+    {"lab", "catalog", "remove-test-rate", "DELETE", "/admin/labs/%s/catalog/tests/%s/rates/%s", 3, NULL, {NULL}, 0,
+     "catalog remove-test-rate LAB_ID TEST_ID PARTY_ID"},
+    {"lab", "catalog", "set-package-rate", "PUT", "/admin/labs/%s/catalog/packages/%s/rates/%s", 3, NULL, {"price=#price", NULL}, 0,
+     "catalog set-package-rate LAB_ID PACKAGE_ID PARTY_ID --price PRICE"},
+    {"lab", "catalog", "remove-package-rate", "DELETE", "/admin/labs/%s/catalog/packages/%s/rates/%s", 3, NULL, {NULL}, 0,
+     "catalog remove-package-rate LAB_ID PACKAGE_ID PARTY_ID"},
+    {"lab", "catalog", "list-rates", "GET", "/admin/labs/%s/catalog/rates/%s?limit=500", 2, NULL, {NULL}, 0,
+     "catalog list-rates LAB_ID PARTY_ID"},
+    {"lab", "catalog", "import", "POST", "/admin/labs/%s/catalog", 1, NULL, {NULL}, 1,
+     "catalog import LAB_ID --file CATALOG.json | --json '{\"tests\": [...], \"packages\": [...]}'"},
 };
 /* clang-format on */
 #define N_CMDS (COUNTOF(cmds))
@@ -70,6 +101,16 @@ static void admin_usage(FILE *f, const char *tool)
 	for (size_t i = 0; i < N_CMDS; i++)
 		if (!strcmp(cmds[i].tool, tool))
 			fprintf(f, "  %s\n", cmds[i].help);
+}
+
+void admin_cli_print_man(FILE *f, const char *tool)
+{
+	for (size_t i = 0; i < N_CMDS; i++)
+		if (!strcmp(cmds[i].tool, tool)) {
+			fprintf(f, "labhook %s ", tool);
+			util_roff_text(f, cmds[i].help, 1);
+			fputc('\n', f);
+		}
 }
 
 /* "flag=field" -> does arg "--flag" name it? */
@@ -161,7 +202,7 @@ static int cmd_args(const char *tool, const struct cmd *c, const char *const *wo
 				matched = 1;
 			}
 		}
-		if (c->json_body && !strcmp(w, "--json") && i + 1 < nw) {
+		if (c->json_body == 1 && !strcmp(w, "--json") && i + 1 < nw) {
 			a->json_text = words[++i];
 			matched = 1;
 		} else if (c->json_body && !strcmp(w, "--file") && i + 1 < nw) {
@@ -177,17 +218,90 @@ static int cmd_args(const char *tool, const struct cmd *c, const char *const *wo
 		a->pos[a->npos++] = w;
 	}
 	if (a->npos != c->positional + (c->valfield ? 1 : 0) ||
-	    (c->json_body && !a->json_text && !a->json_file))
+	    (c->json_body == 1 && !a->json_text && !a->json_file))
 		return -1;
 	return 0;
 }
 
-/* The request body as JSON text in *out (owned, free(); NULL when the command sends none);
- * -1 after a message when --json or --file is not JSON. */
-static int cmd_body(const char *tool, const struct cmd *c, const struct args *a, char **out)
+/* The whole file at path into *out (owned, free()) and *len; -1 after a message. A report
+ * document is at most a few MiB; 256 MiB (report-max-size's ceiling) bounds the read. */
+static int read_file(const char *tool, const char *path, char **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n = 0, cap = 0;
+	if (!f) {
+		fprintf(stderr, "labhook %s: cannot open %s\n", tool, path);
+		return -1;
+	}
+	for (;;) {
+		if (UTIL_GROW(buf, cap, n + 65536, 65536) || cap > 256u * 1024 * 1024) {
+			fprintf(stderr, "labhook %s: %s is too large\n", tool, path);
+			free(buf);
+			fclose(f);
+			return -1;
+		}
+		size_t k = fread(buf + n, 1, cap - n, f);
+		n += k;
+		if (k == 0)
+			break;
+	}
+	int bad = ferror(f);
+	fclose(f);
+	if (bad) {
+		fprintf(stderr, "labhook %s: cannot read %s\n", tool, path);
+		free(buf);
+		return -1;
+	}
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
+/* The body field a flag spec names, without its type mark. */
+static const char *flag_field(const char *spec)
+{
+	const char *f = strchr(spec, '=') + 1;
+	return *f == '#' || *f == '@' ? f + 1 : f;
+}
+
+/* A flag's value as its spec types it (see struct cmd). */
+static json_t *flag_value(const char *spec, const char *v)
+{
+	char mark = strchr(spec, '=')[1];
+	if (mark == '#') {
+		json_t *n = json_loads(v, JSON_DECODE_ANY, NULL);
+		if (json_is_number(n))
+			return n;
+		json_decref(n);
+	} else if (mark == '@') {
+		json_t *arr = json_array();
+		for (const char *p = v; *p;) {
+			size_t n = strcspn(p, ",");
+			if (n)
+				json_array_append_new(arr, json_stringn(p, n));
+			p += n + (p[n] == ',');
+		}
+		return arr;
+	}
+	return json_string(v);
+}
+
+/* The request body as JSON text in *out (owned, free(); NULL when the command sends none),
+ * or a document's bytes (*len set, *pdf 1); -1 after a message when --json or --file is
+ * not JSON or cannot be read. */
+static int cmd_body(const char *tool, const struct cmd *c, const struct args *a, char **out,
+                    size_t *len, int *pdf)
 {
 	json_t *body = NULL;
 	*out = NULL;
+	*pdf = 0;
+	if (c->json_body == BODY_PDF) {
+		if (!a->json_file)
+			return 0;
+		*pdf = 1;
+		return read_file(tool, a->json_file, out, len);
+	}
 	if (c->json_body) {
 		json_error_t je;
 		body = a->json_file ? json_load_file(a->json_file, JSON_REJECT_DUPLICATES, &je)
@@ -201,13 +315,14 @@ static int cmd_body(const char *tool, const struct cmd *c, const struct args *a,
 		body = json_object();
 		for (int k = 0; k < 3 && c->flags[k]; k++)
 			if (a->flagv[k])
-				json_object_set_new(body, strchr(c->flags[k], '=') + 1,
-				                    json_string(a->flagv[k]));
+				json_object_set_new(body, flag_field(c->flags[k]),
+				                    flag_value(c->flags[k], a->flagv[k]));
 		if (c->valfield)
 			json_object_set_new(body, c->valfield, json_string(a->pos[c->positional]));
 	}
 	if (body)
 		*out = json_dumps(body, JSON_COMPACT);
+	*len = *out ? strlen(*out) : 0;
 	json_decref(body);
 	return 0;
 }
@@ -242,7 +357,7 @@ static void cmd_url(const struct config *cfg, const char *base, const struct cmd
 /* Sends the request and prints the answer (pretty JSON when it is JSON): on stdout for a
  * 2xx, else on stderr. Returns the exit code. */
 static int cmd_send(const char *tool, const char *method, const char *url, const char *auth,
-                    const char *body_text)
+                    const char *body_text, size_t body_len, int pdf)
 {
 	struct buf resp = {NULL, 0};
 	struct curl_slist *hdrs = NULL;
@@ -252,7 +367,8 @@ static int cmd_send(const char *tool, const char *method, const char *url, const
 	if (!h)
 		goto out;
 	hdrs = curl_slist_append(hdrs, auth);
-	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+	hdrs = curl_slist_append(hdrs, pdf ? "Content-Type: application/pdf"
+	                                   : "Content-Type: application/json");
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -263,8 +379,10 @@ static int cmd_send(const char *tool, const char *method, const char *url, const
 	/* The admin key goes straight to the service, never to a proxy from the environment. */
 	curl_easy_setopt(h, CURLOPT_PROXY, "");
 	curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
-	if (body_text)
+	if (body_text) {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body_text);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+	}
 	CURLcode cc = curl_easy_perform(h);
 	if (cc != CURLE_OK) {
 		fprintf(stderr, "labhook %s: %s: %s (is `labhook serve` running? try --url)\n",
@@ -297,6 +415,8 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 	struct args a = {{NULL}, 0, {NULL}, NULL, NULL};
 	const struct cmd *c;
 	char *body_text = NULL;
+	size_t body_len = 0;
+	int pdf = 0;
 
 	for (int i = 0; i < argc; i++)
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -321,12 +441,13 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 		admin_usage(stderr, tool);
 		return 2;
 	}
-	if (read_key(cfg.data_dir, key, sizeof key) != 0 || cmd_body(tool, c, &a, &body_text))
+	if (read_key(cfg.data_dir, key, sizeof key) != 0 ||
+	    cmd_body(tool, c, &a, &body_text, &body_len, &pdf))
 		return 1;
 	cmd_url(&cfg, base, c, &a, url, sizeof url);
 	snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
 	OPENSSL_cleanse(key, sizeof key);
-	int rc = cmd_send(tool, c->method, url, auth, body_text);
+	int rc = cmd_send(tool, c->method, url, auth, body_text, body_len, pdf);
 	OPENSSL_cleanse(auth, sizeof auth);
 	free(body_text);
 	return rc;

@@ -4,9 +4,14 @@
 #ifndef LH_ADMIN_CLI_H
 #define LH_ADMIN_CLI_H
 
+#include <stdio.h>
+
 /* tool is "admin" (accounts, labs, parties) or "lab" (what lab staff do: complete a
  * report, delete a bill, convert a lead, enter a bill); argv excludes "labhook <tool>".
  * Returns the process exit code. */
 int admin_cli_main(const char *tool, int argc, char **argv, char **env);
+/* Prints tool's commands as roff lines "labhook TOOL COMMAND ..." for the man page, one a
+ * line (the caller puts them in a no-fill block), from the table that drives the tool. */
+void admin_cli_print_man(FILE *f, const char *tool);
 
 #endif

@@ -56,7 +56,11 @@ static const struct route routes[] = {
     {"POST", "/client/events/deliveries/*/retry", G_CLIENT, api_delivery_retry},
     {"POST", "/client/billing/create", G_CLIENT, api_billing_create},
     {"GET", "/client/bills/*", G_CLIENT, api_bill_get},
+    {"GET", "/client/bills/*/reports/*", G_CLIENT, api_client_report_get},
+    {"GET", "/reports/*/*", G_NONE, api_report_link_get},
     {"POST", "/client/crm/lead/create", G_CLIENT, api_lead_create},
+    {"GET", "/client/crm/tests", G_CLIENT, api_crm_tests},
+    {"GET", "/client/crm/packages", G_CLIENT, api_crm_packages},
     {"POST", "/lab/bills", G_ADMIN, api_lab_bill_create},
     {"POST", "/lab/bills/*/reports/*/complete", G_ADMIN, api_lab_report_complete},
     {"DELETE", "/lab/bills/*", G_ADMIN, api_lab_bill_delete},
@@ -70,6 +74,21 @@ static const struct route routes[] = {
     {"GET", "/admin/accounts/*/labs", G_ADMIN, api_admin_labs_list},
     {"POST", "/admin/accounts/*/parties", G_ADMIN, api_admin_parties_create},
     {"GET", "/admin/accounts/*/parties", G_ADMIN, api_admin_parties_list},
+    {"POST", "/admin/labs/*/catalog", G_ADMIN, api_admin_catalog_import},
+    {"GET", "/admin/labs/*/catalog/tests", G_ADMIN, api_admin_catalog_tests},
+    {"GET", "/admin/labs/*/catalog/packages", G_ADMIN, api_admin_catalog_packages},
+    {"GET", "/admin/labs/*/catalog/rates/*", G_ADMIN, api_admin_catalog_rates},
+    {"PUT", "/admin/labs/*/catalog/tests/*", G_ADMIN, api_admin_catalog_test_put},
+    {"DELETE", "/admin/labs/*/catalog/tests/*", G_ADMIN, api_admin_catalog_test_delete},
+    {"PUT", "/admin/labs/*/catalog/packages/*", G_ADMIN, api_admin_catalog_package_put},
+    {"DELETE", "/admin/labs/*/catalog/packages/*", G_ADMIN, api_admin_catalog_package_delete},
+    {"PUT", "/admin/labs/*/catalog/tests/*/rates/*", G_ADMIN, api_admin_catalog_test_rate_put},
+    {"DELETE", "/admin/labs/*/catalog/tests/*/rates/*", G_ADMIN,
+     api_admin_catalog_test_rate_delete},
+    {"PUT", "/admin/labs/*/catalog/packages/*/rates/*", G_ADMIN,
+     api_admin_catalog_package_rate_put},
+    {"DELETE", "/admin/labs/*/catalog/packages/*/rates/*", G_ADMIN,
+     api_admin_catalog_package_rate_delete},
 };
 #define N_ROUTES (COUNTOF(routes))
 _Static_assert(N_ROUTES < METRICS_MAX_ROUTES, "each route row has its metrics cell");
@@ -91,6 +110,29 @@ static void route_label(const char *pattern, char out[ROUTE_LABEL_CAP])
 	out[o] = '\0';
 }
 
+/* A rendered text as an http_stream (owned: text_free frees it). */
+struct text_body {
+	char *p;
+	size_t len;
+};
+
+static ssize_t text_read(void *arg, uint64_t pos, char *buf, size_t max)
+{
+	const struct text_body *t = arg;
+	size_t n = pos < t->len ? t->len - (size_t)pos : 0;
+	if (n > max)
+		n = max;
+	memcpy(buf, t->p + pos, n);
+	return n ? (ssize_t)n : -1;
+}
+
+static void text_free(void *arg)
+{
+	struct text_body *t = arg;
+	free(t->p);
+	free(t);
+}
+
 /* GET /metrics: the Prometheus text exposition. If the store cannot say its figures, the
  * rest is still answered (and the failure logged): the counters do not depend on it. */
 static void api_metrics(struct call *c)
@@ -108,14 +150,17 @@ static void api_metrics(struct call *c)
 	if (e != LH_OK)
 		LOG(LOG_WARN, "api", "rid=%s err=%s the store's figures are left out of /metrics",
 		    c->rq->rid, err_code(e));
-	char *text = metrics_render(lp, N_ROUTES, e == LH_OK ? &st : NULL, &len);
-	if (!text) {
+	struct text_body *t = malloc(sizeof *t);
+	if (!t || !(t->p = metrics_render(lp, N_ROUTES, e == LH_OK ? &st : NULL, &len))) {
+		free(t);
 		api_fail_internal(c, LH_ENOMEM, "render metrics");
 		return;
 	}
-	c->rs->text = text;
-	c->rs->text_len = len;
-	c->rs->content_type = "text/plain; version=0.0.4; charset=utf-8";
+	t->len = len;
+	c->rs->stream =
+	    (struct http_stream){.size = len, .read = text_read, .arg = t, .free_arg = text_free};
+	http_resp_header(c->rs, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+	http_resp_header(c->rs, "Cache-Control", "no-store");
 	c->rs->status = 200;
 }
 
@@ -252,7 +297,13 @@ static size_t admit(void *ctx, const struct http_req *rq, struct http_resp *rs, 
 	const struct route *r = route_find(&c, buf, sizeof buf, metrics_only);
 	if (!r)
 		return 0;
-	return r->guard == G_NONE || metrics_only ? API_OPEN_BODY_MAX : SIZE_MAX;
+	if (r->guard == G_NONE || metrics_only)
+		return API_OPEN_BODY_MAX;
+	/* The one route that takes a report document: up to report-max-size of it. */
+	const char *ct = http_header(rq, "Content-Type");
+	if (r->fn == api_lab_report_complete && ct && strncasecmp(ct, "application/pdf", 15) == 0)
+		return (size_t)c.app->cfg.report_max_size;
+	return (size_t)c.app->cfg.max_body;
 }
 
 static void dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs, int metrics_only)

@@ -1,6 +1,7 @@
 /* api.h: the HTTP API: one router (api.c) and one file per resource (api_auth.c,
- * api_admin.c, api_subs.c, api_deliveries.c, api_events.c). Handlers run on HTTP threads,
- * several at once; they keep no state of their own between requests.
+ * api_admin.c, api_subs.c, api_deliveries.c, api_events.c, api_reports.c, api_catalog.c).
+ * Handlers run on HTTP
+ * threads, several at once; they keep no state of their own between requests.
  */
 #ifndef LH_API_H
 #define LH_API_H
@@ -95,7 +96,23 @@ void api_bill_get(struct call *c);
 void api_lead_create(struct call *c);
 void api_lab_bill_create(struct call *c);
 void api_lab_report_complete(struct call *c);
+void api_report_link_get(struct call *c);
+void api_client_report_get(struct call *c);
 void api_lab_bill_delete(struct call *c);
 void api_lab_lead_convert(struct call *c);
+void api_crm_tests(struct call *c);
+void api_crm_packages(struct call *c);
+void api_admin_catalog_import(struct call *c);
+void api_admin_catalog_tests(struct call *c);
+void api_admin_catalog_packages(struct call *c);
+void api_admin_catalog_rates(struct call *c);
+void api_admin_catalog_test_put(struct call *c);
+void api_admin_catalog_test_delete(struct call *c);
+void api_admin_catalog_package_put(struct call *c);
+void api_admin_catalog_package_delete(struct call *c);
+void api_admin_catalog_test_rate_put(struct call *c);
+void api_admin_catalog_test_rate_delete(struct call *c);
+void api_admin_catalog_package_rate_put(struct call *c);
+void api_admin_catalog_package_rate_delete(struct call *c);
 
 #endif

@@ -9,14 +9,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "accounts.h"
 #include "api.h"
 #include "domain.h"
 
-static const char *public_url(struct call *c)
+static const struct domain_links *links(struct call *c)
 {
-	return c->app->public_url;
+	return &c->app->links;
 }
 
 /* Responds for a refused or failed domain change. */
@@ -98,6 +99,7 @@ static int load_lab(struct call *c, const struct account *acct, const char *lab_
 struct bill_create {
 	struct bill bill;
 	struct report *reports;
+	struct bill_ref *refs;
 	struct domain_bill_new job;
 };
 
@@ -111,6 +113,7 @@ static void bill_created(struct call *c, void *arg, enum lh_err e)
 		                 "preBookingID", bill->pre_booking_id, "billID", bill->bill_id));
 	domain_bill_release(&bc->job);
 	free(bc->reports);
+	free(bc->refs);
 	free(bc);
 }
 
@@ -121,6 +124,32 @@ static void fail_verr(struct call *c, const struct verr *v, const char *what)
 		api_fail_internal(c, LH_ENOMEM, what);
 	else
 		api_fail_verr(c, v);
+}
+
+/* Whether the lab has a catalog, for a bill or lead that names ids: *has (-1 on failure,
+ * after answering). */
+static int lab_catalog(struct call *c, const char *lab_id, int *has)
+{
+	enum lh_err e = domain_has_catalog(c->app->store, lab_id, has);
+	if (e != LH_OK)
+		return api_fail_internal(c, e, "load catalog");
+	return 0;
+}
+
+/* A bill's catalog ids are looked up only in a lab with a catalog (see domain.h): for any
+ * other bill, or one without catalog ids, br's refs are dropped. */
+static int catalog_check(struct call *c, const char *lab_id, struct bill_request *br)
+{
+	int mapped = 0, has = 0;
+	for (size_t i = 0; i < br->n_reports; i++)
+		mapped |= br->refs[i].kind >= 0;
+	if (mapped && lab_catalog(c, lab_id, &has))
+		return -1;
+	if (!has) { /* nothing to look up */
+		free(br->refs);
+		br->refs = NULL;
+	}
+	return 0;
 }
 
 /* Validates a bill body for acct and creates it. */
@@ -149,7 +178,8 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 		}
 	}
 	if (load_lab(c, acct, br.lab_id, "labID", &lab) ||
-	    resolve_parties(c, acct, &br.parties, &bill->parties))
+	    resolve_parties(c, acct, &br.parties, &bill->parties) ||
+	    catalog_check(c, lab.lab_id, &br))
 		goto out;
 	char *patient = json_dumps(br.patient, JSON_COMPACT);
 	if (!patient || strlen(patient) >= sizeof bill->patient) {
@@ -175,19 +205,22 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	for (size_t i = 0; i < br.n_reports; i++)
 		memcpy(br.reports[i].bill_id, bill->bill_id, ID_CAP);
 	enum lh_err e =
-	    domain_bill_prepare(&bc->job, public_url(c), bill, br.reports, br.n_reports);
+	    domain_bill_prepare(&bc->job, links(c), bill, br.reports, br.refs, br.n_reports);
 	if (e != LH_OK) {
 		domain_bill_release(&bc->job);
 		api_fail_internal(c, e, "create bill");
 		goto out;
 	}
 	bc->reports = br.reports;
+	bc->refs = br.refs;
 	br.reports = NULL;
+	br.refs = NULL;
 	/* The answer is sent by bill_created once the bill is durable; bc is its. */
 	api_submit(c, domain_bill_create_tx, &bc->job, bill_created, bc);
 	bc = NULL;
 out:
 	free(br.reports);
+	free(br.refs);
 	free(bc);
 }
 
@@ -299,6 +332,10 @@ void api_lead_create(struct call *c)
 	if (load_lab(c, &c->acct, lr.branch_id, "branchID", &lab) ||
 	    resolve_parties(c, &c->acct, &lr.parties, &l->parties))
 		goto out;
+	if ((json_array_size(json_object_get(b, "tests")) ||
+	     json_array_size(json_object_get(b, "packages"))) &&
+	    lab_catalog(c, lab.lab_id, &j->catalog))
+		goto out;
 	/* The lead's own fields, as lead.created carries them. */
 	static const char *const keep[] = {
 	    "first_name", "last_name", "contact", "email",    "gender", "age",     "age_type",
@@ -353,14 +390,28 @@ out:
 static void report_completed(struct call *c, void *arg, enum lh_err e)
 {
 	struct domain_bill_change *j = arg;
-	if (change_done(c, e, &j->out, "complete report"))
+	if (change_done(c, e, &j->out, "complete report")) {
+		json_t *f =
+		    json_pack("{s:s, s:s, s:s, s:b}", "billID", j->bill.bill_id, "reportID",
+		              j->report_id, "billStatus", domain_bill_status_name(j->bill.status),
+		              "changed", j->out.changed);
+		if (f && j->has_doc) {
+			char sha[65];
+			util_hex(j->stored.sha256, 32, sha);
+			json_object_set_new(f, "document",
+			                    json_pack("{s:s, s:I, s:s, s:I, s:b}", "contentType",
+			                              j->stored.content_type, "size",
+			                              (json_int_t)j->stored.size, "sha256", sha,
+			                              "version", (json_int_t)j->stored.version,
+			                              "changed", j->doc_changed));
+		}
 		api_ok(c,
 		       j->out.changed ? "Report completed"
-		                      : "Report was already completed; nothing changed",
-		       json_pack("{s:s, s:s, s:s, s:b}", "billID", j->bill.bill_id, "reportID",
-		                 j->report_id, "billStatus",
-		                 domain_bill_status_name(j->bill.status), "changed",
-		                 j->out.changed));
+		       : j->has_doc
+		           ? "Report was already completed with this document; nothing changed"
+		           : "Report was already completed; nothing changed",
+		       f);
+	}
 	free(j);
 }
 
@@ -372,26 +423,70 @@ static void bill_deleted(struct call *c, void *arg, enum lh_err e)
 	free(j);
 }
 
-/* A change to a bill of any account, answered once it is durable (no thread held). */
-static void change_bill(struct call *c, store_tx_fn fn, api_finish_fn done, const char *report)
+/* A change to a bill of any account, answered once it is durable (no thread held). j has
+ * room for a document after the change itself (see complete_job). */
+static void change_bill(struct call *c, store_tx_fn fn, api_finish_fn done, const char *report,
+                        const struct domain_doc *doc)
 {
-	struct domain_bill_change *j = malloc(sizeof *j);
+	struct complete_job {
+		struct domain_bill_change ch; /* first: done() frees the job through it */
+		struct domain_doc doc;
+	} *j = malloc(sizeof *j);
 	if (!j) {
 		api_fail_internal(c, LH_ENOMEM, "change bill");
 		return;
 	}
-	domain_bill_change_init(j, public_url(c), NULL, c->arg[0], report);
-	api_submit(c, fn, j, done, j);
+	domain_bill_change_init(&j->ch, links(c), NULL, c->arg[0], report);
+	if (doc) {
+		j->doc = *doc;
+		j->ch.doc = &j->doc; /* its bytes are the request body's, kept until done() */
+	}
+	api_submit(c, fn, &j->ch, done, &j->ch);
+}
+
+/* Whether a Content-Type names media type `type` (parameters and case aside). */
+static int media_is(const char *ct, const char *type)
+{
+	size_t n = strlen(type);
+	if (!ct)
+		return 0;
+	while (*ct == ' ')
+		ct++;
+	return strncasecmp(ct, type, n) == 0 && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
 void api_lab_report_complete(struct call *c)
 {
-	change_bill(c, domain_report_complete_tx, report_completed, c->arg[1]);
+	const struct http_req *rq = c->rq;
+	const char *ct = http_header(rq, "Content-Type");
+	struct domain_doc doc;
+	if (media_is(ct, "application/pdf")) {
+		if (rq->body_len < 5 || memcmp(rq->body, "%PDF-", 5) != 0) {
+			api_fail(c, LH_EINVAL, "invalid_document", NULL,
+			         "the body is not a PDF document (a PDF starts with '%%PDF-')");
+			return;
+		}
+		memset(&doc, 0, sizeof doc);
+		doc.data = rq->body;
+		doc.len = rq->body_len;
+		snprintf(doc.content_type, sizeof doc.content_type, "application/pdf");
+		util_sha256(rq->body, rq->body_len, doc.sha256);
+		change_bill(c, domain_report_complete_tx, report_completed, c->arg[1], &doc);
+		return;
+	}
+	/* Without a document: no body, or JSON (ignored), as before documents existed. */
+	if (rq->body_len > 0 && ct && !media_is(ct, "application/json")) {
+		api_fail(c, LH_EMEDIA, "unsupported_media_type", NULL,
+		         "a report document is sent as 'Content-Type: application/pdf'; without a"
+		         " document send no body (or JSON)");
+		return;
+	}
+	change_bill(c, domain_report_complete_tx, report_completed, c->arg[1], NULL);
 }
 
 void api_lab_bill_delete(struct call *c)
 {
-	change_bill(c, domain_bill_delete_tx, bill_deleted, NULL);
+	change_bill(c, domain_bill_delete_tx, bill_deleted, NULL, NULL);
 }
 
 static void lead_converted(struct call *c, void *arg, enum lh_err e)

@@ -6,6 +6,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "domain.h"
 #include "store.h"
 #include "version.h"
 
@@ -14,7 +15,8 @@ struct app {
 	struct store *store;
 	struct auth *auth;
 	unsigned char admin_key_hash[32];
-	char public_url[600]; /* base of reportURL links, no trailing slash */
+	char public_url[600];      /* base of reportURL links, no trailing slash */
+	struct domain_links links; /* reportURL: public_url, the link key, report-link-ttl */
 	int ready; /* set (atomically) once public_url and the demo accounts are in place */
 };
 

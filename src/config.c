@@ -369,6 +369,18 @@ static int p_level(const struct setting *s, struct config *c, const char *v, int
 	return 0;
 }
 
+static int p_log_format(const struct setting *s, struct config *c, const char *v, int first,
+                        char *why, size_t whycap)
+{
+	(void)s;
+	(void)first;
+	if (log_parse_format(v, &c->log_format) != 0) {
+		snprintf(why, whycap, "must be text or json");
+		return -1;
+	}
+	return 0;
+}
+
 /* clang-format off */
 #define RETRY_DEFAULT "0,5s,30s,2m,10m,30m,1h,3h,6h,12h,24h,24h"
 /* name, default, parser, field of struct config, min, max, repeatable; then the --help text */
@@ -395,6 +407,8 @@ static const struct setting settings[] = {
 	 "base URL for reportURL links (default http://<listen>)"},
 	{"log-level",                  "info",           p_level,         0,                                 0,         0,                    0,
 	 "debug, info, warn or error"},
+	{"log-format",                 "text",           p_log_format,    0,                                 0,         0,                    0,
+	 "text (time level module key=value ... message) or json (one JSON object per line)"},
 	{"http-threads",               "8",              p_int,           FIELD(http_threads),               1,         64,                   0,
 	 "threads serving HTTP requests (changes making events do not hold one)"},
 	{"max-connections",            "1024",           p_int,           FIELD(max_connections),            1,         100000,               0,
@@ -433,6 +447,14 @@ static const struct setting settings[] = {
 	 "on PostgreSQL: a node that stops renewing loses its subscriptions to the other nodes after this"},
 	{"delivery-window",            "20000",          p_int,           FIELD(delivery_window),            16,        10000000,             0,
 	 "pending deliveries held in memory; the rest wait on disk"},
+	{"retention",                  "30d",            p_duration,      FIELD(retention_ms),               0,         3650LL * 86400 * 1000, 0,
+	 "finished deliveries, their attempts and events are removed this long after; 0 keeps everything"},
+	{"report-max-size",            "10MiB",          p_bytes,         FIELD(report_max_size),            1024,      256 * 1024 * 1024,    0,
+	 "largest report document (PDF) accepted when completing a report (413 above)"},
+	{"report-link-ttl",            "7d",             p_duration,      FIELD(report_link_ttl_ms),         1000,      365LL * 86400 * 1000, 0,
+	 "a reportURL link is valid this long after its event"},
+	{"report-max-uploads",         "4",              p_int,            FIELD(report_max_uploads),         1,         1024,                 0,
+	 "report documents received at once (each held in memory until stored; 503 beyond)"},
 };
 /* clang-format on */
 #define N_SETTINGS (COUNTOF(settings))
@@ -634,6 +656,30 @@ void config_print_help(FILE *f)
 	}
 }
 
+void config_print_man(FILE *f)
+{
+	for (size_t i = 0; i < N_SETTINGS; i++) {
+		char env[64];
+		env_name(settings[i].name, env, sizeof env);
+		fputs(".TP\n\\fB\\-\\-", f);
+		util_roff_text(f, settings[i].name, 1);
+		fputs("\\fR \\fIvalue\\fR\n", f);
+		util_roff_text(f, settings[i].help, 0);
+		fputs(settings[i].is_list ? " (repeatable; comma-separated)\n" : "\n", f);
+		fputs(".br\nDefault: ", f);
+		if (*settings[i].def) {
+			fputs("\\fB", f);
+			util_roff_text(f, settings[i].def, 1);
+			fputs("\\fR", f);
+		} else {
+			fputs("none", f);
+		}
+		fputs(". Environment: \\fB", f);
+		util_roff_text(f, env, 1);
+		fputs("\\fR.\n", f);
+	}
+}
+
 /* "a/n,b/m" into out, or "-" for none. */
 static void cidrs_text(const struct cidr *list, size_t n, char *out, size_t cap)
 {
@@ -672,6 +718,8 @@ static void show_value(const struct setting *s, const struct config *c, char *ou
 		config_store_text(c->store, out, cap);
 	else if (s->parse == p_level)
 		snprintf(out, cap, "%s", levels[c->log_level]);
+	else if (s->parse == p_log_format)
+		snprintf(out, cap, "%s", log_format_name(c->log_format));
 	else if (s->parse == p_schedule) {
 		size_t o = 0;
 		snprintf(out, cap, "-");

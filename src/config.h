@@ -38,6 +38,7 @@ struct config {
 	size_t n_retry;
 	char public_url[512];
 	enum log_level log_level;
+	enum log_format log_format;
 	int http_threads;
 	int max_connections;
 	int max_connections_per_ip;
@@ -56,6 +57,10 @@ struct config {
 	int64_t disable_after_ms;
 	int64_t disable_min_span_ms;
 	int delivery_window;
+	int64_t retention_ms;       /* finished deliveries are kept this long; 0: for ever */
+	int64_t report_max_size;    /* largest report document accepted (its route's body cap) */
+	int64_t report_link_ttl_ms; /* how long a reportURL stays valid */
+	int report_max_uploads;     /* document uploads buffered at once (503 beyond) */
 };
 
 /* Fills cfg from defaults, the file named by --config / LABHOOK_CONFIG, the environment and
@@ -67,6 +72,9 @@ int config_load(struct config *cfg, int argc, char **argv, char **env, const cha
                 size_t rest_cap, size_t *n_rest, char *err, size_t errcap);
 /* Prints the settings table (name, default, help) for --help. */
 void config_print_help(FILE *f);
+/* Prints the settings table as the body of a man page's SETTINGS section (roff), from the
+ * same rows as --help, so the page cannot drift from the code. */
+void config_print_man(FILE *f);
 /* Logs the effective configuration as one line, a key per setting (its name with '_' for
  * '-', durations in milliseconds), generated from the settings table; there are no secrets. */
 void config_log_effective(const struct config *cfg);

@@ -20,6 +20,9 @@ static const struct {
     [LH_EFULL] = {503, "storage_full"},
     [LH_EDISK] = {503, "storage_unavailable"},
     [LH_EUNAVAIL] = {503, "store_unavailable"},
+    [LH_EFORBIDDEN] = {403, "forbidden"},
+    [LH_EMEDIA] = {415, "unsupported_media_type"},
+    [LH_ERANGE] = {416, "range_not_satisfiable"},
 };
 
 int err_http_status(enum lh_err e)

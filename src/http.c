@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -39,6 +40,7 @@ struct http_server {
 	http_handler_fn fn;
 	void *ctx;
 	size_t max_body;
+	int uploads, max_uploads; /* large uploads being received (atomic), and their cap */
 	int64_t header_us, body_us, idle_us;
 	/* The reaper: every connection under conn_mu, and the thread that closes overdue ones
 	 * (libmicrohttpd's own timeout is an idle timer, which a client trickling a byte every
@@ -103,7 +105,8 @@ static const unsigned rq_legal[] = {
 struct reqctx {
 	char *buf;
 	size_t len, cap; /* BODY: len + 1 <= cap <= body_max + 1 once buf is there */
-	size_t body_max; /* what admit allows this request, capped by max-body */
+	size_t body_max; /* what admit allows this request */
+	int upload;      /* counted in srv->uploads until freed (body_max > max-body) */
 	enum rq_state state;
 	int status; /* of the answer queued, for the log line; 0 until one is */
 	int route;  /* for the metrics, from admit (see struct http_resp) */
@@ -179,46 +182,93 @@ static void request_id(struct MHD_Connection *c, char out[40])
 		snprintf(out + 2 * i, 3, "%02x", raw[i]);
 }
 
-/* Frees what the answer holds (a handler that defers answers later, not now). */
-static void resp_clear(struct http_resp *rs)
+void http_resp_header(struct http_resp *rs, const char *name, const char *fmt, ...)
 {
+	va_list ap;
+	if (rs->nheaders >= HTTP_MAX_HEADERS || strlen(name) >= sizeof rs->headers[0].name)
+		return;
+	struct http_kv *kv = &rs->headers[rs->nheaders];
+	va_start(ap, fmt);
+	int n = vsnprintf(kv->value, sizeof kv->value, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof kv->value)
+		return;
+	memcpy(kv->name, name, strlen(name) + 1);
+	rs->nheaders++;
+}
+
+/* libmicrohttpd's side of an http_stream: the stream itself (owned) is the context. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct http_stream *st = cls;
+	ssize_t n = st->read(st->arg, pos, buf, max);
+	return n > 0 ? n : (ssize_t)MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stream_free(void *cls)
+{
+	struct http_stream *st = cls;
+	if (st->free_arg)
+		st->free_arg(st->arg);
+	free(st);
+}
+
+/* The response for rs: a stream, JSON, or nothing; NULL when out of memory (rs's stream is
+ * released either way). */
+static struct MHD_Response *response_of(struct http_resp *rs)
+{
+	if (rs->stream.read) {
+		struct http_stream *st = malloc(sizeof *st);
+		if (!st) {
+			if (rs->stream.free_arg)
+				rs->stream.free_arg(rs->stream.arg);
+			rs->stream.read = NULL;
+			return NULL;
+		}
+		*st = rs->stream;
+		rs->stream.read = NULL;
+		/* 64 KiB: what libmicrohttpd allocates per response to read pieces into. */
+		struct MHD_Response *r = MHD_create_response_from_callback(
+		    st->size, 64 * 1024, stream_read, st, stream_free);
+		if (!r)
+			stream_free(st);
+		return r;
+	}
+	if (!rs->json && rs->no_body)
+		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	char *text = rs->json ? json_dumps(rs->json, JSON_COMPACT) : NULL;
 	json_decref(rs->json);
 	rs->json = NULL;
-	free(rs->text);
-	rs->text = NULL;
+	if (!text) {
+		rs->status = 500;
+		rs->nheaders = 0;
+		text = strdup("{\"success\":false,\"error\":{\"code\":\"out_of_memory\","
+		              "\"message\":\"out of memory\"}}");
+		if (!text)
+			return NULL;
+	}
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(text);
+		return NULL;
+	}
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	return r;
 }
 
 static enum MHD_Result send_answer(struct MHD_Connection *c, struct reqctx *rc,
                                    struct http_resp *rs)
 {
-	const char *type = "application/json";
-	size_t len = 0;
-	char *text;
-	if (rs->text) {
-		text = rs->text;
-		len = rs->text_len;
-		type = rs->content_type;
-		rs->text = NULL;
-	} else {
-		text = rs->json ? json_dumps(rs->json, JSON_COMPACT) : NULL;
-		len = text ? strlen(text) : 0;
-	}
-	resp_clear(rs);
-	if (!text) {
-		rs->status = 500;
-		text = strdup("{\"success\":false,\"error\":{\"code\":\"out_of_memory\","
-		              "\"message\":\"out of memory\"}}");
-		if (!text)
-			return MHD_NO;
-		len = strlen(text);
-	}
-	struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
-	if (!r) {
-		free(text);
+	int streamed = rs->stream.read != NULL;
+	struct MHD_Response *r = response_of(rs);
+	if (!r)
 		return MHD_NO;
-	}
-	MHD_add_response_header(r, "Content-Type", type);
-	MHD_add_response_header(r, "Cache-Control", "no-store");
+	for (size_t i = 0; i < rs->nheaders; i++)
+		MHD_add_response_header(r, rs->headers[i].name, rs->headers[i].value);
+	if (streamed)
+		MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
 	MHD_add_response_header(r, "X-Request-Id", rc->rid);
 	if (rs->retry_after > 0) {
 		char v[24];
@@ -331,14 +381,30 @@ static enum MHD_Result admit(struct http_server *srv, struct MHD_Connection *c, 
 	rc->route = rs.route;
 	if (rs.json)
 		return answer(c, rc, &rs);
-	rc->body_max = allowed < srv->max_body ? allowed : srv->max_body;
+	rc->body_max = allowed;
 	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
 	if (cl && strtoull(cl, NULL, 10) > rc->body_max)
 		return send_too_big(c, rc); /* never read it */
+	if (allowed > srv->max_body) {
+		/* A large upload: its buffer may grow past max-body, so only so many at once. */
+		if (__atomic_add_fetch(&srv->uploads, 1, __ATOMIC_ACQ_REL) > srv->max_uploads) {
+			__atomic_sub_fetch(&srv->uploads, 1, __ATOMIC_ACQ_REL);
+			rs.status = 503;
+			rs.retry_after = 2;
+			rs.json =
+			    json_pack("{s:b, s:{s:s, s:s}}", "success", 0, "error", "code",
+			              "too_many_uploads", "message",
+			              "too many documents are being uploaded at once; retry in a"
+			              " few seconds");
+			return answer(c, rc, &rs);
+		}
+		rc->upload = 1;
+	}
 	return MHD_YES;
 }
 
 static void reqctx_free(struct reqctx *rc);
+static void upload_done(struct reqctx *rc);
 
 /* The client of a deferred answer is gone: finish runs with no request, only to release
  * its work (whatever it puts in the answer is dropped). */
@@ -346,7 +412,7 @@ static void release_work(struct reqctx *rc)
 {
 	struct http_resp rs = {.status = 500};
 	rc->dfr.finish(rc->dfr.arg, NULL, &rs);
-	resp_clear(&rs);
+	json_decref(rs.json);
 }
 
 /* Its deferred answer is queued (or dropped): http_stop need not wait for it any more. */
@@ -453,7 +519,8 @@ static enum MHD_Result handle(struct http_server *srv, struct MHD_Connection *c,
 		 * without our answer. Returning without one lets it settle the state (waiting
 		 * for the application), and it calls again at once: the request parks then.
 		 * busy stays counted until that call. */
-		resp_clear(rs); /* a handler that defers answers later, not now */
+		json_decref(rs->json); /* a handler that defers answers later, not now */
+		rs->json = NULL;
 		return MHD_YES;
 	}
 	return answer(c, rc, rs);
@@ -571,12 +638,22 @@ void http_ready(struct http_deferred *d)
 	/* Its connection is gone: release the work here (on the caller's thread), then the
 	 * request. Once unparked, srv may be freed by http_stop: not touched after. */
 	release_work(rc);
+	upload_done(rc);
 	unpark(srv);
 	reqctx_free(rc);
 }
 
+/* Its upload (if it was one) no longer counts; before anything that may let srv go. */
+static void upload_done(struct reqctx *rc)
+{
+	if (rc->upload)
+		__atomic_sub_fetch(&rc->dfr.srv->uploads, 1, __ATOMIC_ACQ_REL);
+	rc->upload = 0;
+}
+
 static void reqctx_free(struct reqctx *rc)
 {
+	upload_done(rc);
 	free(rc->buf);
 	free(rc);
 }
@@ -771,6 +848,7 @@ enum lh_err http_start(const struct config *cfg, const struct http_listen *at,
 	pthread_mutex_init(&srv->conn_mu, NULL);
 	pthread_cond_init(&srv->reap_cv, NULL);
 	srv->max_body = (size_t)cfg->max_body;
+	srv->max_uploads = cfg->report_max_uploads;
 	srv->header_us = cfg->header_timeout_ms * 1000;
 	srv->body_us = cfg->body_timeout_ms * 1000;
 	srv->idle_us = cfg->conn_timeout_ms * 1000;

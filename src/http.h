@@ -1,9 +1,10 @@
 /* http.h: the HTTP server glue over libmicrohttpd.
  *
- * Reads each request body into one buffer capped at max-body (413 beyond, without reading
- * the rest), gives the handler a complete request, sends its JSON response and logs one line
- * per request (method, path, status, duration, request id; never headers or bodies), and
- * counts it in the metrics (its route, method, status and duration).
+ * Reads each request body into one buffer capped at what admit allows (max-body; a report
+ * document's route report-max-size: 413 beyond, without reading the rest), gives the handler
+ * a complete request, sends its response (JSON, or a body streamed piece by piece from an
+ * http_stream), logs one line per request (method, path, status, duration, request id;
+ * never headers or bodies) and counts it in the metrics (route, method, status, duration).
  * Handlers run on libmicrohttpd's pool threads, several at once. A handler that waits for
  * something slow (a durable commit) defers its answer instead of holding its thread: the
  * connection is parked, and the answer is made once the work is done (http_defer).
@@ -12,6 +13,8 @@
 #define LH_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -24,7 +27,9 @@ struct http_deferred;
 struct http_req {
 	const char *method;
 	const char *path; /* without the query string */
-	const char *body; /* NUL-terminated; body_len excludes the NUL */
+	/* NUL-terminated; body_len excludes the NUL. Valid until the request is done: for a
+	 * deferred answer, until its finish has run. */
+	const char *body;
 	size_t body_len;
 	const char *rid; /* request id, echoed as X-Request-Id */
 	const char *ip;  /* client address, text */
@@ -32,24 +37,53 @@ struct http_req {
 	struct http_deferred *defer_slot; /* the server's; see http_defer */
 };
 
+/* A body made piece by piece instead of JSON (a stored document): read(arg, pos, buf, max)
+ * writes up to max bytes of the body from offset pos into buf and returns their count
+ * (> 0), or -1 on failure (the connection is then cut: the client sees a short body). It
+ * runs on a server thread, once per piece, for as long as the client reads. free_arg(arg)
+ * runs once the response is done or dropped. size is the body's length (Content-Length). */
+typedef ssize_t (*http_read_fn)(void *arg, uint64_t pos, char *buf, size_t max);
+struct http_stream {
+	uint64_t size;
+	http_read_fn read; /* NULL: no stream */
+	void *arg;
+	void (*free_arg)(void *arg);
+};
+
+#define HTTP_MAX_HEADERS 10
+struct http_kv {
+	char name[40];
+	char value[200];
+};
+
 struct http_resp {
 	int status;
-	json_t *json;             /* owned by the server once set; sent and freed */
-	char *text;               /* or this body (malloc'd; owned once set, sent and freed), */
-	size_t text_len;          /* of these bytes, */
-	const char *content_type; /* with this Content-Type (a string literal) */
-	int route;       /* for the metrics: 0 (no route), or 1 + the route table's first row
-	                  * of the path's pattern; the admit function's value counts */
+	json_t *json;    /* owned by the server once set; sent and freed */
 	int retry_after; /* seconds, sent as Retry-After when > 0 */
 	int www_auth;    /* send WWW-Authenticate: Bearer */
 	char allow[64];  /* methods for the Allow header of a 405, or "" */
+	int route;       /* for the metrics: 0 (no route), or 1 + the route table's first row
+	                  * of the path's pattern; the admit function's value counts */
+	/* Set instead of json: the body comes from the stream (owned by the server once set),
+	 * and the headers say what it is (Content-Type among them; no Cache-Control default). */
+	struct http_stream stream;
+	int no_body; /* with stream unset and json NULL: an empty body (304) */
+	struct http_kv headers[HTTP_MAX_HEADERS];
+	size_t nheaders;
 };
+
+/* Adds a response header (dropped past HTTP_MAX_HEADERS or if too long: callers send few
+ * and short ones). */
+void http_resp_header(struct http_resp *rs, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 typedef void (*http_handler_fn)(void *ctx, const struct http_req *rq, struct http_resp *rs);
 /* Runs once a request's headers are in, before any of its body is read (rq->body is NULL):
- * returns the largest body this request may send (capped by max-body; 413 above), or fills
- * rs->json to answer at once, in which case the body is never buffered. So credentials are
- * checked before a body can cost memory. */
+ * returns the largest body this request may send (413 above), or fills rs->json to answer
+ * at once, in which case the body is never buffered. So credentials are checked before a
+ * body can cost memory. A request allowed more than max-body is a large upload (a report
+ * document): at most report-max-uploads of them are received at once, the next gets 503
+ * with Retry-After, so their buffers are bounded in total. */
 typedef size_t (*http_admit_fn)(void *ctx, const struct http_req *rq, struct http_resp *rs);
 
 struct http_server;
@@ -62,10 +96,11 @@ struct http_listen {
 	int threads;
 };
 
-/* Starts listening at `at`; *port_out gets the bound port. Limits and deadlines are cfg's. Each
- * request goes through admit (headers) and then fn (complete request). Connections whose headers or
- * body are not complete within header-timeout / body-timeout are closed, however steadily they
- * trickle. Returns owned, stop with http_stop. */
+/* Starts listening at `at` (limits and deadlines are cfg's); *port_out gets the bound
+ * port. Each request goes through
+ * admit (headers) and then fn (complete request). Connections whose headers or body are not
+ * complete within header-timeout / body-timeout are closed, however steadily they trickle.
+ * Returns owned, stop with http_stop. */
 enum lh_err http_start(const struct config *cfg, const struct http_listen *at, http_admit_fn admit,
                        http_handler_fn fn, void *ctx, struct http_server **out, int *port_out);
 /* Stops accepting, lets running handlers finish, closes everything. Accepts NULL. */

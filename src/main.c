@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <systemd/sd-daemon.h>
 
 #include "accounts.h"
 #include "admin_cli.h"
@@ -26,6 +28,8 @@
 #include "dirlock.h"
 #include "http.h"
 #include "log.h"
+#include "manpage.h"
+#include "retention.h"
 #include "store_copy.h"
 #include "store_pg.h"
 #include "store_sqlite.h"
@@ -153,6 +157,38 @@ static enum lh_err admin_key_load(const struct config *cfg, struct store *st,
 	return LH_OK;
 }
 
+/* The key reportURL links are signed with: made at the first start (OpenSSL's CSPRNG) and
+ * kept in the store's meta, so every node of a shared store signs and checks alike. */
+static enum lh_err report_links_load(struct app *app)
+{
+	unsigned char raw[32];
+	char fresh[65], stored[80];
+	struct domain_links *l = &app->links;
+	enum lh_err e = util_random(raw, sizeof raw);
+	if (e != LH_OK)
+		return e;
+	util_hex(raw, sizeof raw, fresh);
+	OPENSSL_cleanse(raw, sizeof raw);
+	e = app->store->ops->meta_get_or_put(app->store, "report_link_key", fresh, stored,
+	                                     sizeof stored);
+	OPENSSL_cleanse(fresh, sizeof fresh);
+	if (e != LH_OK)
+		return e;
+	for (int i = 0; i < 32; i++) {
+		unsigned v;
+		if (strlen(stored) != 64 || sscanf(stored + 2 * i, "%2x", &v) != 1) {
+			LOG(LOG_ERROR, "main", "the stored report link key is damaged");
+			OPENSSL_cleanse(stored, sizeof stored);
+			return LH_ESTORE;
+		}
+		l->key[i] = (unsigned char)v;
+	}
+	OPENSSL_cleanse(stored, sizeof stored);
+	l->public_url = app->public_url;
+	l->ttl_s = app->cfg.report_link_ttl_ms / 1000;
+	return LH_OK;
+}
+
 /* This node's id on a shared store: <data-dir>/node.id, made at its first start, so a node
  * that restarts is the same node and takes its subscriptions back at once. */
 static enum lh_err node_id_load(const char *data_dir, char out[ID_CAP])
@@ -203,6 +239,45 @@ static enum lh_err store_open(const struct config *cfg, struct store **out)
 		return e;
 	LOG(LOG_INFO, "main", "node=%s this node's id on the shared store", node_id);
 	return store_pg_open_as(cfg->store, node_id, out);
+}
+
+/* The demo labs' catalog: the ids the examples in docs/api.md use (flabs_id 101), and a
+ * package of two tests. Put again at every start (a put replaces). party_id "" or a party
+ * that gets a rate for CBC. */
+static enum lh_err demo_catalog(struct store *st, const char *lab_id, const char *party_id)
+{
+	static const struct {
+		enum catalog_kind kind;
+		const char *id, *name;
+		int64_t price;
+	} rows[] = {
+	    {CATALOG_TEST, "101", "CBC", 35000},
+	    {CATALOG_TEST, "102", "LDL Cholesterol", 25000},
+	    {CATALOG_TEST, "103", "HDL Cholesterol", 25000},
+	    {CATALOG_TEST, "104", "Thyroid Profile (T3, T4, TSH)", 59950},
+	    {CATALOG_PACKAGE, "201", "Lipid Profile", 45000},
+	};
+	struct catalog_item items[COUNTOF(rows)];
+	struct catalog_member members[2];
+	memset(items, 0, sizeof items);
+	memset(members, 0, sizeof members);
+	for (size_t i = 0; i < COUNTOF(rows); i++) {
+		snprintf(items[i].lab_id, sizeof items[i].lab_id, "%s", lab_id);
+		items[i].kind = rows[i].kind;
+		snprintf(items[i].id, sizeof items[i].id, "%s", rows[i].id);
+		snprintf(items[i].name, sizeof items[i].name, "%s", rows[i].name);
+		items[i].price = rows[i].price;
+		items[i].updated_at = util_now();
+	}
+	for (size_t i = 0; i < COUNTOF(members); i++) {
+		snprintf(members[i].package_id, sizeof members[i].package_id, "201");
+		snprintf(members[i].test_id, sizeof members[i].test_id, "%s", i ? "103" : "102");
+	}
+	enum lh_err e = st->ops->catalog_put(st, lab_id, items, COUNTOF(items), members,
+	                                     COUNTOF(members), NULL);
+	if (e == LH_OK && party_id[0])
+		e = st->ops->catalog_rate_set(st, lab_id, CATALOG_TEST, "101", party_id, 30000);
+	return e;
 }
 
 /* --demo: a catch-all account with a lab, and a party-scoped one with a lab and a party.
@@ -263,6 +338,9 @@ static enum lh_err demo_seed(struct app *app, int port)
 			free(ps);
 		}
 	}
+	if ((e = demo_catalog(st, lab[0].lab_id, "")) != LH_OK ||
+	    (e = demo_catalog(st, lab[1].lab_id, party.party_id)) != LH_OK)
+		return e;
 	const char *host =
 	    strcmp(app->cfg.listen_host, "0.0.0.0") == 0 ? "127.0.0.1" : app->cfg.listen_host;
 	printf(
@@ -279,13 +357,33 @@ static enum lh_err demo_seed(struct app *app, int port)
 	    "    | sed 's/.*\"authToken\":\"\\([^\"]*\\)\".*/\\1/')\n"
 	    "List labs:\n"
 	    "  curl -s http://%s:%d/client/labs -H \"Authorization: Bearer $TOKEN\"\n"
+	    "The labs' test catalog (tests 101-104, package 201):\n"
+	    "  curl -s 'http://%s:%d/client/crm/tests?branchID=%s' -H \"Authorization: Bearer $TOKEN\"\n"
 	    "Admin key: %s/admin.key\n"
 	    "(demo secrets are new at every start with --demo)\n\n",
 	    a[0].client_id, secret[0], lab[0].lab_id, a[1].client_id, secret[1], lab[1].lab_id,
-	    party.party_id, host, port, a[0].client_id, secret[0], host, port, app->cfg.data_dir);
+	    party.party_id, host, port, a[0].client_id, secret[0], host, port, host, port,
+	    lab[0].lab_id, app->cfg.data_dir);
 	fflush(stdout);
 	OPENSSL_cleanse(secret, sizeof secret);
 	return LH_OK;
+}
+
+/* Why serve cannot go on: "labhook: ..." for a person at a terminal, or in JSON mode an
+ * error line like every other, so that everything serve writes to stderr is JSON. */
+static void serve_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void serve_fail(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (log_output == LOG_FORMAT_JSON)
+		log_write(LOG_ERROR, "main", "%s", msg);
+	else
+		fprintf(stderr, "labhook: %s\n", msg);
 }
 
 static int serve(int argc, char **argv, char **env)
@@ -293,6 +391,7 @@ static int serve(int argc, char **argv, char **env)
 	struct app app;
 	struct http_server *srv = NULL, *msrv = NULL;
 	struct delivery_engine *disp = NULL;
+	struct retention *ret = NULL;
 	char err[512], mtext[300] = "";
 	int port = 0, mport = 0, rc = 1, sig = 0, lock = -1;
 	long holder = 0;
@@ -306,10 +405,13 @@ static int serve(int argc, char **argv, char **env)
 			return 0;
 		}
 	if (config_load(&app.cfg, argc, argv, env, NULL, 0, NULL, err, sizeof err) != 0) {
-		fprintf(stderr, "labhook: %s\n", err);
+		/* in the format read so far: json if a layer before the bad one said so */
+		log_output = app.cfg.log_format;
+		serve_fail("%s", err);
 		return 2;
 	}
 	log_threshold = app.cfg.log_level;
+	log_output = app.cfg.log_format;
 	/* The database holds signing secrets and tokens: nobody else reads what we create. */
 	umask(077);
 	/* Block the stop signals before any thread exists, so only sigwait sees them. */
@@ -325,31 +427,34 @@ static int serve(int argc, char **argv, char **env)
 	 * PostgreSQL the directory names the node (node.id), and one node is one process. */
 	if ((e = dirlock_take(app.cfg.data_dir, &lock, &holder)) != LH_OK) {
 		if (e == LH_ECONFLICT)
-			fprintf(stderr,
-			        "labhook: cannot start: another labhook (pid %ld) is using the data"
-			        " directory %s (it holds %s/labhook.lock)\n",
-			        holder, app.cfg.data_dir, app.cfg.data_dir);
+			serve_fail("cannot start: another labhook (pid %ld) is using the data"
+			           " directory %s (it holds %s/labhook.lock)",
+			           holder, app.cfg.data_dir, app.cfg.data_dir);
 		else
-			fprintf(stderr, "labhook: cannot start: %s (see the log above)\n",
-			        err_code(e));
+			serve_fail("cannot start: %s (see the log above)", err_code(e));
 		goto out;
 	}
+	sd_notify(0, "STATUS=opening the store");
 	if ((e = store_open(&app.cfg, &app.store)) != LH_OK ||
 	    (e = admin_key_load(&app.cfg, app.store, app.admin_key_hash)) != LH_OK ||
 	    (e = auth_new(app.store, &app.cfg, &app.auth)) != LH_OK) {
-		fprintf(stderr, "labhook: cannot start: %s (see the log above)\n", err_code(e));
+		serve_fail("cannot start: %s (see the log above)", err_code(e));
 		goto out;
 	}
 	if ((e = delivery_start(app.store, &app.cfg, &disp)) != LH_OK) {
-		fprintf(stderr, "labhook: cannot start the delivery engine: %s\n", err_code(e));
+		serve_fail("cannot start the delivery engine: %s", err_code(e));
+		goto out;
+	}
+	if (app.cfg.retention_ms > 0 &&
+	    (e = retention_start(app.store, app.cfg.retention_ms, &ret)) != LH_OK) {
+		serve_fail("cannot start the retention sweep: %s", err_code(e));
 		goto out;
 	}
 	struct http_listen main_at = {app.cfg.listen_host, app.cfg.listen_port,
 	                              app.cfg.http_threads};
 	if ((e = http_start(&app.cfg, &main_at, api_admit, api_dispatch, &app, &srv, &port)) !=
 	    LH_OK) {
-		fprintf(stderr, "labhook: cannot listen on %s:%d\n", app.cfg.listen_host,
-		        app.cfg.listen_port);
+		serve_fail("cannot listen on %s:%d", app.cfg.listen_host, app.cfg.listen_port);
 		goto out;
 	}
 	/* Scrapes are rare and quick: two threads are plenty. */
@@ -357,8 +462,8 @@ static int serve(int argc, char **argv, char **env)
 	if (app.cfg.metrics_host[0] &&
 	    (e = http_start(&app.cfg, &metrics_at, api_metrics_admit, api_metrics_dispatch, &app,
 	                    &msrv, &mport)) != LH_OK) {
-		fprintf(stderr, "labhook: cannot listen on %s:%d (metrics-listen)\n",
-		        app.cfg.metrics_host, app.cfg.metrics_port);
+		serve_fail("cannot listen on %s:%d (metrics-listen)", app.cfg.metrics_host,
+		           app.cfg.metrics_port);
 		goto out;
 	}
 	if (msrv)
@@ -372,21 +477,31 @@ static int serve(int argc, char **argv, char **env)
 	size_t ul = strlen(app.public_url);
 	while (ul > 0 && app.public_url[ul - 1] == '/')
 		app.public_url[--ul] = '\0';
+	if ((e = report_links_load(&app)) != LH_OK) {
+		fprintf(stderr, "labhook: cannot load the report link key: %s\n", err_code(e));
+		goto out;
+	}
 	if (app.cfg.demo && (e = demo_seed(&app, port)) != LH_OK) {
-		fprintf(stderr, "labhook: cannot create the demo accounts: %s\n", err_code(e));
+		serve_fail("cannot create the demo accounts: %s", err_code(e));
 		goto out;
 	}
 	__atomic_store_n(&app.ready, 1, __ATOMIC_RELEASE);
 	LOG(LOG_INFO, "main", "listen=%s:%d version=%s store=%s%s ready", app.cfg.listen_host, port,
 	    LABHOOK_VERSION, app.store->ops->name, mtext);
+	/* Under systemd (Type=notify): started means the port answers and the store is open.
+	 * Without NOTIFY_SOCKET these calls do nothing. */
+	sd_notifyf(0, "READY=1\nSTATUS=serving on %s:%d (store %s)", app.cfg.listen_host, port,
+	           app.store->ops->name);
 	while (sigwait(&set, &sig) != 0)
 		;
+	sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing requests and deliveries in flight");
 	LOG(LOG_INFO, "main", "signal=%d stopping", sig);
 	rc = 0;
 out:
 	http_stop(msrv);
 	http_stop(srv);      /* no new requests, so no new deliveries */
 	delivery_stop(disp); /* in-flight attempts finish or stay pending */
+	retention_stop(ret); /* its batch in hand commits; the next start sweeps on */
 	auth_free(app.auth);
 	if (app.store)
 		app.store->ops->close(app.store);
@@ -414,6 +529,10 @@ int main(int argc, char **argv, char **env)
 		return admin_cli_main(argv[1], argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "store"))
 		return store_copy_main(argc - 2, argv + 2, env);
+	if (!strcmp(argv[1], "man")) { /* hidden: the package build makes labhook.8 with it */
+		manpage_print(stdout);
+		return fflush(stdout) == 0 ? 0 : 1;
+	}
 	fprintf(stderr, "labhook: unknown command '%s' (try labhook --help)\n", argv[1]);
 	return 2;
 }

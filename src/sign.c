@@ -21,10 +21,31 @@ static void hmac_fetch(void)
 	hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
 }
 
+/* HMAC-SHA256 of the n parts, one after the other, into mac; 0 or -1. */
+static int hmac_sha256(const unsigned char *key, size_t klen, const void *const *part,
+                       const size_t *len, size_t n, unsigned char mac[32])
+{
+	unsigned char full[EVP_MAX_MD_SIZE];
+	size_t maclen = 0;
+	int ok;
+	pthread_once(&hmac_once, hmac_fetch);
+	EVP_MAC_CTX *ctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
+	OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+	                       OSSL_PARAM_construct_end()};
+	ok = ctx && EVP_MAC_init(ctx, key, klen, params) == 1;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = EVP_MAC_update(ctx, part[i], len[i]) == 1;
+	ok = ok && EVP_MAC_final(ctx, full, &maclen, sizeof full) == 1 && maclen == 32;
+	EVP_MAC_CTX_free(ctx);
+	if (ok)
+		memcpy(mac, full, 32);
+	return ok ? 0 : -1;
+}
+
 int sig_sign_v1(const char *secret, const char *msg_id, int64_t timestamp, const char *body,
                 size_t body_len, char out[SIG_CAP])
 {
-	unsigned char key[64], mac[EVP_MAX_MD_SIZE];
+	unsigned char key[64], mac[32];
 	char head[128];
 	long klen;
 	int rc = -1;
@@ -37,21 +58,36 @@ int sig_sign_v1(const char *secret, const char *msg_id, int64_t timestamp, const
 	int hlen = snprintf(head, sizeof head, "%s.%lld.", msg_id, (long long)timestamp);
 	if (hlen < 0 || (size_t)hlen >= sizeof head)
 		goto out;
-	pthread_once(&hmac_once, hmac_fetch);
-	EVP_MAC_CTX *ctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
-	OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
-	                       OSSL_PARAM_construct_end()};
-	size_t maclen = 0;
-	if (ctx && EVP_MAC_init(ctx, key, (size_t)klen, params) == 1 &&
-	    EVP_MAC_update(ctx, (const unsigned char *)head, (size_t)hlen) == 1 &&
-	    EVP_MAC_update(ctx, (const unsigned char *)body, body_len) == 1 &&
-	    EVP_MAC_final(ctx, mac, &maclen, sizeof mac) == 1) {
+	const void *part[] = {head, body};
+	size_t len[] = {(size_t)hlen, body_len};
+	if (hmac_sha256(key, (size_t)klen, part, len, 2, mac) == 0) {
 		memcpy(out, "v1,", 3);
-		if (util_b64_encode(mac, maclen, out + 3, SIG_CAP - 3) > 0)
+		if (util_b64_encode(mac, sizeof mac, out + 3, SIG_CAP - 3) > 0)
 			rc = 0;
 	}
-	EVP_MAC_CTX_free(ctx);
 out:
 	OPENSSL_cleanse(key, sizeof key);
 	return rc;
+}
+
+int sig_report_link(const unsigned char key[32], const char *bill_id, const char *report_id,
+                    int64_t expires, char out[SIG_LINK_HEX])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char mac[32];
+	char msg[256];
+	int n = snprintf(msg, sizeof msg, "report-link/v1/%s/%s/%lld", bill_id, report_id,
+	                 (long long)expires);
+	if (n < 0 || (size_t)n >= sizeof msg)
+		return -1;
+	const void *part[] = {msg};
+	size_t len[] = {(size_t)n};
+	if (hmac_sha256(key, 32, part, len, 1, mac) != 0)
+		return -1;
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = hex[mac[i] >> 4];
+		out[2 * i + 1] = hex[mac[i] & 15];
+	}
+	out[64] = '\0';
+	return 0;
 }

@@ -136,6 +136,29 @@ struct report {
 	int64_t completed_at;
 };
 
+/* A report's document (the lab's PDF), stored in chunks of REPORT_CHUNK bytes numbered
+ * from 0, so that it is written and read a piece at a time. version starts at 1 and is
+ * bumped each time the document is replaced. */
+#define REPORT_CHUNK     (256 * 1024)
+#define REPORT_CTYPE_CAP 64
+struct report_doc {
+	char bill_id[ID_CAP];
+	char report_id[ID_CAP];
+	char content_type[REPORT_CTYPE_CAP];
+	int64_t size;
+	unsigned char sha256[32];
+	int64_t version;
+	int64_t updated_at;
+};
+
+/* What report_doc_get finds: the report, whose bill it is, and its document if any. */
+struct report_doc_info {
+	char client_id[ID_CAP]; /* the bill's account */
+	enum bill_status bill_status;
+	int has_doc; /* 0: the report exists but has no document (doc is zeros) */
+	struct report_doc doc;
+};
+
 struct lead {
 	char lead_id[ID_CAP];
 	char client_id[ID_CAP];
@@ -161,6 +184,32 @@ struct booking {
 	char scheduled_at[32]; /* RFC 3339 */
 	struct parties parties;
 	int64_t created_at;
+};
+
+/* ---- a lab's catalog (API.md 9): tests and packages with prices, and rates per party ----
+ * Items are keyed by (lab, kind, id); ids have the shape of our path ids (letters, digits,
+ * '_' and '-', shorter than ID_CAP). Prices are minor units (1/100 of the currency). */
+enum catalog_kind { CATALOG_TEST = 0, CATALOG_PACKAGE = 1 };
+#define CATALOG_ANY       (-1)
+#define CATALOG_PKG_TESTS 200            /* tests one package may hold */
+#define CATALOG_PRICE_MAX 100000000000LL /* 1,000,000,000.00 in minor units */
+
+struct catalog_item {
+	char lab_id[ID_CAP];
+	enum catalog_kind kind;
+	char id[ID_CAP];
+	char name[NAME_CAP];
+	int64_t price;
+	int64_t party_price; /* listed with a party: its rate, else -1 */
+	int64_t updated_at;
+};
+
+/* A test of a package: package_id's test test_id, at position seq; name is the test's
+ * (filled by reads, ignored by writes). */
+struct catalog_member {
+	char package_id[ID_CAP];
+	char test_id[ID_CAP];
+	char name[NAME_CAP];
 };
 
 /* An event as committed; payload is the JSON text sent to every endpoint. */
@@ -242,6 +291,16 @@ struct delivery_result {
 	int64_t epoch;        /* the lease the attempt was made under (0 on a one-node store) */
 };
 
+/* Where a retention pass has got to (retention_sweep): zero it to start a pass. The
+ * deliveries are walked first, in delivery_id order (ids are time-ordered), then the
+ * events, in seq order. */
+struct retention_cursor {
+	char delivery_id[ID_CAP]; /* the last delivery examined ("" = none yet) */
+	int64_t event_seq;        /* the last event examined (0 = none yet) */
+	int events;               /* 1 once the deliveries are done: the events' turn */
+	int done;                 /* 1 once the pass is complete */
+};
+
 /* What the commit hook hears; any part may be empty. */
 struct store_news {
 	/* Deliveries this process committed, new or pending again (requeue, recover), from
@@ -278,6 +337,14 @@ struct store_tx_ops {
 	                         struct report **reports, size_t *n);
 	enum lh_err (*bill_update)(struct store_tx *tx, const struct bill *b);
 	enum lh_err (*report_update)(struct store_tx *tx, const struct report *r);
+	/* The document of a report, LH_ENOTFOUND when it has none. */
+	enum lh_err (*doc_meta)(struct store_tx *tx, const char *bill_id, const char *report_id,
+	                        struct report_doc *out);
+	/* Stores d (its bill_id, report_id, content_type, size = len, sha256, version,
+	 * updated_at as given) with the bytes data[0..len) in chunks of REPORT_CHUNK, replacing
+	 * any document the report had (all its chunks). data is borrowed for the call. */
+	enum lh_err (*doc_put)(struct store_tx *tx, const struct report_doc *d, const void *data,
+	                       size_t len);
 	/* *dup = 1 if a lead of lab_id created on day has this contact or (non-empty) email. */
 	enum lh_err (*lead_dup)(struct store_tx *tx, const char *lab_id, const char *day,
 	                        const char *contact, const char *email, int *dup);
@@ -296,6 +363,13 @@ struct store_tx_ops {
 	enum lh_err (*event_insert)(struct store_tx *tx, const struct event *ev,
 	                            const char *const *party_ids, size_t n, const char *only_sub,
 	                            size_t *ndeliveries);
+	/* *any = 1 if lab_id's catalog holds any item (test or package), else 0. */
+	enum lh_err (*catalog_any)(struct store_tx *tx, const char *lab_id, int *any);
+	/* The item (kind, id) of lab_id's catalog, LH_ENOTFOUND if none; for a package, with
+	 * members non-NULL, its tests in order with their names (free *members with free()). */
+	enum lh_err (*catalog_get)(struct store_tx *tx, const char *lab_id, enum catalog_kind kind,
+	                           const char *id, struct catalog_item *out,
+	                           struct catalog_member **members, size_t *n);
 };
 
 struct store_tx {
@@ -342,7 +416,7 @@ struct store_table {
 	size_t nkey;
 };
 
-#define STORE_COPY_NTABLES 14
+#define STORE_COPY_NTABLES 19
 #define STORE_COPY_MAXCOLS 16 /* columns of the widest table */
 extern const struct store_table store_copy_tables[STORE_COPY_NTABLES];
 
@@ -389,6 +463,8 @@ struct store_ops {
 	                       struct lab *out);
 	enum lh_err (*lab_list)(struct store *s, const char *client_id, struct lab **out,
 	                        size_t *n);
+	/* The lab whatever its account (the admin side), else LH_ENOTFOUND. */
+	enum lh_err (*lab_find)(struct store *s, const char *lab_id, struct lab *out);
 
 	enum lh_err (*party_insert)(struct store *s, const struct party *p);
 	enum lh_err (*party_get)(struct store *s, const char *client_id, const char *party_id,
@@ -496,9 +572,68 @@ struct store_ops {
 	                                int64_t since, int64_t now_ms, struct delivery **out,
 	                                size_t *n);
 
+	/* ---- retention: what is old and finished goes ----
+	 * Examines the next `batch` rows of a pass (cur says where it got to) and removes, in
+	 * one short job of the group commit, those retention lets go: deliveries that are
+	 * finished (delivered, failed, cancelled) and last changed before `before` (unix s),
+	 * with their attempts; then, once the deliveries are done, events created before
+	 * `before` that no delivery refers to any more. A pending delivery, and the event it
+	 * refers to, always stay; nothing else (bills, reports, leads, bookings, accounts,
+	 * subscriptions) is touched. Deletes are idempotent, so several nodes may sweep one
+	 * shared store at once. Moves cur on; *removed gets the rows removed (deliveries,
+	 * attempts, events); cur->done is set once the pass has reached rows created at or
+	 * after `before` (or the end). */
+	enum lh_err (*retention_sweep)(struct store *s, int64_t before, size_t batch,
+	                               struct retention_cursor *cur, size_t *removed);
+	/* ---- a lab's catalog ----
+	 * Inserts or replaces the n items (each item's lab_id is lab_id) in one transaction.
+	 * A package's tests are given as members (package_id one of the packages put) and
+	 * replace the tests it had; a package put without members then holds none. Every
+	 * member's test must be in the catalog once the put is done: else LH_ENOTFOUND, *bad
+	 * (may be NULL) the index of the first such member, and nothing changes. Prices of
+	 * rates already set stay. */
+	enum lh_err (*catalog_put)(struct store *s, const char *lab_id,
+	                           const struct catalog_item *items, size_t n,
+	                           const struct catalog_member *members, size_t nmembers,
+	                           size_t *bad);
+	/* Removes an item with its rates (and a package's member list); LH_ENOTFOUND if absent;
+	 * LH_ECONFLICT if it is a test some package holds (in_package, may be NULL, gets one
+	 * such package's id) and nothing changes. */
+	enum lh_err (*catalog_delete)(struct store *s, const char *lab_id, enum catalog_kind kind,
+	                              const char *id, char in_package[ID_CAP]);
+	/* Items of lab_id of kind (or CATALOG_ANY), ordered by kind then id, skipping offset,
+	 * at most limit (free *out with free()); *total (may be NULL: then it is not counted,
+	 * which is cheaper) gets how many there are in all. With party_id non-empty each item's
+	 * party_price is that party's rate (-1 where none); with only_rated as well, only items the
+	 * party has a rate for. */
+	enum lh_err (*catalog_list)(struct store *s, const char *lab_id, int kind,
+	                            const char *party_id, int only_rated, size_t offset,
+	                            size_t limit, struct catalog_item **out, size_t *n,
+	                            int64_t *total);
+	/* The tests of lab_id's packages with ids from first_id to last_id (inclusive), with
+	 * their names, ordered by package id then position (free *out with free()). */
+	enum lh_err (*catalog_members)(struct store *s, const char *lab_id, const char *first_id,
+	                               const char *last_id, struct catalog_member **out, size_t *n);
+	/* Sets party_id's price for the item (LH_ENOTFOUND if the item is not in the catalog),
+	 * or with price < 0 removes it (LH_ENOTFOUND if none was set). The caller checks that
+	 * the party belongs to the lab's account. */
+	enum lh_err (*catalog_rate_set)(struct store *s, const char *lab_id, enum catalog_kind kind,
+	                                const char *item_id, const char *party_id, int64_t price);
+
 	/* The client's bill with its reports (free *reports with free()). */
 	enum lh_err (*bill_get)(struct store *s, const char *client_id, const char *bill_id,
 	                        struct bill *out, struct report **reports, size_t *n);
+
+	/* Report bill_id/report_id of client_id ("" or NULL: any account) with its document's
+	 * description: LH_ENOTFOUND if there is no such report (or it is another account's). */
+	enum lh_err (*report_doc_get)(struct store *s, const char *client_id, const char *bill_id,
+	                              const char *report_id, struct report_doc_info *out);
+	/* Chunk n of the document of bill_id/report_id as it is at `version`: its bytes into
+	 * buf (cap at least REPORT_CHUNK), *len gets their count. LH_ENOTFOUND when the
+	 * document is gone or another version replaced it (a reader must not mix versions). */
+	enum lh_err (*report_doc_chunk)(struct store *s, const char *bill_id, const char *report_id,
+	                                int64_t version, int64_t n, void *buf, size_t cap,
+	                                size_t *len);
 
 	/* ---- operations ---- */
 	/* The store's figures for GET /metrics, read in one go. Cheap enough for every scrape:

@@ -105,6 +105,7 @@ int store_copy_main(int argc, char **argv, char **env)
 		return 2;
 	}
 	log_threshold = cfg.log_level;
+	log_output = cfg.log_format;
 	for (size_t i = 0; i < nrest; i++) {
 		if (!strcmp(rest[i], "--to") && i + 1 < nrest)
 			to = rest[++i];

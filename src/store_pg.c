@@ -214,6 +214,29 @@ static const char *const migrations[] = {
     "CREATE TABLE leases(sub_id TEXT PRIMARY KEY REFERENCES subscriptions(sub_id),"
     " node_id TEXT NOT NULL, epoch BIGINT NOT NULL, expires_at TIMESTAMPTZ NOT NULL);"
     "CREATE INDEX leases_node ON leases(node_id, sub_id);",
+    /* 4: retention removes events no delivery refers to any more: the check, and the
+     * foreign key's own check on each event removed, are an index seek each instead of a
+     * scan of every delivery. */
+    "CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);",
+    /* 5: report documents, in chunks of REPORT_CHUNK bytes (as in store_sqlite.c). */
+    ("CREATE TABLE report_documents(bill_id TEXT NOT NULL,"
+     " report_id TEXT NOT NULL REFERENCES reports(report_id), content_type TEXT NOT NULL,"
+     " size BIGINT NOT NULL, sha256 BYTEA NOT NULL, version BIGINT NOT NULL,"
+     " updated_at BIGINT NOT NULL, PRIMARY KEY(bill_id, report_id));"
+     "CREATE TABLE report_chunks(bill_id TEXT NOT NULL, report_id TEXT NOT NULL,"
+     " n BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY(bill_id, report_id, n));"),
+    /* 6: each lab's catalog: tests and packages (kind 0, 1) with prices in minor units, the
+     * tests of each package in order, and rates per party. */
+    "CREATE TABLE catalog_items(lab_id TEXT NOT NULL REFERENCES labs(lab_id),"
+    " kind BIGINT NOT NULL, item_id TEXT NOT NULL, name TEXT NOT NULL,"
+    " price BIGINT NOT NULL, updated_at BIGINT NOT NULL,"
+    " PRIMARY KEY(lab_id, kind, item_id));"
+    "CREATE TABLE catalog_members(lab_id TEXT NOT NULL, package_id TEXT NOT NULL,"
+    " seq BIGINT NOT NULL, test_id TEXT NOT NULL, PRIMARY KEY(lab_id, package_id, seq));"
+    "CREATE INDEX catalog_members_test ON catalog_members(lab_id, test_id);"
+    "CREATE TABLE catalog_rates(lab_id TEXT NOT NULL, kind BIGINT NOT NULL,"
+    " item_id TEXT NOT NULL, party_id TEXT NOT NULL REFERENCES parties(party_id),"
+    " price BIGINT NOT NULL, PRIMARY KEY(lab_id, kind, item_id, party_id));",
 };
 #define N_MIGRATIONS (COUNTOF(migrations))
 
@@ -1123,6 +1146,16 @@ static enum lh_err pgs_lab_list(struct store *base, const char *client_id, struc
 	                 &p, sizeof **out, lab_from_row, (void **)out, n, "lab_list");
 }
 
+static enum lh_err pgs_lab_find(struct store *base, const char *lab_id, struct lab *out)
+{
+	struct params p = {0};
+	p_text(&p, lab_id);
+	return pool_one(S(base),
+	                "SELECT lab_id, client_id, name, created_at FROM labs"
+	                " WHERE lab_id = $1",
+	                &p, lab_from_row, out, "lab_find");
+}
+
 static enum lh_err pgs_party_insert(struct store *base, const struct party *pa)
 {
 	struct params p = {0};
@@ -1837,6 +1870,292 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 	return e;
 }
 
+static enum lh_err tx_doc_meta(struct store_tx *tx, const char *bill_id, const char *report_id,
+                               struct report_doc *out);
+static enum lh_err tx_doc_put(struct store_tx *tx, const struct report_doc *d, const void *data,
+                              size_t len);
+/* ---- a lab's catalog ---- */
+
+static void catalog_item_from_row(const PGresult *r, int i, void *out)
+{
+	struct catalog_item *it = out;
+	memset(it, 0, sizeof *it);
+	col_text(r, i, 0, it->lab_id, sizeof it->lab_id);
+	it->kind = (enum catalog_kind)col_i64(r, i, 1);
+	col_text(r, i, 2, it->id, sizeof it->id);
+	col_text(r, i, 3, it->name, sizeof it->name);
+	it->price = col_i64(r, i, 4);
+	it->updated_at = col_i64(r, i, 5);
+	it->party_price = PQgetisnull(r, i, 6) ? -1 : col_i64(r, i, 6);
+}
+
+static void catalog_member_from_row(const PGresult *r, int i, void *out)
+{
+	struct catalog_member *m = out;
+	memset(m, 0, sizeof *m);
+	col_text(r, i, 0, m->package_id, sizeof m->package_id);
+	col_text(r, i, 1, m->test_id, sizeof m->test_id);
+	col_text(r, i, 2, m->name, sizeof m->name);
+}
+
+static const char *const CATALOG_MEMBERS_SQL =
+    "SELECT m.package_id, m.test_id, COALESCE(t.name, m.test_id) FROM catalog_members m"
+    " LEFT JOIN catalog_items t ON t.lab_id = m.lab_id AND t.kind = 0"
+    " AND t.item_id = m.test_id WHERE m.lab_id = $1 AND m.package_id BETWEEN $2 AND $3"
+    " ORDER BY m.package_id, m.seq";
+
+static enum lh_err tx_catalog_any(struct store_tx *tx, const char *lab_id, int *any)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	PGresult *r = NULL;
+	p_text(&p, lab_id);
+	enum lh_err e = run(s, &s->wc, "SELECT 1 FROM catalog_items WHERE lab_id = $1 LIMIT 1", &p,
+	                    &r, "catalog_any");
+	if (e == LH_OK)
+		*any = PQntuples(r) > 0;
+	PQclear(r);
+	return e;
+}
+
+static enum lh_err tx_catalog_get(struct store_tx *tx, const char *lab_id, enum catalog_kind kind,
+                                  const char *id, struct catalog_item *out,
+                                  struct catalog_member **members, size_t *n)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	struct catalog_item it;
+	struct catalog_member *m = NULL;
+	size_t nm = 0;
+	p_text(&p, lab_id);
+	p_i64(&p, kind);
+	p_text(&p, id);
+	enum lh_err e = query_one(s, &s->wc,
+	                          "SELECT lab_id, kind, item_id, name, price, updated_at, NULL"
+	                          " FROM catalog_items WHERE lab_id = $1 AND kind = $2"
+	                          " AND item_id = $3",
+	                          &p, catalog_item_from_row, &it, "catalog_get");
+	if (e != LH_OK)
+		return e;
+	if (members && kind == CATALOG_PACKAGE) {
+		struct params q = {0};
+		p_text(&q, lab_id);
+		p_text(&q, id);
+		p_text(&q, id);
+		if ((e = query_list(s, &s->wc, CATALOG_MEMBERS_SQL, &q, sizeof *m,
+		                    catalog_member_from_row, (void **)&m, &nm,
+		                    "catalog_members")) != LH_OK)
+			return e;
+	}
+	*out = it;
+	if (members) {
+		*members = m;
+		*n = nm;
+	}
+	return LH_OK;
+}
+
+static enum lh_err pgs_catalog_put(struct store *base, const char *lab_id,
+                                   const struct catalog_item *items, size_t n,
+                                   const struct catalog_member *members, size_t nmembers,
+                                   size_t *bad)
+{
+	struct pg_store *s = S(base);
+	struct pg_conn *c;
+	size_t bad_at = 0;
+	enum lh_err e = pool_begin(s, "BEGIN", &c);
+	if (e != LH_OK)
+		return e;
+	for (size_t i = 0; e == LH_OK && i < n; i++) {
+		struct params p = {0};
+		p_text(&p, lab_id);
+		p_i64(&p, items[i].kind);
+		p_text(&p, items[i].id);
+		p_text(&p, items[i].name);
+		p_i64(&p, items[i].price);
+		p_i64(&p, items[i].updated_at);
+		e = run_cmd(
+		    s, c,
+		    "INSERT INTO catalog_items(lab_id, kind, item_id, name, price, updated_at)"
+		    " VALUES($1, $2, $3, $4, $5, $6) ON CONFLICT(lab_id, kind, item_id)"
+		    " DO UPDATE SET name = excluded.name, price = excluded.price,"
+		    " updated_at = excluded.updated_at",
+		    &p, NULL, "catalog_put");
+		if (e == LH_OK && items[i].kind == CATALOG_PACKAGE) {
+			struct params q = {0};
+			p_text(&q, lab_id);
+			p_text(&q, items[i].id);
+			e = run_cmd(
+			    s, c,
+			    "DELETE FROM catalog_members WHERE lab_id = $1 AND package_id = $2", &q,
+			    NULL, "catalog_members_clear");
+		}
+	}
+	for (size_t i = 0; e == LH_OK && i < nmembers; i++) {
+		struct params p = {0};
+		int64_t added = 0;
+		p_text(&p, lab_id);
+		p_text(&p, members[i].package_id);
+		p_text(&p, members[i].test_id);
+		/* Inserted only when the test is in the catalog: no row means an unknown test. */
+		e = run_cmd(
+		    s, c,
+		    "INSERT INTO catalog_members(lab_id, package_id, seq, test_id)"
+		    " SELECT $1, $2, (SELECT COALESCE(MAX(seq) + 1, 0) FROM catalog_members"
+		    " WHERE lab_id = $1 AND package_id = $2), $3"
+		    " WHERE EXISTS(SELECT 1 FROM catalog_items WHERE lab_id = $1 AND kind = 0"
+		    " AND item_id = $3)",
+		    &p, &added, "catalog_member");
+		if (e == LH_OK && added == 0) {
+			e = LH_ENOTFOUND;
+			bad_at = i;
+		}
+	}
+	e = pool_end(s, c, e);
+	if (e == LH_ENOTFOUND && bad)
+		*bad = bad_at;
+	return e;
+}
+
+static enum lh_err pgs_catalog_delete(struct store *base, const char *lab_id,
+                                      enum catalog_kind kind, const char *id,
+                                      char in_package[ID_CAP])
+{
+	static const char *const sql[] = {
+	    "DELETE FROM catalog_items WHERE lab_id = $1 AND kind = $2 AND item_id = $3",
+	    "DELETE FROM catalog_rates WHERE lab_id = $1 AND kind = $2 AND item_id = $3",
+	    "DELETE FROM catalog_members WHERE lab_id = $1 AND package_id = $3 AND $2 = 1",
+	};
+	struct pg_store *s = S(base);
+	struct pg_conn *c;
+	char pkg[ID_CAP] = "";
+	enum lh_err e = pool_begin(s, "BEGIN", &c);
+	if (e != LH_OK)
+		return e;
+	if (kind == CATALOG_TEST) {
+		struct params p = {0};
+		PGresult *r = NULL;
+		p_text(&p, lab_id);
+		p_text(&p, id);
+		e = run(s, c,
+		        "SELECT package_id FROM catalog_members WHERE lab_id = $1 AND test_id = $2"
+		        " ORDER BY package_id LIMIT 1",
+		        &p, &r, "catalog_in_package");
+		if (e == LH_OK && PQntuples(r) > 0) {
+			col_text(r, 0, 0, pkg, sizeof pkg);
+			e = LH_ECONFLICT;
+		}
+		PQclear(r);
+	}
+	for (size_t k = 0; e == LH_OK && k < COUNTOF(sql); k++) {
+		struct params p = {0};
+		int64_t changed = 0;
+		p_text(&p, lab_id);
+		p_i64(&p, kind);
+		p_text(&p, id);
+		e = run_cmd(s, c, sql[k], &p, &changed, "catalog_delete");
+		if (e == LH_OK && k == 0 && changed == 0)
+			e = LH_ENOTFOUND;
+	}
+	e = pool_end(s, c, e);
+	if (e == LH_ECONFLICT && in_package)
+		memcpy(in_package, pkg, ID_CAP);
+	return e;
+}
+
+#define CATALOG_LIST_FROM                                                                          \
+	" FROM catalog_items i LEFT JOIN catalog_rates r ON r.lab_id = i.lab_id"                   \
+	" AND r.kind = i.kind AND r.item_id = i.item_id AND r.party_id = $3"                       \
+	" WHERE i.lab_id = $1 AND ($2::bigint < 0 OR i.kind = $2::bigint)"                         \
+	" AND ($4::bigint = 0 OR r.price IS NOT NULL)"
+
+static const char *const CATALOG_PAGE_SQL =
+    "SELECT i.lab_id, i.kind, i.item_id, i.name, i.price, i.updated_at, r.price" CATALOG_LIST_FROM
+    " ORDER BY i.kind, i.item_id LIMIT $5 OFFSET $6";
+
+static enum lh_err pgs_catalog_list(struct store *base, const char *lab_id, int kind,
+                                    const char *party_id, int only_rated, size_t offset,
+                                    size_t limit, struct catalog_item **out, size_t *n,
+                                    int64_t *total)
+{
+	struct pg_store *s = S(base);
+	struct pg_conn *c;
+	struct params p = {0};
+	PGresult *r = NULL;
+	int64_t count = 0;
+	p_text(&p, lab_id);
+	p_i64(&p, kind);
+	p_text(&p, party_id);
+	p_i64(&p, only_rated);
+	if (!total) { /* the page alone, one round trip (a bill's "is there a catalog?") */
+		p_i64(&p, (int64_t)limit);
+		p_i64(&p, (int64_t)offset);
+		return pool_list(s, CATALOG_PAGE_SQL, &p, sizeof **out, catalog_item_from_row,
+		                 (void **)out, n, "catalog_list");
+	}
+	/* One snapshot for the total and the page. */
+	enum lh_err e = pool_begin(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &c);
+	if (e != LH_OK)
+		return e;
+	e = run(s, c, "SELECT count(*)" CATALOG_LIST_FROM, &p, &r, "catalog_count");
+	if (e == LH_OK)
+		count = PQntuples(r) > 0 ? col_i64(r, 0, 0) : 0;
+	PQclear(r);
+	p_i64(&p, (int64_t)limit);
+	p_i64(&p, (int64_t)offset);
+	if (e == LH_OK)
+		e = query_list(s, c, CATALOG_PAGE_SQL, &p, sizeof **out, catalog_item_from_row,
+		               (void **)out, n, "catalog_list");
+	enum lh_err end = pool_end(s, c, e);
+	if (e == LH_OK && end != LH_OK) {
+		free(*out);
+		e = end;
+	}
+	if (e == LH_OK && total)
+		*total = count;
+	return e;
+}
+
+static enum lh_err pgs_catalog_members(struct store *base, const char *lab_id, const char *first_id,
+                                       const char *last_id, struct catalog_member **out, size_t *n)
+{
+	struct params p = {0};
+	p_text(&p, lab_id);
+	p_text(&p, first_id);
+	p_text(&p, last_id);
+	return pool_list(S(base), CATALOG_MEMBERS_SQL, &p, sizeof **out, catalog_member_from_row,
+	                 (void **)out, n, "catalog_members");
+}
+
+static enum lh_err pgs_catalog_rate_set(struct store *base, const char *lab_id,
+                                        enum catalog_kind kind, const char *item_id,
+                                        const char *party_id, int64_t price)
+{
+	struct params p = {0};
+	int64_t changed = 0;
+	p_text(&p, lab_id);
+	p_i64(&p, kind);
+	p_text(&p, item_id);
+	p_text(&p, party_id);
+	enum lh_err e;
+	if (price < 0) {
+		e = pool_cmd(S(base),
+		             "DELETE FROM catalog_rates WHERE lab_id = $1 AND kind = $2"
+		             " AND item_id = $3 AND party_id = $4",
+		             &p, &changed, "catalog_rate");
+	} else {
+		p_i64(&p, price);
+		e = pool_cmd(S(base),
+		             "INSERT INTO catalog_rates(lab_id, kind, item_id, party_id, price)"
+		             " SELECT $1, $2, $3, $4, $5 WHERE EXISTS(SELECT 1 FROM catalog_items"
+		             " WHERE lab_id = $1 AND kind = $2 AND item_id = $3)"
+		             " ON CONFLICT(lab_id, kind, item_id, party_id)"
+		             " DO UPDATE SET price = excluded.price",
+		             &p, &changed, "catalog_rate");
+	}
+	return e == LH_OK && changed == 0 ? LH_ENOTFOUND : e;
+}
+
 static const struct store_tx_ops pg_tx_ops = {
     .bill_insert = tx_bill_insert,
     .bill_load = tx_bill_load,
@@ -1848,6 +2167,10 @@ static const struct store_tx_ops pg_tx_ops = {
     .lead_set_booking = tx_lead_set_booking,
     .booking_insert = tx_booking_insert,
     .event_insert = tx_event_insert,
+    .doc_meta = tx_doc_meta,
+    .doc_put = tx_doc_put,
+    .catalog_any = tx_catalog_any,
+    .catalog_get = tx_catalog_get,
 };
 
 /* ---- group commit: the transaction primitives store_writer.c runs batches with ---- */
@@ -2078,7 +2401,8 @@ struct record_job {
  * latest state, for the outcomes that pass the fence (only the holder of the
  * subscription's lease, under the epoch the attempt was made with, records it: a node that
  * lost the lease, having stalled while another took over, leaves the delivery as the new
- * holder records it). A delivery cancelled meanwhile (unsubscribed) stays cancelled.
+ * holder records it). A delivery cancelled meanwhile (unsubscribed) stays cancelled, and
+ * one that retention has removed since takes no attempt.
  * Returns the ids of the deliveries it updated. */
 static const char *const RECORD_SQL =
     "WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[],"
@@ -2086,7 +2410,8 @@ static const char *const RECORD_SQL =
     "  $11::text[], $12::bigint[]) AS r(delivery_id, n, started_at, duration_ms,"
     "  status_code, error, response, status, next_at, now, sub_id, epoch)),"
     " f AS (SELECT r.* FROM r JOIN leases l ON l.sub_id = r.sub_id AND l.node_id = $13"
-    "  AND l.epoch = r.epoch FOR SHARE OF l),"
+    "  AND l.epoch = r.epoch"
+    "  JOIN deliveries dl ON dl.delivery_id = r.delivery_id FOR SHARE OF l),"
     " a AS (INSERT INTO attempts(delivery_id, n, started_at, duration_ms, status_code, error,"
     "  response) SELECT delivery_id, n, started_at, duration_ms, status_code, error, response"
     "  FROM f ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = excluded.started_at,"
@@ -2347,6 +2672,87 @@ static enum lh_err pgs_delivery_recover(struct store *base, const char *client_i
 	return LH_OK;
 }
 
+/* ---- retention ---- */
+
+/* One batch of a retention pass (see store.h), as a job of the writer: its deletes take
+ * their turn under LOCK_ORDER like every batch, so they cannot meet another node's record
+ * of the same delivery half-way; a primary-key range of at most `batch` rows each. */
+static enum lh_err job_sweep(struct store_tx *tx, void *arg)
+{
+	struct pg_store *s = TX(tx);
+	struct store_sweep_job *j = arg;
+	struct retention_cursor *c = &j->cur;
+	struct params p = {0};
+	PGresult *r = NULL;
+	char hi[ID_CAP] = "";
+	int64_t hi_seq = 0, created = 0, changed = 0;
+	size_t n = 0;
+	enum lh_err e;
+
+	if (!c->events)
+		p_text(&p, c->delivery_id);
+	else
+		p_i64(&p, c->event_seq);
+	p_i64(&p, (int64_t)j->batch);
+	e = run(s, &s->wc,
+	        !c->events ? "SELECT delivery_id, created_at FROM deliveries WHERE delivery_id > $1"
+	                     " ORDER BY delivery_id LIMIT $2"
+	                   : "SELECT seq, created_at FROM events WHERE seq > $1 ORDER BY seq"
+	                     " LIMIT $2",
+	        &p, &r, "sweep_page");
+	if (e != LH_OK)
+		return e;
+	n = (size_t)PQntuples(r);
+	if (n > 0 && !c->events)
+		col_text(r, (int)n - 1, 0, hi, sizeof hi);
+	else if (n > 0)
+		hi_seq = col_i64(r, (int)n - 1, 0);
+	if (n > 0)
+		created = col_i64(r, (int)n - 1, 1);
+	PQclear(r);
+	memset(&p, 0, sizeof p);
+	if (n > 0 && !c->events) {
+		/* The attempts first: they refer to their delivery. */
+		static const char *const del[] = {
+		    "DELETE FROM attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries"
+		    " WHERE delivery_id > $1 AND delivery_id <= $2 AND status <> 0"
+		    " AND updated_at < $3)",
+		    "DELETE FROM deliveries WHERE delivery_id > $1 AND delivery_id <= $2"
+		    " AND status <> 0 AND updated_at < $3",
+		};
+		p_text(&p, c->delivery_id);
+		p_text(&p, hi);
+		p_i64(&p, j->before);
+		for (size_t k = 0; k < COUNTOF(del); k++) {
+			if ((e = run_cmd(s, &s->wc, del[k], &p, &changed, "sweep_deliveries")) !=
+			    LH_OK)
+				return e;
+			j->removed += (size_t)changed;
+		}
+	} else if (n > 0) {
+		/* deliveries_event makes the check (and the foreign key's own) one index seek. */
+		p_i64(&p, c->event_seq);
+		p_i64(&p, hi_seq);
+		p_i64(&p, j->before);
+		if ((e = run_cmd(
+		         s, &s->wc,
+		         "DELETE FROM events WHERE seq > $1 AND seq <= $2 AND created_at < $3"
+		         " AND NOT EXISTS (SELECT 1 FROM deliveries d"
+		         " WHERE d.event_id = events.event_id)",
+		         &p, &changed, "sweep_events")) != LH_OK)
+			return e;
+		j->removed += (size_t)changed;
+	}
+	store_sweep_advance(c, n, j->batch, hi, hi_seq, created, j->before);
+	return LH_OK;
+}
+
+static enum lh_err pgs_retention_sweep(struct store *base, int64_t before, size_t batch,
+                                       struct retention_cursor *cur, size_t *removed)
+{
+	return store_sweep_submit(base, job_sweep, before, batch, cur, removed);
+}
+
 /* ---- leases: which node sends which subscription's deliveries ---- */
 
 static void lease_from_row(const PGresult *r, int i, void *out)
@@ -2578,6 +2984,173 @@ static enum lh_err export_table(struct pg_store *s, struct pg_conn *c, size_t t,
 		free(bytes[i]);
 	if (e == LH_OK)
 		e = exec_sql(s, c, "CLOSE lh_export", "copy_close");
+	return e;
+}
+
+/* ---- report documents ----
+ * Chunks go in and out as bytea's text form (\x and hex): twice the bytes on the wire, but
+ * the same text parameters and results as every other statement here. */
+
+#define DOC_COLS "content_type, size, sha256, version, updated_at"
+
+/* The five DOC_COLS from column first on, into d (its ids are the caller's). */
+static void doc_from_row(const PGresult *r, int i, int first, struct report_doc *d)
+{
+	col_text(r, i, first, d->content_type, sizeof d->content_type);
+	d->size = col_i64(r, i, first + 1);
+	col_hash(r, i, first + 2, d->sha256);
+	d->version = col_i64(r, i, first + 3);
+	d->updated_at = col_i64(r, i, first + 4);
+}
+
+static void doc_meta_row(const PGresult *r, int i, void *out)
+{
+	doc_from_row(r, i, 0, out);
+}
+
+static enum lh_err tx_doc_meta(struct store_tx *tx, const char *bill_id, const char *report_id,
+                               struct report_doc *out)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	struct report_doc d;
+	memset(&d, 0, sizeof d);
+	p_text(&p, bill_id);
+	p_text(&p, report_id);
+	enum lh_err e = query_one(s, &s->wc,
+	                          "SELECT " DOC_COLS " FROM report_documents"
+	                          " WHERE bill_id = $1 AND report_id = $2",
+	                          &p, doc_meta_row, &d, "doc_meta");
+	if (e == LH_OK) {
+		snprintf(d.bill_id, sizeof d.bill_id, "%s", bill_id);
+		snprintf(d.report_id, sizeof d.report_id, "%s", report_id);
+		*out = d;
+	}
+	return e;
+}
+
+static enum lh_err tx_doc_put(struct store_tx *tx, const struct report_doc *d, const void *data,
+                              size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	enum lh_err e;
+	p_text(&p, d->bill_id);
+	p_text(&p, d->report_id);
+	if ((e = run_cmd(s, &s->wc,
+	                 "DELETE FROM report_chunks WHERE bill_id = $1 AND report_id = $2", &p,
+	                 NULL, "doc_clear")) != LH_OK)
+		return e;
+	p_text(&p, d->content_type);
+	p_i64(&p, (int64_t)len);
+	p_hash(&p, d->sha256);
+	p_i64(&p, d->version);
+	p_i64(&p, d->updated_at);
+	if ((e = run_cmd(s, &s->wc,
+	                 "INSERT INTO report_documents(bill_id, report_id, " DOC_COLS ")"
+	                 " VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(bill_id, report_id)"
+	                 " DO UPDATE SET content_type = excluded.content_type,"
+	                 " size = excluded.size, sha256 = excluded.sha256,"
+	                 " version = excluded.version, updated_at = excluded.updated_at",
+	                 &p, NULL, "doc_put")) != LH_OK)
+		return e;
+	char *text = malloc(2 * REPORT_CHUNK + 3);
+	if (!text)
+		return LH_ENOMEM;
+	for (size_t off = 0, n = 0; e == LH_OK && off < len; off += REPORT_CHUNK, n++) {
+		size_t k = len - off < REPORT_CHUNK ? len - off : REPORT_CHUNK;
+		const unsigned char *b = (const unsigned char *)data + off;
+		text[0] = '\\';
+		text[1] = 'x';
+		for (size_t i = 0; i < k; i++) {
+			text[2 + 2 * i] = hex[b[i] >> 4];
+			text[3 + 2 * i] = hex[b[i] & 15];
+		}
+		text[2 + 2 * k] = '\0';
+		struct params q = {0};
+		p_text(&q, d->bill_id);
+		p_text(&q, d->report_id);
+		p_i64(&q, (int64_t)n);
+		p_text(&q, text);
+		e = run_cmd(s, &s->wc,
+		            "INSERT INTO report_chunks(bill_id, report_id, n, data)"
+		            " VALUES($1, $2, $3, $4)",
+		            &q, NULL, "doc_chunk_put");
+	}
+	free(text);
+	return e;
+}
+
+static void doc_info_row(const PGresult *r, int i, void *out)
+{
+	struct report_doc_info *info = out;
+	col_text(r, i, 0, info->client_id, sizeof info->client_id);
+	info->bill_status = (enum bill_status)col_i64(r, i, 1);
+	info->has_doc = (int)col_i64(r, i, 2);
+	if (info->has_doc)
+		doc_from_row(r, i, 3, &info->doc);
+}
+
+static enum lh_err pgs_report_doc_get(struct store *base, const char *client_id,
+                                      const char *bill_id, const char *report_id,
+                                      struct report_doc_info *out)
+{
+	struct params p = {0};
+	struct report_doc_info info;
+	memset(&info, 0, sizeof info);
+	p_text(&p, bill_id);
+	p_text(&p, report_id);
+	enum lh_err e = pool_one(
+	    S(base),
+	    "SELECT b.client_id, b.status, CASE WHEN d.report_id IS NULL THEN 0 ELSE 1 END,"
+	    " d.content_type, d.size, d.sha256, d.version, d.updated_at FROM reports r"
+	    " JOIN bills b ON b.bill_id = r.bill_id LEFT JOIN report_documents d"
+	    " ON d.bill_id = r.bill_id AND d.report_id = r.report_id"
+	    " WHERE r.report_id = $2 AND r.bill_id = $1",
+	    &p, doc_info_row, &info, "report_doc_get");
+	if (e == LH_OK && client_id && client_id[0] && strcmp(info.client_id, client_id) != 0)
+		e = LH_ENOTFOUND;
+	if (e == LH_OK) {
+		snprintf(info.doc.bill_id, sizeof info.doc.bill_id, "%s", bill_id);
+		snprintf(info.doc.report_id, sizeof info.doc.report_id, "%s", report_id);
+		*out = info;
+	}
+	return e;
+}
+
+static enum lh_err pgs_report_doc_chunk(struct store *base, const char *bill_id,
+                                        const char *report_id, int64_t version, int64_t n,
+                                        void *buf, size_t cap, size_t *len)
+{
+	struct pg_store *s = S(base);
+	struct params p = {0};
+	struct pg_conn *c;
+	PGresult *r = NULL;
+	p_text(&p, bill_id);
+	p_text(&p, report_id);
+	p_i64(&p, n);
+	p_i64(&p, version);
+	enum lh_err e = pool_get(s, &c);
+	if (e != LH_OK)
+		return e;
+	/* One statement: the chunk and the version it belongs to come from one snapshot. */
+	e = run(s, c,
+	        "SELECT c.data FROM report_chunks c JOIN report_documents d"
+	        " ON d.bill_id = c.bill_id AND d.report_id = c.report_id"
+	        " WHERE c.bill_id = $1 AND c.report_id = $2 AND c.n = $3 AND d.version = $4",
+	        &p, &r, "report_doc_chunk");
+	pool_put(s, c);
+	if (e == LH_OK && PQntuples(r) == 0)
+		e = LH_ENOTFOUND;
+	if (e == LH_OK) {
+		size_t tl = (size_t)PQgetlength(r, 0, 0);
+		if (tl < 2 || (tl - 2) / 2 > cap)
+			e = LH_ESTORE;
+		else
+			*len = unhex(PQgetvalue(r, 0, 0), tl, buf);
+	}
+	PQclear(r);
 	return e;
 }
 
@@ -2947,6 +3520,7 @@ static const struct store_ops pg_ops = {
     .lab_insert = pgs_lab_insert,
     .lab_get = pgs_lab_get,
     .lab_list = pgs_lab_list,
+    .lab_find = pgs_lab_find,
     .party_insert = pgs_party_insert,
     .party_get = pgs_party_get,
     .party_list = pgs_party_list,
@@ -2973,6 +3547,14 @@ static const struct store_ops pg_ops = {
     .delivery_requeue = pgs_delivery_requeue,
     .delivery_recover = pgs_delivery_recover,
     .bill_get = pgs_bill_get,
+    .retention_sweep = pgs_retention_sweep,
+    .report_doc_get = pgs_report_doc_get,
+    .report_doc_chunk = pgs_report_doc_chunk,
+    .catalog_put = pgs_catalog_put,
+    .catalog_delete = pgs_catalog_delete,
+    .catalog_list = pgs_catalog_list,
+    .catalog_members = pgs_catalog_members,
+    .catalog_rate_set = pgs_catalog_rate_set,
     .stats = pgs_stats,
     .export_rows = pgs_export_rows,
     .import_from = pgs_import_from,

@@ -113,6 +113,18 @@ static const struct store_col delivery_cols[] = {
 static const struct store_col attempt_cols[] = {
     TXT("delivery_id"), INT("n"), INT("started_at"), INT("duration_ms"), INT("status_code"),
     TXT("error"), TXT("response")};
+static const struct store_col report_doc_cols[] = {
+    TXT("bill_id"), TXT("report_id"), TXT("content_type"), INT("size"), BYTES("sha256"),
+    INT("version"), INT("updated_at")};
+static const struct store_col report_chunk_cols[] = {
+    TXT("bill_id"), TXT("report_id"), INT("n"), BYTES("data")};
+
+static const struct store_col catalog_item_cols[] = {
+    TXT("lab_id"), INT("kind"), TXT("item_id"), TXT("name"), INT("price"), INT("updated_at")};
+static const struct store_col catalog_member_cols[] = {
+    TXT("lab_id"), TXT("package_id"), INT("seq"), TXT("test_id")};
+static const struct store_col catalog_rate_cols[] = {
+    TXT("lab_id"), INT("kind"), TXT("item_id"), TXT("party_id"), INT("price")};
 
 /* Referenced rows first: accounts before what belongs to them, subscriptions before their
  * events, bills before reports, events before deliveries before attempts. */
@@ -131,6 +143,11 @@ const struct store_table store_copy_tables[STORE_COPY_NTABLES] = {
     TABLE("events", event_cols, 1),
     TABLE("deliveries", delivery_cols, 1),
     TABLE("attempts", attempt_cols, 2),
+    TABLE("report_documents", report_doc_cols, 2),
+    TABLE("report_chunks", report_chunk_cols, 3),
+    TABLE("catalog_items", catalog_item_cols, 3),
+    TABLE("catalog_members", catalog_member_cols, 3),
+    TABLE("catalog_rates", catalog_rate_cols, 4),
 };
 /* clang-format on */
 
@@ -212,4 +229,34 @@ enum lh_err store_copy_refuse(size_t table, int64_t rows)
 	    " new store (nothing was changed)",
 	    store_copy_tables[table].name, rows);
 	return LH_ECONFLICT;
+}
+
+void store_sweep_advance(struct retention_cursor *cur, size_t n, size_t batch, const char *id,
+                         int64_t seq, int64_t created_at, int64_t before)
+{
+	int end = n < batch || created_at >= before;
+	assert(!cur->done && n <= batch);
+	if (!cur->events) {
+		if (n > 0)
+			snprintf(cur->delivery_id, sizeof cur->delivery_id, "%s", id);
+		cur->events = end;
+		return;
+	}
+	if (n > 0)
+		cur->event_seq = seq;
+	cur->done = end;
+}
+
+enum lh_err store_sweep_submit(struct store *s, store_tx_fn job, int64_t before, size_t batch,
+                               struct retention_cursor *cur, size_t *removed)
+{
+	struct store_sweep_job j = {.before = before, .batch = batch, .cur = *cur};
+	if (batch == 0 || cur->done)
+		return LH_EINVAL;
+	enum lh_err e = s->ops->submit(s, job, &j);
+	if (e == LH_OK) {
+		*cur = j.cur;
+		*removed = j.removed;
+	}
+	return e;
 }

@@ -28,6 +28,31 @@ void store_delivery_new(struct delivery *d, const struct event *ev, const char *
  * NULL payload hands it over without one. */
 enum lh_err store_fresh_delivery(struct store_writer *w, struct delivery *d, const char *payload);
 
+/* ---- retention (store_ops.retention_sweep) ---- */
+
+/* One batch of a retention pass, as a job of the group commit: the backend's job reads
+ * cur, removes what the batch lets go, adds the rows removed to removed and moves cur on
+ * with store_sweep_advance. The caller's cursor is written only when the job succeeded. */
+struct store_sweep_job {
+	int64_t before; /* unix s: what finished (or, for events, was created) before goes */
+	size_t batch;
+	struct retention_cursor cur;
+	size_t removed;
+};
+
+/* store_ops.retention_sweep over the backend's job (which runs a store_sweep_job): submits
+ * it to s's group commit; cur and *removed are written only on LH_OK. LH_EINVAL for a
+ * batch of 0 or a pass already done. */
+enum lh_err store_sweep_submit(struct store *s, store_tx_fn job, int64_t before, size_t batch,
+                               struct retention_cursor *cur, size_t *removed);
+
+/* Moves the pass on past a page of n rows of at most batch (deliveries, or events once
+ * cur->events is set), whose last row, when n > 0, is (id, seq, created_at). A phase ends
+ * with a page that is not full or that reached a row created at or after `before` (rows
+ * are walked in creation order, and nothing created since can be old enough). */
+void store_sweep_advance(struct retention_cursor *cur, size_t n, size_t batch, const char *id,
+                         int64_t seq, int64_t created_at, int64_t before);
+
 /* ---- moving a store (store_ops.export_rows and import_from) ---- */
 
 /* Makes v, the value of column col of an exported row of table, what the importing

@@ -168,6 +168,31 @@ static const char *const migrations[] = {
      * however long the history. */
     ("DROP INDEX IF EXISTS deliveries_pending;"
      "CREATE INDEX deliveries_pending ON deliveries(sub_id, event_seq) WHERE status = 0;"),
+    /* 5: retention removes events no delivery refers to any more: the check, and the
+     * foreign key's own check on each event removed, are an index seek each instead of a
+     * scan of every delivery. */
+    "CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);",
+    /* 6: report documents, in chunks of REPORT_CHUNK bytes (written and read a chunk at a
+     * time; a document is never one value in memory). version is bumped by a replacement,
+     * and a reader asks for a chunk of the version it started with. */
+    ("CREATE TABLE report_documents(bill_id TEXT NOT NULL,"
+     " report_id TEXT NOT NULL REFERENCES reports(report_id), content_type TEXT NOT NULL,"
+     " size INTEGER NOT NULL, sha256 BLOB NOT NULL, version INTEGER NOT NULL,"
+     " updated_at INTEGER NOT NULL, PRIMARY KEY(bill_id, report_id));"
+     "CREATE TABLE report_chunks(bill_id TEXT NOT NULL, report_id TEXT NOT NULL,"
+     " n INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(bill_id, report_id, n));"),
+    /* 7: each lab's catalog: tests and packages (kind 0, 1) with prices in minor units, the
+     * tests of each package in order, and rates per party. */
+    "CREATE TABLE catalog_items(lab_id TEXT NOT NULL REFERENCES labs(lab_id),"
+    " kind INTEGER NOT NULL, item_id TEXT NOT NULL, name TEXT NOT NULL,"
+    " price INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    " PRIMARY KEY(lab_id, kind, item_id));"
+    "CREATE TABLE catalog_members(lab_id TEXT NOT NULL, package_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL, test_id TEXT NOT NULL, PRIMARY KEY(lab_id, package_id, seq));"
+    "CREATE INDEX catalog_members_test ON catalog_members(lab_id, test_id);"
+    "CREATE TABLE catalog_rates(lab_id TEXT NOT NULL, kind INTEGER NOT NULL,"
+    " item_id TEXT NOT NULL, party_id TEXT NOT NULL REFERENCES parties(party_id),"
+    " price INTEGER NOT NULL, PRIMARY KEY(lab_id, kind, item_id, party_id));",
 };
 #define N_MIGRATIONS (COUNTOF(migrations))
 
@@ -900,6 +925,21 @@ static enum lh_err sqlite_lab_list(struct store *base, const char *client_id, st
 	if (st) {
 		bind_text(st, 1, client_id);
 		e = collect(s, st, sizeof **out, lab_from_row, (void **)out, n);
+	}
+	pthread_mutex_unlock(&s->rmu);
+	return e;
+}
+
+static enum lh_err sqlite_lab_find(struct store *base, const char *lab_id, struct lab *out)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->rmu);
+	sqlite3_stmt *st = rstmt(s, "SELECT lab_id, client_id, name, created_at FROM labs"
+	                            " WHERE lab_id = ?1");
+	if (st) {
+		bind_text(st, 1, lab_id);
+		e = one_row(s, st, lab_from_row, out, "lab_find");
 	}
 	pthread_mutex_unlock(&s->rmu);
 	return e;
@@ -1721,6 +1761,464 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 	return LH_OK;
 }
 
+/* ---- report documents ---- */
+
+#define DOC_COLS "content_type, size, sha256, version, updated_at"
+
+/* The five DOC_COLS from column first on, into d (its ids are the caller's). */
+static void doc_from_row(sqlite3_stmt *st, int first, struct report_doc *d)
+{
+	col_text(st, first, d->content_type, sizeof d->content_type);
+	d->size = sqlite3_column_int64(st, first + 1);
+	memset(d->sha256, 0, sizeof d->sha256);
+	if (sqlite3_column_bytes(st, first + 2) == 32)
+		memcpy(d->sha256, sqlite3_column_blob(st, first + 2), 32);
+	d->version = sqlite3_column_int64(st, first + 3);
+	d->updated_at = sqlite3_column_int64(st, first + 4);
+}
+
+static enum lh_err tx_doc_meta(struct store_tx *tx, const char *bill_id, const char *report_id,
+                               struct report_doc *out)
+{
+	struct sqlite_store *s = TX(tx);
+	sqlite3_stmt *st = stmt(s, "SELECT " DOC_COLS " FROM report_documents"
+	                           " WHERE bill_id = ?1 AND report_id = ?2");
+	if (!st)
+		return LH_ESTORE;
+	bind_text(st, 1, bill_id);
+	bind_text(st, 2, report_id);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		memset(out, 0, sizeof *out);
+		snprintf(out->bill_id, sizeof out->bill_id, "%s", bill_id);
+		snprintf(out->report_id, sizeof out->report_id, "%s", report_id);
+		doc_from_row(st, 0, out);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW    ? LH_OK
+	       : rc == SQLITE_DONE ? LH_ENOTFOUND
+	                           : fail(s, rc, "doc_meta");
+}
+
+static enum lh_err tx_doc_put(struct store_tx *tx, const struct report_doc *d, const void *data,
+                              size_t len)
+{
+	struct sqlite_store *s = TX(tx);
+	enum lh_err e;
+	sqlite3_stmt *st =
+	    stmt(s, "DELETE FROM report_chunks WHERE bill_id = ?1 AND report_id = ?2");
+	if (st) {
+		bind_text(st, 1, d->bill_id);
+		bind_text(st, 2, d->report_id);
+	}
+	if ((e = step_done(s, st, "doc_clear")) != LH_OK)
+		return e;
+	st = stmt(s, "INSERT INTO report_documents(bill_id, report_id, " DOC_COLS ")"
+	             " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(bill_id, report_id) DO UPDATE"
+	             " SET content_type = excluded.content_type, size = excluded.size,"
+	             " sha256 = excluded.sha256, version = excluded.version,"
+	             " updated_at = excluded.updated_at");
+	if (st) {
+		bind_text(st, 1, d->bill_id);
+		bind_text(st, 2, d->report_id);
+		bind_text(st, 3, d->content_type);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)len);
+		sqlite3_bind_blob(st, 5, d->sha256, 32, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 6, d->version);
+		sqlite3_bind_int64(st, 7, d->updated_at);
+	}
+	if ((e = step_done(s, st, "doc_put")) != LH_OK)
+		return e;
+	for (size_t off = 0, n = 0; off < len; off += REPORT_CHUNK, n++) {
+		size_t k = len - off < REPORT_CHUNK ? len - off : REPORT_CHUNK;
+		st = stmt(s, "INSERT INTO report_chunks(bill_id, report_id, n, data)"
+		             " VALUES(?1, ?2, ?3, ?4)");
+		if (st) {
+			bind_text(st, 1, d->bill_id);
+			bind_text(st, 2, d->report_id);
+			sqlite3_bind_int64(st, 3, (sqlite3_int64)n);
+			sqlite3_bind_blob(st, 4, (const char *)data + off, (int)k, SQLITE_STATIC);
+		}
+		if ((e = step_done(s, st, "doc_chunk_put")) != LH_OK)
+			return e;
+	}
+	return LH_OK;
+}
+
+static enum lh_err sqlite_report_doc_get(struct store *base, const char *client_id,
+                                         const char *bill_id, const char *report_id,
+                                         struct report_doc_info *out)
+{
+	struct sqlite_store *s = S(base);
+	struct report_doc_info info;
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->rmu);
+	sqlite3_stmt *st =
+	    rstmt(s, "SELECT b.client_id, b.status, d.report_id IS NOT NULL, d.content_type,"
+	             " d.size, d.sha256, d.version, d.updated_at FROM reports r"
+	             " JOIN bills b ON b.bill_id = r.bill_id LEFT JOIN report_documents d"
+	             " ON d.bill_id = r.bill_id AND d.report_id = r.report_id"
+	             " WHERE r.report_id = ?2 AND r.bill_id = ?1");
+	if (st) {
+		bind_text(st, 1, bill_id);
+		bind_text(st, 2, report_id);
+		int rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			memset(&info, 0, sizeof info);
+			col_text(st, 0, info.client_id, sizeof info.client_id);
+			info.bill_status = (enum bill_status)sqlite3_column_int(st, 1);
+			info.has_doc = sqlite3_column_int(st, 2);
+			snprintf(info.doc.bill_id, sizeof info.doc.bill_id, "%s", bill_id);
+			snprintf(info.doc.report_id, sizeof info.doc.report_id, "%s", report_id);
+			if (info.has_doc)
+				doc_from_row(st, 3, &info.doc);
+			e = client_id && client_id[0] && strcmp(info.client_id, client_id) != 0
+			        ? LH_ENOTFOUND
+			        : LH_OK;
+		} else {
+			e = rc == SQLITE_DONE ? LH_ENOTFOUND : fail(s, rc, "report_doc_get");
+		}
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&s->rmu);
+	if (e == LH_OK)
+		*out = info;
+	return e;
+}
+
+static enum lh_err sqlite_report_doc_chunk(struct store *base, const char *bill_id,
+                                           const char *report_id, int64_t version, int64_t n,
+                                           void *buf, size_t cap, size_t *len)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->rmu);
+	/* One statement: the chunk and the version it belongs to come from one snapshot. */
+	sqlite3_stmt *st = rstmt(s, "SELECT c.data FROM report_chunks c JOIN report_documents d"
+	                            " ON d.bill_id = c.bill_id AND d.report_id = c.report_id"
+	                            " WHERE c.bill_id = ?1 AND c.report_id = ?2 AND c.n = ?3"
+	                            " AND d.version = ?4");
+	if (st) {
+		bind_text(st, 1, bill_id);
+		bind_text(st, 2, report_id);
+		sqlite3_bind_int64(st, 3, n);
+		sqlite3_bind_int64(st, 4, version);
+		int rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			size_t k = (size_t)sqlite3_column_bytes(st, 0);
+			if (k > cap) {
+				e = LH_ESTORE;
+			} else {
+				if (k)
+					memcpy(buf, sqlite3_column_blob(st, 0), k);
+				*len = k;
+				e = LH_OK;
+			}
+		} else {
+			e = rc == SQLITE_DONE ? LH_ENOTFOUND : fail(s, rc, "report_doc_chunk");
+		}
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&s->rmu);
+	return e;
+}
+
+/* ---- a lab's catalog ---- */
+
+static void catalog_item_from_row(sqlite3_stmt *st, void *p)
+{
+	struct catalog_item *it = p;
+	memset(it, 0, sizeof *it);
+	col_text(st, 0, it->lab_id, sizeof it->lab_id);
+	it->kind = (enum catalog_kind)sqlite3_column_int(st, 1);
+	col_text(st, 2, it->id, sizeof it->id);
+	col_text(st, 3, it->name, sizeof it->name);
+	it->price = sqlite3_column_int64(st, 4);
+	it->updated_at = sqlite3_column_int64(st, 5);
+	it->party_price =
+	    sqlite3_column_type(st, 6) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 6);
+}
+
+static void catalog_member_from_row(sqlite3_stmt *st, void *p)
+{
+	struct catalog_member *m = p;
+	memset(m, 0, sizeof *m);
+	col_text(st, 0, m->package_id, sizeof m->package_id);
+	col_text(st, 1, m->test_id, sizeof m->test_id);
+	col_text(st, 2, m->name, sizeof m->name);
+}
+
+#define CATALOG_MEMBERS_SQL                                                                        \
+	"SELECT m.package_id, m.test_id, COALESCE(t.name, m.test_id) FROM catalog_members m"       \
+	" LEFT JOIN catalog_items t ON t.lab_id = m.lab_id AND t.kind = 0"                         \
+	" AND t.item_id = m.test_id WHERE m.lab_id = ?1 AND m.package_id BETWEEN ?2 AND ?3"        \
+	" ORDER BY m.package_id, m.seq"
+
+static enum lh_err tx_catalog_any(struct store_tx *tx, const char *lab_id, int *any)
+{
+	struct sqlite_store *s = TX(tx);
+	sqlite3_stmt *st = stmt(s, "SELECT 1 FROM catalog_items WHERE lab_id = ?1 LIMIT 1");
+	if (!st)
+		return LH_ESTORE;
+	bind_text(st, 1, lab_id);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return fail(s, rc, "catalog_any");
+	*any = rc == SQLITE_ROW;
+	return LH_OK;
+}
+
+static enum lh_err tx_catalog_get(struct store_tx *tx, const char *lab_id, enum catalog_kind kind,
+                                  const char *id, struct catalog_item *out,
+                                  struct catalog_member **members, size_t *n)
+{
+	struct sqlite_store *s = TX(tx);
+	struct catalog_item it;
+	struct catalog_member *m = NULL;
+	size_t nm = 0;
+	sqlite3_stmt *st = stmt(s, "SELECT lab_id, kind, item_id, name, price, updated_at, NULL"
+	                           " FROM catalog_items WHERE lab_id = ?1 AND kind = ?2"
+	                           " AND item_id = ?3");
+	if (!st)
+		return LH_ESTORE;
+	bind_text(st, 1, lab_id);
+	sqlite3_bind_int(st, 2, (int)kind);
+	bind_text(st, 3, id);
+	enum lh_err e = one_row(s, st, catalog_item_from_row, &it, "catalog_get");
+	if (e != LH_OK)
+		return e;
+	if (members && kind == CATALOG_PACKAGE) {
+		if (!(st = stmt(s, CATALOG_MEMBERS_SQL)))
+			return LH_ESTORE;
+		bind_text(st, 1, lab_id);
+		bind_text(st, 2, id);
+		bind_text(st, 3, id);
+		if ((e = collect(s, st, sizeof *m, catalog_member_from_row, (void **)&m, &nm)) !=
+		    LH_OK)
+			return e;
+	}
+	*out = it;
+	if (members) {
+		*members = m;
+		*n = nm;
+	}
+	return LH_OK;
+}
+
+static enum lh_err sqlite_catalog_put(struct store *base, const char *lab_id,
+                                      const struct catalog_item *items, size_t n,
+                                      const struct catalog_member *members, size_t nmembers,
+                                      size_t *bad)
+{
+	struct sqlite_store *s = S(base);
+	sqlite3_stmt *st;
+	size_t bad_at = 0;
+	enum lh_err e = begin(s);
+	if (e != LH_OK)
+		return e;
+	for (size_t i = 0; e == LH_OK && i < n; i++) {
+		st = stmt(s,
+		          "INSERT INTO catalog_items(lab_id, kind, item_id, name, price,"
+		          " updated_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
+		          " ON CONFLICT(lab_id, kind, item_id) DO UPDATE SET name = excluded.name,"
+		          " price = excluded.price, updated_at = excluded.updated_at");
+		if (st) {
+			bind_text(st, 1, lab_id);
+			sqlite3_bind_int(st, 2, (int)items[i].kind);
+			bind_text(st, 3, items[i].id);
+			bind_text(st, 4, items[i].name);
+			sqlite3_bind_int64(st, 5, items[i].price);
+			sqlite3_bind_int64(st, 6, items[i].updated_at);
+		}
+		if ((e = step_done(s, st, "catalog_put")) != LH_OK ||
+		    items[i].kind != CATALOG_PACKAGE)
+			continue;
+		st = stmt(s, "DELETE FROM catalog_members WHERE lab_id = ?1 AND package_id = ?2");
+		if (st) {
+			bind_text(st, 1, lab_id);
+			bind_text(st, 2, items[i].id);
+		}
+		e = step_done(s, st, "catalog_members_clear");
+	}
+	for (size_t i = 0; e == LH_OK && i < nmembers; i++) {
+		/* Inserted only when the test is in the catalog: no row means an unknown test. */
+		st = stmt(s,
+		          "INSERT INTO catalog_members(lab_id, package_id, seq, test_id)"
+		          " SELECT ?1, ?2, (SELECT COALESCE(MAX(seq) + 1, 0) FROM catalog_members"
+		          " WHERE lab_id = ?1 AND package_id = ?2), ?3"
+		          " WHERE EXISTS(SELECT 1 FROM catalog_items WHERE lab_id = ?1 AND kind = 0"
+		          " AND item_id = ?3)");
+		if (st) {
+			bind_text(st, 1, lab_id);
+			bind_text(st, 2, members[i].package_id);
+			bind_text(st, 3, members[i].test_id);
+		}
+		if ((e = step_done(s, st, "catalog_member")) == LH_OK &&
+		    sqlite3_changes(s->db) == 0) {
+			e = LH_ENOTFOUND;
+			bad_at = i;
+		}
+	}
+	e = finish(s, e);
+	if (e == LH_ENOTFOUND && bad)
+		*bad = bad_at;
+	return e;
+}
+
+static enum lh_err sqlite_catalog_delete(struct store *base, const char *lab_id,
+                                         enum catalog_kind kind, const char *id,
+                                         char in_package[ID_CAP])
+{
+	struct sqlite_store *s = S(base);
+	char pkg[ID_CAP] = "";
+	sqlite3_stmt *st;
+	enum lh_err e = begin(s);
+	if (e != LH_OK)
+		return e;
+	if (kind == CATALOG_TEST) {
+		st = stmt(s, "SELECT package_id FROM catalog_members WHERE lab_id = ?1"
+		             " AND test_id = ?2 ORDER BY package_id LIMIT 1");
+		if (!st) {
+			e = LH_ESTORE;
+			goto out;
+		}
+		bind_text(st, 1, lab_id);
+		bind_text(st, 2, id);
+		int rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			col_text(st, 0, pkg, sizeof pkg);
+		sqlite3_reset(st);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+			e = fail(s, rc, "catalog_in_package");
+			goto out;
+		}
+		if (rc == SQLITE_ROW) {
+			e = LH_ECONFLICT;
+			goto out;
+		}
+	}
+	static const char *const sql[] = {
+	    "DELETE FROM catalog_items WHERE lab_id = ?1 AND kind = ?2 AND item_id = ?3",
+	    "DELETE FROM catalog_rates WHERE lab_id = ?1 AND kind = ?2 AND item_id = ?3",
+	    "DELETE FROM catalog_members WHERE lab_id = ?1 AND package_id = ?3 AND ?2 = 1",
+	};
+	for (size_t k = 0; e == LH_OK && k < COUNTOF(sql); k++) {
+		if ((st = stmt(s, sql[k]))) {
+			bind_text(st, 1, lab_id);
+			sqlite3_bind_int(st, 2, (int)kind);
+			bind_text(st, 3, id);
+		}
+		e = step_done(s, st, "catalog_delete");
+		if (e == LH_OK && k == 0 && sqlite3_changes(s->db) == 0)
+			e = LH_ENOTFOUND;
+	}
+out:
+	e = finish(s, e);
+	if (e == LH_ECONFLICT && in_package)
+		memcpy(in_package, pkg, ID_CAP);
+	return e;
+}
+
+#define CATALOG_LIST_FROM                                                                          \
+	" FROM catalog_items i LEFT JOIN catalog_rates r ON r.lab_id = i.lab_id"                   \
+	" AND r.kind = i.kind AND r.item_id = i.item_id AND r.party_id = ?3"                       \
+	" WHERE i.lab_id = ?1 AND (?2 < 0 OR i.kind = ?2) AND (?4 = 0 OR r.price IS NOT NULL)"
+
+static enum lh_err sqlite_catalog_list(struct store *base, const char *lab_id, int kind,
+                                       const char *party_id, int only_rated, size_t offset,
+                                       size_t limit, struct catalog_item **out, size_t *n,
+                                       int64_t *total)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	int64_t count = 0;
+	pthread_mutex_lock(&s->rmu);
+	/* One read transaction: the page and the total come from the same snapshot. */
+	int rc = total ? sqlite3_exec(s->rdb, "BEGIN", NULL, NULL, NULL) : SQLITE_OK;
+	sqlite3_stmt *st = total ? rstmt(s, "SELECT count(*)" CATALOG_LIST_FROM) : NULL;
+	if (!total)
+		e = LH_OK; /* no total asked: the page alone (a bill's "is there a catalog?") */
+	if (rc == SQLITE_OK && st) {
+		bind_text(st, 1, lab_id);
+		sqlite3_bind_int(st, 2, kind);
+		bind_text(st, 3, party_id);
+		sqlite3_bind_int(st, 4, only_rated);
+		rc = sqlite3_step(st);
+		count = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+		sqlite3_reset(st);
+		e = rc == SQLITE_ROW ? LH_OK : fail(s, rc, "catalog_count");
+	}
+	if (e == LH_OK) {
+		st = rstmt(s, "SELECT i.lab_id, i.kind, i.item_id, i.name, i.price, i.updated_at,"
+		              " r.price" CATALOG_LIST_FROM
+		              " ORDER BY i.kind, i.item_id LIMIT ?5 OFFSET ?6");
+		e = LH_ESTORE;
+		if (st) {
+			bind_text(st, 1, lab_id);
+			sqlite3_bind_int(st, 2, kind);
+			bind_text(st, 3, party_id);
+			sqlite3_bind_int(st, 4, only_rated);
+			sqlite3_bind_int64(st, 5, (sqlite3_int64)limit);
+			sqlite3_bind_int64(st, 6, (sqlite3_int64)offset);
+			e = collect(s, st, sizeof **out, catalog_item_from_row, (void **)out, n);
+		}
+	}
+	if (!sqlite3_get_autocommit(s->rdb))
+		sqlite3_exec(s->rdb, "COMMIT", NULL, NULL, NULL); /* it only read */
+	pthread_mutex_unlock(&s->rmu);
+	if (e == LH_OK && total)
+		*total = count;
+	return e;
+}
+
+static enum lh_err sqlite_catalog_members(struct store *base, const char *lab_id,
+                                          const char *first_id, const char *last_id,
+                                          struct catalog_member **out, size_t *n)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->rmu);
+	sqlite3_stmt *st = rstmt(s, CATALOG_MEMBERS_SQL);
+	if (st) {
+		bind_text(st, 1, lab_id);
+		bind_text(st, 2, first_id);
+		bind_text(st, 3, last_id);
+		e = collect(s, st, sizeof **out, catalog_member_from_row, (void **)out, n);
+	}
+	pthread_mutex_unlock(&s->rmu);
+	return e;
+}
+
+static enum lh_err sqlite_catalog_rate_set(struct store *base, const char *lab_id,
+                                           enum catalog_kind kind, const char *item_id,
+                                           const char *party_id, int64_t price)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = begin(s);
+	if (e != LH_OK)
+		return e;
+	sqlite3_stmt *st =
+	    price < 0 ? stmt(s, "DELETE FROM catalog_rates WHERE lab_id = ?1 AND kind = ?2"
+	                        " AND item_id = ?3 AND party_id = ?4")
+	              : stmt(s, "INSERT INTO catalog_rates(lab_id, kind, item_id, party_id, price)"
+	                        " SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS(SELECT 1 FROM"
+	                        " catalog_items WHERE lab_id = ?1 AND kind = ?2 AND item_id = ?3)"
+	                        " ON CONFLICT(lab_id, kind, item_id, party_id)"
+	                        " DO UPDATE SET price = excluded.price");
+	if (st) {
+		bind_text(st, 1, lab_id);
+		sqlite3_bind_int(st, 2, (int)kind);
+		bind_text(st, 3, item_id);
+		bind_text(st, 4, party_id);
+		if (price >= 0)
+			sqlite3_bind_int64(st, 5, price);
+	}
+	if ((e = step_done(s, st, "catalog_rate")) == LH_OK && sqlite3_changes(s->db) == 0)
+		e = LH_ENOTFOUND;
+	return finish(s, e);
+}
+
 static const struct store_tx_ops sqlite_tx_ops = {
     .bill_insert = tx_bill_insert,
     .bill_load = tx_bill_load,
@@ -1732,6 +2230,10 @@ static const struct store_tx_ops sqlite_tx_ops = {
     .lead_set_booking = tx_lead_set_booking,
     .booking_insert = tx_booking_insert,
     .event_insert = tx_event_insert,
+    .doc_meta = tx_doc_meta,
+    .doc_put = tx_doc_put,
+    .catalog_any = tx_catalog_any,
+    .catalog_get = tx_catalog_get,
 };
 
 /* ---- group commit: the transaction primitives store_writer.c runs batches with ---- */
@@ -1967,9 +2469,12 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 	enum lh_err e = LH_OK;
 	for (size_t i = 0; i < j->n && e == LH_OK; i++) {
 		const struct delivery_result *r = &j->r[i];
+		/* A delivery retention removed (cancelled while this attempt ran) takes
+		 * none. */
 		sqlite3_stmt *st = stmt(s, "INSERT OR REPLACE INTO attempts(delivery_id, n,"
 		                           " started_at, duration_ms, status_code, error, response)"
-		                           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+		                           " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS"
+		                           " (SELECT 1 FROM deliveries WHERE delivery_id = ?1)");
 		if (st) {
 			bind_text(st, 1, r->a.delivery_id);
 			sqlite3_bind_int(st, 2, r->a.n);
@@ -2012,7 +2517,8 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 		if ((e = step_done(s, st, "sub_outcome")) != LH_OK)
 			break;
 		if (r->sub == SUBO_DISABLE && sqlite3_changes(s->db) > 0) {
-			/* A disabled subscription gives its events up to new registrations. */
+			/* A disabled subscription gives its events up to new registrations.
+			 */
 			struct subscription u;
 			memset(&u, 0, sizeof u);
 			snprintf(u.id, sizeof u.id, "%s", r->sub_id);
@@ -2235,6 +2741,101 @@ static enum lh_err sqlite_delivery_recover(struct store *base, const char *clien
 	return LH_OK;
 }
 
+/* ---- retention ---- */
+
+/* Reads a page of a retention pass: st (?1 the cursor, ?2 the page size) gives the page's
+ * rows (id or seq, created_at) in order; the last row's are kept, and *n gets the count. */
+static enum lh_err sweep_page(struct sqlite_store *s, sqlite3_stmt *st, size_t *n, char *id,
+                              size_t idcap, int64_t *seq, int64_t *created)
+{
+	int rc;
+	if (!st)
+		return LH_ESTORE;
+	*n = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (id)
+			col_text(st, 0, id, idcap);
+		else
+			*seq = sqlite3_column_int64(st, 0);
+		*created = sqlite3_column_int64(st, 1);
+		(*n)++;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? LH_OK : fail(s, rc, "sweep_page");
+}
+
+/* One batch of a retention pass (see store.h), on the writer: a primary-key range of at
+ * most `batch` rows, so the job stays short whatever the table's size. */
+static enum lh_err job_sweep(struct store_tx *tx, void *arg)
+{
+	struct sqlite_store *s = TX(tx);
+	struct store_sweep_job *j = arg;
+	struct retention_cursor *c = &j->cur;
+	char hi[ID_CAP] = "";
+	int64_t hi_seq = 0, created = 0;
+	size_t n = 0;
+	enum lh_err e;
+	sqlite3_stmt *st;
+
+	if (!c->events) {
+		if ((st = stmt(s, "SELECT delivery_id, created_at FROM deliveries"
+		                  " WHERE delivery_id > ?1 ORDER BY delivery_id LIMIT ?2"))) {
+			bind_text(st, 1, c->delivery_id);
+			sqlite3_bind_int64(st, 2, (sqlite3_int64)j->batch);
+		}
+		if ((e = sweep_page(s, st, &n, hi, sizeof hi, NULL, &created)) != LH_OK)
+			return e;
+		/* The attempts first: they refer to their delivery. */
+		static const char *const del[] = {
+		    "DELETE FROM attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries"
+		    " WHERE delivery_id > ?1 AND delivery_id <= ?2 AND status != 0"
+		    " AND updated_at < ?3)",
+		    "DELETE FROM deliveries WHERE delivery_id > ?1 AND delivery_id <= ?2"
+		    " AND status != 0 AND updated_at < ?3",
+		};
+		for (size_t k = 0; n > 0 && k < COUNTOF(del); k++) {
+			if ((st = stmt(s, del[k]))) {
+				bind_text(st, 1, c->delivery_id);
+				bind_text(st, 2, hi);
+				sqlite3_bind_int64(st, 3, j->before);
+			}
+			if ((e = step_done(s, st, "sweep_deliveries")) != LH_OK)
+				return e;
+			j->removed += (size_t)sqlite3_changes(s->db);
+		}
+	} else {
+		if ((st = stmt(s, "SELECT seq, created_at FROM events WHERE seq > ?1"
+		                  " ORDER BY seq LIMIT ?2"))) {
+			sqlite3_bind_int64(st, 1, c->event_seq);
+			sqlite3_bind_int64(st, 2, (sqlite3_int64)j->batch);
+		}
+		if ((e = sweep_page(s, st, &n, NULL, 0, &hi_seq, &created)) != LH_OK)
+			return e;
+		/* deliveries_event makes the check (and the foreign key's own) one index
+		 * seek. */
+		if (n > 0) {
+			if ((st = stmt(s, "DELETE FROM events WHERE seq > ?1 AND seq <= ?2"
+			                  " AND created_at < ?3 AND NOT EXISTS (SELECT 1 FROM"
+			                  " deliveries d WHERE d.event_id = events.event_id)"))) {
+				sqlite3_bind_int64(st, 1, c->event_seq);
+				sqlite3_bind_int64(st, 2, hi_seq);
+				sqlite3_bind_int64(st, 3, j->before);
+			}
+			if ((e = step_done(s, st, "sweep_events")) != LH_OK)
+				return e;
+			j->removed += (size_t)sqlite3_changes(s->db);
+		}
+	}
+	store_sweep_advance(c, n, j->batch, hi, hi_seq, created, j->before);
+	return LH_OK;
+}
+
+static enum lh_err sqlite_retention_sweep(struct store *base, int64_t before, size_t batch,
+                                          struct retention_cursor *cur, size_t *removed)
+{
+	return store_sweep_submit(base, job_sweep, before, batch, cur, removed);
+}
+
 /* ---- moving a store: export and import (see store.h) ---- */
 
 /* Prepares sql, a statement built at run time (not cached: finalize it), on the writer's
@@ -2432,7 +3033,8 @@ static enum lh_err sqlite_import_from(struct store *base, struct store *from,
 	if ((e = exec(s, "DELETE FROM meta")) != LH_OK)
 		goto out;
 	/* events.seq is AUTOINCREMENT: an explicit seq larger than any before moves the
-	 * table's counter (sqlite_sequence) with it, so the next event follows the last copied. */
+	 * table's counter (sqlite_sequence) with it, so the next event follows the last
+	 * copied. */
 	e = from->ops->export_rows(from, import_row, &im, exported);
 	sqlite3_finalize(im.st);
 	if (e != LH_OK || (e = count_tables(s, have)) != LH_OK ||
@@ -2464,6 +3066,7 @@ static const struct store_ops sqlite_ops = {
     .lab_insert = sqlite_lab_insert,
     .lab_get = sqlite_lab_get,
     .lab_list = sqlite_lab_list,
+    .lab_find = sqlite_lab_find,
     .party_insert = sqlite_party_insert,
     .party_get = sqlite_party_get,
     .party_list = sqlite_party_list,
@@ -2490,6 +3093,14 @@ static const struct store_ops sqlite_ops = {
     .delivery_requeue = sqlite_delivery_requeue,
     .delivery_recover = sqlite_delivery_recover,
     .bill_get = sqlite_bill_get,
+    .retention_sweep = sqlite_retention_sweep,
+    .report_doc_get = sqlite_report_doc_get,
+    .report_doc_chunk = sqlite_report_doc_chunk,
+    .catalog_put = sqlite_catalog_put,
+    .catalog_delete = sqlite_catalog_delete,
+    .catalog_list = sqlite_catalog_list,
+    .catalog_members = sqlite_catalog_members,
+    .catalog_rate_set = sqlite_catalog_rate_set,
     .stats = sqlite_stats,
     .export_rows = sqlite_export_rows,
     .import_from = sqlite_import_from,
@@ -2532,8 +3143,9 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
 	sqlite3_busy_timeout(s->db, 5000);
 	/* WAL + synchronous=FULL: every COMMIT is on disk before it returns. */
 	/* 4 KiB pages (the default, stated): with commits of dozens of jobs, larger pages
-	 * wrote more bytes per commit and copied more into each job's savepoint journal (measured
-	 * with 16 KiB: 15% fewer bills per second). Only takes effect on a new database. */
+	 * wrote more bytes per commit and copied more into each job's savepoint journal
+	 * (measured with 16 KiB: 15% fewer bills per second). Only takes effect on a new
+	 * database. */
 	if ((e = exec(s, "PRAGMA page_size=4096; PRAGMA journal_mode=WAL;"
 	                 " PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
 	                 " PRAGMA cache_size=-32768;"

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <pthread.h>
@@ -295,6 +296,71 @@ int util_ct_equal(const void *a, const void *b, size_t n)
 	return CRYPTO_memcmp(a, b, n) == 0;
 }
 
+void util_hex(const void *in, size_t n, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *b = in;
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = hex[b[i] >> 4];
+		out[2 * i + 1] = hex[b[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* A decimal number of 1..18 digits at *p (so it cannot overflow); moves *p past it. */
+static int range_num(const char **p, uint64_t *out)
+{
+	uint64_t v = 0;
+	int k = 0;
+	while (**p >= '0' && **p <= '9') {
+		if (++k > 18)
+			return -1;
+		v = v * 10 + (uint64_t)(**p - '0');
+		(*p)++;
+	}
+	if (k == 0)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int util_range_parse(const char *h, uint64_t size, uint64_t *first, uint64_t *last)
+{
+	uint64_t a = 0, b = 0;
+	int has_a, has_b;
+	if (!h || strncasecmp(h, "bytes=", 6) != 0)
+		return 0;
+	const char *p = h + 6;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	has_a = *p >= '0' && *p <= '9';
+	if (has_a && range_num(&p, &a))
+		return 0;
+	if (*p++ != '-')
+		return 0;
+	has_b = *p >= '0' && *p <= '9';
+	if (has_b && range_num(&p, &b))
+		return 0;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p != '\0' || (!has_a && !has_b) || (has_a && has_b && b < a))
+		return 0; /* malformed, or several ranges (a comma): the whole */
+	if (!has_a) {     /* the last b bytes */
+		if (b == 0 || size == 0)
+			return -1;
+		a = b >= size ? 0 : size - b;
+		b = size - 1;
+	} else {
+		if (a >= size)
+			return -1;
+		if (!has_b || b >= size)
+			b = size - 1;
+	}
+	*first = a;
+	*last = b;
+	return 1;
+}
+
 int64_t util_now(void)
 {
 	return (int64_t)time(NULL);
@@ -458,4 +524,20 @@ int util_id_valid(const char *s, const char *prefix)
 		if (!isalnum((unsigned char)s[i]) && s[i] != '_')
 			return 0;
 	return 1;
+}
+
+void util_roff_text(FILE *f, const char *s, int dashes)
+{
+	if (*s == '.' || *s == '\'')
+		fputs("\\&", f); /* else a line starting with it would be a request */
+	for (; *s; s++) {
+		if (*s == '\\')
+			fputs("\\e", f);
+		else if (*s == '-' && dashes)
+			fputs("\\-", f);
+		else if (*s == '\n')
+			fputc(' ', f);
+		else
+			fputc(*s, f);
+	}
 }

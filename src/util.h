@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "err.h"
 
@@ -56,6 +57,15 @@ size_t util_b64url_encode(const void *in, size_t n, char *out, size_t cap);
 void util_sha256(const void *data, size_t n, unsigned char out[32]);
 /* Constant-time comparison of two equal-length byte strings: 1 if equal. */
 int util_ct_equal(const void *a, const void *b, size_t n);
+/* Lower-case hex of the n bytes at in into out (2n + 1 bytes, NUL-terminated). */
+void util_hex(const void *in, size_t n, char *out);
+
+/* An HTTP Range header (RFC 9110 14.1.2) against a representation of size bytes. Returns 1
+ * for one satisfiable range, [*first, *last] inclusive (a last past the end is cut to it);
+ * -1 when the one range asked for is unsatisfiable (416); 0 when the whole is to be sent:
+ * no header, a unit other than bytes, a malformed value, or several ranges (RFC 9110 lets a
+ * server ignore Range). Outputs are written only when it returns 1. */
+int util_range_parse(const char *h, uint64_t size, uint64_t *first, uint64_t *last);
 
 /* Copies the n bytes at in into out (cap >= 4 bytes) as UTF-8 text: each ill-formed
  * sequence (its longest valid start, or a lone byte) and each NUL becomes U+FFFD, and the
@@ -85,5 +95,9 @@ int util_parse_retry_after(const char *v, size_t n, int64_t now, int cap_s, int 
 
 /* 1 if s is a valid identifier with the given prefix (charset [0-9A-Za-z_], length cap). */
 int util_id_valid(const char *s, const char *prefix);
+
+/* Writes s to f as roff text for a man page: backslashes escaped, a leading '.' or '\''
+ * neutralised, newlines as spaces; with dashes, every '-' as "\-" (options, commands). */
+void util_roff_text(FILE *f, const char *s, int dashes);
 
 #endif

@@ -8,6 +8,11 @@ With LABHOOK_TEST_STORE=pg (and LABHOOK_TEST_PG, from tests/pg/with_pg.py) every
 runs on PostgreSQL instead of SQLite: a database of its own per data directory (a restart
 on the same directory finds its data again), dropped at cleanup. Server.db() reads the
 store directly whichever it is.
+
+With LABHOOK_TEST_LOG_FORMAT=json every Server runs with --log-format json (as does one
+given that option): each line it writes to stderr must be one JSON log object (time, level, module, msg and string fields),
+checked as it arrives; Server.stop fails naming the first lines that were not. log_lines
+holds each line in the text form, so the tests' searches of the log work in both modes.
 """
 import hashlib
 import http.client
@@ -28,6 +33,7 @@ import traceback
 BIN = os.environ.get("LABHOOK_BIN") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "labhook")
 PG = os.environ.get("LABHOOK_TEST_PG") if os.environ.get("LABHOOK_TEST_STORE") == "pg" else None
+LOG_JSON = os.environ.get("LABHOOK_TEST_LOG_FORMAT") == "json"
 
 
 def pg_uri(db):
@@ -103,6 +109,40 @@ class PgReader:
         return rows
 
 
+def _text_value(v):
+    """A JSON log field's value the way the text format writes it (log_escape, or "..."
+    for a value that was written quoted with plain spaces)."""
+    if " " in v and all(0x20 <= ord(c) < 0x7f and c not in '"\\' for c in v):
+        return '"%s"' % v
+    out = []
+    for b in v.encode("utf-8", "surrogateescape"):
+        c = chr(b)
+        if c in '"\\':
+            out.append("\\" + c)
+        elif b < 0x21 or b >= 0x7f:
+            out.append("\\x%02x" % b)
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def json_log_as_text(line):
+    """The text form of one JSON log line; ValueError when it is not valid UTF-8 holding
+    one JSON object with string time, level, module and msg and only string fields."""
+    line.encode("utf-8")  # a byte that is not UTF-8 arrives as a surrogate: refused here
+    obj = json.loads(line)
+    if not isinstance(obj, dict) or not all(k in obj for k in ("time", "level", "module", "msg")):
+        raise ValueError("not a log object with time, level, module and msg")
+    if not all(isinstance(v, str) for v in obj.values()):
+        raise ValueError("a value that is not a string")
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", obj["time"]):
+        raise ValueError("time is not RFC 3339 UTC with milliseconds")
+    words = [obj["time"], obj["level"], obj["module"]]
+    words += ["%s=%s" % (k, _text_value(v)) for k, v in obj.items()
+              if k not in ("time", "level", "module", "msg")]
+    return " ".join(words + ([obj["msg"]] if obj["msg"] else []))
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status
@@ -137,7 +177,10 @@ class Server:
         self.proc = None
         self.port = None
         self.log_lines = []
+        self.raw_log = []  # the lines as written (log_lines has the text form of JSON lines)
+        self.not_json = []  # with LABHOOK_TEST_LOG_FORMAT=json: (line, why) not yet reported
         self._stdout = []
+        self._pumps = []
 
     def start(self, timeout=20):
         env = dict(os.environ)
@@ -149,16 +192,27 @@ class Server:
             r = psql(PG, "CREATE DATABASE " + self.pg_db, check=False)
             assert r.returncode == 0 or "already exists" in r.stderr, r.stderr
         cmd = [BIN, "serve", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"] + self.args
+        if LOG_JSON and not any(a.startswith("--log-format") for a in self.args):
+            cmd += ["--log-format", "json"]
+        json_mode = any(a == "--log-format=json" or (a == "json" and b == "--log-format")
+                        for b, a in zip(cmd, cmd[1:]))
         if self.pg_db and "--store" not in self.args:  # (tests may change args between starts)
             cmd += ["--store", pg_uri(self.pg_db)]
         self.port = None  # a restart that fails must not look ready on the old port
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=env, text=True)
+                                     env=env, text=True, errors="surrogateescape")
         ready = threading.Event()
 
         def pump_err():
             for line in self.proc.stderr:
-                self.log_lines.append(line.rstrip("\n"))
+                line = line.rstrip("\n")
+                self.raw_log.append(line)
+                if json_mode:
+                    try:
+                        line = json_log_as_text(line)
+                    except ValueError as e:  # (UnicodeError and JSONDecodeError are ValueErrors)
+                        self.not_json.append((line, str(e)))
+                self.log_lines.append(line)
                 m = re.search(r"listen=[^ ]*:(\d+) .*ready", line)
                 if m:
                     self.port = int(m.group(1))
@@ -169,8 +223,10 @@ class Server:
             for line in self.proc.stdout:
                 self._stdout.append(line)
 
-        threading.Thread(target=pump_err, daemon=True).start()
-        threading.Thread(target=pump_out, daemon=True).start()
+        self._pumps = [threading.Thread(target=pump_err, daemon=True),
+                       threading.Thread(target=pump_out, daemon=True)]
+        for t in self._pumps:
+            t.start()
         if not ready.wait(timeout) or self.port is None:
             self.stop()
             raise RuntimeError("labhook did not become ready:\n" + "\n".join(self.log_lines))
@@ -193,7 +249,20 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError("labhook did not stop within %ss" % timeout)
+        if self.proc and self.proc.poll() is not None:
+            for t in self._pumps:  # every line it wrote is read once the pipe closes
+                t.join(10)
+            self.check_json_log()
         return self.proc.returncode if self.proc else None
+
+    def check_json_log(self):
+        """With LABHOOK_TEST_LOG_FORMAT=json: fails naming the lines that were not JSON log
+        objects (each reported once)."""
+        if self.not_json:
+            bad, self.not_json = self.not_json, []
+            raise AssertionError(
+                "log-format json: %d line(s) of labhook's stderr are not JSON log objects:\n%s"
+                % (len(bad), "\n".join("  %s\n    %r" % (why, line) for line, why in bad[:5])))
 
     def cleanup(self):
         self.stop()
@@ -301,7 +370,12 @@ def run(tests, server_args=()):
             failed += 1
             print("FAIL the server died during the tests (exit %s)" % srv.proc.returncode)
     finally:
-        rc = srv.stop()
+        try:
+            rc = srv.stop()
+        except AssertionError as e:
+            failed += 1
+            print("FAIL %s" % e)
+            rc = srv.proc.returncode
         if rc not in (0, None):
             failed += 1
             print("FAIL the server exited with %s on SIGTERM" % rc)
@@ -318,6 +392,12 @@ def run_on_pg(tests, why):
         print("skipped on SQLite: " + why)
         print("0 passed, 0 failed")
         return 0
+    return run_each(tests)
+
+
+def run_each(tests):
+    """Runs test functions that start their own servers; prints one summary line and
+    returns the exit code."""
     passed = failed = 0
     for t in tests:
         try:

@@ -8,6 +8,7 @@ arrives is recorded (time, path, headers, body) for the test to inspect.
   /reset         closes the connection with a TCP reset     /flaky/P   500 with probability P
   /fail-first/N  500 for the first N requests of each webhook-id, then 200
   /answer/NAME   200 with the scripted body ANSWERS[NAME] (bytes that are not valid UTF-8)
+  /switch/NAME   500 while NAME is in the receiver's `down` set, else 200
 """
 import base64
 import hashlib
@@ -63,6 +64,7 @@ class Receiver:
         self.lock = threading.Lock()
         self.counts = {}
         self.stop_event = threading.Event()
+        self.down = set()
         recv = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -109,6 +111,8 @@ class Receiver:
                 elif kind == "flaky" and random.random() < float(arg or 0.5):
                     status = 500
                 elif kind == "fail-first" and seen <= int(arg or 1):
+                    status = 500
+                elif kind == "switch" and arg in recv.down:
                     status = 500
                 out = b'{"received": true}' if status < 300 else b'{"error": "scripted"}'
                 if kind == "answer":

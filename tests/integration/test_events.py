@@ -208,11 +208,13 @@ def test_report_completion_rules(srv):
     assert [e[0] for e in ev] == ["bill.created", "report.completed", "report.completed",
                                   "bill.completed"], ev
     rc = ev[1][1]["data"]
-    assert rc["reportID"] == r1 and rc["reportURL"].endswith("/reports/%s/%s" % (bill, r1))
+    assert rc["reportID"] == r1 and ("/reports/%s/%s?expires=" % (bill, r1)) in rc["reportURL"]
+    assert "document" not in rc  # completed without a document
     assert [t["status"] for t in rc["billData"]["testData"]] == ["completed", "pending"]
     bc = ev[3][1]["data"]
     assert bc["billData"]["status"] == "completed" and "reportID" not in bc
-    assert bc["reportURL"].endswith("/reports/" + bill)
+    # bill.completed links the report whose completion completed the bill
+    assert ("/reports/%s/%s?expires=" % (bill, r2)) in bc["reportURL"]
     assert srv.get("/client/bills/" + bill, token=c["token"]).json["bill"]["billData"][
         "status"] == "completed"
     expect_error(lab(srv, "POST", "/lab/bills/%s/reports/rep_NOPE/complete" % bill), 404,

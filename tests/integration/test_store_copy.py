@@ -118,7 +118,7 @@ def test_sqlite_node_moves_to_two_postgres_nodes():
                 for m in re.finditer(r"^  (\w+) +(\d+)$", p.stdout, re.M)}
         assert rows["accounts"] == 2 and rows["subscriptions"] == 2, rows
         assert rows["events"] == 16 and rows["deliveries"] == 16, rows
-        assert rows["attempts"] >= 2 and rows["meta"] == 2, rows  # signing and admin keys
+        assert rows["attempts"] >= 2 and rows["meta"] == 3, rows  # token, admin, report link keys
         last = p.stdout.strip().splitlines()[-1]
         assert last.startswith("done:") and "--store" in last, last
         print("   " + last[:100] + "...")

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "retention.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -93,9 +94,14 @@ static void test_defaults(void **state)
 			         (long long)default_retry_ms[i]);
 	assert_string_equal(cfg.public_url, "");
 	assert_int_equal(cfg.log_level, LOG_INFO);
+	assert_int_equal(cfg.log_format, LOG_FORMAT_TEXT);
 	assert_int_equal(cfg.max_body, 1048576);                   /* API.md 0: 1 MiB */
 	assert_int_equal(cfg.refresh_ttl_ms, 30LL * 86400 * 1000); /* API.md 2: 30 days */
 	assert_int_equal(cfg.demo, 0);
+	assert_int_equal(cfg.retention_ms, 30LL * 86400 * 1000);
+	assert_int_equal(cfg.report_max_size, 10 * 1048576);          /* issue 12: 10 MiB */
+	assert_int_equal(cfg.report_link_ttl_ms, 7LL * 86400 * 1000); /* issue 12: 7 days */
+	assert_in_range(cfg.report_max_uploads, 1, 1024);
 	/* Tuning values are not part of the contract; they only have to be in range (the
 	 * 0xa5 fill would show through if a field were left unset). */
 	assert_in_range(cfg.http_threads, 1, 64);
@@ -122,6 +128,7 @@ static void test_precedence(void **state)
 	                 "data-dir=/srv/labhook\n"
 	                 "http-threads 4\n"
 	                 "\tlog-level   =   debug   \n"
+	                 "log-format = json\n"
 	                 "max-body = 2MiB\r\n"
 	                 "retry-schedule = 0, 1s, 2s\n");
 	snprintf(cfgarg, sizeof cfgarg, "--config=%s", path);
@@ -136,6 +143,7 @@ static void test_precedence(void **state)
 		assert_string_equal(cfg.data_dir, "/srv/labhook");
 		assert_int_equal(cfg.http_threads, 4);
 		assert_int_equal(cfg.log_level, LOG_DEBUG);
+		assert_int_equal(cfg.log_format, LOG_FORMAT_JSON);
 		assert_int_equal(cfg.max_body, 2 * 1048576);
 		assert_int_equal(cfg.n_retry, 3);
 		assert_int_equal(cfg.retry_ms[0], 0);
@@ -354,13 +362,23 @@ static void test_bad_values(void **state)
 	    {{"--ca-file", "/nonexistent", NULL}, {NULL}, "ca-file", "/nonexistent"},
 	    {{"--log-level", "loud", NULL}, {NULL}, "log-level", NULL},
 	    {{"--log-level", "INFO", NULL}, {NULL}, "log-level", NULL},
+	    {{"--log-format", "xml", NULL}, {NULL}, "log-format", "text or json"},
+	    {{"--log-format", "JSON", NULL}, {NULL}, "log-format", NULL},
 	    {{"--max-body", "1GiB", NULL}, {NULL}, "max-body", NULL},
 	    {{"--max-body", "1023", NULL}, {NULL}, "max-body", NULL},
 	    {{"--max-body", "-5", NULL}, {NULL}, "max-body", NULL},
 	    {{"--max-body", "65m", NULL}, {NULL}, "max-body", NULL},
+	    {{"--report-max-size", "1GiB", NULL}, {NULL}, "report-max-size", NULL},
+	    {{"--report-max-size", "10", NULL}, {NULL}, "report-max-size", NULL},
+	    {{"--report-link-ttl", "0s", NULL}, {NULL}, "report-link-ttl", NULL},
+	    {{"--report-link-ttl", "400d", NULL}, {NULL}, "report-link-ttl", NULL},
+	    {{"--report-max-uploads", "0", NULL}, {NULL}, "report-max-uploads", NULL},
 	    {{"--conn-timeout", "1ms", NULL}, {NULL}, "conn-timeout", NULL},
 	    {{"--conn-timeout", "2h", NULL}, {NULL}, "conn-timeout", NULL},
 	    {{"--refresh-ttl", "366d", NULL}, {NULL}, "refresh-ttl", NULL},
+	    {{"--retention", "-1s", NULL}, {NULL}, "retention", "duration"},
+	    {{"--retention", "forever", NULL}, {NULL}, "retention", "duration"},
+	    {{"--retention", "3651d", NULL}, {NULL}, "retention", "between"},
 	    {{"--auth-max-failures", "0", NULL}, {NULL}, "auth-max-failures", NULL},
 	    {{"--auth-lockout", "soon", NULL}, {NULL}, "auth-lockout", NULL},
 	    {{"--public-url", "ftp://x", NULL}, {NULL}, "public-url", NULL},
@@ -592,6 +610,29 @@ static void test_error_fits_small_buffer(void **state)
 	assert_true(memchr(err, '\0', sizeof err) != NULL);
 }
 
+/* retention: 0 keeps everything; a period of seconds is allowed (tests), and the sweep's
+ * interval follows it: half of it, between 1 s and a minute. */
+static void test_retention(void **state)
+{
+	static const struct {
+		const char *v;
+		int64_t ms, interval;
+	} cases[] = {
+	    {"0", 0, 1000},        {"3s", 3000, 1500},
+	    {"1s", 1000, 1000},    {"30d", 30LL * 86400 * 1000, 60000},
+	    {"90s", 90000, 45000},
+	};
+	(void)state;
+	for (size_t i = 0; i < N_ELEMS(cases); i++) {
+		const char *argv[] = {"--retention", cases[i].v, NULL};
+		struct config cfg;
+		char err[256];
+		assert_int_equal(load(&cfg, argv, NULL, err, sizeof err), 0);
+		assert_int_equal(cfg.retention_ms, cases[i].ms);
+		assert_int_equal(retention_interval_ms(cfg.retention_ms), cases[i].interval);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -600,6 +641,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_values),      cmocka_unit_test(test_bad_file),
 	    cmocka_unit_test(test_file_lines),      cmocka_unit_test(test_ca_file_readable),
 	    cmocka_unit_test(test_rest_collection), cmocka_unit_test(test_error_fits_small_buffer),
+	    cmocka_unit_test(test_retention),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

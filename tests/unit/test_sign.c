@@ -44,12 +44,34 @@ static void test_bad_secrets_refused(void **state)
 	assert_int_equal(sig_sign_v1("whsec_***", "m", 1, "{}", 2, sig), -1);
 }
 
+/* A report link's signature: HMAC-SHA256 over "report-link/v1/<bill>/<report>/<expires>",
+ * in hex (the vector from Python's hmac module); each part changes it. */
+static void test_report_link(void **state)
+{
+	unsigned char key[32];
+	char sig[SIG_LINK_HEX], other[SIG_LINK_HEX];
+	(void)state;
+	for (int i = 0; i < 32; i++)
+		key[i] = (unsigned char)(i + 1);
+	assert_int_equal(sig_report_link(key, "bill_A", "rep_B", 1700000000, sig), 0);
+	assert_string_equal(sig,
+	                    "d3c84633976e2be950c670ee45050aee4f65a729635d3e014581d5d7f3efd3ac");
+	assert_int_equal(sig_report_link(key, "bill_A", "rep_C", 1700000000, other), 0);
+	assert_string_not_equal(sig, other);
+	assert_int_equal(sig_report_link(key, "bill_A", "rep_B", 1700000001, other), 0);
+	assert_string_not_equal(sig, other);
+	key[0] ^= 1;
+	assert_int_equal(sig_report_link(key, "bill_A", "rep_B", 1700000000, other), 0);
+	assert_string_not_equal(sig, other);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_published_vector),
 	    cmocka_unit_test(test_any_change_changes_the_signature),
 	    cmocka_unit_test(test_bad_secrets_refused),
+	    cmocka_unit_test(test_report_link),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -622,6 +622,53 @@ static void test_utf8_clean(void **state)
 	}
 }
 
+static void test_range_parse(void **state)
+{
+	static const struct {
+		const char *h;
+		uint64_t size;
+		int want;
+		uint64_t first, last;
+	} cases[] = {
+	    {NULL, 100, 0, 0, 0},
+	    {"bytes=0-9", 100, 1, 0, 9},
+	    {"BYTES=0-9", 100, 1, 0, 9},
+	    {"bytes=10-", 100, 1, 10, 99},
+	    {"bytes=-10", 100, 1, 90, 99},
+	    {"bytes=-100", 100, 1, 0, 99},
+	    {"bytes=-1000", 100, 1, 0, 99},
+	    {"bytes=5-1000", 100, 1, 5, 99},
+	    {"bytes=99-99", 100, 1, 99, 99},
+	    {"bytes= 1-2 ", 100, 1, 1, 2},
+	    {"bytes=100-", 100, -1, 0, 0},
+	    {"bytes=100-200", 100, -1, 0, 0},
+	    {"bytes=-0", 100, -1, 0, 0},
+	    {"bytes=0-0", 0, -1, 0, 0},
+	    {"bytes=9-3", 100, 0, 0, 0},     /* malformed: the whole */
+	    {"bytes=0-1,5-9", 100, 0, 0, 0}, /* several: the whole */
+	    {"bytes=-", 100, 0, 0, 0},
+	    {"bytes=", 100, 0, 0, 0},
+	    {"bytes=a-b", 100, 0, 0, 0},
+	    {"bytes=1-2x", 100, 0, 0, 0},
+	    {"items=0-9", 100, 0, 0, 0},
+	    {"bytes=0-9999999999999999999999", 100, 0, 0, 0}, /* would overflow */
+	    {"bytes=999999999999999999-", 100, -1, 0, 0},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		uint64_t a = 77, b = 77;
+		int got = util_range_parse(cases[i].h, cases[i].size, &a, &b);
+		if (got != cases[i].want)
+			fail_msg("case %zu (%s): got %d, want %d", i, cases[i].h, got,
+			         cases[i].want);
+		if (got == 1 && (a != cases[i].first || b != cases[i].last))
+			fail_msg("case %zu: [%llu, %llu]", i, (unsigned long long)a,
+			         (unsigned long long)b);
+		if (got != 1 && (a != 77 || b != 77))
+			fail_msg("case %zu: outputs written without a range", i);
+	}
+}
+
 static void test_grow(void **state)
 {
 	(void)state;
@@ -671,6 +718,7 @@ int main(void)
 	    cmocka_unit_test(test_sha256),
 	    cmocka_unit_test(test_utf8_clean),
 	    cmocka_unit_test(test_grow),
+	    cmocka_unit_test(test_range_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
