@@ -10,8 +10,10 @@ pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev
       libjansson-dev libsqlite3-dev libpq-dev libssl-dev libjwt-dev libsystemd-dev curl
       ca-certificates)
 if [ "${1:-}" = "--test" ]; then
+  # prometheus: promtool, with which test_metrics.py checks the /metrics exposition
   pkgs+=(libcmocka-dev python3 openssl clang libclang-rt-14-dev clang-format postgresql-15
-         debhelper lintian fakeroot systemd groff-base man-db adduser python3-jsonschema)
+         debhelper lintian fakeroot systemd groff-base man-db adduser prometheus
+         python3-jsonschema)
   if ! command -v node >/dev/null; then
     pkgs+=(nodejs npm)
   fi

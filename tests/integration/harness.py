@@ -183,6 +183,7 @@ class Server:
         self.env = env
         self.proc = None
         self.port = None
+        self.api_port = None  # the API listener's port (tests may point port elsewhere)
         self.log_lines = []
         self.raw_log = []  # the lines as written (log_lines has the text form of JSON lines)
         self.not_json = []  # with LABHOOK_TEST_LOG_FORMAT=json: (line, why) not yet reported
@@ -222,7 +223,7 @@ class Server:
                 self.log_lines.append(line)
                 m = re.search(r"listen=[^ ]*:(\d+) .*ready", line)
                 if m:
-                    self.port = int(m.group(1))
+                    self.port = self.api_port = int(m.group(1))
                     ready.set()
             ready.set()
 
@@ -301,7 +302,8 @@ class Server:
             conn.request(method, path, body=data, headers=h)
             r = conn.getresponse()
             headers, body = dict((k.lower(), v) for k, v in r.getheaders()), r.read()
-            openapi_record(method, path, h, data, r.status, headers, body)
+            if self.port == self.api_port:  # (not a test's visit to the metrics-listen port)
+                openapi_record(method, path, h, data, r.status, headers, body)
             return Response(r.status, headers, body.decode("utf-8", "replace"))
         finally:
             conn.close()

@@ -51,8 +51,7 @@ def test_every_route_of_the_binary_is_documented(srv):
                   if m in openapi_check.METHODS}
     missing = routes - documented
     assert not missing, "routes the document lacks: %s" % sorted(missing)
-    # Routes other branches add (GET /metrics) may be documented ahead of the table.
-    extra = documented - routes - {("GET", "/metrics")}
+    extra = documented - routes
     assert not extra, "documented routes the binary does not have: %s" % sorted(extra)
 
 
