@@ -114,17 +114,22 @@ enum lh_err demo_trust(struct config *cfg)
 	if (e != LH_OK)
 		return e;
 	if (!cfg->ca_file[0]) {
-		int n = snprintf(cfg->ca_file, sizeof cfg->ca_file, "%s/" DEVCA_CERT, cfg->data_dir);
+		int n =
+		    snprintf(cfg->ca_file, sizeof cfg->ca_file, "%s/" DEVCA_CERT, cfg->data_dir);
 		if (n < 0 || (size_t)n >= sizeof cfg->ca_file)
 			return LH_EINVAL;
 	} else
-		LOG(LOG_WARN, "demo", "ca-file=%s labhook listen needs %s/" DEVCA_CERT
-		    " among the trusted CAs (ca-file replaces it)", cfg->ca_file, cfg->data_dir);
+		LOG(LOG_WARN, "demo",
+		    "ca-file=%s labhook listen needs %s/" DEVCA_CERT
+		    " among the trusted CAs (ca-file replaces it)",
+		    cfg->ca_file, cfg->data_dir);
 	for (size_t i = 0; i < COUNTOF(loopback) && cfg->n_allow_net < CFG_MAX_CIDR; i++)
 		if (addr_parse_cidr(loopback[i], &cfg->allow_net[cfg->n_allow_net]) == 0)
 			cfg->n_allow_net++;
-	LOG(LOG_INFO, "demo", "ca-file=%s allow-net=127.0.0.0/8,::1 demo mode: loopback endpoints"
-	    " and the development CA are trusted", cfg->ca_file);
+	LOG(LOG_INFO, "demo",
+	    "ca-file=%s allow-net=127.0.0.0/8,::1 demo mode: loopback endpoints"
+	    " and the development CA are trusted",
+	    cfg->ca_file);
 	return LH_OK;
 }
 
@@ -220,32 +225,31 @@ enum lh_err demo_seed(struct app *app, int port)
 	}
 	if ((e = state_write(app->cfg.data_dir, state)) != LH_OK)
 		goto out;
-	printf(
-	    "\n=== labhook demo ===\n"
-	    "Catch-all account:    clientID=%s\n"
-	    "                      clientSecret=%s\n"
-	    "                      labID=%s\n"
-	    "Party-scoped account: clientID=%s\n"
-	    "                      clientSecret=%s\n"
-	    "                      labID=%s  corporateUser=%s\n\n"
-	    "Watch signed webhooks arrive (in another terminal, same --data-dir):\n"
-	    "  labhook listen\n"
-	    "Make the demo lab emit events:\n"
-	    "  labhook trigger bill.completed\n"
-	    "Get a token:\n"
-	    "  TOKEN=$(curl -s %s/client/auth/token -H 'Content-Type: application/json' \\\n"
-	    "    -d '{\"clientID\":\"%s\",\"clientSecret\":\"%s\"}' \\\n"
-	    "    | sed 's/.*\"authToken\":\"\\([^\"]*\\)\".*/\\1/')\n"
-	    "List labs:\n"
-	    "  curl -s %s/client/labs -H \"Authorization: Bearer $TOKEN\"\n"
-	    "The labs' test catalog (tests 101-104, package 201):\n"
-	    "  curl -s '%s/client/crm/tests?branchID=%s' -H \"Authorization: Bearer $TOKEN\"\n"
-	    "Admin key: %s/admin.key\n"
-	    "(the demo accounts and secrets are kept in %s/" DEMO_FILE
-	    " and stay the same at every start)\n\n",
-	    a[0].client_id, secret[0], lab[0].lab_id, a[1].client_id, secret[1], lab[1].lab_id,
-	    party.party_id, url, a[0].client_id, secret[0], url, url, lab[0].lab_id,
-	    app->cfg.data_dir, app->cfg.data_dir);
+	printf("\n=== labhook demo ===\n"
+	       "Catch-all account:    clientID=%s\n"
+	       "                      clientSecret=%s\n"
+	       "                      labID=%s\n"
+	       "Party-scoped account: clientID=%s\n"
+	       "                      clientSecret=%s\n"
+	       "                      labID=%s  corporateUser=%s\n\n"
+	       "Watch signed webhooks arrive (in another terminal, same --data-dir):\n"
+	       "  labhook listen\n"
+	       "Make the demo lab emit events:\n"
+	       "  labhook trigger bill.completed\n"
+	       "Get a token:\n"
+	       "  TOKEN=$(curl -s %s/client/auth/token -H 'Content-Type: application/json' \\\n"
+	       "    -d '{\"clientID\":\"%s\",\"clientSecret\":\"%s\"}' \\\n"
+	       "    | sed 's/.*\"authToken\":\"\\([^\"]*\\)\".*/\\1/')\n"
+	       "List labs:\n"
+	       "  curl -s %s/client/labs -H \"Authorization: Bearer $TOKEN\"\n"
+	       "The labs' test catalog (tests 101-104, package 201):\n"
+	       "  curl -s '%s/client/crm/tests?branchID=%s' -H \"Authorization: Bearer $TOKEN\"\n"
+	       "Admin key: %s/admin.key\n"
+	       "(the demo accounts and secrets are kept in %s/" DEMO_FILE
+	       " and stay the same at every start)\n\n",
+	       a[0].client_id, secret[0], lab[0].lab_id, a[1].client_id, secret[1], lab[1].lab_id,
+	       party.party_id, url, a[0].client_id, secret[0], url, url, lab[0].lab_id,
+	       app->cfg.data_dir, app->cfg.data_dir);
 	fflush(stdout);
 out:
 	json_decref(saved);
@@ -262,8 +266,8 @@ int demo_state_read(const char *data_dir, struct demo_state *out)
 	const char *id = json_string_value(json_object_get(acct, "clientID"));
 	const char *sec = json_string_value(json_object_get(acct, "clientSecret"));
 	const char *lab = json_string_value(json_object_get(acct, "labID"));
-	int ok = url && id && sec && lab && strlen(url) < sizeof out->url &&
-	         strlen(id) < ID_CAP && strlen(sec) < AUTH_SECRET_CAP && strlen(lab) < ID_CAP;
+	int ok = url && id && sec && lab && strlen(url) < sizeof out->url && strlen(id) < ID_CAP &&
+	         strlen(sec) < AUTH_SECRET_CAP && strlen(lab) < ID_CAP;
 	if (ok) {
 		snprintf(out->url, sizeof out->url, "%s", url);
 		snprintf(out->client_id, sizeof out->client_id, "%s", id);

@@ -52,8 +52,7 @@ static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 
 /* A certificate for key named cn, signed by issuer_key (itself when issuer is NULL).
  * Returns owned, free with X509_free; NULL on failure. */
-static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
-                       int is_ca)
+static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key, int is_ca)
 {
 	X509 *c = X509_new();
 	unsigned char serial[16];
@@ -63,14 +62,13 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *is
 	ok = ok && (bn = BN_bin2bn(serial, sizeof serial, NULL)) &&
 	     BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(c)) && X509_set_version(c, 2) &&
 	     X509_gmtime_adj(X509_getm_notBefore(c), -3600) &&
-	     X509_gmtime_adj(X509_getm_notAfter(c), 86400L * DEVCA_DAYS) &&
-	     X509_set_pubkey(c, key);
+	     X509_gmtime_adj(X509_getm_notAfter(c), 86400L * DEVCA_DAYS) && X509_set_pubkey(c, key);
 	X509_NAME *name = X509_get_subject_name(c);
-	ok = ok && X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
-	                                      (const unsigned char *)"labhook development", -1,
-	                                      -1, 0) &&
-	     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
-	                                -1, 0) &&
+	ok = ok &&
+	     X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+	                                (const unsigned char *)"labhook development", -1, -1, 0) &&
+	     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
+	                                0) &&
 	     X509_set_issuer_name(c, issuer ? X509_get_subject_name(issuer) : name);
 	X509 *iss = issuer ? issuer : c;
 	if (is_ca)
