@@ -12,7 +12,8 @@
 #include "demo.h"
 #include "util.h"
 
-#define CLI_RESP_CAP (16 * 1024 * 1024) /* a command's answers are small: refuse anything absurd */
+#define CLI_RESP_CAP (16 * 1024 * 1024) /* a command's answers are small: refuse anything absurd   \
+	                                 */
 
 void cli_resp_free(struct cli_resp *r)
 {
@@ -79,8 +80,8 @@ int cli_http(const char *tool, const char *method, const char *url, const char *
 	}
 	CURLcode cc = curl_easy_perform(h);
 	if (cc != CURLE_OK) {
-		fprintf(stderr, "labhook %s: %s: %s (is `labhook serve` running? try --url)\n", tool,
-		        url, curl_easy_strerror(cc));
+		fprintf(stderr, "labhook %s: %s: %s (is `labhook serve` running? try --url)\n",
+		        tool, url, curl_easy_strerror(cc));
 		free(r.body);
 		goto out;
 	}
@@ -99,7 +100,8 @@ int cli_http_json(const char *tool, const char *method, const char *url, const c
                   json_t *body, struct cli_resp *out)
 {
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	int rc = cli_http(tool, method, url, bearer, NULL, text, text ? strlen(text) : 0, NULL, out);
+	int rc =
+	    cli_http(tool, method, url, bearer, NULL, text, text ? strlen(text) : 0, NULL, out);
 	if (text) {
 		OPENSSL_cleanse(text, strlen(text)); /* a login body holds the client secret */
 		free(text);
@@ -156,8 +158,8 @@ int cli_words_read(const char *tool, const char *const *w, size_t n, const char 
 			goto many;
 		const char *name = w[i] + 2, *eq = strchr(name, '=');
 		char probe[64];
-		snprintf(probe, sizeof probe, ",%.*s,", (int)(eq ? (size_t)(eq - name) : strlen(name)),
-		         name);
+		snprintf(probe, sizeof probe, ",%.*s,",
+		         (int)(eq ? (size_t)(eq - name) : strlen(name)), name);
 		char list[512];
 		snprintf(list, sizeof list, ",%s,", switches ? switches : "");
 		out->flag[out->nflag].name = name;

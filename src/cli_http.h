@@ -16,11 +16,11 @@
 /* Exit codes of every command (docs/cli.md). */
 enum cli_exit {
 	CLI_OK = 0,
-	CLI_EAPI = 1,     /* the service answered 4xx/5xx (its message printed), or a local failure */
-	CLI_EUSAGE = 2,   /* the command line is wrong */
-	CLI_EREACH = 3,   /* the service cannot be reached */
-	CLI_ELOGIN = 4,   /* no saved login, or it no longer works: labhook client login */
-	CLI_EVERIFY = 5,  /* listen: a webhook's signature did not verify (with --exit-on-invalid) */
+	CLI_EAPI = 1,   /* the service answered 4xx/5xx (its message printed), or a local failure */
+	CLI_EUSAGE = 2, /* the command line is wrong */
+	CLI_EREACH = 3, /* the service cannot be reached */
+	CLI_ELOGIN = 4, /* no saved login, or it no longer works: labhook client login */
+	CLI_EVERIFY = 5, /* listen: a webhook's signature did not verify (with --exit-on-invalid) */
 };
 
 /* An answer: status, body (NUL-terminated, owned) and the body as JSON when it is JSON. */

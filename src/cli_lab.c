@@ -23,9 +23,10 @@ int cli_lab_open(const char *tool, const struct config *cfg, const char *url_fla
 	snprintf(path, sizeof path, "%s/admin.key", cfg->data_dir);
 	FILE *f = fopen(path, "r");
 	if (!f || !fgets(out->key, sizeof out->key, f)) {
-		fprintf(stderr,
-		        "labhook %s: cannot read %s (has `labhook serve` run with this --data-dir?)\n",
-		        tool, path);
+		fprintf(
+		    stderr,
+		    "labhook %s: cannot read %s (has `labhook serve` run with this --data-dir?)\n",
+		    tool, path);
 		if (f)
 			fclose(f);
 		return CLI_EUSAGE;
@@ -77,16 +78,17 @@ void cli_lab_print_bill(FILE *f, json_t *bill)
 
 void cli_lab_usage(FILE *f)
 {
-	fprintf(f,
-	        "  create-bill [--client CLIENT_ID --lab LAB_ID] --test ID [--test ID ...]\n"
-	        "              [--unmapped-test NAME ...] [--package ID ...] [--first-name NAME]\n"
-	        "              [--last-name NAME] [--gender male|female|other] [--age N]\n"
-	        "              [--integrator-id REF] [--bar-code CODE] [--corporate-user CU]\n"
-	        "              (--client/--lab default to the demo's; prints the report ids)\n"
-	        "  get-bill BILL_ID\n"
-	        "  create-lead [--client CLIENT_ID --lab LAB_ID] --first-name NAME --contact DIGITS\n"
-	        "              [--age N] [--email E] [--test ID ...] [--integrator-id REF]\n"
-	        "              [--booking --booking-type TYPE --scheduled-at RFC3339]\n");
+	fprintf(
+	    f,
+	    "  create-bill [--client CLIENT_ID --lab LAB_ID] --test ID [--test ID ...]\n"
+	    "              [--unmapped-test NAME ...] [--package ID ...] [--first-name NAME]\n"
+	    "              [--last-name NAME] [--gender male|female|other] [--age N]\n"
+	    "              [--integrator-id REF] [--bar-code CODE] [--corporate-user CU]\n"
+	    "              (--client/--lab default to the demo's; prints the report ids)\n"
+	    "  get-bill BILL_ID\n"
+	    "  create-lead [--client CLIENT_ID --lab LAB_ID] --first-name NAME --contact DIGITS\n"
+	    "              [--age N] [--email E] [--test ID ...] [--integrator-id REF]\n"
+	    "              [--booking --booking-type TYPE --scheduled-at RFC3339]\n");
 }
 
 /* --client and --lab, or the demo's catch-all account and lab. -1 after a message. */
@@ -156,9 +158,10 @@ static int lab_create_bill(const struct config *cfg, struct cli_lab *l, struct c
 		return CLI_EUSAGE;
 	const char *first = cli_flag(w, "first-name");
 	snprintf(integ, sizeof integ, "cli-%lld", (long long)util_now_ms());
-	json_t *patient = json_pack("{s:s, s:s, s:o, s:s}", "first_name", first ? first : "Demo",
-	                            "gender", cli_flag(w, "gender") ? cli_flag(w, "gender") : "other",
-	                            "age", number_flag(w, "age", 30), "age_type", "year");
+	json_t *patient =
+	    json_pack("{s:s, s:s, s:o, s:s}", "first_name", first ? first : "Demo", "gender",
+	              cli_flag(w, "gender") ? cli_flag(w, "gender") : "other", "age",
+	              number_flag(w, "age", 30), "age_type", "year");
 	set_str(patient, "last_name", cli_flag(w, "last-name"));
 	const char *ref = cli_flag(w, "integrator-id");
 	json_t *body = json_pack("{s:s, s:s, s:s, s:o}", "clientID", client, "labID", lab,
@@ -175,8 +178,9 @@ static int lab_create_bill(const struct config *cfg, struct cli_lab *l, struct c
 			continue;
 		json_t *arr = json_array();
 		for (size_t i = 0; i < n; i++)
-			json_array_append_new(arr, lists[k].key ? json_pack("{s:s}", lists[k].key, v[i])
-			                                        : json_string(v[i]));
+			json_array_append_new(arr, lists[k].key
+			                               ? json_pack("{s:s}", lists[k].key, v[i])
+			                               : json_string(v[i]));
 		json_object_set_new(body, lists[k].field, arr);
 	}
 	if (cli_words_check("lab", w)) {
@@ -205,8 +209,8 @@ static int lab_create_lead(const struct config *cfg, struct cli_lab *l, struct c
 	const char *ref = cli_flag(w, "integrator-id");
 	snprintf(integ, sizeof integ, "cli-%lld", (long long)util_now_ms());
 	json_t *body = json_pack("{s:s, s:s, s:s, s:o, s:s}", "clientID", client, "branchID", lab,
-	                         "integratorID", ref ? ref : integ, "age", number_flag(w, "age", 30),
-	                         "age_type", "year");
+	                         "integratorID", ref ? ref : integ, "age",
+	                         number_flag(w, "age", 30), "age_type", "year");
 	set_str(body, "first_name", first); /* required: the service names it when missing */
 	set_str(body, "contact", contact);
 	set_str(body, "email", cli_flag(w, "email"));

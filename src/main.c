@@ -24,6 +24,7 @@
 #include "admin_cli.h"
 #include "api.h"
 #include "app.h"
+#include "cli_trigger.h"
 #include "delivery.h"
 #include "demo.h"
 #include "dirlock.h"
@@ -391,6 +392,8 @@ int main(int argc, char **argv, char **env)
 		return serve(argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "admin") || !strcmp(argv[1], "lab"))
 		return admin_cli_main(argv[1], argc - 2, argv + 2, env);
+	if (!strcmp(argv[1], "trigger"))
+		return cli_trigger_main(argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "store"))
 		return store_copy_main(argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "man")) { /* hidden: the package build makes labhook.8 with it */
