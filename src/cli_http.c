@@ -12,8 +12,9 @@
 #include "demo.h"
 #include "util.h"
 
-#define CLI_RESP_CAP (16 * 1024 * 1024) /* a command's answers are small: refuse anything absurd   \
-	                                 */
+#define CLI_RESP_CAP                                                                               \
+	(16 * 1024 * 1024) /* a command's answers are small: refuse anything absurd                \
+	                    */
 
 void cli_resp_free(struct cli_resp *r)
 {

@@ -31,8 +31,8 @@ static void usage(FILE *f)
 }
 
 /* Prints an answer: its JSON with --json, else "EVENT  KIND ID". */
-static void show(struct cli_lab *l, const struct cli_resp *r, const char *event,
-                 const char *kind, const char *id)
+static void show(struct cli_lab *l, const struct cli_resp *r, const char *event, const char *kind,
+                 const char *id)
 {
 	if (l->json)
 		printf("%s\n", r->body);
@@ -52,10 +52,10 @@ static int new_bill(struct cli_lab *l, const char *client, const char *lab, stru
 	struct cli_resp r;
 	char ref[64], path[256];
 	snprintf(ref, sizeof ref, "trigger-%lld", (long long)util_now_ms());
-	json_t *body = json_pack(
-	    "{s:s, s:s, s:s, s:{s:s, s:s, s:i, s:s}, s:[s, s]}", "clientID", client, "labID", lab,
-	    "integrator_id", ref, "patient_details", "first_name", "Asha", "gender", "female",
-	    "age", 34, "age_type", "year", "unmapped_tests", "CBC", "Lipid Profile");
+	json_t *body = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:i, s:s}, s:[s, s]}", "clientID",
+	                         client, "labID", lab, "integrator_id", ref, "patient_details",
+	                         "first_name", "Asha", "gender", "female", "age", 34, "age_type",
+	                         "year", "unmapped_tests", "CBC", "Lipid Profile");
 	int rc = cli_lab_call(l, "POST", "/lab/bills", body, &r);
 	json_decref(body);
 	if (rc != CLI_OK)
@@ -147,7 +147,8 @@ int cli_trigger_main(int argc, char **argv, char **env)
 	}
 	if (cli_words_read("trigger", rest, nrest, "json", &w))
 		return CLI_EUSAGE;
-	const char *url = cli_flag(&w, "url"), *c = cli_flag(&w, "client"), *lb = cli_flag(&w, "lab");
+	const char *url = cli_flag(&w, "url"), *c = cli_flag(&w, "client"),
+	           *lb = cli_flag(&w, "lab");
 	int json = cli_flag(&w, "json") != NULL;
 	if (cli_words_check("trigger", &w))
 		return CLI_EUSAGE;
@@ -161,8 +162,9 @@ int cli_trigger_main(int argc, char **argv, char **env)
 	}
 	if (!c || !lb) {
 		if (demo_state_read(cfg.data_dir, &d) != 0) {
-			fprintf(stderr, "labhook trigger: no demo in %s (start `labhook serve --demo`"
-			                " there, or give --client CLIENT_ID --lab LAB_ID)\n",
+			fprintf(stderr,
+			        "labhook trigger: no demo in %s (start `labhook serve --demo`"
+			        " there, or give --client CLIENT_ID --lab LAB_ID)\n",
 			        cfg.data_dir);
 			return CLI_EUSAGE;
 		}
@@ -187,8 +189,8 @@ int cli_trigger_main(int argc, char **argv, char **env)
 		if (rc == CLI_OK && !strcmp(e, "bill.deleted")) {
 			struct cli_resp r = {0, NULL, 0, NULL};
 			char path[256];
-			const char *id = json_string_value(json_object_get(
-			    json_object_get(bill.json, "bill"), "billID"));
+			const char *id = json_string_value(
+			    json_object_get(json_object_get(bill.json, "bill"), "billID"));
 			snprintf(path, sizeof path, "/lab/bills/%s", id ? id : "");
 			if ((rc = cli_lab_call(&l, "DELETE", path, NULL, &r)) == CLI_OK)
 				show(&l, &r, "bill.deleted", "bill", id);

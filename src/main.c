@@ -24,6 +24,7 @@
 #include "admin_cli.h"
 #include "api.h"
 #include "app.h"
+#include "cli_client.h"
 #include "cli_trigger.h"
 #include "delivery.h"
 #include "demo.h"
@@ -392,6 +393,8 @@ int main(int argc, char **argv, char **env)
 		return serve(argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "admin") || !strcmp(argv[1], "lab"))
 		return admin_cli_main(argv[1], argc - 2, argv + 2, env);
+	if (!strcmp(argv[1], "client"))
+		return cli_client_main(argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "trigger"))
 		return cli_trigger_main(argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "store"))
