@@ -46,9 +46,9 @@ static int creds_save(const struct cli_session *s)
 				break;
 		}
 	}
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I}", "url", s->base, "clientID",
-	                      s->client_id, "authToken", s->access, "refreshToken", s->refresh,
-	                      "expiresAt", (json_int_t)s->expires_at);
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I}", "url", s->base, "clientID", s->client_id,
+	                      "authToken", s->access, "refreshToken", s->refresh, "expiresAt",
+	                      (json_int_t)s->expires_at);
 	char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
 	json_decref(j);
 	snprintf(tmp, sizeof tmp, "%s.tmp", s->path);
@@ -73,7 +73,7 @@ static int creds_save(const struct cli_session *s)
 
 /* Reads the credentials file into s; CLI_ELOGIN after a message when there is none. The
  * URL saved at login is used unless the command line gave one (url_given). */
-static int creds_load(struct cli_session *s, int url_given)
+int cli_session_load(struct cli_session *s, int url_given)
 {
 	json_error_t je;
 	json_t *j = json_load_file(s->path, 0, &je);
@@ -147,7 +147,8 @@ static int session_refresh(struct cli_session *s)
 	char url[1200];
 	struct cli_resp r;
 	snprintf(url, sizeof url, "%s/client/auth/token/refresh", s->base);
-	json_t *body = json_pack("{s:s, s:s}", "clientID", s->client_id, "refreshToken", s->refresh);
+	json_t *body =
+	    json_pack("{s:s, s:s}", "clientID", s->client_id, "refreshToken", s->refresh);
 	int rc = cli_http_json(s->tool, "POST", url, NULL, body, &r);
 	json_decref(body);
 	if (rc != CLI_OK)
@@ -185,8 +186,8 @@ int cli_session_call(struct cli_session *s, const char *method, const char *path
 	for (int attempt = 0;; attempt++) {
 		if ((rc = cli_http_json(s->tool, method, url, s->access, body, out)) != CLI_OK)
 			return rc;
-		const char *code = json_string_value(
-		    json_object_get(json_object_get(out->json, "error"), "code"));
+		const char *code =
+		    json_string_value(json_object_get(json_object_get(out->json, "error"), "code"));
 		if (attempt > 0 || out->status != 401 || !code || strcmp(code, "invalid_token"))
 			return CLI_OK;
 		cli_resp_free(out);
@@ -308,12 +309,14 @@ static void out_deliveries(json_t *r)
 			json_t *sc = json_object_get(a, "statusCode");
 			char what[64];
 			if (sc)
-				snprintf(what, sizeof what, "HTTP %lld", (long long)json_integer_value(sc));
+				snprintf(what, sizeof what, "HTTP %lld",
+				         (long long)json_integer_value(sc));
 			else
 				snprintf(what, sizeof what, "%s", jstr(a, "error"));
 			printf("    attempt %lld  %s  %lldms  %s\n",
 			       (long long)json_integer_value(json_object_get(a, "attempt")),
-			       jstr(a, "at"), (long long)json_integer_value(json_object_get(a, "durationMs")),
+			       jstr(a, "at"),
+			       (long long)json_integer_value(json_object_get(a, "durationMs")),
 			       what);
 		}
 		if (json_object_get(d, "nextAttemptAt"))
@@ -369,8 +372,9 @@ static int b_subscribe(struct cli_words *w, json_t **body, char *query, size_t c
 	(void)cap;
 	const char *ev = cli_flag(w, "events");
 	json_t *b = json_pack("{s:s, s:o}", "protocol", "https", "events",
-	                      list_flag(ev ? ev : "bill.created,bill.completed,bill.deleted,"
-	                                          "report.completed,lead.created,booking.created"));
+	                      list_flag(ev ? ev
+	                                   : "bill.created,bill.completed,bill.deleted,"
+	                                     "report.completed,lead.created,booking.created"));
 	set_str(b, "labID", cli_flag(w, "lab"));
 	set_str(b, "endpoint", cli_flag(w, "endpoint"));
 	set_str(b, "authToken", cli_flag(w, "auth-token"));
@@ -509,24 +513,24 @@ static const struct client_cmd ccmds[] = {
 
 static void client_usage(FILE *f)
 {
-	fprintf(f,
-	        "Usage: labhook client [--url URL] [--credentials FILE] [--json] COMMAND\n"
-	        "The integrator's side of the API, with the login kept in FILE (mode 0600; default\n"
-	        "$XDG_CONFIG_HOME/labhook/credentials.json). --url: the service (default: the one\n"
-	        "saved at login, else the demo's in --data-dir, else http://<listen>).\n"
-	        "--json prints the API's JSON answer. Commands:\n"
-	        "  login [--client-id ID] [--client-secret SECRET|-]   (or LABHOOK_CLIENT_ID and\n"
-	        "                 LABHOOK_CLIENT_SECRET; '-' reads the secret from stdin)\n"
-	        "  logout\n");
+	fprintf(
+	    f, "Usage: labhook client [--url URL] [--credentials FILE] [--json] COMMAND\n"
+	       "The integrator's side of the API, with the login kept in FILE (mode 0600; default\n"
+	       "$XDG_CONFIG_HOME/labhook/credentials.json). --url: the service (default: the one\n"
+	       "saved at login, else the demo's in --data-dir, else http://<listen>).\n"
+	       "--json prints the API's JSON answer. Commands:\n"
+	       "  login [--client-id ID] [--client-secret SECRET|-]   (or LABHOOK_CLIENT_ID and\n"
+	       "                 LABHOOK_CLIENT_SECRET; '-' reads the secret from stdin)\n"
+	       "  logout\n");
 	for (size_t i = 0; i < COUNTOF(ccmds); i++)
 		fprintf(f, "  %s\n", ccmds[i].help);
-	fprintf(f, "Exit codes: 0 ok, 1 the service refused (its code and message on stderr),\n"
-	           "2 usage, 3 the service cannot be reached, 4 not logged in or the login no longer\n"
-	           "works (labhook client login).\n");
+	fprintf(f,
+	        "Exit codes: 0 ok, 1 the service refused (its code and message on stderr),\n"
+	        "2 usage, 3 the service cannot be reached, 4 not logged in or the login no longer\n"
+	        "works (labhook client login).\n");
 }
 
-/* The default credentials file. */
-static void default_path(char **env, char *out, size_t cap)
+void cli_client_default_path(char **env, char *out, size_t cap)
 {
 	const char *xdg = NULL, *home = NULL;
 	for (char **e = env; e && *e; e++) {
@@ -574,7 +578,8 @@ static int do_login(struct cli_session *s, struct cli_words *w, char **env)
 	int rc = cli_session_login(s, id, sec, 0);
 	OPENSSL_cleanse(line, sizeof line);
 	if (rc == CLI_OK)
-		printf("logged in as %s at %s (tokens kept in %s)\n", s->client_id, s->base, s->path);
+		printf("logged in as %s at %s (tokens kept in %s)\n", s->client_id, s->base,
+		       s->path);
 	return rc;
 }
 
@@ -655,7 +660,7 @@ int cli_client_main(int argc, char **argv, char **env)
 	if (creds)
 		snprintf(s.path, sizeof s.path, "%s", creds);
 	else
-		default_path(env, s.path, sizeof s.path);
+		cli_client_default_path(env, s.path, sizeof s.path);
 	cli_base_url(&cfg, url, 1, s.base, sizeof s.base);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (w.npos >= 1 && !strcmp(w.pos[0], "login") && w.npos == 1) {
@@ -669,7 +674,8 @@ int cli_client_main(int argc, char **argv, char **env)
 		if (rc == CLI_OK)
 			printf("logged out (removed %s)\n", s.path);
 		else
-			fprintf(stderr, "labhook client: cannot remove %s: %s\n", s.path, strerror(errno));
+			fprintf(stderr, "labhook client: cannot remove %s: %s\n", s.path,
+			        strerror(errno));
 		goto out;
 	}
 	for (size_t i = 0; i < COUNTOF(ccmds); i++) {
@@ -682,7 +688,7 @@ int cli_client_main(int argc, char **argv, char **env)
 			fprintf(stderr, "Usage: labhook client %s\n", c->help);
 			goto out;
 		}
-		if ((rc = creds_load(&s, url != NULL)) == CLI_OK)
+		if ((rc = cli_session_load(&s, url != NULL)) == CLI_OK)
 			rc = run(&s, c, &w, w.pos + words, json);
 		goto out;
 	}

@@ -35,12 +35,19 @@ struct cli_session {
  * tokens when s->path is set. CLI_OK, CLI_EAPI after a message for refused credentials. */
 int cli_session_login(struct cli_session *s, const char *client_id, const char *secret,
                       int keep_secret);
+/* Reads the login saved in s->path (and its URL unless url_given). CLI_ELOGIN after a
+ * message when there is none. */
+int cli_session_load(struct cli_session *s, int url_given);
 /* One client-API call with the session's token (refreshed as the header says). CLI_OK with
  * *out whatever the status (free with cli_resp_free), or CLI_EREACH / CLI_ELOGIN after a
  * message. body borrowed, may be NULL; path begins with '/'. */
 int cli_session_call(struct cli_session *s, const char *method, const char *path, json_t *body,
                      struct cli_resp *out);
 void cli_session_clear(struct cli_session *s);
+
+/* The default credentials file from env: $XDG_CONFIG_HOME/labhook/credentials.json, else
+ * $HOME/.config/labhook/credentials.json. */
+void cli_client_default_path(char **env, char *out, size_t cap);
 
 /* argv excludes "labhook client". Returns the exit code (cli_http.h). */
 int cli_client_main(int argc, char **argv, char **env);

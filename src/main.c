@@ -25,6 +25,7 @@
 #include "api.h"
 #include "app.h"
 #include "cli_client.h"
+#include "cli_listen.h"
 #include "cli_trigger.h"
 #include "delivery.h"
 #include "demo.h"
@@ -395,6 +396,8 @@ int main(int argc, char **argv, char **env)
 		return admin_cli_main(argv[1], argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "client"))
 		return cli_client_main(argc - 2, argv + 2, env);
+	if (!strcmp(argv[1], "listen"))
+		return cli_listen_main(argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "trigger"))
 		return cli_trigger_main(argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "store"))
