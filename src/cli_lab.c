@@ -252,6 +252,15 @@ int cli_lab_main(const struct config *cfg, const char *url_flag, const char *con
 {
 	struct cli_words w;
 	struct cli_lab l;
+	const char *moved[CLI_WORDS_CAP];
+	/* `lab --json get-bill B`: the switch may come before the command's name */
+	if (nw >= 2 && nw <= CLI_WORDS_CAP && !strcmp(words[0], "--json")) {
+		moved[0] = words[1];
+		moved[1] = words[0];
+		for (size_t i = 2; i < nw; i++)
+			moved[i] = words[i];
+		words = moved;
+	}
 	if (nw == 0 || (strcmp(words[0], "create-bill") && strcmp(words[0], "get-bill") &&
 	                strcmp(words[0], "create-lead")))
 		return -1;

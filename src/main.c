@@ -1,5 +1,6 @@
 /* main.c: the labhook command line: `serve` runs the service, `admin` and `lab` drive the
- * admin API, `store copy` moves a SQLite store into PostgreSQL (store_copy.c).
+ * admin API, `listen`, `trigger` and `client` are the developer's and integrator's tools
+ * (cli_*.c), `store copy` moves a SQLite store into PostgreSQL (store_copy.c).
  *
  * serve builds the shared state (config, store, auth, admin key) on the main thread, starts
  * the HTTP threads, then waits for SIGTERM/SIGINT with those signals blocked in every thread
@@ -49,6 +50,12 @@ static void usage(FILE *f)
 	    "                                    (labhook admin --help for the commands)\n"
 	    "  labhook lab [settings] COMMAND    complete reports, delete bills, convert leads\n"
 	    "                                    (labhook lab --help for the commands)\n"
+	    "  labhook listen [settings] [--forward-to URL]\n"
+	    "                                    receive, verify and print webhooks on this\n"
+	    "                                    machine (with serve --demo; labhook listen --help)\n"
+	    "  labhook trigger [settings] EVENT  make the demo lab emit EVENT\n"
+	    "  labhook client [settings] COMMAND the integrator's API: login, subscriptions,\n"
+	    "                                    deliveries ... (labhook client --help)\n"
 	    "  labhook store copy [settings] --to postgresql://...\n"
 	    "                                    copy a stopped node's SQLite store into an\n"
 	    "                                    empty PostgreSQL database (the way to several\n"
