@@ -24,9 +24,9 @@
 #include "sign.h"
 #include "util.h"
 
-#define LISTEN_PATH     "/labhook-listen"
-#define LISTEN_BODY_CAP (4 * 1024 * 1024) /* a webhook body is small; max-body is 1 MiB */
-#define LISTEN_TOLERANCE 300              /* seconds, as Standard Webhooks advises */
+#define LISTEN_PATH      "/labhook-listen"
+#define LISTEN_BODY_CAP  (4 * 1024 * 1024) /* a webhook body is small; max-body is 1 MiB */
+#define LISTEN_TOLERANCE 300               /* seconds, as Standard Webhooks advises */
 
 static const char *const all_events =
     "bill.created,bill.completed,bill.deleted,report.completed,lead.created,booking.created";
@@ -198,8 +198,8 @@ static unsigned receive(struct listener *l, struct MHD_Connection *conn, const s
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *data, size_t *size, void **con_cls)
+                                  const char *method, const char *version, const char *data,
+                                  size_t *size, void **con_cls)
 {
 	(void)version;
 	struct listener *l = cls;
@@ -232,7 +232,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		status = 413;
 	else
 		status = receive(l, conn, u);
-	struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 	enum MHD_Result ret = MHD_queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -295,14 +296,14 @@ static int clear_stale(struct cli_session *s, json_t *conflict)
 		const char *ep = json_string_value(
 		    json_object_get(json_object_get(r.json, "subscription"), "endpoint"));
 		int mine = r.status == 200 && ep && !strncmp(ep, "https://127.0.0.1:", 18) &&
-		           strstr(ep, LISTEN_PATH) &&
-		           !strcmp(strstr(ep, LISTEN_PATH), LISTEN_PATH);
+		           strstr(ep, LISTEN_PATH) && !strcmp(strstr(ep, LISTEN_PATH), LISTEN_PATH);
 		cli_resp_free(&r);
 		if (!mine)
 			continue;
 		if (cli_session_call(s, "DELETE", path, NULL, &r) == CLI_OK) {
 			if (r.status == 200) {
-				printf("removed %s, left behind by an earlier labhook listen\n", id);
+				printf("removed %s, left behind by an earlier labhook listen\n",
+				       id);
 				removed = 1;
 			}
 			cli_resp_free(&r);
@@ -394,7 +395,8 @@ static int subscribe(struct cli_session *s, const char *lab, const char *events,
 	                         endpoint, "protocol", "https");
 	int rc;
 	for (int attempt = 0;; attempt++) {
-		if ((rc = cli_session_call(s, "POST", "/client/events/subscribe", body, &r)) != CLI_OK)
+		if ((rc = cli_session_call(s, "POST", "/client/events/subscribe", body, &r)) !=
+		    CLI_OK)
 			break;
 		if (r.status == 409 && attempt == 0 && clear_stale(s, r.json)) {
 			cli_resp_free(&r);
@@ -406,9 +408,10 @@ static int subscribe(struct cli_session *s, const char *lab, const char *events,
 		if (r.status != 200 || !id || !sec || strlen(sec) >= sizeof l->secret) {
 			rc = cli_api_error("listen", &r);
 			if (r.status == 400 && strstr(r.body ? r.body : "", "blocked_address"))
-				fprintf(stderr, "labhook listen: the service refuses loopback endpoints:"
-				                " run it with --demo (or allow-net 127.0.0.0/8 and a"
-				                " ca-file that trusts %s)\n",
+				fprintf(stderr,
+				        "labhook listen: the service refuses loopback endpoints:"
+				        " run it with --demo (or allow-net 127.0.0.0/8 and a"
+				        " ca-file that trusts %s)\n",
 				        DEVCA_CERT);
 		} else {
 			snprintf(sub_id, ID_CAP, "%s", id);
@@ -460,8 +463,9 @@ int cli_listen_main(int argc, char **argv, char **env)
 		usage(stderr);
 		return CLI_EUSAGE;
 	}
-	if (port < 0 || port > 65535 || (l.forward_to && strncmp(l.forward_to, "http://", 7) &&
-	                                 strncmp(l.forward_to, "https://", 8))) {
+	if (port < 0 || port > 65535 ||
+	    (l.forward_to && strncmp(l.forward_to, "http://", 7) &&
+	     strncmp(l.forward_to, "https://", 8))) {
 		fprintf(stderr, "labhook listen: %s\n",
 		        port < 0 || port > 65535 ? "--port wants 0-65535"
 		                                 : "--forward-to wants an http:// or https:// URL");
@@ -496,11 +500,12 @@ int cli_listen_main(int argc, char **argv, char **env)
 	d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TLS | MHD_USE_ERROR_LOG,
 	                     (uint16_t)port, NULL, NULL, on_request, &l, MHD_OPTION_HTTPS_MEM_KEY,
 	                     key, MHD_OPTION_HTTPS_MEM_CERT, cert, MHD_OPTION_NOTIFY_COMPLETED,
-	                     on_done, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_TIMEOUT,
-	                     (unsigned)30, MHD_OPTION_END);
+	                     on_done, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+	                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
 	if (!d) {
-		fprintf(stderr, "labhook listen: cannot serve HTTPS on 127.0.0.1:%ld (port in use?"
-		                " try --port)\n",
+		fprintf(stderr,
+		        "labhook listen: cannot serve HTTPS on 127.0.0.1:%ld (port in use?"
+		        " try --port)\n",
 		        port);
 		goto out;
 	}
@@ -534,8 +539,9 @@ out:
 				rc = cli_api_error("listen", &r);
 			cli_resp_free(&r);
 		} else {
-			fprintf(stderr, "labhook listen: could not delete subscription %s: the next"
-			                " listen removes it\n",
+			fprintf(stderr,
+			        "labhook listen: could not delete subscription %s: the next"
+			        " listen removes it\n",
 			        sub_id);
 		}
 	}
