@@ -260,14 +260,7 @@ static json_t *flag_value(const char *spec, const char *v)
 			return n;
 		json_decref(n);
 	} else if (mark == '@') {
-		json_t *arr = json_array();
-		for (const char *p = v; *p;) {
-			size_t n = strcspn(p, ",");
-			if (n)
-				json_array_append_new(arr, json_stringn(p, n));
-			p += n + (p[n] == ',');
-		}
-		return arr;
+		return cli_json_list(v);
 	}
 	return json_string(v);
 }

@@ -354,27 +354,15 @@ static void set_str(json_t *o, const char *key, const char *v)
 		json_object_set_new(o, key, json_string(v));
 }
 
-static json_t *list_flag(const char *v)
-{
-	json_t *arr = json_array();
-	for (const char *p = v; *p;) {
-		size_t n = strcspn(p, ",");
-		if (n)
-			json_array_append_new(arr, json_stringn(p, n));
-		p += n + (p[n] == ',');
-	}
-	return arr;
-}
-
 static int b_subscribe(struct cli_words *w, json_t **body, char *query, size_t cap)
 {
 	(void)query;
 	(void)cap;
 	const char *ev = cli_flag(w, "events");
 	json_t *b = json_pack("{s:s, s:o}", "protocol", "https", "events",
-	                      list_flag(ev ? ev
-	                                   : "bill.created,bill.completed,bill.deleted,"
-	                                     "report.completed,lead.created,booking.created"));
+	                      cli_json_list(ev ? ev
+	                                       : "bill.created,bill.completed,bill.deleted,"
+	                                         "report.completed,lead.created,booking.created"));
 	set_str(b, "labID", cli_flag(w, "lab"));
 	set_str(b, "endpoint", cli_flag(w, "endpoint"));
 	set_str(b, "authToken", cli_flag(w, "auth-token"));
@@ -391,7 +379,7 @@ static int b_patch(struct cli_words *w, json_t **body, char *query, size_t cap)
 	json_t *b = json_object();
 	const char *ev = cli_flag(w, "events");
 	if (ev)
-		json_object_set_new(b, "events", list_flag(ev));
+		json_object_set_new(b, "events", cli_json_list(ev));
 	set_str(b, "endpoint", cli_flag(w, "endpoint"));
 	set_str(b, "authToken", cli_flag(w, "auth-token"));
 	set_str(b, "status", cli_flag(w, "status"));
@@ -554,23 +542,36 @@ static const char *env_get(char **env, const char *name)
 	return NULL;
 }
 
-static int do_login(struct cli_session *s, struct cli_words *w, char **env)
+int cli_client_credentials(struct cli_words *w, char **env, const char **id,
+                           char secret[AUTH_SECRET_CAP + 8])
 {
-	const char *id = cli_flag(w, "client-id"), *sec = cli_flag(w, "client-secret");
-	char line[AUTH_SECRET_CAP + 8];
-	if (cli_words_check("client", w))
-		return CLI_EUSAGE;
-	if (!id)
-		id = env_get(env, "LABHOOK_CLIENT_ID");
+	const char *i = cli_flag(w, "client-id"), *sec = cli_flag(w, "client-secret");
+	if (!i)
+		i = env_get(env, "LABHOOK_CLIENT_ID");
 	if (!sec)
 		sec = env_get(env, "LABHOOK_CLIENT_SECRET");
-	if (sec && !strcmp(sec, "-")) {
-		if (!fgets(line, sizeof line, stdin))
-			line[0] = '\0';
-		line[strcspn(line, "\r\n")] = '\0';
-		sec = line;
+	if (!i || !i[0] || !sec || !sec[0])
+		return -1;
+	if (!strcmp(sec, "-")) {
+		if (!fgets(secret, AUTH_SECRET_CAP + 8, stdin))
+			secret[0] = '\0';
+		secret[strcspn(secret, "\r\n")] = '\0';
+	} else {
+		snprintf(secret, AUTH_SECRET_CAP + 8, "%s", sec);
 	}
-	if (!id || !id[0] || !sec || !sec[0]) {
+	*id = i;
+	return secret[0] ? 0 : -1;
+}
+
+static int do_login(struct cli_session *s, struct cli_words *w, char **env)
+{
+	const char *id = NULL;
+	char line[AUTH_SECRET_CAP + 8] = "";
+	int none = cli_client_credentials(w, env, &id, line);
+	const char *sec = line;
+	if (cli_words_check("client", w))
+		return CLI_EUSAGE;
+	if (none) {
 		fprintf(stderr, "labhook client: login needs --client-id and --client-secret (or"
 		                " LABHOOK_CLIENT_ID and LABHOOK_CLIENT_SECRET)\n");
 		return CLI_EUSAGE;
@@ -635,24 +636,13 @@ static int run(struct cli_session *s, const struct client_cmd *c, struct cli_wor
 int cli_client_main(int argc, char **argv, char **env)
 {
 	struct config cfg;
-	const char *rest[CLI_WORDS_CAP];
-	size_t nrest = 0;
-	char err[512];
 	struct cli_words w;
 	struct cli_session s;
-	int rc = CLI_EUSAGE;
-
-	for (int i = 0; i < argc; i++)
-		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			client_usage(stdout);
-			return CLI_OK;
-		}
-	if (config_load(&cfg, argc, argv, env, rest, CLI_WORDS_CAP, &nrest, err, sizeof err)) {
-		fprintf(stderr, "labhook client: %s\n", err);
-		return CLI_EUSAGE;
-	}
-	if (cli_words_read("client", rest, nrest, "json,clear-auth-token", &w))
-		return CLI_EUSAGE;
+	int rc =
+	    cli_start("client", argc, argv, env, "json,clear-auth-token", client_usage, &cfg, &w);
+	if (rc >= 0)
+		return rc;
+	rc = CLI_EUSAGE;
 	memset(&s, 0, sizeof s);
 	s.tool = "client";
 	const char *url = cli_flag(&w, "url"), *creds = cli_flag(&w, "credentials");

@@ -49,6 +49,12 @@ void cli_session_clear(struct cli_session *s);
  * $HOME/.config/labhook/credentials.json. */
 void cli_client_default_path(char **env, char *out, size_t cap);
 
+/* The client id and secret from --client-id/--client-secret, else LABHOOK_CLIENT_ID and
+ * LABHOOK_CLIENT_SECRET; a secret "-" is read from stdin's first line. 0 with *id (borrowed
+ * from w or env) and secret (the caller cleanses it); -1 when either is missing. */
+int cli_client_credentials(struct cli_words *w, char **env, const char **id,
+                           char secret[AUTH_SECRET_CAP + 8]);
+
 /* argv excludes "labhook client". Returns the exit code (cli_http.h). */
 int cli_client_main(int argc, char **argv, char **env);
 

@@ -220,3 +220,33 @@ int cli_words_check(const char *tool, const struct cli_words *w)
 		}
 	return 0;
 }
+
+int cli_start(const char *tool, int argc, char **argv, char **env, const char *switches,
+              void (*usage)(FILE *), struct config *cfg, struct cli_words *w)
+{
+	const char *rest[CLI_WORDS_CAP];
+	size_t nrest = 0;
+	char err[512];
+	for (int i = 0; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return CLI_OK;
+		}
+	if (config_load(cfg, argc, argv, env, rest, CLI_WORDS_CAP, &nrest, err, sizeof err)) {
+		fprintf(stderr, "labhook %s: %s\n", tool, err);
+		return CLI_EUSAGE;
+	}
+	return cli_words_read(tool, rest, nrest, switches, w) ? CLI_EUSAGE : -1;
+}
+
+json_t *cli_json_list(const char *csv)
+{
+	json_t *arr = json_array();
+	for (const char *p = csv; arr && *p;) {
+		size_t n = strcspn(p, ",");
+		if (n)
+			json_array_append_new(arr, json_stringn(p, n));
+		p += n + (p[n] == ',');
+	}
+	return arr;
+}

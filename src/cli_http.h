@@ -8,6 +8,7 @@
 #define LH_CLI_HTTP_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -73,5 +74,14 @@ const char *cli_flag(struct cli_words *w, const char *name);
 size_t cli_flag_all(struct cli_words *w, const char *name, const char **out, size_t cap);
 /* 0, or -1 after a message naming the first flag no command took. */
 int cli_words_check(const char *tool, const struct cli_words *w);
+
+/* The start of every tool: --help prints usage on stdout (CLI_OK), then the settings into
+ * *cfg and the other words into *w (switches as for cli_words_read). -1 when the command
+ * goes on, else the exit code after a message. */
+int cli_start(const char *tool, int argc, char **argv, char **env, const char *switches,
+              void (*usage)(FILE *), struct config *cfg, struct cli_words *w);
+
+/* "a,b,c" as a JSON array of strings (empty items left out). Returns owned, json_decref. */
+json_t *cli_json_list(const char *csv);
 
 #endif

@@ -8,11 +8,13 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <microhttpd.h>
@@ -32,9 +34,13 @@ static const char *const all_events =
     "bill.created,bill.completed,bill.deleted,report.completed,lead.created,booking.created";
 
 struct listener {
-	char secret[128]; /* the subscription's signing secret */
+	/* The subscription's signing secret. The server starts before the subscription exists
+	 * (its port goes into the endpoint), and a delivery may come before the subscribe
+	 * answer: the receiving thread waits for the secret under mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t ready;
+	char secret[128];
 	const char *forward_to;
-	int invalid; /* webhooks whose signature did not verify */
 };
 
 struct upload {
@@ -175,14 +181,21 @@ static unsigned receive(struct listener *l, struct MHD_Connection *conn, const s
 	const char *ts = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "webhook-timestamp");
 	const char *sig = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "webhook-signature");
 	json_t *j = json_loadb(u->p ? u->p : "", u->n, 0, NULL);
-	char entity[200];
-	int ok = verified(l->secret, id, ts, sig, u->p ? u->p : "", u->n);
+	char entity[200], secret[sizeof l->secret];
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	pthread_mutex_lock(&l->mu);
+	while (!l->secret[0] && pthread_cond_timedwait(&l->ready, &l->mu, &until) == 0)
+		;
+	memcpy(secret, l->secret, sizeof secret);
+	pthread_mutex_unlock(&l->mu);
+	int ok = secret[0] && verified(secret, id, ts, sig, u->p ? u->p : "", u->n);
+	OPENSSL_cleanse(secret, sizeof secret);
 	long long age = ts ? (long long)util_now() - strtoll(ts, NULL, 10) : 0;
 	entity_of(json_object_get(j, "data"), entity, sizeof entity);
 	const char *type = json_string_value(json_object_get(j, "eventType"));
 	const char *evt = json_string_value(json_object_get(j, "eventID"));
-	if (!ok)
-		l->invalid++;
 	printf("--> %s %s %s  signature %s%s\n", type ? type : "(not a labhook event)",
 	       evt ? evt : (id ? id : "-"), entity, ok ? "verified" : "INVALID",
 	       ok && (age > LISTEN_TOLERANCE || age < -LISTEN_TOLERANCE)
@@ -317,27 +330,14 @@ static int clear_stale(struct cli_session *s, json_t *conflict)
 static int session_open(struct cli_session *s, const struct config *cfg, struct cli_words *w,
                         const char *url, char **env, char lab[ID_CAP])
 {
-	const char *id = cli_flag(w, "client-id"), *sec = cli_flag(w, "client-secret");
-	const char *creds = cli_flag(w, "credentials");
+	const char *creds = cli_flag(w, "credentials"), *id = NULL;
 	struct demo_state d;
 	char line[AUTH_SECRET_CAP + 8] = "";
-	for (char **e = env; e && *e; e++) {
-		if (!id && !strncmp(*e, "LABHOOK_CLIENT_ID=", 18))
-			id = *e + 18;
-		if (!sec && !strncmp(*e, "LABHOOK_CLIENT_SECRET=", 22))
-			sec = *e + 22;
-	}
 	memset(s, 0, sizeof *s);
 	s->tool = "listen";
 	cli_base_url(cfg, url, 1, s->base, sizeof s->base);
-	if (id && sec) {
-		if (!strcmp(sec, "-")) {
-			if (!fgets(line, sizeof line, stdin))
-				line[0] = '\0';
-			line[strcspn(line, "\r\n")] = '\0';
-			sec = line;
-		}
-		int rc = cli_session_login(s, id, sec, 1);
+	if (cli_client_credentials(w, env, &id, line) == 0) {
+		int rc = cli_session_login(s, id, line, 1);
 		OPENSSL_cleanse(line, sizeof line);
 		return rc;
 	}
@@ -384,15 +384,8 @@ static int subscribe(struct cli_session *s, const char *lab, const char *events,
 	char endpoint[128];
 	struct cli_resp r;
 	snprintf(endpoint, sizeof endpoint, "https://127.0.0.1:%d" LISTEN_PATH, port);
-	json_t *evs = json_array();
-	for (const char *p = events; *p;) {
-		size_t n = strcspn(p, ",");
-		if (n)
-			json_array_append_new(evs, json_stringn(p, n));
-		p += n + (p[n] == ',');
-	}
-	json_t *body = json_pack("{s:s, s:o, s:s, s:s}", "labID", lab, "events", evs, "endpoint",
-	                         endpoint, "protocol", "https");
+	json_t *body = json_pack("{s:s, s:o, s:s, s:s}", "labID", lab, "events",
+	                         cli_json_list(events), "endpoint", endpoint, "protocol", "https");
 	int rc;
 	for (int attempt = 0;; attempt++) {
 		if ((rc = cli_session_call(s, "POST", "/client/events/subscribe", body, &r)) !=
@@ -415,7 +408,10 @@ static int subscribe(struct cli_session *s, const char *lab, const char *events,
 				        DEVCA_CERT);
 		} else {
 			snprintf(sub_id, ID_CAP, "%s", id);
+			pthread_mutex_lock(&l->mu);
 			snprintf(l->secret, sizeof l->secret, "%s", sec);
+			pthread_cond_broadcast(&l->ready);
+			pthread_mutex_unlock(&l->mu);
 		}
 		cli_resp_free(&r);
 		break;
@@ -427,30 +423,22 @@ static int subscribe(struct cli_session *s, const char *lab, const char *events,
 int cli_listen_main(int argc, char **argv, char **env)
 {
 	struct config cfg;
-	const char *rest[CLI_WORDS_CAP];
-	size_t nrest = 0;
-	char err[512], lab[ID_CAP] = "", sub_id[ID_CAP] = "", path[CFG_PATH_CAP + 32];
+	char lab[ID_CAP] = "", sub_id[ID_CAP] = "", path[CFG_PATH_CAP + 32];
 	char *cert = NULL, *key = NULL;
 	struct cli_words w;
 	struct cli_session s;
 	struct listener l;
 	struct MHD_Daemon *d = NULL;
 	sigset_t set;
-	int rc = CLI_EUSAGE, sig = 0;
+	int sig = 0, rc = cli_start("listen", argc, argv, env, "", usage, &cfg, &w);
 
+	if (rc >= 0)
+		return rc;
+	rc = CLI_EUSAGE;
 	memset(&s, 0, sizeof s);
 	memset(&l, 0, sizeof l);
-	for (int i = 0; i < argc; i++)
-		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			usage(stdout);
-			return CLI_OK;
-		}
-	if (config_load(&cfg, argc, argv, env, rest, CLI_WORDS_CAP, &nrest, err, sizeof err)) {
-		fprintf(stderr, "labhook listen: %s\n", err);
-		return CLI_EUSAGE;
-	}
-	if (cli_words_read("listen", rest, nrest, "", &w))
-		return CLI_EUSAGE;
+	pthread_mutex_init(&l.mu, NULL);
+	pthread_cond_init(&l.ready, NULL);
 	const char *url = cli_flag(&w, "url"), *events = cli_flag(&w, "events");
 	const char *port_s = cli_flag(&w, "port"), *cert_f = cli_flag(&w, "cert");
 	const char *key_f = cli_flag(&w, "key"), *lab_f = cli_flag(&w, "lab");
@@ -472,9 +460,8 @@ int cli_listen_main(int argc, char **argv, char **env)
 		return CLI_EUSAGE;
 	}
 	/* Checked before anything is registered: a wrong flag must leave nothing behind. */
-	const char *id_f = cli_flag(&w, "client-id"), *sec_f = cli_flag(&w, "client-secret");
-	(void)id_f;
-	(void)sec_f;
+	cli_flag(&w, "client-id");
+	cli_flag(&w, "client-secret");
 	cli_flag(&w, "credentials");
 	if (cli_words_check("listen", &w))
 		return CLI_EUSAGE;
@@ -551,7 +538,9 @@ out:
 		OPENSSL_cleanse(key, strlen(key));
 		free(key);
 	}
-	OPENSSL_cleanse(&l, sizeof l);
+	OPENSSL_cleanse(l.secret, sizeof l.secret);
+	pthread_cond_destroy(&l.ready);
+	pthread_mutex_destroy(&l.mu);
 	cli_session_clear(&s);
 	curl_global_cleanup();
 	return rc;

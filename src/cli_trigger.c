@@ -129,24 +129,15 @@ static int new_lead(struct cli_lab *l, const char *client, const char *lab, int 
 int cli_trigger_main(int argc, char **argv, char **env)
 {
 	struct config cfg;
-	const char *rest[CLI_WORDS_CAP];
-	size_t nrest = 0, ev = 0;
-	char err[512], client[ID_CAP], lab[ID_CAP];
+	size_t ev = 0;
+	char client[ID_CAP], lab[ID_CAP];
 	struct cli_words w;
 	struct cli_lab l;
 	struct demo_state d;
+	int rc = cli_start("trigger", argc, argv, env, "json", usage, &cfg, &w);
 
-	for (int i = 0; i < argc; i++)
-		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			usage(stdout);
-			return CLI_OK;
-		}
-	if (config_load(&cfg, argc, argv, env, rest, CLI_WORDS_CAP, &nrest, err, sizeof err)) {
-		fprintf(stderr, "labhook trigger: %s\n", err);
-		return CLI_EUSAGE;
-	}
-	if (cli_words_read("trigger", rest, nrest, "json", &w))
-		return CLI_EUSAGE;
+	if (rc >= 0)
+		return rc;
 	const char *url = cli_flag(&w, "url"), *c = cli_flag(&w, "client"),
 	           *lb = cli_flag(&w, "lab");
 	int json = cli_flag(&w, "json") != NULL;
@@ -176,7 +167,7 @@ int cli_trigger_main(int argc, char **argv, char **env)
 		snprintf(lab, sizeof lab, "%s", lb);
 	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	int rc = cli_lab_open("trigger", &cfg, url, &l);
+	rc = cli_lab_open("trigger", &cfg, url, &l);
 	if (rc != CLI_OK)
 		return rc;
 	l.json = json;
