@@ -126,24 +126,6 @@ static int flag_is(const char *spec, const char *arg)
 	return !strncmp(arg, "--", 2) && strlen(arg + 2) == n && !strncmp(arg + 2, spec, n);
 }
 
-static int read_key(const char *data_dir, char *out, size_t cap)
-{
-	char path[CFG_PATH_CAP + 16];
-	snprintf(path, sizeof path, "%s/admin.key", data_dir);
-	FILE *f = fopen(path, "r");
-	if (!f || !fgets(out, (int)cap, f)) {
-		fprintf(stderr,
-		        "labhook: cannot read %s (has `labhook serve` run with this --data-dir?)\n",
-		        path);
-		if (f)
-			fclose(f);
-		return -1;
-	}
-	fclose(f);
-	out[strcspn(out, "\r\n")] = '\0';
-	return 0;
-}
-
 /* What the words after the command name say. */
 struct args {
 	const char *pos[3]; /* positional arguments */
@@ -305,10 +287,10 @@ static int cmd_body(const char *tool, const struct cmd *c, const struct args *a,
 	return 0;
 }
 
-/* The URL: --url, the demo's or http://<listen>, then the path with each "%s" filled with the next
- * positional argument, URL-escaped. */
-static void cmd_url(const struct config *cfg, const char *base, const struct cmd *c,
-                    const struct args *a, char *url, size_t cap)
+/* The URL: the service's base, then the path with each "%s" filled with the next positional
+ * argument, URL-escaped. */
+static void cmd_url(const char *base, const struct cmd *c, const struct args *a, char *url,
+                    size_t cap)
 {
 	char path[1024];
 	size_t o = 0;
@@ -324,9 +306,7 @@ static void cmd_url(const struct config *cfg, const char *base, const struct cmd
 		}
 	}
 	path[o < sizeof path ? o : sizeof path - 1] = '\0';
-	char root[1100];
-	cli_base_url(cfg, base, 1, root, sizeof root);
-	snprintf(url, cap, "%s%s", root, path);
+	snprintf(url, cap, "%s%s", base, path);
 }
 
 /* Sends the request and prints the answer (pretty JSON when it is JSON): on stdout for a
@@ -353,7 +333,8 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 	struct config cfg;
 	const char *rest[32], *words[32], *base = NULL;
 	size_t nrest = 0, nw = 0, first = 0;
-	char err[512], key[160], url[2048];
+	char err[512], url[2048];
+	struct cli_lab l;
 	struct args a = {{NULL}, 0, {NULL}, NULL, NULL};
 	const struct cmd *c;
 	char *body_text = NULL;
@@ -389,12 +370,16 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 		admin_usage(stderr, tool);
 		return 2;
 	}
-	if (read_key(cfg.data_dir, key, sizeof key) != 0 ||
-	    cmd_body(tool, c, &a, &body_text, &body_len, &pdf))
-		return 1;
-	cmd_url(&cfg, base, c, &a, url, sizeof url);
-	int rc = cmd_send(tool, c->method, url, key, body_text, body_len, pdf);
-	OPENSSL_cleanse(key, sizeof key);
+	int rc = cli_lab_open(tool, &cfg, base, &l);
+	if (rc != CLI_OK)
+		return rc;
+	if (cmd_body(tool, c, &a, &body_text, &body_len, &pdf)) {
+		cli_lab_close(&l);
+		return CLI_EAPI;
+	}
+	cmd_url(l.base, c, &a, url, sizeof url);
+	rc = cmd_send(tool, c->method, url, l.key, body_text, body_len, pdf);
+	cli_lab_close(&l);
 	free(body_text);
 	return rc;
 }

@@ -29,7 +29,7 @@ int cli_lab_open(const char *tool, const struct config *cfg, const char *url_fla
 		    tool, path);
 		if (f)
 			fclose(f);
-		return CLI_EUSAGE;
+		return CLI_EAPI;
 	}
 	fclose(f);
 	out->key[strcspn(out->key, "\r\n")] = '\0';

@@ -21,7 +21,7 @@ struct cli_lab {
 };
 
 /* Reads the admin key of cfg's data directory and the service's URL (url_flag, the demo's,
- * or the listen setting). CLI_OK, or CLI_EUSAGE after a message when there is no key. */
+ * or the listen setting). CLI_OK, or CLI_EAPI after a message when there is no key. */
 int cli_lab_open(const char *tool, const struct config *cfg, const char *url_flag,
                  struct cli_lab *out);
 void cli_lab_close(struct cli_lab *l);
