@@ -117,6 +117,8 @@ void admin_cli_print_man(FILE *f, const char *tool)
 			util_roff_text(f, cmds[i].help, 1);
 			fputc('\n', f);
 		}
+	if (!strcmp(tool, "lab"))
+		cli_lab_print_man(f);
 }
 
 /* "flag=field" -> does arg "--flag" name it? */
@@ -333,7 +335,7 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 	struct config cfg;
 	const char *rest[32], *words[32], *base = NULL;
 	size_t nrest = 0, nw = 0, first = 0;
-	char err[512], url[2048];
+	char err[512], url[2200];
 	struct cli_lab l;
 	struct args a = {{NULL}, 0, {NULL}, NULL, NULL};
 	const struct cmd *c;

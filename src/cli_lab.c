@@ -76,19 +76,31 @@ void cli_lab_print_bill(FILE *f, json_t *bill)
 	}
 }
 
+/* One line per command: `labhook lab --help` and the man page print them. */
+static const char *const lab_help[] = {
+    "create-bill [--client CLIENT_ID --lab LAB_ID] --test ID [--test ID ...] [--package ID ...]"
+    " [--unmapped-test NAME ...] [--first-name NAME] [--last-name NAME] [--gender G] [--age N]"
+    " [--integrator-id REF] [--bar-code CODE] [--corporate-user CU] [--json]"
+    " (--client and --lab default to the demo's; prints the report ids)",
+    "get-bill BILL_ID [--json]",
+    "create-lead [--client CLIENT_ID --lab LAB_ID] --first-name NAME --contact DIGITS [--age N]"
+    " [--email E] [--test ID ...] [--integrator-id REF] [--corporate-user CU]"
+    " [--booking --booking-type TYPE --scheduled-at RFC3339] [--json]",
+};
+
 void cli_lab_usage(FILE *f)
 {
-	fprintf(
-	    f,
-	    "  create-bill [--client CLIENT_ID --lab LAB_ID] --test ID [--test ID ...]\n"
-	    "              [--unmapped-test NAME ...] [--package ID ...] [--first-name NAME]\n"
-	    "              [--last-name NAME] [--gender male|female|other] [--age N]\n"
-	    "              [--integrator-id REF] [--bar-code CODE] [--corporate-user CU]\n"
-	    "              (--client/--lab default to the demo's; prints the report ids)\n"
-	    "  get-bill BILL_ID\n"
-	    "  create-lead [--client CLIENT_ID --lab LAB_ID] --first-name NAME --contact DIGITS\n"
-	    "              [--age N] [--email E] [--test ID ...] [--integrator-id REF]\n"
-	    "              [--booking --booking-type TYPE --scheduled-at RFC3339]\n");
+	for (size_t i = 0; i < COUNTOF(lab_help); i++)
+		fprintf(f, "  %s\n", lab_help[i]);
+}
+
+void cli_lab_print_man(FILE *f)
+{
+	for (size_t i = 0; i < COUNTOF(lab_help); i++) {
+		fprintf(f, "labhook lab ");
+		util_roff_text(f, lab_help[i], 1);
+		fputc('\n', f);
+	}
 }
 
 /* --client and --lab, or the demo's catch-all account and lab. -1 after a message. */

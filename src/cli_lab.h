@@ -36,6 +36,8 @@ int cli_lab_call(struct cli_lab *l, const char *method, const char *path, json_t
 int cli_lab_main(const struct config *cfg, const char *url_flag, const char *const *words,
                  size_t nw);
 void cli_lab_usage(FILE *f);
+/* The same commands as roff lines "labhook lab COMMAND ..." for the man page. */
+void cli_lab_print_man(FILE *f);
 
 /* Prints the bill's id, status and reports (id, status, name) from a GET /lab/bills/{id}
  * answer. */
