@@ -63,6 +63,8 @@ static const struct route routes[] = {
     {"GET", "/client/crm/tests", G_CLIENT, api_crm_tests},
     {"GET", "/client/crm/packages", G_CLIENT, api_crm_packages},
     {"POST", "/lab/bills", G_ADMIN, api_lab_bill_create},
+    {"GET", "/lab/bills/*", G_ADMIN, api_lab_bill_get},
+    {"POST", "/lab/leads", G_ADMIN, api_lab_lead_create},
     {"POST", "/lab/bills/*/reports/*/complete", G_ADMIN, api_lab_report_complete},
     {"DELETE", "/lab/bills/*", G_ADMIN, api_lab_bill_delete},
     {"POST", "/lab/leads/*/convert", G_ADMIN, api_lab_lead_convert},

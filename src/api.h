@@ -100,6 +100,8 @@ void api_billing_create(struct call *c);
 void api_bill_get(struct call *c);
 void api_lead_create(struct call *c);
 void api_lab_bill_create(struct call *c);
+void api_lab_bill_get(struct call *c);
+void api_lab_lead_create(struct call *c);
 void api_lab_report_complete(struct call *c);
 void api_report_link_get(struct call *c);
 void api_client_report_get(struct call *c);
