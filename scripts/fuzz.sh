@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
-all=(subscribe body bill lead jwt retry_after url xff config)
+all=(subscribe body bill lead catalog jwt retry_after url xff config)
 targets=("${@:-${all[@]}}")
 for t in "${targets[@]}"; do
   [[ -d tests/fuzz/seeds/$t ]] || { echo "unknown fuzz target '$t' (one of: ${all[*]})" >&2; exit 2; }

@@ -1,5 +1,7 @@
 /* api.h: the HTTP API: one router (api.c) and one file per resource (api_auth.c,
- * api_admin.c, api_subs.c, api_deliveries.c, api_events.c, api_reports.c). Handlers run on HTTP
+ * api_admin.c, api_subs.c, api_deliveries.c, api_events.c, api_reports.c, api_catalog.c,
+ * api_openapi.c).
+ * Handlers run on HTTP
  * threads, several at once; they keep no state of their own between requests.
  */
 #ifndef LH_API_H
@@ -30,6 +32,11 @@ void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs);
 #define API_OPEN_BODY_MAX (16 * 1024)
 size_t api_admit(void *ctx, const struct http_req *rq, struct http_resp *rs);
 
+/* The same pair for the metrics listener (metrics-listen): GET /metrics without
+ * credentials, 404 for every other path. */
+size_t api_metrics_admit(void *ctx, const struct http_req *rq, struct http_resp *rs);
+void api_metrics_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs);
+
 /* Runs fn(tx, tx_arg) in the store's writer and answers once it is durable, without holding
  * this thread meanwhile: finish(c, job, result) then builds the answer on a server thread
  * (c->rq is this request again) and frees job (which holds tx_arg). If the client has gone
@@ -58,10 +65,14 @@ struct subscription *api_load_sub(struct call *c);
 /* The index of s in names[0..n), or -1 (also for s NULL). */
 int api_name_index(const char *const *names, size_t n, const char *s);
 
+/* Whether an If-None-Match / If-Range header value h (NULL: none) names etag, a quoted
+ * entity tag ("*" matches any; W/ is ignored). */
+int api_etag_listed(const char *h, const char *etag);
 /* RFC 3339 string for JSON output. */
 json_t *api_time(int64_t t);
 
 /* Handlers. */
+void api_openapi(struct call *c);
 void api_auth_token(struct call *c);
 void api_auth_refresh(struct call *c);
 void api_client_labs(struct call *c);
@@ -89,10 +100,26 @@ void api_billing_create(struct call *c);
 void api_bill_get(struct call *c);
 void api_lead_create(struct call *c);
 void api_lab_bill_create(struct call *c);
+void api_lab_bill_get(struct call *c);
+void api_lab_lead_create(struct call *c);
 void api_lab_report_complete(struct call *c);
 void api_report_link_get(struct call *c);
 void api_client_report_get(struct call *c);
 void api_lab_bill_delete(struct call *c);
 void api_lab_lead_convert(struct call *c);
+void api_crm_tests(struct call *c);
+void api_crm_packages(struct call *c);
+void api_admin_catalog_import(struct call *c);
+void api_admin_catalog_tests(struct call *c);
+void api_admin_catalog_packages(struct call *c);
+void api_admin_catalog_rates(struct call *c);
+void api_admin_catalog_test_put(struct call *c);
+void api_admin_catalog_test_delete(struct call *c);
+void api_admin_catalog_package_put(struct call *c);
+void api_admin_catalog_package_delete(struct call *c);
+void api_admin_catalog_test_rate_put(struct call *c);
+void api_admin_catalog_test_rate_delete(struct call *c);
+void api_admin_catalog_package_rate_put(struct call *c);
+void api_admin_catalog_package_rate_delete(struct call *c);
 
 #endif

@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "domain.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "events.h"
 #include "log.h"
 #include "sign.h"
+#include "validate.h"
 
 static const char *const bill_status_names[] = {"pending", "completed", "deleted"};
 
@@ -205,11 +207,14 @@ struct bill_job {
 };
 
 enum lh_err domain_bill_prepare(struct domain_bill_new *j, const struct domain_links *links,
-                                const struct bill *b, const struct report *reports, size_t n)
+                                const struct bill *b, const struct report *reports,
+                                const struct bill_ref *refs, size_t n)
 {
 	memset(j, 0, sizeof *j);
+	j->links = links;
 	j->bill = b;
 	j->reports = reports;
+	j->refs = refs;
 	j->n = n;
 	j->out.changed = 1;
 	/* Everything bill.created carries is known now: its payload is built here, on the
@@ -218,10 +223,117 @@ enum lh_err domain_bill_prepare(struct domain_bill_new *j, const struct domain_l
 	                  bill_event_data(links, b, reports, n, NULL, 0, NULL));
 }
 
+/* Appends a copy of r named name (of package) to a growing list of reports. */
+static enum lh_err push_report(struct report **arr, size_t *n, size_t *cap, const struct report *r,
+                               const char *name, const char *package)
+{
+	if (UTIL_GROW(*arr, *cap, *n + 1, 8))
+		return LH_ENOMEM;
+	struct report *o = &(*arr)[(*n)++];
+	*o = *r;
+	snprintf(o->name, sizeof o->name, "%s", name);
+	snprintf(o->package, sizeof o->package, "%s", package);
+	return LH_OK;
+}
+
+/* The reports of one catalog reference (see domain.h), appended to out. */
+static enum lh_err catalog_reports(struct store_tx *tx, struct domain_bill_new *j,
+                                   const struct report *r, const struct bill_ref *f,
+                                   struct report **out, size_t *n, size_t *cap)
+{
+	enum catalog_kind kind = (enum catalog_kind)f->kind;
+	struct catalog_item it;
+	struct catalog_member *m = NULL;
+	size_t nm = 0;
+	enum lh_err e = strlen(f->id) < ID_CAP
+	                    ? tx->ops->catalog_get(tx, j->bill->lab_id, kind, f->id, &it,
+	                                           kind == CATALOG_PACKAGE ? &m : NULL, &nm)
+	                    : LH_ENOTFOUND;
+	if (e != LH_OK)
+		return e; /* LH_ENOTFOUND: catalog_apply decides */
+	if (nm == 0)
+		e = push_report(out, n, cap, r, it.name, kind == CATALOG_PACKAGE ? it.id : "");
+	for (size_t k = 0; e == LH_OK && k < nm; k++) {
+		struct report t = *r;
+		/* The first test keeps the report id made for the package. */
+		if (k > 0 && (e = util_new_id("rep_", t.report_id)) != LH_OK)
+			break;
+		e = push_report(out, n, cap, &t, m[k].name, it.id);
+	}
+	free(m);
+	return e;
+}
+
+/* An id the catalog does not hold: refused if the lab has a catalog now, else *none = 1
+ * (it was emptied since the caller looked: the bill keeps its ids as sent). */
+static enum lh_err catalog_miss(struct store_tx *tx, struct domain_outcome *o, const char *lab_id,
+                                int kind, const char *field, const char *id, int *none)
+{
+	int any = 0;
+	enum lh_err e = tx->ops->catalog_any(tx, lab_id, &any);
+	if (e != LH_OK)
+		return e;
+	*none = !any;
+	if (!any)
+		return LH_OK;
+	return refuse(o, LH_EINVAL, "unknown_catalog_item", field,
+	              "%s: unknown %s '%.64s' in the lab's catalog", field,
+	              kind == CATALOG_TEST ? "test" : "package", id);
+}
+
+/* Applies the lab's catalog to the bill's reports (see domain.h): when it changes them,
+ * j->reports becomes j->own and bill.created is made again with them. The caller leaves
+ * refs NULL for a lab it saw without a catalog: one query fewer in the writer for every
+ * bill of such a lab. */
+static enum lh_err catalog_apply(struct store_tx *tx, struct domain_bill_new *j)
+{
+	struct report *out = NULL;
+	size_t n = 0, cap = 0;
+	int none = 0;
+	enum lh_err e = LH_OK;
+	for (size_t i = 0; j->refs && e == LH_OK && i < j->n; i++) {
+		const struct report *r = &j->reports[i];
+		const struct bill_ref *f = &j->refs[i];
+		e = f->kind < 0 ? push_report(&out, &n, &cap, r, r->name, r->package)
+		                : catalog_reports(tx, j, r, f, &out, &n, &cap);
+		if (e == LH_ENOTFOUND &&
+		    (e = catalog_miss(tx, &j->out, j->bill->lab_id, f->kind, f->field, f->id,
+		                      &none)) == LH_OK &&
+		    none) {
+			free(out);
+			return LH_OK;
+		}
+	}
+	if (!j->refs)
+		return LH_OK;
+	if (e == LH_OK && n > DOMAIN_MAX_REPORTS)
+		e = refuse(&j->out, LH_EINVAL, "too_many_tests", "mapped_packages",
+		           "with its packages' tests the bill would hold %zu tests; at most %d", n,
+		           DOMAIN_MAX_REPORTS);
+	if (e != LH_OK) {
+		free(out);
+		return e;
+	}
+	for (size_t i = 0; i < n; i++)
+		out[i].seq = (int)i;
+	free(j->own);
+	j->own = out;
+	j->reports = out;
+	j->n = n;
+	j->refs = NULL; /* they described the reports as sent */
+	free((char *)j->ev.payload);
+	return event_make(&j->ev, j->bill->client_id, j->bill->lab_id, EV_BILL_CREATED,
+	                  j->bill->bill_id,
+	                  bill_event_data(j->links, j->bill, out, n, NULL, 0, NULL));
+}
+
 enum lh_err domain_bill_create_tx(struct store_tx *tx, void *arg)
 {
 	struct domain_bill_new *j = arg;
-	enum lh_err e = tx->ops->bill_insert(tx, j->bill, j->reports, j->n);
+	enum lh_err e = catalog_apply(tx, j);
+	if (e != LH_OK)
+		return e;
+	e = tx->ops->bill_insert(tx, j->bill, j->reports, j->n);
 	if (e == LH_ECONFLICT)
 		return refuse(&j->out, e, "duplicate_bar_code", "barCode",
 		              "barCode '%.64s' is already used by another bill of this lab",
@@ -237,6 +349,8 @@ void domain_bill_release(struct domain_bill_new *j)
 		return;
 	free((char *)j->ev.payload);
 	j->ev.payload = NULL;
+	free(j->own);
+	j->own = NULL;
 }
 
 /* Loads the bill for a change; refuses unknown, foreign and deleted bills. */
@@ -409,6 +523,7 @@ struct lead_job {
 	struct lead *lead;
 	struct booking *bk;
 	const char *lead_id;
+	int catalog; /* the caller saw a catalog in the lead's lab */
 	struct domain_outcome *out;
 };
 
@@ -425,6 +540,51 @@ static json_t *booking_data(const struct booking *bk, int with_lead)
 	return d;
 }
 
+/* A lead's tests and packages in a lab with a catalog (see domain.h): each must be an id of
+ * the catalog; d (the lead's fields) gets testDetails and packageDetails, [{_id, name}]. */
+static enum lh_err lead_catalog(struct store_tx *tx, struct lead_job *j, json_t *d)
+{
+	static const struct {
+		const char *list, *details;
+		enum catalog_kind kind;
+	} lists[] = {{"tests", "testDetails", CATALOG_TEST},
+	             {"packages", "packageDetails", CATALOG_PACKAGE}};
+	enum lh_err e;
+	if (!j->catalog)
+		return LH_OK;
+	for (size_t k = 0; k < COUNTOF(lists); k++) {
+		json_t *arr = json_object_get(d, lists[k].list), *v, *details = json_array();
+		size_t i;
+		json_object_set_new(d, lists[k].details, details);
+		json_array_foreach(arr, i, v)
+		{
+			struct catalog_item it;
+			const char *id = json_string_value(v);
+			e = id && strlen(id) < ID_CAP
+			        ? tx->ops->catalog_get(tx, j->lead->lab_id, lists[k].kind, id, &it,
+			                               NULL, NULL)
+			        : LH_ENOTFOUND;
+			if (e == LH_ENOTFOUND) {
+				char *f = j->out->field_buf;
+				int none = 0;
+				snprintf(f, sizeof j->out->field_buf, "%s[%zu]", lists[k].list, i);
+				e = catalog_miss(tx, j->out, j->lead->lab_id, lists[k].kind, f,
+				                 id ? id : "", &none);
+				if (e == LH_OK && none) { /* emptied since: free text, as sent */
+					json_object_del(d, "testDetails");
+					json_object_del(d, "packageDetails");
+				}
+				return e;
+			}
+			if (e != LH_OK)
+				return e;
+			json_array_append_new(
+			    details, json_pack("{s:s, s:s}", "_id", it.id, "name", it.name));
+		}
+	}
+	return LH_OK;
+}
+
 static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 {
 	struct lead_job *j = arg;
@@ -437,17 +597,20 @@ static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 		return refuse(
 		    j->out, LH_ECONFLICT, "duplicate_lead", "contact",
 		    "a lead with this contact or email was already created in this lab today");
-	if ((e = tx->ops->lead_insert(tx, l)) != LH_OK)
+	json_t *d = json_loads(l->data, 0, NULL);
+	if (!d)
+		return LH_ENOMEM;
+	if ((e = lead_catalog(tx, j, d)) != LH_OK || (e = tx->ops->lead_insert(tx, l)) != LH_OK) {
+		json_decref(d);
 		return e;
+	}
 	if (l->phase == PHASE_BOOKING) {
+		json_decref(d);
 		if ((e = tx->ops->booking_insert(tx, j->bk)) != LH_OK)
 			return e;
 		return emit(tx, l->client_id, l->lab_id, EV_BOOKING_CREATED, l->lead_id,
 		            &l->parties, booking_data(j->bk, 0), j->out);
 	}
-	json_t *d = json_loads(l->data, 0, NULL);
-	if (!d)
-		return LH_ENOMEM;
 	json_object_set_new(d, "leadID", json_string(l->lead_id));
 	json_object_set_new(d, "integratorID", json_string(l->integrator_id));
 	json_object_set_new(d, "phase", json_string("lead"));
@@ -459,7 +622,7 @@ static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 enum lh_err domain_lead_create_tx(struct store_tx *tx, void *arg)
 {
 	struct domain_lead_change *c = arg;
-	struct lead_job j = {.lead = &c->lead, .bk = &c->bk, .out = &c->out};
+	struct lead_job j = {.lead = &c->lead, .bk = &c->bk, .catalog = c->catalog, .out = &c->out};
 	c->out.changed = 1;
 	return job_lead_create(tx, &j);
 }
@@ -495,6 +658,67 @@ enum lh_err domain_lead_convert_tx(struct store_tx *tx, void *arg)
 	struct lead_job j = {.bk = &c->bk, .lead_id = c->lead_id, .out = &c->out};
 	c->out.changed = 1;
 	return job_lead_convert(tx, &j);
+}
+
+/* Whether a lab has a catalog, remembered for CATALOG_SEEN_MS: asked by every bill that
+ * names catalog ids, and a store query per bill cost PostgreSQL nodes a pool connection
+ * each. A change made through this process forgets the lab at once (exact on SQLite); one
+ * made on another node is seen within CATALOG_SEEN_MS. Direct-mapped by the lab id's
+ * hash; the store is part of the key (tests open several). */
+#define CATALOG_SEEN_SLOTS 256
+#define CATALOG_SEEN_MS    1000
+struct catalog_seen {
+	const struct store *st;
+	char lab_id[ID_CAP];
+	int has;
+	int64_t until_us;
+};
+static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct catalog_seen seen[CATALOG_SEEN_SLOTS];
+static uint64_t seen_gen; /* bumped by every change: an answer read across one is not kept */
+
+static size_t seen_slot(const char *lab_id)
+{
+	return (size_t)(util_fnv1a(UTIL_FNV_BASIS, lab_id) % CATALOG_SEEN_SLOTS);
+}
+
+enum lh_err domain_has_catalog(struct store *st, const char *lab_id, int *has)
+{
+	struct catalog_item *one = NULL;
+	size_t n = 0, at = seen_slot(lab_id);
+	int64_t now = util_mono_us();
+	pthread_mutex_lock(&seen_mu);
+	struct catalog_seen c = seen[at];
+	uint64_t gen = seen_gen;
+	pthread_mutex_unlock(&seen_mu);
+	if (c.st == st && now < c.until_us && strcmp(c.lab_id, lab_id) == 0) {
+		*has = c.has;
+		return LH_OK;
+	}
+	enum lh_err e = st->ops->catalog_list(st, lab_id, CATALOG_ANY, "", 0, 0, 1, &one, &n, NULL);
+	free(one);
+	if (e != LH_OK)
+		return e;
+	*has = n > 0;
+	c.st = st;
+	snprintf(c.lab_id, sizeof c.lab_id, "%s", lab_id);
+	c.has = *has;
+	c.until_us = now + CATALOG_SEEN_MS * 1000;
+	pthread_mutex_lock(&seen_mu);
+	if (gen == seen_gen)
+		seen[at] = c;
+	pthread_mutex_unlock(&seen_mu);
+	return LH_OK;
+}
+
+void domain_catalog_changed(const char *lab_id)
+{
+	size_t at = seen_slot(lab_id);
+	pthread_mutex_lock(&seen_mu);
+	seen_gen++;
+	if (strcmp(seen[at].lab_id, lab_id) == 0)
+		seen[at].until_us = 0;
+	pthread_mutex_unlock(&seen_mu);
 }
 
 /* ---- test events ---- */

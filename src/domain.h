@@ -46,8 +46,9 @@ struct domain_doc {
 
 /* Why a change was refused, for the caller's error message. */
 struct domain_outcome {
-	const char *code;  /* snake_case error code on failure */
-	const char *field; /* field at fault, or NULL */
+	const char *code;   /* snake_case error code on failure */
+	const char *field;  /* field at fault, or NULL */
+	char field_buf[48]; /* where field points when it was built for this outcome */
 	char message[256];
 	size_t deliveries;     /* delivery rows written on success */
 	char event_id[ID_CAP]; /* the last event written */
@@ -58,17 +59,33 @@ struct domain_outcome {
  * for the commit without holding a thread: domain_bill_prepare builds the job, its event
  * payload included, on the caller's thread; the store's submit or submit_async then runs
  * domain_bill_create_tx on it (refused with LH_ECONFLICT on a bar code already used in the
- * lab, j->out saying why). b and reports are borrowed until then. domain_bill_release
- * frees what prepare made, whatever happened. */
+ * lab, j->out saying why). b, reports and refs (one per report, what each was made from;
+ * NULL: all free text, or the caller found the lab's catalog empty) are borrowed until
+ * then. domain_bill_release frees what prepare and
+ * the job made, whatever happened.
+ * The catalog rule: when the lab's catalog holds any item, every catalog id of the bill
+ * (mapped_tests, mapped_packages) must name one of its items, else LH_EINVAL naming the
+ * field (unknown_catalog_item); a test's report takes the catalog's name, and a package
+ * gives one report per test it holds, named after each (one named after the package when it
+ * holds none). A lab with an empty catalog keeps the ids as sent. The items are read
+ * inside the bill's transaction, so a bill sees the catalog as one state; whether the lab
+ * has a catalog at all the caller looks up before (domain_has_catalog), so that labs
+ * without one cost the writer nothing, and an id missed inside is refused only if the
+ * catalog is still there. */
+struct bill_ref; /* validate.h */
 struct domain_bill_new {
+	const struct domain_links *links; /* live as long as the service */
 	const struct bill *bill;
 	const struct report *reports;
+	const struct bill_ref *refs;
 	size_t n;
-	struct event ev; /* bill.created, payload owned */
+	struct report *own; /* the reports the catalog made, when it did (owned) */
+	struct event ev;    /* bill.created, payload owned */
 	struct domain_outcome out;
 };
 enum lh_err domain_bill_prepare(struct domain_bill_new *j, const struct domain_links *links,
-                                const struct bill *b, const struct report *reports, size_t n);
+                                const struct bill *b, const struct report *reports,
+                                const struct bill_ref *refs, size_t n);
 enum lh_err domain_bill_create_tx(struct store_tx *tx, void *j);
 void domain_bill_release(struct domain_bill_new *j);
 /* A change to an existing bill, run by the store's writer (submit or submit_async):
@@ -102,15 +119,26 @@ enum lh_err domain_bill_delete_tx(struct store_tx *tx, void *change);
  * domain_lead_create_tx creates `lead` (lead.created), or with lead.phase PHASE_BOOKING
  * also the booking `bk` (booking.created); LH_ECONFLICT on the same contact or email in the
  * same lab on the same UTC day. domain_lead_convert_tx converts the lead `lead_id` into the
- * booking `bk` (its booking fields set; booking.created); LH_ECONFLICT if already booked. */
+ * booking `bk` (its booking fields set; booking.created); LH_ECONFLICT if already booked.
+ * With `catalog` set (the caller saw a catalog in the lab), each of the lead's `tests` and
+ * `packages` must be a catalog id (else LH_EINVAL naming it), and lead.created carries
+ * testDetails and packageDetails: [{_id, name}] from the catalog. */
 struct domain_lead_change {
 	struct lead lead;
 	struct booking bk;
+	int catalog; /* the lead names tests or packages and its lab had a catalog */
 	char lead_id[ID_CAP];
 	struct domain_outcome out;
 };
 enum lh_err domain_lead_create_tx(struct store_tx *tx, void *change);
 enum lh_err domain_lead_convert_tx(struct store_tx *tx, void *change);
+
+/* *has = 1 if lab_id's catalog holds any item (read outside any job: see above). The
+ * answer is remembered for a second; domain_catalog_changed(lab_id) forgets it, and is
+ * called after every change this process makes to a lab's catalog, so on one node a
+ * catalog's first item rules the next bill, on several within a second. Thread-safe. */
+enum lh_err domain_has_catalog(struct store *st, const char *lab_id, int *has);
+void domain_catalog_changed(const char *lab_id);
 
 /* Queues a webhook.test event to that one subscription; its id into event_id. */
 enum lh_err domain_test_event(struct store *st, const struct subscription *sub,

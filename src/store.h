@@ -186,6 +186,32 @@ struct booking {
 	int64_t created_at;
 };
 
+/* ---- a lab's catalog (API.md 9): tests and packages with prices, and rates per party ----
+ * Items are keyed by (lab, kind, id); ids have the shape of our path ids (letters, digits,
+ * '_' and '-', shorter than ID_CAP). Prices are minor units (1/100 of the currency). */
+enum catalog_kind { CATALOG_TEST = 0, CATALOG_PACKAGE = 1 };
+#define CATALOG_ANY       (-1)
+#define CATALOG_PKG_TESTS 200            /* tests one package may hold */
+#define CATALOG_PRICE_MAX 100000000000LL /* 1,000,000,000.00 in minor units */
+
+struct catalog_item {
+	char lab_id[ID_CAP];
+	enum catalog_kind kind;
+	char id[ID_CAP];
+	char name[NAME_CAP];
+	int64_t price;
+	int64_t party_price; /* listed with a party: its rate, else -1 */
+	int64_t updated_at;
+};
+
+/* A test of a package: package_id's test test_id, at position seq; name is the test's
+ * (filled by reads, ignored by writes). */
+struct catalog_member {
+	char package_id[ID_CAP];
+	char test_id[ID_CAP];
+	char name[NAME_CAP];
+};
+
 /* An event as committed; payload is the JSON text sent to every endpoint. */
 struct event {
 	char event_id[ID_CAP];
@@ -337,6 +363,13 @@ struct store_tx_ops {
 	enum lh_err (*event_insert)(struct store_tx *tx, const struct event *ev,
 	                            const char *const *party_ids, size_t n, const char *only_sub,
 	                            size_t *ndeliveries);
+	/* *any = 1 if lab_id's catalog holds any item (test or package), else 0. */
+	enum lh_err (*catalog_any)(struct store_tx *tx, const char *lab_id, int *any);
+	/* The item (kind, id) of lab_id's catalog, LH_ENOTFOUND if none; for a package, with
+	 * members non-NULL, its tests in order with their names (free *members with free()). */
+	enum lh_err (*catalog_get)(struct store_tx *tx, const char *lab_id, enum catalog_kind kind,
+	                           const char *id, struct catalog_item *out,
+	                           struct catalog_member **members, size_t *n);
 };
 
 struct store_tx {
@@ -347,6 +380,14 @@ struct store_tx {
 typedef enum lh_err (*store_tx_fn)(struct store_tx *tx, void *arg);
 /* Told the outcome of an asynchronous submit. */
 typedef void (*store_done_fn)(void *done_arg, enum lh_err result);
+
+/* What GET /metrics shows of the store (store_ops.stats). */
+struct store_stats {
+	int64_t pending;           /* deliveries pending (waiting for an attempt or a retry) */
+	int64_t subs[SUB_DELETED]; /* subscriptions by status: active, paused, disabled */
+	int64_t bytes;             /* the store's size: the SQLite file's pages, the PostgreSQL
+	                            * database's size */
+};
 
 /* Outcome of presenting a refresh token. */
 enum refresh_result { REFRESH_OK = 0, REFRESH_UNKNOWN, REFRESH_EXPIRED, REFRESH_REUSED };
@@ -375,7 +416,7 @@ struct store_table {
 	size_t nkey;
 };
 
-#define STORE_COPY_NTABLES 16
+#define STORE_COPY_NTABLES 19
 #define STORE_COPY_MAXCOLS 16 /* columns of the widest table */
 extern const struct store_table store_copy_tables[STORE_COPY_NTABLES];
 
@@ -422,6 +463,8 @@ struct store_ops {
 	                       struct lab *out);
 	enum lh_err (*lab_list)(struct store *s, const char *client_id, struct lab **out,
 	                        size_t *n);
+	/* The lab whatever its account (the admin side), else LH_ENOTFOUND. */
+	enum lh_err (*lab_find)(struct store *s, const char *lab_id, struct lab *out);
 
 	enum lh_err (*party_insert)(struct store *s, const struct party *p);
 	enum lh_err (*party_get)(struct store *s, const char *client_id, const char *party_id,
@@ -542,8 +585,43 @@ struct store_ops {
 	 * after `before` (or the end). */
 	enum lh_err (*retention_sweep)(struct store *s, int64_t before, size_t batch,
 	                               struct retention_cursor *cur, size_t *removed);
+	/* ---- a lab's catalog ----
+	 * Inserts or replaces the n items (each item's lab_id is lab_id) in one transaction.
+	 * A package's tests are given as members (package_id one of the packages put) and
+	 * replace the tests it had; a package put without members then holds none. Every
+	 * member's test must be in the catalog once the put is done: else LH_ENOTFOUND, *bad
+	 * (may be NULL) the index of the first such member, and nothing changes. Prices of
+	 * rates already set stay. */
+	enum lh_err (*catalog_put)(struct store *s, const char *lab_id,
+	                           const struct catalog_item *items, size_t n,
+	                           const struct catalog_member *members, size_t nmembers,
+	                           size_t *bad);
+	/* Removes an item with its rates (and a package's member list); LH_ENOTFOUND if absent;
+	 * LH_ECONFLICT if it is a test some package holds (in_package, may be NULL, gets one
+	 * such package's id) and nothing changes. */
+	enum lh_err (*catalog_delete)(struct store *s, const char *lab_id, enum catalog_kind kind,
+	                              const char *id, char in_package[ID_CAP]);
+	/* Items of lab_id of kind (or CATALOG_ANY), ordered by kind then id, skipping offset,
+	 * at most limit (free *out with free()); *total (may be NULL: then it is not counted,
+	 * which is cheaper) gets how many there are in all. With party_id non-empty each item's
+	 * party_price is that party's rate (-1 where none); with only_rated as well, only items the
+	 * party has a rate for. */
+	enum lh_err (*catalog_list)(struct store *s, const char *lab_id, int kind,
+	                            const char *party_id, int only_rated, size_t offset,
+	                            size_t limit, struct catalog_item **out, size_t *n,
+	                            int64_t *total);
+	/* The tests of lab_id's packages with ids from first_id to last_id (inclusive), with
+	 * their names, ordered by package id then position (free *out with free()). */
+	enum lh_err (*catalog_members)(struct store *s, const char *lab_id, const char *first_id,
+	                               const char *last_id, struct catalog_member **out, size_t *n);
+	/* Sets party_id's price for the item (LH_ENOTFOUND if the item is not in the catalog),
+	 * or with price < 0 removes it (LH_ENOTFOUND if none was set). The caller checks that
+	 * the party belongs to the lab's account. */
+	enum lh_err (*catalog_rate_set)(struct store *s, const char *lab_id, enum catalog_kind kind,
+	                                const char *item_id, const char *party_id, int64_t price);
 
-	/* The client's bill with its reports (free *reports with free()). */
+	/* The client's bill with its reports (free *reports with free()); client_id NULL: any
+	 * account's (the lab side). */
 	enum lh_err (*bill_get)(struct store *s, const char *client_id, const char *bill_id,
 	                        struct bill *out, struct report **reports, size_t *n);
 
@@ -557,6 +635,11 @@ struct store_ops {
 	enum lh_err (*report_doc_chunk)(struct store *s, const char *bill_id, const char *report_id,
 	                                int64_t version, int64_t n, void *buf, size_t cap,
 	                                size_t *len);
+
+	/* ---- operations ---- */
+	/* The store's figures for GET /metrics, read in one go. Cheap enough for every scrape:
+	 * the pending count walks only the partial index of pending deliveries. */
+	enum lh_err (*stats)(struct store *s, struct store_stats *out);
 
 	/* ---- moving a store (labhook store copy) ---- */
 	/* Calls fn for every row of every table of store_copy_tables, table by table in that

@@ -225,6 +225,18 @@ static const char *const migrations[] = {
      " updated_at BIGINT NOT NULL, PRIMARY KEY(bill_id, report_id));"
      "CREATE TABLE report_chunks(bill_id TEXT NOT NULL, report_id TEXT NOT NULL,"
      " n BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY(bill_id, report_id, n));"),
+    /* 6: each lab's catalog: tests and packages (kind 0, 1) with prices in minor units, the
+     * tests of each package in order, and rates per party. */
+    "CREATE TABLE catalog_items(lab_id TEXT NOT NULL REFERENCES labs(lab_id),"
+    " kind BIGINT NOT NULL, item_id TEXT NOT NULL, name TEXT NOT NULL,"
+    " price BIGINT NOT NULL, updated_at BIGINT NOT NULL,"
+    " PRIMARY KEY(lab_id, kind, item_id));"
+    "CREATE TABLE catalog_members(lab_id TEXT NOT NULL, package_id TEXT NOT NULL,"
+    " seq BIGINT NOT NULL, test_id TEXT NOT NULL, PRIMARY KEY(lab_id, package_id, seq));"
+    "CREATE INDEX catalog_members_test ON catalog_members(lab_id, test_id);"
+    "CREATE TABLE catalog_rates(lab_id TEXT NOT NULL, kind BIGINT NOT NULL,"
+    " item_id TEXT NOT NULL, party_id TEXT NOT NULL REFERENCES parties(party_id),"
+    " price BIGINT NOT NULL, PRIMARY KEY(lab_id, kind, item_id, party_id));",
 };
 #define N_MIGRATIONS (COUNTOF(migrations))
 
@@ -1134,6 +1146,16 @@ static enum lh_err pgs_lab_list(struct store *base, const char *client_id, struc
 	                 &p, sizeof **out, lab_from_row, (void **)out, n, "lab_list");
 }
 
+static enum lh_err pgs_lab_find(struct store *base, const char *lab_id, struct lab *out)
+{
+	struct params p = {0};
+	p_text(&p, lab_id);
+	return pool_one(S(base),
+	                "SELECT lab_id, client_id, name, created_at FROM labs"
+	                " WHERE lab_id = $1",
+	                &p, lab_from_row, out, "lab_find");
+}
+
 static enum lh_err pgs_party_insert(struct store *base, const struct party *pa)
 {
 	struct params p = {0};
@@ -1841,8 +1863,10 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 		news_add(&s->fresh_news, sub);
 	}
 	PQclear(r);
-	if (e == LH_OK)
+	if (e == LH_OK) {
+		writer_event_made(s->writer, ev->type);
 		*ndeliveries = nd;
+	}
 	return e;
 }
 
@@ -1850,6 +1874,287 @@ static enum lh_err tx_doc_meta(struct store_tx *tx, const char *bill_id, const c
                                struct report_doc *out);
 static enum lh_err tx_doc_put(struct store_tx *tx, const struct report_doc *d, const void *data,
                               size_t len);
+/* ---- a lab's catalog ---- */
+
+static void catalog_item_from_row(const PGresult *r, int i, void *out)
+{
+	struct catalog_item *it = out;
+	memset(it, 0, sizeof *it);
+	col_text(r, i, 0, it->lab_id, sizeof it->lab_id);
+	it->kind = (enum catalog_kind)col_i64(r, i, 1);
+	col_text(r, i, 2, it->id, sizeof it->id);
+	col_text(r, i, 3, it->name, sizeof it->name);
+	it->price = col_i64(r, i, 4);
+	it->updated_at = col_i64(r, i, 5);
+	it->party_price = PQgetisnull(r, i, 6) ? -1 : col_i64(r, i, 6);
+}
+
+static void catalog_member_from_row(const PGresult *r, int i, void *out)
+{
+	struct catalog_member *m = out;
+	memset(m, 0, sizeof *m);
+	col_text(r, i, 0, m->package_id, sizeof m->package_id);
+	col_text(r, i, 1, m->test_id, sizeof m->test_id);
+	col_text(r, i, 2, m->name, sizeof m->name);
+}
+
+static const char *const CATALOG_MEMBERS_SQL =
+    "SELECT m.package_id, m.test_id, COALESCE(t.name, m.test_id) FROM catalog_members m"
+    " LEFT JOIN catalog_items t ON t.lab_id = m.lab_id AND t.kind = 0"
+    " AND t.item_id = m.test_id WHERE m.lab_id = $1 AND m.package_id BETWEEN $2 AND $3"
+    " ORDER BY m.package_id, m.seq";
+
+static enum lh_err tx_catalog_any(struct store_tx *tx, const char *lab_id, int *any)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	PGresult *r = NULL;
+	p_text(&p, lab_id);
+	enum lh_err e = run(s, &s->wc, "SELECT 1 FROM catalog_items WHERE lab_id = $1 LIMIT 1", &p,
+	                    &r, "catalog_any");
+	if (e == LH_OK)
+		*any = PQntuples(r) > 0;
+	PQclear(r);
+	return e;
+}
+
+static enum lh_err tx_catalog_get(struct store_tx *tx, const char *lab_id, enum catalog_kind kind,
+                                  const char *id, struct catalog_item *out,
+                                  struct catalog_member **members, size_t *n)
+{
+	struct pg_store *s = TX(tx);
+	struct params p = {0};
+	struct catalog_item it;
+	struct catalog_member *m = NULL;
+	size_t nm = 0;
+	p_text(&p, lab_id);
+	p_i64(&p, kind);
+	p_text(&p, id);
+	enum lh_err e = query_one(s, &s->wc,
+	                          "SELECT lab_id, kind, item_id, name, price, updated_at, NULL"
+	                          " FROM catalog_items WHERE lab_id = $1 AND kind = $2"
+	                          " AND item_id = $3",
+	                          &p, catalog_item_from_row, &it, "catalog_get");
+	if (e != LH_OK)
+		return e;
+	if (members && kind == CATALOG_PACKAGE) {
+		struct params q = {0};
+		p_text(&q, lab_id);
+		p_text(&q, id);
+		p_text(&q, id);
+		if ((e = query_list(s, &s->wc, CATALOG_MEMBERS_SQL, &q, sizeof *m,
+		                    catalog_member_from_row, (void **)&m, &nm,
+		                    "catalog_members")) != LH_OK)
+			return e;
+	}
+	*out = it;
+	if (members) {
+		*members = m;
+		*n = nm;
+	}
+	return LH_OK;
+}
+
+static enum lh_err pgs_catalog_put(struct store *base, const char *lab_id,
+                                   const struct catalog_item *items, size_t n,
+                                   const struct catalog_member *members, size_t nmembers,
+                                   size_t *bad)
+{
+	struct pg_store *s = S(base);
+	struct pg_conn *c;
+	size_t bad_at = 0;
+	enum lh_err e = pool_begin(s, "BEGIN", &c);
+	if (e != LH_OK)
+		return e;
+	for (size_t i = 0; e == LH_OK && i < n; i++) {
+		struct params p = {0};
+		p_text(&p, lab_id);
+		p_i64(&p, items[i].kind);
+		p_text(&p, items[i].id);
+		p_text(&p, items[i].name);
+		p_i64(&p, items[i].price);
+		p_i64(&p, items[i].updated_at);
+		e = run_cmd(
+		    s, c,
+		    "INSERT INTO catalog_items(lab_id, kind, item_id, name, price, updated_at)"
+		    " VALUES($1, $2, $3, $4, $5, $6) ON CONFLICT(lab_id, kind, item_id)"
+		    " DO UPDATE SET name = excluded.name, price = excluded.price,"
+		    " updated_at = excluded.updated_at",
+		    &p, NULL, "catalog_put");
+		if (e == LH_OK && items[i].kind == CATALOG_PACKAGE) {
+			struct params q = {0};
+			p_text(&q, lab_id);
+			p_text(&q, items[i].id);
+			e = run_cmd(
+			    s, c,
+			    "DELETE FROM catalog_members WHERE lab_id = $1 AND package_id = $2", &q,
+			    NULL, "catalog_members_clear");
+		}
+	}
+	for (size_t i = 0; e == LH_OK && i < nmembers; i++) {
+		struct params p = {0};
+		int64_t added = 0;
+		p_text(&p, lab_id);
+		p_text(&p, members[i].package_id);
+		p_text(&p, members[i].test_id);
+		/* Inserted only when the test is in the catalog: no row means an unknown test. */
+		e = run_cmd(
+		    s, c,
+		    "INSERT INTO catalog_members(lab_id, package_id, seq, test_id)"
+		    " SELECT $1, $2, (SELECT COALESCE(MAX(seq) + 1, 0) FROM catalog_members"
+		    " WHERE lab_id = $1 AND package_id = $2), $3"
+		    " WHERE EXISTS(SELECT 1 FROM catalog_items WHERE lab_id = $1 AND kind = 0"
+		    " AND item_id = $3)",
+		    &p, &added, "catalog_member");
+		if (e == LH_OK && added == 0) {
+			e = LH_ENOTFOUND;
+			bad_at = i;
+		}
+	}
+	e = pool_end(s, c, e);
+	if (e == LH_ENOTFOUND && bad)
+		*bad = bad_at;
+	return e;
+}
+
+static enum lh_err pgs_catalog_delete(struct store *base, const char *lab_id,
+                                      enum catalog_kind kind, const char *id,
+                                      char in_package[ID_CAP])
+{
+	static const char *const sql[] = {
+	    "DELETE FROM catalog_items WHERE lab_id = $1 AND kind = $2 AND item_id = $3",
+	    "DELETE FROM catalog_rates WHERE lab_id = $1 AND kind = $2 AND item_id = $3",
+	    "DELETE FROM catalog_members WHERE lab_id = $1 AND package_id = $3 AND $2 = 1",
+	};
+	struct pg_store *s = S(base);
+	struct pg_conn *c;
+	char pkg[ID_CAP] = "";
+	enum lh_err e = pool_begin(s, "BEGIN", &c);
+	if (e != LH_OK)
+		return e;
+	if (kind == CATALOG_TEST) {
+		struct params p = {0};
+		PGresult *r = NULL;
+		p_text(&p, lab_id);
+		p_text(&p, id);
+		e = run(s, c,
+		        "SELECT package_id FROM catalog_members WHERE lab_id = $1 AND test_id = $2"
+		        " ORDER BY package_id LIMIT 1",
+		        &p, &r, "catalog_in_package");
+		if (e == LH_OK && PQntuples(r) > 0) {
+			col_text(r, 0, 0, pkg, sizeof pkg);
+			e = LH_ECONFLICT;
+		}
+		PQclear(r);
+	}
+	for (size_t k = 0; e == LH_OK && k < COUNTOF(sql); k++) {
+		struct params p = {0};
+		int64_t changed = 0;
+		p_text(&p, lab_id);
+		p_i64(&p, kind);
+		p_text(&p, id);
+		e = run_cmd(s, c, sql[k], &p, &changed, "catalog_delete");
+		if (e == LH_OK && k == 0 && changed == 0)
+			e = LH_ENOTFOUND;
+	}
+	e = pool_end(s, c, e);
+	if (e == LH_ECONFLICT && in_package)
+		memcpy(in_package, pkg, ID_CAP);
+	return e;
+}
+
+#define CATALOG_LIST_FROM                                                                          \
+	" FROM catalog_items i LEFT JOIN catalog_rates r ON r.lab_id = i.lab_id"                   \
+	" AND r.kind = i.kind AND r.item_id = i.item_id AND r.party_id = $3"                       \
+	" WHERE i.lab_id = $1 AND ($2::bigint < 0 OR i.kind = $2::bigint)"                         \
+	" AND ($4::bigint = 0 OR r.price IS NOT NULL)"
+
+static const char *const CATALOG_PAGE_SQL =
+    "SELECT i.lab_id, i.kind, i.item_id, i.name, i.price, i.updated_at, r.price" CATALOG_LIST_FROM
+    " ORDER BY i.kind, i.item_id LIMIT $5 OFFSET $6";
+
+static enum lh_err pgs_catalog_list(struct store *base, const char *lab_id, int kind,
+                                    const char *party_id, int only_rated, size_t offset,
+                                    size_t limit, struct catalog_item **out, size_t *n,
+                                    int64_t *total)
+{
+	struct pg_store *s = S(base);
+	struct pg_conn *c;
+	struct params p = {0};
+	PGresult *r = NULL;
+	int64_t count = 0;
+	p_text(&p, lab_id);
+	p_i64(&p, kind);
+	p_text(&p, party_id);
+	p_i64(&p, only_rated);
+	if (!total) { /* the page alone, one round trip (a bill's "is there a catalog?") */
+		p_i64(&p, (int64_t)limit);
+		p_i64(&p, (int64_t)offset);
+		return pool_list(s, CATALOG_PAGE_SQL, &p, sizeof **out, catalog_item_from_row,
+		                 (void **)out, n, "catalog_list");
+	}
+	/* One snapshot for the total and the page. */
+	enum lh_err e = pool_begin(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &c);
+	if (e != LH_OK)
+		return e;
+	e = run(s, c, "SELECT count(*)" CATALOG_LIST_FROM, &p, &r, "catalog_count");
+	if (e == LH_OK)
+		count = PQntuples(r) > 0 ? col_i64(r, 0, 0) : 0;
+	PQclear(r);
+	p_i64(&p, (int64_t)limit);
+	p_i64(&p, (int64_t)offset);
+	if (e == LH_OK)
+		e = query_list(s, c, CATALOG_PAGE_SQL, &p, sizeof **out, catalog_item_from_row,
+		               (void **)out, n, "catalog_list");
+	enum lh_err end = pool_end(s, c, e);
+	if (e == LH_OK && end != LH_OK) {
+		free(*out);
+		e = end;
+	}
+	if (e == LH_OK && total)
+		*total = count;
+	return e;
+}
+
+static enum lh_err pgs_catalog_members(struct store *base, const char *lab_id, const char *first_id,
+                                       const char *last_id, struct catalog_member **out, size_t *n)
+{
+	struct params p = {0};
+	p_text(&p, lab_id);
+	p_text(&p, first_id);
+	p_text(&p, last_id);
+	return pool_list(S(base), CATALOG_MEMBERS_SQL, &p, sizeof **out, catalog_member_from_row,
+	                 (void **)out, n, "catalog_members");
+}
+
+static enum lh_err pgs_catalog_rate_set(struct store *base, const char *lab_id,
+                                        enum catalog_kind kind, const char *item_id,
+                                        const char *party_id, int64_t price)
+{
+	struct params p = {0};
+	int64_t changed = 0;
+	p_text(&p, lab_id);
+	p_i64(&p, kind);
+	p_text(&p, item_id);
+	p_text(&p, party_id);
+	enum lh_err e;
+	if (price < 0) {
+		e = pool_cmd(S(base),
+		             "DELETE FROM catalog_rates WHERE lab_id = $1 AND kind = $2"
+		             " AND item_id = $3 AND party_id = $4",
+		             &p, &changed, "catalog_rate");
+	} else {
+		p_i64(&p, price);
+		e = pool_cmd(S(base),
+		             "INSERT INTO catalog_rates(lab_id, kind, item_id, party_id, price)"
+		             " SELECT $1, $2, $3, $4, $5 WHERE EXISTS(SELECT 1 FROM catalog_items"
+		             " WHERE lab_id = $1 AND kind = $2 AND item_id = $3)"
+		             " ON CONFLICT(lab_id, kind, item_id, party_id)"
+		             " DO UPDATE SET price = excluded.price",
+		             &p, &changed, "catalog_rate");
+	}
+	return e == LH_OK && changed == 0 ? LH_ENOTFOUND : e;
+}
 
 static const struct store_tx_ops pg_tx_ops = {
     .bill_insert = tx_bill_insert,
@@ -1864,6 +2169,8 @@ static const struct store_tx_ops pg_tx_ops = {
     .event_insert = tx_event_insert,
     .doc_meta = tx_doc_meta,
     .doc_put = tx_doc_put,
+    .catalog_any = tx_catalog_any,
+    .catalog_get = tx_catalog_get,
 };
 
 /* ---- group commit: the transaction primitives store_writer.c runs batches with ---- */
@@ -2054,6 +2361,34 @@ static enum lh_err pgs_event_payload(struct store *base, const char *event_id, c
 		e = LH_ENOMEM;
 	if (e == LH_OK)
 		*out = copy;
+	return e;
+}
+
+static void stats_from_row(const PGresult *r, int i, void *out)
+{
+	struct store_stats *st = out;
+	st->pending = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+	for (int k = 0; k < SUB_DELETED; k++)
+		st->subs[k] = strtoll(PQgetvalue(r, i, 1 + k), NULL, 10);
+	st->bytes = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+}
+
+/* One query: the pending count walks the partial index of pending deliveries (as small as
+ * the backlog), subscriptions are few, and the size is the whole database's: the one
+ * labhook was given holds its tables alone. */
+static enum lh_err pgs_stats(struct store *base, struct store_stats *out)
+{
+	struct params p = {0};
+	struct store_stats r;
+	enum lh_err e = pool_one(S(base),
+	                         "SELECT (SELECT count(*) FROM deliveries WHERE status = 0),"
+	                         " (SELECT count(*) FROM subscriptions WHERE status = 0),"
+	                         " (SELECT count(*) FROM subscriptions WHERE status = 1),"
+	                         " (SELECT count(*) FROM subscriptions WHERE status = 2),"
+	                         " pg_database_size(current_database())",
+	                         &p, stats_from_row, &r, "stats");
+	if (e == LH_OK)
+		*out = r;
 	return e;
 }
 
@@ -3185,6 +3520,7 @@ static const struct store_ops pg_ops = {
     .lab_insert = pgs_lab_insert,
     .lab_get = pgs_lab_get,
     .lab_list = pgs_lab_list,
+    .lab_find = pgs_lab_find,
     .party_insert = pgs_party_insert,
     .party_get = pgs_party_get,
     .party_list = pgs_party_list,
@@ -3214,6 +3550,12 @@ static const struct store_ops pg_ops = {
     .retention_sweep = pgs_retention_sweep,
     .report_doc_get = pgs_report_doc_get,
     .report_doc_chunk = pgs_report_doc_chunk,
+    .catalog_put = pgs_catalog_put,
+    .catalog_delete = pgs_catalog_delete,
+    .catalog_list = pgs_catalog_list,
+    .catalog_members = pgs_catalog_members,
+    .catalog_rate_set = pgs_catalog_rate_set,
+    .stats = pgs_stats,
     .export_rows = pgs_export_rows,
     .import_from = pgs_import_from,
 };

@@ -119,6 +119,13 @@ static const struct store_col report_doc_cols[] = {
 static const struct store_col report_chunk_cols[] = {
     TXT("bill_id"), TXT("report_id"), INT("n"), BYTES("data")};
 
+static const struct store_col catalog_item_cols[] = {
+    TXT("lab_id"), INT("kind"), TXT("item_id"), TXT("name"), INT("price"), INT("updated_at")};
+static const struct store_col catalog_member_cols[] = {
+    TXT("lab_id"), TXT("package_id"), INT("seq"), TXT("test_id")};
+static const struct store_col catalog_rate_cols[] = {
+    TXT("lab_id"), INT("kind"), TXT("item_id"), TXT("party_id"), INT("price")};
+
 /* Referenced rows first: accounts before what belongs to them, subscriptions before their
  * events, bills before reports, events before deliveries before attempts. */
 const struct store_table store_copy_tables[STORE_COPY_NTABLES] = {
@@ -138,6 +145,9 @@ const struct store_table store_copy_tables[STORE_COPY_NTABLES] = {
     TABLE("attempts", attempt_cols, 2),
     TABLE("report_documents", report_doc_cols, 2),
     TABLE("report_chunks", report_chunk_cols, 3),
+    TABLE("catalog_items", catalog_item_cols, 3),
+    TABLE("catalog_members", catalog_member_cols, 3),
+    TABLE("catalog_rates", catalog_rate_cols, 4),
 };
 /* clang-format on */
 

@@ -181,6 +181,18 @@ static const char *const migrations[] = {
      " updated_at INTEGER NOT NULL, PRIMARY KEY(bill_id, report_id));"
      "CREATE TABLE report_chunks(bill_id TEXT NOT NULL, report_id TEXT NOT NULL,"
      " n INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(bill_id, report_id, n));"),
+    /* 7: each lab's catalog: tests and packages (kind 0, 1) with prices in minor units, the
+     * tests of each package in order, and rates per party. */
+    "CREATE TABLE catalog_items(lab_id TEXT NOT NULL REFERENCES labs(lab_id),"
+    " kind INTEGER NOT NULL, item_id TEXT NOT NULL, name TEXT NOT NULL,"
+    " price INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    " PRIMARY KEY(lab_id, kind, item_id));"
+    "CREATE TABLE catalog_members(lab_id TEXT NOT NULL, package_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL, test_id TEXT NOT NULL, PRIMARY KEY(lab_id, package_id, seq));"
+    "CREATE INDEX catalog_members_test ON catalog_members(lab_id, test_id);"
+    "CREATE TABLE catalog_rates(lab_id TEXT NOT NULL, kind INTEGER NOT NULL,"
+    " item_id TEXT NOT NULL, party_id TEXT NOT NULL REFERENCES parties(party_id),"
+    " price INTEGER NOT NULL, PRIMARY KEY(lab_id, kind, item_id, party_id));",
 };
 #define N_MIGRATIONS (COUNTOF(migrations))
 
@@ -913,6 +925,21 @@ static enum lh_err sqlite_lab_list(struct store *base, const char *client_id, st
 	if (st) {
 		bind_text(st, 1, client_id);
 		e = collect(s, st, sizeof **out, lab_from_row, (void **)out, n);
+	}
+	pthread_mutex_unlock(&s->rmu);
+	return e;
+}
+
+static enum lh_err sqlite_lab_find(struct store *base, const char *lab_id, struct lab *out)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->rmu);
+	sqlite3_stmt *st = rstmt(s, "SELECT lab_id, client_id, name, created_at FROM labs"
+	                            " WHERE lab_id = ?1");
+	if (st) {
+		bind_text(st, 1, lab_id);
+		e = one_row(s, st, lab_from_row, out, "lab_find");
 	}
 	pthread_mutex_unlock(&s->rmu);
 	return e;
@@ -1729,6 +1756,7 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 		if ((e = store_fresh_delivery(s->writer, &d, ev->payload)) != LH_OK)
 			return e;
 	}
+	writer_event_made(s->writer, ev->type);
 	*ndeliveries = nm;
 	return LH_OK;
 }
@@ -1895,6 +1923,302 @@ static enum lh_err sqlite_report_doc_chunk(struct store *base, const char *bill_
 	return e;
 }
 
+/* ---- a lab's catalog ---- */
+
+static void catalog_item_from_row(sqlite3_stmt *st, void *p)
+{
+	struct catalog_item *it = p;
+	memset(it, 0, sizeof *it);
+	col_text(st, 0, it->lab_id, sizeof it->lab_id);
+	it->kind = (enum catalog_kind)sqlite3_column_int(st, 1);
+	col_text(st, 2, it->id, sizeof it->id);
+	col_text(st, 3, it->name, sizeof it->name);
+	it->price = sqlite3_column_int64(st, 4);
+	it->updated_at = sqlite3_column_int64(st, 5);
+	it->party_price =
+	    sqlite3_column_type(st, 6) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 6);
+}
+
+static void catalog_member_from_row(sqlite3_stmt *st, void *p)
+{
+	struct catalog_member *m = p;
+	memset(m, 0, sizeof *m);
+	col_text(st, 0, m->package_id, sizeof m->package_id);
+	col_text(st, 1, m->test_id, sizeof m->test_id);
+	col_text(st, 2, m->name, sizeof m->name);
+}
+
+#define CATALOG_MEMBERS_SQL                                                                        \
+	"SELECT m.package_id, m.test_id, COALESCE(t.name, m.test_id) FROM catalog_members m"       \
+	" LEFT JOIN catalog_items t ON t.lab_id = m.lab_id AND t.kind = 0"                         \
+	" AND t.item_id = m.test_id WHERE m.lab_id = ?1 AND m.package_id BETWEEN ?2 AND ?3"        \
+	" ORDER BY m.package_id, m.seq"
+
+static enum lh_err tx_catalog_any(struct store_tx *tx, const char *lab_id, int *any)
+{
+	struct sqlite_store *s = TX(tx);
+	sqlite3_stmt *st = stmt(s, "SELECT 1 FROM catalog_items WHERE lab_id = ?1 LIMIT 1");
+	if (!st)
+		return LH_ESTORE;
+	bind_text(st, 1, lab_id);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return fail(s, rc, "catalog_any");
+	*any = rc == SQLITE_ROW;
+	return LH_OK;
+}
+
+static enum lh_err tx_catalog_get(struct store_tx *tx, const char *lab_id, enum catalog_kind kind,
+                                  const char *id, struct catalog_item *out,
+                                  struct catalog_member **members, size_t *n)
+{
+	struct sqlite_store *s = TX(tx);
+	struct catalog_item it;
+	struct catalog_member *m = NULL;
+	size_t nm = 0;
+	sqlite3_stmt *st = stmt(s, "SELECT lab_id, kind, item_id, name, price, updated_at, NULL"
+	                           " FROM catalog_items WHERE lab_id = ?1 AND kind = ?2"
+	                           " AND item_id = ?3");
+	if (!st)
+		return LH_ESTORE;
+	bind_text(st, 1, lab_id);
+	sqlite3_bind_int(st, 2, (int)kind);
+	bind_text(st, 3, id);
+	enum lh_err e = one_row(s, st, catalog_item_from_row, &it, "catalog_get");
+	if (e != LH_OK)
+		return e;
+	if (members && kind == CATALOG_PACKAGE) {
+		if (!(st = stmt(s, CATALOG_MEMBERS_SQL)))
+			return LH_ESTORE;
+		bind_text(st, 1, lab_id);
+		bind_text(st, 2, id);
+		bind_text(st, 3, id);
+		if ((e = collect(s, st, sizeof *m, catalog_member_from_row, (void **)&m, &nm)) !=
+		    LH_OK)
+			return e;
+	}
+	*out = it;
+	if (members) {
+		*members = m;
+		*n = nm;
+	}
+	return LH_OK;
+}
+
+static enum lh_err sqlite_catalog_put(struct store *base, const char *lab_id,
+                                      const struct catalog_item *items, size_t n,
+                                      const struct catalog_member *members, size_t nmembers,
+                                      size_t *bad)
+{
+	struct sqlite_store *s = S(base);
+	sqlite3_stmt *st;
+	size_t bad_at = 0;
+	enum lh_err e = begin(s);
+	if (e != LH_OK)
+		return e;
+	for (size_t i = 0; e == LH_OK && i < n; i++) {
+		st = stmt(s,
+		          "INSERT INTO catalog_items(lab_id, kind, item_id, name, price,"
+		          " updated_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
+		          " ON CONFLICT(lab_id, kind, item_id) DO UPDATE SET name = excluded.name,"
+		          " price = excluded.price, updated_at = excluded.updated_at");
+		if (st) {
+			bind_text(st, 1, lab_id);
+			sqlite3_bind_int(st, 2, (int)items[i].kind);
+			bind_text(st, 3, items[i].id);
+			bind_text(st, 4, items[i].name);
+			sqlite3_bind_int64(st, 5, items[i].price);
+			sqlite3_bind_int64(st, 6, items[i].updated_at);
+		}
+		if ((e = step_done(s, st, "catalog_put")) != LH_OK ||
+		    items[i].kind != CATALOG_PACKAGE)
+			continue;
+		st = stmt(s, "DELETE FROM catalog_members WHERE lab_id = ?1 AND package_id = ?2");
+		if (st) {
+			bind_text(st, 1, lab_id);
+			bind_text(st, 2, items[i].id);
+		}
+		e = step_done(s, st, "catalog_members_clear");
+	}
+	for (size_t i = 0; e == LH_OK && i < nmembers; i++) {
+		/* Inserted only when the test is in the catalog: no row means an unknown test. */
+		st = stmt(s,
+		          "INSERT INTO catalog_members(lab_id, package_id, seq, test_id)"
+		          " SELECT ?1, ?2, (SELECT COALESCE(MAX(seq) + 1, 0) FROM catalog_members"
+		          " WHERE lab_id = ?1 AND package_id = ?2), ?3"
+		          " WHERE EXISTS(SELECT 1 FROM catalog_items WHERE lab_id = ?1 AND kind = 0"
+		          " AND item_id = ?3)");
+		if (st) {
+			bind_text(st, 1, lab_id);
+			bind_text(st, 2, members[i].package_id);
+			bind_text(st, 3, members[i].test_id);
+		}
+		if ((e = step_done(s, st, "catalog_member")) == LH_OK &&
+		    sqlite3_changes(s->db) == 0) {
+			e = LH_ENOTFOUND;
+			bad_at = i;
+		}
+	}
+	e = finish(s, e);
+	if (e == LH_ENOTFOUND && bad)
+		*bad = bad_at;
+	return e;
+}
+
+static enum lh_err sqlite_catalog_delete(struct store *base, const char *lab_id,
+                                         enum catalog_kind kind, const char *id,
+                                         char in_package[ID_CAP])
+{
+	struct sqlite_store *s = S(base);
+	char pkg[ID_CAP] = "";
+	sqlite3_stmt *st;
+	enum lh_err e = begin(s);
+	if (e != LH_OK)
+		return e;
+	if (kind == CATALOG_TEST) {
+		st = stmt(s, "SELECT package_id FROM catalog_members WHERE lab_id = ?1"
+		             " AND test_id = ?2 ORDER BY package_id LIMIT 1");
+		if (!st) {
+			e = LH_ESTORE;
+			goto out;
+		}
+		bind_text(st, 1, lab_id);
+		bind_text(st, 2, id);
+		int rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			col_text(st, 0, pkg, sizeof pkg);
+		sqlite3_reset(st);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+			e = fail(s, rc, "catalog_in_package");
+			goto out;
+		}
+		if (rc == SQLITE_ROW) {
+			e = LH_ECONFLICT;
+			goto out;
+		}
+	}
+	static const char *const sql[] = {
+	    "DELETE FROM catalog_items WHERE lab_id = ?1 AND kind = ?2 AND item_id = ?3",
+	    "DELETE FROM catalog_rates WHERE lab_id = ?1 AND kind = ?2 AND item_id = ?3",
+	    "DELETE FROM catalog_members WHERE lab_id = ?1 AND package_id = ?3 AND ?2 = 1",
+	};
+	for (size_t k = 0; e == LH_OK && k < COUNTOF(sql); k++) {
+		if ((st = stmt(s, sql[k]))) {
+			bind_text(st, 1, lab_id);
+			sqlite3_bind_int(st, 2, (int)kind);
+			bind_text(st, 3, id);
+		}
+		e = step_done(s, st, "catalog_delete");
+		if (e == LH_OK && k == 0 && sqlite3_changes(s->db) == 0)
+			e = LH_ENOTFOUND;
+	}
+out:
+	e = finish(s, e);
+	if (e == LH_ECONFLICT && in_package)
+		memcpy(in_package, pkg, ID_CAP);
+	return e;
+}
+
+#define CATALOG_LIST_FROM                                                                          \
+	" FROM catalog_items i LEFT JOIN catalog_rates r ON r.lab_id = i.lab_id"                   \
+	" AND r.kind = i.kind AND r.item_id = i.item_id AND r.party_id = ?3"                       \
+	" WHERE i.lab_id = ?1 AND (?2 < 0 OR i.kind = ?2) AND (?4 = 0 OR r.price IS NOT NULL)"
+
+static enum lh_err sqlite_catalog_list(struct store *base, const char *lab_id, int kind,
+                                       const char *party_id, int only_rated, size_t offset,
+                                       size_t limit, struct catalog_item **out, size_t *n,
+                                       int64_t *total)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	int64_t count = 0;
+	pthread_mutex_lock(&s->rmu);
+	/* One read transaction: the page and the total come from the same snapshot. */
+	int rc = total ? sqlite3_exec(s->rdb, "BEGIN", NULL, NULL, NULL) : SQLITE_OK;
+	sqlite3_stmt *st = total ? rstmt(s, "SELECT count(*)" CATALOG_LIST_FROM) : NULL;
+	if (!total)
+		e = LH_OK; /* no total asked: the page alone (a bill's "is there a catalog?") */
+	if (rc == SQLITE_OK && st) {
+		bind_text(st, 1, lab_id);
+		sqlite3_bind_int(st, 2, kind);
+		bind_text(st, 3, party_id);
+		sqlite3_bind_int(st, 4, only_rated);
+		rc = sqlite3_step(st);
+		count = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+		sqlite3_reset(st);
+		e = rc == SQLITE_ROW ? LH_OK : fail(s, rc, "catalog_count");
+	}
+	if (e == LH_OK) {
+		st = rstmt(s, "SELECT i.lab_id, i.kind, i.item_id, i.name, i.price, i.updated_at,"
+		              " r.price" CATALOG_LIST_FROM
+		              " ORDER BY i.kind, i.item_id LIMIT ?5 OFFSET ?6");
+		e = LH_ESTORE;
+		if (st) {
+			bind_text(st, 1, lab_id);
+			sqlite3_bind_int(st, 2, kind);
+			bind_text(st, 3, party_id);
+			sqlite3_bind_int(st, 4, only_rated);
+			sqlite3_bind_int64(st, 5, (sqlite3_int64)limit);
+			sqlite3_bind_int64(st, 6, (sqlite3_int64)offset);
+			e = collect(s, st, sizeof **out, catalog_item_from_row, (void **)out, n);
+		}
+	}
+	if (!sqlite3_get_autocommit(s->rdb))
+		sqlite3_exec(s->rdb, "COMMIT", NULL, NULL, NULL); /* it only read */
+	pthread_mutex_unlock(&s->rmu);
+	if (e == LH_OK && total)
+		*total = count;
+	return e;
+}
+
+static enum lh_err sqlite_catalog_members(struct store *base, const char *lab_id,
+                                          const char *first_id, const char *last_id,
+                                          struct catalog_member **out, size_t *n)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->rmu);
+	sqlite3_stmt *st = rstmt(s, CATALOG_MEMBERS_SQL);
+	if (st) {
+		bind_text(st, 1, lab_id);
+		bind_text(st, 2, first_id);
+		bind_text(st, 3, last_id);
+		e = collect(s, st, sizeof **out, catalog_member_from_row, (void **)out, n);
+	}
+	pthread_mutex_unlock(&s->rmu);
+	return e;
+}
+
+static enum lh_err sqlite_catalog_rate_set(struct store *base, const char *lab_id,
+                                           enum catalog_kind kind, const char *item_id,
+                                           const char *party_id, int64_t price)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = begin(s);
+	if (e != LH_OK)
+		return e;
+	sqlite3_stmt *st =
+	    price < 0 ? stmt(s, "DELETE FROM catalog_rates WHERE lab_id = ?1 AND kind = ?2"
+	                        " AND item_id = ?3 AND party_id = ?4")
+	              : stmt(s, "INSERT INTO catalog_rates(lab_id, kind, item_id, party_id, price)"
+	                        " SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS(SELECT 1 FROM"
+	                        " catalog_items WHERE lab_id = ?1 AND kind = ?2 AND item_id = ?3)"
+	                        " ON CONFLICT(lab_id, kind, item_id, party_id)"
+	                        " DO UPDATE SET price = excluded.price");
+	if (st) {
+		bind_text(st, 1, lab_id);
+		sqlite3_bind_int(st, 2, (int)kind);
+		bind_text(st, 3, item_id);
+		bind_text(st, 4, party_id);
+		if (price >= 0)
+			sqlite3_bind_int64(st, 5, price);
+	}
+	if ((e = step_done(s, st, "catalog_rate")) == LH_OK && sqlite3_changes(s->db) == 0)
+		e = LH_ENOTFOUND;
+	return finish(s, e);
+}
+
 static const struct store_tx_ops sqlite_tx_ops = {
     .bill_insert = tx_bill_insert,
     .bill_load = tx_bill_load,
@@ -1908,6 +2232,8 @@ static const struct store_tx_ops sqlite_tx_ops = {
     .event_insert = tx_event_insert,
     .doc_meta = tx_doc_meta,
     .doc_put = tx_doc_put,
+    .catalog_any = tx_catalog_any,
+    .catalog_get = tx_catalog_get,
 };
 
 /* ---- group commit: the transaction primitives store_writer.c runs batches with ---- */
@@ -2098,6 +2424,39 @@ static enum lh_err sqlite_event_payload(struct store *base, const char *event_id
 	return e;
 }
 
+/* One statement on the reader: the pending count walks the partial index of pending
+ * deliveries (as small as the backlog), subscriptions are few, and the size is the file's
+ * pages as this snapshot sees them. */
+static enum lh_err sqlite_stats(struct store *base, struct store_stats *out)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->rmu);
+	sqlite3_stmt *st = rstmt(
+	    s, "SELECT (SELECT count(*) FROM deliveries WHERE status = 0),"
+	       " (SELECT count(*) FROM subscriptions WHERE status = 0),"
+	       " (SELECT count(*) FROM subscriptions WHERE status = 1),"
+	       " (SELECT count(*) FROM subscriptions WHERE status = 2),"
+	       " (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size())");
+	if (st) {
+		int rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			struct store_stats r;
+			r.pending = sqlite3_column_int64(st, 0);
+			for (int i = 0; i < SUB_DELETED; i++)
+				r.subs[i] = sqlite3_column_int64(st, 1 + i);
+			r.bytes = sqlite3_column_int64(st, 4);
+			*out = r;
+			e = LH_OK;
+		} else {
+			e = fail(s, rc, "stats");
+		}
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&s->rmu);
+	return e;
+}
+
 struct record_job {
 	const struct delivery_result *r;
 	size_t n;
@@ -2110,7 +2469,8 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 	enum lh_err e = LH_OK;
 	for (size_t i = 0; i < j->n && e == LH_OK; i++) {
 		const struct delivery_result *r = &j->r[i];
-		/* A delivery retention removed (cancelled while this attempt ran) takes none. */
+		/* A delivery retention removed (cancelled while this attempt ran) takes
+		 * none. */
 		sqlite3_stmt *st = stmt(s, "INSERT OR REPLACE INTO attempts(delivery_id, n,"
 		                           " started_at, duration_ms, status_code, error, response)"
 		                           " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS"
@@ -2157,7 +2517,8 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 		if ((e = step_done(s, st, "sub_outcome")) != LH_OK)
 			break;
 		if (r->sub == SUBO_DISABLE && sqlite3_changes(s->db) > 0) {
-			/* A disabled subscription gives its events up to new registrations. */
+			/* A disabled subscription gives its events up to new registrations.
+			 */
 			struct subscription u;
 			memset(&u, 0, sizeof u);
 			snprintf(u.id, sizeof u.id, "%s", r->sub_id);
@@ -2450,7 +2811,8 @@ static enum lh_err job_sweep(struct store_tx *tx, void *arg)
 		}
 		if ((e = sweep_page(s, st, &n, NULL, 0, &hi_seq, &created)) != LH_OK)
 			return e;
-		/* deliveries_event makes the check (and the foreign key's own) one index seek. */
+		/* deliveries_event makes the check (and the foreign key's own) one index
+		 * seek. */
 		if (n > 0) {
 			if ((st = stmt(s, "DELETE FROM events WHERE seq > ?1 AND seq <= ?2"
 			                  " AND created_at < ?3 AND NOT EXISTS (SELECT 1 FROM"
@@ -2671,7 +3033,8 @@ static enum lh_err sqlite_import_from(struct store *base, struct store *from,
 	if ((e = exec(s, "DELETE FROM meta")) != LH_OK)
 		goto out;
 	/* events.seq is AUTOINCREMENT: an explicit seq larger than any before moves the
-	 * table's counter (sqlite_sequence) with it, so the next event follows the last copied. */
+	 * table's counter (sqlite_sequence) with it, so the next event follows the last
+	 * copied. */
 	e = from->ops->export_rows(from, import_row, &im, exported);
 	sqlite3_finalize(im.st);
 	if (e != LH_OK || (e = count_tables(s, have)) != LH_OK ||
@@ -2703,6 +3066,7 @@ static const struct store_ops sqlite_ops = {
     .lab_insert = sqlite_lab_insert,
     .lab_get = sqlite_lab_get,
     .lab_list = sqlite_lab_list,
+    .lab_find = sqlite_lab_find,
     .party_insert = sqlite_party_insert,
     .party_get = sqlite_party_get,
     .party_list = sqlite_party_list,
@@ -2732,6 +3096,12 @@ static const struct store_ops sqlite_ops = {
     .retention_sweep = sqlite_retention_sweep,
     .report_doc_get = sqlite_report_doc_get,
     .report_doc_chunk = sqlite_report_doc_chunk,
+    .catalog_put = sqlite_catalog_put,
+    .catalog_delete = sqlite_catalog_delete,
+    .catalog_list = sqlite_catalog_list,
+    .catalog_members = sqlite_catalog_members,
+    .catalog_rate_set = sqlite_catalog_rate_set,
+    .stats = sqlite_stats,
     .export_rows = sqlite_export_rows,
     .import_from = sqlite_import_from,
 };
@@ -2773,8 +3143,9 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
 	sqlite3_busy_timeout(s->db, 5000);
 	/* WAL + synchronous=FULL: every COMMIT is on disk before it returns. */
 	/* 4 KiB pages (the default, stated): with commits of dozens of jobs, larger pages
-	 * wrote more bytes per commit and copied more into each job's savepoint journal (measured
-	 * with 16 KiB: 15% fewer bills per second). Only takes effect on a new database. */
+	 * wrote more bytes per commit and copied more into each job's savepoint journal
+	 * (measured with 16 KiB: 15% fewer bills per second). Only takes effect on a new
+	 * database. */
 	if ((e = exec(s, "PRAGMA page_size=4096; PRAGMA journal_mode=WAL;"
 	                 " PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
 	                 " PRAGMA cache_size=-32768;"

@@ -458,8 +458,10 @@ static const struct field_spec lead_fields[] = {
     {"corporateUser", F_STRING, 0, 64, 0},
     {"referredOrganization", F_STRING, 0, 64, 0},
     {"referredHospitalOrganization", F_STRING, 0, 64, 0},
+    {"clientID", F_STRING, 1, 64, 0}, /* the lab route's only */
 };
-const struct field_table validate_lead_table = {lead_fields, COUNTOF(lead_fields)};
+const struct field_table validate_lead_table = {lead_fields, COUNTOF(lead_fields) - 1};
+const struct field_table validate_lab_lead_table = {lead_fields, COUNTOF(lead_fields)};
 
 static const struct field_spec booking_fields[] = {
     {"bookingType", F_STRING, 1, 64, 0},
@@ -519,13 +521,16 @@ static int ref_text(const json_t *v, char *out, size_t cap)
 	return -1;
 }
 
+/* Adds a report named name (of package, or none), made from ref (NULL: free text). */
 static int add_report(struct bill_request *b, size_t *cap, const char *name, const char *package,
-                      struct verr *err)
+                      const struct bill_ref *ref, struct verr *err)
 {
+	size_t rcap = *cap;
 	if (b->n_reports >= DOMAIN_MAX_REPORTS)
 		return verr_set(err, LH_EINVAL, "too_many_tests", NULL,
 		                "a bill may hold at most %d tests", DOMAIN_MAX_REPORTS);
-	if (UTIL_GROW(b->reports, *cap, b->n_reports + 1, 4))
+	if (UTIL_GROW(b->reports, *cap, b->n_reports + 1, 4) ||
+	    UTIL_GROW(b->refs, rcap, *cap, *cap))
 		return verr_set(err, LH_ENOMEM, "out_of_memory", NULL, "out of memory");
 	assert(b->n_reports < *cap);
 	struct report *r = &b->reports[b->n_reports];
@@ -533,6 +538,11 @@ static int add_report(struct bill_request *b, size_t *cap, const char *name, con
 	r->seq = (int)b->n_reports;
 	snprintf(r->name, sizeof r->name, "%s", name);
 	snprintf(r->package, sizeof r->package, "%s", package ? package : "");
+	struct bill_ref *f = &b->refs[b->n_reports];
+	memset(f, 0, sizeof *f);
+	f->kind = -1;
+	if (ref)
+		*f = *ref;
 	b->n_reports++;
 	return 0;
 }
@@ -574,7 +584,11 @@ static int mapped_ref(struct bill_request *b, size_t *cap, const json_t *v, cons
 	if (json_object_get(v, "name") && (!nm || !*nm || strlen(nm) >= NAME_CAP))
 		return verr_set(err, LH_EINVAL, "invalid_value", path,
 		                "'%s.name' must be a non-empty string", path);
-	return add_report(b, cap, nm ? nm : id, tests ? NULL : id, err);
+	struct bill_ref from = {.kind = tests ? CATALOG_TEST : CATALOG_PACKAGE};
+	snprintf(from.id, sizeof from.id, "%s", id);
+	snprintf(from.field, sizeof from.field, "%.48s.%s", path,
+	         tests && json_object_get(v, "flabs_id") ? "flabs_id" : "id");
+	return add_report(b, cap, nm ? nm : id, tests ? NULL : id, &from, err);
 }
 
 /* {package_name, tests?}: a report per test, or one for the package when it lists none. */
@@ -595,14 +609,15 @@ static int package_tests(struct bill_request *b, size_t *cap, const json_t *v, c
 		return verr_set(err, ve.err, ve.code, f, "%s: %s", path, ve.message);
 	}
 	const char *pkg = opt_string(v, "package_name");
-	if (json_array_size(json_object_get(v, "tests")) == 0 && add_report(b, cap, pkg, pkg, err))
+	if (json_array_size(json_object_get(v, "tests")) == 0 &&
+	    add_report(b, cap, pkg, pkg, NULL, err))
 		return -1;
 	json_array_foreach(json_object_get(v, "tests"), k, t)
 	{
 		if (!json_is_string(t) || ref_text(t, name, sizeof name))
 			return verr_set(err, LH_EINVAL, "invalid_value", path,
 			                "'%s.tests[%zu]' must be a non-empty string", path, k);
-		if (add_report(b, cap, name, pkg, err))
+		if (add_report(b, cap, name, pkg, NULL, err))
 			return -1;
 	}
 	return 0;
@@ -637,7 +652,7 @@ static int collect_reports(const json_t *obj, struct bill_request *b, struct ver
 					    "'%s' must be a non-empty string of at most %d bytes",
 					    path, NAME_CAP - 1);
 				if (add_report(b, &cap, name, kind == L_PACKAGE_NAMES ? name : NULL,
-				               err))
+				               NULL, err))
 					return -1;
 				continue;
 			}
@@ -679,6 +694,7 @@ int validate_bill(const json_t *obj, struct bill_request *out, struct verr *err)
 		return -1;
 	if (collect_reports(obj, &b, err)) {
 		free(b.reports);
+		free(b.refs);
 		return -1;
 	}
 	b.patient = pd;
@@ -778,4 +794,184 @@ int validate_lead(const json_t *obj, struct lead_request *out, struct verr *err)
 	party_refs(obj, &l.parties);
 	*out = l;
 	return 0;
+}
+
+/* ---- a lab's catalog ---- */
+
+int validate_price(const json_t *v, const char *field, int64_t *minor, struct verr *err)
+{
+	const int64_t max_units = CATALOG_PRICE_MAX / 100;
+	int64_t cents;
+	if (json_is_integer(v)) {
+		json_int_t u = json_integer_value(v);
+		if (u < 0 || u > max_units)
+			goto range;
+		cents = (int64_t)u * 100;
+	} else if (json_is_real(v)) {
+		double d = json_real_value(v);
+		if (!(d >= 0.0 && d <= (double)max_units)) /* also refuses NaN */
+			goto range;
+		cents = (int64_t)(d * 100.0 + 0.5);
+		/* Division by 100 rounds correctly, as the JSON parser did: equal only when the
+		 * number had at most two decimals. */
+		if ((double)cents / 100.0 != d)
+			return verr_set(err, LH_EINVAL, "invalid_value", field,
+			                "'%s' may have at most two decimals", field);
+	} else {
+		return verr_set(err, LH_EINVAL, "invalid_type", field,
+		                "'%s' must be a number (the price, e.g. 499.50)", field);
+	}
+	*minor = cents;
+	return 0;
+range:
+	return verr_set(err, LH_EINVAL, "invalid_value", field, "'%s' must be from 0 to %lld",
+	                field, (long long)max_units);
+}
+
+int validate_catalog_id(const char *id, const char *field, struct verr *err)
+{
+	size_t n = id ? strlen(id) : 0;
+	if (n == 0 || n >= ID_CAP ||
+	    strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != n)
+		return verr_set(err, LH_EINVAL, "invalid_value", field,
+		                "'%s' must be 1 to %d letters, digits, '_' or '-'", field,
+		                ID_CAP - 1);
+	return 0;
+}
+
+void validate_catalog_free(struct catalog_request *r)
+{
+	if (!r)
+		return;
+	free(r->items);
+	free(r->members);
+	memset(r, 0, sizeof *r);
+}
+
+/* "path.key", or "key" at the top. */
+static void sub_field(char *out, size_t cap, const char *path, const char *key)
+{
+	/* The callers' caps keep it whole; were it cut, the error would still name a prefix. */
+	if (snprintf(out, cap, "%s%s%s", path, *path ? "." : "", key) >= (int)cap)
+		out[cap - 1] = '\0';
+}
+
+int validate_catalog_item(const json_t *obj, enum catalog_kind kind, const char *id,
+                          const char *path, struct catalog_request *out, struct verr *err)
+{
+	static const struct field_spec spec[] = {
+	    {"name", F_STRING, 1, NAME_CAP - 1, 0},
+	    {"price", F_NUMBER, 1, 0, 0},
+	    {"id", F_STRING, 0, 64, 0},
+	    {"tests", F_ARRAY, 0, CATALOG_PKG_TESTS, 0},
+	};
+	/* A test takes no tests; an item named by its path takes no id. */
+	size_t nspec = kind == CATALOG_PACKAGE ? 4 : 3;
+	char f[128];
+	struct verr ve;
+	if (!json_is_object(obj))
+		return verr_set(err, LH_EINVAL, "invalid_type", path, "'%s' must be an object",
+		                path);
+	int bad = validate_object(obj, spec, nspec, &ve);
+	if (!bad && id && json_object_get(obj, "id"))
+		bad = verr_set(&ve, LH_EINVAL, "unknown_field", "id",
+		               "unknown field 'id' (the id is in the path)");
+	if (bad) {
+		sub_field(f, sizeof f, path, ve.field);
+		return verr_set(err, ve.err, ve.code, f, "%s%s%s", path, *path ? ": " : "",
+		                ve.message);
+	}
+	if (!id) {
+		id = opt_string(obj, "id");
+		sub_field(f, sizeof f, path, "id");
+		if (!id)
+			return verr_set(err, LH_EINVAL, "missing_field", f, "'%s' is required", f);
+		if (validate_catalog_id(id, f, err))
+			return -1;
+	}
+	struct catalog_item it;
+	memset(&it, 0, sizeof it);
+	it.kind = kind;
+	it.party_price = -1;
+	snprintf(it.id, sizeof it.id, "%s", id);
+	snprintf(it.name, sizeof it.name, "%s", opt_string(obj, "name"));
+	sub_field(f, sizeof f, path, "price");
+	if (validate_price(json_object_get(obj, "price"), f, &it.price, err))
+		return -1;
+	const json_t *t;
+	size_t i, cap = out->nmembers, start = out->nmembers;
+	json_array_foreach(json_object_get(obj, "tests"), i, t)
+	{
+		char tf[160];
+		snprintf(tf, sizeof tf, "%s%stests[%zu]", path, *path ? "." : "", i);
+		const char *tid = json_string_value(t);
+		if (validate_catalog_id(tid, tf, err))
+			return -1;
+		for (size_t k = start; k < out->nmembers; k++)
+			if (strcmp(out->members[k].test_id, tid) == 0)
+				return verr_set(err, LH_EINVAL, "duplicate_value", tf,
+				                "'%s': test '%s' is listed twice", tf, tid);
+		if (UTIL_GROW(out->members, cap, out->nmembers + 1, 8))
+			return verr_set(err, LH_ENOMEM, "out_of_memory", NULL, "out of memory");
+		struct catalog_member *m = &out->members[out->nmembers++];
+		memset(m, 0, sizeof *m);
+		snprintf(m->package_id, sizeof m->package_id, "%s", id);
+		snprintf(m->test_id, sizeof m->test_id, "%s", tid);
+	}
+	cap = out->n;
+	if (UTIL_GROW(out->items, cap, out->n + 1, 8))
+		return verr_set(err, LH_ENOMEM, "out_of_memory", NULL, "out of memory");
+	out->items[out->n++] = it;
+	return 0;
+}
+
+int validate_catalog_import(const json_t *obj, struct catalog_request *out, struct verr *err)
+{
+	static const struct field_spec spec[] = {
+	    {"tests", F_ARRAY, 0, CATALOG_IMPORT_MAX, 0},
+	    {"packages", F_ARRAY, 0, CATALOG_IMPORT_MAX, 0},
+	};
+	static const struct {
+		const char *list;
+		enum catalog_kind kind;
+	} lists[] = {{"tests", CATALOG_TEST}, {"packages", CATALOG_PACKAGE}};
+	struct catalog_request r;
+	memset(&r, 0, sizeof r);
+	if (validate_object(obj, spec, COUNTOF(spec), err))
+		return -1;
+	if (json_array_size(json_object_get(obj, "tests")) +
+	        json_array_size(json_object_get(obj, "packages")) >
+	    CATALOG_IMPORT_MAX)
+		return verr_set(err, LH_EINVAL, "too_long", "tests",
+		                "at most %d tests and packages in one import", CATALOG_IMPORT_MAX);
+	for (size_t l = 0; l < COUNTOF(lists); l++) {
+		const json_t *v;
+		size_t i, first = r.n;
+		json_array_foreach(json_object_get(obj, lists[l].list), i, v)
+		{
+			char path[48];
+			snprintf(path, sizeof path, "%s[%zu]", lists[l].list, i);
+			if (validate_catalog_item(v, lists[l].kind, NULL, path, &r, err))
+				goto fail;
+			/* Sorted ids would be quicker; imports are small and rare. */
+			for (size_t k = first; k + 1 < r.n; k++)
+				if (strcmp(r.items[k].id, r.items[r.n - 1].id) == 0) {
+					char f[64];
+					snprintf(f, sizeof f, "%s.id", path);
+					verr_set(err, LH_EINVAL, "duplicate_value", f,
+					         "'%s': '%s' is listed twice", f, r.items[k].id);
+					goto fail;
+				}
+		}
+	}
+	if (r.n == 0) {
+		verr_set(err, LH_EINVAL, "missing_field", "tests",
+		         "send 'tests' or 'packages' with at least one item");
+		goto fail;
+	}
+	*out = r;
+	return 0;
+fail:
+	validate_catalog_free(&r);
+	return -1;
 }

@@ -77,6 +77,7 @@ struct field_table {
 extern const struct field_table validate_bill_table;     /* POST /client/billing/create */
 extern const struct field_table validate_lab_bill_table; /* POST /lab/bills: plus clientID */
 extern const struct field_table validate_lead_table;     /* POST /client/crm/lead/create */
+extern const struct field_table validate_lab_lead_table; /* POST /lab/leads: plus clientID */
 extern const struct field_table validate_booking_table;  /* POST /lab/leads/{id}/convert */
 
 /* The party fields of a bill or lead body, in the order the handler resolves them; off is
@@ -93,11 +94,20 @@ struct party_refs {
 	const char *id[VALIDATE_PARTY_SLOTS];
 };
 
+/* What a report of a bill was made from: a catalog id (mapped_tests, mapped_packages) that
+ * the lab's catalog may name, or free text. */
+struct bill_ref {
+	int kind;          /* enum catalog_kind, or -1 for free text */
+	char id[NAME_CAP]; /* the id as sent */
+	char field[64];    /* where it was sent: "mapped_tests[2].flabs_id" */
+};
+
 struct bill_request {
 	const json_t *patient; /* patient_details, checked */
 	const char *lab_id, *integrator_id;
 	const char *lead_source, *bar_code; /* "" when absent */
 	struct report *reports;             /* name, package and seq set; owned, free() */
+	struct bill_ref *refs;              /* one per report; owned, free() */
 	size_t n_reports;                   /* 1..DOMAIN_MAX_REPORTS */
 	struct party_refs parties;
 };
@@ -125,5 +135,31 @@ struct lead_request {
 
 /* A lead body that passed validate_lead_table. */
 int validate_lead(const json_t *obj, struct lead_request *out, struct verr *err);
+
+/* ---- a lab's catalog (API.md 9) ---- */
+
+/* A price as Flabs shows one: a JSON number, 0 to 1,000,000,000, with at most two decimals;
+ * into minor units (1/100). */
+int validate_price(const json_t *v, const char *field, int64_t *minor, struct verr *err);
+/* A catalog item id: 1 to ID_CAP-1 letters, digits, '_' or '-' (it goes into paths). */
+int validate_catalog_id(const char *id, const char *field, struct verr *err);
+
+/* Catalog items and package members checked from a body (owned arrays, free()). */
+struct catalog_request {
+	struct catalog_item *items;
+	size_t n;
+	struct catalog_member *members;
+	size_t nmembers;
+};
+#define CATALOG_IMPORT_MAX 5000 /* items one request may put */
+/* One item: obj is {name, price} (and tests, for a package) with id from the path, or with
+ * id NULL {id, name, price(, tests)}; path ("" or "tests[3]") prefixes the fields named in
+ * errors. Appends to out (which starts zeroed). */
+int validate_catalog_item(const json_t *obj, enum catalog_kind kind, const char *id,
+                          const char *path, struct catalog_request *out, struct verr *err);
+/* The import body {tests?: [...], packages?: [...]}: at most CATALOG_IMPORT_MAX items, no
+ * id twice in a list. On failure out is freed. */
+int validate_catalog_import(const json_t *obj, struct catalog_request *out, struct verr *err);
+void validate_catalog_free(struct catalog_request *r);
 
 #endif

@@ -73,7 +73,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		assert(again.n_reports == br.n_reports &&
 		       memcmp(again.reports, br.reports, br.n_reports * sizeof *br.reports) == 0);
 		free(again.reports);
+		free(again.refs);
 		free(br.reports);
+		free(br.refs);
 	} else {
 		assert(err.err == LH_EINVAL || err.err == LH_ENOMEM);
 		assert(memcmp(&err, &err2, sizeof err) == 0);

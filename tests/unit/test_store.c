@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "events.h"
+#include "metrics.h"
 #include "store_pg.h"
 #include "store_sqlite.h"
 
@@ -936,6 +937,209 @@ static void test_parties_and_labs(void **state)
 	free(llist);
 }
 
+/* ---- a lab's catalog ---- */
+
+static struct catalog_item cat_item(enum catalog_kind kind, const char *id, const char *name,
+                                    int64_t price)
+{
+	struct catalog_item it;
+	memset(&it, 0, sizeof it);
+	snprintf(it.lab_id, sizeof it.lab_id, "lab_1");
+	it.kind = kind;
+	snprintf(it.id, sizeof it.id, "%s", id);
+	snprintf(it.name, sizeof it.name, "%s", name);
+	it.price = price;
+	it.updated_at = 1700000400;
+	return it;
+}
+
+static struct catalog_member cat_member(const char *pkg, const char *test)
+{
+	struct catalog_member m;
+	memset(&m, 0, sizeof m);
+	snprintf(m.package_id, sizeof m.package_id, "%s", pkg);
+	snprintf(m.test_id, sizeof m.test_id, "%s", test);
+	return m;
+}
+
+struct catalog_job {
+	const char *lab;
+	enum catalog_kind kind;
+	const char *id;
+	int any;
+	struct catalog_item it;
+	struct catalog_member *m;
+	size_t n;
+	enum lh_err got;
+};
+
+static enum lh_err job_catalog(struct store_tx *tx, void *arg)
+{
+	struct catalog_job *j = arg;
+	enum lh_err e = tx->ops->catalog_any(tx, j->lab, &j->any);
+	if (e == LH_OK)
+		j->got = tx->ops->catalog_get(tx, j->lab, j->kind, j->id, &j->it, &j->m, &j->n);
+	return e;
+}
+
+static void test_catalog(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account a;
+	struct catalog_item *list = NULL;
+	struct catalog_member *m = NULL;
+	size_t n = 0, bad = 99;
+	int64_t total = 0;
+	char pkg[ID_CAP] = "";
+
+	make_account(st, "cl_A", &a);
+	make_account(st, "cl_B", &a);
+	make_lab(st, "cl_A", "lab_1");
+	make_lab(st, "cl_A", "lab_2");
+	make_party(st, "cl_A", "cu_1", PARTY_CORPORATE_USER);
+	make_party(st, "cl_A", "org_1", PARTY_ORGANIZATION);
+
+	struct lab lab;
+	assert_int_equal(st->ops->lab_find(st, "lab_2", &lab), LH_OK);
+	assert_string_equal(lab.client_id, "cl_A");
+	assert_int_equal(st->ops->lab_find(st, "lab_none", &lab), LH_ENOTFOUND);
+
+	/* An empty catalog: nothing listed, and a bill's job sees none. */
+	struct catalog_job j = {.lab = "lab_1", .kind = CATALOG_TEST, .id = "T1", .any = 7};
+	assert_int_equal(st->ops->submit(st, job_catalog, &j), LH_OK);
+	assert_int_equal(j.any, 0);
+	assert_int_equal(j.got, LH_ENOTFOUND);
+
+	struct catalog_item items[] = {
+	    cat_item(CATALOG_TEST, "T2", "LDL \"quoted\"", 24950),
+	    cat_item(CATALOG_TEST, "T1", "CBC", 35000),
+	    cat_item(CATALOG_TEST, "T3", "HDL", 75),
+	    cat_item(CATALOG_PACKAGE, "P1", "Lipid", 45000),
+	};
+	struct catalog_member members[] = {cat_member("P1", "T3"), cat_member("P1", "T2")};
+	assert_int_equal(st->ops->catalog_put(st, "lab_1", items, 4, members, 2, &bad), LH_OK);
+	assert_int_equal(bad, 99);
+
+	/* A member naming a test that is not there: nothing of the put is kept. */
+	struct catalog_item more[] = {cat_item(CATALOG_TEST, "T9", "new", 1),
+	                              cat_item(CATALOG_PACKAGE, "P2", "P2", 2)};
+	struct catalog_member bad_members[] = {cat_member("P2", "T9"), cat_member("P2", "T404")};
+	assert_int_equal(st->ops->catalog_put(st, "lab_1", more, 2, bad_members, 2, &bad),
+	                 LH_ENOTFOUND);
+	assert_int_equal(bad, 1);
+
+	/* Listing: by kind then id, a total, offset and limit. */
+	assert_int_equal(
+	    st->ops->catalog_list(st, "lab_1", CATALOG_TEST, "", 0, 0, 2, &list, &n, &total),
+	    LH_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(total, 3);
+	assert_string_equal(list[0].id, "T1");
+	assert_string_equal(list[1].id, "T2");
+	assert_string_equal(list[1].name, "LDL \"quoted\"");
+	assert_int_equal(list[1].price, 24950);
+	assert_int_equal(list[1].party_price, -1);
+	assert_int_equal(list[1].kind, CATALOG_TEST);
+	free(list);
+	assert_int_equal(
+	    st->ops->catalog_list(st, "lab_1", CATALOG_TEST, "", 0, 2, 2, &list, &n, &total),
+	    LH_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(list[0].id, "T3");
+	free(list);
+	assert_int_equal(
+	    st->ops->catalog_list(st, "lab_2", CATALOG_ANY, "", 0, 0, 10, &list, &n, &total),
+	    LH_OK);
+	assert_int_equal(n, 0);
+	assert_int_equal(total, 0);
+	free(list);
+
+	/* A package's tests, in the order put, with their names. */
+	assert_int_equal(st->ops->catalog_members(st, "lab_1", "P1", "P1", &m, &n), LH_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(m[0].test_id, "T3");
+	assert_string_equal(m[0].name, "HDL");
+	assert_string_equal(m[1].test_id, "T2");
+	free(m);
+
+	/* Rates: per party; only items that exist; removing one that is not set is 404. */
+	assert_int_equal(st->ops->catalog_rate_set(st, "lab_1", CATALOG_TEST, "T1", "cu_1", 30000),
+	                 LH_OK);
+	assert_int_equal(st->ops->catalog_rate_set(st, "lab_1", CATALOG_TEST, "T1", "cu_1", 29000),
+	                 LH_OK);
+	assert_int_equal(
+	    st->ops->catalog_rate_set(st, "lab_1", CATALOG_PACKAGE, "P1", "cu_1", 40000), LH_OK);
+	assert_int_equal(st->ops->catalog_rate_set(st, "lab_1", CATALOG_TEST, "T2", "org_1", 0),
+	                 LH_OK);
+	assert_int_equal(st->ops->catalog_rate_set(st, "lab_1", CATALOG_TEST, "T404", "cu_1", 1),
+	                 LH_ENOTFOUND);
+	assert_int_equal(st->ops->catalog_rate_set(st, "lab_1", CATALOG_PACKAGE, "T1", "cu_1", 1),
+	                 LH_ENOTFOUND);
+	assert_int_equal(st->ops->catalog_rate_set(st, "lab_1", CATALOG_TEST, "T3", "cu_1", -1),
+	                 LH_ENOTFOUND);
+	assert_int_equal(
+	    st->ops->catalog_list(st, "lab_1", CATALOG_TEST, "cu_1", 0, 0, 10, &list, &n, &total),
+	    LH_OK);
+	assert_int_equal(n, 3);
+	assert_int_equal(list[0].party_price, 29000);
+	assert_int_equal(list[0].price, 35000);
+	assert_int_equal(list[1].party_price, -1);
+	free(list);
+	assert_int_equal(
+	    st->ops->catalog_list(st, "lab_1", CATALOG_ANY, "cu_1", 1, 0, 10, &list, &n, &total),
+	    LH_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(total, 2);
+	assert_string_equal(list[0].id, "T1");
+	assert_string_equal(list[1].id, "P1");
+	assert_int_equal(list[1].kind, CATALOG_PACKAGE);
+	assert_int_equal(list[1].party_price, 40000);
+	free(list);
+
+	/* Inside a transaction: the item, and a package with its tests. */
+	memset(&j, 0, sizeof j);
+	j.lab = "lab_1";
+	j.kind = CATALOG_PACKAGE;
+	j.id = "P1";
+	assert_int_equal(st->ops->submit(st, job_catalog, &j), LH_OK);
+	assert_int_equal(j.any, 1);
+	assert_int_equal(j.got, LH_OK);
+	assert_string_equal(j.it.name, "Lipid");
+	assert_int_equal(j.n, 2);
+	assert_string_equal(j.m[1].name, "LDL \"quoted\"");
+	free(j.m);
+
+	/* A test a package holds stays; a put replaces the package's tests. */
+	assert_int_equal(st->ops->catalog_delete(st, "lab_1", CATALOG_TEST, "T2", pkg),
+	                 LH_ECONFLICT);
+	assert_string_equal(pkg, "P1");
+	struct catalog_item again[] = {cat_item(CATALOG_PACKAGE, "P1", "Lipid v2", 46000)};
+	struct catalog_member only[] = {cat_member("P1", "T3")};
+	assert_int_equal(st->ops->catalog_put(st, "lab_1", again, 1, only, 1, NULL), LH_OK);
+	assert_int_equal(st->ops->catalog_delete(st, "lab_1", CATALOG_TEST, "T2", pkg), LH_OK);
+	assert_int_equal(st->ops->catalog_delete(st, "lab_1", CATALOG_TEST, "T2", pkg),
+	                 LH_ENOTFOUND);
+	/* The package's rate stayed through the put; deleting it takes its rates and tests. */
+	assert_int_equal(
+	    st->ops->catalog_list(st, "lab_1", CATALOG_PACKAGE, "cu_1", 0, 0, 10, &list, &n, NULL),
+	    LH_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(list[0].name, "Lipid v2");
+	assert_int_equal(list[0].party_price, 40000);
+	free(list);
+	assert_int_equal(st->ops->catalog_delete(st, "lab_1", CATALOG_PACKAGE, "P1", NULL), LH_OK);
+	assert_int_equal(st->ops->catalog_members(st, "lab_1", "P1", "P1", &m, &n), LH_OK);
+	assert_int_equal(n, 0);
+	free(m);
+	assert_int_equal(st->ops->catalog_put(st, "lab_1", again, 1, NULL, 0, NULL), LH_OK);
+	assert_int_equal(
+	    st->ops->catalog_list(st, "lab_1", CATALOG_ANY, "cu_1", 1, 0, 10, &list, &n, NULL),
+	    LH_OK);
+	assert_int_equal(n, 1); /* T1's rate only: P1's went with it */
+	free(list);
+}
+
 /* ---- routing: the catch-all "" and each party of an event ---- */
 
 struct route_job {
@@ -1316,6 +1520,78 @@ static void test_delete_cancels_deliveries(void **state)
 	st->ops->set_commit_hook(st, NULL, NULL);
 }
 
+/* The value of one series in the metrics exposition (0 if absent). */
+static uint64_t metric(const char *series)
+{
+	size_t len = 0;
+	char *text = metrics_render(NULL, 0, NULL, &len);
+	assert_non_null(text);
+	assert_int_equal(strlen(text), len);
+	const char *p = strstr(text, series);
+	uint64_t v = p ? strtoull(p + strlen(series), NULL, 10) : 0;
+	free(text);
+	return v;
+}
+
+/* What GET /metrics shows of the store: pending deliveries (not failed, delivered or
+ * cancelled ones), live subscriptions by status, the size; and the events of jobs that
+ * committed (a job undone, or a batch that failed, counts none). */
+static void test_stats(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct store_stats s0, s;
+	struct subscription sub;
+	const char *bills = "labhook_events_total{type=\"bill.created\"} ";
+
+	assert_int_equal(st->ops->stats(st, &s0), LH_OK);
+	assert_int_equal(s0.pending, 0);
+	for (int i = 0; i < SUB_DELETED; i++)
+		assert_int_equal(s0.subs[i], 0);
+	assert_true(s0.bytes > 0);
+
+	outbox_setup(st);
+	uint64_t events0 = metric(bills);
+	for (int i = 0; i < 3; i++) {
+		struct event_job j = {"bill_1", "{}", LH_OK, NULL, NULL};
+		assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
+	}
+	struct event_job undone = {"bill_2", "{}", LH_ECONFLICT, NULL, NULL};
+	assert_int_equal(st->ops->submit(st, job_event, &undone), LH_ECONFLICT);
+	assert_int_equal(metric(bills), events0 + 3);
+	hooked_clear();
+	deliver_first(st, 3);
+	struct delivery *page = NULL;
+	size_t n = 0;
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 2);
+	struct delivery_result r = outcome(&page[0], 1, 500, DLV_FAILED, SUBO_FAILURE);
+	for (size_t i = 0; i < n; i++)
+		free(page[i].payload);
+	free(page);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+
+	make_sub(&sub, "sub_2", "lab_1", 1u << EV_BILL_DELETED);
+	sub.status = SUB_PAUSED;
+	assert_int_equal(st->ops->sub_insert(st, &sub), LH_OK);
+	for (int i = 3; i <= 5; i++) {
+		char id[16];
+		snprintf(id, sizeof id, "sub_%d", i);
+		make_sub(&sub, id, "lab_1", 0);
+		assert_int_equal(st->ops->sub_insert(st, &sub), LH_OK);
+		sub.status = i == 3 ? SUB_DISABLED : SUB_DELETED;
+		assert_int_equal(st->ops->sub_update(st, &sub, SUBF_STATUS, NULL), LH_OK);
+	}
+
+	assert_int_equal(st->ops->stats(st, &s), LH_OK);
+	assert_int_equal(s.pending, 1);
+	assert_int_equal(s.subs[SUB_ACTIVE], 1);
+	assert_int_equal(s.subs[SUB_PAUSED], 1);
+	assert_int_equal(s.subs[SUB_DISABLED], 1); /* deleted ones are not counted */
+	assert_true(s.bytes >= s0.bytes);
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
 static void test_sub_update_conflict_changes_nothing(void **state)
 {
 	struct fixture *f = *state;
@@ -1435,6 +1711,12 @@ static void test_bills_and_reports(void **state)
 	free(r);
 	assert_int_equal(st->ops->bill_get(st, "cl_B", "bill_1", &b, &r, &n), LH_ENOTFOUND);
 	assert_int_equal(st->ops->bill_get(st, "cl_A", "bill_NONE", &b, &r, &n), LH_ENOTFOUND);
+	/* The lab side (GET /lab/bills/{id}): any account's bill, which names its account. */
+	assert_int_equal(st->ops->bill_get(st, NULL, "bill_1", &b, &r, &n), LH_OK);
+	assert_string_equal(b.client_id, "cl_A");
+	assert_int_equal(n, 2);
+	free(r);
+	assert_int_equal(st->ops->bill_get(st, NULL, "bill_NONE", &b, &r, &n), LH_ENOTFOUND);
 
 	/* The same bar code in the lab: refused, alone; none twice: fine. */
 	bill_fill(&k, "bill_2", "BC1");
@@ -2383,6 +2665,12 @@ static void copy_fill(struct store *st)
 	make_lab(st, "cl_A", "lab_1");
 	make_lab(st, "cl_B", "lab_2");
 	make_party(st, "cl_B", "cu_1", PARTY_CORPORATE_USER);
+	struct catalog_item items[] = {cat_item(CATALOG_TEST, "T1", "CBC", 100),
+	                               cat_item(CATALOG_PACKAGE, "P1", "Pack", 200)};
+	struct catalog_member members[] = {cat_member("P1", "T1")};
+	assert_int_equal(st->ops->catalog_put(st, "lab_2", items, 2, members, 1, NULL), LH_OK);
+	assert_int_equal(st->ops->catalog_rate_set(st, "lab_2", CATALOG_TEST, "T1", "cu_1", 90),
+	                 LH_OK);
 	memset(t1, 1, 32);
 	assert_int_equal(st->ops->refresh_insert(st, t1, "cl_A", "fam1", 4000000000LL), LH_OK);
 	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
@@ -2526,6 +2814,9 @@ static void test_copy_moves_everything(void **state)
 	assert_int_equal(copied(got, "events"), 3);
 	assert_int_equal(copied(got, "deliveries"), 3);
 	assert_int_equal(copied(got, "attempts"), 1);
+	assert_int_equal(copied(got, "catalog_items"), 2);
+	assert_int_equal(copied(got, "catalog_members"), 1);
+	assert_int_equal(copied(got, "catalog_rates"), 1);
 	char *after = dump_store(dst, NULL);
 	assert_string_equal(before, after);
 	copy_check(dst);
@@ -2854,6 +3145,7 @@ int main(void)
 	    T(test_accounts),
 	    T(test_labs_scoped_to_account),
 	    T(test_parties_and_labs),
+	    T(test_catalog),
 	    T(test_refresh_rotation),
 	    T(test_refresh_rotation_race),
 	    T(test_one_live_subscription_per_event),
@@ -2864,6 +3156,7 @@ int main(void)
 	    T(test_routing_across_parties),
 	    T(test_deleted_subscription_takes_no_deliveries),
 	    T(test_delete_cancels_deliveries),
+	    T(test_stats),
 	    T(test_disable_outcome_frees_events),
 	    T(test_pending_per_subscription),
 	    T(test_delivery_lifecycle),

@@ -770,6 +770,137 @@ static void test_direct_helpers(void **state)
 	assert_string_equal(err.message, "n=5");
 }
 
+/* ---- a lab's catalog (API.md 9) ---- */
+
+struct price_case {
+	const char *json;
+	int64_t minor; /* -1 = refused */
+	const char *code;
+};
+
+static void test_catalog_prices(void **state)
+{
+	static const struct price_case cases[] = {
+	    {"0", 0, NULL},
+	    {"350", 35000, NULL},
+	    {"249.5", 24950, NULL},
+	    {"0.75", 75, NULL},
+	    {"499.99", 49999, NULL},
+	    {"1000000000", 100000000000LL, NULL},
+	    {"1000000000.00", 100000000000LL, NULL},
+	    {"999999999.99", 99999999999LL, NULL},
+	    {"1e3", 100000, NULL},
+	    {"-1", -1, "invalid_value"},
+	    {"-0.01", -1, "invalid_value"},
+	    {"1000000000.01", -1, "invalid_value"},
+	    {"1000000001", -1, "invalid_value"},
+	    {"1e300", -1, "invalid_value"},
+	    {"1.005", -1, "invalid_value"},
+	    {"0.001", -1, "invalid_value"},
+	    {"\"10\"", -1, "invalid_type"},
+	    {"null", -1, "invalid_type"},
+	    {"true", -1, "invalid_type"},
+	};
+	(void)state;
+	for (size_t i = 0; i < COUNTOF(cases); i++) {
+		json_t *v = json_loads(cases[i].json, JSON_DECODE_ANY, NULL);
+		struct verr err;
+		int64_t got = -7;
+		memset(&err, 0, sizeof err);
+		int rc = validate_price(v, "price", &got, &err);
+		if (cases[i].code) {
+			if (rc == 0)
+				fail_msg("price %s: accepted as %lld", cases[i].json,
+				         (long long)got);
+			expect_error(cases[i].json, &err, cases[i].code, "price");
+			assert_int_equal(got, -7); /* out-parameter untouched */
+		} else {
+			if (rc != 0)
+				fail_msg("price %s: %s (%s)", cases[i].json, err.code, err.message);
+			assert_int_equal(got, cases[i].minor);
+		}
+		json_decref(v);
+	}
+}
+
+struct catalog_case {
+	const char *name;
+	const char *body; /* an import body */
+	const char *code; /* NULL = valid */
+	const char *field;
+	size_t items, members;
+};
+
+static void test_catalog_bodies(void **state)
+{
+	/* clang-format off */
+	static const struct catalog_case cases[] = {
+	    {"tests and a package", "{\"tests\":[{\"id\":\"T1\",\"name\":\"A\",\"price\":1},{\"id\":\"T2\",\"name\":\"B\",\"price\":2.5}],\"packages\":[{\"id\":\"P\",\"name\":\"C\",\"price\":3,\"tests\":[\"T1\",\"T2\"]}]}", NULL, NULL, 3, 2},
+	    {"package without tests", "{\"packages\":[{\"id\":\"P\",\"name\":\"C\",\"price\":3}]}", NULL, NULL, 1, 0},
+	    {"same id as test and package", "{\"tests\":[{\"id\":\"X\",\"name\":\"A\",\"price\":1}],\"packages\":[{\"id\":\"X\",\"name\":\"C\",\"price\":3}]}", NULL, NULL, 2, 0},
+	    {"empty", "{}", "missing_field", "tests", 0, 0},
+	    {"empty lists", "{\"tests\":[],\"packages\":[]}", "missing_field", "tests", 0, 0},
+	    {"unknown top field", "{\"tests\":[],\"rates\":[]}", "unknown_field", "rates", 0, 0},
+	    {"not an object", "{\"tests\":[1]}", "invalid_type", "tests[0]", 0, 0},
+	    {"no id", "{\"tests\":[{\"name\":\"A\",\"price\":1}]}", "missing_field", "tests[0].id", 0, 0},
+	    {"bad id", "{\"tests\":[{\"id\":\"a b\",\"name\":\"A\",\"price\":1}]}", "invalid_value", "tests[0].id", 0, 0},
+	    {"long id", "{\"tests\":[{\"id\":\"" "0123456789012345678901234567890123456789012345678" "\",\"name\":\"A\",\"price\":1}]}", "invalid_value", "tests[0].id", 0, 0},
+	    {"no name", "{\"tests\":[{\"id\":\"T\",\"price\":1}]}", "missing_field", "tests[0].name", 0, 0},
+	    {"no price", "{\"tests\":[{\"id\":\"T\",\"name\":\"A\"}]}", "missing_field", "tests[0].price", 0, 0},
+	    {"bad price", "{\"tests\":[{\"id\":\"T\",\"name\":\"A\",\"price\":-2}]}", "invalid_value", "tests[0].price", 0, 0},
+	    {"tests on a test", "{\"tests\":[{\"id\":\"T\",\"name\":\"A\",\"price\":1,\"tests\":[]}]}", "unknown_field", "tests[0].tests", 0, 0},
+	    {"duplicate id", "{\"tests\":[{\"id\":\"T\",\"name\":\"A\",\"price\":1},{\"id\":\"T\",\"name\":\"B\",\"price\":1}]}", "duplicate_value", "tests[1].id", 0, 0},
+	    {"duplicate member", "{\"packages\":[{\"id\":\"P\",\"name\":\"C\",\"price\":3,\"tests\":[\"T\",\"T\"]}]}", "duplicate_value", "packages[0].tests[1]", 0, 0},
+	    {"member not a string", "{\"packages\":[{\"id\":\"P\",\"name\":\"C\",\"price\":3,\"tests\":[7]}]}", "invalid_value", "packages[0].tests[0]", 0, 0},
+	};
+	/* clang-format on */
+	(void)state;
+	for (size_t i = 0; i < COUNTOF(cases); i++) {
+		const struct catalog_case *tc = &cases[i];
+		json_t *obj = json_loads(tc->body, 0, NULL);
+		struct catalog_request r;
+		struct verr err;
+		assert_non_null(obj);
+		memset(&r, 0, sizeof r);
+		memset(&err, 0, sizeof err);
+		int rc = validate_catalog_import(obj, &r, &err);
+		if (tc->code) {
+			if (rc == 0)
+				fail_msg("%s: accepted", tc->name);
+			expect_error(tc->name, &err, tc->code, tc->field);
+			assert_null(r.items);
+		} else {
+			if (rc != 0)
+				fail_msg("%s: %s field '%s' (%s)", tc->name, err.code, err.field,
+				         err.message);
+			assert_int_equal(r.n, tc->items);
+			assert_int_equal(r.nmembers, tc->members);
+			validate_catalog_free(&r);
+		}
+		json_decref(obj);
+	}
+	/* An item named by its path: the body takes no id, and errors name bare fields. */
+	struct catalog_request r;
+	struct verr err;
+	json_t *obj = json_loads("{\"name\":\"A\",\"price\":12.5,\"tests\":[\"T1\"]}", 0, NULL);
+	memset(&r, 0, sizeof r);
+	assert_int_equal(validate_catalog_item(obj, CATALOG_PACKAGE, "P9", "", &r, &err), 0);
+	assert_string_equal(r.items[0].id, "P9");
+	assert_int_equal(r.items[0].price, 1250);
+	assert_string_equal(r.members[0].package_id, "P9");
+	validate_catalog_free(&r);
+	json_decref(obj);
+	obj = json_loads("{\"id\":\"X\",\"name\":\"A\",\"price\":1}", 0, NULL);
+	assert_int_equal(validate_catalog_item(obj, CATALOG_TEST, "T9", "", &r, &err), -1);
+	expect_error("id in body", &err, "unknown_field", "id");
+	json_decref(obj);
+	obj = json_loads("{\"name\":\"A\",\"price\":1.111}", 0, NULL);
+	assert_int_equal(validate_catalog_item(obj, CATALOG_TEST, "T9", "", &r, &err), -1);
+	expect_error("price in body", &err, "invalid_value", "price");
+	json_decref(obj);
+	validate_catalog_free(&r);
+}
+
 /* ---- bills and leads (API.md 5) ---- */
 
 #define PD                                                                                         \
@@ -850,6 +981,7 @@ static void test_event_bodies(void **state)
 			if (tc->kind == K_BILL || tc->kind == K_LAB_BILL) {
 				assert_int_equal(br.n_reports, tc->reports);
 				free(br.reports);
+				free(br.refs);
 			}
 		}
 		json_decref(obj);
@@ -869,6 +1001,8 @@ int main(void)
 	    cmocka_unit_test(test_validate_object),
 	    cmocka_unit_test(test_direct_helpers),
 	    cmocka_unit_test(test_event_bodies),
+	    cmocka_unit_test(test_catalog_prices),
+	    cmocka_unit_test(test_catalog_bodies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
