@@ -36,6 +36,8 @@ static void api_healthz(struct call *c)
 
 static const struct route routes[] = {
     {"GET", "/healthz", G_NONE, api_healthz},
+    {"GET", "/console", G_NONE, api_console_get},
+    {"GET", "/console/*", G_NONE, api_console_get},
     {"POST", "/client/auth/token", G_NONE, api_auth_token},
     {"POST", "/client/auth/token/refresh", G_NONE, api_auth_refresh},
     {"GET", "/client/labs", G_CLIENT, api_client_labs},
@@ -59,6 +61,7 @@ static const struct route routes[] = {
     {"GET", "/client/crm/packages", G_CLIENT, api_crm_packages},
     {"POST", "/lab/bills", G_ADMIN, api_lab_bill_create},
     {"POST", "/lab/bills/*/reports/*/complete", G_ADMIN, api_lab_report_complete},
+    {"GET", "/lab/bills/*", G_ADMIN, api_lab_bill_get},
     {"DELETE", "/lab/bills/*", G_ADMIN, api_lab_bill_delete},
     {"POST", "/lab/leads/*/convert", G_ADMIN, api_lab_lead_convert},
     {"POST", "/admin/accounts", G_ADMIN, api_admin_accounts_create},
@@ -194,7 +197,8 @@ static const struct route *route_find(struct call *c, char *buf, size_t cap)
 		if ((r->guard == G_ADMIN && check_admin(c)) ||
 		    (r->guard == G_CLIENT && check_client(c)))
 			return NULL;
-		for (int k = 0; k < API_MAX_ARGS; k++)
+		/* (The console's '*' is a file name, looked up in its own table.) */
+		for (int k = 0; k < API_MAX_ARGS && r->fn != api_console_get; k++)
 			if (c->arg[k] && !id_shape_ok(c->arg[k])) {
 				api_fail(c, LH_ENOTFOUND, "not_found", NULL, "no such resource");
 				return NULL;
@@ -392,6 +396,25 @@ int api_name_index(const char *const *names, size_t n, const char *s)
 		if (strcmp(s, names[i]) == 0)
 			return (int)i;
 	return -1;
+}
+
+int api_etag_listed(const char *h, const char *etag)
+{
+	size_t n = strlen(etag);
+	if (!h)
+		return 0;
+	for (const char *p = h; *p;) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		if (*p == '*')
+			return 1;
+		if (strncmp(p, "W/", 2) == 0)
+			p += 2;
+		if (strncmp(p, etag, n) == 0 && (p[n] == '\0' || p[n] == ',' || p[n] == ' '))
+			return 1;
+		p += strcspn(p, ",");
+	}
+	return 0;
 }
 
 json_t *api_time(int64_t t)

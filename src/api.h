@@ -59,6 +59,10 @@ struct subscription *api_load_sub(struct call *c);
 /* The index of s in names[0..n), or -1 (also for s NULL). */
 int api_name_index(const char *const *names, size_t n, const char *s);
 
+/* Whether an If-None-Match / If-Range value h (NULL: absent) names etag, a quoted ETag
+ * ("*" and weak W/ forms match too). */
+int api_etag_listed(const char *h, const char *etag);
+
 /* RFC 3339 string for JSON output. */
 json_t *api_time(int64_t t);
 
@@ -94,6 +98,8 @@ void api_lab_report_complete(struct call *c);
 void api_report_link_get(struct call *c);
 void api_client_report_get(struct call *c);
 void api_lab_bill_delete(struct call *c);
+void api_lab_bill_get(struct call *c);
+void api_console_get(struct call *c);
 void api_lab_lead_convert(struct call *c);
 void api_crm_tests(struct call *c);
 void api_crm_packages(struct call *c);
