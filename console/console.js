@@ -225,13 +225,13 @@
     const btn = (label, fn) => el("button", { type: "button", "data-sub": s.id, onclick: guard(fn) }, label);
     const paused = s.status === "paused";
     return el("tr", { "data-sub": s.id },
-      el("td", { className: "endpoint" }, el("span", { className: "break" }, s.endpoint),
+      el("td", { className: "endpoint", "data-label": "Endpoint" }, el("span", { className: "break" }, s.endpoint),
         el("br"), el("small", {}, el("code", {}, s.id))),
-      el("td", {}, labName(s.labID), party ? el("small", {}, el("br"), "party ", party) : null),
-      el("td", {}, el("ul", { className: "plain" }, s.events.map((e) => el("li", {}, e)))),
-      el("td", {}, el("span", { className: "badge " + s.status }, s.status)),
-      el("td", { className: "num" }, streak === null ? "?" : String(streak)),
-      el("td", { className: "row-actions" },
+      el("td", { "data-label": "Lab" }, labName(s.labID), party ? el("small", {}, el("br"), "party ", party) : null),
+      el("td", { "data-label": "Events" }, el("ul", { className: "plain" }, s.events.map((e) => el("li", {}, e)))),
+      el("td", { "data-label": "Status" }, el("span", { className: "badge " + s.status }, s.status)),
+      el("td", { className: "num", "data-label": "Failure streak" }, streak === null ? "?" : String(streak)),
+      el("td", { className: "row-actions", "data-label": "Actions" },
         btn("Edit", () => editSub(s)),
         s.status === "disabled" ? btn("Enable", () => setStatus(s, "active"))
           : btn(paused ? "Resume" : "Pause", () => setStatus(s, paused ? "active" : "paused")),

@@ -2,14 +2,18 @@
 # Installs the Debian 12 packages labhook needs to build, run and test.
 # Usage: scripts/deps.sh [--test]   (as root; --test adds the test, fuzz and packaging tooling:
 # debhelper, lintian and fakeroot for make deb; systemd for systemd-analyze verify; groff-base
-# and man-db to check the man page)
+# and man-db to check the man page; chromium, node and npm for the console's browser tests)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev
       libjansson-dev libsqlite3-dev libpq-dev libssl-dev libjwt-dev libsystemd-dev curl
       ca-certificates)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(libcmocka-dev python3 openssl clang libclang-rt-14-dev clang-format postgresql-15
-         debhelper lintian fakeroot systemd groff-base man-db adduser)
+         debhelper lintian fakeroot systemd groff-base man-db adduser chromium)
+  # The console's browser tests run on node and npm. Debian's npm conflicts with a node
+  # installed from elsewhere (nodesource ships its own npm): take Debian's only when there
+  # is no node at all.
+  command -v node >/dev/null || pkgs+=(nodejs npm)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
