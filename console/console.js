@@ -145,8 +145,20 @@
   function guard(fn) {
     return async (ev) => {
       if (ev) ev.preventDefault();
+      $("status").textContent = ""; /* what the last action said is not this one's answer */
       try { await fn(ev); } catch (e) { fail(e); }
     };
+  }
+
+  /* Every item of a paged list (docs/api.md: limit and cursor), following nextCursor. */
+  async function listAll(path, key) {
+    const all = [];
+    for (let cursor = ""; ;) {
+      const j = await api("GET", path + "?limit=500" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+      all.push(...(j[key] || []));
+      if (!j.nextCursor) return all;
+      cursor = j.nextCursor;
+    }
   }
 
   function localToRfc3339(v) {
@@ -202,15 +214,7 @@
   }
 
   async function loadSubs() {
-    const all = [];
-    let cursor = "";
-    for (;;) {
-      const j = await api("GET", "/client/events/subscriptions?limit=500" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
-      all.push(...(j.subscriptions || []));
-      if (!j.nextCursor) break;
-      cursor = j.nextCursor;
-    }
-    subs = all;
+    subs = await listAll("/client/events/subscriptions", "subscriptions");
     const streaks = await Promise.all(subs.map((s) =>
       api("GET", "/client/events/subscriptions/" + encodeURIComponent(s.id) + "/deliveries?limit=50")
         .then((j) => failureStreak(j.deliveries || []), () => null)));
@@ -281,34 +285,36 @@
     const id = $("sf-id").value;
     const body = { events: checkedEvents(), endpoint: $("sf-endpoint").value.trim() };
     const token = $("sf-token").value;
+    let msg;
     if (token) body.authToken = token;
     if (id) {
       await api("PATCH", "/client/events/subscriptions/" + encodeURIComponent(id), body);
-      say("Subscription " + id + " updated.");
+      msg = "Subscription " + id + " updated.";
     } else {
       body.labID = $("sf-lab").value;
       body.protocol = "https";
       const kind = $("sf-party-kind").value;
       if (kind) body[kind] = $("sf-party").value.trim();
       const j = await api("POST", "/client/events/subscribe", body);
-      say("Subscription " + j.subscription.id + " created. Its signing secret: use \u201cShow secret\u201d.");
+      msg = "Subscription " + j.subscription.id + " created. Its signing secret: use \u201cShow secret\u201d.";
     }
     resetSubForm();
     await loadSubs();
+    say(msg);
   }
 
   async function setStatus(s, status) {
     await api("PATCH", "/client/events/subscriptions/" + encodeURIComponent(s.id), { status });
-    say("Subscription " + s.id + " is " + status + ".");
     await loadSubs();
+    say("Subscription " + s.id + " is " + status + ".");
   }
 
   async function deleteSub(s) {
     if (!window.confirm("Delete the subscription to " + s.endpoint + "? Its pending deliveries are cancelled.")) return;
     await api("DELETE", "/client/events/subscriptions/" + encodeURIComponent(s.id));
-    say("Subscription " + s.id + " deleted.");
     if (currentDlvSub === s.id) $("dlv-panel").hidden = true;
     await loadSubs();
+    say("Subscription " + s.id + " deleted.");
   }
 
   async function showSecret(s, rotate) {
@@ -371,15 +377,15 @@
 
   async function retry(d) {
     await api("POST", "/client/events/deliveries/" + encodeURIComponent(d.id) + "/retry");
-    say("Delivery " + d.id + " queued again.");
     await loadDeliveries();
+    say("Delivery " + d.id + " queued again.");
   }
 
   async function recover() {
     const since = localToRfc3339($("rf-since").value);
     const j = await api("POST", "/client/events/subscriptions/" + encodeURIComponent(currentDlvSub) + "/recover", { since });
-    say(j.queued + " failed deliveries queued again.");
     await loadDeliveries();
+    say(j.queued + " failed deliveries queued again.");
   }
 
   /* ---- lab operator ---- */
@@ -401,14 +407,7 @@
   }
 
   async function loadAccounts() {
-    const all = [];
-    let cursor = "";
-    for (;;) {
-      const j = await api("GET", "/admin/accounts?limit=500" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
-      all.push(...(j.accounts || []));
-      if (!j.nextCursor) break;
-      cursor = j.nextCursor;
-    }
+    const all = await listAll("/admin/accounts", "accounts");
     const tb = $("acc-table").tBodies[0];
     clear(tb);
     for (const a of all) {
@@ -426,9 +425,9 @@
     $("acc-secret-id").textContent = j.clientID;
     $("acc-secret-value").textContent = j.clientSecret;
     $("acc-secret").hidden = false;
-    say("Account " + j.clientID + " created.");
     await loadAccounts();
     await openAccount(j.clientID);
+    say("Account " + j.clientID + " created.");
   }
 
   async function openAccount(id) {
@@ -456,17 +455,17 @@
   async function createLab() {
     const j = await api("POST", "/admin/accounts/" + encodeURIComponent(currentAccount) + "/labs", { name: $("lf-name").value });
     $("lab-form").reset();
-    say("Lab " + j.labID + " created.");
     await openAccount(currentAccount);
     $("bf-lab").value = j.labID;
+    say("Lab " + j.labID + " created.");
   }
 
   async function createParty() {
     const j = await api("POST", "/admin/accounts/" + encodeURIComponent(currentAccount) + "/parties",
       { kind: $("pf-kind").value, name: $("pf-name").value });
     $("party-form").reset();
-    say("Party " + j.partyID + " created.");
     await openAccount(currentAccount);
+    say("Party " + j.partyID + " created.");
   }
 
   async function createBill() {
@@ -483,9 +482,9 @@
     if ($("bf-cu").value.trim()) body.corporateUser = $("bf-cu").value.trim();
     if ($("bf-org").value.trim()) body.referredOrganization = $("bf-org").value.trim();
     const j = await api("POST", "/lab/bills", body);
-    say("Bill " + j.billID + " created.");
     $("bl-id").value = j.billID;
     await showBill(j.billID);
+    say("Bill " + j.billID + " created.");
   }
 
   async function showBill(id) {
@@ -513,15 +512,15 @@
 
   async function completeReport(bill, report) {
     const j = await api("POST", "/lab/bills/" + encodeURIComponent(bill) + "/reports/" + encodeURIComponent(report) + "/complete");
-    say("Report " + report + " completed; the bill is " + j.billStatus + ".");
     await showBill(bill);
+    say("Report " + report + " completed; the bill is " + j.billStatus + ".");
   }
 
   async function deleteBill(bill) {
     if (!window.confirm("Delete bill " + bill + "? It takes no more changes afterwards.")) return;
     await api("DELETE", "/lab/bills/" + encodeURIComponent(bill));
-    say("Bill " + bill + " deleted.");
     await showBill(bill);
+    say("Bill " + bill + " deleted.");
   }
 
   async function convertLead() {
@@ -538,7 +537,10 @@
     $("client-signin").addEventListener("submit", guard(clientSignIn));
     $("admin-signin").addEventListener("submit", guard(adminSignIn));
     $("signout").addEventListener("click", () => signOut());
-    $("subs-refresh").addEventListener("click", guard(loadSubs));
+    $("subs-refresh").addEventListener("click", guard(async () => {
+      await loadSubs();
+      say("Subscriptions refreshed.");
+    }));
     $("sub-form").addEventListener("submit", guard(saveSub));
     $("sf-cancel").addEventListener("click", () => resetSubForm());
     $("secret-hide").addEventListener("click", () => {

@@ -360,10 +360,12 @@ static enum lh_err demo_seed(struct app *app, int port)
 	    "The labs' test catalog (tests 101-104, package 201):\n"
 	    "  curl -s 'http://%s:%d/client/crm/tests?branchID=%s' -H \"Authorization: Bearer $TOKEN\"\n"
 	    "Admin key: %s/admin.key\n"
+	    "Web console (sign in with a clientID and clientSecret, or the admin key):\n"
+	    "  http://%s:%d/console\n"
 	    "(demo secrets are new at every start with --demo)\n\n",
 	    a[0].client_id, secret[0], lab[0].lab_id, a[1].client_id, secret[1], lab[1].lab_id,
 	    party.party_id, host, port, a[0].client_id, secret[0], host, port, host, port,
-	    lab[0].lab_id, app->cfg.data_dir);
+	    lab[0].lab_id, app->cfg.data_dir, host, port);
 	fflush(stdout);
 	OPENSSL_cleanse(secret, sizeof secret);
 	return LH_OK;

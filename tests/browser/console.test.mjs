@@ -69,7 +69,7 @@ function signedWith(secret, h, body) {
   return h["webhook-signature"].split(" ").includes("v1," + mac);
 }
 
-async function until(what, fn, ms = 15000) {
+async function until(what, fn, ms = 30000) {
   const end = Date.now() + ms;
   for (;;) {
     const v = await fn();
@@ -158,7 +158,7 @@ async function fill(page, sel, value) {
 
 async function status(page, re) {
   await page.waitForFunction((src) => new RegExp(src).test(document.getElementById("status").textContent),
-    { timeout: 10000 }, re.source).catch(async () => {
+    { timeout: 30000 }, re.source).catch(async () => {
     const [st, al] = await page.$$eval("#status, #alert", (es) => es.map((e) => e.textContent));
     throw new Error(`no status ${re} (status: "${st}", alert: "${al}")`);
   });
@@ -195,12 +195,11 @@ async function signInAdmin(page) {
   await status(page, /Signed in/);
 }
 
-function rowButton(page, subID, label) {
-  return page.$$eval(`tr[data-sub="${subID}"] button`, (bs, l) => {
-    const b = bs.find((x) => x.textContent === l);
-    if (!b) throw new Error("no button " + l);
-    b.click();
-  }, label);
+/* Clicks the button labelled label in the subscription's row, once the row has it. */
+async function rowButton(page, subID, label) {
+  const b = await page.waitForFunction((id, l) => [...document.querySelectorAll(`tr[data-sub="${id}"] button`)]
+    .find((x) => x.textContent === l), { timeout: 30000 }, subID, label);
+  await b.click();
 }
 
 before(async () => {
@@ -320,6 +319,7 @@ test("integrator: subscriptions, secrets, test events, deliveries, retry, recove
   const failed = await until("a failed delivery", async () => (await dlvs("?status=failed"))[0]);
   assert.equal(failed.attemptCount, 2);
   await page.click("#subs-refresh");
+  await status(page, /refreshed/);
   await page.waitForFunction((id) => document.querySelector(`tr[data-sub="${id}"] td.num`).textContent === "2", {}, s.id);
   await rowButton(page, s.id, "Deliveries");
   await page.waitForSelector(`article[data-delivery="${failed.id}"]`);
@@ -377,6 +377,7 @@ test("integrator: subscriptions, secrets, test events, deliveries, retry, recove
   await page.evaluate(() => window.__longTimers.forEach((f) => f()));
   await until("a refresh", () => page.requested.some((u) => u.endsWith("/client/auth/token/refresh")));
   await page.click("#subs-refresh");
+  await status(page, /refreshed/);
   await until("a call with the new token", () => page.auths.some((a) => a.url.includes("/client/events/subscriptions") && a.auth !== before && page.auths.indexOf(a) > page.auths.findIndex((x) => x.auth === before)));
 
   // Delete.
