@@ -24,6 +24,7 @@ const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SHOTS = process.env.LABHOOK_SCREENSHOTS || "";
 const XSS_SCRIPT = "<script>window.__xss = 1</script>";
 const XSS_IMG = '"><img src=x onerror="window.__xss = 2">';
+const MARKUP_ANSWER = '<img src=x onerror="window.__xss = 5"><script>window.__xss = 6</script>';
 
 let tmp, srv, recv, browser, base, adminKey;
 
@@ -40,7 +41,8 @@ function makeCerts(dir) {
     "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf");
 }
 
-/* Answers 500 under /fail/, else 200; keeps every request. */
+/* Answers 500 under /fail/ and /markup/ (with markup for a body), else 200; keeps every
+ * request. */
 function startReceiver(dir) {
   const got = [];
   const server = https.createServer({
@@ -52,8 +54,9 @@ function startReceiver(dir) {
     rq.on("data", (d) => { body += d; });
     rq.on("end", () => {
       got.push({ path: rq.url, headers: rq.headers, body, json: JSON.parse(body) });
-      rs.writeHead(rq.url.startsWith("/fail/") ? 500 : 200, { "Content-Type": "text/plain" });
-      rs.end(rq.url.startsWith("/fail/") ? "receiver says no" : "ok");
+      const markup = rq.url.startsWith("/markup/");
+      rs.writeHead(rq.url.startsWith("/fail/") || markup ? 500 : 200, { "Content-Type": "text/html" });
+      rs.end(markup ? MARKUP_ANSWER : rq.url.startsWith("/fail/") ? "receiver says no" : "ok");
     });
   });
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve({
@@ -490,7 +493,7 @@ test("names and endpoints holding markup render as text, and no script runs", as
   const lab = await admin("POST", `/admin/accounts/${a.clientID}/labs`, { name: XSS_IMG });
   await admin("POST", `/admin/accounts/${a.clientID}/parties`, { kind: "organization", name: XSS_IMG });
   const token = await clientToken(a.clientID, a.clientSecret);
-  const endpoint = recv.url('/ok/"><img/src=x/onerror=window.__xss=3><script>window.__xss=4</script>');
+  const endpoint = recv.url('/markup/"><img/src=x/onerror=window.__xss=3><script>window.__xss=4</script>');
   const r = await call("POST", "/client/events/subscribe",
     { labID: lab.labID, protocol: "https", endpoint, events: ["lead.created"] }, token);
   assert.equal(r.status, 200, JSON.stringify(r.json));
@@ -519,10 +522,33 @@ test("names and endpoints holding markup render as text, and no script runs", as
   assert.deepEqual(op.errors, []);
   await op.close();
 
-  // The integrator's view: the lab's name and the endpoint.
+  // The integrator's view: the lab's name, the endpoint and its answer. Signed in with the
+  // keyboard alone: the skip link first, then the form, the focus always drawn.
   const page = await openPage();
-  await signInClient(page, { clientID: a.clientID, secret: a.clientSecret });
-  await page.waitForSelector(`tr[data-sub="${r.json.subscription.id}"]`);
+  const focused = () => page.evaluate(() => {
+    const e = document.activeElement;
+    return { id: e.id || e.className, outline: getComputedStyle(e).outlineStyle };
+  });
+  await page.keyboard.press("Tab");
+  assert.deepEqual(await focused(), { id: "skip", outline: "solid" });
+  await page.keyboard.press("Tab");
+  assert.deepEqual(await focused(), { id: "ci-id", outline: "solid" });
+  await page.keyboard.type(a.clientID);
+  await page.keyboard.press("Tab");
+  assert.equal((await focused()).id, "ci-secret");
+  await page.keyboard.type(a.clientSecret);
+  await page.keyboard.press("Enter");
+  await status(page, /Signed in/);
+  const subID = r.json.subscription.id;
+  await page.waitForSelector(`tr[data-sub="${subID}"]`);
+  await rowButton(page, subID, "Send test event");
+  await status(page, /Test event/);
+  const dlv = await until("the answer with markup", async () => (await call("GET",
+    `/client/events/subscriptions/${subID}/deliveries?status=failed`, undefined, token)).json.deliveries[0]);
+  await rowButton(page, subID, "Deliveries");
+  await page.waitForSelector(`article[data-delivery="${dlv.id}"]`);
+  const answer = await page.$eval(`article[data-delivery="${dlv.id}"] td code`, (e) => e.textContent);
+  assert.equal(answer, MARKUP_ANSWER);
   assert.ok((await page.$eval("#labs-table", (e) => e.textContent)).includes(XSS_IMG));
   const row = await page.$eval(`tr[data-sub="${r.json.subscription.id}"]`, (e) => e.textContent);
   assert.ok(row.includes(stored), `${row} lacks ${stored}`);
