@@ -379,9 +379,11 @@ test("integrator: subscriptions, secrets, test events, deliveries, retry, recove
   const before = page.auths.at(-1).auth;
   await page.evaluate(() => window.__longTimers.forEach((f) => f()));
   await until("a refresh", () => page.requested.some((u) => u.endsWith("/client/auth/token/refresh")));
-  await page.click("#subs-refresh");
-  await status(page, /refreshed/);
-  await until("a call with the new token", () => page.auths.some((a) => a.url.includes("/client/events/subscriptions") && a.auth !== before && page.auths.indexOf(a) > page.auths.findIndex((x) => x.auth === before)));
+  await until("a call with the new token", async () => {
+    await page.click("#subs-refresh");
+    await status(page, /refreshed/);
+    return page.auths.at(-1).auth !== before;
+  });
 
   // Delete.
   await rowButton(page, s.id, "Delete");
