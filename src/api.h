@@ -1,5 +1,6 @@
 /* api.h: the HTTP API: one router (api.c) and one file per resource (api_auth.c,
- * api_admin.c, api_subs.c, api_deliveries.c, api_events.c, api_reports.c, api_catalog.c).
+ * api_admin.c, api_subs.c, api_deliveries.c, api_events.c, api_reports.c, api_catalog.c,
+ * api_openapi.c).
  * Handlers run on HTTP
  * threads, several at once; they keep no state of their own between requests.
  */
@@ -31,6 +32,11 @@ void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs);
 #define API_OPEN_BODY_MAX (16 * 1024)
 size_t api_admit(void *ctx, const struct http_req *rq, struct http_resp *rs);
 
+/* The same pair for the metrics listener (metrics-listen): GET /metrics without
+ * credentials, 404 for every other path. */
+size_t api_metrics_admit(void *ctx, const struct http_req *rq, struct http_resp *rs);
+void api_metrics_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs);
+
 /* Runs fn(tx, tx_arg) in the store's writer and answers once it is durable, without holding
  * this thread meanwhile: finish(c, job, result) then builds the answer on a server thread
  * (c->rq is this request again) and frees job (which holds tx_arg). If the client has gone
@@ -59,14 +65,25 @@ struct subscription *api_load_sub(struct call *c);
 /* The index of s in names[0..n), or -1 (also for s NULL). */
 int api_name_index(const char *const *names, size_t n, const char *s);
 
-/* Whether an If-None-Match / If-Range value h (NULL: absent) names etag, a quoted ETag
- * ("*" and weak W/ forms match too). */
+/* Whether an If-None-Match / If-Range header value h (NULL: none) names etag, a quoted
+ * entity tag ("*" matches any; W/ is ignored). */
 int api_etag_listed(const char *h, const char *etag);
+/* A file compiled into the binary by cmake/embed.cmake (its generated data, len, sha256). */
+struct api_blob {
+	const char *content_type;
+	const unsigned char *data;
+	const size_t *len;
+	const char *sha256; /* hex */
+};
+/* Answers with b: 200 streamed from the binary's bytes, or 304 when If-None-Match names its
+ * ETag (its SHA-256); Cache-Control no-cache, so a new binary's file is fetched at once. */
+void api_send_blob(struct call *c, const struct api_blob *b);
 
 /* RFC 3339 string for JSON output. */
 json_t *api_time(int64_t t);
 
 /* Handlers. */
+void api_openapi(struct call *c);
 void api_auth_token(struct call *c);
 void api_auth_refresh(struct call *c);
 void api_client_labs(struct call *c);

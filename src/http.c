@@ -21,6 +21,7 @@
 
 #include "addr.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 /* A connection's deadline (see reaper): its socket context, from libmicrohttpd's STARTED
@@ -108,6 +109,7 @@ struct reqctx {
 	int upload;      /* counted in srv->uploads until freed (body_max > max-body) */
 	enum rq_state state;
 	int status; /* of the answer queued, for the log line; 0 until one is */
+	int route;  /* for the metrics, from admit (see struct http_resp) */
 	int64_t t0;
 	char rid[40];
 	char method[16];
@@ -376,6 +378,7 @@ static enum MHD_Result admit(struct http_server *srv, struct MHD_Connection *c, 
 	};
 	struct http_resp rs = {.status = 500};
 	size_t allowed = srv->admit(srv->ctx, &rq, &rs);
+	rc->route = rs.route;
 	if (rs.json)
 		return answer(c, rc, &rs);
 	rc->body_max = allowed;
@@ -670,6 +673,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	LOG(LOG_INFO, "http", "method=%s path=%s status=%d dur_ms=%.2f rid=%s ip=%s%s", rc->method,
 	    rc->path, rc->status, (double)dur / 1000.0, rc->rid, rc->ip,
 	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+	if (rc->status) /* answered (a client gone before its answer was queued is not) */
+		metrics_http_request(rc->route, rc->method, rc->status, dur);
 	pthread_mutex_lock(&srv->park_mu);
 	/* libmicrohttpd never closes a suspended connection (and http_stop waits for parked
 	 * requests before it stops libmicrohttpd); no handler runs on this thread now. */
@@ -807,8 +812,9 @@ static void srv_free(struct http_server *srv)
 	free(srv);
 }
 
-enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_handler_fn fn,
-                       void *ctx, struct http_server **out, int *port_out)
+enum lh_err http_start(const struct config *cfg, const struct http_listen *at,
+                       http_admit_fn admit_fn, http_handler_fn fn, void *ctx,
+                       struct http_server **out, int *port_out)
 {
 	struct sockaddr_storage ss;
 	struct ip_addr a;
@@ -817,17 +823,17 @@ enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_ha
 	    MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
 
 	memset(&ss, 0, sizeof ss);
-	if (strcmp(cfg->listen_host, "localhost") == 0 || addr_parse_literal(cfg->listen_host, &a))
+	if (strcmp(at->host, "localhost") == 0 || addr_parse_literal(at->host, &a))
 		addr_parse_literal("127.0.0.1", &a);
 	if (a.family == AF_INET) {
 		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)cfg->listen_port);
+		sin->sin_port = htons((uint16_t)at->port);
 		memcpy(&sin->sin_addr, a.addr, 4);
 	} else {
 		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)cfg->listen_port);
+		sin6->sin6_port = htons((uint16_t)at->port);
 		memcpy(&sin6->sin6_addr, a.addr, 16);
 		flags |= MHD_USE_IPv6;
 	}
@@ -857,20 +863,19 @@ enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_ha
 	srv->d = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
-	    (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-	    (unsigned)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	    (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned)at->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned)(cfg->conn_timeout_ms / 1000), MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_END);
 	if (!srv->d) {
 		LOG(LOG_ERROR, "http", "listen=%s:%d cannot listen (address in use or not local?)",
-		    cfg->listen_host, cfg->listen_port);
+		    at->host, at->port);
 		srv_free(srv);
 		return LH_EIO;
 	}
 	const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_BIND_PORT);
-	*port_out = di ? (int)di->port : cfg->listen_port;
+	*port_out = di ? (int)di->port : at->port;
 	*out = srv;
 	return LH_OK;
 }
