@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/types.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -39,6 +40,8 @@ static void api_metrics(struct call *c);
 
 static const struct route routes[] = {
     {"GET", "/healthz", G_NONE, api_healthz},
+    {"GET", "/console", G_NONE, api_console_get},
+    {"GET", "/console/*", G_NONE, api_console_get},
     {"GET", "/openapi.json", G_NONE, api_openapi},
     {"GET", "/metrics", G_ADMIN, api_metrics},
     {"POST", "/client/auth/token", G_NONE, api_auth_token},
@@ -278,7 +281,8 @@ static const struct route *route_find(struct call *c, char *buf, size_t cap, int
 		enum guard guard = metrics_only ? G_NONE : r->guard;
 		if ((guard == G_ADMIN && check_admin(c)) || (guard == G_CLIENT && check_client(c)))
 			return NULL;
-		for (int k = 0; k < API_MAX_ARGS; k++)
+		/* (The console's '*' is a file name, looked up in its own table.) */
+		for (int k = 0; k < API_MAX_ARGS && r->fn != api_console_get; k++)
 			if (c->arg[k] && !id_shape_ok(c->arg[k])) {
 				api_fail(c, LH_ENOTFOUND, "not_found", NULL, "no such resource");
 				return NULL;
@@ -515,6 +519,36 @@ int api_etag_listed(const char *h, const char *etag)
 		p += strcspn(p, ",");
 	}
 	return 0;
+}
+
+static ssize_t blob_read(void *arg, uint64_t pos, char *buf, size_t max)
+{
+	const struct api_blob *b = arg;
+	if (pos >= *b->len)
+		return -1;
+	size_t n = *b->len - (size_t)pos < max ? *b->len - (size_t)pos : max;
+	memcpy(buf, b->data + pos, n);
+	return (ssize_t)n;
+}
+
+void api_send_blob(struct call *c, const struct api_blob *b)
+{
+	struct http_resp *rs = c->rs;
+	char etag[70];
+	snprintf(etag, sizeof etag, "\"%s\"", b->sha256);
+	http_resp_header(rs, "ETag", "%s", etag);
+	http_resp_header(rs, "Cache-Control", "no-cache");
+	json_decref(rs->json);
+	rs->json = NULL;
+	if (api_etag_listed(http_header(c->rq, "If-None-Match"), etag)) {
+		rs->status = 304;
+		rs->no_body = 1;
+		return;
+	}
+	http_resp_header(rs, "Content-Type", "%s", b->content_type);
+	/* The bytes are the binary's: nothing to free. */
+	rs->stream = (struct http_stream){.size = *b->len, .read = blob_read, .arg = (void *)b};
+	rs->status = 200;
 }
 
 json_t *api_time(int64_t t)

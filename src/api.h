@@ -68,6 +68,17 @@ int api_name_index(const char *const *names, size_t n, const char *s);
 /* Whether an If-None-Match / If-Range header value h (NULL: none) names etag, a quoted
  * entity tag ("*" matches any; W/ is ignored). */
 int api_etag_listed(const char *h, const char *etag);
+/* A file compiled into the binary by cmake/embed.cmake (its generated data, len, sha256). */
+struct api_blob {
+	const char *content_type;
+	const unsigned char *data;
+	const size_t *len;
+	const char *sha256; /* hex */
+};
+/* Answers with b: 200 streamed from the binary's bytes, or 304 when If-None-Match names its
+ * ETag (its SHA-256); Cache-Control no-cache, so a new binary's file is fetched at once. */
+void api_send_blob(struct call *c, const struct api_blob *b);
+
 /* RFC 3339 string for JSON output. */
 json_t *api_time(int64_t t);
 
@@ -106,6 +117,8 @@ void api_lab_report_complete(struct call *c);
 void api_report_link_get(struct call *c);
 void api_client_report_get(struct call *c);
 void api_lab_bill_delete(struct call *c);
+void api_lab_bill_get(struct call *c);
+void api_console_get(struct call *c);
 void api_lab_lead_convert(struct call *c);
 void api_crm_tests(struct call *c);
 void api_crm_packages(struct call *c);

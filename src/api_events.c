@@ -271,6 +271,8 @@ static void send_bill(struct call *c, const char *client_id)
 		return;
 	}
 	json_t *j = domain_bill_json(&b, r, n);
+	if (!client_id)
+		json_object_set_new(j, "clientID", json_string(b.client_id));
 	json_object_set_new(j, "labID", json_string(b.lab_id));
 	json_object_set_new(j, "preBookingID", json_string(b.pre_booking_id));
 	json_object_set_new(j, "patient_details", json_loads(b.patient, 0, NULL));

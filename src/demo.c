@@ -245,11 +245,13 @@ enum lh_err demo_seed(struct app *app, int port)
 	       "The labs' test catalog (tests 101-104, package 201):\n"
 	       "  curl -s '%s/client/crm/tests?branchID=%s' -H \"Authorization: Bearer $TOKEN\"\n"
 	       "Admin key: %s/admin.key\n"
+	       "Web console (sign in with a clientID and clientSecret, or the admin key):\n"
+	       "  %s/console\n"
 	       "(the demo accounts and secrets are kept in %s/" DEMO_FILE
 	       " and stay the same at every start)\n\n",
 	       a[0].client_id, secret[0], lab[0].lab_id, a[1].client_id, secret[1], lab[1].lab_id,
 	       party.party_id, url, a[0].client_id, secret[0], url, url, lab[0].lab_id,
-	       app->cfg.data_dir, app->cfg.data_dir);
+	       app->cfg.data_dir, url, app->cfg.data_dir);
 	fflush(stdout);
 out:
 	json_decref(saved);

@@ -252,6 +252,26 @@ def test_front_desk_bill(srv):
                                                      clientID=c["id"])), 404, "lab_not_found")
 
 
+def test_lab_side_reads_any_bill(srv):
+    """GET /lab/bills/{id} (the console's operator view finds report ids with it): any
+    account's bill, the same as the client route plus its clientID; the admin key only."""
+    c = srv.client()
+    bill = new_bill(srv, c)
+    r = lab(srv, "GET", "/lab/bills/" + bill)
+    assert r.status == 200, r
+    mine = srv.get("/client/bills/" + bill, token=c["token"]).json["bill"]
+    assert r.json["bill"] == dict(mine, clientID=c["id"])
+    rep = r.json["bill"]["billData"]["testData"][0]["_id"]
+    assert lab(srv, "POST", "/lab/bills/%s/reports/%s/complete" % (bill, rep)).status == 200
+    assert lab(srv, "GET", "/lab/bills/" + bill).json["bill"]["billData"]["testData"][0][
+        "status"] == "completed"
+    assert lab(srv, "DELETE", "/lab/bills/" + bill).status == 200
+    assert lab(srv, "GET", "/lab/bills/" + bill).json["bill"]["billData"]["status"] == "deleted"
+    expect_error(lab(srv, "GET", "/lab/bills/bill_NOPE"), 404, "bill_not_found")
+    expect_error(srv.get("/lab/bills/" + bill), 401, "unauthorized")
+    expect_error(srv.get("/lab/bills/" + bill, token=c["token"]), 401, "unauthorized")
+
+
 def test_lab_cli(srv):
     c = srv.client()
     bill = new_bill(srv, c)
@@ -650,7 +670,8 @@ def test_half_closed_clients_get_their_answers(srv):
 if __name__ == "__main__":
     run([test_bill_create_and_get, test_bill_validation, test_bar_code_unique_per_lab,
          test_party_scoped_bills_need_own_parties, test_report_completion_rules,
-         test_deleted_bill_takes_no_changes, test_front_desk_bill, test_lab_cli,
+         test_deleted_bill_takes_no_changes, test_front_desk_bill, test_lab_side_reads_any_bill,
+         test_lab_cli,
          test_lead_rules, test_bookings, test_routing_matrix,
          test_routing_follows_subscription_changes,
          test_last_two_reports_in_parallel_complete_once, test_sigkill_during_a_stream_of_bills,
