@@ -2503,12 +2503,14 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 		e = LH_ENOMEM;
 	for (size_t i = 0; i < nres && e == LH_OK; i++)
 		done[i] = PQgetvalue(res, (int)i, 0);
+	size_t refused = 0;
 	for (size_t i = 0; i < j->n && e == LH_OK; i++) {
 		const struct delivery_result *r = &j->r[i];
 		if (!str_in(done, nres, r->a.delivery_id)) {
 			LOG(LOG_DEBUG, "store",
 			    "delivery=%s sub=%s epoch=%lld outcome not recorded: cancelled, or the lease passed on",
 			    r->a.delivery_id, r->sub_id, (long long)r->epoch);
+			refused++;
 			continue;
 		}
 		if (r->sub == SUBO_NONE)
@@ -2523,6 +2525,12 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 		last[k] = r->sub;
 		e = sub_outcome(s, r);
 	}
+	/* Each of these deliveries is still pending for the lease's holder, which sends it again
+	 * (at least once): one line per batch says how many, so duplicates can be accounted for. */
+	if (refused && e == LH_OK)
+		LOG(LOG_INFO, "store",
+		    "refused=%zu of=%zu outcomes not recorded: cancelled, or the lease passed on",
+		    refused, j->n);
 	free(done);
 	free(seen);
 	free(last);
@@ -2824,9 +2832,10 @@ static enum lh_err pgs_lease_sync(struct store *base, int64_t lease_ms, struct l
 			    " FROM subscriptions su LEFT JOIN leases l ON l.sub_id = su.sub_id"
 			    " WHERE su.status IN (0, 1) AND (l.sub_id IS NULL"
 			    "  OR l.expires_at <= now())"
-			    " ORDER BY su.sub_id LIMIT $3"
+			    " ORDER BY l.node_id IS DISTINCT FROM $1, su.sub_id LIMIT $3"
 			    " ON CONFLICT (sub_id) DO UPDATE SET node_id = excluded.node_id,"
-			    " epoch = leases.epoch + 1, expires_at = excluded.expires_at"
+			    " epoch = leases.epoch + (leases.node_id <> excluded.node_id)::int,"
+			    " expires_at = excluded.expires_at"
 			    " WHERE leases.expires_at <= now()",
 			    &p, NULL, "lease_take");
 			p.n = 2;
@@ -3602,13 +3611,13 @@ enum lh_err store_pg_open_as(const char *uri, const char *node_id, struct store 
 	}
 	if ((e = migrate(s, &s->wc)) != LH_OK)
 		goto out;
-	/* An earlier process of this node is gone: its leases lapse now, and the next
-	 * lease_sync takes them back under new epochs. */
+	/* An earlier process of this node is gone: its leases lapse now, under new epochs (its
+	 * outcomes died with it), and the next lease_sync takes them back. */
 	struct params np = {0};
 	p_text(&np, s->node_id);
 	if ((e = run_cmd(s, &s->wc,
-	                 "UPDATE leases SET expires_at = now() - interval '1 millisecond'"
-	                 " WHERE node_id = $1 AND expires_at > now()",
+	                 "UPDATE leases SET expires_at = least(expires_at,"
+	                 " now() - interval '1 millisecond'), epoch = epoch + 1 WHERE node_id = $1",
 	                 &np, NULL, "node_restart")) != LH_OK)
 		goto out;
 	if ((e = writer_start(&pg_writer_ops, s, &s->tx, &s->writer)) != LH_OK)

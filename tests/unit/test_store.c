@@ -2403,6 +2403,56 @@ static void test_pg_node_restart_takes_back_at_once(void **state)
 	lease_store = f->st;
 }
 
+/* A node whose own lease lapsed (the database was away longer than a lease-time) and that
+ * takes it back, no other node having held it, keeps its epoch: the outcomes it made
+ * meanwhile, waiting for the database, are recorded rather than refused and sent again. */
+static void test_pg_own_lapsed_lease_keeps_epoch(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct account acct;
+	struct subscription s;
+	struct lease *l = NULL;
+	size_t n = 0, share = 0;
+	int all = 1;
+	int64_t expiry = 0;
+	struct delivery *page = NULL;
+	size_t np = 0;
+
+	pg_only(f);
+	make_account(st, "cl_A", &acct);
+	make_lab(st, "cl_A", "lab_1");
+	make_sub(&s, "sub_1", "lab_1", 1u << EV_BILL_CREATED);
+	assert_int_equal(st->ops->sub_insert(st, &s), LH_OK);
+	assert_int_equal(st->ops->lease_sync(st, 60000, &l, &n, &share, &all, &expiry), LH_OK);
+	assert_int_equal(n, 1);
+	int64_t epoch = l[0].epoch;
+	free(l);
+	struct event_job j = {"bill_f", "{}", LH_OK, NULL, NULL};
+	assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &np), LH_OK);
+	assert_int_equal(np, 1);
+	struct delivery d = page[0];
+	free(page[0].payload);
+	free(page);
+
+	/* Sent under the lease, then the lease lapses before the outcome could be recorded. */
+	struct delivery_result r = outcome(&d, 1, 200, DLV_DELIVERED, SUBO_SUCCESS);
+	r.epoch = epoch;
+	assert_int_equal(st->ops->lease_sync(st, 50, &l, &n, &share, &all, &expiry), LH_OK);
+	free(l);
+	sleep_ms(120);
+	assert_int_equal(st->ops->lease_sync(st, 60000, &l, &n, &share, &all, &expiry), LH_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(l[0].sub_id, "sub_1");
+	assert_int_equal(l[0].epoch, epoch); /* nobody else held it: the same epoch */
+	free(l);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &np), LH_OK);
+	assert_int_equal(np, 0); /* recorded: not sent again */
+	free(page);
+}
+
 /* A database on which commits are not durable when acknowledged is refused. */
 static void test_pg_refuses_synchronous_commit_off(void **state)
 {
@@ -3180,6 +3230,7 @@ int main(void)
 	    T(test_pg_two_nodes),
 	    T(test_pg_leases_fence_and_news),
 	    T(test_pg_node_restart_takes_back_at_once),
+	    T(test_pg_own_lapsed_lease_keeps_epoch),
 	    T(test_pg_refuses_synchronous_commit_off),
 	    T(test_pg_connection_lost_mid_batch),
 	    T(test_pg_database_goes_away_and_back),
