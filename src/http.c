@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -807,8 +808,47 @@ static void srv_free(struct http_server *srv)
 	free(srv);
 }
 
+/* Binds and listens on ss here rather than in libmicrohttpd, which says only "address in
+ * use or not local?": the errno is the reason a person needs (in use, not an address of
+ * this machine, a port below 1024 without the right). Returns the socket, or -1 with why
+ * set. */
+static int listen_socket(const struct sockaddr_storage *ss, const struct config *cfg, char *why,
+                         size_t whycap)
+{
+	int one = 1, err;
+	socklen_t len =
+	    ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		err = errno;
+		goto fail;
+	}
+	/* As libmicrohttpd does: a restart may bind while old connections linger in TIME_WAIT. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+	    (ss->ss_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
+	    bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, SOMAXCONN) != 0) {
+		err = errno;
+		close(fd);
+		goto fail;
+	}
+	return fd;
+fail:
+	snprintf(
+	    why, whycap,
+	    "cannot listen on %s%s%s:%d: %s%s; set listen (--listen HOST:PORT, LABHOOK_LISTEN or"
+	    " listen in the config file) to a free port of this machine",
+	    strchr(cfg->listen_host, ':') ? "[" : "", cfg->listen_host,
+	    strchr(cfg->listen_host, ':') ? "]" : "", cfg->listen_port, strerror(err),
+	    err == EADDRINUSE ? " (another process listens there: stop it, or choose another port)"
+	    : err == EACCES   ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+	    : err == EADDRNOTAVAIL ? " (not an address of this machine)"
+	                           : "");
+	return -1;
+}
+
 enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_handler_fn fn,
-                       void *ctx, struct http_server **out, int *port_out)
+                       void *ctx, struct http_server **out, int *port_out, char *why, size_t whycap)
 {
 	struct sockaddr_storage ss;
 	struct ip_addr a;
@@ -831,9 +871,15 @@ enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_ha
 		memcpy(&sin6->sin6_addr, a.addr, 16);
 		flags |= MHD_USE_IPv6;
 	}
+	int lfd = listen_socket(&ss, cfg, why, whycap);
+	if (lfd < 0)
+		return LH_EIO;
 	srv = calloc(1, sizeof *srv);
-	if (!srv)
+	if (!srv) {
+		close(lfd);
+		snprintf(why, whycap, "out of memory");
 		return LH_ENOMEM;
+	}
 	srv->cfg = cfg;
 	srv->admit = admit_fn;
 	srv->fn = fn;
@@ -852,11 +898,13 @@ enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_ha
 		pthread_mutex_destroy(&srv->conn_mu);
 		pthread_mutex_destroy(&srv->park_mu);
 		free(srv);
+		close(lfd);
+		snprintf(why, whycap, "cannot start a thread");
 		return LH_ENOMEM;
 	}
 	srv->d = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+	    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lfd, MHD_OPTION_THREAD_POOL_SIZE,
 	    (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
 	    (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 	    (unsigned)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
@@ -864,13 +912,23 @@ enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_ha
 	    (unsigned)(cfg->conn_timeout_ms / 1000), MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_END);
 	if (!srv->d) {
-		LOG(LOG_ERROR, "http", "listen=%s:%d cannot listen (address in use or not local?)",
-		    cfg->listen_host, cfg->listen_port);
+		snprintf(why, whycap,
+		         "cannot start the HTTP server on %s:%d (libmicrohttpd refused"
+		         " its settings)",
+		         cfg->listen_host, cfg->listen_port);
 		srv_free(srv);
+		/* lfd is not closed: whether libmicrohttpd closed it on failure depends on its
+		 * version, and a second close could hit another thread's new descriptor. The
+		 * process exits next. */
 		return LH_EIO;
 	}
-	const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_BIND_PORT);
-	*port_out = di ? (int)di->port : cfg->listen_port;
+	struct sockaddr_storage bound;
+	socklen_t blen = sizeof bound;
+	*port_out = cfg->listen_port;
+	if (getsockname(lfd, (struct sockaddr *)&bound, &blen) == 0)
+		*port_out =
+		    ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+		                                      : ((struct sockaddr_in *)&bound)->sin_port);
 	*out = srv;
 	return LH_OK;
 }

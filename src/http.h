@@ -89,9 +89,10 @@ struct http_server;
 /* Starts listening as configured; *port_out gets the bound port. Each request goes through
  * admit (headers) and then fn (complete request). Connections whose headers or body are not
  * complete within header-timeout / body-timeout are closed, however steadily they trickle.
- * Returns owned, stop with http_stop. */
+ * Returns owned, stop with http_stop. On failure why (whycap bytes) gets a sentence naming
+ * the address, the system's reason and the setting to change. */
 enum lh_err http_start(const struct config *cfg, http_admit_fn admit, http_handler_fn fn, void *ctx,
-                       struct http_server **out, int *port_out);
+                       struct http_server **out, int *port_out, char *why, size_t whycap);
 /* Stops accepting, lets running handlers finish, closes everything. Accepts NULL. */
 void http_stop(struct http_server *srv);
 
