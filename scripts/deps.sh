@@ -6,9 +6,9 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev
       libjansson-dev libsqlite3-dev libpq-dev libssl-dev libjwt-dev libsystemd-dev curl
-      ca-certificates)
+      ca-certificates jq)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(libcmocka-dev python3 openssl clang libclang-rt-14-dev clang-format postgresql-15
+  pkgs+=(git libcmocka-dev python3 openssl clang libclang-rt-14-dev clang-format postgresql-15
          debhelper lintian fakeroot systemd groff-base man-db adduser)
 fi
 missing=()
