@@ -7,6 +7,7 @@ the setting to change. Each case runs the real binary once; the file runs on bot
 Permission cases need a user the files refuse: as root (CI, the chroot) the binary runs as
 nobody through setpriv, since root reads everything; otherwise the modes do it.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -48,10 +49,15 @@ def has_all(text, *parts):
         assert part in text, "%r not in:\n%s" % (part, text)
 
 
-def tmpdir():
+@contextlib.contextmanager
+def scratch():
+    """A directory for one case, removed after it."""
     d = tempfile.mkdtemp(prefix="labhook-startup-")
     os.chmod(d, 0o755)  # nobody must reach what is inside
-    return d
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def unwritable_dir(parent):
@@ -62,37 +68,28 @@ def unwritable_dir(parent):
 
 
 def test_data_dir_under_a_file():
-    t = tmpdir()
-    try:
+    with scratch() as t:
         f = os.path.join(t, "a-file")
         open(f, "w").close()
         rc, err = serve(["--data-dir", f + "/var"])
         assert rc == 1, rc
         has_all(last_line(err), "Not a directory", f + "/var", "data-dir", "LABHOOK_DATA_DIR")
-    finally:
-        shutil.rmtree(t)
 
 
 def test_data_dir_without_parent():
-    t = tmpdir()
-    try:
+    with scratch() as t:
         d = os.path.join(t, "missing", "var")
         rc, err = serve(["--data-dir", d])
         has_all(last_line(err), "No such file or directory", d, "its parent must exist",
                 "data-dir")
-    finally:
-        shutil.rmtree(t)
 
 
 def test_data_dir_not_writable():
-    t = tmpdir()
-    try:
+    with scratch() as t:
         d = unwritable_dir(t)
         rc, err = serve(["--data-dir", d], as_nobody=True)
         has_all(last_line(err), "Permission denied", d, "data-dir", "uid")
         assert "internal_error" not in err, err
-    finally:
-        shutil.rmtree(t)
 
 
 def test_sqlite_file_of_another_user():
@@ -101,8 +98,7 @@ def test_sqlite_file_of_another_user():
     file` alone said nothing of why."""
     if PG:
         return  # no labhook.db on PostgreSQL
-    t = tmpdir()
-    try:
+    with scratch() as t:
         d = os.path.join(t, "var")
         srv = Server("--store", "sqlite", data_dir=d).start()
         assert srv.stop() == 0
@@ -112,8 +108,6 @@ def test_sqlite_file_of_another_user():
             os.chmod(os.path.join(d, "labhook.db"), 0)
         rc, err = serve(["--data-dir", d, "--store", "sqlite"], as_nobody=True)
         has_all(last_line(err), "Permission denied", os.path.join(d, "labhook.db"), "data-dir")
-    finally:
-        shutil.rmtree(t)
 
 
 def busy_port():
@@ -124,43 +118,38 @@ def busy_port():
 
 
 def test_port_in_use():
-    t = tmpdir()
     s = busy_port()
     try:
-        addr = "127.0.0.1:%d" % s.getsockname()[1]
-        rc, err = serve(["--data-dir", os.path.join(t, "var"), "--listen", addr])
-        line = last_line(err)
-        has_all(line, "Address already in use", addr, "--listen", "LABHOOK_LISTEN")
-        assert "not local?" not in err, err
+        with scratch() as t:
+            addr = "127.0.0.1:%d" % s.getsockname()[1]
+            rc, err = serve(["--data-dir", os.path.join(t, "var"), "--listen", addr])
+            line = last_line(err)
+            has_all(line, "Address already in use", addr, "--listen", "LABHOOK_LISTEN")
+            assert "not local?" not in err, err
     finally:
         s.close()
-        shutil.rmtree(t)
 
 
 def test_listen_on_an_address_not_here():
-    t = tmpdir()
-    try:
+    with scratch() as t:
         rc, err = serve(["--data-dir", os.path.join(t, "var"), "--listen", "192.0.2.1:8080"])
         has_all(last_line(err), "Cannot assign requested address", "192.0.2.1:8080", "listen")
-    finally:
-        shutil.rmtree(t)
 
 
 def test_errors_as_json_lines():
     """With log-format json everything serve writes to stderr is JSON, the refusal too."""
-    t = tmpdir()
     s = busy_port()
     try:
-        addr = "127.0.0.1:%d" % s.getsockname()[1]
-        rc, err = serve(["--data-dir", os.path.join(t, "var"), "--listen", addr,
-                         "--log-format", "json"])
-        objs = [json.loads(l) for l in err.splitlines() if l.strip()]
-        last = objs[-1]
-        assert last["level"] == "error", last
-        has_all(last["msg"], "Address already in use", addr, "listen")
+        with scratch() as t:
+            addr = "127.0.0.1:%d" % s.getsockname()[1]
+            rc, err = serve(["--data-dir", os.path.join(t, "var"), "--listen", addr,
+                             "--log-format", "json"])
+            objs = [json.loads(l) for l in err.splitlines() if l.strip()]
+            last = objs[-1]
+            assert last["level"] == "error", last
+            has_all(last["msg"], "Address already in use", addr, "listen")
     finally:
         s.close()
-        shutil.rmtree(t)
 
 
 def test_store_not_a_database_uri():
@@ -170,35 +159,28 @@ def test_store_not_a_database_uri():
 
 
 def test_postgresql_unreachable():
-    t = tmpdir()
     s = busy_port()  # a port of ours, closed again: nothing listens there
     port = s.getsockname()[1]
     s.close()
-    try:
+    with scratch() as t:
         uri = "postgresql://lab:hunter2@127.0.0.1:%d/labhook" % port
         rc, err = serve(["--data-dir", os.path.join(t, "var"), "--store", uri])
         has_all(err, "Connection refused", "port %d" % port)
         has_all(last_line(err), "lab:***@127.0.0.1:%d" % port, "--store", "LABHOOK_STORE")
         assert "hunter2" not in err, err
-    finally:
-        shutil.rmtree(t)
 
 
 def test_missing_ca_file():
-    t = tmpdir()
-    try:
+    with scratch() as t:
         ca = os.path.join(t, "no-such-ca.pem")
         rc, err = serve(["--data-dir", os.path.join(t, "var"), "--ca-file", ca])
         assert rc == 2, rc
         has_all(last_line(err), "bad setting ca-file", ca, "No such file or directory")
         assert not os.path.exists(os.path.join(t, "var")), "refused before touching anything"
-    finally:
-        shutil.rmtree(t)
 
 
 def test_config_file_missing_or_unreadable():
-    t = tmpdir()
-    try:
+    with scratch() as t:
         path = os.path.join(t, "labhook.conf")
         rc, err = serve(["--config", path])
         has_all(last_line(err), "bad setting config", path, "No such file or directory")
@@ -208,15 +190,12 @@ def test_config_file_missing_or_unreadable():
         rc, err = serve(["--config", path], as_nobody=True)
         assert rc == 2, rc
         has_all(last_line(err), "bad setting config", path, "Permission denied")
-    finally:
-        shutil.rmtree(t)
 
 
 def test_config_file_values_quoted_and_comments_after_values():
     """`key = value  # why` is a value and a comment (docs/operations.md, "Settings");
     a bad value is quoted in the refusal, with the file and line."""
-    t = tmpdir()
-    try:
+    with scratch() as t:
         path = os.path.join(t, "labhook.conf")
         with open(path, "w") as f:
             f.write("# a comment line\n"
@@ -238,8 +217,6 @@ def test_config_file_values_quoted_and_comments_after_values():
         eff = [l for l in srv.log_lines if "effective configuration" in l]
         has_all(eff[0], " max_body=2097152 ", " auth_max_failures=5 ",
                 " public_url=https://lab.example.com/a#b ")
-    finally:
-        shutil.rmtree(t, ignore_errors=True)
 
 
 if __name__ == "__main__":
