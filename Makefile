@@ -1,7 +1,8 @@
 # Shortcuts from the repository root; the build itself is CMake (see README.md).
 #   make bench           the whole benchmark (bench/README.md): the ceiling, labhook end to end,
 #                        1,000,000 pending deliveries across a restart, then the PostgreSQL
-#                        runs of bench-pg (about 9 min); ends with the main summary line
+#                        runs of bench-pg (about 9 min), then what one metrics count costs
+#                        (bench/metrics_cost.c)
 #   make bench-quick     without the 1,000,000 backlog (about 70 s)
 #   make bench-backlog   only the backlog scenario
 #   make bench-pg        SQLite, one node on PostgreSQL and two nodes on one PostgreSQL side by
@@ -22,6 +23,7 @@ KILLS ?= 100
 
 bench:
 	@$(MAKE) -s -C bench all-scenarios
+	@$(MAKE) -s -C bench metrics-cost
 
 bench-quick:
 	@$(MAKE) -s -C bench run

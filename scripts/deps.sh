@@ -8,8 +8,9 @@ pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev
       libjansson-dev libsqlite3-dev libpq-dev libssl-dev libjwt-dev libsystemd-dev curl
       ca-certificates jq)
 if [ "${1:-}" = "--test" ]; then
+  # prometheus: promtool, with which test_metrics.py checks the /metrics exposition
   pkgs+=(git libcmocka-dev python3 openssl clang libclang-rt-14-dev clang-format postgresql-15
-         debhelper lintian fakeroot systemd groff-base man-db adduser)
+         debhelper lintian fakeroot systemd groff-base man-db adduser prometheus)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

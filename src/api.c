@@ -18,6 +18,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 enum guard { G_NONE, G_CLIENT, G_ADMIN };
@@ -34,8 +35,11 @@ static void api_healthz(struct call *c)
 	api_ok(c, "ok", json_pack("{s:s, s:s}", "status", "ok", "version", LABHOOK_VERSION));
 }
 
+static void api_metrics(struct call *c);
+
 static const struct route routes[] = {
     {"GET", "/healthz", G_NONE, api_healthz},
+    {"GET", "/metrics", G_ADMIN, api_metrics},
     {"POST", "/client/auth/token", G_NONE, api_auth_token},
     {"POST", "/client/auth/token/refresh", G_NONE, api_auth_refresh},
     {"GET", "/client/labs", G_CLIENT, api_client_labs},
@@ -87,6 +91,78 @@ static const struct route routes[] = {
      api_admin_catalog_package_rate_delete},
 };
 #define N_ROUTES (COUNTOF(routes))
+_Static_assert(N_ROUTES < METRICS_MAX_ROUTES, "each route row has its metrics cell");
+
+#define ROUTE_LABEL_CAP 96
+
+/* The route's pattern as its metrics label: each '*' (an id) becomes "{id}". */
+static void route_label(const char *pattern, char out[ROUTE_LABEL_CAP])
+{
+	size_t o = 0;
+	for (const char *p = pattern; *p && o + 5 < ROUTE_LABEL_CAP; p++) {
+		if (*p == '*') {
+			memcpy(out + o, "{id}", 4);
+			o += 4;
+		} else {
+			out[o++] = *p;
+		}
+	}
+	out[o] = '\0';
+}
+
+/* A rendered text as an http_stream (owned: text_free frees it). */
+struct text_body {
+	char *p;
+	size_t len;
+};
+
+static ssize_t text_read(void *arg, uint64_t pos, char *buf, size_t max)
+{
+	const struct text_body *t = arg;
+	size_t n = pos < t->len ? t->len - (size_t)pos : 0;
+	if (n > max)
+		n = max;
+	memcpy(buf, t->p + pos, n);
+	return n ? (ssize_t)n : -1;
+}
+
+static void text_free(void *arg)
+{
+	struct text_body *t = arg;
+	free(t->p);
+	free(t);
+}
+
+/* GET /metrics: the Prometheus text exposition. If the store cannot say its figures, the
+ * rest is still answered (and the failure logged): the counters do not depend on it. */
+static void api_metrics(struct call *c)
+{
+	char labels[N_ROUTES][ROUTE_LABEL_CAP];
+	const char *lp[N_ROUTES];
+	struct store_stats st;
+	size_t len = 0;
+
+	for (size_t i = 0; i < N_ROUTES; i++) {
+		route_label(routes[i].pattern, labels[i]);
+		lp[i] = labels[i];
+	}
+	enum lh_err e = c->app->store->ops->stats(c->app->store, &st);
+	if (e != LH_OK)
+		LOG(LOG_WARN, "api", "rid=%s err=%s the store's figures are left out of /metrics",
+		    c->rq->rid, err_code(e));
+	struct text_body *t = malloc(sizeof *t);
+	if (!t || !(t->p = metrics_render(lp, N_ROUTES, e == LH_OK ? &st : NULL, &len))) {
+		free(t);
+		api_fail_internal(c, LH_ENOMEM, "render metrics");
+		return;
+	}
+	t->len = len;
+	c->rs->stream =
+	    (struct http_stream){.size = len, .read = text_read, .arg = t, .free_arg = text_free};
+	http_resp_header(c->rs, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+	http_resp_header(c->rs, "Cache-Control", "no-store");
+	c->rs->status = 200;
+}
 
 /* Matches path against pattern; captured segments are copied into segs (NUL-separated). */
 static int match(const char *pattern, const char *path, char *buf, size_t cap,
@@ -159,8 +235,9 @@ static int check_client(struct call *c)
 /* Finds rq's route, checks its guard and the shape of its ids. Returns the route, or NULL
  * once c's answer is made (503 while starting, 404, 405, 401). Runs twice per request:
  * on the headers (api_admit) and on the complete request (api_dispatch); checked tokens
- * are cached, so the second check costs a lookup. */
-static const struct route *route_find(struct call *c, char *buf, size_t cap)
+ * are cached, so the second check costs a lookup. metrics_only: the metrics listener,
+ * where /metrics is the only route and needs no credentials. Sets rs->route. */
+static const struct route *route_find(struct call *c, char *buf, size_t cap, int metrics_only)
 {
 	const struct http_req *rq = c->rq;
 	struct http_resp *rs = c->rs;
@@ -176,11 +253,15 @@ static const struct route *route_find(struct call *c, char *buf, size_t cap)
 	/* HEAD is GET without the body (libmicrohttpd drops it). */
 	const char *method = strcmp(rq->method, "HEAD") == 0 ? "GET" : rq->method;
 	rs->allow[0] = '\0';
+	rs->route = 0;
 	for (size_t i = 0; i < N_ROUTES; i++) {
 		const struct route *r = &routes[i];
 		const char *arg[API_MAX_ARGS] = {0};
-		if (!match(r->pattern, rq->path, buf, cap, arg))
+		if ((metrics_only && r->fn != api_metrics) ||
+		    !match(r->pattern, rq->path, buf, cap, arg))
 			continue;
+		if (!rs->route)
+			rs->route = (int)i + 1; /* the first row of this path: its pattern */
 		if (!strstr(rs->allow, r->method)) {
 			size_t n = strlen(rs->allow);
 			snprintf(rs->allow + n, sizeof rs->allow - n, "%s%s", n ? ", " : "",
@@ -191,8 +272,8 @@ static const struct route *route_find(struct call *c, char *buf, size_t cap)
 			continue;
 		rs->allow[0] = '\0';
 		memcpy(c->arg, arg, sizeof arg);
-		if ((r->guard == G_ADMIN && check_admin(c)) ||
-		    (r->guard == G_CLIENT && check_client(c)))
+		enum guard guard = metrics_only ? G_NONE : r->guard;
+		if ((guard == G_ADMIN && check_admin(c)) || (guard == G_CLIENT && check_client(c)))
 			return NULL;
 		for (int k = 0; k < API_MAX_ARGS; k++)
 			if (c->arg[k] && !id_shape_ok(c->arg[k])) {
@@ -209,14 +290,14 @@ static const struct route *route_find(struct call *c, char *buf, size_t cap)
 	return NULL;
 }
 
-size_t api_admit(void *ctx, const struct http_req *rq, struct http_resp *rs)
+static size_t admit(void *ctx, const struct http_req *rq, struct http_resp *rs, int metrics_only)
 {
 	struct call c = {.app = ctx, .rq = rq, .rs = rs};
 	char buf[1024];
-	const struct route *r = route_find(&c, buf, sizeof buf);
+	const struct route *r = route_find(&c, buf, sizeof buf, metrics_only);
 	if (!r)
 		return 0;
-	if (r->guard == G_NONE)
+	if (r->guard == G_NONE || metrics_only)
 		return API_OPEN_BODY_MAX;
 	/* The one route that takes a report document: up to report-max-size of it. */
 	const char *ct = http_header(rq, "Content-Type");
@@ -225,13 +306,33 @@ size_t api_admit(void *ctx, const struct http_req *rq, struct http_resp *rs)
 	return (size_t)c.app->cfg.max_body;
 }
 
-void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)
+static void dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs, int metrics_only)
 {
 	struct call c = {.app = ctx, .rq = rq, .rs = rs};
 	char buf[1024];
-	const struct route *r = route_find(&c, buf, sizeof buf);
+	const struct route *r = route_find(&c, buf, sizeof buf, metrics_only);
 	if (r)
 		r->fn(&c);
+}
+
+size_t api_admit(void *ctx, const struct http_req *rq, struct http_resp *rs)
+{
+	return admit(ctx, rq, rs, 0);
+}
+
+void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)
+{
+	dispatch(ctx, rq, rs, 0);
+}
+
+size_t api_metrics_admit(void *ctx, const struct http_req *rq, struct http_resp *rs)
+{
+	return admit(ctx, rq, rs, 1);
+}
+
+void api_metrics_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs)
+{
+	dispatch(ctx, rq, rs, 1);
 }
 
 /* A request waiting for its job's commit (api_submit). */

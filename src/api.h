@@ -31,6 +31,11 @@ void api_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs);
 #define API_OPEN_BODY_MAX (16 * 1024)
 size_t api_admit(void *ctx, const struct http_req *rq, struct http_resp *rs);
 
+/* The same pair for the metrics listener (metrics-listen): GET /metrics without
+ * credentials, 404 for every other path. */
+size_t api_metrics_admit(void *ctx, const struct http_req *rq, struct http_resp *rs);
+void api_metrics_dispatch(void *ctx, const struct http_req *rq, struct http_resp *rs);
+
 /* Runs fn(tx, tx_arg) in the store's writer and answers once it is durable, without holding
  * this thread meanwhile: finish(c, job, result) then builds the answer on a server thread
  * (c->rq is this request again) and frees job (which holds tx_arg). If the client has gone

@@ -138,11 +138,10 @@ static int p_bytes(const struct setting *s, struct config *c, const char *v, int
 	return 0;
 }
 
-static int p_listen(const struct setting *s, struct config *c, const char *v, int first, char *why,
-                    size_t whycap)
+/* HOST:PORT (an IP address literal, [v6]:port, or localhost) into host (cap bytes), *port. */
+static int parse_host_port(const char *v, char *host_out, size_t cap, int *port_out, char *why,
+                           size_t whycap)
 {
-	(void)s;
-	(void)first;
 	const char *colon = strrchr(v, ':');
 	char *end;
 	struct ip_addr a;
@@ -151,7 +150,7 @@ static int p_listen(const struct setting *s, struct config *c, const char *v, in
 		return -1;
 	}
 	size_t hlen = (size_t)(colon - v);
-	if (hlen >= sizeof c->listen_host) {
+	if (hlen >= cap) {
 		snprintf(why, whycap, "host too long");
 		return -1;
 	}
@@ -172,9 +171,33 @@ static int p_listen(const struct setting *s, struct config *c, const char *v, in
 		snprintf(why, whycap, "host must be an IP address or localhost");
 		return -1;
 	}
-	memcpy(c->listen_host, host, hlen + 1);
-	c->listen_port = (int)port;
+	memcpy(host_out, host, hlen + 1);
+	*port_out = (int)port;
 	return 0;
+}
+
+static int p_listen(const struct setting *s, struct config *c, const char *v, int first, char *why,
+                    size_t whycap)
+{
+	(void)s;
+	(void)first;
+	return parse_host_port(v, c->listen_host, sizeof c->listen_host, &c->listen_port, why,
+	                       whycap);
+}
+
+/* Like listen, or empty: no metrics listener. */
+static int p_metrics_listen(const struct setting *s, struct config *c, const char *v, int first,
+                            char *why, size_t whycap)
+{
+	(void)s;
+	(void)first;
+	if (*v == '\0') {
+		c->metrics_host[0] = '\0';
+		c->metrics_port = 0;
+		return 0;
+	}
+	return parse_host_port(v, c->metrics_host, sizeof c->metrics_host, &c->metrics_port, why,
+	                       whycap);
 }
 
 /* A comma-separated CIDR list into list[*n] (appending; `first` clears it first). */
@@ -370,6 +393,8 @@ static const struct setting settings[] = {
 	 "where state lives: sqlite (a file in data-dir, one node) or a postgresql:// URI (shared by nodes)"},
 	{"listen",                     "127.0.0.1:8080", p_listen,        0,                                 0,         0,                    0,
 	 "HTTP listener HOST:PORT (port 0 picks a free one)"},
+	{"metrics-listen",             "",               p_metrics_listen, 0,                                0,         0,                    0,
+	 "a second listener HOST:PORT serving only GET /metrics, without the admin key (empty: none)"},
 	{"trusted-proxy",              "",               p_proxies,       0,                                 0,         0,                    1,
 	 "reverse proxies (repeatable CIDR) whose X-Forwarded-For names the client's address"},
 	{"allow-net",                  "",               p_cidr,          0,                                 0,         0,                    1,
@@ -698,6 +723,10 @@ static void show_value(const struct setting *s, const struct config *c, char *ou
 		snprintf(out, cap, "%lld", (long long)*(const int64_t *)(const void *)base);
 	else if (s->parse == p_listen)
 		snprintf(out, cap, "%s:%d", c->listen_host, c->listen_port);
+	else if (s->parse == p_metrics_listen && c->metrics_host[0])
+		snprintf(out, cap, "%s:%d", c->metrics_host, c->metrics_port);
+	else if (s->parse == p_metrics_listen)
+		snprintf(out, cap, "-");
 	else if (s->parse == p_cidr)
 		cidrs_text(c->allow_net, c->n_allow_net, out, cap);
 	else if (s->parse == p_proxies)

@@ -27,6 +27,8 @@ struct config {
 	int64_t lease_ms;         /* how long a node owns a subscription's deliveries unrenewed */
 	char listen_host[256];
 	int listen_port;
+	char metrics_host[256]; /* "": no metrics listener */
+	int metrics_port;
 	struct cidr allow_net[CFG_MAX_CIDR];
 	size_t n_allow_net;
 	struct cidr trusted_proxy[CFG_MAX_CIDR];

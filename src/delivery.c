@@ -40,6 +40,7 @@
 #include "addr.h"
 #include "events.h"
 #include "log.h"
+#include "metrics.h"
 #include "retry_policy.h"
 #include "sign.h"
 #include "version.h"
@@ -1136,6 +1137,31 @@ static enum retry_transport classify(CURLcode cc, const struct attempt_ctx *a)
 	}
 }
 
+/* The attempt's outcome as labhook_delivery_attempts_total names it. */
+static enum metrics_outcome metrics_outcome_of(const struct retry_attempt *at)
+{
+	switch (at->transport) {
+	case RETRY_ANSWERED:
+		if (at->status >= 200 && at->status < 300)
+			return MO_SUCCESS;
+		if (at->status >= 300 && at->status < 600)
+			return (enum metrics_outcome)(MO_HTTP_3XX + (at->status / 100 - 3));
+		return MO_OTHER;
+	case RETRY_TIMEOUT:
+		return MO_TIMEOUT;
+	case RETRY_DNS:
+		return MO_DNS;
+	case RETRY_CONNECT:
+		return MO_CONNECT;
+	case RETRY_TLS:
+		return MO_TLS;
+	case RETRY_BLOCKED:
+		return MO_BLOCKED;
+	default: /* empty reply, reset, protocol, network */
+		return MO_OTHER;
+	}
+}
+
 /* The attempt's outcome for the recorder, as retry_policy_next decided it. */
 static void record_attempt(struct delivery_engine *d, const struct attempt_ctx *a,
                            const struct retry_attempt *at, const struct retry_decision *dec)
@@ -1214,6 +1240,14 @@ static void finish_attempt(struct delivery_engine *d, CURLMsg *msg)
 	const struct lease *now_lease = lease_of(d, l->sub_id);
 	int lease_moved =
 	    !d->own_all && (!owns(d, l->sub_id) || !now_lease || now_lease->epoch != a->epoch);
+	metrics_attempt(metrics_outcome_of(&at), util_mono_us() - a->started_us);
+	if (!lease_moved) { /* else the store refuses the outcome; the holder sends it again */
+		int64_t made_ms = util_id_time_ms(it->event_id); /* the event's id says when */
+		if (dec.status == DLV_DELIVERED && made_ms >= 0)
+			metrics_delivered(at.now_ms - made_ms);
+		else if (dec.status == DLV_FAILED)
+			metrics_gave_up();
+	}
 	if (dec.status != DLV_PENDING || lease_moved) {
 		/* Delivered or given up: the next event of the entity may go. Or the lease was
 		 * lost (or taken back under a new epoch) while it was on the wire: its outcome

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -22,6 +23,7 @@
 
 #include "addr.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 /* A connection's deadline (see reaper): its socket context, from libmicrohttpd's STARTED
@@ -109,6 +111,7 @@ struct reqctx {
 	int upload;      /* counted in srv->uploads until freed (body_max > max-body) */
 	enum rq_state state;
 	int status; /* of the answer queued, for the log line; 0 until one is */
+	int route;  /* for the metrics, from admit (see struct http_resp) */
 	int64_t t0;
 	char rid[40];
 	char method[16];
@@ -377,6 +380,7 @@ static enum MHD_Result admit(struct http_server *srv, struct MHD_Connection *c, 
 	};
 	struct http_resp rs = {.status = 500};
 	size_t allowed = srv->admit(srv->ctx, &rq, &rs);
+	rc->route = rs.route;
 	if (rs.json)
 		return answer(c, rc, &rs);
 	rc->body_max = allowed;
@@ -671,6 +675,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	LOG(LOG_INFO, "http", "method=%s path=%s status=%d dur_ms=%.2f rid=%s ip=%s%s", rc->method,
 	    rc->path, rc->status, (double)dur / 1000.0, rc->rid, rc->ip,
 	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+	if (rc->status) /* answered (a client gone before its answer was queued is not) */
+		metrics_http_request(rc->route, rc->method, rc->status, dur);
 	pthread_mutex_lock(&srv->park_mu);
 	/* libmicrohttpd never closes a suspended connection (and http_stop waits for parked
 	 * requests before it stops libmicrohttpd); no handler runs on this thread now. */
@@ -812,10 +818,12 @@ static void srv_free(struct http_server *srv)
  * use or not local?": the errno is the reason a person needs (in use, not an address of
  * this machine, a port below 1024 without the right). Returns the socket, or -1 with why
  * set. */
-static int listen_socket(const struct sockaddr_storage *ss, const struct config *cfg, char *why,
+static int listen_socket(const struct sockaddr_storage *ss, const struct http_listen *at, char *why,
                          size_t whycap)
 {
 	int one = 1, err;
+	char env[64];
+	size_t o;
 	socklen_t len =
 	    ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -834,21 +842,27 @@ static int listen_socket(const struct sockaddr_storage *ss, const struct config 
 	}
 	return fd;
 fail:
-	snprintf(
-	    why, whycap,
-	    "cannot listen on %s%s%s:%d: %s%s; set listen (--listen HOST:PORT, LABHOOK_LISTEN or"
-	    " listen in the config file) to a free port of this machine",
-	    strchr(cfg->listen_host, ':') ? "[" : "", cfg->listen_host,
-	    strchr(cfg->listen_host, ':') ? "]" : "", cfg->listen_port, strerror(err),
-	    err == EADDRINUSE ? " (another process listens there: stop it, or choose another port)"
-	    : err == EACCES   ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-	    : err == EADDRNOTAVAIL ? " (not an address of this machine)"
-	                           : "");
+	o = (size_t)snprintf(env, sizeof env, "LABHOOK_");
+	for (const char *p = at->setting; *p && o + 1 < sizeof env; p++)
+		env[o++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+	env[o] = '\0';
+	snprintf(why, whycap,
+	         "cannot listen on %s%s%s:%d: %s%s; set %s (--%s HOST:PORT, %s or %s in the config"
+	         " file) to a free port of this machine",
+	         strchr(at->host, ':') ? "[" : "", at->host, strchr(at->host, ':') ? "]" : "",
+	         at->port, strerror(err),
+	         err == EADDRINUSE
+	             ? " (another process listens there: stop it, or choose another port)"
+	         : err == EACCES        ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+	         : err == EADDRNOTAVAIL ? " (not an address of this machine)"
+	                                : "",
+	         at->setting, at->setting, env, at->setting);
 	return -1;
 }
 
-enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_handler_fn fn,
-                       void *ctx, struct http_server **out, int *port_out, char *why, size_t whycap)
+enum lh_err http_start(const struct config *cfg, const struct http_listen *at,
+                       http_admit_fn admit_fn, http_handler_fn fn, void *ctx,
+                       struct http_server **out, int *port_out, char *why, size_t whycap)
 {
 	struct sockaddr_storage ss;
 	struct ip_addr a;
@@ -857,21 +871,21 @@ enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_ha
 	    MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
 
 	memset(&ss, 0, sizeof ss);
-	if (strcmp(cfg->listen_host, "localhost") == 0 || addr_parse_literal(cfg->listen_host, &a))
+	if (strcmp(at->host, "localhost") == 0 || addr_parse_literal(at->host, &a))
 		addr_parse_literal("127.0.0.1", &a);
 	if (a.family == AF_INET) {
 		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)cfg->listen_port);
+		sin->sin_port = htons((uint16_t)at->port);
 		memcpy(&sin->sin_addr, a.addr, 4);
 	} else {
 		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)cfg->listen_port);
+		sin6->sin6_port = htons((uint16_t)at->port);
 		memcpy(&sin6->sin6_addr, a.addr, 16);
 		flags |= MHD_USE_IPv6;
 	}
-	int lfd = listen_socket(&ss, cfg, why, whycap);
+	int lfd = listen_socket(&ss, at, why, whycap);
 	if (lfd < 0)
 		return LH_EIO;
 	srv = calloc(1, sizeof *srv);
@@ -905,17 +919,16 @@ enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_ha
 	srv->d = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lfd, MHD_OPTION_THREAD_POOL_SIZE,
-	    (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-	    (unsigned)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	    (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned)at->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned)(cfg->conn_timeout_ms / 1000), MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_END);
 	if (!srv->d) {
 		snprintf(why, whycap,
-		         "cannot start the HTTP server on %s:%d (libmicrohttpd refused"
-		         " its settings)",
-		         cfg->listen_host, cfg->listen_port);
+		         "cannot start the HTTP server on %s:%d (libmicrohttpd refused its"
+		         " settings)",
+		         at->host, at->port);
 		srv_free(srv);
 		/* lfd is not closed: whether libmicrohttpd closed it on failure depends on its
 		 * version, and a second close could hit another thread's new descriptor. The
@@ -924,7 +937,7 @@ enum lh_err http_start(const struct config *cfg, http_admit_fn admit_fn, http_ha
 	}
 	struct sockaddr_storage bound;
 	socklen_t blen = sizeof bound;
-	*port_out = cfg->listen_port;
+	*port_out = at->port;
 	if (getsockname(lfd, (struct sockaddr *)&bound, &blen) == 0)
 		*port_out =
 		    ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port

@@ -3,8 +3,8 @@
  * Reads each request body into one buffer capped at what admit allows (max-body; a report
  * document's route report-max-size: 413 beyond, without reading the rest), gives the handler
  * a complete request, sends its response (JSON, or a body streamed piece by piece from an
- * http_stream) and logs one line per request (method, path, status, duration, request id;
- * never headers or bodies).
+ * http_stream), logs one line per request (method, path, status, duration, request id;
+ * never headers or bodies) and counts it in the metrics (route, method, status, duration).
  * Handlers run on libmicrohttpd's pool threads, several at once. A handler that waits for
  * something slow (a durable commit) defers its answer instead of holding its thread: the
  * connection is parked, and the answer is made once the work is done (http_defer).
@@ -62,6 +62,8 @@ struct http_resp {
 	int retry_after; /* seconds, sent as Retry-After when > 0 */
 	int www_auth;    /* send WWW-Authenticate: Bearer */
 	char allow[64];  /* methods for the Allow header of a 405, or "" */
+	int route;       /* for the metrics: 0 (no route), or 1 + the route table's first row
+	                  * of the path's pattern; the admit function's value counts */
 	/* Set instead of json: the body comes from the stream (owned by the server once set),
 	 * and the headers say what it is (Content-Type among them; no Cache-Control default). */
 	struct http_stream stream;
@@ -86,13 +88,25 @@ typedef size_t (*http_admit_fn)(void *ctx, const struct http_req *rq, struct htt
 
 struct http_server;
 
-/* Starts listening as configured; *port_out gets the bound port. Each request goes through
+/* Where a server listens: an IP address literal (or localhost) and a port (0: a free one),
+ * with how many threads serve it, and the setting that named them (for the message when
+ * the address cannot be had). */
+struct http_listen {
+	const char *host;
+	int port;
+	int threads;
+	const char *setting;
+};
+
+/* Starts listening at `at` (limits and deadlines are cfg's); *port_out gets the bound
+ * port. Each request goes through
  * admit (headers) and then fn (complete request). Connections whose headers or body are not
  * complete within header-timeout / body-timeout are closed, however steadily they trickle.
  * Returns owned, stop with http_stop. On failure why (whycap bytes) gets a sentence naming
- * the address, the system's reason and the setting to change. */
-enum lh_err http_start(const struct config *cfg, http_admit_fn admit, http_handler_fn fn, void *ctx,
-                       struct http_server **out, int *port_out, char *why, size_t whycap);
+ * the address, the system's reason and the setting to change (at->setting). */
+enum lh_err http_start(const struct config *cfg, const struct http_listen *at, http_admit_fn admit,
+                       http_handler_fn fn, void *ctx, struct http_server **out, int *port_out,
+                       char *why, size_t whycap);
 /* Stops accepting, lets running handlers finish, closes everything. Accepts NULL. */
 void http_stop(struct http_server *srv);
 

@@ -412,11 +412,11 @@ static void store_fail(const struct config *cfg, enum lh_err e)
 static int serve(int argc, char **argv, char **env)
 {
 	struct app app;
-	struct http_server *srv = NULL;
+	struct http_server *srv = NULL, *msrv = NULL;
 	struct delivery_engine *disp = NULL;
 	struct retention *ret = NULL;
-	char err[512], why[2600];
-	int port = 0, rc = 1, sig = 0, lock = -1;
+	char err[512], why[2600], mtext[300] = "";
+	int port = 0, mport = 0, rc = 1, sig = 0, lock = -1;
 	long holder = 0;
 	sigset_t set;
 	enum lh_err e;
@@ -471,11 +471,24 @@ static int serve(int argc, char **argv, char **env)
 		serve_fail("cannot start the retention sweep: %s", err_code(e));
 		goto out;
 	}
-	if ((e = http_start(&app.cfg, api_admit, api_dispatch, &app, &srv, &port, why,
+	struct http_listen main_at = {app.cfg.listen_host, app.cfg.listen_port,
+	                              app.cfg.http_threads, "listen"};
+	if ((e = http_start(&app.cfg, &main_at, api_admit, api_dispatch, &app, &srv, &port, why,
 	                    sizeof why)) != LH_OK) {
 		serve_fail("cannot start: %s", why);
 		goto out;
 	}
+	/* Scrapes are rare and quick: two threads are plenty. */
+	struct http_listen metrics_at = {app.cfg.metrics_host, app.cfg.metrics_port, 2,
+	                                 "metrics-listen"};
+	if (app.cfg.metrics_host[0] &&
+	    (e = http_start(&app.cfg, &metrics_at, api_metrics_admit, api_metrics_dispatch, &app,
+	                    &msrv, &mport, why, sizeof why)) != LH_OK) {
+		serve_fail("cannot start: %s", why);
+		goto out;
+	}
+	if (msrv)
+		snprintf(mtext, sizeof mtext, " metrics_listen=%s:%d", app.cfg.metrics_host, mport);
 	if (app.cfg.public_url[0])
 		snprintf(app.public_url, sizeof app.public_url, "%s", app.cfg.public_url);
 	else
@@ -494,8 +507,8 @@ static int serve(int argc, char **argv, char **env)
 		goto out;
 	}
 	__atomic_store_n(&app.ready, 1, __ATOMIC_RELEASE);
-	LOG(LOG_INFO, "main", "listen=%s:%d version=%s store=%s ready", app.cfg.listen_host, port,
-	    LABHOOK_VERSION, app.store->ops->name);
+	LOG(LOG_INFO, "main", "listen=%s:%d version=%s store=%s%s ready", app.cfg.listen_host, port,
+	    LABHOOK_VERSION, app.store->ops->name, mtext);
 	/* Under systemd (Type=notify): started means the port answers and the store is open.
 	 * Without NOTIFY_SOCKET these calls do nothing. */
 	sd_notifyf(0, "READY=1\nSTATUS=serving on %s:%d (store %s)", app.cfg.listen_host, port,
@@ -506,6 +519,7 @@ static int serve(int argc, char **argv, char **env)
 	LOG(LOG_INFO, "main", "signal=%d stopping", sig);
 	rc = 0;
 out:
+	http_stop(msrv);
 	http_stop(srv);      /* no new requests, so no new deliveries */
 	delivery_stop(disp); /* in-flight attempts finish or stay pending */
 	retention_stop(ret); /* its batch in hand commits; the next start sweeps on */

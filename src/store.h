@@ -381,6 +381,14 @@ typedef enum lh_err (*store_tx_fn)(struct store_tx *tx, void *arg);
 /* Told the outcome of an asynchronous submit. */
 typedef void (*store_done_fn)(void *done_arg, enum lh_err result);
 
+/* What GET /metrics shows of the store (store_ops.stats). */
+struct store_stats {
+	int64_t pending;           /* deliveries pending (waiting for an attempt or a retry) */
+	int64_t subs[SUB_DELETED]; /* subscriptions by status: active, paused, disabled */
+	int64_t bytes;             /* the store's size: the SQLite file's pages, the PostgreSQL
+	                            * database's size */
+};
+
 /* Outcome of presenting a refresh token. */
 enum refresh_result { REFRESH_OK = 0, REFRESH_UNKNOWN, REFRESH_EXPIRED, REFRESH_REUSED };
 
@@ -626,6 +634,11 @@ struct store_ops {
 	enum lh_err (*report_doc_chunk)(struct store *s, const char *bill_id, const char *report_id,
 	                                int64_t version, int64_t n, void *buf, size_t cap,
 	                                size_t *len);
+
+	/* ---- operations ---- */
+	/* The store's figures for GET /metrics, read in one go. Cheap enough for every scrape:
+	 * the pending count walks only the partial index of pending deliveries. */
+	enum lh_err (*stats)(struct store *s, struct store_stats *out);
 
 	/* ---- moving a store (labhook store copy) ---- */
 	/* Calls fn for every row of every table of store_copy_tables, table by table in that

@@ -1864,8 +1864,10 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 		news_add(&s->fresh_news, sub);
 	}
 	PQclear(r);
-	if (e == LH_OK)
+	if (e == LH_OK) {
+		writer_event_made(s->writer, ev->type);
 		*ndeliveries = nd;
+	}
 	return e;
 }
 
@@ -2360,6 +2362,34 @@ static enum lh_err pgs_event_payload(struct store *base, const char *event_id, c
 		e = LH_ENOMEM;
 	if (e == LH_OK)
 		*out = copy;
+	return e;
+}
+
+static void stats_from_row(const PGresult *r, int i, void *out)
+{
+	struct store_stats *st = out;
+	st->pending = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+	for (int k = 0; k < SUB_DELETED; k++)
+		st->subs[k] = strtoll(PQgetvalue(r, i, 1 + k), NULL, 10);
+	st->bytes = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+}
+
+/* One query: the pending count walks the partial index of pending deliveries (as small as
+ * the backlog), subscriptions are few, and the size is the whole database's: the one
+ * labhook was given holds its tables alone. */
+static enum lh_err pgs_stats(struct store *base, struct store_stats *out)
+{
+	struct params p = {0};
+	struct store_stats r;
+	enum lh_err e = pool_one(S(base),
+	                         "SELECT (SELECT count(*) FROM deliveries WHERE status = 0),"
+	                         " (SELECT count(*) FROM subscriptions WHERE status = 0),"
+	                         " (SELECT count(*) FROM subscriptions WHERE status = 1),"
+	                         " (SELECT count(*) FROM subscriptions WHERE status = 2),"
+	                         " pg_database_size(current_database())",
+	                         &p, stats_from_row, &r, "stats");
+	if (e == LH_OK)
+		*out = r;
 	return e;
 }
 
@@ -3526,6 +3556,7 @@ static const struct store_ops pg_ops = {
     .catalog_list = pgs_catalog_list,
     .catalog_members = pgs_catalog_members,
     .catalog_rate_set = pgs_catalog_rate_set,
+    .stats = pgs_stats,
     .export_rows = pgs_export_rows,
     .import_from = pgs_import_from,
 };

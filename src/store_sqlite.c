@@ -1756,6 +1756,7 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 		if ((e = store_fresh_delivery(s->writer, &d, ev->payload)) != LH_OK)
 			return e;
 	}
+	writer_event_made(s->writer, ev->type);
 	*ndeliveries = nm;
 	return LH_OK;
 }
@@ -2423,6 +2424,39 @@ static enum lh_err sqlite_event_payload(struct store *base, const char *event_id
 	return e;
 }
 
+/* One statement on the reader: the pending count walks the partial index of pending
+ * deliveries (as small as the backlog), subscriptions are few, and the size is the file's
+ * pages as this snapshot sees them. */
+static enum lh_err sqlite_stats(struct store *base, struct store_stats *out)
+{
+	struct sqlite_store *s = S(base);
+	enum lh_err e = LH_ESTORE;
+	pthread_mutex_lock(&s->rmu);
+	sqlite3_stmt *st = rstmt(
+	    s, "SELECT (SELECT count(*) FROM deliveries WHERE status = 0),"
+	       " (SELECT count(*) FROM subscriptions WHERE status = 0),"
+	       " (SELECT count(*) FROM subscriptions WHERE status = 1),"
+	       " (SELECT count(*) FROM subscriptions WHERE status = 2),"
+	       " (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size())");
+	if (st) {
+		int rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			struct store_stats r;
+			r.pending = sqlite3_column_int64(st, 0);
+			for (int i = 0; i < SUB_DELETED; i++)
+				r.subs[i] = sqlite3_column_int64(st, 1 + i);
+			r.bytes = sqlite3_column_int64(st, 4);
+			*out = r;
+			e = LH_OK;
+		} else {
+			e = fail(s, rc, "stats");
+		}
+		sqlite3_reset(st);
+	}
+	pthread_mutex_unlock(&s->rmu);
+	return e;
+}
+
 struct record_job {
 	const struct delivery_result *r;
 	size_t n;
@@ -3067,6 +3101,7 @@ static const struct store_ops sqlite_ops = {
     .catalog_list = sqlite_catalog_list,
     .catalog_members = sqlite_catalog_members,
     .catalog_rate_set = sqlite_catalog_rate_set,
+    .stats = sqlite_stats,
     .export_rows = sqlite_export_rows,
     .import_from = sqlite_import_from,
 };

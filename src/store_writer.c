@@ -5,8 +5,11 @@
 #include <assert.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "events.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 /* A queued change. Synchronous submitters wait on cv (their own, so a finished batch wakes
@@ -35,6 +38,9 @@ struct store_writer {
 	/* Deliveries created in the open batch; only the writer thread touches them. */
 	struct delivery *fresh;
 	size_t nfresh, cap_fresh;
+	/* Events written in the open batch, by type (the last cell: webhook.test), counted in
+	 * the metrics once the batch is durable; only the writer thread touches them. */
+	uint64_t events[EV__COUNT + 1];
 	/* The commit hook, under hook_mu (held while it runs). */
 	pthread_mutex_t hook_mu;
 	store_commit_hook hook;
@@ -48,6 +54,12 @@ enum lh_err writer_fresh_push(struct store_writer *w, const struct delivery *d)
 	w->fresh[w->nfresh++] = *d;
 	assert(w->nfresh <= w->cap_fresh);
 	return LH_OK;
+}
+
+void writer_event_made(struct store_writer *w, int type)
+{
+	if (type >= 0 && type <= EV__COUNT)
+		w->events[type]++;
 }
 
 /* Drops the fresh deliveries from `from` on (their job or the batch was undone). */
@@ -95,11 +107,15 @@ static void run_batch(struct store_writer *w, struct job *batch)
 		}
 		if ((j->result = ops->savepoint(w->be)) == LH_OK) {
 			size_t mark = w->nfresh;
+			uint64_t events_mark[COUNTOF(w->events)];
+			memcpy(events_mark, w->events, sizeof events_mark);
 			j->result = j->fn(w->tx, j->arg);
 			assert(w->nfresh >= mark); /* a job only adds deliveries */
 			if (j->result != LH_OK) {
+				/* Its deliveries and its events are gone with it. */
 				ops->rollback_to(w->be);
-				fresh_cut(w, mark); /* its deliveries are gone with it */
+				fresh_cut(w, mark);
+				memcpy(w->events, events_mark, sizeof events_mark);
 			}
 			ops->release(w->be);
 			njobs++;
@@ -112,13 +128,21 @@ static void run_batch(struct store_writer *w, struct job *batch)
 			                                                            : LH_ESTORE;
 	}
 	t1 = util_mono_us();
+	int committing = e == LH_OK;
 	e = ops->end(w->be, e);
 	if (e != LH_OK) {
 		fresh_cut(w, 0);
 		for (struct job *j = batch; j; j = j->next)
 			if (j->result == LH_OK)
 				j->result = e; /* nothing of theirs was kept */
+	} else {
+		for (int t = 0; t < EV__COUNT; t++)
+			if (w->events[t])
+				metrics_events(t, w->events[t]);
 	}
+	memset(w->events, 0, sizeof w->events);
+	if (committing)
+		metrics_batch(njobs, util_mono_us() - t1);
 	assert(njobs <= WRITER_BATCH_MAX);
 	LOG(LOG_DEBUG, "store", "jobs=%zu work_us=%lld commit_us=%lld batch committed", njobs,
 	    (long long)(t1 - t0), (long long)(util_mono_us() - t1));

@@ -59,6 +59,10 @@ void writer_set_hook(struct store_writer *w, store_commit_hook fn, void *ctx);
 /* From inside a job: hands d to the hook once the batch is durable (takes d->payload, which
  * is freed if the job or the batch fails). LH_ENOMEM leaves d->payload to the caller. */
 enum lh_err writer_fresh_push(struct store_writer *w, const struct delivery *d);
+/* From inside a job: an event of type (enum event_type, or EV_WEBHOOK_TEST) was written.
+ * Counted in labhook_events_total once the batch is durable, unless the job or the batch
+ * fails. */
+void writer_event_made(struct store_writer *w, int type);
 /* Passes news (no fresh deliveries: those come from batches) to the hook: a subscription
  * changed, or another node committed deliveries. Call it once the change is visible to
  * readers, from any thread. */

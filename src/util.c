@@ -99,6 +99,22 @@ enum lh_err util_new_id(const char *prefix, char out[ID_CAP])
 	return LH_OK;
 }
 
+int64_t util_id_time_ms(const char *id)
+{
+	size_t n = strlen(id);
+	uint64_t v = 0;
+	if (n < 26)
+		return -1;
+	/* The ULID's first 10 digits: 2 zero bits of padding, then the 48-bit milliseconds. */
+	for (const char *u = id + n - 26; u < id + n - 16; u++) {
+		const char *d = *u ? strchr(crockford, *u) : NULL;
+		if (!d)
+			return -1;
+		v = v << 5 | (uint64_t)(d - crockford);
+	}
+	return (int64_t)v;
+}
+
 enum lh_err util_random_token(const char *prefix, size_t n, char *out, size_t cap)
 {
 	unsigned char raw[64];

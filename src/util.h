@@ -41,6 +41,8 @@ int util_grow(void *pp, size_t *cap, size_t need, size_t elem, size_t first);
 enum lh_err util_random(void *buf, size_t n);
 /* Writes "<prefix><26-char ULID>" into out (ID_CAP bytes). */
 enum lh_err util_new_id(const char *prefix, char out[ID_CAP]);
+/* The creation time (unix ms) of an id util_new_id made, or -1 if id is not one. */
+int64_t util_id_time_ms(const char *id);
 /* Random token: prefix + base64url of n random bytes, into out of cap bytes. */
 enum lh_err util_random_token(const char *prefix, size_t n, char *out, size_t cap);
 

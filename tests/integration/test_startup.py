@@ -126,6 +126,10 @@ def test_port_in_use():
             line = last_line(err)
             has_all(line, "Address already in use", addr, "--listen", "LABHOOK_LISTEN")
             assert "not local?" not in err, err
+            # The metrics listener names its own setting.
+            rc, err = serve(["--data-dir", os.path.join(t, "var2"), "--metrics-listen", addr])
+            has_all(last_line(err), "Address already in use", addr, "--metrics-listen",
+                    "LABHOOK_METRICS_LISTEN")
     finally:
         s.close()
 

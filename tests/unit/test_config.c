@@ -84,6 +84,7 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg.data_dir, "./var");
 	assert_string_equal(cfg.listen_host, "127.0.0.1");
 	assert_int_equal(cfg.listen_port, 8080);
+	assert_string_equal(cfg.metrics_host, ""); /* no metrics listener unless asked */
 	assert_int_equal(cfg.n_allow_net, 0);
 	assert_string_equal(cfg.ca_file, "");
 	assert_int_equal(cfg.n_retry, N_ELEMS(default_retry_ms));
@@ -191,6 +192,18 @@ static void test_precedence(void **state)
 		assert_int_equal(load(&cfg, argv, env, err, sizeof err), 0);
 		assert_int_equal(cfg.listen_port, 2);
 		assert_string_equal(cfg.listen_host, "localhost");
+	}
+	/* metrics-listen: an address like listen, and empty turns it off again */
+	{
+		const char *argv[] = {"--metrics-listen", "[::1]:9464", NULL};
+		const char *env[] = {NULL};
+		assert_int_equal(load(&cfg, argv, env, err, sizeof err), 0);
+		assert_string_equal(cfg.metrics_host, "::1");
+		assert_int_equal(cfg.metrics_port, 9464);
+		const char *off[] = {"--metrics-listen", "127.0.0.1:9464",
+		                     "--metrics-listen=", NULL};
+		assert_int_equal(load(&cfg, off, env, err, sizeof err), 0);
+		assert_string_equal(cfg.metrics_host, "");
 	}
 	unlink(path);
 }
@@ -324,6 +337,12 @@ static void test_bad_values(void **state)
 	    {{"--listen", "127.0.0.1:80x", NULL}, {NULL}, "listen", "port"},
 	    {{"--listen", "example.com:80", NULL}, {NULL}, "listen", "host"},
 	    {{"--listen", ":80", NULL}, {NULL}, "listen", "HOST:PORT"},
+	    {{"--metrics-listen", "9464", NULL}, {NULL}, "metrics-listen", "HOST:PORT"},
+	    {{"--metrics-listen", "prometheus.internal:9464", NULL},
+	     {NULL},
+	     "metrics-listen",
+	     "host"},
+	    {{"--metrics-listen", "127.0.0.1:99999", NULL}, {NULL}, "metrics-listen", "port"},
 	    {{"--http-threads", "0", NULL}, {NULL}, "http-threads", "between 1 and 64"},
 	    {{"--http-threads", "65", NULL}, {NULL}, "http-threads", "between"},
 	    {{"--http-threads", "two", NULL}, {NULL}, "http-threads", "integer"},

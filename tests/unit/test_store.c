@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "events.h"
+#include "metrics.h"
 #include "store_pg.h"
 #include "store_sqlite.h"
 
@@ -1516,6 +1517,78 @@ static void test_delete_cancels_deliveries(void **state)
 	                 LH_ENOTFOUND);
 	assert_int_equal(st->ops->sub_get_any(st, "sub_1", &got), LH_OK); /* deleted, still there */
 	assert_int_equal(got.status, SUB_DELETED);
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
+/* The value of one series in the metrics exposition (0 if absent). */
+static uint64_t metric(const char *series)
+{
+	size_t len = 0;
+	char *text = metrics_render(NULL, 0, NULL, &len);
+	assert_non_null(text);
+	assert_int_equal(strlen(text), len);
+	const char *p = strstr(text, series);
+	uint64_t v = p ? strtoull(p + strlen(series), NULL, 10) : 0;
+	free(text);
+	return v;
+}
+
+/* What GET /metrics shows of the store: pending deliveries (not failed, delivered or
+ * cancelled ones), live subscriptions by status, the size; and the events of jobs that
+ * committed (a job undone, or a batch that failed, counts none). */
+static void test_stats(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct store_stats s0, s;
+	struct subscription sub;
+	const char *bills = "labhook_events_total{type=\"bill.created\"} ";
+
+	assert_int_equal(st->ops->stats(st, &s0), LH_OK);
+	assert_int_equal(s0.pending, 0);
+	for (int i = 0; i < SUB_DELETED; i++)
+		assert_int_equal(s0.subs[i], 0);
+	assert_true(s0.bytes > 0);
+
+	outbox_setup(st);
+	uint64_t events0 = metric(bills);
+	for (int i = 0; i < 3; i++) {
+		struct event_job j = {"bill_1", "{}", LH_OK, NULL, NULL};
+		assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
+	}
+	struct event_job undone = {"bill_2", "{}", LH_ECONFLICT, NULL, NULL};
+	assert_int_equal(st->ops->submit(st, job_event, &undone), LH_ECONFLICT);
+	assert_int_equal(metric(bills), events0 + 3);
+	hooked_clear();
+	deliver_first(st, 3);
+	struct delivery *page = NULL;
+	size_t n = 0;
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 2);
+	struct delivery_result r = outcome(&page[0], 1, 500, DLV_FAILED, SUBO_FAILURE);
+	for (size_t i = 0; i < n; i++)
+		free(page[i].payload);
+	free(page);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+
+	make_sub(&sub, "sub_2", "lab_1", 1u << EV_BILL_DELETED);
+	sub.status = SUB_PAUSED;
+	assert_int_equal(st->ops->sub_insert(st, &sub), LH_OK);
+	for (int i = 3; i <= 5; i++) {
+		char id[16];
+		snprintf(id, sizeof id, "sub_%d", i);
+		make_sub(&sub, id, "lab_1", 0);
+		assert_int_equal(st->ops->sub_insert(st, &sub), LH_OK);
+		sub.status = i == 3 ? SUB_DISABLED : SUB_DELETED;
+		assert_int_equal(st->ops->sub_update(st, &sub, SUBF_STATUS, NULL), LH_OK);
+	}
+
+	assert_int_equal(st->ops->stats(st, &s), LH_OK);
+	assert_int_equal(s.pending, 1);
+	assert_int_equal(s.subs[SUB_ACTIVE], 1);
+	assert_int_equal(s.subs[SUB_PAUSED], 1);
+	assert_int_equal(s.subs[SUB_DISABLED], 1); /* deleted ones are not counted */
+	assert_true(s.bytes >= s0.bytes);
 	st->ops->set_commit_hook(st, NULL, NULL);
 }
 
@@ -3077,6 +3150,7 @@ int main(void)
 	    T(test_routing_across_parties),
 	    T(test_deleted_subscription_takes_no_deliveries),
 	    T(test_delete_cancels_deliveries),
+	    T(test_stats),
 	    T(test_disable_outcome_frees_events),
 	    T(test_pending_per_subscription),
 	    T(test_delivery_lifecycle),

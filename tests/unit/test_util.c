@@ -65,9 +65,20 @@ static void test_new_id_shape(void **state)
 		assert_true(id[plen] >= '0' && id[plen] <= '7');
 		int64_t ms = ulid_ms(id + plen);
 		assert_true(ms >= before && ms <= after);
+		assert_int_equal(util_id_time_ms(id), ms);
 		if (plen > 0)
 			assert_true(util_id_valid(id, prefixes[i]));
 	}
+}
+
+static void test_id_time_of_what_is_not_an_id(void **state)
+{
+	(void)state;
+	assert_int_equal(util_id_time_ms(""), -1);
+	assert_int_equal(util_id_time_ms("evt_0123"), -1);
+	assert_int_equal(util_id_time_ms("evt_01ARZ3NDEU00000000000000"), -1); /* 'U' */
+	/* 01ARZ3NDEK in Crockford base32 (0 1 10 24 31 3 21 13 14 19): 1469922850259 ms. */
+	assert_int_equal(util_id_time_ms("evt_01ARZ3NDEKTSV4RRFFQ69G5FAV"), 1469922850259LL);
 }
 
 static void test_new_id_prefix_too_long(void **state)
@@ -689,6 +700,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_new_id_shape),
 	    cmocka_unit_test(test_new_id_prefix_too_long),
+	    cmocka_unit_test(test_id_time_of_what_is_not_an_id),
 	    cmocka_unit_test(test_new_id_time_order),
 	    cmocka_unit_test(test_new_id_monotonic),
 	    cmocka_unit_test(test_new_id_unique),
