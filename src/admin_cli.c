@@ -13,6 +13,8 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 
+#include "cli_http.h"
+#include "cli_lab.h"
 #include "config.h"
 #include "util.h"
 
@@ -101,6 +103,10 @@ static void admin_usage(FILE *f, const char *tool)
 	for (size_t i = 0; i < N_CMDS; i++)
 		if (!strcmp(cmds[i].tool, tool))
 			fprintf(f, "  %s\n", cmds[i].help);
+	if (!strcmp(tool, "lab"))
+		cli_lab_usage(f);
+	fprintf(f, "Exit codes: 0 ok, 1 the service refused (its message on stderr), 2 usage,\n"
+	           "3 the service cannot be reached.\n");
 }
 
 void admin_cli_print_man(FILE *f, const char *tool)
@@ -111,6 +117,8 @@ void admin_cli_print_man(FILE *f, const char *tool)
 			util_roff_text(f, cmds[i].help, 1);
 			fputc('\n', f);
 		}
+	if (!strcmp(tool, "lab"))
+		cli_lab_print_man(f);
 }
 
 /* "flag=field" -> does arg "--flag" name it? */
@@ -118,45 +126,6 @@ static int flag_is(const char *spec, const char *arg)
 {
 	size_t n = strcspn(spec, "=");
 	return !strncmp(arg, "--", 2) && strlen(arg + 2) == n && !strncmp(arg + 2, spec, n);
-}
-
-struct buf {
-	char *p;
-	size_t n;
-};
-
-static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-	struct buf *b = ud;
-	size_t len = size * nmemb;
-	if (b->n + len > 16 * 1024 * 1024)
-		return 0; /* an admin answer is small; refuse anything absurd */
-	char *np = realloc(b->p, b->n + len + 1);
-	if (!np)
-		return 0;
-	memcpy(np + b->n, ptr, len);
-	b->p = np;
-	b->n += len;
-	b->p[b->n] = '\0';
-	return len;
-}
-
-static int read_key(const char *data_dir, char *out, size_t cap)
-{
-	char path[CFG_PATH_CAP + 16];
-	snprintf(path, sizeof path, "%s/admin.key", data_dir);
-	FILE *f = fopen(path, "r");
-	if (!f || !fgets(out, (int)cap, f)) {
-		fprintf(stderr,
-		        "labhook: cannot read %s (has `labhook serve` run with this --data-dir?)\n",
-		        path);
-		if (f)
-			fclose(f);
-		return -1;
-	}
-	fclose(f);
-	out[strcspn(out, "\r\n")] = '\0';
-	return 0;
 }
 
 /* What the words after the command name say. */
@@ -275,14 +244,7 @@ static json_t *flag_value(const char *spec, const char *v)
 			return n;
 		json_decref(n);
 	} else if (mark == '@') {
-		json_t *arr = json_array();
-		for (const char *p = v; *p;) {
-			size_t n = strcspn(p, ",");
-			if (n)
-				json_array_append_new(arr, json_stringn(p, n));
-			p += n + (p[n] == ',');
-		}
-		return arr;
+		return cli_json_list(v);
 	}
 	return json_string(v);
 }
@@ -327,10 +289,10 @@ static int cmd_body(const char *tool, const struct cmd *c, const struct args *a,
 	return 0;
 }
 
-/* The URL: --url or http://<listen>, then the path with each "%s" filled with the next
- * positional argument, URL-escaped. */
-static void cmd_url(const struct config *cfg, const char *base, const struct cmd *c,
-                    const struct args *a, char *url, size_t cap)
+/* The URL: the service's base, then the path with each "%s" filled with the next positional
+ * argument, URL-escaped. */
+static void cmd_url(const char *base, const struct cmd *c, const struct args *a, char *url,
+                    size_t cap)
 {
 	char path[1024];
 	size_t o = 0;
@@ -346,63 +308,25 @@ static void cmd_url(const struct config *cfg, const char *base, const struct cmd
 		}
 	}
 	path[o < sizeof path ? o : sizeof path - 1] = '\0';
-	if (base)
-		snprintf(url, cap, "%s%s", base, path);
-	else
-		snprintf(url, cap, "http://%s%s%s:%d%s", strchr(cfg->listen_host, ':') ? "[" : "",
-		         cfg->listen_host, strchr(cfg->listen_host, ':') ? "]" : "",
-		         cfg->listen_port, path);
+	snprintf(url, cap, "%s%s", base, path);
 }
 
 /* Sends the request and prints the answer (pretty JSON when it is JSON): on stdout for a
- * 2xx, else on stderr. Returns the exit code. */
-static int cmd_send(const char *tool, const char *method, const char *url, const char *auth,
+ * 2xx, else on stderr. Returns the exit code (cli_http.h). */
+static int cmd_send(const char *tool, const char *method, const char *url, const char *key,
                     const char *body_text, size_t body_len, int pdf)
 {
-	struct buf resp = {NULL, 0};
-	struct curl_slist *hdrs = NULL;
-	int rc = 1;
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	CURL *h = curl_easy_init();
-	if (!h)
-		goto out;
-	hdrs = curl_slist_append(hdrs, auth);
-	hdrs = curl_slist_append(hdrs, pdf ? "Content-Type: application/pdf"
-	                                   : "Content-Type: application/json");
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	/* The admin key goes straight to the service, never to a proxy from the environment. */
-	curl_easy_setopt(h, CURLOPT_PROXY, "");
-	curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
-	if (body_text) {
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body_text);
-		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-	}
-	CURLcode cc = curl_easy_perform(h);
-	if (cc != CURLE_OK) {
-		fprintf(stderr, "labhook %s: %s: %s (is `labhook serve` running? try --url)\n",
-		        tool, url, curl_easy_strerror(cc));
-		goto out;
-	}
-	long status = 0;
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-	json_t *j = resp.p ? json_loads(resp.p, 0, NULL) : NULL;
-	char *pretty = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
-	fprintf(status >= 200 && status < 300 ? stdout : stderr, "%s\n",
-	        pretty ? pretty : (resp.p ? resp.p : ""));
+	struct cli_resp r;
+	int rc = cli_http(tool, method, url, key, pdf ? "application/pdf" : "application/json",
+	                  body_text, body_len, NULL, &r);
+	if (rc != CLI_OK)
+		return rc;
+	char *pretty = r.json ? json_dumps(r.json, JSON_INDENT(2)) : NULL;
+	fprintf(r.status >= 200 && r.status < 300 ? stdout : stderr, "%s\n",
+	        pretty ? pretty : (r.body ? r.body : ""));
 	free(pretty);
-	json_decref(j);
-	rc = status >= 200 && status < 300 ? 0 : 1;
-out:
-	curl_slist_free_all(hdrs);
-	curl_easy_cleanup(h);
-	curl_global_cleanup();
-	free(resp.p);
+	rc = r.status >= 200 && r.status < 300 ? CLI_OK : CLI_EAPI;
+	cli_resp_free(&r);
 	return rc;
 }
 
@@ -411,7 +335,8 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 	struct config cfg;
 	const char *rest[32], *words[32], *base = NULL;
 	size_t nrest = 0, nw = 0, first = 0;
-	char err[512], key[160], url[2048], auth[200];
+	char err[512], url[2200];
+	struct cli_lab l;
 	struct args a = {{NULL}, 0, {NULL}, NULL, NULL};
 	const struct cmd *c;
 	char *body_text = NULL;
@@ -436,19 +361,27 @@ int admin_cli_main(const char *tool, int argc, char **argv, char **env)
 		else
 			words[nw++] = rest[i];
 	}
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (!strcmp(tool, "lab")) {
+		int lrc = cli_lab_main(&cfg, base, words, nw);
+		if (lrc >= 0)
+			return lrc;
+	}
 	if (!(c = cmd_find(tool, words, nw, &first)) ||
 	    cmd_args(tool, c, words + first, nw - first, &a)) {
 		admin_usage(stderr, tool);
 		return 2;
 	}
-	if (read_key(cfg.data_dir, key, sizeof key) != 0 ||
-	    cmd_body(tool, c, &a, &body_text, &body_len, &pdf))
-		return 1;
-	cmd_url(&cfg, base, c, &a, url, sizeof url);
-	snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
-	OPENSSL_cleanse(key, sizeof key);
-	int rc = cmd_send(tool, c->method, url, auth, body_text, body_len, pdf);
-	OPENSSL_cleanse(auth, sizeof auth);
+	int rc = cli_lab_open(tool, &cfg, base, &l);
+	if (rc != CLI_OK)
+		return rc;
+	if (cmd_body(tool, c, &a, &body_text, &body_len, &pdf)) {
+		cli_lab_close(&l);
+		return CLI_EAPI;
+	}
+	cmd_url(l.base, c, &a, url, sizeof url);
+	rc = cmd_send(tool, c->method, url, l.key, body_text, body_len, pdf);
+	cli_lab_close(&l);
 	free(body_text);
 	return rc;
 }

@@ -39,6 +39,7 @@ static void api_metrics(struct call *c);
 
 static const struct route routes[] = {
     {"GET", "/healthz", G_NONE, api_healthz},
+    {"GET", "/openapi.json", G_NONE, api_openapi},
     {"GET", "/metrics", G_ADMIN, api_metrics},
     {"POST", "/client/auth/token", G_NONE, api_auth_token},
     {"POST", "/client/auth/token/refresh", G_NONE, api_auth_refresh},
@@ -62,6 +63,8 @@ static const struct route routes[] = {
     {"GET", "/client/crm/tests", G_CLIENT, api_crm_tests},
     {"GET", "/client/crm/packages", G_CLIENT, api_crm_packages},
     {"POST", "/lab/bills", G_ADMIN, api_lab_bill_create},
+    {"GET", "/lab/bills/*", G_ADMIN, api_lab_bill_get},
+    {"POST", "/lab/leads", G_ADMIN, api_lab_lead_create},
     {"POST", "/lab/bills/*/reports/*/complete", G_ADMIN, api_lab_report_complete},
     {"DELETE", "/lab/bills/*", G_ADMIN, api_lab_bill_delete},
     {"POST", "/lab/leads/*/convert", G_ADMIN, api_lab_lead_convert},
@@ -493,6 +496,25 @@ int api_name_index(const char *const *names, size_t n, const char *s)
 		if (strcmp(s, names[i]) == 0)
 			return (int)i;
 	return -1;
+}
+
+int api_etag_listed(const char *h, const char *etag)
+{
+	size_t n = strlen(etag);
+	if (!h)
+		return 0;
+	for (const char *p = h; *p;) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		if (*p == '*')
+			return 1;
+		if (strncmp(p, "W/", 2) == 0)
+			p += 2;
+		if (strncmp(p, etag, n) == 0 && (p[n] == '\0' || p[n] == ',' || p[n] == ' '))
+			return 1;
+		p += strcspn(p, ",");
+	}
+	return 0;
 }
 
 json_t *api_time(int64_t t)

@@ -1,5 +1,6 @@
 /* api.h: the HTTP API: one router (api.c) and one file per resource (api_auth.c,
- * api_admin.c, api_subs.c, api_deliveries.c, api_events.c, api_reports.c, api_catalog.c).
+ * api_admin.c, api_subs.c, api_deliveries.c, api_events.c, api_reports.c, api_catalog.c,
+ * api_openapi.c).
  * Handlers run on HTTP
  * threads, several at once; they keep no state of their own between requests.
  */
@@ -64,10 +65,14 @@ struct subscription *api_load_sub(struct call *c);
 /* The index of s in names[0..n), or -1 (also for s NULL). */
 int api_name_index(const char *const *names, size_t n, const char *s);
 
+/* Whether an If-None-Match / If-Range header value h (NULL: none) names etag, a quoted
+ * entity tag ("*" matches any; W/ is ignored). */
+int api_etag_listed(const char *h, const char *etag);
 /* RFC 3339 string for JSON output. */
 json_t *api_time(int64_t t);
 
 /* Handlers. */
+void api_openapi(struct call *c);
 void api_auth_token(struct call *c);
 void api_auth_refresh(struct call *c);
 void api_client_labs(struct call *c);
@@ -95,6 +100,8 @@ void api_billing_create(struct call *c);
 void api_bill_get(struct call *c);
 void api_lead_create(struct call *c);
 void api_lab_bill_create(struct call *c);
+void api_lab_bill_get(struct call *c);
+void api_lab_lead_create(struct call *c);
 void api_lab_report_complete(struct call *c);
 void api_report_link_get(struct call *c);
 void api_client_report_get(struct call *c);

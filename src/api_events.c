@@ -232,29 +232,36 @@ void api_billing_create(struct call *c)
 	json_decref(b);
 }
 
+/* Loads the account body b's clientID names into *acct; -1 after answering if none. */
+static int lab_account(struct call *c, json_t *b, struct account *acct)
+{
+	enum lh_err e = c->app->store->ops->account_get(c->app->store, str(b, "clientID"), acct);
+	if (e == LH_ENOTFOUND)
+		return api_fail(c, e, "account_not_found", "clientID",
+		                "no account with this clientID");
+	if (e != LH_OK)
+		return api_fail_internal(c, e, "load account");
+	return 0;
+}
+
 void api_lab_bill_create(struct call *c)
 {
 	struct account acct;
 	json_t *b = api_body(c, validate_lab_bill_table.spec, validate_lab_bill_table.n);
-	if (!b)
-		return;
-	enum lh_err e = c->app->store->ops->account_get(c->app->store, str(b, "clientID"), &acct);
-	if (e == LH_ENOTFOUND)
-		api_fail(c, e, "account_not_found", "clientID", "no account with this clientID");
-	else if (e != LH_OK)
-		api_fail_internal(c, e, "load account");
-	else
+	if (b && lab_account(c, b, &acct) == 0)
 		create_bill(c, &acct, b);
 	json_decref(b);
 }
 
-void api_bill_get(struct call *c)
+/* Answers with bill c->arg[0] of client_id (NULL: of any account, and the answer names
+ * the account). */
+static void send_bill(struct call *c, const char *client_id)
 {
 	struct bill b;
 	struct report *r = NULL;
 	size_t n = 0;
 	enum lh_err e =
-	    c->app->store->ops->bill_get(c->app->store, c->acct.client_id, c->arg[0], &b, &r, &n);
+	    c->app->store->ops->bill_get(c->app->store, client_id, c->arg[0], &b, &r, &n);
 	if (e == LH_ENOTFOUND) {
 		api_fail(c, e, "bill_not_found", NULL, "no bill with this id");
 		return;
@@ -271,8 +278,20 @@ void api_bill_get(struct call *c)
 		json_object_set_new(j, "barCode", json_string(b.bar_code));
 	json_object_set_new(j, "createdAt", api_time(b.created_at));
 	json_object_set_new(j, "updatedAt", api_time(b.updated_at));
+	if (!client_id)
+		json_object_set_new(j, "clientID", json_string(b.client_id));
 	api_ok(c, "ok", json_pack("{s:o}", "bill", j));
 	free(r);
+}
+
+void api_bill_get(struct call *c)
+{
+	send_bill(c, c->acct.client_id);
+}
+
+void api_lab_bill_get(struct call *c)
+{
+	send_bill(c, NULL);
 }
 
 /* ---- leads ---- */
@@ -304,7 +323,8 @@ static void lead_created(struct call *c, void *arg, enum lh_err e)
 	free(j);
 }
 
-void api_lead_create(struct call *c)
+/* Creates the lead body b asks for acct's account (borrowed: both). */
+static void create_lead(struct call *c, const struct account *acct, json_t *b)
 {
 	struct domain_lead_change *j = NULL;
 	struct lead *l;
@@ -313,9 +333,6 @@ void api_lead_create(struct call *c)
 	struct lead_request lr;
 	struct verr ve;
 	json_t *data = NULL;
-	json_t *b = api_body(c, validate_lead_table.spec, validate_lead_table.n);
-	if (!b)
-		return;
 	if (validate_lead(b, &lr, &ve)) {
 		api_fail_verr(c, &ve);
 		goto out;
@@ -329,8 +346,8 @@ void api_lead_create(struct call *c)
 	int booking = lr.booking;
 	if (booking && new_booking(c, &lr.bk, bk))
 		goto out;
-	if (load_lab(c, &c->acct, lr.branch_id, "branchID", &lab) ||
-	    resolve_parties(c, &c->acct, &lr.parties, &l->parties))
+	if (load_lab(c, acct, lr.branch_id, "branchID", &lab) ||
+	    resolve_parties(c, acct, &lr.parties, &l->parties))
 		goto out;
 	if ((json_array_size(json_object_get(b, "tests")) ||
 	     json_array_size(json_object_get(b, "packages"))) &&
@@ -358,7 +375,7 @@ void api_lead_create(struct call *c)
 		api_fail_internal(c, LH_EIO, "new lead id");
 		goto out;
 	}
-	snprintf(l->client_id, sizeof l->client_id, "%s", c->acct.client_id);
+	snprintf(l->client_id, sizeof l->client_id, "%s", acct->client_id);
 	snprintf(l->lab_id, sizeof l->lab_id, "%s", lab.lab_id);
 	snprintf(l->integrator_id, sizeof l->integrator_id, "%s", lr.integrator_id);
 	snprintf(l->contact, sizeof l->contact, "%s", lr.contact);
@@ -382,6 +399,22 @@ void api_lead_create(struct call *c)
 out:
 	json_decref(data);
 	free(j);
+}
+
+void api_lead_create(struct call *c)
+{
+	json_t *b = api_body(c, validate_lead_table.spec, validate_lead_table.n);
+	if (b)
+		create_lead(c, &c->acct, b);
+	json_decref(b);
+}
+
+void api_lab_lead_create(struct call *c)
+{
+	struct account acct;
+	json_t *b = api_body(c, validate_lab_lead_table.spec, validate_lab_lead_table.n);
+	if (b && lab_account(c, b, &acct) == 0)
+		create_lead(c, &acct, b);
 	json_decref(b);
 }
 

@@ -54,26 +54,6 @@ static ssize_t doc_read(void *arg, uint64_t pos, char *out, size_t max)
 	return (ssize_t)k;
 }
 
-/* Whether an If-None-Match / If-Range value names etag ("*" matches any). */
-static int etag_listed(const char *h, const char *etag)
-{
-	size_t n = strlen(etag);
-	if (!h)
-		return 0;
-	for (const char *p = h; *p;) {
-		while (*p == ' ' || *p == ',')
-			p++;
-		if (*p == '*')
-			return 1;
-		if (strncmp(p, "W/", 2) == 0)
-			p += 2;
-		if (strncmp(p, etag, n) == 0 && (p[n] == '\0' || p[n] == ',' || p[n] == ' '))
-			return 1;
-		p += strcspn(p, ",");
-	}
-	return 0;
-}
-
 /* Answers with the document that info describes (200, 206, 304 or 416), or 404 when the
  * report has none yet. cache: the Cache-Control value. */
 static void serve_doc(struct call *c, const struct report_doc_info *info, const char *cache)
@@ -98,14 +78,14 @@ static void serve_doc(struct call *c, const struct report_doc_info *info, const 
 	http_resp_header(rs, "ETag", "%s", etag);
 	http_resp_header(rs, "Cache-Control", "%s", cache);
 	http_resp_header(rs, "Accept-Ranges", "bytes");
-	if (etag_listed(http_header(c->rq, "If-None-Match"), etag)) {
+	if (api_etag_listed(http_header(c->rq, "If-None-Match"), etag)) {
 		rs->status = 304;
 		rs->no_body = 1;
 		return;
 	}
 	const char *if_range = http_header(c->rq, "If-Range");
 	int ranged = 0;
-	if (!if_range || etag_listed(if_range, etag))
+	if (!if_range || api_etag_listed(if_range, etag))
 		ranged = util_range_parse(http_header(c->rq, "Range"), size, &first, &last);
 	if (ranged < 0) {
 		http_resp_header(rs, "Content-Range", "bytes */%" PRIu64, size);

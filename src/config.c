@@ -430,7 +430,7 @@ static const struct setting settings[] = {
 	{"auth-lockout",               "5m",             p_duration,      FIELD(auth_lockout_ms),            1000,      86400 * 1000,         0,
 	 "window for counting failed logins, and the lockout length"},
 	{"demo",                       "false",          p_bool,          FIELD(demo),                       0,         0,                    0,
-	 "create demo accounts and print their credentials at start"},
+	 "demo accounts (kept in <data-dir>/demo.json) and what labhook listen needs: a development CA, loopback endpoints"},
 	{"timeout",                    "15s",            p_duration,      FIELD(delivery_timeout_ms),        100,       300 * 1000,           0,
 	 "a delivery attempt must get its answer within this"},
 	{"connect-timeout",            "5s",             p_duration,      FIELD(connect_timeout_ms),         100,       60 * 1000,            0,

@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,8 +34,9 @@
 struct conn {
 	struct conn *prev, *next; /* srv->conns, under conn_mu */
 	int fd;
-	int64_t deadline_us; /* monotonic; 0 while a handler or the store has the request */
-	const char *phase;   /* "headers" or "body", for the log line */
+	int64_t deadline_us;   /* monotonic; 0 while a handler or the store has the request */
+	const char *phase;     /* "headers" or "body", for the log line */
+	struct reqctx *parked; /* under park_mu: its request while parked and watched */
 };
 
 struct http_server {
@@ -46,11 +50,13 @@ struct http_server {
 	int64_t header_us, body_us, idle_us;
 	/* The reaper: every connection under conn_mu, and the thread that closes overdue ones
 	 * (libmicrohttpd's own timeout is an idle timer, which a client trickling a byte every
-	 * few seconds never trips). */
+	 * few seconds never trips). It also watches the sockets of parked connections, which
+	 * libmicrohttpd does not look at while they are suspended, for their client's reset. */
 	pthread_mutex_t conn_mu;
-	pthread_cond_t reap_cv;
 	struct conn *conns;
 	int reaping;
+	int watch_fd; /* epoll: parked connections' sockets (hang-ups only), and wake_fd */
+	int wake_fd;  /* eventfd: written to stop the reaper */
 	pthread_t reaper;
 	/* Deferred answers. Under park_mu: each deferred request's ready/suspended hand-off,
 	 * and the counts http_stop waits on (libmicrohttpd must not be stopped while a
@@ -74,20 +80,23 @@ struct http_deferred {
  *   BODY -> DRAINING, BODY|DRAINING -> DONE, BODY -> HANDLER -> DONE: its connection's
  *     thread, alone (nothing else knows the request yet);
  *   HANDLER -> DEFERRED (http_defer): the handler, before the handle reaches another thread;
- *   from DEFERRED on, http_ready may run on any thread: every move is made under park_mu,
- *   except RESUMED -> DONE, made once http_ready is done with the request.
+ *   from DEFERRED on, http_ready (any thread) and the reaper may move it: every move is
+ *   made under park_mu, except RESUMED -> DONE, made once http_ready is done with the
+ *   request.
  * Counts (under park_mu): srv->busy holds HANDLER, DEFERRED and READY requests; srv->parked
- * holds PARKED, RESUMED and ORPHANED ones, until their answer is queued or dropped. */
+ * holds PARKED, ABANDONED, RESUMED and ORPHANED ones, until their answer is queued or
+ * dropped. */
 enum rq_state {
-	RQ_BODY,     /* admitted; its body is read into buf */
-	RQ_DRAINING, /* the body went over body_max: the rest is counted and dropped, then 413 */
-	RQ_HANDLER,  /* the handler runs */
-	RQ_DEFERRED, /* the handler called http_defer: parks at libmicrohttpd's next call */
-	RQ_READY,    /* http_ready came before it parked: answers at the next call instead */
-	RQ_PARKED,   /* the connection is suspended until http_ready */
-	RQ_RESUMED,  /* http_ready resumed it: finish runs and answers at the next call */
-	RQ_ORPHANED, /* closed before http_ready, which releases the work and the request */
-	RQ_DONE,     /* answer queued, or deferred work released: only completion is left */
+	RQ_BODY,      /* admitted; its body is read into buf */
+	RQ_DRAINING,  /* the body went over body_max: the rest is counted and dropped, then 413 */
+	RQ_HANDLER,   /* the handler runs */
+	RQ_DEFERRED,  /* the handler called http_defer: parks at libmicrohttpd's next call */
+	RQ_READY,     /* http_ready came before it parked: answers at the next call instead */
+	RQ_PARKED,    /* the connection is suspended until http_ready */
+	RQ_ABANDONED, /* parked, and its client reset: resumed early, to be closed unanswered */
+	RQ_RESUMED,   /* http_ready resumed it: finish runs and answers at the next call */
+	RQ_ORPHANED,  /* closed before http_ready, which releases the work and the request */
+	RQ_DONE,      /* answer queued, or deferred work released: only completion is left */
 };
 
 #define RQ_TO(s) (1u << (s))
@@ -97,7 +106,8 @@ static const unsigned rq_legal[] = {
     [RQ_HANDLER] = RQ_TO(RQ_DEFERRED) | RQ_TO(RQ_DONE),
     [RQ_DEFERRED] = RQ_TO(RQ_READY) | RQ_TO(RQ_PARKED) | RQ_TO(RQ_ORPHANED),
     [RQ_READY] = RQ_TO(RQ_DONE),
-    [RQ_PARKED] = RQ_TO(RQ_RESUMED),
+    [RQ_PARKED] = RQ_TO(RQ_RESUMED) | RQ_TO(RQ_ABANDONED),
+    [RQ_ABANDONED] = RQ_TO(RQ_RESUMED) | RQ_TO(RQ_ORPHANED),
     [RQ_RESUMED] = RQ_TO(RQ_DONE),
     [RQ_ORPHANED] = RQ_TO(RQ_DONE),
     [RQ_DONE] = 0,
@@ -466,6 +476,31 @@ static enum MHD_Result take_body(struct MHD_Connection *c, struct reqctx *rc, co
 	return MHD_YES;
 }
 
+/* Under park_mu, as a request parks: the reaper watches its socket. libmicrohttpd does not
+ * look at a suspended connection, so a client that resets it is not noticed until the
+ * work is done, and until then the connection counts against max-connections and
+ * max-connections-per-ip: a client resetting requests faster than commits end would lock
+ * its address (or, from many, everyone) out. Only a hang-up (reset, or closed both ways)
+ * is reported, not a half-close: such a client still waits for its answer. Not watched
+ * without a connection record, or if epoll refuses: it waits for its work, as before. */
+static void watch(struct http_server *srv, struct reqctx *rc)
+{
+	if (!rc->cn)
+		return;
+	struct epoll_event ev = {.events = 0, .data.fd = rc->cn->fd};
+	if (epoll_ctl(srv->watch_fd, EPOLL_CTL_ADD, rc->cn->fd, &ev) == 0)
+		rc->cn->parked = rc;
+}
+
+/* Under park_mu, before its connection is resumed (and so may close its descriptor). */
+static void unwatch(struct http_server *srv, struct reqctx *rc)
+{
+	if (!rc->cn || !rc->cn->parked)
+		return;
+	epoll_ctl(srv->watch_fd, EPOLL_CTL_DEL, rc->cn->fd, NULL);
+	rc->cn->parked = NULL;
+}
+
 /* The call after the handler deferred: parks the request, unless its work is done already,
  * in which case it answers now. */
 static enum MHD_Result park(struct http_server *srv, struct MHD_Connection *c, struct reqctx *rc,
@@ -479,6 +514,7 @@ static enum MHD_Result park(struct http_server *srv, struct MHD_Connection *c, s
 		rq_move(rc, RQ_PARKED);
 		srv->parked++;
 		MHD_suspend_connection(c);
+		watch(srv, rc);
 		pthread_mutex_unlock(&srv->park_mu);
 		return MHD_YES;
 	}
@@ -565,6 +601,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return MHD_YES; /* response already queued */
 	case RQ_DRAINING:
 		return send_too_big(c, rc);
+	case RQ_ABANDONED:
+		return MHD_NO; /* its client is gone: closed now, orphaned until its work is done */
 	case RQ_BODY:
 	case RQ_DEFERRED:
 	case RQ_READY:
@@ -626,9 +664,14 @@ void http_ready(struct http_deferred *d)
 		pthread_mutex_unlock(&srv->park_mu);
 		return;
 	case RQ_PARKED:
+		unwatch(srv, rc);
 		rq_move(rc, RQ_RESUMED);
 		/* rc may be gone once its connection runs again: not touched after this. */
 		MHD_resume_connection(d->conn);
+		pthread_mutex_unlock(&srv->park_mu);
+		return;
+	case RQ_ABANDONED: /* resumed already, not closed yet: answers (to no one) as usual */
+		rq_move(rc, RQ_RESUMED);
 		pthread_mutex_unlock(&srv->park_mu);
 		return;
 	default:
@@ -687,12 +730,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		assert(srv->busy > 0);
 		srv->busy--;
 	}
-	if (was == RQ_DEFERRED) {
+	if (was == RQ_DEFERRED || was == RQ_ABANDONED) {
 		/* Closed (a reset, say) while its job is still queued or running in the store: the
 		 * job's owner may not be freed under the writer. http_ready releases both. Counted
 		 * as parked, so http_stop waits for it while the store still runs. */
 		rq_move(rc, RQ_ORPHANED);
-		srv->parked++;
+		if (was == RQ_DEFERRED)
+			srv->parked++;
 		pthread_mutex_unlock(&srv->park_mu);
 		return;
 	}
@@ -748,8 +792,38 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 	*socket_context = NULL;
 }
 
+/* Under conn_mu, for a hang-up the watch set reported on fd: if the request parked there
+ * has lost its client, resumes its connection to be closed without an answer (on_request
+ * refuses to answer it; its work is released once done, as RQ_ORPHANED). The report may
+ * be stale (that request answered meanwhile, fd reused): the socket is looked at again
+ * under park_mu, where nothing can park or resume. Returns 1 if it dropped one. */
+static int drop_if_gone(struct http_server *srv, int fd)
+{
+	struct conn *cn = srv->conns;
+	while (cn && cn->fd != fd)
+		cn = cn->next;
+	int gone = 0;
+	pthread_mutex_lock(&srv->park_mu);
+	struct reqctx *rc = cn ? cn->parked : NULL;
+	struct pollfd p = {.fd = fd, .events = 0};
+	if (!rc) {
+		/* Nothing parked is watched on fd (a request is watched only while cn->parked
+		 * names it): make sure no stale registration keeps reporting. */
+		epoll_ctl(srv->watch_fd, EPOLL_CTL_DEL, fd, NULL);
+	} else if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
+		assert(rq_state(rc) == RQ_PARKED);
+		unwatch(srv, rc);
+		rq_move(rc, RQ_ABANDONED);
+		MHD_resume_connection(rc->dfr.conn);
+		gone = 1;
+	}
+	pthread_mutex_unlock(&srv->park_mu);
+	return gone;
+}
+
 /* Shuts down the sockets of connections past their deadline, four times a second:
- * libmicrohttpd then sees the end of the stream and closes them as usual. */
+ * libmicrohttpd then sees the end of the stream and closes them as usual. Between sweeps
+ * it waits on the watch set, and drops parked requests whose client reset at once. */
 static void *reaper_main(void *arg)
 {
 	struct http_server *srv = arg;
@@ -775,14 +849,20 @@ static void *reaper_main(void *arg)
 			pthread_mutex_lock(&srv->conn_mu);
 			continue;
 		}
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 250 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
+		struct epoll_event ev[64];
+		pthread_mutex_unlock(&srv->conn_mu);
+		int n = epoll_wait(srv->watch_fd, ev, 64, 250);
+		pthread_mutex_lock(&srv->conn_mu);
+		int gone = 0;
+		for (int i = 0; i < n && srv->reaping; i++)
+			if (ev[i].data.fd != srv->wake_fd)
+				gone += drop_if_gone(srv, ev[i].data.fd);
+		if (gone) {
+			pthread_mutex_unlock(&srv->conn_mu);
+			LOG(LOG_DEBUG, "http", "n=%d closed parked connections whose client reset",
+			    gone);
+			pthread_mutex_lock(&srv->conn_mu);
 		}
-		pthread_cond_timedwait(&srv->reap_cv, &srv->conn_mu, &ts);
 	}
 	pthread_mutex_unlock(&srv->conn_mu);
 	return NULL;
@@ -800,15 +880,22 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	LOG(LOG_DEBUG, "http", "mhd=\"%s\"", log_escape(msg, esc, sizeof esc));
 }
 
-/* Stops the reaper (which http_start started) and frees srv. */
+/* Frees srv, after stopping the reaper if it runs (reaping). */
 static void srv_free(struct http_server *srv)
 {
-	pthread_mutex_lock(&srv->conn_mu);
-	srv->reaping = 0;
-	pthread_cond_signal(&srv->reap_cv);
-	pthread_mutex_unlock(&srv->conn_mu);
-	pthread_join(srv->reaper, NULL);
-	pthread_cond_destroy(&srv->reap_cv);
+	if (srv->reaping) {
+		pthread_mutex_lock(&srv->conn_mu);
+		srv->reaping = 0;
+		pthread_mutex_unlock(&srv->conn_mu);
+		uint64_t one = 1;
+		if (write(srv->wake_fd, &one, sizeof one) != (ssize_t)sizeof one)
+			LOG(LOG_WARN, "http", "cannot wake the reaper; it stops within 250 ms");
+		pthread_join(srv->reaper, NULL);
+	}
+	if (srv->watch_fd >= 0)
+		close(srv->watch_fd);
+	if (srv->wake_fd >= 0)
+		close(srv->wake_fd);
 	pthread_mutex_destroy(&srv->conn_mu);
 	pthread_mutex_destroy(&srv->park_mu);
 	free(srv);
@@ -860,6 +947,24 @@ fail:
 	return -1;
 }
 
+/* The reaper's watch set (with wake_fd in it) and the reaper itself; LH_ENOMEM if any of
+ * them cannot be had (srv_free then releases what was). */
+static enum lh_err reaper_start(struct http_server *srv)
+{
+	srv->watch_fd = epoll_create1(EPOLL_CLOEXEC);
+	srv->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = srv->wake_fd};
+	if (srv->watch_fd < 0 || srv->wake_fd < 0 ||
+	    epoll_ctl(srv->watch_fd, EPOLL_CTL_ADD, srv->wake_fd, &ev) != 0)
+		return LH_ENOMEM;
+	srv->reaping = 1;
+	if (pthread_create(&srv->reaper, NULL, reaper_main, srv) != 0) {
+		srv->reaping = 0;
+		return LH_ENOMEM;
+	}
+	return LH_OK;
+}
+
 enum lh_err http_start(const struct config *cfg, const struct http_listen *at,
                        http_admit_fn admit_fn, http_handler_fn fn, void *ctx,
                        struct http_server **out, int *port_out, char *why, size_t whycap)
@@ -900,20 +1005,15 @@ enum lh_err http_start(const struct config *cfg, const struct http_listen *at,
 	srv->ctx = ctx;
 	pthread_mutex_init(&srv->park_mu, NULL);
 	pthread_mutex_init(&srv->conn_mu, NULL);
-	pthread_cond_init(&srv->reap_cv, NULL);
 	srv->max_body = (size_t)cfg->max_body;
 	srv->max_uploads = cfg->report_max_uploads;
 	srv->header_us = cfg->header_timeout_ms * 1000;
 	srv->body_us = cfg->body_timeout_ms * 1000;
 	srv->idle_us = cfg->conn_timeout_ms * 1000;
-	srv->reaping = 1;
-	if (pthread_create(&srv->reaper, NULL, reaper_main, srv) != 0) {
-		pthread_cond_destroy(&srv->reap_cv);
-		pthread_mutex_destroy(&srv->conn_mu);
-		pthread_mutex_destroy(&srv->park_mu);
-		free(srv);
+	if (reaper_start(srv) != LH_OK) {
+		srv_free(srv);
 		close(lfd);
-		snprintf(why, whycap, "cannot start a thread");
+		snprintf(why, whycap, "cannot start the connection reaper");
 		return LH_ENOMEM;
 	}
 	srv->d = MHD_start_daemon(

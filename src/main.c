@@ -1,5 +1,6 @@
 /* main.c: the labhook command line: `serve` runs the service, `admin` and `lab` drive the
- * admin API, `store copy` moves a SQLite store into PostgreSQL (store_copy.c).
+ * admin API, `listen`, `trigger` and `client` are the developer's and integrator's tools
+ * (cli_*.c), `store copy` moves a SQLite store into PostgreSQL (store_copy.c).
  *
  * serve builds the shared state (config, store, auth, admin key) on the main thread, starts
  * the HTTP threads, then waits for SIGTERM/SIGINT with those signals blocked in every thread
@@ -24,7 +25,11 @@
 #include "admin_cli.h"
 #include "api.h"
 #include "app.h"
+#include "cli_client.h"
+#include "cli_listen.h"
+#include "cli_trigger.h"
 #include "delivery.h"
+#include "demo.h"
 #include "dirlock.h"
 #include "http.h"
 #include "log.h"
@@ -45,6 +50,12 @@ static void usage(FILE *f)
 	    "                                    (labhook admin --help for the commands)\n"
 	    "  labhook lab [settings] COMMAND    complete reports, delete bills, convert leads\n"
 	    "                                    (labhook lab --help for the commands)\n"
+	    "  labhook listen [settings] [--forward-to URL]\n"
+	    "                                    receive, verify and print webhooks on this\n"
+	    "                                    machine (with serve --demo; labhook listen --help)\n"
+	    "  labhook trigger [settings] EVENT  make the demo lab emit EVENT\n"
+	    "  labhook client [settings] COMMAND the integrator's API: login, subscriptions,\n"
+	    "                                    deliveries ... (labhook client --help)\n"
 	    "  labhook store copy [settings] --to postgresql://...\n"
 	    "                                    copy a stopped node's SQLite store into an\n"
 	    "                                    empty PostgreSQL database (the way to several\n"
@@ -241,134 +252,6 @@ static enum lh_err store_open(const struct config *cfg, struct store **out)
 	return store_pg_open_as(cfg->store, node_id, out);
 }
 
-/* The demo labs' catalog: the ids the examples in docs/api.md use (flabs_id 101), and a
- * package of two tests. Put again at every start (a put replaces). party_id "" or a party
- * that gets a rate for CBC. */
-static enum lh_err demo_catalog(struct store *st, const char *lab_id, const char *party_id)
-{
-	static const struct {
-		enum catalog_kind kind;
-		const char *id, *name;
-		int64_t price;
-	} rows[] = {
-	    {CATALOG_TEST, "101", "CBC", 35000},
-	    {CATALOG_TEST, "102", "LDL Cholesterol", 25000},
-	    {CATALOG_TEST, "103", "HDL Cholesterol", 25000},
-	    {CATALOG_TEST, "104", "Thyroid Profile (T3, T4, TSH)", 59950},
-	    {CATALOG_PACKAGE, "201", "Lipid Profile", 45000},
-	};
-	struct catalog_item items[COUNTOF(rows)];
-	struct catalog_member members[2];
-	memset(items, 0, sizeof items);
-	memset(members, 0, sizeof members);
-	for (size_t i = 0; i < COUNTOF(rows); i++) {
-		snprintf(items[i].lab_id, sizeof items[i].lab_id, "%s", lab_id);
-		items[i].kind = rows[i].kind;
-		snprintf(items[i].id, sizeof items[i].id, "%s", rows[i].id);
-		snprintf(items[i].name, sizeof items[i].name, "%s", rows[i].name);
-		items[i].price = rows[i].price;
-		items[i].updated_at = util_now();
-	}
-	for (size_t i = 0; i < COUNTOF(members); i++) {
-		snprintf(members[i].package_id, sizeof members[i].package_id, "201");
-		snprintf(members[i].test_id, sizeof members[i].test_id, "%s", i ? "103" : "102");
-	}
-	enum lh_err e = st->ops->catalog_put(st, lab_id, items, COUNTOF(items), members,
-	                                     COUNTOF(members), NULL);
-	if (e == LH_OK && party_id[0])
-		e = st->ops->catalog_rate_set(st, lab_id, CATALOG_TEST, "101", party_id, 30000);
-	return e;
-}
-
-/* --demo: a catch-all account with a lab, and a party-scoped one with a lab and a party.
- * Their secrets are rotated at every demo start, since only hashes are kept. */
-static enum lh_err demo_seed(struct app *app, int port)
-{
-	struct store *st = app->store;
-	struct account *list = NULL, a[2];
-	struct lab lab[2];
-	struct party party;
-	char secret[2][AUTH_SECRET_CAP];
-	const char *names[2] = {"Demo Clinic (catch-all)", "Demo Corporate (party-scoped)"};
-	size_t n = 0;
-	int have[2] = {0, 0};
-	enum lh_err e = st->ops->account_list(st, "", 500, &list, &n);
-
-	if (e != LH_OK)
-		return e;
-	for (size_t i = 0; i < n; i++)
-		for (int k = 0; k < 2; k++)
-			if (!have[k] && strcmp(list[i].name, names[k]) == 0) {
-				a[k] = list[i];
-				have[k] = 1;
-			}
-	free(list);
-	for (int k = 0; k < 2; k++) {
-		if (!have[k]) {
-			enum account_mode m = k ? MODE_PARTY_SCOPED : MODE_CATCH_ALL;
-			if ((e = accounts_create(st, names[k], m, &a[k], secret[k])) != LH_OK ||
-			    (e = accounts_add_lab(st, a[k].client_id,
-			                          k ? "Demo Lab North" : "Demo Lab", &lab[k])) !=
-			        LH_OK)
-				return e;
-			if (k && (e = accounts_add_party(st, a[k].client_id, PARTY_CORPORATE_USER,
-			                                 "Acme Corp", &party)) != LH_OK)
-				return e;
-		} else {
-			unsigned char h[32];
-			struct lab *ls = NULL;
-			struct party *ps = NULL;
-			size_t nl = 0, np = 0;
-			if ((e = auth_new_client_secret(secret[k], h)) != LH_OK ||
-			    (e = st->ops->account_set_secret(st, a[k].client_id, h, &a[k])) !=
-			        LH_OK ||
-			    (e = st->ops->lab_list(st, a[k].client_id, &ls, &nl)) != LH_OK)
-				return e;
-			if (nl == 0 || (k && ((e = st->ops->party_list(st, a[k].client_id, &ps,
-			                                               &np)) != LH_OK ||
-			                      np == 0))) {
-				free(ls);
-				free(ps);
-				return e == LH_OK ? LH_ESTORE : e;
-			}
-			lab[k] = ls[0];
-			if (k)
-				party = ps[0];
-			free(ls);
-			free(ps);
-		}
-	}
-	if ((e = demo_catalog(st, lab[0].lab_id, "")) != LH_OK ||
-	    (e = demo_catalog(st, lab[1].lab_id, party.party_id)) != LH_OK)
-		return e;
-	const char *host =
-	    strcmp(app->cfg.listen_host, "0.0.0.0") == 0 ? "127.0.0.1" : app->cfg.listen_host;
-	printf(
-	    "\n=== labhook demo ===\n"
-	    "Catch-all account:    clientID=%s\n"
-	    "                      clientSecret=%s\n"
-	    "                      labID=%s\n"
-	    "Party-scoped account: clientID=%s\n"
-	    "                      clientSecret=%s\n"
-	    "                      labID=%s  corporateUser=%s\n\n"
-	    "Get a token:\n"
-	    "  TOKEN=$(curl -s http://%s:%d/client/auth/token -H 'Content-Type: application/json' \\\n"
-	    "    -d '{\"clientID\":\"%s\",\"clientSecret\":\"%s\"}' \\\n"
-	    "    | sed 's/.*\"authToken\":\"\\([^\"]*\\)\".*/\\1/')\n"
-	    "List labs:\n"
-	    "  curl -s http://%s:%d/client/labs -H \"Authorization: Bearer $TOKEN\"\n"
-	    "The labs' test catalog (tests 101-104, package 201):\n"
-	    "  curl -s 'http://%s:%d/client/crm/tests?branchID=%s' -H \"Authorization: Bearer $TOKEN\"\n"
-	    "Admin key: %s/admin.key\n"
-	    "(demo secrets are new at every start with --demo)\n\n",
-	    a[0].client_id, secret[0], lab[0].lab_id, a[1].client_id, secret[1], lab[1].lab_id,
-	    party.party_id, host, port, a[0].client_id, secret[0], host, port, host, port,
-	    lab[0].lab_id, app->cfg.data_dir);
-	fflush(stdout);
-	OPENSSL_cleanse(secret, sizeof secret);
-	return LH_OK;
-}
-
 /* Why serve cannot go on: "labhook: ..." for a person at a terminal, or in JSON mode an
  * error line like every other, so that everything serve writes to stderr is JSON. */
 static void serve_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -462,6 +345,12 @@ static int serve(int argc, char **argv, char **env)
 		serve_fail("cannot start: %s (see the log above)", err_code(e));
 		goto out;
 	}
+	if (app.cfg.demo && (e = demo_trust(&app.cfg)) != LH_OK) {
+		serve_fail("cannot start: cannot make the development CA in %s: %s (see the log"
+		           " above)",
+		           app.cfg.data_dir, err_code(e));
+		goto out;
+	}
 	if ((e = delivery_start(app.store, &app.cfg, &disp)) != LH_OK) {
 		serve_fail("cannot start the delivery engine: %s", err_code(e));
 		goto out;
@@ -548,6 +437,12 @@ int main(int argc, char **argv, char **env)
 		return serve(argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "admin") || !strcmp(argv[1], "lab"))
 		return admin_cli_main(argv[1], argc - 2, argv + 2, env);
+	if (!strcmp(argv[1], "client"))
+		return cli_client_main(argc - 2, argv + 2, env);
+	if (!strcmp(argv[1], "listen"))
+		return cli_listen_main(argc - 2, argv + 2, env);
+	if (!strcmp(argv[1], "trigger"))
+		return cli_trigger_main(argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "store"))
 		return store_copy_main(argc - 2, argv + 2, env);
 	if (!strcmp(argv[1], "man")) { /* hidden: the package build makes labhook.8 with it */

@@ -620,7 +620,8 @@ struct store_ops {
 	enum lh_err (*catalog_rate_set)(struct store *s, const char *lab_id, enum catalog_kind kind,
 	                                const char *item_id, const char *party_id, int64_t price);
 
-	/* The client's bill with its reports (free *reports with free()). */
+	/* The client's bill with its reports (free *reports with free()); client_id NULL: any
+	 * account's (the lab side). */
 	enum lh_err (*bill_get)(struct store *s, const char *client_id, const char *bill_id,
 	                        struct bill *out, struct report **reports, size_t *n);
 

@@ -458,8 +458,10 @@ static const struct field_spec lead_fields[] = {
     {"corporateUser", F_STRING, 0, 64, 0},
     {"referredOrganization", F_STRING, 0, 64, 0},
     {"referredHospitalOrganization", F_STRING, 0, 64, 0},
+    {"clientID", F_STRING, 1, 64, 0}, /* the lab route's only */
 };
-const struct field_table validate_lead_table = {lead_fields, COUNTOF(lead_fields)};
+const struct field_table validate_lead_table = {lead_fields, COUNTOF(lead_fields) - 1};
+const struct field_table validate_lab_lead_table = {lead_fields, COUNTOF(lead_fields)};
 
 static const struct field_spec booking_fields[] = {
     {"bookingType", F_STRING, 1, 64, 0},

@@ -77,6 +77,7 @@ struct field_table {
 extern const struct field_table validate_bill_table;     /* POST /client/billing/create */
 extern const struct field_table validate_lab_bill_table; /* POST /lab/bills: plus clientID */
 extern const struct field_table validate_lead_table;     /* POST /client/crm/lead/create */
+extern const struct field_table validate_lab_lead_table; /* POST /lab/leads: plus clientID */
 extern const struct field_table validate_booking_table;  /* POST /lab/leads/{id}/convert */
 
 /* The party fields of a bill or lead body, in the order the handler resolves them; off is

@@ -13,7 +13,12 @@ With LABHOOK_TEST_LOG_FORMAT=json every Server runs with --log-format json (as d
 given that option): each line it writes to stderr must be one JSON log object (time, level, module, msg and string fields),
 checked as it arrives; Server.stop fails naming the first lines that were not. log_lines
 holds each line in the text form, so the tests' searches of the log work in both modes.
+
+Every exchange made through Server.request (and openapi_record, for tests that make their own
+well-formed requests) is checked against docs/openapi.json when the test process exits
+(openapi_check.py): any mismatch, or a route the document lacks, fails the process.
 """
+import atexit
 import hashlib
 import http.client
 import json
@@ -29,6 +34,8 @@ import tempfile
 import threading
 import time
 import traceback
+
+import openapi_check
 
 BIN = os.environ.get("LABHOOK_BIN") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "labhook")
@@ -205,6 +212,7 @@ class Server:
         self.env = env
         self.proc = None
         self.port = None
+        self.api_port = None  # the API listener's port (tests may point port elsewhere)
         self.log_lines = []
         self.raw_log = []  # the lines as written (log_lines has the text form of JSON lines)
         self.not_json = []  # with LABHOOK_TEST_LOG_FORMAT=json: (line, why) not yet reported
@@ -244,7 +252,7 @@ class Server:
                 self.log_lines.append(line)
                 m = re.search(r"listen=[^ ]*:(\d+) .*ready", line)
                 if m:
-                    self.port = int(m.group(1))
+                    self.port = self.api_port = int(m.group(1))
                     ready.set()
             ready.set()
 
@@ -322,8 +330,10 @@ class Server:
         try:
             conn.request(method, path, body=data, headers=h)
             r = conn.getresponse()
-            return Response(r.status, dict((k.lower(), v) for k, v in r.getheaders()),
-                            r.read().decode("utf-8", "replace"))
+            headers, body = dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+            if self.port == self.api_port:  # (not a test's visit to the metrics-listen port)
+                openapi_record(method, path, h, data, r.status, headers, body)
+            return Response(r.status, headers, body.decode("utf-8", "replace"))
         finally:
             conn.close()
 
@@ -368,6 +378,28 @@ class Server:
             c["org"] = self.new_party(cid, "organization")
         c["token"] = self.token(cid, sec)
         return c
+
+
+def openapi_record(method, target, req_headers, req_body, status, resp_headers, resp_body):
+    """Records one exchange with labhook for the check against docs/openapi.json at exit
+    (resp_headers lower-cased; bodies bytes or str)."""
+    openapi_check.record(method, target, req_headers, req_body, status, resp_headers,
+                         resp_body)
+
+
+def _openapi_at_exit():
+    """Fails the test process (exit 1) when its traffic disagrees with docs/openapi.json."""
+    name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    problems = openapi_check.report(name)
+    if problems:
+        print("FAIL openapi: %d exchange(s) disagree with docs/openapi.json:" % len(problems))
+        for p in problems[:30]:
+            print("  " + p)
+        sys.stdout.flush()
+        os._exit(1)
+
+
+atexit.register(_openapi_at_exit)
 
 
 def report_of(lines):

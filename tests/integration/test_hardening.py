@@ -4,11 +4,13 @@ would cost memory. Each test was seen failing on the code before its fix."""
 import json
 import os
 import socket
+import sqlite3
 import struct
+import subprocess
 import threading
 import time
 
-from harness import Server, expect_error, run
+from harness import Server, expect_error, pg_uri, run
 from test_events import bill_body, lead_body
 
 
@@ -72,6 +74,121 @@ def test_orphaned_answers_do_not_block_stop(_srv):
         req = raw_request("POST", "/client/billing/create", bill_body(c["lab"]), c["token"])
         for _ in range(100):
             send_and_reset(srv.port, req)
+        assert srv.stop() == 0, "\n".join(srv.log_lines[-30:])
+    finally:
+        srv.cleanup()
+
+
+class StoreWritesHeld:
+    """Holds bill commits back from outside the server, as a slow store would: a second
+    writer on the SQLite file (the server's writer waits up to its 5 s busy timeout), a
+    SHARE lock on bills on PostgreSQL. Reads go on meanwhile."""
+
+    def __init__(self, srv):
+        self.srv = srv
+
+    def __enter__(self):
+        if self.srv.pg_db:
+            self.psql = subprocess.Popen(
+                ["psql", pg_uri(self.srv.pg_db), "-XAtq", "-v", "ON_ERROR_STOP=1"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            self.psql.stdin.write("BEGIN; LOCK TABLE bills IN SHARE MODE;\n\\echo locked\n")
+            self.psql.stdin.flush()
+            assert self.psql.stdout.readline().strip() == "locked"
+        else:
+            self.db = sqlite3.connect(os.path.join(self.srv.data_dir, "labhook.db"),
+                                      isolation_level=None, timeout=10)
+            self.db.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, *exc):
+        if self.srv.pg_db:
+            self.psql.communicate("COMMIT;\n", timeout=10)
+        else:
+            self.db.execute("COMMIT")
+            self.db.close()
+        return False
+
+
+def server_sockets(port):
+    """The connections to port that the server has not closed (established, or closed by
+    the client only), from /proc/net/tcp: {client port: bytes not read by the server}."""
+    out = {}
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if int(local.split(":")[1], 16) == port and state in ("01", "08"):
+                out[int(remote.split(":")[1], 16)] = int(fields[4].split(":")[1], 16)
+    return out
+
+
+def wait_for(what, check, limit=10):
+    t0 = time.time()
+    while not check():
+        assert time.time() - t0 < limit, "not within %ss: %s" % (limit, what)
+        time.sleep(0.02)
+
+
+def answered(port, n):
+    """Opens n connections at once and asks each for /healthz: True if all are answered,
+    False if any is refused (closed or reset without an answer)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            socks.append(s)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        return all(s.recv(12).startswith(b"HTTP/1.1 200") for s in socks)
+    except OSError:
+        return False
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_reset_parked_connections_free_their_slots(_srv):
+    """A connection parked until its commit counts against max-connections(-per-ip), and
+    libmicrohttpd does not watch it: a client that reset it was noticed only once the
+    commit was done, so a client resetting requests faster than commits end filled its
+    address's connections and was refused (and from enough addresses, everyone). Here the
+    commits are held back, the address's whole allowance is reset while parked, and then
+    it must be served again while the commits still wait; once they go, no change is lost."""
+    cap = 8
+    srv = Server("--max-connections-per-ip", str(cap)).start()
+    try:
+        c = srv.client()
+        req = raw_request("POST", "/client/billing/create", bill_body(c["lab"]), c["token"])
+        assert srv.post("/client/billing/create", bill_body(c["lab"]),
+                        token=c["token"]).status == 200  # the token is checked and cached
+        wait_for("the harness's connections closed", lambda: not server_sockets(srv.port))
+        with StoreWritesHeld(srv):
+            parked = []
+            for _ in range(cap):
+                s = socket.create_connection(("127.0.0.1", srv.port))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.sendall(req)
+                parked.append(s)
+            ports = [s.getsockname()[1] for s in parked]
+            wait_for("the server read every request", lambda: all(
+                server_sockets(srv.port).get(p) == 0 for p in ports))
+            # They hold the address's allowance: one more is refused.
+            assert not answered(srv.port, 1), "max-connections-per-ip was not reached"
+            for s in parked:
+                s.close()  # RST
+            # Served again while their commits still wait (the lock is held until the
+            # deadline, under the SQLite writer's 5 s busy timeout).
+            t0 = time.time()
+            while not answered(srv.port, cap):
+                assert time.time() - t0 < 3, \
+                    "connections reset while parked still hold the address's allowance"
+                time.sleep(0.05)
+        # Their changes were committed all the same.
+        with srv.db() as d:
+            wait_for("the reset requests' bills committed", lambda: d.execute(
+                "SELECT count(*) FROM bills WHERE client_id = ?",
+                (c["id"],)).fetchone()[0] == 1 + cap)
+        assert srv.proc.poll() is None
         assert srv.stop() == 0, "\n".join(srv.log_lines[-30:])
     finally:
         srv.cleanup()
@@ -146,12 +263,23 @@ def test_trickled_headers_and_bodies_are_cut(_srv):
 
 
 def sockets_of(srv):
+    """How many descriptors the server holds for connections to its HTTP port (in any TCP
+    state). Not every socket: on PostgreSQL the store's pool opens connections as it needs
+    them, and one opened during a test looked like a connection kept."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].split(":")[1], 16) == srv.port and fields[3] != "0A":
+                    inodes.add(fields[9])
     n = 0
     for fd in os.listdir("/proc/%d/fd" % srv.proc.pid):
         try:
-            n += os.readlink("/proc/%d/fd/%s" % (srv.proc.pid, fd)).startswith("socket:")
+            link = os.readlink("/proc/%d/fd/%s" % (srv.proc.pid, fd))
         except OSError:
-            pass
+            continue
+        n += link.startswith("socket:[") and link[8:-1] in inodes
     return n
 
 
@@ -320,6 +448,7 @@ def test_unauthenticated_bodies_cost_no_memory(srv):
 
 if __name__ == "__main__":
     run([test_reset_during_deferred_answer, test_orphaned_answers_do_not_block_stop,
+         test_reset_parked_connections_free_their_slots,
          test_trickled_headers_and_bodies_are_cut, test_slow_reader_is_cut,
          test_credentials_checked_before_the_body,
          test_clients_behind_a_trusted_proxy, test_engine_forgets_deleted_subscriptions,

@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 
-from harness import BIN, Response, Server, expect_error, run
+from harness import BIN, Response, Server, expect_error, openapi_record, run
 from receiver import ANSWERS, Receiver
 
 RECV = Receiver()
@@ -26,8 +26,10 @@ def post_from(srv, source, path, body):
         conn.request("POST", path, body=json.dumps(body),
                      headers={"Content-Type": "application/json"})
         r = conn.getresponse()
-        return Response(r.status, dict((k.lower(), v) for k, v in r.getheaders()),
-                        r.read().decode("utf-8", "replace"))
+        headers, data = dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+        openapi_record("POST", path, {"Content-Type": "application/json"}, json.dumps(body),
+                       r.status, headers, data)
+        return Response(r.status, headers, data.decode("utf-8", "replace"))
     finally:
         conn.close()
 

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 
 from harness import BIN, Server, run_each
 
@@ -119,6 +120,27 @@ def test_failed_login_stops_with_the_reason():
     with_demo(go)
 
 
+def test_demo_banner_token_command():
+    """The token command `serve --demo` prints works as printed, and fails saying why
+    when the secret is wrong (it used sed, which turned that into an empty TOKEN)."""
+    def go(sh):
+        for _ in range(50):
+            out = sh.srv.stdout
+            if "List labs:" in out:
+                break
+            time.sleep(0.1)
+        cmd = out.split("Get a token:\n", 1)[1].split("List labs:", 1)[0]
+        p = sh.run(cmd + 'test -n "$TOKEN"\ncurl -sSf http://127.0.0.1:8080/client/labs'
+                   ' -H "Authorization: Bearer $TOKEN"\n')
+        assert p.returncode == 0 and '"labs"' in p.stdout, (cmd, p.stdout, p.stderr)
+        bad = re.sub(r'"clientSecret":"[^"]*"', '"clientSecret":"cs_wrong"', cmd)
+        p = sh.run(bad)
+        assert p.returncode != 0 and "login failed" in p.stderr, (p.stdout, p.stderr)
+
+    with_demo(go)
+
+
 if __name__ == "__main__":
     raise SystemExit(run_each([test_first_five_minutes_as_written,
-                               test_failed_login_stops_with_the_reason]))
+                               test_failed_login_stops_with_the_reason,
+                               test_demo_banner_token_command]))

@@ -17,7 +17,7 @@ import time
 import traceback
 import urllib.parse
 
-from harness import BIN, Server, expect_error, run
+from harness import BIN, Server, expect_error, openapi_record, run
 from receiver import Receiver
 
 RECV = Receiver()
@@ -46,7 +46,9 @@ def call(srv, method, path, body=None, headers=None, token=None):
     try:
         conn.request(method, path, body=body, headers=h)
         r = conn.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        st, hd, data = r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        openapi_record(method, path, h, body, st, hd, data)
+        return st, hd, data
     finally:
         conn.close()
 

@@ -294,13 +294,16 @@ def test_demo_mode_prints_working_credentials(_srv):
         labs = srv.get("/client/labs", token=tok).json["labs"]
         assert [l["labID"] for l in labs] == [lab[0]]
         srv.stop()
-        # A second demo start keeps the same accounts and prints a fresh, working secret.
+        # A second demo start keeps the same accounts and secrets, and the token got before
+        # the restart still works (issue 14: the demo stays put).
         srv2 = Server("--demo", data_dir=d).start()
         time.sleep(0.2)
         out2 = srv2.stdout
         assert re.findall(r"clientID=(cl_\w+)", out2) == cid
         sec2 = re.findall(r"clientSecret=(cs_[\w-]+)", out2)
-        assert sec2[0] != sec[0] and srv2.token(cid[0], sec2[0])
+        assert sec2 == sec, out2
+        assert srv2.get("/client/labs", token=tok).status == 200
+        assert os.stat(os.path.join(d, "demo.json")).st_mode & 0o777 == 0o600
         srv2.cleanup()
     finally:
         srv.cleanup()

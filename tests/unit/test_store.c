@@ -1711,6 +1711,12 @@ static void test_bills_and_reports(void **state)
 	free(r);
 	assert_int_equal(st->ops->bill_get(st, "cl_B", "bill_1", &b, &r, &n), LH_ENOTFOUND);
 	assert_int_equal(st->ops->bill_get(st, "cl_A", "bill_NONE", &b, &r, &n), LH_ENOTFOUND);
+	/* The lab side (GET /lab/bills/{id}): any account's bill, which names its account. */
+	assert_int_equal(st->ops->bill_get(st, NULL, "bill_1", &b, &r, &n), LH_OK);
+	assert_string_equal(b.client_id, "cl_A");
+	assert_int_equal(n, 2);
+	free(r);
+	assert_int_equal(st->ops->bill_get(st, NULL, "bill_NONE", &b, &r, &n), LH_ENOTFOUND);
 
 	/* The same bar code in the lab: refused, alone; none twice: fine. */
 	bill_fill(&k, "bill_2", "BC1");
