@@ -14,7 +14,7 @@ fi
 src="$out/labhook-$version"
 rm -rf "$src"
 mkdir -p "$src"
-cp -a CMakeLists.txt README.md src cmake console docs packaging "$src/"
+cp -a CMakeLists.txt README.md cmake console src docs packaging "$src/"
 cp -a packaging/debian "$src/debian"
 cp packaging/labhook.service "$src/debian/labhook.service"
 # The changelog's date: the last commit's, so the same commit gives the same package.

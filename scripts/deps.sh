@@ -9,10 +9,10 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev
       libjansson-dev libsqlite3-dev libpq-dev libssl-dev libjwt-dev libsystemd-dev curl
-      ca-certificates)
+      ca-certificates jq)
 if [ "${1:-}" = "--test" ]; then
   # prometheus: promtool, with which test_metrics.py checks the /metrics exposition
-  pkgs+=(libcmocka-dev python3 openssl clang libclang-rt-14-dev clang-format postgresql-15
+  pkgs+=(git libcmocka-dev python3 openssl clang libclang-rt-14-dev clang-format postgresql-15
          debhelper lintian fakeroot systemd groff-base man-db adduser prometheus
          python3-jsonschema chromium)
   if ! command -v node >/dev/null; then

@@ -481,7 +481,17 @@ static int apply(struct loader *ld, const struct setting *s, const char *v, enum
 	size_t idx = (size_t)(s - settings);
 	int first = ld->layer_of[idx] != layer;
 	if (s->parse(s, ld->cfg, v, first, why, sizeof why) != 0) {
-		snprintf(ld->err, ld->errcap, "bad setting %s (%s%s): %s", s->name,
+		/* The value as read, quoted, so a stray character or a comment taken for part of
+		 * it shows; a store URI with its password masked; control bytes as '?'. */
+		char shown[256];
+		if (s->parse == p_store)
+			config_store_text(v, shown, sizeof shown);
+		else
+			snprintf(shown, sizeof shown, "%.200s%s", v, strlen(v) > 200 ? "..." : "");
+		for (char *q = shown; *q; q++)
+			if ((unsigned char)*q < 0x20 || *q == 0x7f)
+				*q = '?';
+		snprintf(ld->err, ld->errcap, "bad setting %s = '%s' (%s%s): %s", s->name, shown,
 		         layer_names[layer], where, why);
 		return -1;
 	}
@@ -530,6 +540,13 @@ static int load_file(struct loader *ld, const char *path)
 			v++;
 		while (isspace((unsigned char)*v))
 			v++;
+		/* A '#' after a blank starts a comment ("port = 8080  # why"); one inside a
+		 * word ("a#b") stays part of the value. */
+		for (e = v; *e; e++)
+			if (*e == '#' && (e == v || isspace((unsigned char)e[-1]))) {
+				*e = '\0';
+				break;
+			}
 		e = v + strlen(v);
 		while (e > v && isspace((unsigned char)e[-1]))
 			*--e = '\0';

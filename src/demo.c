@@ -239,7 +239,7 @@ enum lh_err demo_seed(struct app *app, int port)
 	       "Get a token:\n"
 	       "  TOKEN=$(curl -s %s/client/auth/token -H 'Content-Type: application/json' \\\n"
 	       "    -d '{\"clientID\":\"%s\",\"clientSecret\":\"%s\"}' \\\n"
-	       "    | sed 's/.*\"authToken\":\"\\([^\"]*\\)\".*/\\1/')\n"
+	       "    | jq -er '.authToken // error(\"login failed: \" + .error.message)')\n"
 	       "List labs:\n"
 	       "  curl -s %s/client/labs -H \"Authorization: Bearer $TOKEN\"\n"
 	       "The labs' test catalog (tests 101-104, package 201):\n"

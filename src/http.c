@@ -4,6 +4,8 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <ctype.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -899,6 +901,52 @@ static void srv_free(struct http_server *srv)
 	free(srv);
 }
 
+/* Binds and listens on ss here rather than in libmicrohttpd, which says only "address in
+ * use or not local?": the errno is the reason a person needs (in use, not an address of
+ * this machine, a port below 1024 without the right). Returns the socket, or -1 with why
+ * set. */
+static int listen_socket(const struct sockaddr_storage *ss, const struct http_listen *at, char *why,
+                         size_t whycap)
+{
+	int one = 1, err;
+	char env[64];
+	size_t o;
+	socklen_t len =
+	    ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		err = errno;
+		goto fail;
+	}
+	/* As libmicrohttpd does: a restart may bind while old connections linger in TIME_WAIT. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+	    (ss->ss_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
+	    bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, SOMAXCONN) != 0) {
+		err = errno;
+		close(fd);
+		goto fail;
+	}
+	return fd;
+fail:
+	o = (size_t)snprintf(env, sizeof env, "LABHOOK_");
+	for (const char *p = at->setting; *p && o + 1 < sizeof env; p++)
+		env[o++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+	env[o] = '\0';
+	snprintf(why, whycap,
+	         "cannot listen on %s%s%s:%d: %s%s; set %s (--%s HOST:PORT, %s or %s in the config"
+	         " file) to a free port of this machine",
+	         strchr(at->host, ':') ? "[" : "", at->host, strchr(at->host, ':') ? "]" : "",
+	         at->port, strerror(err),
+	         err == EADDRINUSE
+	             ? " (another process listens there: stop it, or choose another port)"
+	         : err == EACCES        ? " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+	         : err == EADDRNOTAVAIL ? " (not an address of this machine)"
+	                                : "",
+	         at->setting, at->setting, env, at->setting);
+	return -1;
+}
+
 /* The reaper's watch set (with wake_fd in it) and the reaper itself; LH_ENOMEM if any of
  * them cannot be had (srv_free then releases what was). */
 static enum lh_err reaper_start(struct http_server *srv)
@@ -919,7 +967,7 @@ static enum lh_err reaper_start(struct http_server *srv)
 
 enum lh_err http_start(const struct config *cfg, const struct http_listen *at,
                        http_admit_fn admit_fn, http_handler_fn fn, void *ctx,
-                       struct http_server **out, int *port_out)
+                       struct http_server **out, int *port_out, char *why, size_t whycap)
 {
 	struct sockaddr_storage ss;
 	struct ip_addr a;
@@ -942,9 +990,15 @@ enum lh_err http_start(const struct config *cfg, const struct http_listen *at,
 		memcpy(&sin6->sin6_addr, a.addr, 16);
 		flags |= MHD_USE_IPv6;
 	}
+	int lfd = listen_socket(&ss, at, why, whycap);
+	if (lfd < 0)
+		return LH_EIO;
 	srv = calloc(1, sizeof *srv);
-	if (!srv)
+	if (!srv) {
+		close(lfd);
+		snprintf(why, whycap, "out of memory");
 		return LH_ENOMEM;
+	}
 	srv->cfg = cfg;
 	srv->admit = admit_fn;
 	srv->fn = fn;
@@ -958,24 +1012,36 @@ enum lh_err http_start(const struct config *cfg, const struct http_listen *at,
 	srv->idle_us = cfg->conn_timeout_ms * 1000;
 	if (reaper_start(srv) != LH_OK) {
 		srv_free(srv);
+		close(lfd);
+		snprintf(why, whycap, "cannot start the connection reaper");
 		return LH_ENOMEM;
 	}
 	srv->d = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+	    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lfd, MHD_OPTION_THREAD_POOL_SIZE,
 	    (unsigned)at->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned)(cfg->conn_timeout_ms / 1000), MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_END);
 	if (!srv->d) {
-		LOG(LOG_ERROR, "http", "listen=%s:%d cannot listen (address in use or not local?)",
-		    at->host, at->port);
+		snprintf(why, whycap,
+		         "cannot start the HTTP server on %s:%d (libmicrohttpd refused its"
+		         " settings)",
+		         at->host, at->port);
 		srv_free(srv);
+		/* lfd is not closed: whether libmicrohttpd closed it on failure depends on its
+		 * version, and a second close could hit another thread's new descriptor. The
+		 * process exits next. */
 		return LH_EIO;
 	}
-	const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_BIND_PORT);
-	*port_out = di ? (int)di->port : at->port;
+	struct sockaddr_storage bound;
+	socklen_t blen = sizeof bound;
+	*port_out = at->port;
+	if (getsockname(lfd, (struct sockaddr *)&bound, &blen) == 0)
+		*port_out =
+		    ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+		                                      : ((struct sockaddr_in *)&bound)->sin_port);
 	*out = srv;
 	return LH_OK;
 }

@@ -89,20 +89,24 @@ typedef size_t (*http_admit_fn)(void *ctx, const struct http_req *rq, struct htt
 struct http_server;
 
 /* Where a server listens: an IP address literal (or localhost) and a port (0: a free one),
- * with how many threads serve it. */
+ * with how many threads serve it, and the setting that named them (for the message when
+ * the address cannot be had). */
 struct http_listen {
 	const char *host;
 	int port;
 	int threads;
+	const char *setting;
 };
 
 /* Starts listening at `at` (limits and deadlines are cfg's); *port_out gets the bound
  * port. Each request goes through
  * admit (headers) and then fn (complete request). Connections whose headers or body are not
  * complete within header-timeout / body-timeout are closed, however steadily they trickle.
- * Returns owned, stop with http_stop. */
+ * Returns owned, stop with http_stop. On failure why (whycap bytes) gets a sentence naming
+ * the address, the system's reason and the setting to change (at->setting). */
 enum lh_err http_start(const struct config *cfg, const struct http_listen *at, http_admit_fn admit,
-                       http_handler_fn fn, void *ctx, struct http_server **out, int *port_out);
+                       http_handler_fn fn, void *ctx, struct http_server **out, int *port_out,
+                       char *why, size_t whycap);
 /* Stops accepting, lets running handlers finish, closes everything. Accepts NULL. */
 void http_stop(struct http_server *srv);
 

@@ -269,13 +269,36 @@ static void serve_fail(const char *fmt, ...)
 		fprintf(stderr, "labhook: %s\n", msg);
 }
 
+/* Why the store did not open, with the setting that names it. The log line above holds
+ * the backend's own words; for SQLite the file's access is asked again here for the
+ * system's reason, since SQLite's "unable to open database file" does not say. */
+static void store_fail(const struct config *cfg, enum lh_err e)
+{
+	char shown[CFG_PATH_CAP + 64], db[CFG_PATH_CAP + 16];
+	if (strcmp(cfg->store, "sqlite") != 0) {
+		config_store_text(cfg->store, shown, sizeof shown);
+		serve_fail("cannot start: cannot open the store %s (%s; the line above says why):"
+		           " check the store setting (--store, LABHOOK_STORE or store in the"
+		           " config file) and that PostgreSQL runs there",
+		           shown, err_code(e));
+		return;
+	}
+	snprintf(db, sizeof db, "%s/labhook.db", cfg->data_dir);
+	const char *reason =
+	    access(db, R_OK | W_OK) != 0 && errno != ENOENT ? strerror(errno) : err_code(e);
+	serve_fail("cannot start: cannot open the SQLite store '%s': %s (labhook runs as uid %ld;"
+	           " the line above says more): give this user the data directory and its files,"
+	           " or set data-dir (--data-dir, LABHOOK_DATA_DIR or data-dir in the config file)",
+	           db, reason, (long)geteuid());
+}
+
 static int serve(int argc, char **argv, char **env)
 {
 	struct app app;
 	struct http_server *srv = NULL, *msrv = NULL;
 	struct delivery_engine *disp = NULL;
 	struct retention *ret = NULL;
-	char err[512], mtext[300] = "";
+	char err[512], why[2600], mtext[300] = "";
 	int port = 0, mport = 0, rc = 1, sig = 0, lock = -1;
 	long holder = 0;
 	sigset_t set;
@@ -308,18 +331,16 @@ static int serve(int argc, char **argv, char **env)
 	/* One process per data directory: on SQLite a second one would be a second writer of
 	 * the file (and `labhook store copy` must not read a store that is still changing); on
 	 * PostgreSQL the directory names the node (node.id), and one node is one process. */
-	if ((e = dirlock_take(app.cfg.data_dir, &lock, &holder)) != LH_OK) {
-		if (e == LH_ECONFLICT)
-			serve_fail("cannot start: another labhook (pid %ld) is using the data"
-			           " directory %s (it holds %s/labhook.lock)",
-			           holder, app.cfg.data_dir, app.cfg.data_dir);
-		else
-			serve_fail("cannot start: %s (see the log above)", err_code(e));
+	if ((e = dirlock_take(app.cfg.data_dir, &lock, &holder, why, sizeof why)) != LH_OK) {
+		serve_fail("cannot start: %s", why);
 		goto out;
 	}
 	sd_notify(0, "STATUS=opening the store");
-	if ((e = store_open(&app.cfg, &app.store)) != LH_OK ||
-	    (e = admin_key_load(&app.cfg, app.store, app.admin_key_hash)) != LH_OK ||
+	if ((e = store_open(&app.cfg, &app.store)) != LH_OK) {
+		store_fail(&app.cfg, e);
+		goto out;
+	}
+	if ((e = admin_key_load(&app.cfg, app.store, app.admin_key_hash)) != LH_OK ||
 	    (e = auth_new(app.store, &app.cfg, &app.auth)) != LH_OK) {
 		serve_fail("cannot start: %s (see the log above)", err_code(e));
 		goto out;
@@ -340,19 +361,19 @@ static int serve(int argc, char **argv, char **env)
 		goto out;
 	}
 	struct http_listen main_at = {app.cfg.listen_host, app.cfg.listen_port,
-	                              app.cfg.http_threads};
-	if ((e = http_start(&app.cfg, &main_at, api_admit, api_dispatch, &app, &srv, &port)) !=
-	    LH_OK) {
-		serve_fail("cannot listen on %s:%d", app.cfg.listen_host, app.cfg.listen_port);
+	                              app.cfg.http_threads, "listen"};
+	if ((e = http_start(&app.cfg, &main_at, api_admit, api_dispatch, &app, &srv, &port, why,
+	                    sizeof why)) != LH_OK) {
+		serve_fail("cannot start: %s", why);
 		goto out;
 	}
 	/* Scrapes are rare and quick: two threads are plenty. */
-	struct http_listen metrics_at = {app.cfg.metrics_host, app.cfg.metrics_port, 2};
+	struct http_listen metrics_at = {app.cfg.metrics_host, app.cfg.metrics_port, 2,
+	                                 "metrics-listen"};
 	if (app.cfg.metrics_host[0] &&
 	    (e = http_start(&app.cfg, &metrics_at, api_metrics_admit, api_metrics_dispatch, &app,
-	                    &msrv, &mport)) != LH_OK) {
-		serve_fail("cannot listen on %s:%d (metrics-listen)", app.cfg.metrics_host,
-		           app.cfg.metrics_port);
+	                    &msrv, &mport, why, sizeof why)) != LH_OK) {
+		serve_fail("cannot start: %s", why);
 		goto out;
 	}
 	if (msrv)

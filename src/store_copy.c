@@ -137,7 +137,8 @@ int store_copy_main(int argc, char **argv, char **env)
 		        cfg.data_dir, db, strerror(errno));
 		return 1;
 	}
-	enum lh_err e = dirlock_take(cfg.data_dir, &lock, &holder);
+	char why[2600];
+	enum lh_err e = dirlock_take(cfg.data_dir, &lock, &holder, why, sizeof why);
 	if (e == LH_ECONFLICT) {
 		fprintf(
 		    stderr,
@@ -147,8 +148,7 @@ int store_copy_main(int argc, char **argv, char **env)
 		return 1;
 	}
 	if (e != LH_OK) {
-		fprintf(stderr, "labhook store copy: cannot lock %s: %s (see the log above)\n",
-		        cfg.data_dir, err_code(e));
+		fprintf(stderr, "labhook store copy: %s\n", why);
 		return 1;
 	}
 	int rc = copy_run(&cfg, to, shown);

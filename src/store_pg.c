@@ -26,6 +26,7 @@
 
 #include <libpq-fe.h>
 
+#include "config.h"
 #include "log.h"
 #include "store_shared.h"
 #include "store_writer.h"
@@ -3604,9 +3605,17 @@ enum lh_err store_pg_open_as(const char *uri, const char *node_id, struct store 
 	snprintf(s->node_id, sizeof s->node_id, "%s", node_id);
 	s->started_at = util_now();
 	if ((e = conn_ready(s, &s->wc)) != LH_OK) {
-		if (e == LH_EUNAVAIL)
+		if (e == LH_EUNAVAIL) {
+			char shown[CFG_PATH_CAP + 64], reason[512];
+			config_store_text(uri, shown, sizeof shown);
+			msg_line(s->wc.pg ? PQerrorMessage(s->wc.pg) : "out of memory", reason,
+			         sizeof reason);
 			LOG(LOG_ERROR, "store",
-			    "backend=postgresql cannot connect to the database");
+			    "backend=postgresql store=%s err=\"%s\" cannot connect to the database:"
+			    " check the store setting (--store, LABHOOK_STORE or store in the"
+			    " config file) and that PostgreSQL runs there",
+			    shown, reason);
+		}
 		goto out;
 	}
 	if ((e = migrate(s, &s->wc)) != LH_OK)

@@ -3136,8 +3136,10 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
 	if (sqlite3_open_v2(path, &s->db,
 	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 	                    vfs) != SQLITE_OK) {
-		LOG(LOG_ERROR, "store", "path=%s err=\"%s\" cannot open database", path,
-		    s->db ? sqlite3_errmsg(s->db) : "out of memory");
+		int sys = s->db ? sqlite3_system_errno(s->db) : 0;
+		LOG(LOG_ERROR, "store", "path=%s err=\"%s%s%s\" cannot open database", path,
+		    s->db ? sqlite3_errmsg(s->db) : "out of memory", sys ? ": " : "",
+		    sys ? strerror(sys) : "");
 		goto out;
 	}
 	sqlite3_busy_timeout(s->db, 5000);

@@ -69,6 +69,34 @@ def skip_on_pg(why):
         sys.exit(0)
 
 
+def private_hosts(lines):
+    """A command prefix that runs a program with /etc/hosts holding lines, in a mount
+    namespace of its own: a copy of /etc bind-mounted over /etc for that process alone, so
+    no test edits, or needs, the machine's files (a fresh chroot has no /etc/hosts at all).
+    Returns (prefix, directory to remove), or (None, None) where that needs a privilege the
+    tests lack (not root, or no unshare)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return None, None
+    d = tempfile.mkdtemp(prefix="labhook-etc-")
+    etc = os.path.join(d, "etc")
+    shutil.copytree("/etc", etc, symlinks=True, ignore_dangling_symlinks=True,
+                    ignore=lambda src, names: [n for n in names if not os.access(
+                        os.path.join(src, n), os.R_OK)])
+    old = ""
+    if os.path.exists("/etc/hosts"):
+        with open("/etc/hosts") as f:
+            old = f.read()
+    with open(os.path.join(etc, "hosts"), "w") as f:
+        f.write("127.0.0.1 localhost\n::1 localhost\n" + old + "\n".join(lines) + "\n")
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        shutil.rmtree(d, ignore_errors=True)
+        return None, None
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /etc && exec "$@"', etc], d
+
+
 class _Rows(list):
     def fetchone(self):
         return self[0] if self else None
@@ -173,8 +201,9 @@ class Response:
 
 
 class Server:
-    def __init__(self, *args, data_dir=None, env=None):
+    def __init__(self, *args, data_dir=None, env=None, wrap=None):
         self.own_dir = data_dir is None
+        self.wrap = list(wrap or [])  # a command the binary runs under (private_hosts)
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="labhook-test-")
         self.args = list(args)
         self.pg_db = None
@@ -207,7 +236,7 @@ class Server:
         if self.pg_db and "--store" not in self.args:  # (tests may change args between starts)
             cmd += ["--store", pg_uri(self.pg_db)]
         self.port = None  # a restart that fails must not look ready on the old port
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        self.proc = subprocess.Popen(self.wrap + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, text=True, errors="surrogateescape")
         ready = threading.Event()
 
