@@ -86,11 +86,14 @@
   async function api(method, path, body) {
     if (!session) throw new ApiError(401, { error: { message: "not signed in" } });
     if (session.kind === "admin") return rawCall(method, path, body, session.key);
+    const used = session.authToken;
     try {
-      return await rawCall(method, path, body, session.authToken);
+      return await rawCall(method, path, body, used);
     } catch (e) {
       if (e.status !== 401 || e.code !== "invalid_token") throw e;
-      await refresh();
+      /* Another call may have refreshed meanwhile: then only retry with its token. */
+      if (session && session.authToken === used) await refresh();
+      if (!session) throw e;
       return rawCall(method, path, body, session.authToken);
     }
   }
@@ -103,16 +106,26 @@
     session.timer = setTimeout(() => { refresh().catch(() => {}); }, ms);
   }
 
-  async function refresh() {
-    if (!session || session.kind !== "client") throw new ApiError(401, null);
-    try {
-      const j = await rawCall("POST", "/client/auth/token/refresh",
-        { clientID: session.clientID, refreshToken: session.refreshToken });
-      keepTokens(j);
-    } catch (e) {
-      signedOut(e);
-      throw e;
-    }
+  /* One refresh at a time: a refresh token is single-use, and the service revokes the
+   * whole family when one is used twice (parallel calls that all found the token expired
+   * would otherwise each spend it). Every caller awaits the same refresh. */
+  function refresh() {
+    if (!session || session.kind !== "client") return Promise.reject(new ApiError(401, null));
+    if (session.refreshing) return session.refreshing;
+    const s = session;
+    s.refreshing = (async () => {
+      try {
+        const j = await rawCall("POST", "/client/auth/token/refresh",
+          { clientID: s.clientID, refreshToken: s.refreshToken });
+        if (session === s) keepTokens(j);
+      } catch (e) {
+        if (session === s) signedOut(e);
+        throw e;
+      } finally {
+        s.refreshing = null;
+      }
+    })();
+    return s.refreshing;
   }
 
   function signedOut(e) {

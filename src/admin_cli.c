@@ -321,7 +321,7 @@ static int cmd_send(const char *tool, const char *method, const char *url, const
 	                  body_text, body_len, NULL, &r);
 	if (rc != CLI_OK)
 		return rc;
-	char *pretty = r.json ? json_dumps(r.json, JSON_INDENT(2)) : NULL;
+	char *pretty = r.json ? json_dumps(r.json, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) : NULL;
 	fprintf(r.status >= 200 && r.status < 300 ? stdout : stderr, "%s\n",
 	        pretty ? pretty : (r.body ? r.body : ""));
 	free(pretty);

@@ -20,7 +20,9 @@
 
 static const char *const kind_words[] = {"test", "package"};
 
-/* A price in minor units as the decimal number Flabs shows (499.5, or 500 when whole). */
+/* A price in minor units as the decimal number Flabs shows (499.5, or 500 when whole).
+ * Answers are dumped with 15 significant digits (http.c), so 399.99 is written 399.99, not
+ * 399.99000000000001: prices are at most 10^9 with two decimals, 12 digits. */
 static json_t *price_json(int64_t minor)
 {
 	return minor % 100 == 0 ? json_integer((json_int_t)(minor / 100))

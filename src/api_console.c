@@ -56,5 +56,6 @@ void api_console_get(struct call *c)
 				http_resp_header(rs, "X-Content-Type-Options", "nosniff");
 			return;
 		}
+	http_resp_header(rs, "X-Content-Type-Options", "nosniff");
 	api_fail(c, LH_ENOTFOUND, "not_found", NULL, "the console has no such file");
 }

@@ -85,9 +85,11 @@ static void serve_doc(struct call *c, const struct report_doc_info *info, const 
 	}
 	const char *if_range = http_header(c->rq, "If-Range");
 	int ranged = 0;
-	if (!if_range || api_etag_listed(if_range, etag))
+	/* If-Range compares strongly with the one ETag (RFC 9110 13.1.5): no W/, no list. */
+	if (!if_range || strcmp(if_range, etag) == 0)
 		ranged = util_range_parse(http_header(c->rq, "Range"), size, &first, &last);
 	if (ranged < 0) {
+		rs->nheaders = 0; /* an error answer: none of the document's caching headers */
 		http_resp_header(rs, "Content-Range", "bytes */%" PRIu64, size);
 		api_fail(c, LH_ERANGE, "range_not_satisfiable", NULL,
 		         "the range asked for is outside the document's %" PRIu64 " bytes", size);
@@ -105,6 +107,8 @@ static void serve_doc(struct call *c, const struct report_doc_info *info, const 
 	r->chunk = -1;
 	r->len = 0;
 	http_resp_header(rs, "Content-Type", "%s", d->content_type);
+	/* Shown inline from the console's origin: a document runs no script of ours. */
+	http_resp_header(rs, "Content-Security-Policy", "sandbox");
 	http_resp_header(rs, "Content-Disposition", "inline; filename=\"%s-%s.pdf\"", d->bill_id,
 	                 d->report_id);
 	if (ranged) {

@@ -623,7 +623,8 @@ static int run(struct cli_session *s, const struct client_cmd *c, struct cli_wor
 	if (r.status < 200 || r.status > 299) {
 		rc = cli_api_error("client", &r);
 	} else if (json) {
-		char *pretty = r.json ? json_dumps(r.json, JSON_INDENT(2)) : NULL;
+		char *pretty =
+		    r.json ? json_dumps(r.json, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) : NULL;
 		printf("%s\n", pretty ? pretty : r.body ? r.body : "");
 		free(pretty);
 	} else {

@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <microhttpd.h>
@@ -289,8 +291,28 @@ static char *slurp(const char *path)
 	return buf;
 }
 
-/* Removes the listen subscriptions the 409 answer names (and nothing else): 1 if it
- * removed at least one, so that subscribing again may work. */
+/* 1 if something accepts connections on 127.0.0.1:port: a listen that still runs. */
+static int port_live(long port)
+{
+	struct sockaddr_in sa;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), live = 0;
+	if (fd < 0 || port <= 0 || port > 65535) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	memset(&sa, 0, sizeof sa);
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+	close(fd);
+	return live;
+}
+
+/* Removes the listen subscriptions the 409 answer names whose listen is gone (nothing
+ * answers on their port any more), and nothing else: 1 if it removed at least one, so
+ * that subscribing again may work. A listen that still runs keeps its subscription. */
 static int clear_stale(struct cli_session *s, json_t *conflict)
 {
 	json_t *c;
@@ -310,9 +332,18 @@ static int clear_stale(struct cli_session *s, json_t *conflict)
 		    json_object_get(json_object_get(r.json, "subscription"), "endpoint"));
 		int mine = r.status == 200 && ep && !strncmp(ep, "https://127.0.0.1:", 18) &&
 		           strstr(ep, LISTEN_PATH) && !strcmp(strstr(ep, LISTEN_PATH), LISTEN_PATH);
+		long port = mine ? strtol(ep + 18, NULL, 10) : 0;
 		cli_resp_free(&r);
 		if (!mine)
 			continue;
+		if (port_live(port)) {
+			fprintf(
+			    stderr,
+			    "labhook listen: %s belongs to a labhook listen still running on port "
+			    "%ld; stop it first, or listen for other events (--events)\n",
+			    id, port);
+			continue;
+		}
 		if (cli_session_call(s, "DELETE", path, NULL, &r) == CLI_OK) {
 			if (r.status == 200) {
 				printf("removed %s, left behind by an earlier labhook listen\n",
@@ -443,7 +474,10 @@ int cli_listen_main(int argc, char **argv, char **env)
 	const char *port_s = cli_flag(&w, "port"), *cert_f = cli_flag(&w, "cert");
 	const char *key_f = cli_flag(&w, "key"), *lab_f = cli_flag(&w, "lab");
 	l.forward_to = cli_flag(&w, "forward-to");
-	long port = port_s ? strtol(port_s, NULL, 10) : 0;
+	char *port_end = NULL;
+	long port = port_s ? strtol(port_s, &port_end, 10) : 0;
+	if (port_s && (port_end == port_s || *port_end))
+		port = -1; /* not a number: refused below */
 	if (lab_f)
 		snprintf(lab, sizeof lab, "%s", lab_f);
 	if (w.npos) {
@@ -465,6 +499,7 @@ int cli_listen_main(int argc, char **argv, char **env)
 	cli_flag(&w, "credentials");
 	if (cli_words_check("listen", &w))
 		return CLI_EUSAGE;
+	rc = CLI_EAPI; /* from here, a failure is local, not the command line's */
 	snprintf(path, sizeof path, "%s/%s", cfg.data_dir, DEVCA_LEAF);
 	if (!(cert = slurp(cert_f ? cert_f : path)))
 		goto out;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +84,9 @@ static enum lh_err state_write(const char *data_dir, json_t *state)
 	char *text = json_dumps(state, JSON_INDENT(2));
 	int fd = text ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
 	size_t len = text ? strlen(text) : 0;
-	int ok = fd >= 0 && write(fd, text, len) == (ssize_t)len && write(fd, "\n", 1) == 1;
+	/* An old file keeps its mode through O_CREAT: make it private whatever it was. */
+	int ok = fd >= 0 && fchmod(fd, 0600) == 0 && write(fd, text, len) == (ssize_t)len &&
+	         write(fd, "\n", 1) == 1;
 	if (fd >= 0)
 		ok = close(fd) == 0 && ok;
 	ok = ok && rename(tmp, path) == 0;

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,6 +30,11 @@ static FILE *open_private(const char *dir, const char *name)
 	char path[CFG_PATH_CAP + 32];
 	snprintf(path, sizeof path, "%s/%s", dir, name);
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* An old file keeps its mode through O_CREAT: make it private whatever it was. */
+	if (fd >= 0 && fchmod(fd, 0600) != 0) {
+		close(fd);
+		fd = -1;
+	}
 	FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
 	if (!f) {
 		LOG(LOG_ERROR, "devca", "path=%s err=\"%s\" cannot write the development CA", path,

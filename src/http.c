@@ -248,7 +248,7 @@ static struct MHD_Response *response_of(struct http_resp *rs)
 	}
 	if (!rs->json && rs->no_body)
 		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	char *text = rs->json ? json_dumps(rs->json, JSON_COMPACT) : NULL;
+	char *text = rs->json ? json_dumps(rs->json, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
 	json_decref(rs->json);
 	rs->json = NULL;
 	if (!text) {

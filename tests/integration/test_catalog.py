@@ -59,6 +59,9 @@ def test_prices_with_and_without_each_party_kind(srv):
         "T1": (350, None), "T2": (200, 200), "T3": (0.75, None)}
     r = crm(srv, c, "packages", branchID=c["lab"], corporateUser=c["cu"])
     assert prices(r) == {"P1": (399.99, 399.99)}
+    # The wire shows the decimal as written, not a binary float's 17 digits.
+    raw = r.raw.decode() if isinstance(r.raw, bytes) else r.raw
+    assert '"price":399.99,' in raw and "399.9900" not in raw, raw[:400]
     p = r.json["data"][0]
     assert p["name"] == "Lipid Profile" and p["labPrice"] == 450, p
     assert p["tests"] == [{"_id": "T2", "name": "LDL Cholesterol"},

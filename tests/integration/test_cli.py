@@ -153,6 +153,26 @@ def test_listen_sigterm_and_stale_subscription(srv):
     assert not [s for s in live_subs(srv, tok) if s["endpoint"].endswith("/labhook-listen")]
 
 
+def test_second_listen_leaves_a_running_one_alone(srv):
+    """A listen still running keeps its subscription: a second one for the same events
+    stops with a message naming the first one's port, and takes nothing over."""
+    tok = demo_token(srv)
+    ln = Listen(srv, "--events", "lead.created")
+    try:
+        first = ln.sub_id(ln.wait_for(lambda l: l.startswith("Ready:")))
+        ln2 = Listen(srv, "--events", "lead.created")
+        rc = ln2.proc.wait(30)
+        err = ln2.proc.stderr.read()
+        assert rc != 0, "".join(ln2.all)
+        assert "still running on port" in err and first in err, err
+        assert first in [s["id"] for s in live_subs(srv, tok)]
+        p = labhook("trigger", "--data-dir", srv.data_dir, "lead.created")
+        assert p.returncode == 0, p.stderr
+        assert ln.wait_for(lambda l: l.startswith("--> ")).split()[1] == "lead.created"
+    finally:
+        assert ln.stop() == 0
+
+
 class _Hooks(http.server.BaseHTTPRequestHandler):
     got = []
 
@@ -435,6 +455,7 @@ def test_production_still_refuses_loopback(_srv):
 
 if __name__ == "__main__":
     run([test_newcomer_listen_and_trigger, test_listen_sigterm_and_stale_subscription,
+         test_second_listen_leaves_a_running_one_alone,
          test_listen_forward_to, test_client_login_and_every_command,
          test_client_refresh_and_revoked_refresh, test_lab_with_flags,
          test_trigger_every_event, test_help, test_production_still_refuses_loopback],
