@@ -167,9 +167,17 @@ def test_store_levels_off_under_load():
                   " third" % (mid_rest, last_rest), flush=True)
             assert last_rest <= mid_rest * 1.1 + (1 << 19), \
                 "the store grew from %d to %d B" % (mid_rest, last_rest)
-        mid_rows, last_rows = mid[3], max(s[3] for s in last)
-        assert last_rows <= mid_rows * 1.5 + 500, \
-            "finished outbox rows grew from %d to %d" % (mid_rows, last_rows)
+        # The finished rows saw-tooth between passes (they pile up for a pass interval,
+        # then go), and a slow build (TSan, PostgreSQL) stretches each pass: compare the
+        # middle third's mean with the last third's. Without the sweep they grow with the
+        # bills, so the last third's mean is about 1.7 times the middle's, plus thousands.
+        middle = [s[3] for s in samples if LOAD_S / 3 <= s[0] < LOAD_S * 2 / 3]
+        mid_rows = sum(middle) / max(1, len(middle))
+        last_rows = sum(s[3] for s in last) / max(1, len(last))
+        print("   finished outbox rows: mean %.0f in the middle third, %.0f in the last" % (
+            mid_rows, last_rows), flush=True)
+        assert last_rows <= mid_rows * 1.4 + 500, \
+            "finished outbox rows grew from %.0f to %.0f (means)" % (mid_rows, last_rows)
         # Removed: far fewer events than bills are left.
         events = count(srv, "events")
         print("   after the load: %d bills, %d events, %d deliveries kept" % (
