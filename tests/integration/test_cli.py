@@ -422,6 +422,8 @@ def test_help(srv):
         assert q.returncode == 0 and "Usage: labhook " + cmd in q.stdout, q
     q = labhook("lab", "--help")
     assert "create-lead" in q.stdout and "get-bill" in q.stdout
+    q = labhook("listen", "--data-dir", srv.data_dir, "--port", "abc")
+    assert q.returncode == 2 and "--port wants 0-65535" in q.stderr, q
 
 
 def test_production_still_refuses_loopback(_srv):

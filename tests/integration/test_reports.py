@@ -219,11 +219,15 @@ def test_range_requests(srv):
     for rng, a, b in cases:
         st, h, body = call(srv, "GET", link, headers={"Range": rng})
         assert st == 206 and body == doc[a:b + 1], (rng, st, len(body))
+        assert h["content-security-policy"] == "sandbox", h
         assert h["content-range"] == "bytes %d-%d/%d" % (a, b, size), (rng, h)
         assert h["content-length"] == str(b - a + 1)
     for rng in ("bytes=%d-" % size, "bytes=%d-%d" % (size + 5, size + 9), "bytes=-0"):
         st, h, body = call(srv, "GET", link, headers={"Range": rng})
         assert st == 416 and h["content-range"] == "bytes */%d" % size, (rng, st, h)
+        # an error answer: none of the document's caching headers (no ETag, one
+        # Cache-Control, the error's)
+        assert "etag" not in h and "accept-ranges" not in h, (rng, h)
         assert json.loads(body)["error"]["code"] == "range_not_satisfiable"
     for rng in ("bytes=9-3", "bytes=0-1,5-9", "items=0-5", "bytes=x-"):
         st, h, body = call(srv, "GET", link, headers={"Range": rng})
@@ -234,6 +238,10 @@ def test_range_requests(srv):
     assert st == 206 and body == doc[:10]
     st, h, body = call(srv, "GET", link, headers={"Range": "bytes=0-9", "If-Range": '"old"'})
     assert st == 200 and body == doc  # the document changed since: the whole of it
+    # If-Range compares strongly (RFC 9110 13.1.5): a weak tag or a list is no match
+    for weak in ("W/" + etag, etag + ', "other"', "*"):
+        st, h, body = call(srv, "GET", link, headers={"Range": "bytes=0-9", "If-Range": weak})
+        assert st == 200 and body == doc, (weak, st)
     # the client route takes ranges too
     st, h, body = call(srv, "GET", "/client/bills/%s/reports/%s" % (bill, r1),
                        headers={"Range": "bytes=-3"}, token=c["token"])

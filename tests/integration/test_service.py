@@ -294,6 +294,12 @@ def test_demo_mode_prints_working_credentials(_srv):
         labs = srv.get("/client/labs", token=tok).json["labs"]
         assert [l["labID"] for l in labs] == [lab[0]]
         srv.stop()
+        # A temporary file left behind with a wide mode (a crash mid-write, a copy) must
+        # not hand its mode to the secrets written through it.
+        left = os.path.join(d, "demo.json.tmp")
+        with open(left, "w") as f:
+            f.write("{}")
+        os.chmod(left, 0o644)
         # A second demo start keeps the same accounts and secrets, and the token got before
         # the restart still works (issue 14: the demo stays put).
         srv2 = Server("--demo", data_dir=d).start()
