@@ -10,6 +10,9 @@ SIGTERM, SIGHUP; children also get SIGTERM if this process dies (PR_SET_PDEATHSI
 wait has a timeout. Only 127.0.0.1 is ever contacted. Expects run.sh to have built
 build-bench/labhook and build-bench/loadgen. Settings are environment variables (SETTINGS).
 """
+import array
+import bisect
+import collections
 import ctypes
 import datetime
 import io
@@ -19,6 +22,7 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import signal
 import socket
 import sqlite3
@@ -169,6 +173,180 @@ def cpu_use(before, after, seconds):
             "busiest_thread_cores": round(busiest / seconds, 2)}
 
 
+class CpuSampler:
+    """CPU time of processes' threads, sampled every `every` seconds in a thread of its own,
+    so that CPU can be taken over any interval afterwards (the real span of a phase, known
+    only once its last webhook is in nginx's log).
+
+    For each watched process (watch(key, pid)): every thread's name (/proc/P/task/T/comm)
+    and CPU time (/proc/P/task/T/schedstat, first field: nanoseconds of run time, where
+    stat's utime + stime count 10 ms ticks), with a wall-clock timestamp (time.time(), the
+    clock of nginx's $msec and loadgen's t_first/t_last). The files stay open and are re-read
+    with pread (about 1 us each). Threads of the same name are added up (the MHD workers);
+    a thread that ends keeps the CPU it had at its last sample in its name's total (what it
+    used after that, at most `every` seconds of it, is lost); a thread that appears adds
+    its whole CPU at its first sample (it had none before it existed). So each name's total
+    never decreases, and cpu(key, a, b) interpolates the totals linearly at a and b."""
+
+    def __init__(self, every=0.005):
+        self.every = every
+        self.lock = threading.Lock()
+        self.pids = {}  # key -> pid still sampled
+        self.threads = {}  # key -> {tid: [schedstat fd, comm fd, name, last ns]}
+        self.dead = {}  # key -> {name: ns of the threads that ended}
+        self.series = {}  # key -> (array of times, {name: array of cumulative seconds})
+        self.stop_ev = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.tid = None
+        self.t0 = time.time()
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def watch(self, key, pid):
+        """Samples pid under key from now on (a new series: an earlier one is dropped)."""
+        with self.lock:
+            self._close(key)
+            self.pids[key], self.threads[key], self.dead[key] = pid, {}, {}
+            self.series[key] = (array.array("d"), {})
+            self._sample(key, pid)
+
+    def unwatch(self, key):
+        """Stops sampling key (its series stays readable)."""
+        with self.lock:
+            self._close(key)
+
+    def _close(self, key):
+        self.pids.pop(key, None)
+        for th in self.threads.pop(key, {}).values():
+            os.close(th[0])
+            os.close(th[1])
+
+    def _sample(self, key, pid):
+        threads, dead = self.threads[key], self.dead[key]
+        t_a = time.time()
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:  # the process ended: its last sample stands
+            self._close(key)
+            return
+        seen = set()
+        for tid in tids:
+            th = threads.get(tid)
+            try:
+                if th is None:
+                    base = "/proc/%d/task/%s/" % (pid, tid)
+                    th = [os.open(base + "schedstat", os.O_RDONLY), None, "", 0]
+                    threads[tid] = th
+                    th[1] = os.open(base + "comm", os.O_RDONLY)
+                # Read each time: a thread names itself just after it starts.
+                th[2] = os.pread(th[1], 64, 0).decode(errors="replace").strip()
+                th[3] = int(os.pread(th[0], 128, 0).split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # ended between listdir and the read: handled as ended below
+            seen.add(tid)
+        for tid in [x for x in threads if x not in seen]:
+            th = threads.pop(tid)
+            dead[th[2]] = dead.get(th[2], 0) + th[3]
+            os.close(th[0])
+            if th[1] is not None:
+                os.close(th[1])
+        total = dict(dead)
+        for th in threads.values():
+            total[th[2]] = total.get(th[2], 0) + th[3]
+        times, names = self.series[key]
+        for name in total:
+            if name not in names:  # a new name: no CPU before (zeros, aligned)
+                names[name] = array.array("d", bytes(8 * len(times)))
+        for name, values in names.items():
+            values.append(total.get(name, 0) / 1e9)
+        times.append((t_a + time.time()) / 2)
+
+    def run(self):
+        self.tid = threading.get_native_id()
+        while not self.stop_ev.wait(self.every):
+            with self.lock:
+                for key, pid in list(self.pids.items()):
+                    self._sample(key, pid)
+
+    def stop(self):
+        """Stops the thread; returns the cores it used itself (its own CPU / its lifetime)."""
+        self.stop_ev.set()
+        own = 0.0
+        try:
+            with open("/proc/self/task/%d/schedstat" % self.tid) as f:
+                own = int(f.read().split()[0]) / 1e9
+        except (OSError, TypeError, ValueError):
+            pass
+        self.thread.join(5)
+        with self.lock:
+            for key in list(self.pids):
+                self._close(key)
+        return own / max(time.time() - self.t0, 1e-3)
+
+    def _at(self, times, names, t):
+        i = bisect.bisect_left(times, t)
+        if i == 0 or i == len(times):
+            j = 0 if i == 0 else len(times) - 1
+            return {n: v[j] for n, v in names.items()}
+        f = (t - times[i - 1]) / (times[i] - times[i - 1])
+        return {n: v[i - 1] + f * (v[i] - v[i - 1]) for n, v in names.items()}
+
+    def cpu(self, key, a, b):
+        """{thread name: CPU seconds} of key between wall-clock times a and b. BenchError when
+        the samples do not cover [a, b] (to within two periods)."""
+        deadline = time.time() + 1
+        while time.time() < deadline and b > time.time() - 2 * self.every:
+            time.sleep(self.every)  # b is just past: let a sample after it be taken
+        with self.lock:
+            times, names = self.series[key]
+            if not times or a < times[0] - 2 * self.every or b > times[-1] + 2 * self.every:
+                raise BenchError("CPU samples of %s do not cover %.3f..%.3f" % (key, a, b))
+            x, y = self._at(times, names, a), self._at(times, names, b)
+        return {n: y[n] - x[n] for n in y}
+
+    def per(self, key, a, b, count):
+        """CPU of key over [a, b] per unit (count of them): {"us": µs per unit, "cores": CPU /
+        (b - a), "span_s", "threads": {name: µs per unit}, busiest first; names under
+        0.05 µs added up as "(rest)", shown when that reaches 0.05 µs}."""
+        c = self.cpu(key, a, b)
+        total = sum(c.values())
+        threads, rest = {}, 0.0
+        for name, v in sorted(c.items(), key=lambda x: -x[1]):
+            us = v * 1e6 / max(count, 1)
+            if us >= 0.05:
+                threads[name] = us
+            else:
+                rest += us
+        if rest >= 0.05:
+            threads["(rest)"] = rest
+        return {"us": total * 1e6 / max(count, 1), "cores": total / max(b - a, 1e-6),
+                "span_s": b - a, "threads": threads}
+
+
+def child_pid(pid, timeout=10):
+    """The first child process of pid (nginx's worker), waited for."""
+    def find():
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open("/proc/%s/stat" % d) as f:
+                        if int(f.read().rpartition(")")[2].split()[1]) == pid:
+                            return int(d)
+                except (OSError, ValueError, IndexError):
+                    continue
+        return None
+    return wait_for("a child process of %d" % pid, find, timeout)
+
+
+def spread(counts):
+    """Requests per connection (a Counter of nginx's $connection) -> how they spread."""
+    n = sum(counts.values())
+    return {"requests": n, "connections": len(counts),
+            "max_share_pct": 100.0 * max(counts.values()) / n if n else 0.0}
+
+
 def rss_kb(pid, field="VmHWM"):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -213,7 +391,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    log_format hook '$msec $http_webhook_id $uri';
+    log_format hook '$msec $http_webhook_id $uri $connection';
     access_log {prefix}/access.log hook buffer=256k flush=1s;
     keepalive_timeout 120s;
     keepalive_requests 100000000;
@@ -243,6 +421,11 @@ class Nginx:
         self.proc = None
         self.arrivals = {}  # webhook-id -> first arrival (Unix seconds, ms resolution)
         self.path_of = {}  # webhook-id -> the request's path (one per subscription)
+        self.conn_of = {}  # webhook-id -> nginx's $connection of its first arrival
+        # Other webhook-ids (the raw client's runs are tagged "ceiling-<k>"): requests per
+        # connection.
+        self.tagged = collections.defaultdict(collections.Counter)
+        self.worker = None  # the worker's pid (one worker), once started
         self.lines = 0
         self.repeats = 0  # lines of an event id already seen (duplicates)
         self._offset = 0
@@ -255,6 +438,7 @@ class Nginx:
                  lambda: self.proc.poll() is not None or port_open(self.port), 10)
         if self.proc.poll() is not None:
             raise BenchError("nginx exited: see %s/error.log" % self.prefix)
+        self.worker = child_pid(self.proc.pid)
 
     def stop(self):
         if self.proc:
@@ -272,15 +456,32 @@ class Nginx:
         self._offset += end
         for line in data[:end].decode().splitlines():
             self.lines += 1
-            t, wid, path = (line.split(" ", 2) + ["", ""])[:3]
+            # $msec $http_webhook_id $uri $connection: the last field is split off the
+            # right, so that a path with a space stays whole.
+            t, wid, rest = (line.split(" ", 2) + ["", ""])[:3]
+            path, _, conn = rest.rpartition(" ")
             if not wid.startswith("evt_"):
+                self.tagged[wid][conn] += 1
                 continue
             if wid in self.arrivals:
                 self.repeats += 1
             else:
                 self.arrivals[wid] = float(t)
                 self.path_of[wid] = path
+                self.conn_of[wid] = conn
         return len(self.arrivals)
+
+    def spread_of(self, wids):
+        """How the first arrivals of these event ids spread over nginx's connections."""
+        return spread(collections.Counter(self.conn_of[w] for w in wids))
+
+    def wait_tagged(self, tag, n, timeout=10):
+        """Waits until n requests tagged webhook-id: tag are logged (the log's buffer is
+        flushed every second); returns how they spread over connections."""
+        wait_for("%d requests tagged %s at nginx" % (n, tag),
+                 lambda: self.read_log() is not None and sum(self.tagged[tag].values()) >= n,
+                 timeout, every=0.1)
+        return spread(self.tagged[tag])
 
     def wait_arrivals(self, n, timeout):
         """Waits until n distinct event ids were logged; returns the seconds waited."""
@@ -358,9 +559,9 @@ class Labhook:
             raise BenchError("token: HTTP %d %s" % (st, j))
         return j["authToken"]
 
-    def set_status(self, sub_id, status):
+    def set_status(self, sub_id, status, token=None):
         st, j = http_json("PATCH", self.base + "/client/events/subscriptions/" + sub_id,
-                          {"status": status}, token=self.token())
+                          {"status": status}, token=token or self.token())
         if st != 200:
             raise BenchError("pause/resume: HTTP %d %s" % (st, j))
 
@@ -455,26 +656,42 @@ def ceiling_payload(path):
     return os.path.getsize(path)
 
 
-# Headers shaped like labhook's, so nginx parses as much per request in both runs.
+# Headers shaped like labhook's, so nginx parses as much per request in both runs. The
+# webhook-id (first) tags each run's lines in nginx's log: "ceiling-<k>".
 CEILING_HEADERS = ("webhook-id: ceiling", "webhook-timestamp: 1795758916",
                    "webhook-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
                    "User-Agent: labhook/bench")
 
 
+def ceiling_headers(tag):
+    return ("webhook-id: " + tag,) + CEILING_HEADERS[1:]
+
+
 # --- scenarios -------------------------------------------------------------------------
 
-def raw_ceiling(hook_url, payload, ca, when, ceilings):
+def raw_ceiling(ng, hook_url, payload, ca, when, ceilings, sampler):
     """The raw client against the same nginx; run before and after labhook's runs, so the
-    ratio is taken against the best it reached in this run. Appends to ceilings."""
+    ratio is taken against the best it reached in this run. Appends to ceilings and returns
+    the record: the rate, the raw client's own CPU per request (loadgen's getrusage from its
+    first request to its last answer), nginx's CPU per request over that span (sampler) and
+    how the requests spread over nginx's connections."""
     step("ceiling (%s): %d POSTs of ~1 KB straight to nginx over HTTPS, %d connections"
          % (when, CFG["CEIL_N"], CFG["CEIL_C"]))
     loadgen(hook_url, payload, min(2000, CFG["CEIL_N"]), CFG["CEIL_C"], cacert=ca,
-            headers=CEILING_HEADERS)  # warm-up: handshakes, nginx's first allocations
+            headers=ceiling_headers("ceiling-warm"))  # handshakes, nginx's first allocations
+    tag = "ceiling-%d" % len(ceilings)
     g = loadgen(hook_url, payload, CFG["CEIL_N"], CFG["CEIL_C"], cacert=ca,
-                headers=CEILING_HEADERS)
-    ceilings.append({"when": when, "dps": g["rps"], "p50_ms": g["p50_ms"],
-                     "p99_ms": g["p99_ms"]})
-    log("ceiling: %.0f requests/s" % g["rps"])
+                headers=ceiling_headers(tag))
+    c = {"when": when, "dps": g["rps"], "p50_ms": g["p50_ms"], "p99_ms": g["p99_ms"],
+         "cpu_us_per_req": g["cpu_us_per_req"],
+         "nginx_cpu": sampler.per("nginx", g["t_first"], g["t_last"], g["ok"]),
+         "conns": ng.wait_tagged(tag, int(g["ok"]))}
+    ceilings.append(c)
+    log("ceiling: %.0f requests/s; raw client %.1f us CPU per request, nginx %.1f; %d "
+        "connections, the busiest %.1f%%" % (g["rps"], c["cpu_us_per_req"],
+                                             c["nginx_cpu"]["us"], c["conns"]["connections"],
+                                             c["conns"]["max_share_pct"]))
+    return c
 
 
 def delivery_summary(lh):
@@ -493,13 +710,17 @@ def scenario_main(tmp, ca, cert, key):
     ng = Nginx(tmp, "nginx", free_port(), cert, key)
     ng.start()
     hook_url = "https://127.0.0.1:%d/hook" % ng.port
+    # CPU of nginx's worker and of labhook, sampled throughout: each phase's CPU is taken
+    # over its real span once that is known (the last webhook's $msec in nginx's log).
+    sampler = CpuSampler().start()
+    sampler.watch("nginx", ng.worker)
 
     payload = os.path.join(tmp, "ceiling.json")
     size = ceiling_payload(payload)
     ceilings = []
 
     def ceiling(when):
-        raw_ceiling(hook_url, payload, ca, when, ceilings)
+        return raw_ceiling(ng, hook_url, payload, ca, when, ceilings, sampler)
 
     ceiling("before")
 
@@ -507,12 +728,12 @@ def scenario_main(tmp, ca, cert, key):
          % (CFG["N"], CFG["C"]))
     lh = Labhook(tmp, "labhook", ca)
     lh.start(demo=True)
+    sampler.watch("labhook", lh.proc.pid)
     sub = lh.subscribe(hook_url)
     body = lh.bill_body(os.path.join(tmp, "bill.json"))
     api = lh.base + "/client/billing/create"
     auth = "Authorization: Bearer " + lh.token()
     perf = profile(lh.proc.pid, "ingest")
-    cpu0, t0 = cpu_threads(lh.proc.pid), time.monotonic()
     g = loadgen(api, body, CFG["N"], CFG["C"], headers=(auth,))
     if perf:
         perf.send_signal(signal.SIGINT)
@@ -520,17 +741,27 @@ def scenario_main(tmp, ca, cert, key):
     log("ingest: %.0f bills/s acknowledged, API p50 %.2f ms p99 %.2f ms"
         % (g["rps"], g["p50_ms"], g["p99_ms"]))
     waited = ng.wait_arrivals(CFG["N"], CFG["DELIVER_TIMEOUT"])
-    cpu = cpu_use(cpu0, cpu_threads(lh.proc.pid), time.monotonic() - t0)
+    wids = list(ng.arrivals)
     last = max(ng.arrivals.values())
     span = last - g["t_first"]
+    both = sampler.per("labhook", g["t_first"], last, g["ok"])
     r["ingest"] = {"while_delivering": {"bills": int(g["ok"]), "eps": g["rps"],
                                         "api_p50_ms": g["p50_ms"], "api_p99_ms": g["p99_ms"],
-                                        "api_max_ms": g["max_ms"]}}
+                                        "api_max_ms": g["max_ms"],
+                                        "labhook_cpu_per_bill":
+                                            sampler.per("labhook", g["t_first"], g["t_last"],
+                                                        g["ok"])}}
+    # labhook's CPU over the real span (first request to last arrival), not until this
+    # script's wait returned (nginx's log flush and a poll later).
     r["delivery"] = {"webhooks": len(ng.arrivals), "span_s": span, "dps": CFG["N"] / span,
                      "drain_after_ingest_s": last - g["t_last"], "ratio": 0.0,
-                     "labhook_cpu": cpu}
+                     "labhook_cpu_per_bill": both,
+                     "nginx_cpu_per_webhook": sampler.per("nginx", g["t_first"], last,
+                                                          len(wids)),
+                     "conns": ng.spread_of(wids)}
     log("delivery: all %d at nginx %.1f s after the first request (%.0f/s); waited %.1f s "
-        "after the last API answer" % (CFG["N"], span, CFG["N"] / span, waited))
+        "after the last API answer; labhook %.1f us CPU per bill, first request to last "
+        "arrival" % (CFG["N"], span, CFG["N"] / span, waited, both["us"]))
 
     # While ingest runs, webhooks are born at the ingest rate: the delivery rate above
     # cannot be higher. Sending alone, in ROUNDS rounds each followed by a raw-client run:
@@ -544,29 +775,42 @@ def scenario_main(tmp, ca, cert, key):
         step("delivery alone, round %d/%d: %d bills while the subscription is paused, "
              "then resumed" % (k + 1, CFG["ROUNDS"], CFG["N"]))
         lh.set_status(sub_id, "paused")
+        ng.read_log()
+        n_before = len(ng.arrivals)  # every earlier webhook is in: each phase waits for all
         g = loadgen(api, body, CFG["N"], CFG["C"],
                     headers=("Authorization: Bearer " + lh.token(),))
-        queued.append({"eps": g["rps"], "api_p50_ms": g["p50_ms"], "api_p99_ms": g["p99_ms"]})
-        log("ingest, deliveries queued: %.0f bills/s" % g["rps"])
+        cpu = sampler.per("labhook", g["t_first"], g["t_last"], g["ok"])
+        queued.append({"eps": g["rps"], "api_p50_ms": g["p50_ms"], "api_p99_ms": g["p99_ms"],
+                       "labhook_cpu_per_bill": cpu})
+        log("ingest, deliveries queued: %.0f bills/s, labhook %.1f us CPU per bill"
+            % (g["rps"], cpu["us"]))
         perf = profile(lh.proc.pid, "alone") if k == 0 else None
-        cpu0, t0 = cpu_threads(lh.proc.pid), time.monotonic()
+        token = lh.token()  # before the clock starts: a token costs a hash
         t_resume = time.time()
-        lh.set_status(sub_id, "active")
-        ng.wait_arrivals((k + 2) * CFG["N"], CFG["DELIVER_TIMEOUT"])
+        lh.set_status(sub_id, "active", token)
+        ng.wait_arrivals(n_before + CFG["N"], CFG["DELIVER_TIMEOUT"])
         if perf:
             perf.send_signal(signal.SIGINT)
             stop(perf, grace=60)
-        cpu = cpu_use(cpu0, cpu_threads(lh.proc.pid), time.monotonic() - t0)
-        times = sorted(ng.arrivals.values())
+        new = list(ng.arrivals.items())[n_before:]
+        times = sorted(t for _, t in new)
         span = times[-1] - t_resume
-        drains.append({"webhooks": CFG["N"], "span_s": span, "dps": CFG["N"] / span,
-                       "first_after_s": times[-CFG["N"]] - t_resume,
-                       "arrived_while_paused":
-                           sum(1 for t in times if t < t_resume) - (k + 1) * CFG["N"],
-                       "labhook_cpu": cpu})
-        log("delivery alone: %d webhooks in %.1f s after the resume (%.0f/s)"
-            % (CFG["N"], span, CFG["N"] / span))
-        ceiling("after round %d" % (k + 1))
+        cpu = sampler.per("labhook", t_resume, times[-1], len(new))
+        drains.append({"webhooks": len(new), "span_s": span, "dps": len(new) / span,
+                       "first_after_s": times[0] - t_resume,
+                       "arrived_while_paused": sum(1 for t in times if t < t_resume),
+                       "labhook_cpu_per_webhook": cpu,
+                       "nginx_cpu_per_webhook": sampler.per("nginx", t_resume, times[-1],
+                                                            len(new)),
+                       "conns": ng.spread_of([w for w, _ in new])})
+        log("delivery alone: %d webhooks in %.2f s after the resume (%.0f/s), the first after "
+            "%.1f ms; labhook %.1f us CPU per webhook; %d connections, the busiest %.1f%%"
+            % (len(new), span, len(new) / span, 1000 * (times[0] - t_resume), cpu["us"],
+               drains[-1]["conns"]["connections"], drains[-1]["conns"]["max_share_pct"]))
+        c = ceiling("after round %d" % (k + 1))
+        # labhook's CPU per webhook against the raw client's per request, the run right after.
+        drains[-1]["cpu_ratio"] = cpu["us"] / c["cpu_us_per_req"]
+        drains[-1]["round_ratio"] = drains[-1]["dps"] / c["dps"]
     best = max(ceilings, key=lambda c: c["dps"])
     r["ceiling"] = dict(best, requests=CFG["CEIL_N"], payload_bytes=size, runs=ceilings)
     alone = max(drains, key=lambda x: x["dps"])
@@ -575,7 +819,9 @@ def scenario_main(tmp, ca, cert, key):
     r["delivery"]["ratio"] = alone["dps"] / best["dps"]
     r["delivery"]["while_ingesting_ratio"] = r["delivery"]["while_ingesting_dps"] / best["dps"]
     # Each round against the raw run right after it: how much the pairing matters.
-    r["delivery"]["round_ratios"] = [x["dps"] / c["dps"] for x, c in zip(drains, ceilings[1:])]
+    r["delivery"]["round_ratios"] = [x["round_ratio"] for x in drains]
+    r["delivery"]["cpu_ratios"] = [x["cpu_ratio"] for x in drains]
+    r["delivery"]["cpu_ratio"] = statistics.median(r["delivery"]["cpu_ratios"])
     # ingest_eps, like delivery_dps, is labhook doing that one thing: bills accepted with
     # their delivery rows written (one subscription), while nothing is being sent.
     r["ingest"].update(max(queued, key=lambda q: q["eps"]), bills=CFG["N"], runs=queued)
@@ -615,7 +861,61 @@ def scenario_main(tmp, ca, cert, key):
     r["labhook"]["stop_s"], r["labhook"]["exit_code"] = lh.stop()
     r["nginx_log_lines"] = ng.lines
     ng.stop()
+    r["sampler_cores"] = sampler.stop()
+    summarize_main(r)
     return r
+
+
+MAIN_TARGETS = (  # (figure, comparison, bound, what the issue asks); issue 15
+    ("cpu_ratio", "<=", 1.2, "labhook CPU per delivered webhook / raw client CPU per request "
+     "(median of the rounds)"),
+    ("min_round_ratio", ">=", 0.8, "delivery_ratio in every round (against the next raw run)"),
+    ("both_ratio", ">=", 0.45, "both at once: bills accepted and delivered per second / "
+     "ceiling"),
+    ("conn_max_share", "<=", 15, "busiest receiver connection's share of webhooks, % (16 "
+     "connections; the worst phase)"),
+    ("ingest_eps", ">=", 25000, "bills accepted per second, subscription paused"),
+    ("first_ms", "<=", 10, "first webhook after a resume, ms (the slowest round)"),
+)
+
+
+def check_targets(summary, targets):
+    out = []
+    for name, op, bound, what in targets:
+        v = summary[name]
+        met = v is not None and (v >= bound if op == ">=" else v <= bound)
+        out.append({"figure": name, "target": "%s %s" % (op, bound), "value": v, "met": met,
+                    "what": what})
+    return out
+
+
+def summarize_main(r):
+    """The figures of the summary line and the issue's targets, into r."""
+    d = r["delivery"]
+    drains = d["alone"]["runs"]
+    s = {"ingest_eps": r["ingest"]["eps"], "delivery_dps": d["dps"],
+         "ceiling_dps": r["ceiling"]["dps"], "delivery_ratio": d["ratio"],
+         "e2e_p50_ms": r["paced"]["e2e_p50_ms"], "e2e_p99_ms": r["paced"]["e2e_p99_ms"],
+         "rss_mb": r["labhook"]["rss_peak_mb"], "cpu_ratio": d["cpu_ratio"],
+         # The worst of labhook's phases: each drain and both at once.
+         "conn_max_share": max(x["conns"]["max_share_pct"] for x in drains + [d]),
+         "both_ratio": d["while_ingesting_ratio"],
+         "min_round_ratio": min(d["round_ratios"]),
+         "first_ms": 1000 * max(x["first_after_s"] for x in drains),
+         "cpu_us_per_bill": r["ingest"]["labhook_cpu_per_bill"]["us"]}
+    r["summary"] = s
+    r["targets"] = check_targets(s, MAIN_TARGETS)
+
+
+def summary_line(r):
+    s = r["summary"]
+    return ("ingest_eps=%.0f delivery_dps=%.0f ceiling_dps=%.0f delivery_ratio=%.3f "
+            "e2e_p50_ms=%.1f e2e_p99_ms=%.1f rss_mb=%.1f cpu_ratio=%.2f conn_max_share=%.1f "
+            "both_ratio=%.3f min_round_ratio=%.3f first_ms=%.1f cpu_us_per_bill=%.1f"
+            % (s["ingest_eps"], s["delivery_dps"], s["ceiling_dps"], s["delivery_ratio"],
+               round(s["e2e_p50_ms"], 1) + 0.0, round(s["e2e_p99_ms"], 1) + 0.0,  # no "-0.0"
+               s["rss_mb"], s["cpu_ratio"], s["conn_max_share"], s["both_ratio"],
+               s["min_round_ratio"], s["first_ms"], s["cpu_us_per_bill"]))
 
 
 def scenario_backlog(tmp, ca, cert, key):
@@ -884,11 +1184,14 @@ def account_token(node, a):
                                        "clientSecret": a["secret"]}))["authToken"]
 
 
-def set_subs(node, accts, status):
-    for a in accts:
+def set_subs(node, accts, status, tokens=None):
+    """Pauses or resumes the accounts' subscriptions (tokens: one per account, made
+    beforehand, so that a timed resume does not include a token's hash each)."""
+    for i, a in enumerate(accts):
         api_ok("pause/resume", *http_json("PATCH", node.base + "/client/events/subscriptions/"
                                           + a["sub"], {"status": status},
-                                          token=account_token(node, a)))
+                                          token=tokens[i] if tokens else
+                                          account_token(node, a)))
 
 
 def loadgen_args(url, body_file, count, conc, rate=0, headers=()):
@@ -1083,11 +1386,22 @@ class CpuMeter:
         return r
 
 
-def throughput(label, nodes, accts, ng, ceiling, pg=None, db=None):
+def node_cpu(sampler, nodes, a, b, count):
+    """CPU of each node over [a, b] per unit (count: all the nodes' units, so the nodes'
+    figures add up to "us")."""
+    per = [sampler.per("node%d" % i, a, b, count) for i in range(len(nodes))]
+    return {"us": sum(x["us"] for x in per), "nodes": per}
+
+
+def throughput(label, nodes, accts, ng, ceiling, sampler, pg=None, db=None):
     """PG_ROUNDS rounds of: every subscription paused, PG_N bills through the nodes (ingest
     alone), then all resumed and the drain to nginx timed (delivery alone); a raw-client run
-    after each round. Returns the rounds and the best of each."""
+    after each round. Returns the rounds and the best of each. The nodes' CPU per bill and
+    per webhook is taken over the real spans (first request to last answer; resume to last
+    arrival) from sampler."""
     n, rounds = CFG["PG_N"], []
+    for i, node in enumerate(nodes):
+        sampler.watch("node%d" % i, node.proc.pid)
     for k in range(CFG["PG_ROUNDS"]):
         step("%s, round %d/%d: %d bills through %d node(s), %d subscriptions paused; then "
              "resumed" % (label, k + 1, CFG["PG_ROUNDS"], n, len(nodes), len(accts)))
@@ -1098,7 +1412,9 @@ def throughput(label, nodes, accts, ng, ceiling, pg=None, db=None):
         lsn0 = pg.wal_lsn() if pg else 0
         procs = start_loadgens(nodes, accts, n, CFG["C"])
         g = finish_loadgens(procs, 60 + n / 50)
-        ingest = dict(g, cpu=cpu.read())
+        ingest = dict(g, cpu=cpu.read(),
+                      labhook_cpu_per_bill=node_cpu(sampler, nodes, g["t_first"], g["t_last"],
+                                                    g["ok"]))
         if pg:
             ingest["wal_bytes_per_event"] = (pg.wal_lsn() - lsn0) / max(g["ok"], 1)
         if g["fail"]:
@@ -1108,16 +1424,21 @@ def throughput(label, nodes, accts, ng, ceiling, pg=None, db=None):
 
         holders = lease_holders(pg, db, nodes) if len(nodes) > 1 else {}
         node_of_path = {a["path"]: holders.get(a["sub"], 0) for a in accts}
+        tokens = [account_token(nodes[0], a) for a in accts]
         cpu = CpuMeter(nodes, pg)
         t_resume = time.time()
-        set_subs(nodes[0], accts, "active")
+        set_subs(nodes[0], accts, "active", tokens)
         ng.wait_arrivals(n_before + int(g["ok"]), CFG["DELIVER_TIMEOUT"])
         drain = {"cpu": cpu.read()}
         new = list(ng.arrivals.items())[n_before:]
         last = max(t for _, t in new)
         drain.update(webhooks=len(new), span_s=last - t_resume,
                      dps=len(new) / (last - t_resume),
-                     first_after_s=min(t for _, t in new) - t_resume)
+                     first_after_s=min(t for _, t in new) - t_resume,
+                     labhook_cpu_per_webhook=node_cpu(sampler, nodes, t_resume, last,
+                                                      len(new)),
+                     nginx_cpu_per_webhook=sampler.per("nginx", t_resume, last, len(new)),
+                     conns=ng.spread_of([w for w, _ in new]))
         if len(nodes) > 1:
             per = []
             for i in range(len(nodes)):
@@ -1127,19 +1448,34 @@ def throughput(label, nodes, accts, ng, ceiling, pg=None, db=None):
                             "span_s": (max(ts) - t_resume) if ts else 0.0,
                             "dps": len(ts) / (max(ts) - t_resume) if ts else 0.0})
             drain["per_node"] = per
+            for p, c in zip(per, drain["labhook_cpu_per_webhook"]["nodes"]):
+                # The node's CPU per webhook it sent itself.
+                p["cpu_us_per_webhook"] = c["us"] * len(new) / max(p["webhooks"], 1)
         log("delivery: %d webhooks in %.2f s after the resume (%.0f/s; first after %.2f s), "
             "CPU %s%s" % (len(new), drain["span_s"], drain["dps"], drain["first_after_s"],
                           json.dumps(drain["cpu"]),
                           "; per node " + " / ".join("%d in %.2f s" % (p["webhooks"], p["span_s"])
                                                      for p in drain["per_node"])
                           if "per_node" in drain else ""))
-        ceiling("after %s round %d" % (label, k + 1))
+        log("CPU: %.1f us per bill (ingest), %.1f us per webhook (drain), labhook"
+            % (ingest["labhook_cpu_per_bill"]["us"], drain["labhook_cpu_per_webhook"]["us"]))
+        c = ceiling("after %s round %d" % (label, k + 1))
+        drain["cpu_ratio"] = drain["labhook_cpu_per_webhook"]["us"] / c["cpu_us_per_req"]
+        drain["round_ratio"] = drain["dps"] / c["dps"]
         rounds.append({"ingest": ingest, "delivery": drain})
+    for i in range(len(nodes)):
+        sampler.unwatch("node%d" % i)
     best_i = max(rounds, key=lambda x: x["ingest"]["eps"])["ingest"]
     best_d = max(rounds, key=lambda x: x["delivery"]["dps"])["delivery"]
+    med = statistics.median
     return {"nodes": len(nodes), "subscriptions": len(accts), "bills_per_round": n,
             "ingest_eps": best_i["eps"], "delivery_dps": best_d["dps"],
-            "ingest": best_i, "delivery": best_d, "rounds": rounds}
+            "ingest": best_i, "delivery": best_d, "rounds": rounds,
+            # Medians of the rounds: CPU per unit varies less than the rates.
+            "cpu_us_per_bill": med(x["ingest"]["labhook_cpu_per_bill"]["us"] for x in rounds),
+            "cpu_us_per_webhook": med(x["delivery"]["labhook_cpu_per_webhook"]["us"]
+                                      for x in rounds),
+            "cpu_ratio": med(x["delivery"]["cpu_ratio"] for x in rounds)}
 
 
 def statement_stats(pg, db, nodes, accts):
@@ -1310,8 +1646,11 @@ def scenario_pg(tmp, ca, cert, key):
     size = ceiling_payload(payload)
     ceilings = []
 
+    sampler = CpuSampler().start()
+    sampler.watch("nginx", ng.worker)
+
     def ceiling(when):
-        raw_ceiling(hook_base + "/hook", payload, ca, when, ceilings)
+        return raw_ceiling(ng, hook_base + "/hook", payload, ca, when, ceilings, sampler)
     ceiling("before")
 
     pg = Postgres()
@@ -1323,7 +1662,7 @@ def scenario_pg(tmp, ca, cert, key):
         lh = Labhook(tmp, "sqlite-1", ca)
         lh.start(demo=False)
         accts = make_accounts(lh, "sqlite", hook_base, CFG["PG_SUBS"], tmp)
-        r["sqlite"] = throughput("SQLite, one node", [lh], accts, ng, ceiling)
+        r["sqlite"] = throughput("SQLite, one node", [lh], accts, ng, ceiling, sampler)
         r["sqlite"].update(delivery_summary(lh))
         lh.stop()
 
@@ -1332,7 +1671,8 @@ def scenario_pg(tmp, ca, cert, key):
         lh = Labhook(tmp, "pg-1", ca, pg=pg, db=db)
         lh.start(demo=False)
         accts = make_accounts(lh, "pg1", hook_base, CFG["PG_SUBS"], tmp)
-        r["pg1"] = throughput("PostgreSQL, one node", [lh], accts, ng, ceiling, pg, db)
+        r["pg1"] = throughput("PostgreSQL, one node", [lh], accts, ng, ceiling, sampler, pg,
+                              db)
         r["pg1"].update(delivery_summary(lh))
         if pg.has_statements:
             r["pg1"]["statements"] = statement_stats(pg, db, [lh], accts)
@@ -1345,7 +1685,8 @@ def scenario_pg(tmp, ca, cert, key):
             node.start(demo=False)
         accts = make_accounts(nodes[0], "pg2", hook_base, CFG["PG_SUBS"], tmp)
         wait_spread(pg, db, nodes, accts, 60)
-        r["pg2"] = throughput("PostgreSQL, two nodes", nodes, accts, ng, ceiling, pg, db)
+        r["pg2"] = throughput("PostgreSQL, two nodes", nodes, accts, ng, ceiling, sampler, pg,
+                              db)
         r["pg2"].update(delivery_summary(nodes[0]))
         if pg.has_statements:
             r["pg2"]["statements"] = statement_stats(pg, db, nodes, accts)
@@ -1364,6 +1705,7 @@ def scenario_pg(tmp, ca, cert, key):
         r[k]["delivery_ratio"] = r[k]["delivery_dps"] / best["dps"]
     r["nginx_log_lines"] = ng.lines
     ng.stop()
+    r["sampler_cores"] = sampler.stop()
     s = {"sqlite_ingest_eps": r["sqlite"]["ingest_eps"], "pg_ingest_eps": r["pg1"]["ingest_eps"],
          "pg2_ingest_eps": r["pg2"]["ingest_eps"],
          "sqlite_delivery_dps": r["sqlite"]["delivery_dps"],
@@ -1372,13 +1714,13 @@ def scenario_pg(tmp, ca, cert, key):
          "pg_delivery_ratio": r["pg1"]["delivery_ratio"],
          "pg2_vs_pg1": r["pg2"]["delivery_dps"] / r["pg1"]["delivery_dps"],
          "takeover_s": r["takeover"]["takeover_s"]}
+    for k in ("sqlite", "pg", "pg2"):
+        x = r["pg1" if k == "pg" else k]
+        s[k + "_cpu_us_per_webhook"] = x["cpu_us_per_webhook"]
+        s[k + "_cpu_us_per_bill"] = x["cpu_us_per_bill"]
+    s["pg_cpu_ratio"] = r["pg1"]["cpu_ratio"]
     r["summary"] = s
-    r["targets"] = []
-    for name, op, bound, what in PG_TARGETS:
-        v = s[name]
-        met = v is not None and (v >= bound if op == ">=" else v <= bound)
-        r["targets"].append({"figure": name, "target": "%s %s" % (op, bound), "value": v,
-                             "met": met, "what": what})
+    r["targets"] = check_targets(s, PG_TARGETS)
     return r
 
 
@@ -1396,7 +1738,10 @@ def report_pg(r):
           "round, best of %d rounds)" % (os.cpu_count(), r["settings"]["PG_SUBS"],
                                          r["settings"]["PG_N"], r["settings"]["PG_ROUNDS"]))
     rows = [("ceiling (nginx direct)", "%.0f req/s  (best of %s)"
-             % (c["dps"], " / ".join("%.0f" % x["dps"] for x in c["runs"])))]
+             % (c["dps"], " / ".join("%.0f" % x["dps"] for x in c["runs"]))),
+            ("  raw client CPU", "%s us/request (each run); nginx %s"
+             % (" / ".join("%.1f" % x["cpu_us_per_req"] for x in c["runs"]),
+                " / ".join("%.1f" % x["nginx_cpu"]["us"] for x in c["runs"])))]
     for k, name in (("sqlite", "SQLite, 1 node"), ("pg1", "PostgreSQL, 1 node"),
                     ("pg2", "PostgreSQL, 2 nodes")):
         x = r[k]
@@ -1410,10 +1755,25 @@ def report_pg(r):
                                  " / ".join("%.0f" % y["delivery"]["dps"]
                                             for y in x["rounds"]), fmt_cpu(d["cpu"]))))
         if "per_node" in d:
-            rows.append(("  per node", " / ".join("%d subs: %d in %.2f s (%.0f/s)"
+            rows.append(("  per node", " / ".join("%d subs: %d in %.2f s (%.0f/s), %.1f us "
+                                                  "CPU per own webhook"
                                                   % (p["subscriptions"], p["webhooks"],
-                                                     p["span_s"], p["dps"])
+                                                     p["span_s"], p["dps"],
+                                                     p["cpu_us_per_webhook"])
                                                   for p in d["per_node"])))
+        for j, y in enumerate(x["rounds"]):
+            yi, yd = y["ingest"]["labhook_cpu_per_bill"], y["delivery"]
+            for m, (ci, cd) in enumerate(zip(yi["nodes"], yd["labhook_cpu_per_webhook"]["nodes"])):
+                node = " node %s" % "ab"[m] if len(yi["nodes"]) > 1 else ""
+                rows.append(("  round %d%s, CPU" % (j + 1, node), fmt_per(ci, "bill")))
+                rows.append(("", fmt_per(cd, "webhook")))
+            rows.append(("  round %d" % (j + 1), "labhook %.1f us/bill, %.1f us/webhook; nginx "
+                         "%.1f us/webhook; %s; cpu_ratio %.2f; %.2f of the next raw run"
+                         % (yi["us"], yd["labhook_cpu_per_webhook"]["us"],
+                            yd["nginx_cpu_per_webhook"]["us"], fmt_conns(yd["conns"]),
+                            yd["cpu_ratio"], yd["round_ratio"])))
+        rows.append(("  CPU, median of rounds", "%.1f us/bill, %.1f us/webhook, cpu_ratio %.2f"
+                     % (x["cpu_us_per_bill"], x["cpu_us_per_webhook"], x["cpu_ratio"])))
         if "wal_bytes_per_event" in i:
             rows.append(("  WAL per bill (timed)", "%.0f bytes" % i["wal_bytes_per_event"]))
     for k, name in (("pg1", "1 node"), ("pg2", "2 nodes")):
@@ -1449,12 +1809,7 @@ def report_pg(r):
     if not t.get("skipped"):
         rows.append(("  afterwards", "%d events, %d lost, %d duplicates; %s"
                      % (t["events"], t["lost"], t["duplicates"], json.dumps(t["deliveries"]))))
-    for x in r["targets"]:
-        rows.append(("target %s %s" % (x["figure"], x["target"]),
-                     "%s (%s)  %s" % ("MET" if x["met"] else "MISSED",
-                                      "-" if x["value"] is None else "%.3g" % x["value"],
-                                      x["what"])))
-    table(rows)
+    table(rows + target_rows(r["targets"]))
 
 
 def pg_summary_line(r):
@@ -1463,12 +1818,17 @@ def pg_summary_line(r):
     return ("sqlite_ingest_eps=%.0f pg_ingest_eps=%.0f pg2_ingest_eps=%.0f "
             "sqlite_delivery_dps=%.0f pg_delivery_dps=%.0f pg2_delivery_dps=%.0f "
             "ceiling_dps=%.0f pg_delivery_ratio=%.3f pg2_vs_pg1=%.3f takeover_s=%s "
-            "targets_met=%d/%d"
+            "targets_met=%d/%d sqlite_cpu_us_per_webhook=%.1f pg_cpu_us_per_webhook=%.1f "
+            "pg2_cpu_us_per_webhook=%.1f pg_cpu_ratio=%.2f sqlite_cpu_us_per_bill=%.1f "
+            "pg_cpu_us_per_bill=%.1f pg2_cpu_us_per_bill=%.1f"
             % (s["sqlite_ingest_eps"], s["pg_ingest_eps"], s["pg2_ingest_eps"],
                s["sqlite_delivery_dps"], s["pg_delivery_dps"], s["pg2_delivery_dps"],
                s["ceiling_dps"], s["pg_delivery_ratio"], s["pg2_vs_pg1"],
                "%.1f" % tk if tk is not None else "none",
-               sum(1 for x in r["targets"] if x["met"]), len(r["targets"])))
+               sum(1 for x in r["targets"] if x["met"]), len(r["targets"]),
+               s["sqlite_cpu_us_per_webhook"], s["pg_cpu_us_per_webhook"],
+               s["pg2_cpu_us_per_webhook"], s["pg_cpu_ratio"], s["sqlite_cpu_us_per_bill"],
+               s["pg_cpu_us_per_bill"], s["pg2_cpu_us_per_bill"]))
 
 
 # --- results ---------------------------------------------------------------------------
@@ -1496,6 +1856,8 @@ def rounded(v):
         return round(v, 3)
     if isinstance(v, dict):
         return {k: rounded(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [rounded(x) for x in v]
     return v
 
 
@@ -1527,34 +1889,76 @@ def table(rows):
         print("  %-*s  %s" % (w, k, v))
 
 
+def fmt_per(p, unit):
+    """A CpuSampler.per() reading: total µs per unit, then each thread name's."""
+    return "%.1f us/%s (%s)" % (p["us"], unit, ", ".join("%s %.1f" % (k, v)
+                                                         for k, v in p["threads"].items()))
+
+
+def fmt_conns(c):
+    return "%d conns, busiest %.1f%%" % (c["connections"], c["max_share_pct"])
+
+
+def target_rows(targets):
+    return [("target %s %s" % (x["figure"], x["target"]),
+             "%s (%s)  %s" % ("MET" if x["met"] else "MISSED",
+                              "-" if x["value"] is None else "%.3g" % x["value"], x["what"]))
+            for x in targets]
+
+
 def report_main(r):
     p, d = r["paced"], r["delivery"]
+    w = r["ingest"]["while_delivering"]
     print("\nlabhook benchmark (%d CPUs)" % os.cpu_count())
-    table([
+    rows = [
         ("ceiling (nginx direct)", "%.0f req/s  p50 %.2f ms  p99 %.2f ms  (%d B, %d conns; "
          "best of %s)" % (r["ceiling"]["dps"], r["ceiling"]["p50_ms"], r["ceiling"]["p99_ms"],
                           r["ceiling"]["payload_bytes"], CFG["CEIL_C"],
-                          " / ".join("%.0f" % c["dps"] for c in r["ceiling"]["runs"]))),
-        ("ingest alone (queued)", "%.0f bills/s  p50 %.2f ms  p99 %.2f ms  (subscription "
-         "paused; best of %s)" % (r["ingest"]["eps"], r["ingest"]["api_p50_ms"],
-                                  r["ingest"]["api_p99_ms"],
-                                  " / ".join("%.0f" % q["eps"] for q in r["ingest"]["runs"]))),
-        ("delivery alone (resumed)", "%.0f webhooks/s  (%d in %.1f s, first after %.2f s; best "
-         "of %s)  = %.1f%% of ceiling"
-         % (d["dps"], d["alone"]["webhooks"], d["alone"]["span_s"], d["alone"]["first_after_s"],
-            " / ".join("%.0f" % x["dps"] for x in d["alone"]["runs"]), 100 * d["ratio"])),
+                          " / ".join("%.0f" % c["dps"] for c in r["ceiling"]["runs"])))]
+    for c in r["ceiling"]["runs"]:
+        rows.append(("  raw client, %s" % c["when"],
+                     "%.0f req/s; CPU per request: raw client %.1f us, nginx %.1f us; %s"
+                     % (c["dps"], c["cpu_us_per_req"], c["nginx_cpu"]["us"],
+                        fmt_conns(c["conns"]))))
+    rows.append(("ingest alone (queued)", "%.0f bills/s  p50 %.2f ms  p99 %.2f ms  "
+                 "(subscription paused; best of %s)"
+                 % (r["ingest"]["eps"], r["ingest"]["api_p50_ms"], r["ingest"]["api_p99_ms"],
+                    " / ".join("%.0f" % q["eps"] for q in r["ingest"]["runs"]))))
+    for k, q in enumerate(r["ingest"]["runs"]):
+        rows.append(("  round %d, labhook CPU" % (k + 1),
+                     fmt_per(q["labhook_cpu_per_bill"], "bill")))
+    rows += [
+        ("delivery alone (resumed)", "%.0f webhooks/s  (%d in %.2f s; best of %s)  = %.1f%% "
+         "of ceiling" % (d["dps"], d["alone"]["webhooks"], d["alone"]["span_s"],
+                         " / ".join("%.0f" % x["dps"] for x in d["alone"]["runs"]),
+                         100 * d["ratio"])),
         ("  each against the next raw run", " / ".join("%.2f" % x for x in d["round_ratios"])),
-        ("  labhook CPU while sending", "%.2f cores, busiest thread %.2f"
-         % (d["alone"]["labhook_cpu"]["cores"],
-            d["alone"]["labhook_cpu"]["busiest_thread_cores"])),
+    ]
+    for k, x in enumerate(d["alone"]["runs"]):
+        rows += [
+            ("  round %d" % (k + 1), "%.0f webhooks/s, first after %.1f ms; %s; %.2f of the "
+             "next raw run" % (x["dps"], 1000 * x["first_after_s"], fmt_conns(x["conns"]),
+                               x["round_ratio"])),
+            ("    labhook CPU", fmt_per(x["labhook_cpu_per_webhook"], "webhook")
+             + "  %.2f cores" % x["labhook_cpu_per_webhook"]["cores"]),
+            ("    nginx CPU", "%.1f us/webhook" % x["nginx_cpu_per_webhook"]["us"]),
+            ("    cpu_ratio", "%.2f  (labhook per webhook / raw client per request, next run)"
+             % x["cpu_ratio"]),
+        ]
+    rows += [
+        ("  cpu_ratio, median", "%.2f  (rounds %s)"
+         % (d["cpu_ratio"], " / ".join("%.2f" % x for x in d["cpu_ratios"]))),
         ("ingest while delivering", "%.0f bills/s  p50 %.2f ms  p99 %.2f ms  (%d conns)"
-         % (r["ingest"]["while_delivering"]["eps"], r["ingest"]["while_delivering"]["api_p50_ms"],
-            r["ingest"]["while_delivering"]["api_p99_ms"], CFG["C"])),
-        ("delivery while ingesting", "%.0f webhooks/s  (%d in %.1f s)  = %.1f%% of ceiling"
-         % (d["while_ingesting_dps"], d["webhooks"], d["span_s"],
-            100 * d["while_ingesting_ratio"])),
-        ("  labhook CPU", "%.2f cores, busiest thread %.2f"
-         % (d["labhook_cpu"]["cores"], d["labhook_cpu"]["busiest_thread_cores"])),
+         % (w["eps"], w["api_p50_ms"], w["api_p99_ms"], CFG["C"])),
+        ("delivery while ingesting", "%.0f webhooks/s  (%d in %.1f s, first request to last "
+         "arrival)  = %.1f%% of ceiling (both_ratio)" % (d["while_ingesting_dps"],
+                                                          d["webhooks"], d["span_s"],
+                                                          100 * d["while_ingesting_ratio"])),
+        ("  labhook CPU, ingest span", fmt_per(w["labhook_cpu_per_bill"], "bill")),
+        ("  labhook CPU, to last arrival", fmt_per(d["labhook_cpu_per_bill"], "bill")
+         + "  %.2f cores" % d["labhook_cpu_per_bill"]["cores"]),
+        ("  nginx CPU", "%.1f us/webhook; %s" % (d["nginx_cpu_per_webhook"]["us"],
+                                                fmt_conns(d["conns"]))),
         ("paced %d/s" % p["offered_per_s"], "API p50 %.2f ms p99 %.2f ms; e2e p50 %.1f ms "
          "p99 %.1f ms max %.1f ms" % (p["api_p50_ms"], p["api_p99_ms"], p["e2e_p50_ms"],
                                       p["e2e_p99_ms"], p["e2e_max_ms"])),
@@ -1563,7 +1967,9 @@ def report_main(r):
         ("labhook peak RSS", "%.1f MB" % r["labhook"]["rss_peak_mb"]),
         ("deliveries", json.dumps(r["labhook"]["deliveries"])),
         ("failed attempts", json.dumps(r["labhook"]["failed_attempts"])),
-    ])
+        ("CPU sampler (bench.py)", "%.3f cores" % r["sampler_cores"]),
+    ]
+    table(rows + target_rows(r["targets"]))
 
 
 def report_backlog(b):
@@ -1621,13 +2027,8 @@ def main():
                       % (b["ingest"]["pending"], b["ready_s"], b["rss_peak_mb"],
                          b["drain_s"], b["drain_dps"]))
         if "main" in out:
-            r = out["main"]
-            report_main(r)
-            print("ingest_eps=%.0f delivery_dps=%.0f ceiling_dps=%.0f delivery_ratio=%.3f "
-                  "e2e_p50_ms=%.1f e2e_p99_ms=%.1f rss_mb=%.1f"
-                  % (r["ingest"]["eps"], r["delivery"]["dps"], r["ceiling"]["dps"],
-                     r["delivery"]["ratio"], round(r["paced"]["e2e_p50_ms"], 1) + 0.0,  # no "-0.0"
-                     round(r["paced"]["e2e_p99_ms"], 1) + 0.0, r["labhook"]["rss_peak_mb"]))
+            report_main(out["main"])
+            print(summary_line(out["main"]))
         ok = True
     except BenchError as e:
         print("bench: FAILED: %s (files in %s)" % (e, tmp), file=sys.stderr)

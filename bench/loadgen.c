@@ -8,7 +8,10 @@
  * - http:// URLs (labhook's API) go through a minimal epoll client: the benchmark's client
  *   shares the machine's two cores with labhook, and libcurl spent ~50 us of CPU per
  *   request where this spends ~15, CPU that otherwise is taken from the server measured.
- * Prints one summary line of key=value pairs on stdout; with --out, one line per 2xx
+ * Prints one summary line of key=value pairs on stdout, with its own CPU time (user + system)
+ * from right before the first request to right after the last answer (cpu_s, and per
+ * request: cpu_us_per_req, the raw client's cost the benchmark compares labhook's with);
+ * with --out, one line per 2xx
  * answer: when the answer arrived and when the request was sent (wall clock, Unix ms),
  * and the "billID" the answer carried.
  */
@@ -24,6 +27,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +73,15 @@ static double wall_now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds (user + system) this process has used so far. */
+static double cpu_now(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
@@ -199,6 +212,7 @@ struct tally {
 	double *lat; /* per 2xx: seconds from the (scheduled) start to the answer */
 	long ok, failed;
 	double wall_first, wall_last;
+	double cpu_first, cpu_last; /* cpu_now() before the first request, after the last answer */
 	char first_error[256];
 	FILE *out;
 };
@@ -297,6 +311,8 @@ static int run_curl(const struct opts *o, const char *body, size_t body_len, str
 			sl->t_start = due;
 			sl->len = 0;
 			sl->resp[0] = '\0';
+			if (started == 0)
+				t->cpu_first = cpu_now();
 			sl->wall_sent = wall_now();
 			if (started == 0)
 				t->wall_first = sl->wall_sent;
@@ -332,6 +348,7 @@ static int run_curl(const struct opts *o, const char *body, size_t body_len, str
 		    curl_multi_poll(multi, NULL, 0, (int)wait_ms, NULL) != CURLM_OK)
 			goto out;
 	}
+	t->cpu_last = cpu_now();
 	rc = 0;
 out:
 	for (long i = 0; slots && i < o->concurrency; i++) {
@@ -518,6 +535,8 @@ static int run_http(const struct opts *o, const char *body, size_t body_len, str
 			c->resp[0] = '\0';
 			c->t_start = due;
 			c->t_sent = now;
+			if (started == 0)
+				t->cpu_first = cpu_now();
 			c->wall_sent = wall_now();
 			if (started++ == 0)
 				t->wall_first = c->wall_sent;
@@ -573,6 +592,7 @@ static int run_http(const struct opts *o, const char *body, size_t body_len, str
 			}
 		}
 	}
+	t->cpu_last = cpu_now();
 	rc = 0;
 out:
 	for (long i = 0; conns && i < o->concurrency; i++)
@@ -615,11 +635,13 @@ int main(int argc, char **argv)
 		goto out;
 	double elapsed = mono_now() - t0;
 	qsort(t.lat, (size_t)t.ok, sizeof *t.lat, cmp_double);
+	double cpu = t.cpu_last - t.cpu_first;
 	printf("ok=%ld fail=%ld elapsed_s=%.3f rps=%.1f p50_ms=%.3f p99_ms=%.3f "
-	       "max_ms=%.3f t_first=%.3f t_last=%.3f\n",
+	       "max_ms=%.3f t_first=%.3f t_last=%.3f cpu_s=%.6f cpu_us_per_req=%.2f\n",
 	       t.ok, t.failed, elapsed, (double)t.ok / elapsed,
 	       percentile(t.lat, t.ok, 0.50) * 1000, percentile(t.lat, t.ok, 0.99) * 1000,
-	       percentile(t.lat, t.ok, 1.0) * 1000, t.wall_first, t.wall_last);
+	       percentile(t.lat, t.ok, 1.0) * 1000, t.wall_first, t.wall_last, cpu,
+	       cpu * 1e6 / (double)(t.ok + t.failed));
 	if (t.failed)
 		fprintf(stderr, "loadgen: %ld failed; first: %s\n", t.failed, t.first_error);
 	rc = t.failed ? 1 : 0;
