@@ -197,7 +197,7 @@ class CpuSampler:
         self.series = {}  # key -> (array of times, {name: array of cumulative seconds})
         self.stop_ev = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
-        self.tid = None
+        self.own_s = 0.0  # the sampler thread's own CPU, when it ends
         self.t0 = time.time()
 
     def start(self):
@@ -264,26 +264,20 @@ class CpuSampler:
         times.append((t_a + time.time()) / 2)
 
     def run(self):
-        self.tid = threading.get_native_id()
         while not self.stop_ev.wait(self.every):
             with self.lock:
                 for key, pid in list(self.pids.items()):
                     self._sample(key, pid)
+        self.own_s = time.thread_time()
 
     def stop(self):
         """Stops the thread; returns the cores it used itself (its own CPU / its lifetime)."""
         self.stop_ev.set()
-        own = 0.0
-        try:
-            with open("/proc/self/task/%d/schedstat" % self.tid) as f:
-                own = int(f.read().split()[0]) / 1e9
-        except (OSError, TypeError, ValueError):
-            pass
         self.thread.join(5)
         with self.lock:
             for key in list(self.pids):
                 self._close(key)
-        return own / max(time.time() - self.t0, 1e-3)
+        return self.own_s / max(time.time() - self.t0, 1e-3)
 
     def _at(self, times, names, t):
         i = bisect.bisect_left(times, t)
@@ -1806,6 +1800,7 @@ def report_pg(r):
                                                        x["per_subscription_s"].values()
                                                        if v is not None)),
                         x["survivor_max_gap_s"])))
+    rows.append(("CPU sampler (bench.py)", "%.3f cores" % r["sampler_cores"]))
     if not t.get("skipped"):
         rows.append(("  afterwards", "%d events, %d lost, %d duplicates; %s"
                      % (t["events"], t["lost"], t["duplicates"], json.dumps(t["deliveries"]))))
