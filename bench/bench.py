@@ -37,7 +37,8 @@ import urllib.request
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 BUILD = os.path.join(ROOT, "build-bench")
-LABHOOK = os.path.join(BUILD, "labhook")
+# LABHOOK_BIN: another build of labhook to measure (an older commit, side by side).
+LABHOOK = os.environ.get("LABHOOK_BIN") or os.path.join(BUILD, "labhook")
 LOADGEN = os.path.join(BUILD, "loadgen")
 RESULTS = os.path.join(BENCH, "results")
 
@@ -601,7 +602,7 @@ def profile(pid, phase):
     if not out:
         return None
     os.makedirs(out, exist_ok=True)
-    return spawn(["perf", "record", "-q", "-F", "999", "-g", "-p", str(pid), "-o",
+    return spawn(["perf", "record", "-q", "-F", os.environ.get("PERF_FREQ", "999"), "-g", "-p", str(pid), "-o",
                   os.path.join(out, phase + ".perf.data")],
                  subprocess.DEVNULL, subprocess.DEVNULL)
 

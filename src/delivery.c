@@ -28,6 +28,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,16 @@
 #define PAYLOAD_BUDGET    (32u << 20) /* payload bytes kept in memory; past it, read at send */
 #define SLOT_RESERVE      8   /* one endpoint leaves 1/8 of max-in-flight (at least 1) to others */
 #define LEASE_SOON_MS     200 /* a subscription change makes the leases looked at this soon */
+#define READ_PAGE_FIRST   256 /* deliveries read back at once for an endpoint with none in memory */
+#define READ_PAGE_MAX     2048 /* ...and for one with some */
+
+/* Connection caches, one per slot: an endpoint's attempts in flight at once each take a
+ * different slot (the lowest free), so each has a connection of its own. With one shared
+ * cache, libcurl gives a new transfer the first idle connection it finds: when the
+ * receiver answered before the dispatcher looked again, every transfer went out on the
+ * same connection (56-81% of the webhooks on one of 16), one at a time on the wire. */
+#define SLOT_CACHES 32
+#define SPARE_MAX   256 /* attempt contexts (with their handles) kept for reuse */
 
 struct item {
 	struct item *next;
@@ -109,11 +120,12 @@ struct endpoint {
 	int loaded;
 	uint64_t version;
 	int in_flight;
-	struct retry_state health; /* failure streak and backoff (retry_policy.h) */
-	struct waitq waiting;      /* its lanes waiting for room under its cap */
-	struct waitq gwaiting;     /* its lanes waiting for a global slot */
-	struct eplink q[EPQ_N];    /* in the spill queue, in the ring of global slots */
-	struct lane *lanes;        /* its lanes (linked through lane.enext) */
+	unsigned char slot_use[SLOT_CACHES]; /* its attempts in flight on each slot */
+	struct retry_state health;           /* failure streak and backoff (retry_policy.h) */
+	struct waitq waiting;                /* its lanes waiting for room under its cap */
+	struct waitq gwaiting;               /* its lanes waiting for a global slot */
+	struct eplink q[EPQ_N];              /* in the spill queue, in the ring of global slots */
+	struct lane *lanes;                  /* its lanes (linked through lane.enext) */
 	/* Its part of the window. Every pending delivery of it with event_seq <= loaded_seq is
 	 * in memory; when spilled, more wait on disk past it and are read back in pages. */
 	size_t mem; /* its deliveries in memory */
@@ -131,22 +143,31 @@ struct heap_ent {
 	unsigned gen;
 };
 
+/* One attempt, on an easy handle of its own that keeps every option but the request's
+ * (set once when the context is made) and the connection cache of its slot (see
+ * SLOT_CACHES). Contexts are kept for reuse: an attempt sets four options, builds its
+ * headers in place and allocates nothing. */
 struct attempt_ctx {
+	/* Set once, when made: */
+	struct delivery_engine *d;
+	CURL *h;
+	int slot; /* its connection cache: d->caches[slot] */
+	/* Per attempt (cleared up to resp by attempt_new): */
 	struct lane *lane;
 	struct item *item;
-	CURL *h;
-	struct curl_slist *hdrs;
 	char *payload;
 	size_t payload_len;
 	int payload_counted; /* taken from its item: counts in the dispatcher's payload_bytes */
 	int64_t started_ms, started_us;
-	char resp[ATTEMPT_BODY_CAP];
 	size_t resp_len, resp_total;
 	int retry_after_s;
 	int64_t epoch; /* the lease it was started under (0 on a one-node store) */
 	const char *blocked;
-	struct delivery_engine *d;
-	struct attempt_ctx *prev, *next; /* the dispatcher's list of running attempts */
+	struct attempt_ctx *prev, *next; /* the running list, or its slot's spare list */
+	char resp[ATTEMPT_BODY_CAP];
+	/* The request's headers, built in place (libcurl only reads the list). */
+	struct curl_slist hnode[6];
+	char h_id[ID_CAP + 16], h_ts[48], h_sig[32 + 2 * SIG_CAP], h_auth[AUTHTOKEN_CAP + 32];
 };
 
 struct rec_batch {
@@ -175,8 +196,9 @@ struct delivery_engine {
 	size_t nheap, cap_heap;
 	struct epq ring; /* endpoints waiting for global slots, in turn */
 	struct attempt_ctx *running;
-	CURL *idle[64]; /* easy handles kept for reuse (curl_easy_reset keeps their caches) */
-	int nidle;
+	CURLSH *caches[SLOT_CACHES];            /* a connection cache per slot */
+	struct attempt_ctx *spare[SLOT_CACHES]; /* contexts kept for reuse, per slot */
+	size_t nspare;
 	int in_flight;
 	uint64_t subs_version;
 
@@ -206,6 +228,7 @@ struct delivery_engine {
 	struct epq spill;      /* endpoints with deliveries on disk to read back, in turn */
 	struct endpoint *busy; /* endpoints with deliveries in memory */
 	int recorder_wait;     /* a read-back waits for the recorder: look again soon */
+	int pages_due;         /* a read-back stopped at a page's end: read on at once */
 
 	/* Other nodes' news (under inbox_mu): subscriptions with deliveries to read back. */
 	struct sub_news *news;
@@ -877,143 +900,51 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 	return len;
 }
 
+/* Destroys a context and its handle (its slot's cache keeps the connection). */
+static void attempt_destroy(struct attempt_ctx *a)
+{
+	if (a->h)
+		curl_easy_cleanup(a->h);
+	free(a);
+}
+
+/* Ends an attempt: its payload goes, and the context is kept for the next attempt on its
+ * slot (up to SPARE_MAX in all). */
 static void attempt_free(struct attempt_ctx *a)
 {
 	if (!a)
 		return;
-	curl_slist_free_all(a->hdrs);
-	if (a->h) {
-		if (a->d->nidle < (int)(COUNTOF(a->d->idle))) {
-			curl_easy_reset(a->h);
-			a->d->idle[a->d->nidle++] = a->h;
-		} else {
-			curl_easy_cleanup(a->h);
-		}
-	}
+	struct delivery_engine *d = a->d;
 	if (a->payload_counted) {
-		assert(a->d->payload_bytes >= a->payload_len);
-		a->d->payload_bytes -= a->payload_len;
+		assert(d->payload_bytes >= a->payload_len);
+		d->payload_bytes -= a->payload_len;
 	}
 	free(a->payload);
-	free(a);
+	a->payload = NULL;
+	if (d->nspare >= SPARE_MAX) {
+		attempt_destroy(a);
+		return;
+	}
+	a->next = d->spare[a->slot];
+	d->spare[a->slot] = a;
+	d->nspare++;
 }
 
-static CURL *handle_get(struct delivery_engine *d)
+/* A new context on slot k: an easy handle with every option that does not change between
+ * attempts, the ones that keep it safe among them (HTTPS only, no redirects, no proxy, the
+ * address check, the caps on time and on what is read). NULL out of memory. */
+static struct attempt_ctx *attempt_make(struct delivery_engine *d, int k)
 {
-	return d->nidle ? d->idle[--d->nidle] : curl_easy_init();
-}
-
-/* Links a started attempt into the running list and counts it in flight: in its lane (only
- * the head, and only one at a time), its endpoint and the engine, each under its cap. */
-static void attempt_track(struct delivery_engine *d, struct attempt_ctx *a)
-{
-	struct lane *l = a->lane;
-	assert(a->item == l->head && !l->in_flight);
-	assert(l->ep->in_flight < endpoint_cap(d, l->ep));
-	assert(d->in_flight < d->cfg->max_in_flight);
-	l->in_flight = 1;
-	l->ep->in_flight++;
-	d->in_flight++;
-	a->prev = NULL;
-	a->next = d->running;
-	if (d->running)
-		d->running->prev = a;
-	d->running = a;
-}
-
-/* The reverse of attempt_track, when the attempt has finished. */
-static void attempt_untrack(struct delivery_engine *d, struct attempt_ctx *a)
-{
-	struct lane *l = a->lane;
-	assert(l->in_flight && a->item == l->head);
-	assert(l->ep->in_flight > 0 && d->in_flight > 0);
-	l->in_flight = 0;
-	l->ep->in_flight--;
-	d->in_flight--;
-	if (a->prev)
-		a->prev->next = a->next;
-	else
-		d->running = a->next;
-	if (a->next)
-		a->next->prev = a->prev;
-}
-
-/* A new attempt at the lane's head, with its payload: the one its item kept (which then
- * counts for the attempt), or read from the store. Returns owned, free with attempt_free;
- * LH_ENOTFOUND when the event has no payload. */
-static enum lh_err attempt_new(struct delivery_engine *d, struct lane *l, struct attempt_ctx **out)
-{
-	struct item *it = l->head;
 	struct attempt_ctx *a = calloc(1, sizeof *a);
-	enum lh_err e = LH_OK;
-
-	if (!a)
-		return LH_ENOMEM;
-	a->d = d;
-	a->lane = l;
-	a->item = it;
-	if (it->payload) { /* came with the delivery: no read */
-		a->payload = it->payload;
-		a->payload_len = it->payload_len;
-		a->payload_counted = 1;
-		it->payload = NULL;
-		it->payload_len = 0;
-	} else {
-		e = d->st->ops->event_payload(d->st, it->event_id, &a->payload);
-		a->payload_len = a->payload ? strlen(a->payload) : 0;
-	}
-	if (e != LH_OK) {
-		attempt_free(a);
-		return e;
-	}
-	*out = a;
-	return LH_OK;
-}
-
-/* The signed headers of the attempt's request (Standard Webhooks; a second signature
- * while the previous secret is still valid). Returns owned, or NULL out of memory. */
-static struct curl_slist *request_headers(const struct attempt_ctx *a,
-                                          const struct subscription *sub, int64_t now_s)
-{
-	const char *event_id = a->item->event_id;
-	char hdr[AUTHTOKEN_CAP + 64], sig[SIG_CAP], sig2[SIG_CAP], idh[ID_CAP + 16], tsh[48];
-	struct curl_slist *h = NULL;
-
-	if (sig_sign_v1(sub->secret, event_id, now_s, a->payload, a->payload_len, sig) != 0)
+	if (!a || !(a->h = curl_easy_init())) {
+		free(a);
 		return NULL;
-	snprintf(hdr, sizeof hdr, "webhook-signature: %s", sig);
-	if (sub->prev_secret[0] && sub->prev_secret_until > now_s &&
-	    sig_sign_v1(sub->prev_secret, event_id, now_s, a->payload, a->payload_len, sig2) == 0)
-		snprintf(hdr, sizeof hdr, "webhook-signature: %s %s", sig, sig2);
-	snprintf(idh, sizeof idh, "webhook-id: %s", event_id);
-	snprintf(tsh, sizeof tsh, "webhook-timestamp: %lld", (long long)now_s);
-	h = curl_slist_append(h, "Content-Type: application/json");
-	h = curl_slist_append(h, idh);
-	h = curl_slist_append(h, tsh);
-	h = curl_slist_append(h, hdr);
-	h = curl_slist_append(h, "Expect:");
-	if (sub->auth_token[0]) {
-		snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", sub->auth_token);
-		h = curl_slist_append(h, hdr);
 	}
-	return h;
-}
-
-/* Builds the attempt's request on a (reused) easy handle: URL, signed headers, body and
- * every option that keeps it safe (HTTPS only, no redirects, no proxy, the address check,
- * the caps on time and on what is read). Returns 0, or -1 (what it made is freed with the
- * attempt). */
-static int request_build(struct delivery_engine *d, struct attempt_ctx *a,
-                         const struct subscription *sub)
-{
-	if (!(a->h = handle_get(d)) || !(a->hdrs = request_headers(a, sub, util_now())))
-		return -1;
+	a->d = d;
+	a->slot = k;
 	CURL *c = a->h;
-	curl_easy_setopt(c, CURLOPT_URL, sub->endpoint);
+	curl_easy_setopt(c, CURLOPT_SHARE, d->caches[k]);
 	curl_easy_setopt(c, CURLOPT_POST, 1L);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDS, a->payload);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)a->payload_len);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, a->hdrs);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "labhook/" LABHOOK_VERSION);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
@@ -1038,6 +969,149 @@ static int request_build(struct delivery_engine *d, struct attempt_ctx *a,
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, a);
 	curl_easy_setopt(c, CURLOPT_PRIVATE, a);
+	return a;
+}
+
+/* The slot for the endpoint's next attempt: the lowest with none of its attempts in flight
+ * (the least used when every one has some). */
+static int slot_pick(const struct endpoint *ep)
+{
+	int best = 0;
+	for (int k = 0; k < SLOT_CACHES; k++) {
+		if (ep->slot_use[k] == 0)
+			return k;
+		if (ep->slot_use[k] < ep->slot_use[best])
+			best = k;
+	}
+	return best;
+}
+
+/* Links a started attempt into the running list and counts it in flight: in its lane (only
+ * the head, and only one at a time), its endpoint and the engine, each under its cap. */
+static void attempt_track(struct delivery_engine *d, struct attempt_ctx *a)
+{
+	struct lane *l = a->lane;
+	assert(a->item == l->head && !l->in_flight);
+	assert(l->ep->in_flight < endpoint_cap(d, l->ep));
+	assert(d->in_flight < d->cfg->max_in_flight);
+	l->in_flight = 1;
+	l->ep->in_flight++;
+	assert(l->ep->slot_use[a->slot] < UCHAR_MAX);
+	l->ep->slot_use[a->slot]++;
+	d->in_flight++;
+	a->prev = NULL;
+	a->next = d->running;
+	if (d->running)
+		d->running->prev = a;
+	d->running = a;
+}
+
+/* The reverse of attempt_track, when the attempt has finished. */
+static void attempt_untrack(struct delivery_engine *d, struct attempt_ctx *a)
+{
+	struct lane *l = a->lane;
+	assert(l->in_flight && a->item == l->head);
+	assert(l->ep->in_flight > 0 && d->in_flight > 0);
+	l->in_flight = 0;
+	l->ep->in_flight--;
+	assert(l->ep->slot_use[a->slot] > 0);
+	l->ep->slot_use[a->slot]--;
+	d->in_flight--;
+	if (a->prev)
+		a->prev->next = a->next;
+	else
+		d->running = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+}
+
+/* A new attempt at the lane's head, with its payload: the one its item kept (which then
+ * counts for the attempt), or read from the store. Returns owned, free with attempt_free;
+ * LH_ENOTFOUND when the event has no payload. */
+static enum lh_err attempt_new(struct delivery_engine *d, struct lane *l, struct attempt_ctx **out)
+{
+	struct item *it = l->head;
+	int k = slot_pick(l->ep);
+	struct attempt_ctx *a = d->spare[k];
+	enum lh_err e = LH_OK;
+
+	if (a) {
+		d->spare[k] = a->next;
+		d->nspare--;
+		memset(&a->lane, 0,
+		       offsetof(struct attempt_ctx, resp) - offsetof(struct attempt_ctx, lane));
+		a->resp[0] = '\0';
+	} else if (!(a = attempt_make(d, k))) {
+		return LH_ENOMEM;
+	}
+	a->lane = l;
+	a->item = it;
+	if (it->payload) { /* came with the delivery: no read */
+		a->payload = it->payload;
+		a->payload_len = it->payload_len;
+		a->payload_counted = 1;
+		it->payload = NULL;
+		it->payload_len = 0;
+	} else {
+		e = d->st->ops->event_payload(d->st, it->event_id, &a->payload);
+		a->payload_len = a->payload ? strlen(a->payload) : 0;
+	}
+	if (e != LH_OK) {
+		attempt_free(a);
+		return e;
+	}
+	*out = a;
+	return LH_OK;
+}
+
+/* The signed headers of the attempt's request (Standard Webhooks; a second signature
+ * while the previous secret is still valid), built in the context. NULL if it cannot
+ * sign. */
+static struct curl_slist *request_headers(struct attempt_ctx *a, const struct subscription *sub,
+                                          int64_t now_s)
+{
+	const char *event_id = a->item->event_id;
+	char sig[SIG_CAP], sig2[SIG_CAP];
+	const char *lines[COUNTOF(a->hnode)];
+	size_t n = 0;
+
+	if (sig_sign_v1(sub->secret, event_id, now_s, a->payload, a->payload_len, sig) != 0)
+		return NULL;
+	if (sub->prev_secret[0] && sub->prev_secret_until > now_s &&
+	    sig_sign_v1(sub->prev_secret, event_id, now_s, a->payload, a->payload_len, sig2) == 0)
+		snprintf(a->h_sig, sizeof a->h_sig, "webhook-signature: %s %s", sig, sig2);
+	else
+		snprintf(a->h_sig, sizeof a->h_sig, "webhook-signature: %s", sig);
+	snprintf(a->h_id, sizeof a->h_id, "webhook-id: %s", event_id);
+	snprintf(a->h_ts, sizeof a->h_ts, "webhook-timestamp: %lld", (long long)now_s);
+	lines[n++] = "Content-Type: application/json";
+	lines[n++] = a->h_id;
+	lines[n++] = a->h_ts;
+	lines[n++] = a->h_sig;
+	lines[n++] = "Expect:";
+	if (sub->auth_token[0]) {
+		snprintf(a->h_auth, sizeof a->h_auth, "Authorization: Bearer %s", sub->auth_token);
+		lines[n++] = a->h_auth;
+	}
+	for (size_t i = 0; i < n; i++) {
+		a->hnode[i].data = (char *)lines[i];
+		a->hnode[i].next = i + 1 < n ? &a->hnode[i + 1] : NULL;
+	}
+	return a->hnode;
+}
+
+/* The attempt's request on its handle, which keeps every other option (attempt_make).
+ * Returns 0, or -1. */
+static int request_build(struct attempt_ctx *a, const struct subscription *sub)
+{
+	struct curl_slist *hdrs = request_headers(a, sub, util_now());
+	if (!hdrs)
+		return -1;
+	CURL *c = a->h;
+	curl_easy_setopt(c, CURLOPT_URL, sub->endpoint);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, a->payload);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)a->payload_len);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	return 0;
 }
 
@@ -1089,7 +1163,7 @@ static int start_attempt(struct delivery_engine *d, struct lane *l, int from_rin
 		schedule(d, l);
 		return -1;
 	}
-	if (e != LH_OK || request_build(d, a, &ep->sub) != 0)
+	if (e != LH_OK || request_build(a, &ep->sub) != 0)
 		goto fail;
 	a->started_ms = util_now_ms();
 	a->started_us = util_mono_us();
@@ -1234,8 +1308,10 @@ static void finish_attempt(struct delivery_engine *d, CURLMsg *msg)
 	record_attempt(d, a, &at, &dec);
 	/* An attempt that was in flight when its endpoint was evicted may sit past the new
 	 * frontier: until this outcome is recorded, a read-back would find the delivery still
-	 * pending and send it again. */
-	if (ep->spilled)
+	 * pending and send it again. One at or below the frontier cannot be read back: marking
+	 * every outcome made each read-back of a backlog wait for the recorder's commit, and
+	 * the sending stopped at every page (18-20 ms). */
+	if (ep->spilled && it->seq > ep->loaded_seq)
 		ep->evict_mark = d->results_made;
 	const struct lease *now_lease = lease_of(d, l->sub_id);
 	int lease_moved =
@@ -1269,10 +1345,26 @@ static void finish_attempt(struct delivery_engine *d, CURLMsg *msg)
 	attempt_free(a);
 	schedule(d, l);
 	lane_maybe_free(d, l);
-	/* As many waiting lanes as there is room for now (not all: that was quadratic). */
+	/* As many waiting lanes as there is room for now (not all: that was quadratic), started
+	 * here: woken through the heap, they were not in flight yet when the next attempt of the
+	 * same pass finished, which counted their room again (each finished attempt woke one
+	 * more lane than the one before it: 235,660 start_attempt calls for 30,000 starts). */
 	long room = endpoint_cap(d, ep) - ep->in_flight;
-	if (room > 0)
-		wake(d, &ep->waiting, room);
+	while (room > 0 && ep->waiting.head) {
+		struct lane *w = waitq_pop(&ep->waiting);
+		int blocked = 0;
+		if (w->head && !w->in_flight) {
+			room--;
+			if (w->head->next_at_ms > at.now_ms ||
+			    ep->health.backoff_until_ms > at.now_ms)
+				schedule(d, w);
+			else
+				blocked = start_attempt(d, w, 0) != 0;
+		}
+		lane_maybe_free(d, w);
+		if (blocked) /* no global slot, or the endpoint cannot send now */
+			break;
+	}
 	/* A global slot it freed goes to the ring of waiting endpoints (pump_ring). */
 }
 
@@ -1453,6 +1545,7 @@ static void read_back(struct delivery_engine *d)
 	window -= window / 8;
 	uint64_t recorded;
 	d->recorder_wait = 0;
+	d->pages_due = 0;
 	if (!d->spill.head)
 		return;
 	pthread_mutex_lock(&d->rec_mu);
@@ -1482,6 +1575,13 @@ static void read_back(struct delivery_engine *d)
 			continue;
 		}
 		size_t want = share - ep->mem;
+		/* Pages read on this thread stop the sending while they last (a share of 17,500
+		 * took 18-20 ms, and a resumed backlog's first webhook waited 30-70 ms for it):
+		 * a short first page, then a turn of READ_PAGE_MAX each pass of the loop. */
+		size_t most = ep->mem ? READ_PAGE_MAX : READ_PAGE_FIRST;
+		int capped = want > most;
+		if (capped)
+			want = most;
 		if (d->mem_items + want > window)
 			make_room(d, ep);
 		size_t room = d->mem_items < window ? window - d->mem_items : 0;
@@ -1499,10 +1599,12 @@ static void read_back(struct delivery_engine *d)
 		assert(d->mem_items <= window); /* a page never overfills the window */
 		if (n)
 			ep->loaded_seq = page[n - 1].event_seq;
-		if (n < want)
+		if (n < want) {
 			ep->spilled = 0; /* caught up: fresh commits join directly again */
-		else
+		} else {
 			ep_spill(d, ep);
+			d->pages_due |= capped; /* the next page without waiting */
+		}
 		contend_update(d, ep);
 		free(page);
 	}
@@ -1888,6 +1990,8 @@ static void *dispatch_main(void *arg)
 			wait = FLUSH_MS;
 		if (d->recorder_wait && FLUSH_MS < wait)
 			wait = FLUSH_MS; /* a read-back waits for outcomes to be recorded */
+		if (d->pages_due)
+			wait = 0;
 		if (!d->own_all && d->lease_next_ms - mono_ms() < wait)
 			wait = d->lease_next_ms - mono_ms();
 		if (wait < 0)
@@ -1958,6 +2062,15 @@ enum lh_err delivery_start(struct store *st, const struct config *cfg, struct de
 	if (!d->results || !d->multi) {
 		e = LH_ENOMEM;
 		goto fail;
+	}
+	for (int k = 0; k < SLOT_CACHES; k++) {
+		/* Used by the dispatcher thread only: no lock functions. */
+		if (!(d->caches[k] = curl_share_init()) ||
+		    curl_share_setopt(d->caches[k], CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) !=
+		        CURLSHE_OK) {
+			e = LH_ENOMEM;
+			goto fail;
+		}
 	}
 	curl_multi_setopt(d->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)cfg->max_in_flight);
 	curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)cfg->max_in_flight);
@@ -2058,10 +2171,16 @@ void delivery_stop(struct delivery_engine *d)
 			free(e);
 		}
 	}
-	while (d->nidle)
-		curl_easy_cleanup(d->idle[--d->nidle]);
+	for (int k = 0; k < SLOT_CACHES; k++)
+		for (struct attempt_ctx *a = d->spare[k], *next; a; a = next) {
+			next = a->next;
+			attempt_destroy(a);
+		}
 	if (d->multi)
 		curl_multi_cleanup(d->multi);
+	for (int k = 0; k < SLOT_CACHES; k++) /* after every handle that used them */
+		if (d->caches[k])
+			curl_share_cleanup(d->caches[k]);
 	pthread_mutex_destroy(&d->inbox_mu);
 	for (size_t i = 0; i < d->ninbox; i++)
 		free(d->inbox[i].payload); /* committed after the thread's last look */

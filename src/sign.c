@@ -13,32 +13,58 @@
 #include "util.h"
 
 static EVP_MAC *hmac_alg;
+static pthread_key_t hmac_key;
+static int hmac_key_ok;
 static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+
+static void hmac_ctx_free(void *ctx)
+{
+	EVP_MAC_CTX_free(ctx);
+}
 
 static void hmac_fetch(void)
 {
 	/* Fetching an algorithm is a costly lookup: once per process, not per signature. */
 	hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	hmac_key_ok = pthread_key_create(&hmac_key, hmac_ctx_free) == 0;
 }
 
-/* HMAC-SHA256 of the n parts, one after the other, into mac; 0 or -1. */
+/* The calling thread's HMAC-SHA256 context, made once: making one per signature (and
+ * setting its digest by name, a provider lookup) was most of a signature's cost, 9% of
+ * the dispatcher's time. Freed when the thread ends. NULL out of memory. */
+static EVP_MAC_CTX *hmac_ctx(void)
+{
+	pthread_once(&hmac_once, hmac_fetch);
+	if (!hmac_alg || !hmac_key_ok)
+		return NULL;
+	EVP_MAC_CTX *ctx = pthread_getspecific(hmac_key);
+	if (ctx)
+		return ctx;
+	OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+	                       OSSL_PARAM_construct_end()};
+	ctx = EVP_MAC_CTX_new(hmac_alg);
+	if (ctx &&
+	    (EVP_MAC_CTX_set_params(ctx, params) != 1 || pthread_setspecific(hmac_key, ctx) != 0)) {
+		EVP_MAC_CTX_free(ctx);
+		ctx = NULL;
+	}
+	return ctx;
+}
+
 static int hmac_sha256(const unsigned char *key, size_t klen, const void *const *part,
                        const size_t *len, size_t n, unsigned char mac[32])
 {
 	unsigned char full[EVP_MAX_MD_SIZE];
 	size_t maclen = 0;
-	int ok;
-	pthread_once(&hmac_once, hmac_fetch);
-	EVP_MAC_CTX *ctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
-	OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
-	                       OSSL_PARAM_construct_end()};
-	ok = ctx && EVP_MAC_init(ctx, key, klen, params) == 1;
+	EVP_MAC_CTX *ctx = hmac_ctx();
+	/* A new key each time (a different secret, or the same one: both cost two blocks). */
+	int ok = ctx && EVP_MAC_init(ctx, key, klen, NULL) == 1;
 	for (size_t i = 0; ok && i < n; i++)
 		ok = EVP_MAC_update(ctx, part[i], len[i]) == 1;
 	ok = ok && EVP_MAC_final(ctx, full, &maclen, sizeof full) == 1 && maclen == 32;
-	EVP_MAC_CTX_free(ctx);
 	if (ok)
 		memcpy(mac, full, 32);
+	OPENSSL_cleanse(full, sizeof full);
 	return ok ? 0 : -1;
 }
 

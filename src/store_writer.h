@@ -51,6 +51,11 @@ void writer_stop(struct store_writer *w);
 
 /* store_ops.submit and submit_async (see store.h). */
 enum lh_err writer_submit(struct store_writer *w, store_tx_fn fn, void *arg);
+/* writer_submit for a job whose statements each stand alone, so that what it did before a
+ * failure may stay (each recorded outcome, for instance): it runs without a savepoint,
+ * which on SQLite costs time growing with what the savepoint holds. It may not push fresh
+ * deliveries or count events (they could not be undone with it). */
+enum lh_err writer_submit_bare(struct store_writer *w, store_tx_fn fn, void *arg);
 void writer_submit_async(struct store_writer *w, store_tx_fn fn, void *arg, store_done_fn done,
                          void *done_arg);
 
