@@ -54,6 +54,7 @@
 #define PAYLOAD_BUDGET    (32u << 20) /* payload bytes kept in memory; past it, read at send */
 #define SLOT_RESERVE      8   /* one endpoint leaves 1/8 of max-in-flight (at least 1) to others */
 #define LEASE_SOON_MS     200 /* a subscription change makes the leases looked at this soon */
+#define PERFORM_ROUNDS    4   /* curl_multi_perform calls in a turn while attempts start */
 #define READ_PAGE_FIRST   256 /* deliveries read back at once for an endpoint with none in memory */
 #define READ_PAGE_MAX     2048 /* ...and for one with some */
 
@@ -200,6 +201,7 @@ struct delivery_engine {
 	struct attempt_ctx *spare[SLOT_CACHES]; /* contexts kept for reuse, per slot */
 	size_t nspare;
 	int in_flight;
+	uint64_t starts; /* attempts started so far */
 	uint64_t subs_version;
 
 	struct delivery_result *results;
@@ -995,6 +997,7 @@ static void attempt_track(struct delivery_engine *d, struct attempt_ctx *a)
 	assert(l->ep->in_flight < endpoint_cap(d, l->ep));
 	assert(d->in_flight < d->cfg->max_in_flight);
 	l->in_flight = 1;
+	d->starts++;
 	l->ep->in_flight++;
 	assert(l->ep->slot_use[a->slot] < UCHAR_MAX);
 	l->ep->slot_use[a->slot]++;
@@ -1998,12 +2001,20 @@ static void *dispatch_main(void *arg)
 			wait = 0;
 		int running = 0;
 		curl_multi_poll(d->multi, NULL, 0, (int)wait, NULL);
-		curl_multi_perform(d->multi, &running);
-		CURLMsg *msg;
-		int left;
-		while ((msg = curl_multi_info_read(d->multi, &left)))
-			if (msg->msg == CURLMSG_DONE)
-				finish_attempt(d, msg);
+		/* The attempts that finished ones started (finish_attempt) go out in the same
+		 * turn, not after another pass of the loop and another poll: a few rounds at
+		 * most, so new deliveries, read-backs and flushes keep their turn. */
+		for (int round = 0; round < PERFORM_ROUNDS; round++) {
+			uint64_t starts = d->starts;
+			curl_multi_perform(d->multi, &running);
+			CURLMsg *msg;
+			int left;
+			while ((msg = curl_multi_info_read(d->multi, &left)))
+				if (msg->msg == CURLMSG_DONE)
+					finish_attempt(d, msg);
+			if (d->starts == starts)
+				break;
+		}
 		if (++loops % 64 == 0) /* often enough to catch a drift, cheap enough to run */
 			CHECK_ENGINE(d);
 	}

@@ -65,6 +65,34 @@ static void test_report_link(void **state)
 	assert_string_not_equal(sig, other);
 }
 
+/* Each thread keeps its HMAC context and the last key: a signature is the same whatever
+ * was signed before it, with the same key (restarted), another one (rekeyed), or keys of
+ * other lengths in between. */
+static void test_signatures_independent_of_order(void **state)
+{
+	const char *pub = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+	const char *other = "whsec_c2VjcmV0LWtleS1vZi1hbm90aGVyLXN1Yg==";
+	const char *body = "{\"test\": 2432232314}";
+	const char *want = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+	char sig[SIG_CAP], first[SIG_CAP], again[SIG_CAP], link[SIG_LINK_HEX];
+	unsigned char key[32] = {1};
+	(void)state;
+	assert_int_equal(sig_sign_v1(other, "msg_1", 1, "{}", 2, first), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(sig_sign_v1(pub, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body,
+		                             strlen(body), sig),
+		                 0);
+		assert_string_equal(sig, want);
+	}
+	assert_int_equal(sig_report_link(key, "bill_A", "rep_B", 1700000000, link), 0);
+	assert_int_equal(sig_sign_v1(other, "msg_1", 1, "{}", 2, again), 0);
+	assert_string_equal(first, again);
+	assert_int_equal(
+	    sig_sign_v1(pub, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, strlen(body), sig),
+	    0);
+	assert_string_equal(sig, want);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -72,6 +100,7 @@ int main(void)
 	    cmocka_unit_test(test_any_change_changes_the_signature),
 	    cmocka_unit_test(test_bad_secrets_refused),
 	    cmocka_unit_test(test_report_link),
+	    cmocka_unit_test(test_signatures_independent_of_order),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
