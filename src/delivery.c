@@ -134,6 +134,8 @@ struct endpoint {
 	int spilled;
 	int contending;                 /* mem > 0 or in the spill queue: counts for shares */
 	uint64_t evict_mark;            /* outcomes made when last evicted (see read_back) */
+	struct page_req *loading;       /* a page of its backlog on its way (loader) */
+	int respill;                    /* left the spill queue while loading: back after */
 	uint64_t outcome_mark;          /* results_made after its last outcome (lease_rebalance) */
 	struct endpoint *bprev, *bnext; /* the busy list: endpoints with mem > 0 */
 };
@@ -169,6 +171,21 @@ struct attempt_ctx {
 	/* The request's headers, built in place (libcurl only reads the list). */
 	struct curl_slist hnode[6];
 	char h_id[ID_CAP + 16], h_ts[48], h_sig[32 + 2 * SIG_CAP], h_auth[AUTHTOKEN_CAP + 32];
+};
+
+/* A page of an endpoint's backlog, read by the loader thread (SQL on the dispatcher stopped
+ * every sending while it lasted) and applied by the dispatcher if still wanted. */
+struct page_req {
+	struct page_req *next;
+	struct endpoint *ep; /* kept while it loads (ep_idle) */
+	char sub_id[ID_CAP];
+	int64_t after_seq;   /* the endpoint's frontier when asked: applied only if unchanged */
+	uint64_t evict_mark; /* ...and its evict_mark (an outcome past the frontier since) */
+	size_t want;
+	int capped; /* want was cut to a page: more follow at once */
+	struct delivery *page;
+	size_t n;
+	enum lh_err e;
 };
 
 struct rec_batch {
@@ -230,7 +247,16 @@ struct delivery_engine {
 	struct epq spill;      /* endpoints with deliveries on disk to read back, in turn */
 	struct endpoint *busy; /* endpoints with deliveries in memory */
 	int recorder_wait;     /* a read-back waits for the recorder: look again soon */
-	int pages_due;         /* a read-back stopped at a page's end: read on at once */
+	size_t reserved;       /* window room held for pages on their way */
+
+	/* The loader thread reads pages of backlogs (ld_todo), hands them back (ld_done). */
+	pthread_t loader;
+	int loader_started;
+	pthread_mutex_t ld_mu;
+	pthread_cond_t ld_cv;
+	struct page_req *ld_todo, *ld_todo_tail, *ld_done;
+	int ld_stop;
+	int pages_due; /* a read-back stopped at a page's end: read on at once */
 
 	/* Other nodes' news (under inbox_mu): subscriptions with deliveries to read back. */
 	struct sub_news *news;
@@ -382,7 +408,7 @@ static int endpoint_cap(const struct delivery_engine *d, const struct endpoint *
 /* An endpoint contends for the window while it holds deliveries or wants to read some. */
 static void contend_update(struct delivery_engine *d, struct endpoint *ep)
 {
-	int c = ep->mem > 0 || ep->q[EPQ_SPILL].queued;
+	int c = ep->mem > 0 || ep->q[EPQ_SPILL].queued || ep->loading;
 	if (c != ep->contending) {
 		ep->contending = c;
 		if (c) {
@@ -1420,7 +1446,7 @@ static void check_endpoint(const struct delivery_engine *d, const struct endpoin
 	assert(ep->mem == ep_mem && ep->in_flight == ep_in_flight);
 	assert(ep->in_flight >= 0 && ep->in_flight <= endpoint_slots(d));
 	assert(check_waitq(&ep->waiting, ep) + check_waitq(&ep->gwaiting, ep) == ep_waiting);
-	assert(ep->contending == (ep->mem > 0 || ep->q[EPQ_SPILL].queued));
+	assert(ep->contending == (ep->mem > 0 || ep->q[EPQ_SPILL].queued || ep->loading));
 	assert(!ep->gwaiting.head || ep->q[EPQ_RING].queued);
 	*mem += ep_mem;
 }
@@ -1556,6 +1582,10 @@ static void read_back(struct delivery_engine *d)
 	pthread_mutex_unlock(&d->rec_mu);
 	for (size_t turns = d->spill.n; turns > 0 && d->spill.head; turns--) {
 		struct endpoint *ep = epq_pop(&d->spill, EPQ_SPILL);
+		if (ep->loading) { /* one page at a time: back in the queue once it is applied */
+			ep->respill = 1;
+			continue;
+		}
 		if (!owns(d, ep->sub_id)) { /* its lease went to another node */
 			ep->spilled = 0;
 			contend_update(d, ep);
@@ -1578,39 +1608,129 @@ static void read_back(struct delivery_engine *d)
 			continue;
 		}
 		size_t want = share - ep->mem;
-		/* Pages read on this thread stop the sending while they last (a share of 17,500
-		 * took 18-20 ms, and a resumed backlog's first webhook waited 30-70 ms for it):
-		 * a short first page, then a turn of READ_PAGE_MAX each pass of the loop. */
+		/* A short first page (a resumed backlog's first webhook waited 30-70 ms for a
+		 * whole share of 17,500), then a turn of READ_PAGE_MAX each. */
 		size_t most = ep->mem ? READ_PAGE_MAX : READ_PAGE_FIRST;
 		int capped = want > most;
 		if (capped)
 			want = most;
-		if (d->mem_items + want > window)
+		if (d->mem_items + d->reserved + want > window)
 			make_room(d, ep);
-		size_t room = d->mem_items < window ? window - d->mem_items : 0;
+		size_t held = d->mem_items + d->reserved;
+		size_t room = held < window ? window - held : 0;
 		if (room < want)
 			want = room;
-		struct delivery *page = NULL;
-		size_t n = 0;
-		if (want == 0 || d->st->ops->delivery_pending(d->st, ep->loaded_seq, ep->sub_id,
-		                                              want, &page, &n) != LH_OK) {
+		struct page_req *r = want ? calloc(1, sizeof *r) : NULL;
+		if (!r) {
 			ep_spill(d, ep);
 			continue;
 		}
-		for (size_t i = 0; i < n; i++)
-			lane_add(d, &page[i]);
+		r->ep = ep;
+		snprintf(r->sub_id, sizeof r->sub_id, "%s", ep->sub_id);
+		r->after_seq = ep->loaded_seq;
+		r->evict_mark = ep->evict_mark;
+		r->want = want;
+		r->capped = capped;
+		/* Spilled while it loads (it may have caught up, then been queued again): a fresh
+		 * delivery joining directly now would move the frontier past what the page
+		 * brings, and the page would be dropped with deliveries below it unread. */
+		ep->spilled = 1;
+		ep->loading = r;
+		d->reserved += want;
+		contend_update(d, ep);
+		pthread_mutex_lock(&d->ld_mu);
+		if (d->ld_todo_tail)
+			d->ld_todo_tail->next = r;
+		else
+			d->ld_todo = r;
+		d->ld_todo_tail = r;
+		pthread_cond_signal(&d->ld_cv);
+		pthread_mutex_unlock(&d->ld_mu);
+	}
+}
+
+static void page_free(struct delivery *page, size_t from, size_t n)
+{
+	for (size_t i = from; i < n; i++)
+		free(page[i].payload);
+	free(page);
+}
+
+/* Takes the pages the loader read. One is applied if its endpoint still wants it: still
+ * this node's, active, and its frontier where it was when asked (an eviction or a rescan
+ * meanwhile moved it: the page may overlap what is in memory now), with no outcome made
+ * past that frontier since; otherwise it is dropped for the next read. The window may have
+ * filled with fresh deliveries meanwhile: what does not fit is dropped too, and read again. */
+static void apply_pages(struct delivery_engine *d)
+{
+	size_t window = (size_t)d->cfg->delivery_window;
+	window -= window / 8;
+	pthread_mutex_lock(&d->ld_mu);
+	struct page_req *list = d->ld_done;
+	d->ld_done = NULL;
+	pthread_mutex_unlock(&d->ld_mu);
+	for (struct page_req *r = list, *next; r; r = next) {
+		next = r->next;
+		struct endpoint *ep = r->ep;
+		assert(ep->loading == r && d->reserved >= r->want);
+		ep->loading = NULL;
+		d->reserved -= r->want;
+		int respill = ep->respill;
+		ep->respill = 0;
+		/* An outcome made past the frontier while it loaded (after a rescan, every one in
+		 * memory is) may not have been recorded when the page was read: the page could
+		 * hold that delivery as pending, and send it again. */
+		if (r->e != LH_OK || !owns(d, ep->sub_id) || ep->loaded_seq != r->after_seq ||
+		    ep->evict_mark != r->evict_mark || endpoint_refresh(d, ep) != 0 ||
+		    ep->sub.status != SUB_ACTIVE) {
+			page_free(r->page, 0, r->n);
+			free(r);
+			ep_spill(d, ep); /* read_back sorts it out at its turn */
+			continue;
+		}
+		size_t take = r->n;
+		if (d->mem_items + take > window)
+			take = d->mem_items < window ? window - d->mem_items : 0;
+		for (size_t i = 0; i < take; i++)
+			lane_add(d, &r->page[i]);
 		assert(d->mem_items <= window); /* a page never overfills the window */
-		if (n)
-			ep->loaded_seq = page[n - 1].event_seq;
-		if (n < want) {
+		if (take)
+			ep->loaded_seq = r->page[take - 1].event_seq;
+		if (r->n < r->want && take == r->n && !respill) {
 			ep->spilled = 0; /* caught up: fresh commits join directly again */
 		} else {
 			ep_spill(d, ep);
-			d->pages_due |= capped; /* the next page without waiting */
+			d->pages_due |= r->capped; /* the next page without waiting */
 		}
 		contend_update(d, ep);
-		free(page);
+		page_free(r->page, take, r->n);
+		free(r);
 	}
+}
+
+static void *loader_main(void *arg)
+{
+	struct delivery_engine *d = arg;
+	pthread_setname_np(pthread_self(), "lh-loader");
+	pthread_mutex_lock(&d->ld_mu);
+	for (;;) {
+		while (!d->ld_todo && !d->ld_stop)
+			pthread_cond_wait(&d->ld_cv, &d->ld_mu);
+		if (d->ld_stop)
+			break;
+		struct page_req *r = d->ld_todo;
+		if (!(d->ld_todo = r->next))
+			d->ld_todo_tail = NULL;
+		pthread_mutex_unlock(&d->ld_mu);
+		r->e = d->st->ops->delivery_pending(d->st, r->after_seq, r->sub_id, r->want,
+		                                    &r->page, &r->n);
+		pthread_mutex_lock(&d->ld_mu);
+		r->next = d->ld_done;
+		d->ld_done = r;
+		curl_multi_wakeup(d->multi);
+	}
+	pthread_mutex_unlock(&d->ld_mu);
+	return NULL;
 }
 
 /* 1 if nothing refers to ep and it holds nothing worth keeping: no lanes, nothing in
@@ -1621,7 +1741,7 @@ static void read_back(struct delivery_engine *d)
  * seen. */
 static int ep_idle(struct delivery_engine *d, struct endpoint *ep, int64_t now, uint64_t recorded)
 {
-	if (ep->lanes || ep->in_flight || ep->mem || ep->spilled || ep->contending ||
+	if (ep->lanes || ep->in_flight || ep->mem || ep->spilled || ep->contending || ep->loading ||
 	    ep->q[EPQ_SPILL].queued || ep->q[EPQ_RING].queued || ep->waiting.head ||
 	    ep->gwaiting.head || ep->outcome_mark > recorded)
 		return 0;
@@ -1965,6 +2085,7 @@ static void *dispatch_main(void *arg)
 			if (!d->own_all && d->lease_next_ms > mono_ms() + LEASE_SOON_MS)
 				d->lease_next_ms = mono_ms() + LEASE_SOON_MS;
 		}
+		apply_pages(d);
 		read_back(d);
 		while (!stopping && d->nheap && d->heap[0].due <= now) {
 			struct heap_ent top = d->heap[0];
@@ -2068,6 +2189,8 @@ enum lh_err delivery_start(struct store *st, const struct config *cfg, struct de
 	pthread_mutex_init(&d->rec_mu, NULL);
 	pthread_cond_init(&d->rec_cv, NULL);
 	pthread_cond_init(&d->rec_room, NULL);
+	pthread_mutex_init(&d->ld_mu, NULL);
+	pthread_cond_init(&d->ld_cv, NULL);
 	d->results = calloc(RESULT_BATCH, sizeof *d->results);
 	d->multi = curl_multi_init();
 	if (!d->results || !d->multi) {
@@ -2109,11 +2232,16 @@ enum lh_err delivery_start(struct store *st, const struct config *cfg, struct de
 		ep_spill(d, ep);
 	}
 	free(subs);
-	read_back(d);
+	if (pthread_create(&d->loader, NULL, loader_main, d) != 0) {
+		e = LH_EIO;
+		goto fail;
+	}
+	d->loader_started = 1;
+	read_back(d); /* the first pages are asked for; the dispatcher applies them */
 	CHECK_ENGINE(d);
 	LOG(LOG_INFO, "delivery",
-	    "loaded=%zu subs_with_backlog=%zu more_in_store=%d window=%d max_in_flight=%d delivery engine ready",
-	    d->mem_items, nsubs, d->spill.n > 0, cfg->delivery_window, cfg->max_in_flight);
+	    "reading=%zu subs_with_backlog=%zu window=%d max_in_flight=%d delivery engine ready",
+	    d->reserved, nsubs, cfg->delivery_window, cfg->max_in_flight);
 	if (pthread_create(&d->recorder, NULL, recorder_main, d) != 0) {
 		e = LH_EIO;
 		goto fail;
@@ -2152,6 +2280,22 @@ void delivery_stop(struct delivery_engine *d)
 		pthread_mutex_unlock(&d->rec_mu);
 		pthread_join(d->recorder, NULL);
 	}
+	if (d->loader_started) {
+		pthread_mutex_lock(&d->ld_mu);
+		d->ld_stop = 1;
+		pthread_cond_signal(&d->ld_cv);
+		pthread_mutex_unlock(&d->ld_mu);
+		pthread_join(d->loader, NULL);
+	}
+	for (struct page_req *lists[] = {d->ld_todo, d->ld_done}, **l = lists; l < lists + 2; l++)
+		for (struct page_req *r = *l, *next; r; r = next) {
+			next = r->next;
+			r->ep->loading = NULL;
+			contend_update(d, r->ep);
+			page_free(r->page, 0, r->n);
+			free(r);
+		}
+	d->ld_todo = d->ld_done = NULL;
 	/* Every outcome is recorded: the other nodes may take these over at once. */
 	if (d->nleases && d->st->ops->lease_release(d->st, d->leases, d->nleases) == LH_OK)
 		LOG(LOG_INFO, "delivery", "released=%zu leases given back at stop", d->nleases);
@@ -2161,6 +2305,8 @@ void delivery_stop(struct delivery_engine *d)
 	pthread_mutex_destroy(&d->rec_mu);
 	pthread_cond_destroy(&d->rec_cv);
 	pthread_cond_destroy(&d->rec_room);
+	pthread_mutex_destroy(&d->ld_mu);
+	pthread_cond_destroy(&d->ld_cv);
 	CHECK_ENGINE(d);
 	/* Free what is left; anything unsent is still pending in the store. */
 	for (struct attempt_ctx *a = d->running, *next; a; a = next) {
