@@ -13,9 +13,11 @@
  *   as many lanes of its endpoint try again as it freed room for; a subscription change
  *   lets all of them. Heap entries are lazy: a lane's `gen` invalidates old ones;
  * - the spill queue: endpoints with pending deliveries on disk, read back in turns, each up
- *   to its share of the window (taken back from one holding more than its share).
+ *   to its share of the window (taken back from one holding more than its share), in pages
+ *   the loader thread reads and the dispatcher applies if still wanted (page_gen).
  * Shared with other threads: the inbox (new deliveries from the commit hook) under inbox_mu,
- * and the recorder's queue and count of outcomes recorded under rec_mu.
+ * the recorder's queue and count of outcomes recorded under rec_mu, and the loader's
+ * requests and pages under ld_mu.
  * The counts kept as things change (in flight, in memory, heap entries, payload bytes) are
  * asserted where they change, and compared with what is there by check_engine in debug
  * builds.
@@ -63,7 +65,7 @@
  * cache, libcurl gives a new transfer the first idle connection it finds: when the
  * receiver answered before the dispatcher looked again, every transfer went out on the
  * same connection (56-81% of the webhooks on one of 16), one at a time on the wire. */
-#define SLOT_CACHES 32
+#define SLOT_CACHES 16
 #define SPARE_MAX   256 /* attempt contexts (with their handles) kept for reuse */
 
 struct item {
@@ -121,21 +123,26 @@ struct endpoint {
 	int loaded;
 	uint64_t version;
 	int in_flight;
-	unsigned char slot_use[SLOT_CACHES]; /* its attempts in flight on each slot */
-	struct retry_state health;           /* failure streak and backoff (retry_policy.h) */
-	struct waitq waiting;                /* its lanes waiting for room under its cap */
-	struct waitq gwaiting;               /* its lanes waiting for a global slot */
-	struct eplink q[EPQ_N];              /* in the spill queue, in the ring of global slots */
-	struct lane *lanes;                  /* its lanes (linked through lane.enext) */
+	unsigned short slot_use[SLOT_CACHES]; /* its attempts in flight on each slot */
+	struct retry_state health;            /* failure streak and backoff (retry_policy.h) */
+	struct waitq waiting;                 /* its lanes waiting for room under its cap */
+	struct waitq gwaiting;                /* its lanes waiting for a global slot */
+	struct eplink q[EPQ_N];               /* in the spill queue, in the ring of global slots */
+	struct lane *lanes;                   /* its lanes (linked through lane.enext) */
 	/* Its part of the window. Every pending delivery of it with event_seq <= loaded_seq is
 	 * in memory; when spilled, more wait on disk past it and are read back in pages. */
 	size_t mem; /* its deliveries in memory */
 	int64_t loaded_seq;
 	int spilled;
-	int contending;                 /* mem > 0 or in the spill queue: counts for shares */
-	uint64_t evict_mark;            /* outcomes made when last evicted (see read_back) */
-	struct page_req *loading;       /* a page of its backlog on its way (loader) */
-	int respill;                    /* left the spill queue while loading: back after */
+	int contending;           /* mem > 0, in the spill queue or loading: counts for shares */
+	uint64_t evict_mark;      /* outcomes made when last evicted (see read_back) */
+	struct page_req *loading; /* a page of its backlog on its way (loader) */
+	int respill;              /* left the spill queue while loading: back after */
+	/* Bumped by whatever makes a page asked for before it stale: an eviction or a rescan
+	 * (the frontier moved back), an outcome past the frontier (perhaps not recorded when
+	 * the page was read). */
+	unsigned page_gen;
+	int64_t missed_min;             /* while loading: the lowest seq of a delivery not joined */
 	uint64_t outcome_mark;          /* results_made after its last outcome (lease_rebalance) */
 	struct endpoint *bprev, *bnext; /* the busy list: endpoints with mem > 0 */
 };
@@ -179,10 +186,9 @@ struct page_req {
 	struct page_req *next;
 	struct endpoint *ep; /* kept while it loads (ep_idle) */
 	char sub_id[ID_CAP];
-	int64_t after_seq;   /* the endpoint's frontier when asked: applied only if unchanged */
-	uint64_t evict_mark; /* ...and its evict_mark (an outcome past the frontier since) */
+	int64_t after_seq; /* the endpoint's frontier when asked: applied only if unchanged */
+	unsigned page_gen; /* ...and its page_gen (see struct endpoint) */
 	size_t want;
-	int capped; /* want was cut to a page: more follow at once */
 	struct delivery *page;
 	size_t n;
 	enum lh_err e;
@@ -247,6 +253,7 @@ struct delivery_engine {
 	struct epq spill;      /* endpoints with deliveries on disk to read back, in turn */
 	struct endpoint *busy; /* endpoints with deliveries in memory */
 	int recorder_wait;     /* a read-back waits for the recorder: look again soon */
+	int winding_down;      /* the dispatcher saw stopping: no attempt starts any more */
 	size_t reserved;       /* window room held for pages on their way */
 
 	/* The loader thread reads pages of backlogs (ld_todo), hands them back (ld_done). */
@@ -256,7 +263,6 @@ struct delivery_engine {
 	pthread_cond_t ld_cv;
 	struct page_req *ld_todo, *ld_todo_tail, *ld_done;
 	int ld_stop;
-	int pages_due; /* a read-back stopped at a page's end: read on at once */
 
 	/* Other nodes' news (under inbox_mu): subscriptions with deliveries to read back. */
 	struct sub_news *news;
@@ -775,6 +781,7 @@ static void ep_evict(struct delivery_engine *d, struct endpoint *ep, size_t keep
 	/* Outcomes of its deliveries may still be on their way to the store: reading them
 	 * back before those are recorded would send them again. */
 	ep->evict_mark = d->results_made;
+	ep->page_gen++;
 	ep_spill(d, ep);
 }
 
@@ -1025,7 +1032,7 @@ static void attempt_track(struct delivery_engine *d, struct attempt_ctx *a)
 	l->in_flight = 1;
 	d->starts++;
 	l->ep->in_flight++;
-	assert(l->ep->slot_use[a->slot] < UCHAR_MAX);
+	assert(l->ep->slot_use[a->slot] < USHRT_MAX);
 	l->ep->slot_use[a->slot]++;
 	d->in_flight++;
 	a->prev = NULL;
@@ -1067,6 +1074,9 @@ static enum lh_err attempt_new(struct delivery_engine *d, struct lane *l, struct
 	if (a) {
 		d->spare[k] = a->next;
 		d->nspare--;
+		_Static_assert(offsetof(struct attempt_ctx, lane) <
+		                   offsetof(struct attempt_ctx, resp),
+		               "the per-attempt fields lie between lane and resp");
 		memset(&a->lane, 0,
 		       offsetof(struct attempt_ctx, resp) - offsetof(struct attempt_ctx, lane));
 		a->resp[0] = '\0';
@@ -1340,8 +1350,10 @@ static void finish_attempt(struct delivery_engine *d, CURLMsg *msg)
 	 * pending and send it again. One at or below the frontier cannot be read back: marking
 	 * every outcome made each read-back of a backlog wait for the recorder's commit, and
 	 * the sending stopped at every page (18-20 ms). */
-	if (ep->spilled && it->seq > ep->loaded_seq)
+	if (ep->spilled && it->seq > ep->loaded_seq) {
 		ep->evict_mark = d->results_made;
+		ep->page_gen++;
+	}
 	const struct lease *now_lease = lease_of(d, l->sub_id);
 	int lease_moved =
 	    !d->own_all && (!owns(d, l->sub_id) || !now_lease || now_lease->epoch != a->epoch);
@@ -1378,20 +1390,25 @@ static void finish_attempt(struct delivery_engine *d, CURLMsg *msg)
 	 * here: woken through the heap, they were not in flight yet when the next attempt of the
 	 * same pass finished, which counted their room again (each finished attempt woke one
 	 * more lane than the one before it: 235,660 start_attempt calls for 30,000 starts). */
-	long room = endpoint_cap(d, ep) - ep->in_flight;
+	long room = d->winding_down ? 0 : endpoint_cap(d, ep) - ep->in_flight;
 	while (room > 0 && ep->waiting.head) {
 		struct lane *w = waitq_pop(&ep->waiting);
-		int blocked = 0;
+		int waits = 0;
 		if (w->head && !w->in_flight) {
-			room--;
 			if (w->head->next_at_ms > at.now_ms ||
-			    ep->health.backoff_until_ms > at.now_ms)
+			    ep->health.backoff_until_ms > at.now_ms) {
 				schedule(d, w);
-			else
-				blocked = start_attempt(d, w, 0) != 0;
+				room--;
+			} else if (start_attempt(d, w, 0) == 0) {
+				room--;
+			} else {
+				/* Waiting again (for a global slot): so would the rest. Otherwise
+				 * it was dropped or put off, and the room is still there. */
+				waits = w->waiting;
+			}
 		}
 		lane_maybe_free(d, w);
-		if (blocked) /* no global slot, or the endpoint cannot send now */
+		if (waits)
 			break;
 	}
 	/* A global slot it freed goes to the ring of waiting endpoints (pump_ring). */
@@ -1459,6 +1476,7 @@ static void check_endpoint(const struct delivery_engine *d, const struct endpoin
 static void check_engine(const struct delivery_engine *d)
 {
 	size_t mem = 0, payload = 0, inheap = 0, lanes = 0, hashed = 0, busy = 0, contend = 0;
+	size_t reserved = 0;
 	int in_flight = 0, running = 0;
 	for (size_t i = 1; i < d->nheap; i++)
 		assert(d->heap[(i - 1) / 2].due <= d->heap[i].due);
@@ -1470,11 +1488,12 @@ static void check_engine(const struct delivery_engine *d)
 			in_flight += ep->in_flight;
 			busy += ep->mem > 0;
 			contend += (size_t)ep->contending;
+			reserved += ep->loading ? ep->loading->want : 0;
 		}
 	}
 	assert(hashed == lanes); /* every lane is in its endpoint's list */
 	assert(inheap == d->nheap);
-	assert(mem == d->mem_items && contend == d->n_contend);
+	assert(mem == d->mem_items && contend == d->n_contend && reserved == d->reserved);
 	for (const struct endpoint *ep = d->busy; ep; ep = ep->bnext, busy--)
 		assert(ep->mem > 0 && (!ep->bnext || ep->bnext->bprev == ep));
 	assert(busy == 0);
@@ -1538,6 +1557,10 @@ static void drain_inbox(struct delivery_engine *d)
 		if (!join) {
 			if (ep)
 				ep_spill(d, ep);
+			/* A page being read may end past it without it (committed after the read):
+			 * the page is cut before it (apply_pages). */
+			if (ep && ep->loading && dl->event_seq < ep->missed_min)
+				ep->missed_min = dl->event_seq;
 			free(dl->payload);
 			continue;
 		}
@@ -1574,7 +1597,6 @@ static void read_back(struct delivery_engine *d)
 	window -= window / 8;
 	uint64_t recorded;
 	d->recorder_wait = 0;
-	d->pages_due = 0;
 	if (!d->spill.head)
 		return;
 	pthread_mutex_lock(&d->rec_mu);
@@ -1611,8 +1633,7 @@ static void read_back(struct delivery_engine *d)
 		/* A short first page (a resumed backlog's first webhook waited 30-70 ms for a
 		 * whole share of 17,500), then a turn of READ_PAGE_MAX each. */
 		size_t most = ep->mem ? READ_PAGE_MAX : READ_PAGE_FIRST;
-		int capped = want > most;
-		if (capped)
+		if (want > most)
 			want = most;
 		if (d->mem_items + d->reserved + want > window)
 			make_room(d, ep);
@@ -1628,9 +1649,9 @@ static void read_back(struct delivery_engine *d)
 		r->ep = ep;
 		snprintf(r->sub_id, sizeof r->sub_id, "%s", ep->sub_id);
 		r->after_seq = ep->loaded_seq;
-		r->evict_mark = ep->evict_mark;
+		r->page_gen = ep->page_gen;
+		ep->missed_min = INT64_MAX;
 		r->want = want;
-		r->capped = capped;
 		/* Spilled while it loads (it may have caught up, then been queued again): a fresh
 		 * delivery joining directly now would move the frontier past what the page
 		 * brings, and the page would be dropped with deliveries below it unread. */
@@ -1681,26 +1702,30 @@ static void apply_pages(struct delivery_engine *d)
 		 * memory is) may not have been recorded when the page was read: the page could
 		 * hold that delivery as pending, and send it again. */
 		if (r->e != LH_OK || !owns(d, ep->sub_id) || ep->loaded_seq != r->after_seq ||
-		    ep->evict_mark != r->evict_mark || endpoint_refresh(d, ep) != 0 ||
+		    ep->page_gen != r->page_gen || endpoint_refresh(d, ep) != 0 ||
 		    ep->sub.status != SUB_ACTIVE) {
 			page_free(r->page, 0, r->n);
 			free(r);
 			ep_spill(d, ep); /* read_back sorts it out at its turn */
 			continue;
 		}
-		size_t take = r->n;
+		/* A delivery that came pending meanwhile (re-queued, recovered) below the page's
+		 * end was not joined and is not in the page: the page stops before it, and the
+		 * next read brings it. */
+		size_t take = 0;
+		while (take < r->n && r->page[take].event_seq < ep->missed_min)
+			take++;
 		if (d->mem_items + take > window)
 			take = d->mem_items < window ? window - d->mem_items : 0;
 		for (size_t i = 0; i < take; i++)
 			lane_add(d, &r->page[i]);
-		assert(d->mem_items <= window); /* a page never overfills the window */
+		assert(take == 0 || d->mem_items <= window); /* a page never overfills it */
 		if (take)
 			ep->loaded_seq = r->page[take - 1].event_seq;
 		if (r->n < r->want && take == r->n && !respill) {
 			ep->spilled = 0; /* caught up: fresh commits join directly again */
 		} else {
-			ep_spill(d, ep);
-			d->pages_due |= r->capped; /* the next page without waiting */
+			ep_spill(d, ep); /* the next page: asked for in this same pass */
 		}
 		contend_update(d, ep);
 		page_free(r->page, take, r->n);
@@ -1819,6 +1844,7 @@ static void ep_rescan(struct delivery_engine *d, struct endpoint *ep)
 	ep->loaded_seq = 0;
 	/* Outcomes on their way to the store: those deliveries must not be read as pending. */
 	ep->evict_mark = d->results_made;
+	ep->page_gen++;
 	ep_spill(d, ep);
 }
 
@@ -2070,6 +2096,7 @@ static void *dispatch_main(void *arg)
 		int64_t now = util_now_ms();
 		if (stopping && !stop_deadline)
 			stop_deadline = now + STOP_GRACE_MS;
+		d->winding_down = stopping;
 		if (stopping && (d->in_flight == 0 || now >= stop_deadline))
 			break;
 		lease_tick(d);
@@ -2114,8 +2141,6 @@ static void *dispatch_main(void *arg)
 			wait = FLUSH_MS;
 		if (d->recorder_wait && FLUSH_MS < wait)
 			wait = FLUSH_MS; /* a read-back waits for outcomes to be recorded */
-		if (d->pages_due)
-			wait = 0;
 		if (!d->own_all && d->lease_next_ms - mono_ms() < wait)
 			wait = d->lease_next_ms - mono_ms();
 		if (wait < 0)
@@ -2291,6 +2316,7 @@ void delivery_stop(struct delivery_engine *d)
 		for (struct page_req *r = *l, *next; r; r = next) {
 			next = r->next;
 			r->ep->loading = NULL;
+			d->reserved -= r->want;
 			contend_update(d, r->ep);
 			page_free(r->page, 0, r->n);
 			free(r);

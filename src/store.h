@@ -533,7 +533,11 @@ struct store_ops {
 	enum lh_err (*event_payload)(struct store *s, const char *event_id, char **out);
 	/* Records attempt outcomes in one durable transaction (group commit). An outcome made
 	 * under a lease this node no longer holds (its epoch is not the holder's) is left
-	 * out: the delivery stays as the new holder records it. */
+	 * out: the delivery stays as the new holder records it. Each outcome stands alone: a
+	 * failure part-way may keep the outcomes before it (and the failing one's delivery
+	 * update without its attempt row); what is not recorded stays pending and is sent
+	 * again, and an attempt row recorded twice is replaced. A subscription's disabling is
+	 * recorded whole or not at all. */
 	enum lh_err (*delivery_record)(struct store *s, const struct delivery_result *r, size_t n);
 	/* A subscription by id whatever its account (deleted ones too). */
 	enum lh_err (*sub_get_any)(struct store *s, const char *id, struct subscription *out);

@@ -504,7 +504,9 @@ static pthread_once_t sqlite_once = PTHREAD_ONCE_INIT;
 
 static void sqlite_global_config(void)
 {
-	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	if (rc != SQLITE_OK)
+		LOG(LOG_WARN, "store", "err=\"%s\" memory statistics stay on", sqlite3_errstr(rc));
 }
 
 void store_sqlite_fault_vfs(void)
@@ -2473,6 +2475,38 @@ struct record_job {
 	size_t n;
 };
 
+/* An outcome that disables its subscription, inside a savepoint of its own. */
+static enum lh_err record_disable(struct sqlite_store *s, const struct delivery_result *r)
+{
+	enum lh_err e = step_done(s, stmt(s, "SAVEPOINT disable"), "savepoint");
+	if (e != LH_OK)
+		return e;
+	sqlite3_stmt *st = stmt(s, "UPDATE subscriptions SET status = 2, updated_at = ?2"
+	                           " WHERE sub_id = ?1 AND status IN (0, 1)");
+	if (st) {
+		bind_text(st, 1, r->sub_id);
+		sqlite3_bind_int64(st, 2, r->now);
+	}
+	e = step_done(s, st, "sub_outcome");
+	if (e == LH_OK && sqlite3_changes(s->db) > 0) {
+		/* A disabled subscription gives its events up to new registrations. */
+		struct subscription u;
+		memset(&u, 0, sizeof u);
+		snprintf(u.id, sizeof u.id, "%s", r->sub_id);
+		u.status = SUB_DISABLED;
+		e = sub_write_events(s, &u);
+		s->subs_dirty = 1;
+	}
+	if (e != LH_OK && !sqlite3_get_autocommit(s->db)) {
+		if (s->routes_dirty)
+			s->routes_stale = 1; /* the index may hold what was undone: rebuilt */
+		step_done(s, stmt(s, "ROLLBACK TO disable"), "rollback_to");
+	}
+	if (!sqlite3_get_autocommit(s->db))
+		step_done(s, stmt(s, "RELEASE disable"), "release");
+	return e;
+}
+
 static enum lh_err job_record(struct store_tx *tx, void *arg)
 {
 	struct sqlite_store *s = TX(tx);
@@ -2518,6 +2552,14 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 			break;
 		if (r->sub == SUBO_NONE)
 			continue;
+		if (r->sub == SUBO_DISABLE) {
+			/* Disabling changes the subscription, its events and the routing index:
+			 * all of it or none, in this job that has no savepoint of its own. */
+			e = record_disable(s, r);
+			if (e != LH_OK)
+				break;
+			continue;
+		}
 		st = r->sub == SUBO_SUCCESS
 		         ? stmt(s, "UPDATE subscriptions SET failing_since = 0 WHERE sub_id = ?1"
 		                   " AND failing_since != 0")
@@ -2532,16 +2574,6 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 		}
 		if ((e = step_done(s, st, "sub_outcome")) != LH_OK)
 			break;
-		if (r->sub == SUBO_DISABLE && sqlite3_changes(s->db) > 0) {
-			/* A disabled subscription gives its events up to new registrations.
-			 */
-			struct subscription u;
-			memset(&u, 0, sizeof u);
-			snprintf(u.id, sizeof u.id, "%s", r->sub_id);
-			u.status = SUB_DISABLED;
-			e = sub_write_events(s, &u);
-			s->subs_dirty = 1;
-		}
 	}
 	return e;
 }
