@@ -377,15 +377,11 @@ static struct lane *waitq_pop(struct waitq *q)
 	return l;
 }
 
-/* Lets the first n waiting lanes of q try again (n < 0: all of them). A lane emptied
- * meanwhile (its deliveries evicted) takes no turn: counting it would leave one with
- * deliveries waiting after the last attempt that could wake it. */
-static void wake(struct delivery_engine *d, struct waitq *q, long n)
+/* Lets every waiting lane of q try again (after a subscription change). */
+static void wake_all(struct delivery_engine *d, struct waitq *q)
 {
-	while (q->head && n != 0) {
+	while (q->head) {
 		struct lane *l = waitq_pop(q);
-		if (l->head)
-			n--;
 		schedule(d, l);
 		lane_maybe_free(d, l);
 	}
@@ -1794,8 +1790,8 @@ static void subs_changed(struct delivery_engine *d)
 				continue;
 			}
 			kept++;
-			wake(d, &ep->waiting, -1);
-			wake(d, &ep->gwaiting, -1);
+			wake_all(d, &ep->waiting);
+			wake_all(d, &ep->gwaiting);
 			if (ep->spilled)
 				ep_spill(d, ep);
 			pp = &ep->hnext;

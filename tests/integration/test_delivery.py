@@ -456,6 +456,34 @@ def test_graceful_stop_keeps_in_flight(_srv):
         srv.cleanup()
 
 
+def test_stop_starts_nothing_new(_srv):
+    """A stop lets the attempts in flight finish and starts no other: lanes waiting under
+    the endpoint's cap stay pending in the store (they once kept starting as each attempt
+    finished, so a stop drained the whole backlog, or gave up at the grace period with
+    attempts in flight). After the restart every bill arrives."""
+    cap = 4
+    srv = Server(*FAST[:-4], "--timeout", "5s", "--max-in-flight-per-endpoint",
+                 str(cap)).start()
+    try:
+        c = srv.client()
+        path = "/slow/0.3/stop"
+        subscribe(srv, c, path)
+        bills = {new_bill(srv, c) for _ in range(60)}  # 15 rounds of 0.3 s under the cap
+        assert RECV.wait_for(lambda: len(RECV.received(path)) >= cap, 10)
+        before = len(RECV.received(path))
+        assert srv.stop(signal.SIGTERM) == 0
+        after = len(RECV.received(path))
+        assert after <= before + 2 * cap, \
+            "%d attempts started after SIGTERM (at most the %d in flight)" % (after - before, cap)
+        srv.start()
+
+        def arrived():
+            return {json.loads(r["body"])["data"]["billID"] for r in RECV.received(path)}
+        assert RECV.wait_for(lambda: bills <= arrived(), 30), len(bills - arrived())
+    finally:
+        srv.cleanup()
+
+
 if __name__ == "__main__":
     try:
         run([test_success_request_shape_and_signature, test_two_signatures_during_rotation,
@@ -466,6 +494,7 @@ if __name__ == "__main__":
              test_durability_under_repeated_sigkill, test_address_policy_at_delivery_time,
              test_failing_for_the_configured_span_disables, test_per_endpoint_cap,
              test_small_window_pages_the_backlog, test_resume_with_more_than_the_window,
-             test_graceful_stop_keeps_in_flight], server_args=FAST)
+             test_graceful_stop_keeps_in_flight, test_stop_starts_nothing_new],
+            server_args=FAST)
     finally:
         RECV.close()
