@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -139,6 +140,32 @@ static void text_free(void *arg)
 	free(t);
 }
 
+/* The store's figures, read at most once a second whoever asks: the counts take the
+ * store's reader (on SQLite, the one every API read waits for) for as long as the backlog
+ * is long, and the unauthenticated metrics-listen port must not let anyone hold it. */
+static enum lh_err store_stats_cached(struct store *store, struct store_stats *out)
+{
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static struct store_stats last;
+	static int64_t last_us; /* 0: none yet */
+	static const struct store *last_of;
+	enum lh_err e = LH_OK;
+	pthread_mutex_lock(&mu);
+	int64_t now = util_mono_us();
+	if (!last_us || last_of != store || now - last_us >= 1000000) {
+		struct store_stats st;
+		if ((e = store->ops->stats(store, &st)) == LH_OK) {
+			last = st;
+			last_us = now;
+			last_of = store;
+		}
+	}
+	if (e == LH_OK)
+		*out = last;
+	pthread_mutex_unlock(&mu);
+	return e;
+}
+
 /* GET /metrics: the Prometheus text exposition. If the store cannot say its figures, the
  * rest is still answered (and the failure logged): the counters do not depend on it. */
 static void api_metrics(struct call *c)
@@ -152,7 +179,7 @@ static void api_metrics(struct call *c)
 		route_label(routes[i].pattern, labels[i]);
 		lp[i] = labels[i];
 	}
-	enum lh_err e = c->app->store->ops->stats(c->app->store, &st);
+	enum lh_err e = store_stats_cached(c->app->store, &st);
 	if (e != LH_OK)
 		LOG(LOG_WARN, "api", "rid=%s err=%s the store's figures are left out of /metrics",
 		    c->rq->rid, err_code(e));
@@ -402,6 +429,8 @@ int api_fail(struct call *c, enum lh_err e, const char *code, const char *field,
 
 int api_fail_verr(struct call *c, const struct verr *v)
 {
+	if (v->err == LH_ENOMEM) /* the server's trouble, not the body's */
+		return api_fail_internal(c, LH_ENOMEM, "validate the body");
 	return api_fail(c, v->err, v->code, v->field, "%s", v->message);
 }
 

@@ -47,6 +47,7 @@ void api_submit(struct call *c, store_tx_fn fn, void *tx_arg, api_finish_fn fini
 /* Error response: {"success": false, "error": {code, message, field?}}. Returns -1. */
 int api_fail(struct call *c, enum lh_err e, const char *code, const char *field, const char *fmt,
              ...) __attribute__((format(printf, 5, 6)));
+/* api_fail for what validate.c refused (out of memory while validating: api_fail_internal). */
 int api_fail_verr(struct call *c, const struct verr *v);
 /* Error response for an unexpected internal failure (logged, generic message). */
 int api_fail_internal(struct call *c, enum lh_err e, const char *what);

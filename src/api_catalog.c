@@ -360,10 +360,7 @@ void api_admin_catalog_import(struct call *c)
 	if (!b)
 		return;
 	if (validate_catalog_import(b, &r, &ve)) {
-		if (ve.err == LH_ENOMEM)
-			api_fail_internal(c, LH_ENOMEM, "import catalog");
-		else
-			api_fail_verr(c, &ve);
+		api_fail_verr(c, &ve);
 		goto out;
 	}
 	if (admin_lab(c, &lab) || put_items(c, &lab, &r, import_member_field))

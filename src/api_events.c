@@ -117,15 +117,6 @@ static void bill_created(struct call *c, void *arg, enum lh_err e)
 	free(bc);
 }
 
-/* The request's answer for a body validate.c refused. */
-static void fail_verr(struct call *c, const struct verr *v, const char *what)
-{
-	if (v->err == LH_ENOMEM)
-		api_fail_internal(c, LH_ENOMEM, what);
-	else
-		api_fail_verr(c, v);
-}
-
 /* Whether the lab has a catalog, for a bill or lead that names ids: *has (-1 on failure,
  * after answering). */
 static int lab_catalog(struct call *c, const char *lab_id, int *has)
@@ -162,7 +153,7 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	struct verr ve;
 
 	if (validate_bill(b, &br, &ve)) {
-		fail_verr(c, &ve, "add report");
+		api_fail_verr(c, &ve);
 		return;
 	}
 	bc = calloc(1, sizeof *bc);
@@ -271,8 +262,6 @@ static void send_bill(struct call *c, const char *client_id)
 		return;
 	}
 	json_t *j = domain_bill_json(&b, r, n);
-	if (!client_id)
-		json_object_set_new(j, "clientID", json_string(b.client_id));
 	json_object_set_new(j, "labID", json_string(b.lab_id));
 	json_object_set_new(j, "preBookingID", json_string(b.pre_booking_id));
 	json_object_set_new(j, "patient_details", json_loads(b.patient, 0, NULL));
