@@ -569,14 +569,16 @@ static int do_login(struct cli_session *s, struct cli_words *w, char **env)
 	char line[AUTH_SECRET_CAP + 8] = "";
 	int none = cli_client_credentials(w, env, &id, line);
 	const char *sec = line;
+	int rc = CLI_EUSAGE;
 	if (cli_words_check("client", w))
-		return CLI_EUSAGE;
+		goto out;
 	if (none) {
 		fprintf(stderr, "labhook client: login needs --client-id and --client-secret (or"
 		                " LABHOOK_CLIENT_ID and LABHOOK_CLIENT_SECRET)\n");
-		return CLI_EUSAGE;
+		goto out;
 	}
-	int rc = cli_session_login(s, id, sec, 0);
+	rc = cli_session_login(s, id, sec, 0);
+out:
 	OPENSSL_cleanse(line, sizeof line);
 	if (rc == CLI_OK)
 		printf("logged in as %s at %s (tokens kept in %s)\n", s->client_id, s->base,
@@ -654,7 +656,7 @@ int cli_client_main(int argc, char **argv, char **env)
 		cli_client_default_path(env, s.path, sizeof s.path);
 	cli_base_url(&cfg, url, 1, s.base, sizeof s.base);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	if (w.npos >= 1 && !strcmp(w.pos[0], "login") && w.npos == 1) {
+	if (w.npos == 1 && !strcmp(w.pos[0], "login")) {
 		rc = do_login(&s, &w, env);
 		goto out;
 	}

@@ -149,7 +149,7 @@ int cli_words_read(const char *tool, const char *const *w, size_t n, const char 
 {
 	memset(out, 0, sizeof *out);
 	for (size_t i = 0; i < n; i++) {
-		if (strncmp(w[i], "--", 2) != 0 || !strcmp(w[i], "-") || !w[i][2]) {
+		if (strncmp(w[i], "--", 2) != 0 || !w[i][2]) {
 			if (out->npos == CLI_WORDS_CAP)
 				goto many;
 			out->pos[out->npos++] = w[i];

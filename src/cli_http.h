@@ -21,7 +21,6 @@ enum cli_exit {
 	CLI_EUSAGE = 2, /* the command line is wrong */
 	CLI_EREACH = 3, /* the service cannot be reached */
 	CLI_ELOGIN = 4, /* no saved login, or it no longer works: labhook client login */
-	CLI_EVERIFY = 5, /* listen: a webhook's signature did not verify (with --exit-on-invalid) */
 };
 
 /* An answer: status, body (NUL-terminated, owned) and the body as JSON when it is JSON. */

@@ -242,7 +242,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 	unsigned status = 404;
 	if (strcmp(method, "POST") != 0 || strcmp(url, LISTEN_PATH) != 0)
-		status = 404;
+		; /* 404 */
 	else if (u->too_big)
 		status = 413;
 	else

@@ -71,12 +71,14 @@ static int complete(struct cli_lab *l, json_t *bill, int all)
 {
 	json_t *reports = json_object_get(json_object_get(bill, "billData"), "testData"), *t;
 	const char *bill_id = json_string_value(json_object_get(bill, "billID"));
-	size_t i;
+	size_t i, done = 0;
 	json_array_foreach(reports, i, t)
 	{
 		struct cli_resp r;
 		char path[256];
 		const char *rep = json_string_value(json_object_get(t, "_id"));
+		if (!bill_id || !rep)
+			break;
 		snprintf(path, sizeof path, "/lab/bills/%s/reports/%s/complete", bill_id, rep);
 		int rc = cli_lab_call(l, "POST", path, NULL, &r);
 		if (rc != CLI_OK)
@@ -85,8 +87,14 @@ static int complete(struct cli_lab *l, json_t *bill, int all)
 		if (!l->json && !strcmp(field(&r, "billStatus"), "completed"))
 			printf("%-17s bill %s\n", "bill.completed", bill_id);
 		cli_resp_free(&r);
+		done++;
 		if (!all)
 			break;
+	}
+	if (!done) {
+		fprintf(stderr,
+		        "labhook trigger: the service's bill names no report to complete\n");
+		return CLI_EAPI;
 	}
 	return CLI_OK;
 }
@@ -183,8 +191,13 @@ int cli_trigger_main(int argc, char **argv, char **env)
 			const char *id = json_string_value(
 			    json_object_get(json_object_get(bill.json, "bill"), "billID"));
 			snprintf(path, sizeof path, "/lab/bills/%s", id ? id : "");
-			if ((rc = cli_lab_call(&l, "DELETE", path, NULL, &r)) == CLI_OK)
+			if (!id) {
+				fprintf(stderr,
+				        "labhook trigger: the service's bill has no billID\n");
+				rc = CLI_EAPI;
+			} else if ((rc = cli_lab_call(&l, "DELETE", path, NULL, &r)) == CLI_OK) {
 				show(&l, &r, "bill.deleted", "bill", id);
+			}
 			cli_resp_free(&r);
 		} else if (rc == CLI_OK && strcmp(e, "bill.created") != 0) {
 			rc = complete(&l, json_object_get(bill.json, "bill"),

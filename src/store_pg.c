@@ -1902,8 +1902,9 @@ static void catalog_member_from_row(const PGresult *r, int i, void *out)
 static const char *const CATALOG_MEMBERS_SQL =
     "SELECT m.package_id, m.test_id, COALESCE(t.name, m.test_id) FROM catalog_members m"
     " LEFT JOIN catalog_items t ON t.lab_id = m.lab_id AND t.kind = 0"
-    " AND t.item_id = m.test_id WHERE m.lab_id = $1 AND m.package_id BETWEEN $2 AND $3"
-    " ORDER BY m.package_id, m.seq";
+    " AND t.item_id = m.test_id WHERE m.lab_id = $1"
+    " AND m.package_id COLLATE \"C\" BETWEEN $2 AND $3"
+    " ORDER BY m.package_id COLLATE \"C\", m.seq";
 
 static enum lh_err tx_catalog_any(struct store_tx *tx, const char *lab_id, int *any)
 {
@@ -1956,6 +1957,21 @@ static enum lh_err tx_catalog_get(struct store_tx *tx, const char *lab_id, enum 
 	return LH_OK;
 }
 
+/* Inside a catalog change: the lab's row locked (FOR NO KEY UPDATE does not conflict with
+ * the key-share locks foreign keys take), so changes to one lab's catalog run one at a time.
+ * At READ COMMITTED, a delete that checked no package holds a test and a put adding that
+ * test to a package could otherwise both commit. */
+static enum lh_err catalog_lock(struct pg_store *s, struct pg_conn *c, const char *lab_id)
+{
+	struct params p = {0};
+	PGresult *r = NULL;
+	p_text(&p, lab_id);
+	enum lh_err e = run(s, c, "SELECT 1 FROM labs WHERE lab_id = $1 FOR NO KEY UPDATE", &p, &r,
+	                    "catalog_lock");
+	PQclear(r);
+	return e;
+}
+
 static enum lh_err pgs_catalog_put(struct store *base, const char *lab_id,
                                    const struct catalog_item *items, size_t n,
                                    const struct catalog_member *members, size_t nmembers,
@@ -1967,6 +1983,7 @@ static enum lh_err pgs_catalog_put(struct store *base, const char *lab_id,
 	enum lh_err e = pool_begin(s, "BEGIN", &c);
 	if (e != LH_OK)
 		return e;
+	e = catalog_lock(s, c, lab_id);
 	for (size_t i = 0; e == LH_OK && i < n; i++) {
 		struct params p = {0};
 		p_text(&p, lab_id);
@@ -2033,14 +2050,15 @@ static enum lh_err pgs_catalog_delete(struct store *base, const char *lab_id,
 	enum lh_err e = pool_begin(s, "BEGIN", &c);
 	if (e != LH_OK)
 		return e;
-	if (kind == CATALOG_TEST) {
+	e = catalog_lock(s, c, lab_id);
+	if (e == LH_OK && kind == CATALOG_TEST) {
 		struct params p = {0};
 		PGresult *r = NULL;
 		p_text(&p, lab_id);
 		p_text(&p, id);
 		e = run(s, c,
 		        "SELECT package_id FROM catalog_members WHERE lab_id = $1 AND test_id = $2"
-		        " ORDER BY package_id LIMIT 1",
+		        " ORDER BY package_id COLLATE \"C\" LIMIT 1",
 		        &p, &r, "catalog_in_package");
 		if (e == LH_OK && PQntuples(r) > 0) {
 			col_text(r, 0, 0, pkg, sizeof pkg);
@@ -2072,7 +2090,7 @@ static enum lh_err pgs_catalog_delete(struct store *base, const char *lab_id,
 
 static const char *const CATALOG_PAGE_SQL =
     "SELECT i.lab_id, i.kind, i.item_id, i.name, i.price, i.updated_at, r.price" CATALOG_LIST_FROM
-    " ORDER BY i.kind, i.item_id LIMIT $5 OFFSET $6";
+    " ORDER BY i.kind, i.item_id COLLATE \"C\" LIMIT $5 OFFSET $6";
 
 static enum lh_err pgs_catalog_list(struct store *base, const char *lab_id, int kind,
                                     const char *party_id, int only_rated, size_t offset,

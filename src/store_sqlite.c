@@ -2478,7 +2478,8 @@ struct record_job {
 /* An outcome that disables its subscription, inside a savepoint of its own. */
 static enum lh_err record_disable(struct sqlite_store *s, const struct delivery_result *r)
 {
-	enum lh_err e = step_done(s, stmt(s, "SAVEPOINT disable"), "savepoint");
+	/* The writer's own savepoint: the record job that runs this has none. */
+	enum lh_err e = wb_savepoint(s);
 	if (e != LH_OK)
 		return e;
 	sqlite3_stmt *st = stmt(s, "UPDATE subscriptions SET status = 2, updated_at = ?2"
@@ -2497,13 +2498,10 @@ static enum lh_err record_disable(struct sqlite_store *s, const struct delivery_
 		e = sub_write_events(s, &u);
 		s->subs_dirty = 1;
 	}
-	if (e != LH_OK && !sqlite3_get_autocommit(s->db)) {
-		if (s->routes_dirty)
-			s->routes_stale = 1; /* the index may hold what was undone: rebuilt */
-		step_done(s, stmt(s, "ROLLBACK TO disable"), "rollback_to");
-	}
-	if (!sqlite3_get_autocommit(s->db))
-		step_done(s, stmt(s, "RELEASE disable"), "release");
+	if (e != LH_OK && wb_in_tx(s))
+		wb_rollback_to(s);
+	if (wb_in_tx(s))
+		wb_release(s);
 	return e;
 }
 

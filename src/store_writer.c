@@ -39,9 +39,10 @@ struct store_writer {
 	/* Deliveries created in the open batch; only the writer thread touches them. */
 	struct delivery *fresh;
 	size_t nfresh, cap_fresh;
-	/* Events written in the open batch, by type (the last cell: webhook.test), counted in
-	 * the metrics once the batch is durable; only the writer thread touches them. */
-	uint64_t events[EV__COUNT + 1];
+	/* Events written in the open batch, by type (webhook.test events are not counted),
+	 * counted in the metrics once the batch is durable; only the writer thread touches
+	 * them. */
+	uint64_t events[EV__COUNT];
 	/* The commit hook, under hook_mu (held while it runs). */
 	pthread_mutex_t hook_mu;
 	store_commit_hook hook;
@@ -59,7 +60,7 @@ enum lh_err writer_fresh_push(struct store_writer *w, const struct delivery *d)
 
 void writer_event_made(struct store_writer *w, int type)
 {
-	if (type >= 0 && type <= EV__COUNT)
+	if (type >= 0 && type < EV__COUNT)
 		w->events[type]++;
 }
 

@@ -54,7 +54,8 @@ enum lh_err writer_submit(struct store_writer *w, store_tx_fn fn, void *arg);
 /* writer_submit for a job whose statements each stand alone, so that what it did before a
  * failure may stay (each recorded outcome, for instance): it runs without a savepoint,
  * which on SQLite costs time growing with what the savepoint holds. It may not push fresh
- * deliveries or count events (they could not be undone with it). */
+ * deliveries or count events (they could not be undone with it). On PostgreSQL a failed
+ * statement aborts the whole batch anyway. */
 enum lh_err writer_submit_bare(struct store_writer *w, store_tx_fn fn, void *arg);
 void writer_submit_async(struct store_writer *w, store_tx_fn fn, void *arg, store_done_fn done,
                          void *done_arg);
@@ -64,9 +65,9 @@ void writer_set_hook(struct store_writer *w, store_commit_hook fn, void *ctx);
 /* From inside a job: hands d to the hook once the batch is durable (takes d->payload, which
  * is freed if the job or the batch fails). LH_ENOMEM leaves d->payload to the caller. */
 enum lh_err writer_fresh_push(struct store_writer *w, const struct delivery *d);
-/* From inside a job: an event of type (enum event_type, or EV_WEBHOOK_TEST) was written.
- * Counted in labhook_events_total once the batch is durable, unless the job or the batch
- * fails. */
+/* From inside a job: an event of type (enum event_type; anything else, such as
+ * EV_WEBHOOK_TEST, is not counted) was written. Counted in labhook_events_total once the
+ * batch is durable, unless the job or the batch fails. */
 void writer_event_made(struct store_writer *w, int type);
 /* Passes news (no fresh deliveries: those come from batches) to the hook: a subscription
  * changed, or another node committed deliveries. Call it once the change is visible to

@@ -8,11 +8,13 @@ import os
 import queue
 import shutil
 import signal
+import ssl
 import stat
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 
 from harness import BIN, Server, expect_error, run
 
@@ -122,6 +124,20 @@ def test_newcomer_listen_and_trigger(srv):
         assert "INVALID" not in "".join(ln.all)
         # the payload is printed pretty
         assert '"eventType": "bill.completed"' in "".join(ln.all)
+        # a webhook whose signature is not the subscription's is flagged, not trusted
+        url = ready.split(" arrive at ")[1].split()[0]
+        forged = json.dumps({"eventType": "bill.created", "data": {"billID": "bill_forged"}})
+        req = urllib.request.Request(url, data=forged.encode(), method="POST", headers={
+            "Content-Type": "application/json", "webhook-id": "evt_forged",
+            "webhook-timestamp": str(int(time.time())),
+            "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="})
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        urllib.request.urlopen(req, context=tls, timeout=10).read()
+        line = ln.wait_for(lambda l: l.startswith("--> "))
+        assert "evt_forged" in line or "bill_forged" in line, line
+        assert "signature INVALID" in line, line
     finally:
         rc = ln.stop()
     assert rc == 0, ln.proc.stderr.read()
