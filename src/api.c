@@ -397,7 +397,8 @@ static void pending_finish(void *arg, const struct http_req *rq, struct http_res
 	free(p);
 }
 
-void api_submit(struct call *c, store_tx_fn fn, void *tx_arg, api_finish_fn finish, void *job)
+void api_submit(struct call *c, store_tx_fn fn, void *tx_arg, unsigned flags, api_finish_fn finish,
+                void *job)
 {
 	struct pending *p = malloc(sizeof *p);
 	if (!p) {
@@ -407,7 +408,7 @@ void api_submit(struct call *c, store_tx_fn fn, void *tx_arg, api_finish_fn fini
 	*p = (struct pending){
 	    .app = c->app, .acct = c->acct, .job = job, .finish = finish, .result = LH_ESTORE};
 	p->d = http_defer(c->rq, pending_finish, p);
-	c->app->store->ops->submit_async(c->app->store, fn, tx_arg, pending_done, p);
+	c->app->store->ops->submit_async(c->app->store, fn, tx_arg, flags, pending_done, p);
 }
 
 int api_fail(struct call *c, enum lh_err e, const char *code, const char *field, const char *fmt,

@@ -42,7 +42,8 @@ void api_metrics_dispatch(void *ctx, const struct http_req *rq, struct http_resp
  * (c->rq is this request again) and frees job (which holds tx_arg). If the client has gone
  * by then, finish gets c NULL and only frees job. The handler returns right after this. */
 typedef void (*api_finish_fn)(struct call *c, void *job, enum lh_err result);
-void api_submit(struct call *c, store_tx_fn fn, void *tx_arg, api_finish_fn finish, void *job);
+void api_submit(struct call *c, store_tx_fn fn, void *tx_arg, unsigned flags, api_finish_fn finish,
+                void *job);
 
 /* Error response: {"success": false, "error": {code, message, field?}}. Returns -1. */
 int api_fail(struct call *c, enum lh_err e, const char *code, const char *field, const char *fmt,

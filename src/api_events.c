@@ -207,7 +207,7 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	br.reports = NULL;
 	br.refs = NULL;
 	/* The answer is sent by bill_created once the bill is durable; bc is its. */
-	api_submit(c, domain_bill_create_tx, &bc->job, bill_created, bc);
+	api_submit(c, domain_bill_create_tx, &bc->job, STORE_JOB_RERUN, bill_created, bc);
 	bc = NULL;
 out:
 	free(br.reports);
@@ -385,7 +385,7 @@ static void create_lead(struct call *c, const struct account *acct, json_t *b)
 		bk->parties = l->parties;
 		snprintf(l->booking_id, sizeof l->booking_id, "%s", bk->booking_id);
 	}
-	api_submit(c, domain_lead_create_tx, j, lead_created, j);
+	api_submit(c, domain_lead_create_tx, j, 0, lead_created, j);
 	j = NULL; /* lead_created's now */
 out:
 	json_decref(data);
@@ -465,7 +465,7 @@ static void change_bill(struct call *c, store_tx_fn fn, api_finish_fn done, cons
 		j->doc = *doc;
 		j->ch.doc = &j->doc; /* its bytes are the request body's, kept until done() */
 	}
-	api_submit(c, fn, &j->ch, done, &j->ch);
+	api_submit(c, fn, &j->ch, 0, done, &j->ch);
 }
 
 /* Whether a Content-Type names media type `type` (parameters and case aside). */
@@ -537,7 +537,7 @@ void api_lab_lead_convert(struct call *c)
 		api_fail_verr(c, &ve);
 	else if (new_booking(c, &br, &j->bk) == 0) {
 		snprintf(j->lead_id, sizeof j->lead_id, "%s", c->arg[0]);
-		api_submit(c, domain_lead_convert_tx, j, lead_converted, j);
+		api_submit(c, domain_lead_convert_tx, j, 0, lead_converted, j);
 		j = NULL; /* lead_converted's now */
 	}
 	free(j);

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "events.h"
+#include "jtext.h"
 #include "log.h"
 #include "sign.h"
 #include "validate.h"
@@ -54,45 +55,73 @@ static void add_parties(json_t *o, const struct parties *p)
 		                    json_string(p->referred_hospital_org));
 }
 
+/* The most an event's JSON text may grow to: a bill of DOMAIN_MAX_REPORTS reports with
+ * the longest names, every byte escaped, is under 4 MiB. */
+#define EVENT_TEXT_MAX ((size_t)8 << 20)
+
+/* The bill as its events and GET /lab/bills/{id} show it (billID, integratorID, billData
+ * and the parties), with the object left open for the caller's fields. */
+static void bill_fields(struct jtext *t, const struct bill *b, const struct report *r, size_t n)
+{
+	const struct parties *p = &b->parties;
+	jtext_open(t, '{');
+	jtext_kv(t, "billID", b->bill_id);
+	jtext_kv(t, "integratorID", b->integrator_id);
+	jtext_key(t, "billData");
+	jtext_open(t, '{');
+	jtext_kv(t, "status", domain_bill_status_name(b->status));
+	jtext_key(t, "testData");
+	jtext_open(t, '[');
+	for (size_t i = 0; i < n; i++) {
+		jtext_open(t, '{');
+		jtext_kv(t, "_id", r[i].report_id);
+		jtext_kv(t, "name", r[i].name);
+		jtext_kv(t, "status", r[i].status == REPORT_COMPLETED ? "completed" : "pending");
+		jtext_close(t, '}');
+	}
+	jtext_close(t, ']');
+	jtext_close(t, '}');
+	if (p->corporate_user[0])
+		jtext_kv(t, "corporateUser", p->corporate_user);
+	if (p->referred_org[0])
+		jtext_kv(t, "referredOrganization", p->referred_org);
+	if (p->referred_hospital_org[0])
+		jtext_kv(t, "referredHospitalOrganization", p->referred_hospital_org);
+}
+
 json_t *domain_bill_json(const struct bill *b, const struct report *r, size_t n)
 {
-	json_t *tests = json_array();
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(
-		    tests,
-		    json_pack("{s:s, s:s, s:s}", "_id", r[i].report_id, "name", r[i].name, "status",
-		              r[i].status == REPORT_COMPLETED ? "completed" : "pending"));
-	json_t *o = json_pack("{s:s, s:s, s:{s:s, s:o}}", "billID", b->bill_id, "integratorID",
-	                      b->integrator_id, "billData", "status",
-	                      domain_bill_status_name(b->status), "testData", tests);
-	if (o)
-		add_parties(o, &b->parties);
+	struct jtext t;
+	jtext_init(&t, EVENT_TEXT_MAX);
+	bill_fields(&t, b, r, n);
+	jtext_close(&t, '}');
+	char *text = jtext_take(&t);
+	json_t *o = text ? json_loads(text, 0, NULL) : NULL;
+	free(text);
 	return o;
 }
 
-/* The envelope of API.md 6 around data (taken); returns owned JSON text. */
-static char *envelope(const struct event *ev, json_t *data)
+/* JSON text of d (taken), owned; NULL when d is NULL or out of memory. */
+static char *text_of(json_t *d)
 {
-	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:o}", "eventID", ev->event_id, "labID",
-	                      ev->lab_id, "eventType", event_name((enum event_type)ev->type),
-	                      "eventTime", (json_int_t)ev->created_at, "data", data);
-	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
+	char *text = d ? json_dumps(d, JSON_COMPACT) : NULL;
+	json_decref(d);
 	return text;
 }
 
-/* Makes an event about an entity: a new id, now, and its payload (owned: free
- * ev->payload). Takes ownership of data. */
+/* Makes an event about an entity: a new id, now, and its payload, the envelope of API.md 6
+ * around data (JSON text, taken; NULL: out of memory). Free ev->payload. */
 static enum lh_err event_make(struct event *ev, const char *client_id, const char *lab_id,
-                              enum event_type type, const char *entity_id, json_t *data)
+                              enum event_type type, const char *entity_id, char *data)
 {
 	enum lh_err e;
+	struct jtext t;
 
 	memset(ev, 0, sizeof *ev);
 	if (!data)
 		return LH_ENOMEM;
 	if ((e = util_new_id("evt_", ev->event_id)) != LH_OK) {
-		json_decref(data);
+		free(data);
 		return e;
 	}
 	snprintf(ev->client_id, sizeof ev->client_id, "%s", client_id);
@@ -100,7 +129,18 @@ static enum lh_err event_make(struct event *ev, const char *client_id, const cha
 	snprintf(ev->entity_id, sizeof ev->entity_id, "%s", entity_id);
 	ev->type = (int)type;
 	ev->created_at = util_now();
-	ev->payload = envelope(ev, data);
+	jtext_init(&t, EVENT_TEXT_MAX);
+	jtext_open(&t, '{');
+	jtext_kv(&t, "eventID", ev->event_id);
+	jtext_kv(&t, "labID", ev->lab_id);
+	jtext_kv(&t, "eventType", event_name(type));
+	jtext_key(&t, "eventTime");
+	jtext_int(&t, ev->created_at);
+	jtext_key(&t, "data");
+	jtext_raw(&t, data, strlen(data));
+	jtext_close(&t, '}');
+	free(data);
+	ev->payload = jtext_take(&t);
 	return ev->payload ? LH_OK : LH_ENOMEM;
 }
 
@@ -119,10 +159,11 @@ static enum lh_err event_write(struct store_tx *tx, const struct event *ev, cons
 	return e;
 }
 
-/* Writes one event about an entity with its deliveries; takes ownership of data. */
+/* Writes one event about an entity with its deliveries; takes ownership of data (JSON
+ * text; NULL: out of memory). */
 static enum lh_err emit_to(struct store_tx *tx, const char *client_id, const char *lab_id,
                            enum event_type type, const char *entity_id, const struct parties *p,
-                           json_t *data, const char *only_sub, struct domain_outcome *out)
+                           char *data, const char *only_sub, struct domain_outcome *out)
 {
 	struct event ev;
 	enum lh_err e = event_make(&ev, client_id, lab_id, type, entity_id, data);
@@ -134,7 +175,7 @@ static enum lh_err emit_to(struct store_tx *tx, const char *client_id, const cha
 
 static enum lh_err emit(struct store_tx *tx, const char *client_id, const char *lab_id,
                         enum event_type type, const char *entity_id, const struct parties *p,
-                        json_t *data, struct domain_outcome *out)
+                        char *data, struct domain_outcome *out)
 {
 	return emit_to(tx, client_id, lab_id, type, entity_id, p, data, NULL, out);
 }
@@ -167,31 +208,37 @@ enum link_check domain_report_link_check(const struct domain_links *l, const cha
 	return now > exp ? LINK_EXPIRED : LINK_OK;
 }
 
-/* The data of a bill event. link: the report whose reportURL it carries (NULL: none); with
- * its reportID too when with_id (report.completed), and its document's description when doc
- * is set. */
-static json_t *bill_event_data(const struct domain_links *l, const struct bill *b,
-                               const struct report *r, size_t n, const struct report *link,
-                               int with_id, const struct report_doc *doc)
+/* The data of a bill event, JSON text (owned; NULL: out of memory). link: the report whose
+ * reportURL it carries (NULL: none); with its reportID too when with_id (report.completed),
+ * and its document's description when doc is set. */
+static char *bill_event_data(const struct domain_links *l, const struct bill *b,
+                             const struct report *r, size_t n, const struct report *link,
+                             int with_id, const struct report_doc *doc)
 {
-	json_t *d = domain_bill_json(b, r, n);
+	struct jtext t;
 	char url[1024], sha[65];
-	if (!d)
-		return NULL;
+	jtext_init(&t, EVENT_TEXT_MAX);
+	bill_fields(&t, b, r, n);
 	if (link) {
 		domain_report_link(l, b->bill_id, link->report_id, util_now(), url, sizeof url);
 		if (with_id)
-			json_object_set_new(d, "reportID", json_string(link->report_id));
-		json_object_set_new(d, "reportURL", json_string(url));
+			jtext_kv(&t, "reportID", link->report_id);
+		jtext_kv(&t, "reportURL", url);
 	}
 	if (doc) {
 		util_hex(doc->sha256, 32, sha);
-		json_object_set_new(d, "document",
-		                    json_pack("{s:s, s:I, s:s, s:I}", "contentType",
-		                              doc->content_type, "size", (json_int_t)doc->size,
-		                              "sha256", sha, "version", (json_int_t)doc->version));
+		jtext_key(&t, "document");
+		jtext_open(&t, '{');
+		jtext_kv(&t, "contentType", doc->content_type);
+		jtext_key(&t, "size");
+		jtext_int(&t, (int64_t)doc->size);
+		jtext_kv(&t, "sha256", sha);
+		jtext_key(&t, "version");
+		jtext_int(&t, (int64_t)doc->version);
+		jtext_close(&t, '}');
 	}
-	return d;
+	jtext_close(&t, '}');
+	return jtext_take(&t);
 }
 
 /* ---- bills ---- */
@@ -330,6 +377,9 @@ static enum lh_err catalog_apply(struct store_tx *tx, struct domain_bill_new *j)
 enum lh_err domain_bill_create_tx(struct store_tx *tx, void *arg)
 {
 	struct domain_bill_new *j = arg;
+	/* It may run again after a rollback (STORE_JOB_RERUN): what the catalog made is kept
+	 * (refs are gone then) and the count starts over. */
+	j->out.deliveries = 0;
 	enum lh_err e = catalog_apply(tx, j);
 	if (e != LH_OK)
 		return e;
@@ -609,14 +659,14 @@ static enum lh_err job_lead_create(struct store_tx *tx, void *arg)
 		if ((e = tx->ops->booking_insert(tx, j->bk)) != LH_OK)
 			return e;
 		return emit(tx, l->client_id, l->lab_id, EV_BOOKING_CREATED, l->lead_id,
-		            &l->parties, booking_data(j->bk, 0), j->out);
+		            &l->parties, text_of(booking_data(j->bk, 0)), j->out);
 	}
 	json_object_set_new(d, "leadID", json_string(l->lead_id));
 	json_object_set_new(d, "integratorID", json_string(l->integrator_id));
 	json_object_set_new(d, "phase", json_string("lead"));
 	add_parties(d, &l->parties);
-	return emit(tx, l->client_id, l->lab_id, EV_LEAD_CREATED, l->lead_id, &l->parties, d,
-	            j->out);
+	return emit(tx, l->client_id, l->lab_id, EV_LEAD_CREATED, l->lead_id, &l->parties,
+	            text_of(d), j->out);
 }
 
 enum lh_err domain_lead_create_tx(struct store_tx *tx, void *arg)
@@ -649,7 +699,7 @@ static enum lh_err job_lead_convert(struct store_tx *tx, void *arg)
 	    (e = tx->ops->lead_set_booking(tx, l.lead_id, bk->booking_id)) != LH_OK)
 		return e;
 	return emit(tx, l.client_id, l.lab_id, EV_BOOKING_CREATED, l.lead_id, &l.parties,
-	            booking_data(bk, 1), j->out);
+	            text_of(booking_data(bk, 1)), j->out);
 }
 
 enum lh_err domain_lead_convert_tx(struct store_tx *tx, void *arg)
@@ -742,8 +792,8 @@ static enum lh_err job_test_event(struct store_tx *tx, void *arg)
 		json_decref(d);
 		return e;
 	}
-	return emit_to(tx, j->sub->client_id, j->sub->lab_id, EV_WEBHOOK_TEST, entity, &none, d,
-	               j->sub->id, j->out);
+	return emit_to(tx, j->sub->client_id, j->sub->lab_id, EV_WEBHOOK_TEST, entity, &none,
+	               text_of(d), j->sub->id, j->out);
 }
 
 enum lh_err domain_test_event(struct store *st, const struct subscription *sub,

@@ -62,7 +62,8 @@ struct domain_outcome {
  * lab, j->out saying why). b, reports and refs (one per report, what each was made from;
  * NULL: all free text, or the caller found the lab's catalog empty) are borrowed until
  * then. domain_bill_release frees what prepare and
- * the job made, whatever happened.
+ * the job made, whatever happened. domain_bill_create_tx may be run again after a rollback
+ * (submit it with STORE_JOB_RERUN).
  * The catalog rule: when the lab's catalog holds any item, every catalog id of the bill
  * (mapped_tests, mapped_packages) must name one of its items, else LH_EINVAL naming the
  * field (unknown_catalog_item); a test's report takes the catalog's name, and a package

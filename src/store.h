@@ -380,6 +380,11 @@ struct store_tx {
 typedef enum lh_err (*store_tx_fn)(struct store_tx *tx, void *arg);
 /* Told the outcome of an asynchronous submit. */
 typedef void (*store_done_fn)(void *done_arg, enum lh_err result);
+/* submit_async's flag for a job that may run again after its transaction was rolled back:
+ * a first run leaves nothing in arg that a second one trips over (counts it adds to are
+ * reset, what it makes is made again or kept). The writer then runs a batch of such jobs
+ * without a savepoint each, and again with them only if one of them fails. */
+#define STORE_JOB_RERUN 1u
 
 /* What GET /metrics shows of the store (store_ops.stats). */
 struct store_stats {
@@ -514,9 +519,10 @@ struct store_ops {
 	/* The same without waiting: returns at once, and done(done_arg, result) is called
 	 * exactly once when the transaction is durable (or failed), from a store thread or,
 	 * if the job cannot be queued, before submit_async returns. done must be quick and
-	 * must not call the store; fn and arg must stay valid until it is called. */
-	void (*submit_async)(struct store *s, store_tx_fn fn, void *arg, store_done_fn done,
-	                     void *done_arg);
+	 * must not call the store; fn and arg must stay valid until it is called. flags:
+	 * STORE_JOB_RERUN or 0. */
+	void (*submit_async)(struct store *s, store_tx_fn fn, void *arg, unsigned flags,
+	                     store_done_fn done, void *done_arg);
 	/* ---- the delivery engine's side ---- */
 	/* Registers the commit hook (see store_commit_hook); NULL removes it. */
 	void (*set_commit_hook)(struct store *s, store_commit_hook fn, void *ctx);

@@ -2282,10 +2282,10 @@ static enum lh_err pgs_submit(struct store *base, store_tx_fn fn, void *arg)
 	return writer_submit(S(base)->writer, fn, arg);
 }
 
-static void pgs_submit_async(struct store *base, store_tx_fn fn, void *arg, store_done_fn done,
-                             void *done_arg)
+static void pgs_submit_async(struct store *base, store_tx_fn fn, void *arg, unsigned flags,
+                             store_done_fn done, void *done_arg)
 {
-	writer_submit_async(S(base)->writer, fn, arg, done, done_arg);
+	writer_submit_async(S(base)->writer, fn, arg, flags, done, done_arg);
 }
 
 static void pgs_set_commit_hook(struct store *base, store_commit_hook fn, void *ctx)

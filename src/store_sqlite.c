@@ -2304,10 +2304,10 @@ static enum lh_err sqlite_submit(struct store *base, store_tx_fn fn, void *arg)
 	return writer_submit(S(base)->writer, fn, arg);
 }
 
-static void sqlite_submit_async(struct store *base, store_tx_fn fn, void *arg, store_done_fn done,
-                                void *done_arg)
+static void sqlite_submit_async(struct store *base, store_tx_fn fn, void *arg, unsigned flags,
+                                store_done_fn done, void *done_arg)
 {
-	writer_submit_async(S(base)->writer, fn, arg, done, done_arg);
+	writer_submit_async(S(base)->writer, fn, arg, flags, done, done_arg);
 }
 
 static enum lh_err sqlite_bill_get(struct store *base, const char *client_id, const char *bill_id,

@@ -22,7 +22,8 @@ struct job {
 	pthread_cond_t cv;
 	store_done_fn on_done; /* NULL: a waiting submitter */
 	void *done_arg;
-	int bare; /* runs without a savepoint of its own (writer_submit_bare) */
+	int bare;  /* runs without a savepoint of its own (writer_submit_bare) */
+	int rerun; /* may run again after a rollback (STORE_JOB_RERUN) */
 	struct job *next;
 };
 
@@ -43,6 +44,9 @@ struct store_writer {
 	 * counted in the metrics once the batch is durable; only the writer thread touches
 	 * them. */
 	uint64_t events[EV__COUNT];
+	/* Batches left to run with a savepoint per job after one run without them failed
+	 * (writer thread only; see run_batch). */
+	int careful;
 	/* The commit hook, under hook_mu (held while it runs). */
 	pthread_mutex_t hook_mu;
 	store_commit_hook hook;
@@ -91,32 +95,51 @@ void writer_notify(struct store_writer *w, const struct store_news *news)
 	pthread_mutex_unlock(&w->hook_mu);
 }
 
-/* Runs one batch in one transaction: each job inside its own savepoint, so a job's
- * failure undoes only its changes; one commit (one sync) makes all of them durable. */
-static void run_batch(struct store_writer *w, struct job *batch)
+/* A batch of re-runnable jobs runs without a savepoint per job; after a failure of one,
+ * this many batches run with them before that is tried again. */
+#define CAREFUL_BATCHES 16
+
+/* Whether every job of the batch may be run again after a rollback (and none is bare). */
+static int all_rerun(const struct job *batch)
+{
+	for (const struct job *j = batch; j; j = j->next)
+		if (!j->rerun || j->bare)
+			return 0;
+	return 1;
+}
+
+/* Runs the batch's jobs in the open transaction (e: begin's outcome). careful: each job
+ * inside its own savepoint, so a job's failure undoes only its changes; else none, and the
+ * first failure stops the run with *again set (the caller rolls back and runs them again,
+ * carefully). Returns the error that fails the rest of the batch, LH_OK if none. */
+static enum lh_err run_jobs(struct store_writer *w, struct job *batch, enum lh_err e, int careful,
+                            size_t *njobs, int *again)
 {
 	const struct writer_backend *ops = w->ops;
-	int64_t t0 = util_mono_us(), t1;
-	size_t njobs = 0;
-	assert(batch);
-	/* The previous batch handed its fresh deliveries over or freed them. */
-	assert(w->nfresh == 0);
-	enum lh_err e = ops->begin(w->be);
+	*njobs = 0;
+	*again = 0;
 	for (struct job *j = batch; j; j = j->next) {
 		if (e != LH_OK) {
 			j->result = e;
 			continue;
 		}
-		if (j->bare) {
+		if (!careful || j->bare) {
 			/* No savepoint: on SQLite each statement's journal is truncated back to the
 			 * open savepoint's size by walking it from its start, so a job of hundreds
 			 * of statements inside one was quadratic (a third of the writer's time
-			 * recording outcomes). What such a job did before a failure stays. */
+			 * recording outcomes); and a savepoint copies each page the job changes
+			 * first, a dozen pages a bill. What a bare job did before a failure stays.
+			 */
 			size_t mark = w->nfresh;
 			j->result = j->fn(w->tx, j->arg);
-			assert(w->nfresh == mark); /* it makes no deliveries... */
+			assert(!j->bare ||
+			       w->nfresh == mark); /* a bare job makes no deliveries... */
 			(void)mark;
-			njobs++;
+			(*njobs)++;
+			if (!careful && j->result != LH_OK) {
+				*again = 1;
+				return j->result;
+			}
 		} else if ((j->result = ops->savepoint(w->be)) == LH_OK) {
 			size_t mark = w->nfresh;
 			uint64_t events_mark[COUNTOF(w->events)];
@@ -130,7 +153,7 @@ static void run_batch(struct store_writer *w, struct job *batch)
 				memcpy(w->events, events_mark, sizeof events_mark);
 			}
 			ops->release(w->be);
-			njobs++;
+			(*njobs)++;
 		}
 		/* A failure inside a statement (an I/O error, a full disk, a lost connection) may
 		 * roll back the whole transaction, not only the job's savepoint: the jobs before
@@ -138,6 +161,32 @@ static void run_batch(struct store_writer *w, struct job *batch)
 		if (!ops->in_tx(w->be))
 			e = j->result != LH_OK && err_http_status(j->result) >= 500 ? j->result
 			                                                            : LH_ESTORE;
+	}
+	return e;
+}
+
+/* Runs one batch in one transaction; one commit (one sync) makes all of it durable. */
+static void run_batch(struct store_writer *w, struct job *batch)
+{
+	const struct writer_backend *ops = w->ops;
+	int64_t t0 = util_mono_us(), t1;
+	size_t njobs = 0;
+	assert(batch);
+	/* The previous batch handed its fresh deliveries over or freed them. */
+	assert(w->nfresh == 0);
+	int careful = w->careful > 0 || !all_rerun(batch);
+	if (w->careful > 0)
+		w->careful--;
+	int again;
+	enum lh_err e = run_jobs(w, batch, ops->begin(w->be), careful, &njobs, &again);
+	if (again) {
+		/* A job failed with no savepoint to undo only it: undo everything and run the
+		 * batch again, each job inside its own. */
+		ops->end(w->be, e);
+		fresh_cut(w, 0);
+		memset(w->events, 0, sizeof w->events);
+		w->careful = CAREFUL_BATCHES;
+		e = run_jobs(w, batch, ops->begin(w->be), 1, &njobs, &again);
 	}
 	t1 = util_mono_us();
 	int committing = e == LH_OK;
@@ -235,8 +284,8 @@ static int enqueue(struct store_writer *w, struct job *j)
 	return 1;
 }
 
-void writer_submit_async(struct store_writer *w, store_tx_fn fn, void *arg, store_done_fn done,
-                         void *done_arg)
+void writer_submit_async(struct store_writer *w, store_tx_fn fn, void *arg, unsigned flags,
+                         store_done_fn done, void *done_arg)
 {
 	struct job *j = calloc(1, sizeof *j);
 	if (!j) {
@@ -245,6 +294,7 @@ void writer_submit_async(struct store_writer *w, store_tx_fn fn, void *arg, stor
 	}
 	j->fn = fn;
 	j->arg = arg;
+	j->rerun = (flags & STORE_JOB_RERUN) != 0;
 	j->on_done = done;
 	j->done_arg = done_arg;
 	pthread_mutex_lock(&w->qmu);

@@ -2,7 +2,9 @@
  *
  * Submitters queue jobs (store_tx_fn); one writer thread takes up to WRITER_BATCH_MAX of them
  * and runs them in one transaction, each inside its own savepoint, so a refused job undoes
- * only itself and one commit (one sync) makes the whole batch durable. The deliveries a
+ * only itself and one commit (one sync) makes the whole batch durable. A batch of jobs
+ * that may run twice (STORE_JOB_RERUN) runs without the savepoints, and again with them
+ * only when one of its jobs failed. The deliveries a
  * batch created (writer_fresh_push, from inside a job) go to the commit hook once the
  * commit is durable; a batch that failed hands over nothing.
  *
@@ -57,8 +59,8 @@ enum lh_err writer_submit(struct store_writer *w, store_tx_fn fn, void *arg);
  * deliveries or count events (they could not be undone with it). On PostgreSQL a failed
  * statement aborts the whole batch anyway. */
 enum lh_err writer_submit_bare(struct store_writer *w, store_tx_fn fn, void *arg);
-void writer_submit_async(struct store_writer *w, store_tx_fn fn, void *arg, store_done_fn done,
-                         void *done_arg);
+void writer_submit_async(struct store_writer *w, store_tx_fn fn, void *arg, unsigned flags,
+                         store_done_fn done, void *done_arg);
 
 /* store_ops.set_commit_hook. */
 void writer_set_hook(struct store_writer *w, store_commit_hook fn, void *ctx);

@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import random
+import shutil
 import socket
 import ssl
 import struct
@@ -158,3 +159,4 @@ class Receiver:
         self.stop_event.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -452,7 +452,7 @@ static void test_async_submit_and_outbox(void **state)
 
 	/* Done once, durable by then, and the hook was handed the delivery with its payload. */
 	struct event_job ok = {"bill_1", "{\"n\":1}", LH_OK, NULL, NULL};
-	st->ops->submit_async(st, job_event, &ok, on_done, &w);
+	st->ops->submit_async(st, job_event, &ok, 0, on_done, &w);
 	assert_int_equal(wait_done(&w), LH_OK);
 	assert_int_equal(w.calls, 1);
 	assert_int_equal(nhooked, 1);
@@ -463,7 +463,7 @@ static void test_async_submit_and_outbox(void **state)
 	/* A job that fails is undone, alone, and its delivery never reaches the hook. */
 	struct event_job bad = {"bill_2", "{\"n\":2}", LH_ECONFLICT, NULL, NULL};
 	w.calls = 0;
-	st->ops->submit_async(st, job_event, &bad, on_done, &w);
+	st->ops->submit_async(st, job_event, &bad, 0, on_done, &w);
 	assert_int_equal(wait_done(&w), LH_ECONFLICT);
 	assert_int_equal(nhooked, 1);
 
@@ -712,9 +712,9 @@ static void gate_open(struct gate *g)
 }
 
 /* Runs jobs[0], failing(jobs[1]) and jobs[2] as one batch (queued behind a gated batch
- * of one event, which commits) and gives their results. */
+ * of one event, which commits), submitted with flags, and gives their results. */
 static void batch_around(struct store *st, store_tx_fn failing, struct event_job jobs[3],
-                         enum lh_err got[3])
+                         unsigned flags, enum lh_err got[3])
 {
 	struct gate g = {PTHREAD_MUTEX_INITIALIZER,
 	                 PTHREAD_COND_INITIALIZER,
@@ -725,15 +725,17 @@ static void batch_around(struct store *st, store_tx_fn failing, struct event_job
 	for (int i = 0; i < 4; i++)
 		w[i] =
 		    (struct waiter){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
-	st->ops->submit_async(st, job_gated, &g, on_done, &w[3]);
+	st->ops->submit_async(st, job_gated, &g, 0, on_done, &w[3]);
 	gate_wait(&g);
-	st->ops->submit_async(st, job_event, &jobs[0], on_done, &w[0]);
-	st->ops->submit_async(st, failing, &jobs[1], on_done, &w[1]);
-	st->ops->submit_async(st, job_event, &jobs[2], on_done, &w[2]);
+	st->ops->submit_async(st, job_event, &jobs[0], flags, on_done, &w[0]);
+	st->ops->submit_async(st, failing, &jobs[1], flags, on_done, &w[1]);
+	st->ops->submit_async(st, job_event, &jobs[2], flags, on_done, &w[2]);
 	gate_open(&g);
 	assert_int_equal(wait_done(&w[3]), LH_OK);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 3; i++) {
 		got[i] = wait_done(&w[i]);
+		assert_int_equal(w[i].calls, 1);
+	}
 }
 
 static size_t pending_count(struct store *st)
@@ -769,12 +771,12 @@ static void test_failed_commit_keeps_nothing(void **state)
 
 	/* The gate's batch, then the three queued behind it as one batch, all while the disk
 	 * fails: each job is told the error, and nothing of any of them is kept. */
-	st->ops->submit_async(st, job_gated, &g, on_done, &wg);
+	st->ops->submit_async(st, job_gated, &g, 0, on_done, &wg);
 	gate_wait(&g);
 	for (int i = 0; i < 3; i++) {
 		w[i] =
 		    (struct waiter){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
-		st->ops->submit_async(st, job_event, &jobs[i], on_done, &w[i]);
+		st->ops->submit_async(st, job_event, &jobs[i], 0, on_done, &w[i]);
 	}
 	store_sqlite_fault_set(STORE_FAULT_IO);
 	gate_open(&g);
@@ -844,6 +846,49 @@ static enum lh_err job_spill_failing(struct store_tx *tx, void *arg)
 	return e;
 }
 
+/* Runs of job_event_counted: how often the writer ran a job. */
+static int job_runs;
+
+static enum lh_err job_event_counted(struct store_tx *tx, void *arg)
+{
+	job_runs++; /* only the writer thread runs jobs */
+	return job_event(tx, arg);
+}
+
+/* Jobs that may run twice (STORE_JOB_RERUN) share a batch without a savepoint each: when
+ * one fails, the batch is undone and run again with them, so the failure undoes only
+ * itself, nothing is kept or handed to the engine twice, and each submitter is told once. */
+static void test_rerun_batch_undoes_only_the_failure(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	enum lh_err got[3];
+	struct event_job jobs[3] = {{"bill_1", "{\"n\":1}", LH_OK, NULL, NULL},
+	                            {"bill_2", "{\"n\":2}", LH_ECONFLICT, NULL, NULL},
+	                            {"bill_3", "{\"n\":3}", LH_OK, NULL, NULL}};
+
+	outbox_setup(st);
+	job_runs = 0;
+	batch_around(st, job_event_counted, jobs, STORE_JOB_RERUN, got);
+	assert_int_equal(got[0], LH_OK);
+	assert_int_equal(got[1], LH_ECONFLICT);
+	assert_int_equal(got[2], LH_OK);
+	/* The failing job ran without a savepoint, then again with one. */
+	assert_int_equal(job_runs, 2);
+	assert_int_equal(pending_count(st), 3); /* the gated one, bill_1 and bill_3 */
+	assert_int_equal(nhooked, 3);
+	assert_int_equal(hooked_has("sub_1"), 3);
+	int bills[4] = {0};
+	for (size_t i = 0; i < nhooked; i++)
+		bills[hooked[i].entity_id[5] - '0']++;
+	assert_int_equal(bills[0], 1);
+	assert_int_equal(bills[1], 1);
+	assert_int_equal(bills[2], 0);
+	assert_int_equal(bills[3], 1);
+	hooked_clear();
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
 static void test_io_error_mid_batch_fails_every_job(void **state)
 {
 	struct fixture *f = *state;
@@ -861,7 +906,7 @@ static void test_io_error_mid_batch_fails_every_job(void **state)
 
 	outbox_setup(st);
 	/* One batch: a job, the one whose write fails, and a job after it. */
-	batch_around(st, job_spill_failing, jobs, got);
+	batch_around(st, job_spill_failing, jobs, 0, got);
 	/* The job after the failure was not committed on its own (told it failed, yet kept). */
 	assert_int_equal(pending_count(st), 1); /* the gated one, from the batch before */
 	assert_int_equal(nhooked, 1);
@@ -2522,7 +2567,7 @@ static void test_pg_connection_lost_mid_batch(void **state)
 	if (!getenv("LABHOOK_TEST_PG_BIN"))
 		skip();
 	outbox_setup(st);
-	batch_around(st, job_kill_then_event, jobs, got);
+	batch_around(st, job_kill_then_event, jobs, 0, got);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(got[i], LH_EUNAVAIL);
 	assert_int_equal(err_http_status(LH_EUNAVAIL), 503);
@@ -3227,6 +3272,7 @@ int main(void)
 	    TF(test_failed_commit_keeps_nothing),
 	    TF(test_full_disk_then_space_again),
 	    TF(test_io_error_mid_batch_fails_every_job),
+	    T(test_rerun_batch_undoes_only_the_failure),
 	    T(test_pg_two_nodes),
 	    T(test_pg_leases_fence_and_news),
 	    T(test_pg_node_restart_takes_back_at_once),

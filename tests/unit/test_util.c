@@ -1,6 +1,7 @@
 /* test_util.c: util.h: identifiers, base64, durations, RFC 3339 times, id syntax and
- * constant-time comparison. Table-driven; every case names itself in the failure message.
- * Single-threaded; the id tests sleep a few milliseconds to cross clock ticks. */
+ * constant-time comparison; jtext.h's JSON text against jansson's. Table-driven; every case names
+ * itself in the failure message. Single-threaded; the id tests sleep a few milliseconds to cross
+ * clock ticks. */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +13,9 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
+#include "jtext.h"
 #include "util.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
@@ -695,6 +698,76 @@ static void test_grow(void **state)
 	free(a);
 }
 
+/* jtext writes what json_dumps(JSON_COMPACT) prints for the same object, every control
+ * character, quote, backslash and non-ASCII character included. */
+static void test_jtext_as_jansson(void **state)
+{
+	(void)state;
+	char all[128];
+	for (int c = 1; c < 128; c++)
+		all[c - 1] = (char)c;
+	all[127] = '\0';
+	const char *const strings[] = {"",
+	                               "plain",
+	                               "q\"uote",
+	                               "back\\slash",
+	                               "a/b",
+	                               all,
+	                               "caf\xc3\xa9 \xe2\x80\xa8 \xf0\x9f\xa7\xaa"};
+	for (size_t i = 0; i < N_ELEMS(strings); i++) {
+		struct jtext t;
+		jtext_init(&t, 4096);
+		jtext_open(&t, '{');
+		jtext_kv(&t, "s", strings[i]);
+		jtext_key(&t, strings[i]);
+		jtext_int(&t, -9007199254740993LL);
+		jtext_key(&t, "list");
+		jtext_open(&t, '[');
+		jtext_str(&t, strings[i]);
+		jtext_int(&t, 0);
+		jtext_open(&t, '{');
+		jtext_close(&t, '}');
+		jtext_open(&t, '[');
+		jtext_close(&t, ']');
+		jtext_close(&t, ']');
+		jtext_key(&t, "raw");
+		jtext_raw(&t, "{\"x\":1}", 7);
+		jtext_close(&t, '}');
+		char *got = jtext_take(&t);
+		assert_non_null(got);
+		json_t *o = json_pack("{s:s, s:I, s:[s, i, {}, []], s:{s:i}}", "s", strings[i],
+		                      strings[i], (json_int_t)-9007199254740993LL, "list",
+		                      strings[i], 0, "raw", "x", 1);
+		assert_non_null(o);
+		char *want = json_dumps(o, JSON_COMPACT);
+		if (strcmp(got, want) != 0)
+			fail_msg("case %zu:\n got  %s\n want %s", i, got, want);
+		free(want);
+		json_decref(o);
+		free(got);
+	}
+}
+
+/* Past its cap the text fails whole: no truncated JSON. */
+static void test_jtext_cap(void **state)
+{
+	(void)state;
+	struct jtext t;
+	jtext_init(&t, 10);
+	jtext_str(&t, "12345678"); /* 10 bytes with its quotes: fits */
+	char *got = jtext_take(&t);
+	assert_string_equal(got, "\"12345678\"");
+	free(got);
+	jtext_init(&t, 10);
+	jtext_str(&t, "123456789");
+	jtext_raw(&t, "", 0);
+	assert_null(jtext_take(&t));
+	jtext_init(&t, 10);
+	got = jtext_take(&t); /* nothing written: an empty string */
+	assert_string_equal(got, "");
+	free(got);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -719,6 +792,8 @@ int main(void)
 	    cmocka_unit_test(test_utf8_clean),
 	    cmocka_unit_test(test_grow),
 	    cmocka_unit_test(test_range_parse),
+	    cmocka_unit_test(test_jtext_as_jansson),
+	    cmocka_unit_test(test_jtext_cap),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
