@@ -14,6 +14,7 @@
 #include "accounts.h"
 #include "api.h"
 #include "domain.h"
+#include "jtext.h"
 
 static const struct domain_links *links(struct call *c)
 {
@@ -172,8 +173,8 @@ static void create_bill(struct call *c, const struct account *acct, json_t *b)
 	    resolve_parties(c, acct, &br.parties, &bill->parties) ||
 	    catalog_check(c, lab.lab_id, &br))
 		goto out;
-	char *patient = json_dumps(br.patient, JSON_COMPACT);
-	if (!patient || strlen(patient) >= sizeof bill->patient) {
+	char *patient = jtext_dump(br.patient, 0, sizeof bill->patient - 1);
+	if (!patient) {
 		free(patient);
 		api_fail(c, LH_EINVAL, "too_long", "patient_details",
 		         "'patient_details' is too large");
@@ -354,8 +355,8 @@ static void create_lead(struct call *c, const struct account *acct, json_t *b)
 		if (v)
 			json_object_set(data, keep[i], v);
 	}
-	char *text = json_dumps(data, JSON_COMPACT);
-	if (!text || strlen(text) >= sizeof l->data) {
+	char *text = jtext_dump(data, 0, sizeof l->data - 1);
+	if (!text) {
 		free(text);
 		api_fail(c, LH_EINVAL, "too_long", NULL, "the lead is too large");
 		goto out;

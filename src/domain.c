@@ -104,7 +104,7 @@ json_t *domain_bill_json(const struct bill *b, const struct report *r, size_t n)
 /* JSON text of d (taken), owned; NULL when d is NULL or out of memory. */
 static char *text_of(json_t *d)
 {
-	char *text = d ? json_dumps(d, JSON_COMPACT) : NULL;
+	char *text = jtext_dump(d, 0, EVENT_TEXT_MAX);
 	json_decref(d);
 	return text;
 }

@@ -25,6 +25,7 @@
 #include <microhttpd.h>
 
 #include "addr.h"
+#include "jtext.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -34,6 +35,10 @@
  * 9% of an API thread's time per bill. 16 KiB takes headers up to about 15 KiB (past that,
  * 431 Request Header Fields Too Large). */
 #define CONN_POOL (16 * 1024)
+
+/* The largest JSON answer: far above any page of a list (pages hold at most 100 items);
+ * past it the client gets the out-of-memory answer rather than the service growing. */
+#define HTTP_ANSWER_MAX ((size_t)64 << 20)
 
 /* A connection's deadline (see reaper): its socket context, from libmicrohttpd's STARTED
  * notification to its CLOSED one. */
@@ -196,8 +201,7 @@ static void request_id(struct MHD_Connection *c, char out[40])
 	}
 	unsigned char raw[8] = {0};
 	util_random(raw, sizeof raw);
-	for (int i = 0; i < 8; i++)
-		snprintf(out + 2 * i, 3, "%02x", raw[i]);
+	util_hex(raw, sizeof raw, out);
 }
 
 void http_resp_header(struct http_resp *rs, const char *name, const char *fmt, ...)
@@ -254,7 +258,7 @@ static struct MHD_Response *response_of(struct http_resp *rs)
 	}
 	if (!rs->json && rs->no_body)
 		return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	char *text = rs->json ? json_dumps(rs->json, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+	char *text = jtext_dump(rs->json, 15, HTTP_ANSWER_MAX);
 	json_decref(rs->json);
 	rs->json = NULL;
 	if (!text) {

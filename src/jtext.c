@@ -62,39 +62,59 @@ void jtext_close(struct jtext *t, char c)
 	jtext_raw(t, &c, 1);
 }
 
-void jtext_str(struct jtext *t, const char *s)
+/* n bytes of a string, quoted and escaped. */
+static void strn(struct jtext *t, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
+	const char *end = s + n;
 	sep(t);
 	jtext_raw(t, "\"", 1);
-	for (;;) {
-		size_t run = strcspn(s, "\"\\\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d"
-		                        "\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b"
-		                        "\x1c\x1d\x1e\x1f");
-		jtext_raw(t, s, run);
-		s += run;
-		if (!*s)
+	while (s < end) {
+		const char *run = s;
+		while (s < end && (unsigned char)*s >= 0x20 && *s != '"' && *s != '\\')
+			s++;
+		jtext_raw(t, run, (size_t)(s - run));
+		if (s == end)
 			break;
 		unsigned char c = (unsigned char)*s++;
 		char esc[6] = {'\\', 0};
-		size_t n = 2;
+		size_t len = 2;
 		switch (c) {
-		case '"': esc[1] = '"'; break;
-		case '\\': esc[1] = '\\'; break;
-		case '\b': esc[1] = 'b'; break;
-		case '\f': esc[1] = 'f'; break;
-		case '\n': esc[1] = 'n'; break;
-		case '\r': esc[1] = 'r'; break;
-		case '\t': esc[1] = 't'; break;
+		case '"':
+			esc[1] = '"';
+			break;
+		case '\\':
+			esc[1] = '\\';
+			break;
+		case '\b':
+			esc[1] = 'b';
+			break;
+		case '\f':
+			esc[1] = 'f';
+			break;
+		case '\n':
+			esc[1] = 'n';
+			break;
+		case '\r':
+			esc[1] = 'r';
+			break;
+		case '\t':
+			esc[1] = 't';
+			break;
 		default:
 			memcpy(esc + 1, "u00", 3);
 			esc[4] = hex[c >> 4];
 			esc[5] = hex[c & 15];
-			n = 6;
+			len = 6;
 		}
-		jtext_raw(t, esc, n);
+		jtext_raw(t, esc, len);
 	}
 	jtext_raw(t, "\"", 1);
+}
+
+void jtext_str(struct jtext *t, const char *s)
+{
+	strn(t, s, strlen(s));
 }
 
 void jtext_key(struct jtext *t, const char *k)
@@ -126,4 +146,89 @@ char *jtext_take(struct jtext *t)
 		free(t->p);
 	*t = (struct jtext){.max = t->max};
 	return p;
+}
+
+/* A real as jansson prints it: %.*g, with ".0" when that reads as an integer, and the
+ * exponent without its '+' and leading zeros. */
+static void real(struct jtext *t, double v, int precision)
+{
+	char buf[64];
+	int n = snprintf(buf, sizeof buf - 2, "%.*g", precision ? precision : 17, v);
+	if (n < 0 || (size_t)n >= sizeof buf - 2) {
+		t->failed = 1;
+		return;
+	}
+	size_t len = (size_t)n;
+	if (!strchr(buf, '.') && !strchr(buf, 'e')) {
+		memcpy(buf + len, ".0", 3);
+		len += 2;
+	}
+	char *e = strchr(buf, 'e');
+	if (e) {
+		char *start = e + 1, *end = e + 2;
+		if (*start == '-')
+			start++;
+		while (*end == '0')
+			end++;
+		if (end != start) {
+			memmove(start, end, len - (size_t)(end - buf) + 1);
+			len -= (size_t)(end - start);
+		}
+	}
+	sep(t);
+	jtext_raw(t, buf, len);
+}
+
+void jtext_json(struct jtext *t, const json_t *v, int precision)
+{
+	const char *key;
+	json_t *item;
+	size_t i;
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		jtext_open(t, '{');
+		json_object_foreach((json_t *)v, key, item)
+		{
+			jtext_key(t, key);
+			jtext_json(t, item, precision);
+		}
+		jtext_close(t, '}');
+		break;
+	case JSON_ARRAY:
+		jtext_open(t, '[');
+		json_array_foreach(v, i, item) jtext_json(t, item, precision);
+		jtext_close(t, ']');
+		break;
+	case JSON_STRING:
+		strn(t, json_string_value(v), json_string_length(v));
+		break;
+	case JSON_INTEGER:
+		jtext_int(t, json_integer_value(v));
+		break;
+	case JSON_REAL:
+		real(t, json_real_value(v), precision);
+		break;
+	case JSON_TRUE:
+	case JSON_FALSE:
+	case JSON_NULL:
+		sep(t);
+		jtext_raw(t,
+		          json_is_true(v)    ? "true"
+		          : json_is_false(v) ? "false"
+		                             : "null",
+		          json_is_true(v)    ? 4
+		          : json_is_false(v) ? 5
+		                             : 4);
+		break;
+	}
+}
+
+char *jtext_dump(const json_t *v, int precision, size_t max)
+{
+	struct jtext t;
+	if (!v)
+		return NULL;
+	jtext_init(&t, max);
+	jtext_json(&t, v, precision);
+	return jtext_take(&t);
 }

@@ -748,6 +748,58 @@ static void test_jtext_as_jansson(void **state)
 	}
 }
 
+/* jtext_dump prints any jansson value as json_dumps does, reals at both precisions used. */
+static void test_jtext_dump_as_jansson(void **state)
+{
+	(void)state;
+	const char *const docs[] = {
+	    "{}",
+	    "[]",
+	    "null",
+	    "true",
+	    "false",
+	    "0",
+	    "-1",
+	    "9223372036854775807",
+	    "\"\"",
+	    "{\"a\":[1,2.5,{\"b\":null}],\"c\":true,\"d\":false,\"\":\"\\u0001\\u001f\\\"\\\\/\"}",
+	    "[0.1, 1e300, -2.5e-300, 100000000000000000000.0, 1.0, 3.0e5, 0.000001, 123456789.123456789,"
+	    " 1e-7, -0.0, 5e22, 1.7976931348623157e308]",
+	    "{\"nested\":{\"deeper\":{\"deepest\":[[[]],{}]}},\"caf\xc3\xa9\":\"\xe2\x80\xa8\xf0\x9f\xa7\xaa\"}",
+	    "{\"z\":1,\"a\":2,\"m\":3}",
+	};
+	const int precisions[] = {0, 15};
+	for (size_t i = 0; i < N_ELEMS(docs); i++) {
+		json_error_t err;
+		json_t *v = json_loads(docs[i], JSON_DECODE_ANY, &err);
+		if (!v)
+			fail_msg("case %zu does not parse: %s", i, err.text);
+		for (size_t k = 0; k < N_ELEMS(precisions); k++) {
+			char *got = jtext_dump(v, precisions[k], 1 << 20);
+			char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY |
+			                               JSON_REAL_PRECISION(precisions[k]));
+			assert_non_null(got);
+			assert_non_null(want);
+			if (strcmp(got, want) != 0)
+				fail_msg("case %zu precision %d:\n got  %s\n want %s", i,
+				         precisions[k], got, want);
+			free(got);
+			free(want);
+		}
+		assert_null(jtext_dump(v, 0, 0)); /* over the cap */
+		json_decref(v);
+	}
+	assert_null(jtext_dump(NULL, 0, 100));
+	/* A string holding a NUL (json_stringn) is printed whole, as jansson does. */
+	json_t *nul = json_stringn("a\0b", 3);
+	char *got = jtext_dump(nul, 0, 100);
+	char *want = json_dumps(nul, JSON_ENCODE_ANY);
+	assert_string_equal(got, want);
+	free(got);
+	free(want);
+	json_decref(nul);
+}
+
 /* Past its cap the text fails whole: no truncated JSON. */
 static void test_jtext_cap(void **state)
 {
@@ -793,6 +845,7 @@ int main(void)
 	    cmocka_unit_test(test_grow),
 	    cmocka_unit_test(test_range_parse),
 	    cmocka_unit_test(test_jtext_as_jansson),
+	    cmocka_unit_test(test_jtext_dump_as_jansson),
 	    cmocka_unit_test(test_jtext_cap),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
