@@ -1365,18 +1365,24 @@ static void test_delivery_lifecycle(void **state)
 	assert_int_equal(st->ops->delivery_record(st, r, 1), LH_OK);
 	assert_int_equal(st->ops->sub_get(st, "cl_A", "sub_1", &sub), LH_OK);
 	assert_int_equal(sub.failing_since, 1700000001); /* the first failure's time stays */
-	/* The same attempt recorded twice (a retried record) is kept once. */
+	/* The same attempt recorded twice (sent again after a restart) is kept once, as
+	 * recorded last. */
+	r[0].a.status_code = 503;
+	r[0].a.duration_ms = 25;
+	r[0].a.started_at_ms = 1700000000007LL;
+	snprintf(r[0].a.error, sizeof r[0].a.error, "http_503");
+	snprintf(r[0].a.response, sizeof r[0].a.response, "answer again");
 	assert_int_equal(st->ops->delivery_record(st, r, 1), LH_OK);
 
 	assert_int_equal(st->ops->attempt_list(st, d1.delivery_id, &at, &n), LH_OK);
 	assert_int_equal(n, 2);
 	assert_int_equal(at[0].n, 1);
 	assert_int_equal(at[1].n, 2);
-	assert_int_equal(at[1].status_code, 500);
-	assert_int_equal(at[1].duration_ms, 20);
-	assert_int_equal(at[1].started_at_ms, 1700000000002LL);
-	assert_string_equal(at[1].error, "http_500");
-	assert_string_equal(at[1].response, "answer 2");
+	assert_int_equal(at[1].status_code, 503);
+	assert_int_equal(at[1].duration_ms, 25);
+	assert_int_equal(at[1].started_at_ms, 1700000000007LL);
+	assert_string_equal(at[1].error, "http_503");
+	assert_string_equal(at[1].response, "answer again");
 	free(at);
 
 	/* The log: newest first, by status, paged with before. */
@@ -1386,7 +1392,7 @@ static void test_delivery_lifecycle(void **state)
 	assert_string_equal(list[0].delivery_id, d2.delivery_id);
 	assert_int_equal(list[1].status, DLV_FAILED);
 	assert_int_equal(list[1].attempts, 2);
-	assert_string_equal(list[1].last_error, "http_500");
+	assert_string_equal(list[1].last_error, "http_503"); /* the last record's */
 	assert_null(list[0].payload);
 	free(list);
 	assert_int_equal(
