@@ -47,7 +47,8 @@ struct conn {
 	int fd;
 	int64_t deadline_us;   /* monotonic; 0 while a handler or the store has the request */
 	const char *phase;     /* "headers" or "body", for the log line */
-	struct reqctx *parked; /* under park_mu: its request while parked and watched */
+	struct reqctx *parked; /* under park_mu: its request while parked */
+	int watched;           /* under park_mu: parked, and its socket in the watch set */
 };
 
 struct http_server {
@@ -486,20 +487,21 @@ static enum MHD_Result take_body(struct MHD_Connection *c, struct reqctx *rc, co
 	return MHD_YES;
 }
 
-/* Under park_mu, as a request parks: the reaper watches its socket. libmicrohttpd does not
- * look at a suspended connection, so a client that resets it is not noticed until the
- * work is done, and until then the connection counts against max-connections and
- * max-connections-per-ip: a client resetting requests faster than commits end would lock
- * its address (or, from many, everyone) out. Only a hang-up (reset, or closed both ways)
- * is reported, not a half-close: such a client still waits for its answer. Not watched
- * without a connection record, or if epoll refuses: it waits for its work, as before. */
+/* Under park_mu, as a request parks: the reaper's next sweep watches its socket (see
+ * watch_parked). libmicrohttpd does not look at a suspended connection, so a client that
+ * resets it is not noticed until the work is done, and until then the connection counts
+ * against max-connections and max-connections-per-ip: a client resetting requests faster
+ * than commits end would lock its address (or, from many, everyone) out. Only a hang-up
+ * (reset, or closed both ways) is reported, not a half-close: such a client still waits for
+ * its answer. Not watched without a connection record, or if epoll refuses: it waits for
+ * its work, as before. */
 static void watch(struct http_server *srv, struct reqctx *rc)
 {
-	if (!rc->cn)
-		return;
-	struct epoll_event ev = {.events = 0, .data.fd = rc->cn->fd};
-	if (epoll_ctl(srv->watch_fd, EPOLL_CTL_ADD, rc->cn->fd, &ev) == 0)
+	(void)srv;
+	if (rc->cn) {
 		rc->cn->parked = rc;
+		rc->cn->watched = 0;
+	}
 }
 
 /* Under park_mu, before its connection is resumed (and so may close its descriptor). */
@@ -507,8 +509,31 @@ static void unwatch(struct http_server *srv, struct reqctx *rc)
 {
 	if (!rc->cn || !rc->cn->parked)
 		return;
-	epoll_ctl(srv->watch_fd, EPOLL_CTL_DEL, rc->cn->fd, NULL);
+	if (rc->cn->watched)
+		epoll_ctl(srv->watch_fd, EPOLL_CTL_DEL, rc->cn->fd, NULL);
 	rc->cn->parked = NULL;
+	rc->cn->watched = 0;
+}
+
+/* Under conn_mu, at each sweep of the reaper: adds the sockets of requests parked since the
+ * last sweep to the watch set. A request parks for as long as its commit takes, a
+ * millisecond or two, and is resumed long before a sweep comes: watching each at once cost
+ * two system calls a request (on the writer's thread, half of them), while a client's reset
+ * matters only to a request parked for long, which is watched within a sweep (250 ms). A
+ * socket already reset when added is reported at once. */
+static void watch_parked(struct http_server *srv)
+{
+	pthread_mutex_lock(&srv->park_mu);
+	for (struct conn *cn = srv->conns; cn; cn = cn->next) {
+		if (!cn->parked || cn->watched)
+			continue;
+		struct epoll_event ev = {.events = 0, .data.fd = cn->fd};
+		if (epoll_ctl(srv->watch_fd, EPOLL_CTL_ADD, cn->fd, &ev) == 0)
+			cn->watched = 1;
+		else
+			cn->parked = NULL; /* not watched: it waits for its work, as before */
+	}
+	pthread_mutex_unlock(&srv->park_mu);
 }
 
 /* The call after the handler deferred: parks the request, unless its work is done already,
@@ -814,7 +839,7 @@ static int drop_if_gone(struct http_server *srv, int fd)
 		cn = cn->next;
 	int gone = 0;
 	pthread_mutex_lock(&srv->park_mu);
-	struct reqctx *rc = cn ? cn->parked : NULL;
+	struct reqctx *rc = cn && cn->watched ? cn->parked : NULL;
 	struct pollfd p = {.fd = fd, .events = 0};
 	if (!rc) {
 		/* Nothing parked is watched on fd (a request is watched only while cn->parked
@@ -860,6 +885,7 @@ static void *reaper_main(void *arg)
 			continue;
 		}
 		struct epoll_event ev[64];
+		watch_parked(srv);
 		pthread_mutex_unlock(&srv->conn_mu);
 		int n = epoll_wait(srv->watch_fd, ev, 64, 250);
 		pthread_mutex_lock(&srv->conn_mu);
