@@ -267,8 +267,9 @@ static int check_client(struct call *c)
 
 /* Finds rq's route, checks its guard and the shape of its ids. Returns the route, or NULL
  * once c's answer is made (503 while starting, 404, 405, 401). Runs twice per request:
- * on the headers (api_admit) and on the complete request (api_dispatch); checked tokens
- * are cached, so the second check costs a lookup. metrics_only: the metrics listener,
+ * on the headers (api_admit) and on the complete request (api_dispatch), which starts at
+ * the row the first found (rs->route); checked tokens are cached, so the second check
+ * costs a lookup. metrics_only: the metrics listener,
  * where /metrics is the only route and needs no credentials. Sets rs->route. */
 static const struct route *route_find(struct call *c, char *buf, size_t cap, int metrics_only)
 {
@@ -285,9 +286,12 @@ static const struct route *route_find(struct call *c, char *buf, size_t cap, int
 	}
 	/* HEAD is GET without the body (libmicrohttpd drops it). */
 	const char *method = strcmp(rq->method, "HEAD") == 0 ? "GET" : rq->method;
+	/* On the complete request, admit's look left the path's first row: no row before it
+	 * matches the path. */
+	size_t first = rs->route > 0 && (size_t)rs->route <= N_ROUTES ? (size_t)rs->route - 1 : 0;
 	rs->allow[0] = '\0';
 	rs->route = 0;
-	for (size_t i = 0; i < N_ROUTES; i++) {
+	for (size_t i = first; i < N_ROUTES; i++) {
 		const struct route *r = &routes[i];
 		const char *arg[API_MAX_ARGS] = {0};
 		if ((metrics_only && r->fn != api_metrics) ||

@@ -661,7 +661,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	};
 	if (rc->buf)
 		rc->buf[rc->len] = '\0';
-	struct http_resp rs = {.status = 500};
+	struct http_resp rs = {.status = 500, .route = rc->route};
 	enum rq_state st = rq_state(rc);
 	if (st == RQ_BODY) {
 		set_deadline(rc->cn, "", 0); /* complete: the handler (or the store) has it now */

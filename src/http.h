@@ -63,7 +63,8 @@ struct http_resp {
 	int www_auth;    /* send WWW-Authenticate: Bearer */
 	char allow[64];  /* methods for the Allow header of a 405, or "" */
 	int route;       /* for the metrics: 0 (no route), or 1 + the route table's first row
-	                  * of the path's pattern; the admit function's value counts */
+	                  * of the path's pattern; the admit function's value counts, and the
+	                  * handler finds it set (where to start looking) */
 	/* Set instead of json: the body comes from the stream (owned by the server once set),
 	 * and the headers say what it is (Content-Type among them; no Cache-Control default). */
 	struct http_stream stream;
