@@ -47,6 +47,14 @@ struct store_writer {
 	/* Batches left to run with a savepoint per job after one run without them failed
 	 * (writer thread only; see run_batch). */
 	int careful;
+	/* The completer: asynchronous jobs whose batch is over, told on a thread of their own
+	 * (lh-writer-done) so that the next batch does not wait for their callbacks (each
+	 * resumes a connection: 6% of the writer's time per bill). Under dmu. */
+	pthread_t done_thread;
+	pthread_mutex_t dmu;
+	pthread_cond_t dcv;
+	struct job *dhead, *dtail;
+	int dstop;
 	/* The commit hook, under hook_mu (held while it runs). */
 	pthread_mutex_t hook_mu;
 	store_commit_hook hook;
@@ -220,6 +228,30 @@ static void run_batch(struct store_writer *w, struct job *batch)
 	fresh_cut(w, 0);
 }
 
+static void *done_main(void *arg)
+{
+	struct store_writer *w = arg;
+	pthread_setname_np(pthread_self(), "lh-writer-done");
+	pthread_mutex_lock(&w->dmu);
+	for (;;) {
+		while (!w->dhead && !w->dstop)
+			pthread_cond_wait(&w->dcv, &w->dmu);
+		struct job *list = w->dhead;
+		if (!list)
+			break; /* stopping, and every callback ran */
+		w->dhead = w->dtail = NULL;
+		pthread_mutex_unlock(&w->dmu);
+		for (struct job *j = list, *next; j; j = next) {
+			next = j->next;
+			j->on_done(j->done_arg, j->result);
+			free(j);
+		}
+		pthread_mutex_lock(&w->dmu);
+	}
+	pthread_mutex_unlock(&w->dmu);
+	return NULL;
+}
+
 static void *writer_main(void *arg)
 {
 	struct store_writer *w = arg;
@@ -244,18 +276,31 @@ static void *writer_main(void *arg)
 
 		run_batch(w, batch);
 
-		/* Asynchronous submitters first, outside the queue lock (their callbacks resume
-		 * connections); then the waiting ones. */
-		struct job *waiting = NULL;
+		/* Asynchronous submitters to the completer, in order; then the waiting ones. */
+		struct job *waiting = NULL, *told = NULL, *told_last = NULL;
 		for (struct job *j = batch, *next; j; j = next) {
 			next = j->next;
+			j->next = NULL;
 			if (j->on_done) {
-				j->on_done(j->done_arg, j->result);
-				free(j);
+				if (told_last)
+					told_last->next = j;
+				else
+					told = j;
+				told_last = j;
 			} else {
 				j->next = waiting;
 				waiting = j;
 			}
+		}
+		if (told) {
+			pthread_mutex_lock(&w->dmu);
+			if (w->dtail)
+				w->dtail->next = told;
+			else
+				w->dhead = told;
+			w->dtail = told_last;
+			pthread_cond_signal(&w->dcv);
+			pthread_mutex_unlock(&w->dmu);
 		}
 		if (!waiting)
 			continue;
@@ -333,6 +378,27 @@ enum lh_err writer_submit_bare(struct store_writer *w, store_tx_fn fn, void *arg
 	return submit(w, fn, arg, 1);
 }
 
+/* Stops the completer once it has told every job handed to it. */
+static void done_stop(struct store_writer *w)
+{
+	pthread_mutex_lock(&w->dmu);
+	w->dstop = 1;
+	pthread_cond_signal(&w->dcv);
+	pthread_mutex_unlock(&w->dmu);
+	pthread_join(w->done_thread, NULL);
+}
+
+static void writer_free(struct store_writer *w)
+{
+	free(w->fresh);
+	pthread_mutex_destroy(&w->qmu);
+	pthread_cond_destroy(&w->qcv);
+	pthread_mutex_destroy(&w->hook_mu);
+	pthread_mutex_destroy(&w->dmu);
+	pthread_cond_destroy(&w->dcv);
+	free(w);
+}
+
 enum lh_err writer_start(const struct writer_backend *ops, void *be, struct store_tx *tx,
                          struct store_writer **out)
 {
@@ -345,11 +411,15 @@ enum lh_err writer_start(const struct writer_backend *ops, void *be, struct stor
 	pthread_mutex_init(&w->qmu, NULL);
 	pthread_cond_init(&w->qcv, NULL);
 	pthread_mutex_init(&w->hook_mu, NULL);
+	pthread_mutex_init(&w->dmu, NULL);
+	pthread_cond_init(&w->dcv, NULL);
+	if (pthread_create(&w->done_thread, NULL, done_main, w) != 0) {
+		writer_free(w);
+		return LH_EIO;
+	}
 	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
-		pthread_mutex_destroy(&w->qmu);
-		pthread_cond_destroy(&w->qcv);
-		pthread_mutex_destroy(&w->hook_mu);
-		free(w);
+		done_stop(w);
+		writer_free(w);
 		return LH_EIO;
 	}
 	*out = w;
@@ -366,9 +436,6 @@ void writer_stop(struct store_writer *w)
 	pthread_cond_signal(&w->qcv);
 	pthread_mutex_unlock(&w->qmu);
 	pthread_join(w->thread, NULL);
-	free(w->fresh);
-	pthread_mutex_destroy(&w->qmu);
-	pthread_cond_destroy(&w->qcv);
-	pthread_mutex_destroy(&w->hook_mu);
-	free(w);
+	done_stop(w); /* after the writer: the callbacks of its last batches run first */
+	writer_free(w);
 }

@@ -1,6 +1,7 @@
 /* store_writer.h: the group commit every store backend shares.
  *
  * Submitters queue jobs (store_tx_fn); one writer thread takes up to WRITER_BATCH_MAX of them
+ * (asynchronous submitters are told by a second thread, lh-writer-done, in commit order)
  * and runs them in one transaction, each inside its own savepoint, so a refused job undoes
  * only itself and one commit (one sync) makes the whole batch durable. A batch of jobs
  * that may run twice (STORE_JOB_RERUN) runs without the savepoints, and again with them
