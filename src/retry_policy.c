@@ -41,12 +41,15 @@ static int64_t retry_delay_ms(const struct config *cfg, int attempts, unsigned j
 
 /* Backed off as a whole once the streak is long enough: one probe at a time after a
  * pause. Only a probe (an attempt started after the backoff began) that fails doubles the
- * pause; the other requests that were in flight when it began do not. */
+ * pause; the other requests that were in flight when it began do not, even those started
+ * in the millisecond it began (a probe starts a pause later): with `>=`, the 16 attempts a
+ * restart sends to a receiver still down, all refused within a millisecond, counted as
+ * failed probes and paused the endpoint for 60 s instead of 1. */
 static void backoff(struct retry_state *ep, int64_t started_ms, int64_t now_ms)
 {
 	if (!ep->backoff_since_ms)
 		ep->backoff_since_ms = now_ms;
-	else if (started_ms >= ep->backoff_since_ms && ep->backoff_level < 16)
+	else if (started_ms > ep->backoff_since_ms && ep->backoff_level < 16)
 		ep->backoff_level++;
 	int64_t b = 1000LL << ep->backoff_level;
 	ep->backoff_until_ms = now_ms + (b > RETRY_BACKOFF_MAX_MS ? RETRY_BACKOFF_MAX_MS : b);

@@ -118,6 +118,8 @@ static const struct policy_case cases[] = {
      {500, OK, 0, 1, NOW - 500, S - 5, NOW, JLO}, {PEN, NOW + 4000, FAIL, S - 5, {6, NOW + 2000, NOW - 2000, 1}, "http_500"}},
     {"one in flight before the backoff does not double it", DEFAULTS, {5, NOW + 500, NOW - 500, 0},
      {500, OK, 0, 1, NOW - 1000, S - 5, NOW, JLO}, {PEN, NOW + 4000, FAIL, S - 5, {6, NOW + 1000, NOW - 500, 0}, "http_500"}},
+    {"one started in the millisecond the backoff began does not double it", DEFAULTS, {5, NOW + 1000, NOW, 0},
+     {0, RETRY_CONNECT, 0, 1, NOW, S, NOW, JLO}, {PEN, NOW + 4000, FAIL, S, {6, NOW + 1000, NOW, 0}, "connect"}},
     {"the pause stops at 60 s", DEFAULTS, {11, NOW - 1, NOW - 99000, 6},
      {500, OK, 0, 1, T, S - 99, NOW, JLO}, {PEN, NOW + 4000, FAIL, S - 99, {12, NOW + 60000, NOW - 99000, 7}, "http_500"}},
     {"the doublings stop at 16", DEFAULTS, {40, NOW - 1, NOW - 999000, 16},
