@@ -205,6 +205,11 @@ class Server:
         self.own_dir = data_dir is None
         self.wrap = list(wrap or [])  # a command the binary runs under (private_hosts)
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="labhook-test-")
+        if self.own_dir:
+            # Gone at the latest when the test process ends, for a test that never reaches
+            # cleanup() (one whose server refuses to start, say): such directories piled
+            # up in /tmp.
+            atexit.register(shutil.rmtree, self.data_dir, True)
         self.args = list(args)
         self.pg_db = None
         if PG and "--store" not in self.args:

@@ -58,9 +58,16 @@ def make_ca(d):
 
 
 class Receiver:
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="labhook-recv-")
-        self.ca, cert, key = make_ca(self.dir)
+    def __init__(self, port=0, certs_of=None):
+        """A receiver on port (0: any free one), with its own test CA, or with the CA and
+        certificate of the receiver certs_of (so servers trusting one trust both)."""
+        self.own_dir = certs_of is None
+        if certs_of:
+            self.dir, self.ca = certs_of.dir, certs_of.ca
+            cert, key = os.path.join(self.dir, "srv.pem"), os.path.join(self.dir, "srv.key")
+        else:
+            self.dir = tempfile.mkdtemp(prefix="labhook-recv-")
+            self.ca, cert, key = make_ca(self.dir)
         self.requests = []
         self.lock = threading.Lock()
         self.counts = {}
@@ -133,7 +140,7 @@ class Receiver:
             def handle_error(self, request, client_address):
                 pass  # clients that time out and hang up are part of the script
 
-        self.httpd = Quiet(("127.0.0.1", 0), Handler)
+        self.httpd = Quiet(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
@@ -159,4 +166,5 @@ class Receiver:
         self.stop_event.set()
         self.httpd.shutdown()
         self.httpd.server_close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)

