@@ -172,6 +172,39 @@ def test_bar_code_unique_per_lab(srv):
     assert r.status == 200, r
 
 
+def test_refused_bill_among_concurrent_ones(srv):
+    """Bills created at once share the writer's batches, which run without a savepoint
+    per job and again with them when one job is refused: the refused ones (a used bar code)
+    get 409 and leave nothing, and every other bill has its one bill.created event and one
+    delivery, whatever ran twice."""
+    c = srv.client()
+    sub = subscribe(srv, c, events=["bill.created"], ep="https://batch.example.com/h")
+    new_bill(srv, c, barCode="BC-DUP")
+    results = [None] * 32
+
+    def post(i):
+        r = srv.post("/client/billing/create",
+                     bill_body(c["lab"], barCode="BC-DUP" if i % 8 == 0 else None),
+                     token=c["token"])
+        results[i] = r
+    ts = [threading.Thread(target=post, args=(i,)) for i in range(32)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    for i, r in enumerate(results):
+        if i % 8 == 0:
+            expect_error(r, 409, "duplicate_bar_code", "barCode")
+            continue
+        assert r.status == 200, r
+        bill = r.json["billID"]
+        assert deliveries(srv, bill) == {"bill.created": [sub]}, (bill, deliveries(srv, bill))
+        evs = events_of(srv, bill)
+        assert len(evs) == 1 and evs[0][1]["data"]["billID"] == bill, evs
+        assert len(reports_of(srv, c, bill)) == 2
+    with db(srv) as d:
+        assert d.execute("SELECT count(*) FROM bills WHERE bar_code = 'BC-DUP'"
+                         ).fetchone()[0] == 1
+
+
 def test_party_scoped_bills_need_own_parties(srv):
     ps = srv.client("party-scoped")
     expect_error(srv.post("/client/billing/create", bill_body(ps["lab"]), token=ps["token"]),
@@ -669,6 +702,7 @@ def test_half_closed_clients_get_their_answers(srv):
 
 if __name__ == "__main__":
     run([test_bill_create_and_get, test_bill_validation, test_bar_code_unique_per_lab,
+         test_refused_bill_among_concurrent_ones,
          test_party_scoped_bills_need_own_parties, test_report_completion_rules,
          test_deleted_bill_takes_no_changes, test_front_desk_bill, test_lab_side_reads_any_bill,
          test_lab_cli,
