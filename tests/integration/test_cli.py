@@ -387,6 +387,14 @@ def test_lab_with_flags(srv):
     assert "completed" in p.stdout and reps[0] in p.stdout
     p = labhook("lab", "--data-dir", srv.data_dir, "create-bill", "--test", "999")
     assert p.returncode == 1 and "unknown_catalog_item" in p.stderr, p
+    # Prices are printed as the decimals they are: 249.99 is not 249.99000000000001 (a
+    # double printed to 17 significant digits).
+    p = labhook("lab", "--data-dir", srv.data_dir, "catalog", "add-test", a["labID"], "T-PRICE",
+                "--name", "Vitamin D", "--price", "249.99")
+    assert p.returncode == 0, p
+    p = labhook("lab", "--data-dir", srv.data_dir, "catalog", "list-tests", a["labID"])
+    assert p.returncode == 0 and "249.99" in p.stdout, p
+    assert "249.9900" not in p.stdout and "249.98999" not in p.stdout, p.stdout
     p = labhook("lab", "--data-dir", srv.data_dir, "create-lead", "--first-name", "Ravi",
                 "--contact", "9876501234")
     assert p.returncode == 0 and p.stdout.startswith("lead    lead_"), p
@@ -440,6 +448,12 @@ def test_help(srv):
     assert "create-lead" in q.stdout and "get-bill" in q.stdout
     q = labhook("listen", "--data-dir", srv.data_dir, "--port", "abc")
     assert q.returncode == 2 and "--port wants 0-65535" in q.stderr, q
+    # a certificate that cannot be read is a local failure (1, as docs/cli.md says), not a
+    # usage error, and it says which file and what to do
+    q = labhook("listen", "--data-dir", srv.data_dir, "--cert", "/nonexistent/listen.pem",
+                "--key", "/nonexistent/listen.key")
+    assert q.returncode == 1 and "cannot read /nonexistent/listen.pem" in q.stderr, q
+    assert "--cert" in q.stderr, q
 
 
 def test_production_still_refuses_loopback(_srv):

@@ -300,6 +300,10 @@ def test_demo_mode_prints_working_credentials(_srv):
         with open(left, "w") as f:
             f.write("{}")
         os.chmod(left, 0o644)
+        # Nor may a development CA's key left with a wide mode by an interrupted start (one
+        # file of the four missing: they are all made again) keep that mode.
+        os.remove(os.path.join(d, "dev-listen.pem"))
+        os.chmod(os.path.join(d, "dev-ca.key"), 0o644)
         # A second demo start keeps the same accounts and secrets, and the token got before
         # the restart still works (issue 14: the demo stays put).
         srv2 = Server("--demo", data_dir=d).start()
@@ -310,6 +314,8 @@ def test_demo_mode_prints_working_credentials(_srv):
         assert sec2 == sec, out2
         assert srv2.get("/client/labs", token=tok).status == 200
         assert os.stat(os.path.join(d, "demo.json")).st_mode & 0o777 == 0o600
+        for name in ("dev-ca.pem", "dev-ca.key", "dev-listen.pem", "dev-listen.key"):
+            assert os.stat(os.path.join(d, name)).st_mode & 0o777 == 0o600, name
         srv2.cleanup()
     finally:
         srv.cleanup()
