@@ -76,28 +76,42 @@ def test_the_check_fails_on_mismatches(srv):
             _rec("POST", "/client/labs", 405, err, headers={"allow": "GET"})]
     problems, _ = openapi_check.check(good)
     assert problems == [], problems
+    # why -> (a record broken that one way, what the check must say about it). Every
+    # problem reported must be that one, so that a record broken some other way as well
+    # (a response off its schema where the request's body was meant) cannot pass.
     bad = {
-        "undocumented route": _rec("GET", "/client/secret-route", 200, ok_labs),
-        "undocumented method": _rec("PUT", "/client/labs", 200, ok_labs),
-        "wrong Allow": _rec("POST", "/client/labs", 405, err, headers={"allow": "GET, POST"}),
-        "undocumented status": _rec("GET", "/client/labs", 409, err),
-        "body off its schema": _rec("GET", "/client/labs", 200,
-                                    dict(ok_labs, labs=[{"labID": 7, "name": "Lab"}])),
-        "missing field": _rec("GET", "/client/labs", 200, {"success": True, "message": "m"}),
-        "error body off its schema": _rec("GET", "/client/labs", 401,
-                                          {"success": False, "error": "bad"}),
-        "undocumented content type": _rec("GET", "/client/labs", 200, ok_labs,
-                                          ctype="text/html"),
-        "request body off its schema": _rec(
+        "undocumented route": (_rec("GET", "/client/secret-route", 200, ok_labs),
+                               "matches no path of the document"),
+        "undocumented method": (_rec("PUT", "/client/labs", 200, ok_labs),
+                                "the document has no such operation"),
+        "wrong Allow": (_rec("POST", "/client/labs", 405, err, headers={"allow": "GET, POST"}),
+                        "405 Allow ['GET', 'POST'], document lists ['GET']"),
+        "undocumented status": (_rec("GET", "/client/labs", 409, err),
+                                "status 409 is not documented"),
+        "body off its schema": (_rec("GET", "/client/labs", 200,
+                                     dict(ok_labs, labs=[{"labID": 7, "name": "Lab"}])),
+                                "200 response labs/0/labID: 7 is not of type 'string'"),
+        "missing field": (_rec("GET", "/client/labs", 200, {"success": True, "message": "m"}),
+                          "200 response (root): 'labs' is a required property"),
+        "error body off its schema": (_rec("GET", "/client/labs", 401,
+                                           {"success": False, "error": "bad"}),
+                                      "401 response error: 'bad' is not of type 'object'"),
+        "undocumented content type": (_rec("GET", "/client/labs", 200, ok_labs,
+                                           ctype="text/html"),
+                                      "Content-Type 'text/html'"),
+        "request body off its schema": (_rec(
             "POST", "/admin/accounts", 200,
             {"success": True, "message": "m", "clientID": "cl_1", "name": "n",
              "mode": "catch-all", "createdAt": "2026-01-01T00:00:00Z", "clientSecret": "cs_1"},
             req_body={"name": "n", "unknown": 1}),
-        "undocumented query parameter": _rec("GET", "/client/labs?x=1", 200, ok_labs),
+            "POST /admin/accounts request body (root): Additional properties"),
+        "undocumented query parameter": (_rec("GET", "/client/labs?x=1", 200, ok_labs),
+                                         "query parameter 'x' is not documented"),
     }
-    for why, rec in bad.items():
+    for why, (rec, says) in bad.items():
         problems, _ = openapi_check.check([rec])
         assert problems, "the check let through: " + why
+        assert all(says in p for p in problems), (why, says, problems)
 
 
 if __name__ == "__main__":
