@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
 
 from harness import BIN, expect_error, run
 from receiver import Receiver
@@ -308,6 +309,46 @@ def test_admin_validation(srv):
         ("P1", ["T3"])], r
 
 
+def test_concurrent_delete_and_package_put(srv):
+    """A test deleted while a package naming it is put, both at once, many times over: one
+    of the two must lose (the delete 409 test_in_package, or the put 400
+    unknown_catalog_item), never both win, which would leave a package holding a test that
+    is gone. On PostgreSQL the two run on connections of their own, at READ COMMITTED, and
+    the store serialises one lab's catalog changes on the lab's row (store_pg.c,
+    catalog_lock); on SQLite its one writer does."""
+    c = srv.client()
+    base = "/admin/labs/%s/catalog" % c["lab"]
+    outcomes = {}
+    for i in range(60):
+        put(srv, base + "/tests/R%d" % i, {"name": "Race %d" % i, "price": 10})
+        start = threading.Barrier(2)
+        got = {}
+
+        def delete():
+            start.wait()
+            got["delete"] = srv.admin("DELETE", base + "/tests/R%d" % i)
+
+        def package():
+            start.wait()
+            got["put"] = srv.admin("PUT", base + "/packages/RP%d" % i,
+                                   {"name": "Race", "price": 20, "tests": ["R%d" % i]})
+
+        threads = [threading.Thread(target=delete), threading.Thread(target=package)]
+        [t.start() for t in threads]
+        [t.join(30) for t in threads]
+        d, p = got["delete"], got["put"]
+        assert (d.status, p.status) in ((200, 400), (409, 200)), (i, d, p)
+        if d.status == 200:
+            expect_error(p, 400, "unknown_catalog_item", "tests[0]")
+        else:
+            expect_error(d, 409, "test_in_package")
+        outcomes[(d.status, p.status)] = outcomes.get((d.status, p.status), 0) + 1
+    print("   60 races (delete, put): %s" % sorted(outcomes.items()), flush=True)
+    tests = {t["_id"] for t in crm(srv, c, "tests", branchID=c["lab"]).json["data"]}
+    for pk in crm(srv, c, "packages", branchID=c["lab"]).json["data"]:
+        assert pk["tests"] and all(t["_id"] in tests for t in pk["tests"]), pk
+
+
 def cli(srv, *args):
     return subprocess.run([BIN, "lab", "--data-dir", srv.data_dir, "--url",
                            "http://127.0.0.1:%d" % srv.port] + list(args),
@@ -368,7 +409,7 @@ if __name__ == "__main__":
         run([test_prices_with_and_without_each_party_kind, test_party_and_branch_errors,
              test_paging_over_a_large_catalog, test_bill_gets_the_catalog_names,
              test_unknown_catalog_ids_are_refused, test_leads_name_catalog_ids,
-             test_admin_validation, test_cli_commands],
+             test_admin_validation, test_concurrent_delete_and_package_put, test_cli_commands],
             server_args=FAST)
     finally:
         RECV.close()
