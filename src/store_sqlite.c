@@ -5,7 +5,10 @@
  * commit thread lh-writer that runs jobs in batches) and a read-only one (under `rmu`) so
  * reads never wait behind a commit. Prepared statements are cached per connection and SQL
  * text. The in-memory routing index mirrors subscription_events under `mu`. Schema changes
- * are forward-only migrations numbered by PRAGMA user_version.
+ * are forward-only migrations numbered by PRAGMA user_version. Both connections open their
+ * files through the store's own VFS ("the VFS" below), which gathers a commit's appends to
+ * the log into one write: it needs synchronous=FULL (checked at open), SQLite's powersafe
+ * overwrite, and one thread per write transaction.
  */
 #define _GNU_SOURCE
 #include <assert.h>
@@ -271,6 +274,25 @@ static enum lh_err exec(struct sqlite_store *s, const char *sql)
 	return LH_OK;
 }
 
+/* The writer's synchronous setting, read back: FULL (2) or EXTRA (3), which durable
+ * commits and the VFS's gathering of log writes both rest on (see "the VFS"). */
+static enum lh_err check_synchronous(struct sqlite_store *s, const char *path)
+{
+	sqlite3_stmt *st = NULL;
+	int level = -1;
+	if (sqlite3_prepare_v2(s->db, "PRAGMA synchronous", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		level = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (level >= 2)
+		return LH_OK;
+	LOG(LOG_ERROR, "store",
+	    "path=%s synchronous=%d commits would not be durable before they"
+	    " are acknowledged: refusing the database",
+	    path, level);
+	return LH_ESTORE;
+}
+
 static enum lh_err begin(struct sqlite_store *s)
 {
 	pthread_mutex_lock(&s->mu);
@@ -346,14 +368,23 @@ static void col_text(sqlite3_stmt *st, int i, char *out, size_t cap)
  * batch of bills made 80 to 90 system calls before its fdatasync: a tenth of the writer's
  * system calls per bill, each dearer than the copy it saves on a machine whose kernel
  * entries are costly. The shim keeps consecutive appends to a log in a buffer and writes
- * them with one pwrite before anything that must see them: a sync (so a commit is on disk
- * exactly as before), a read (SQLite reads frames back, at a checkpoint or after a cache
- * spill), a write elsewhere in the file (a rewritten frame), a truncation, the size, a file
- * control and the close. Readers never see a frame before it is written: with
- * synchronous=FULL (set at open, and required) every commit syncs its log before SQLite
- * publishes the frames in the WAL index. A failed write is reported by the call that
- * flushed it; SQLite then fails that statement or commit and rolls back, as for a failed
- * write.
+ * them before anything that must see them: a sync (so a commit is on disk exactly as
+ * before), a read (SQLite reads frames back, at a checkpoint or after a cache spill), a
+ * write elsewhere in the file (a rewritten frame), a truncation, the size, a file control
+ * and the close. What it rests on:
+ *   - synchronous=FULL (store_sqlite_open refuses to run without it): every commit syncs
+ *     its log before SQLite publishes the frames in the WAL index, so no reader, in this
+ *     process or another, is pointed at a frame still in the buffer;
+ *   - powersafe overwrite (the default VFS's default): without it SQLite syncs in the
+ *     middle of a commit's padding frames, and the shim does not gather for such a file;
+ *   - a write transaction runs on one thread, from taking the log's write lock to
+ *     releasing it (SQLite's connections here are used by one thread at a time): as the
+ *     lock is released, whatever is still gathered is a rolled-back transaction's (a commit
+ *     has synced), and it is dropped, so it can never be written later over frames another
+ *     writer put there meanwhile.
+ * A failed write keeps what it could not write and is reported by the call that flushed:
+ * SQLite may go on with the transaction after a statement fails (SQLITE_FULL rolls back
+ * only the statement), and the commit's sync then writes those frames or fails.
  *
  * While a fault is set (store_sqlite_fault_set: the contract tests only; the service
  * never sets one) it fails every write, and for I/O faults every sync, of the files opened
@@ -363,12 +394,14 @@ static void col_text(sqlite3_stmt *st, int i, char *out, size_t cap)
 #define WAL_BUF ((size_t)1 << 20) /* a commit of hundreds of bills is a few hundred KiB */
 /* The default VFS writes at most 128 KiB - 1 bytes per call (it masks the length with
  * 0x1ffff: a 1 MiB write would write nothing and report a full disk). */
-#define WRITE_MAX ((size_t)64 << 10)
+#define WRITE_MAX      ((size_t)64 << 10)
+#define WAL_WRITE_LOCK 0 /* wal.c's number of the log's write lock in xShmLock */
 
 struct lh_file {
 	sqlite3_file base;
 	sqlite3_file *real; /* the default VFS's file, allocated right after this struct */
-	int wal;            /* a write-ahead log: its appends are gathered */
+	const char *db;     /* the database's name, as SQLite passes it: one per connection */
+	int wal;            /* a write-ahead log whose appends are gathered */
 	char *buf;          /* gathered appends: len bytes from offset at */
 	size_t len;
 	sqlite3_int64 at;
@@ -376,13 +409,16 @@ struct lh_file {
 
 static int fault_kind; /* enum store_fault, read and written with __atomic */
 static sqlite3_vfs lh_vfs;
+/* The log this thread has bytes gathered in (see above): at most one, as a thread runs
+ * one write transaction at a time. */
+static __thread struct lh_file *lh_gathering;
 
-static sqlite3_file *real_of(sqlite3_file *f)
+static sqlite3_file *lh_real(sqlite3_file *f)
 {
 	return ((struct lh_file *)f)->real;
 }
 
-static int real_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+static int lh_real_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
 {
 	switch (__atomic_load_n(&fault_kind, __ATOMIC_ACQUIRE)) {
 	case STORE_FAULT_FULL:
@@ -390,133 +426,159 @@ static int real_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off
 	case STORE_FAULT_IO:
 		return SQLITE_IOERR_WRITE;
 	default:
-		return real_of(f)->pMethods->xWrite(real_of(f), buf, n, off);
+		return lh_real(f)->pMethods->xWrite(lh_real(f), buf, n, off);
 	}
 }
 
-/* Writes what is gathered; emptied either way (a failed write is reported once, and SQLite
- * writes the frames again after it rolls back). */
-static int flush(sqlite3_file *f)
+static void lh_drop(struct lh_file *lf)
+{
+	lf->len = 0;
+	if (lh_gathering == lf)
+		lh_gathering = NULL;
+}
+
+/* Writes what is gathered. On failure what was not written stays gathered (at its own
+ * offset), to be written by the next flush or dropped with its transaction. */
+static int lh_flush(sqlite3_file *f)
 {
 	struct lh_file *lf = (struct lh_file *)f;
+	assert(lf->len <= WAL_BUF && (!lf->len || lf->buf));
+	size_t done = 0;
 	int rc = SQLITE_OK;
-	for (size_t done = 0; done < lf->len && rc == SQLITE_OK;) {
+	while (done < lf->len) {
 		size_t n = lf->len - done < WRITE_MAX ? lf->len - done : WRITE_MAX;
-		rc = real_write(f, lf->buf + done, (int)n, lf->at + (sqlite3_int64)done);
+		rc = lh_real_write(f, lf->buf + done, (int)n, lf->at + (sqlite3_int64)done);
+		if (rc != SQLITE_OK)
+			break;
 		done += n;
 	}
-	lf->len = 0;
+	if (done == lf->len) {
+		lh_drop(lf);
+		return SQLITE_OK;
+	}
+	memmove(lf->buf, lf->buf + done, lf->len - done);
+	lf->len -= done;
+	lf->at += (sqlite3_int64)done;
 	return rc;
 }
 
 static int lh_close(sqlite3_file *f)
 {
 	struct lh_file *lf = (struct lh_file *)f;
-	int rc = flush(f);
+	int rc = lh_flush(f);
+	lh_drop(lf);
 	free(lf->buf);
 	lf->buf = NULL;
-	int rc2 = real_of(f)->pMethods->xClose(real_of(f));
+	int rc2 = lh_real(f)->pMethods->xClose(lh_real(f));
 	return rc != SQLITE_OK ? rc : rc2;
 }
 
 static int lh_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
 {
-	int rc = flush(f);
-	return rc != SQLITE_OK ? rc : real_of(f)->pMethods->xRead(real_of(f), buf, n, off);
+	int rc = lh_flush(f);
+	return rc != SQLITE_OK ? rc : lh_real(f)->pMethods->xRead(lh_real(f), buf, n, off);
 }
 
 static int lh_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
 {
 	struct lh_file *lf = (struct lh_file *)f;
 	if (!lf->wal || n <= 0 || (size_t)n >= WRITE_MAX) {
-		int rc = flush(f); /* nothing gathered but in a log; kept in order */
-		return rc != SQLITE_OK ? rc : real_write(f, buf, n, off);
+		int rc = lh_flush(f); /* nothing gathered but in a log; kept in order */
+		return rc != SQLITE_OK ? rc : lh_real_write(f, buf, n, off);
 	}
 	if (lf->len && (off != lf->at + (sqlite3_int64)lf->len || lf->len + (size_t)n > WAL_BUF)) {
-		int rc = flush(f); /* not an append, or the buffer is full */
+		int rc = lh_flush(f); /* not an append, or the buffer is full */
 		if (rc != SQLITE_OK)
 			return rc;
 	}
 	if (!lf->buf && !(lf->buf = malloc(WAL_BUF)))
-		return real_write(f, buf, n, off);
+		return lh_real_write(f, buf, n, off);
 	if (!lf->len)
 		lf->at = off;
 	memcpy(lf->buf + lf->len, buf, (size_t)n);
 	lf->len += (size_t)n;
+	assert(!lh_gathering || lh_gathering == lf); /* one write transaction per thread */
+	lh_gathering = lf;
 	return SQLITE_OK;
 }
 
 static int lh_truncate(sqlite3_file *f, sqlite3_int64 size)
 {
-	int rc = flush(f);
-	return rc != SQLITE_OK ? rc : real_of(f)->pMethods->xTruncate(real_of(f), size);
+	int rc = lh_flush(f);
+	return rc != SQLITE_OK ? rc : lh_real(f)->pMethods->xTruncate(lh_real(f), size);
 }
 
 static int lh_sync(sqlite3_file *f, int flags)
 {
-	int rc = flush(f);
+	int rc = lh_flush(f);
 	if (rc != SQLITE_OK)
 		return rc;
 	if (__atomic_load_n(&fault_kind, __ATOMIC_ACQUIRE) == STORE_FAULT_IO)
 		return SQLITE_IOERR_FSYNC;
-	return real_of(f)->pMethods->xSync(real_of(f), flags);
+	return lh_real(f)->pMethods->xSync(lh_real(f), flags);
 }
 
 static int lh_file_size(sqlite3_file *f, sqlite3_int64 *size)
 {
-	int rc = flush(f);
-	return rc != SQLITE_OK ? rc : real_of(f)->pMethods->xFileSize(real_of(f), size);
+	int rc = lh_flush(f);
+	return rc != SQLITE_OK ? rc : lh_real(f)->pMethods->xFileSize(lh_real(f), size);
 }
 
 static int lh_lock(sqlite3_file *f, int level)
 {
-	return real_of(f)->pMethods->xLock(real_of(f), level);
+	return lh_real(f)->pMethods->xLock(lh_real(f), level);
 }
 
 static int lh_unlock(sqlite3_file *f, int level)
 {
-	return real_of(f)->pMethods->xUnlock(real_of(f), level);
+	return lh_real(f)->pMethods->xUnlock(lh_real(f), level);
 }
 
 static int lh_check_lock(sqlite3_file *f, int *out)
 {
-	return real_of(f)->pMethods->xCheckReservedLock(real_of(f), out);
+	return lh_real(f)->pMethods->xCheckReservedLock(lh_real(f), out);
 }
 
 static int lh_control(sqlite3_file *f, int op, void *arg)
 {
-	int rc = flush(f); /* a size hint, say, is about the file as written */
-	return rc != SQLITE_OK ? rc : real_of(f)->pMethods->xFileControl(real_of(f), op, arg);
+	int rc = lh_flush(f); /* a size hint, say, is about the file as written */
+	return rc != SQLITE_OK ? rc : lh_real(f)->pMethods->xFileControl(lh_real(f), op, arg);
 }
 
 static int lh_sector_size(sqlite3_file *f)
 {
-	return real_of(f)->pMethods->xSectorSize(real_of(f));
+	return lh_real(f)->pMethods->xSectorSize(lh_real(f));
 }
 
 static int lh_device(sqlite3_file *f)
 {
-	return real_of(f)->pMethods->xDeviceCharacteristics(real_of(f));
+	return lh_real(f)->pMethods->xDeviceCharacteristics(lh_real(f));
 }
 
 static int lh_shm_map(sqlite3_file *f, int pg, int pgsz, int extend, void volatile **pp)
 {
-	return real_of(f)->pMethods->xShmMap(real_of(f), pg, pgsz, extend, pp);
+	return lh_real(f)->pMethods->xShmMap(lh_real(f), pg, pgsz, extend, pp);
 }
 
 static int lh_shm_lock(sqlite3_file *f, int offset, int n, int flags)
 {
-	return real_of(f)->pMethods->xShmLock(real_of(f), offset, n, flags);
+	/* The log's write lock released: what this connection still has gathered belongs to a
+	 * transaction that did not commit (a commit has synced), and must not be written over
+	 * the frames of the next writer. */
+	if (offset == WAL_WRITE_LOCK && flags == (SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE) &&
+	    lh_gathering && lh_gathering->db == ((struct lh_file *)f)->db)
+		lh_drop(lh_gathering);
+	return lh_real(f)->pMethods->xShmLock(lh_real(f), offset, n, flags);
 }
 
 static void lh_shm_barrier(sqlite3_file *f)
 {
-	real_of(f)->pMethods->xShmBarrier(real_of(f));
+	lh_real(f)->pMethods->xShmBarrier(lh_real(f));
 }
 
 static int lh_shm_unmap(sqlite3_file *f, int del)
 {
-	return real_of(f)->pMethods->xShmUnmap(real_of(f), del);
+	return lh_real(f)->pMethods->xShmUnmap(lh_real(f), del);
 }
 
 /* Version 2, no xFetch: SQLite then reads through xRead, never through a memory map. */
@@ -544,10 +606,19 @@ static int lh_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
 {
 	sqlite3_vfs *real = vfs->pAppData;
 	struct lh_file *lf = (struct lh_file *)f;
-	*lf = (struct lh_file){.real = (sqlite3_file *)&lf[1], .wal = !!(flags & SQLITE_OPEN_WAL)};
+	*lf = (struct lh_file){.real = (sqlite3_file *)&lf[1]};
 	int rc = real->xOpen(real, name, lf->real, flags, out);
 	/* SQLite calls xClose only when pMethods is set: only when the real file is open. */
 	lf->base.pMethods = lf->real->pMethods ? &lh_io : NULL;
+	if (rc != SQLITE_OK || !lf->real->pMethods || !name)
+		return rc;
+	if (flags & SQLITE_OPEN_MAIN_DB)
+		lf->db = name;
+	if (flags & SQLITE_OPEN_WAL) {
+		lf->db = sqlite3_filename_database(name);
+		lf->wal = (lh_real(f)->pMethods->xDeviceCharacteristics(lh_real(f)) &
+		           SQLITE_IOCAP_POWERSAFE_OVERWRITE) != 0;
+	}
 	return rc;
 }
 
@@ -2355,9 +2426,10 @@ static enum lh_err wb_release(void *be)
 
 static int wb_in_tx(void *be)
 {
-	/* An I/O error or a full disk inside a statement makes SQLite roll back the whole
-	 * transaction, not only the job's savepoint (and a later SAVEPOINT would open, and
-	 * RELEASE commit, a transaction of its own). */
+	/* An I/O error inside a statement makes SQLite roll back the whole transaction, not
+	 * only the job's savepoint (and a later SAVEPOINT would open, and RELEASE commit, a
+	 * transaction of its own); a full disk may roll back only the statement, and the
+	 * transaction goes on. */
 	return !sqlite3_get_autocommit(((struct sqlite_store *)be)->db);
 }
 
@@ -3291,10 +3363,12 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out)
 	                  * temporary file created, written and deleted in every batch. */
 	                 " PRAGMA temp_store=MEMORY;")) != LH_OK)
 		goto out;
+	if ((e = check_synchronous(s, path)) != LH_OK)
+		goto out;
 	if ((e = migrate(s)) != LH_OK)
 		goto out;
-	if (sqlite3_open_v2(path, &s->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, LH_VFS) !=
-	    SQLITE_OK) {
+	if (sqlite3_open_v2(path, &s->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+	                    store_sqlite_vfs()) != SQLITE_OK) {
 		LOG(LOG_ERROR, "store", "path=%s cannot open the read connection", path);
 		e = LH_ESTORE;
 		goto out;

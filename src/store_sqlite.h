@@ -19,8 +19,9 @@ enum lh_err store_sqlite_open(const char *data_dir, struct store **out);
 enum store_fault { STORE_FAULT_NONE = 0, STORE_FAULT_FULL, STORE_FAULT_IO };
 void store_sqlite_fault_set(enum store_fault f);
 
-/* The name of that VFS, registered with SQLite by the first call (or the first store
- * opened): for the VFS's own test, which opens databases through it directly. */
+/* The name of that VFS (a static string), registered with SQLite by the first call (or the
+ * first store opened): for the VFS's own test, which opens databases through it
+ * directly. */
 const char *store_sqlite_vfs(void);
 
 #endif
