@@ -2032,11 +2032,16 @@ static void lease_tick(struct delivery_engine *d)
 	if (d->own_all)
 		return;
 	int64_t now = mono_ms();
-	if (now < d->lease_next_ms) {
-		if (d->nleases && now >= d->lease_until_ms)
-			lease_drop_all(d);
+	/* Past the deadline on this node's own clock (it could not renew, or it stalled: a
+	 * turn of the loop that outlasted a third of lease-time). Meanwhile owns() said no, so
+	 * attempts that ended and lanes that were to start let their deliveries go from
+	 * memory, pending in the store "for the holder". This node may well be the holder
+	 * again, under the same epochs: dropped here, every lease it takes back is read from
+	 * the start of its backlog, and nothing stays pending until a restart. */
+	if (d->nleases && now >= d->lease_until_ms)
+		lease_drop_all(d);
+	if (now < d->lease_next_ms)
 		return;
-	}
 	struct lease *got = NULL;
 	size_t n = 0, share = 0;
 	int all = 0;
@@ -2049,8 +2054,6 @@ static void lease_tick(struct delivery_engine *d)
 			    "err=%s the leases could not be renewed; trying again", err_code(e));
 		d->lease_failing = 1;
 		d->lease_next_ms = now + 1000;
-		if (d->nleases && now >= d->lease_until_ms)
-			lease_drop_all(d);
 		return;
 	}
 	if (d->lease_failing)

@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 
-from faults import arrivals, bill_body, delivery_losses, subscribe, wait_all_delivered
+from faults import (all_deliveries, arrivals, bill_body, delivery_losses, subscribe,
+                    wait_all_delivered)
 from harness import Server, new_db, pg_uri, run_on_pg
 from receiver import Receiver
 
@@ -344,6 +345,52 @@ def test_outage_longer_than_the_lease():
         n1.cleanup()
 
 
+def test_stall_longer_than_the_lease():
+    """One node stopped (SIGSTOP) for longer than two thirds of its lease time while an
+    attempt is on the wire and another lane waits for the endpoint's one slot. It wakes
+    past its leases' deadline on its own clock: the attempt that timed out meanwhile and the
+    lane that was to start let their deliveries go from memory, pending in the store for
+    the lease's holder, which is this node again under the same epoch. They must be read
+    back and tried to the end (they stayed pending until a restart)."""
+    db = new_db("lh_cluster_stall")
+    n1 = Server("--store", pg_uri(db), "--ca-file", RECV.ca, "--allow-net", "127.0.0.0/8",
+                "--retry-schedule", "0,200ms,400ms", "--timeout", "1s",
+                "--max-in-flight-per-endpoint", "1", "--lease-time", "%ds" % LEASE_S).start()
+    try:
+        c = n1.client()
+        path = "/hang/stall-" + c["id"][-6:]
+        sub = subscribe(n1, c, RECV.url(path), ["bill.created"])
+        # Wait for the node to hold the subscription's lease (taken within 200 ms).
+        deadline = time.time() + 10
+        while time.time() < deadline and sub not in leases_of(n1, db):
+            time.sleep(0.05)
+        assert sub in leases_of(n1, db), "the node did not take the new subscription's lease"
+        for _ in range(2):
+            r = n1.post("/client/billing/create", bill_body(c["lab"]), token=c["token"])
+            assert r.status == 200, r
+        assert RECV.wait_for(lambda: RECV.received(path), 10), "no attempt went out"
+        n1.proc.send_signal(signal.SIGSTOP)
+        time.sleep(LEASE_S * 2 / 3 + 0.8)
+        n1.proc.send_signal(signal.SIGCONT)
+        # Two deliveries, three attempts each, one at a time, each ending at the 1 s timeout.
+        deadline = time.time() + 30
+        ds = []
+        while time.time() < deadline:
+            ds = all_deliveries(n1, c, sub)
+            if len(ds) == 2 and all(d["status"] == "failed" for d in ds):
+                break
+            time.sleep(0.2)
+        assert len(ds) == 2 and all(d["status"] == "failed" for d in ds), \
+            "deliveries left behind after the stall: %s" % [
+                (d["status"], len(d.get("attempts") or [])) for d in ds]
+        assert any("the leases were not renewed in time" in line for line in n1.log_lines), \
+            "the node did not find its leases lapsed: the stall proved nothing"
+        print("   two deliveries tried to the end after a %.1f s stall (lease time %d s)"
+              % (LEASE_S * 2 / 3 + 0.8, LEASE_S))
+    finally:
+        n1.cleanup()
+
+
 def test_secret_rotation_reaches_every_node():
     db = new_db("lh_cluster_rotate")
     n1 = node(db).start()
@@ -369,7 +416,8 @@ def test_secret_rotation_reaches_every_node():
 if __name__ == "__main__":
     try:
         tests = (test_secret_rotation_reaches_every_node, test_three_nodes_and_a_sigkill,
-                 test_postgres_restart_under_load, test_outage_longer_than_the_lease)
+                 test_postgres_restart_under_load, test_outage_longer_than_the_lease,
+                 test_stall_longer_than_the_lease)
         only = os.environ.get("LABHOOK_TEST_ONLY")  # one of them, by name, while iterating
         sys.exit(run_on_pg([t for t in tests if not only or t.__name__ == only],
                            "several nodes need a PostgreSQL store"))
