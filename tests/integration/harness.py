@@ -407,13 +407,22 @@ def _openapi_at_exit():
 atexit.register(_openapi_at_exit)
 
 
+def is_request_line(line):
+    """One of the access log's lines (a request served), in either log format."""
+    return " http method=" in line or ('"module":"http"' in line and '"method":' in line)
+
+
 def report_of(lines):
-    """A sanitizer's report from its first line (the stacks), else the last log lines."""
+    """A sanitizer's report from its first line (the stacks), else the last log lines: those
+    other than the access log first (a test that polls would leave nothing else in view),
+    then the last few of all."""
     for i, line in enumerate(lines):
         if ("ERROR: AddressSanitizer" in line or "runtime error:" in line
                 or "WARNING: ThreadSanitizer" in line):
             return "\n".join(lines[i:i + 80])
-    return "\n".join(lines[-30:])
+    others = [line for line in lines if not is_request_line(line)]
+    return ("\n".join(others[-40:]) + "\n---- the last lines, requests included ----\n" +
+            "\n".join(lines[-10:]))
 
 
 def run(tests, server_args=()):
