@@ -50,6 +50,7 @@
 
 #define HASH_BUCKETS      65536
 #define RESULT_BATCH      512
+#define RECORD_TRIES      3 /* for a batch of outcomes the store refuses (not a 503) */
 #define FLUSH_MS          20
 #define RESPONSE_READ_CAP (1 << 20)
 #define STOP_GRACE_MS     10000
@@ -783,6 +784,19 @@ static void ep_evict(struct delivery_engine *d, struct endpoint *ep, size_t keep
 
 /* ---- results ---- */
 
+static void news_lost_set(struct delivery_engine *d);
+
+/* Outcomes that could not be recorded (any thread): their deliveries are still pending in
+ * the store, but those delivered or given up left memory, behind the frontier, where no
+ * page reads them again. Every backlog is read again from its start (news_lost), after the
+ * outcomes counted as recorded: they are sent again, at least once, not left pending
+ * until a restart. */
+static void outcomes_lost(struct delivery_engine *d)
+{
+	news_lost_set(d);
+	curl_multi_wakeup(d->multi);
+}
+
 /* Hands the buffered outcomes to the recorder thread (waiting only if it is far behind). */
 static void flush_results(struct delivery_engine *d)
 {
@@ -790,13 +804,14 @@ static void flush_results(struct delivery_engine *d)
 		return;
 	struct rec_batch *b = malloc(sizeof *b + d->nresults * sizeof b->r[0]);
 	if (!b) {
-		/* Not recorded: the deliveries stay pending in the store and go out again after
-		 * a restart (at least once, never lost). */
+		/* Not recorded: the deliveries stay pending in the store, to be read back and
+		 * sent again (at least once, never lost). */
 		LOG(LOG_ERROR, "delivery", "n=%zu out of memory recording outcomes", d->nresults);
 		pthread_mutex_lock(&d->rec_mu);
 		d->recorded += d->nresults; /* as done as they will be */
 		pthread_mutex_unlock(&d->rec_mu);
 		d->nresults = 0;
+		outcomes_lost(d);
 		return;
 	}
 	b->next = NULL;
@@ -818,12 +833,15 @@ static void flush_results(struct delivery_engine *d)
 
 /* Records one batch. While the store's disk is full or failing (503: it comes back on its
  * own) it tries again every second, so the outcomes are not left pending in the store
- * until a restart; a stop ends the wait (then they are sent again after the restart). */
+ * until a restart; any other error (a statement the database refused) gets RECORD_TRIES
+ * tries a second apart. A stop ends the wait (then they are sent again after the
+ * restart). */
 static enum lh_err record_batch(struct delivery_engine *d, const struct rec_batch *b)
 {
 	enum lh_err e;
+	int tries = 0;
 	while ((e = d->st->ops->delivery_record(d->st, b->r, b->n)) != LH_OK &&
-	       err_http_status(e) == 503) {
+	       (err_http_status(e) == 503 || ++tries < RECORD_TRIES)) {
 		struct timespec until;
 		LOG(LOG_WARN, "delivery", "n=%zu err=%s outcomes wait for the store", b->n,
 		    err_code(e));
@@ -858,15 +876,18 @@ static void *recorder_main(void *arg)
 			next = b->next;
 			enum lh_err e = record_batch(d, b);
 			if (e != LH_OK)
-				/* Not recorded: still pending in the store, sent again after a
-				 * restart (at least once, never lost). */
-				LOG(LOG_ERROR, "delivery", "n=%zu err=%s cannot record outcomes",
+				LOG(LOG_ERROR, "delivery",
+				    "n=%zu err=%s cannot record outcomes: their deliveries are"
+				    " read back and sent again",
 				    b->n, err_code(e));
 			pthread_mutex_lock(&d->rec_mu);
 			d->rec_queued -= b->n;
 			d->recorded += b->n;
 			pthread_cond_signal(&d->rec_room);
+			int stopping = d->rec_stop;
 			pthread_mutex_unlock(&d->rec_mu);
+			if (e != LH_OK && !stopping)
+				outcomes_lost(d);
 			free(b);
 		}
 	}

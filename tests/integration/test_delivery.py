@@ -3,13 +3,15 @@ outcomes, signatures, retries, ordering, isolation, durability under SIGKILL, an
 address policy."""
 import base64
 import json
+import os
 import shutil
 import signal
 import socket
+import sqlite3
 import threading
 import time
 
-from harness import Server, expect_error, private_hosts, run
+from harness import Server, expect_error, pg_uri, private_hosts, psql, run
 from receiver import Receiver, verify
 
 RECV = Receiver()
@@ -252,6 +254,60 @@ def test_ordering_per_bill_and_isolation(srv):
         # Events that failed for good drop out; the ones that arrive, arrive in order.
         assert firsts == [e for e in want[b] if e in firsts], (b, firsts, want[b])
     print("   healthy endpoint got 30 events in %.2fs beside the flaky one" % healthy_time)
+
+
+def store_sql(srv, sql):
+    """Runs a statement on the server's store itself, behind its back (SQLite's file, or
+    its PostgreSQL database)."""
+    if srv.pg_db:
+        psql(pg_uri(srv.pg_db), sql)
+        return
+    db = sqlite3.connect(os.path.join(srv.data_dir, "labhook.db"), timeout=10)
+    try:
+        db.executescript(sql)
+    finally:
+        db.close()
+
+
+def test_outcomes_the_store_refuses_are_sent_again(srv):
+    """The store refuses to record outcomes (a trigger raises as a delivery's status
+    changes: an error other than a full disk): the recorder tries three times, then the
+    deliveries, delivered but still pending in the store, are read back and sent again
+    until an outcome is recorded. They stayed pending until a restart."""
+    c = srv.client()
+    sub, _ = subscribe(srv, c, "/ok/refused")
+    if srv.pg_db:
+        refuse = ("CREATE FUNCTION lh_test_refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                  " $$BEGIN RAISE EXCEPTION 'refused by the test'; END$$;"
+                  " CREATE TRIGGER lh_test_refuse BEFORE UPDATE ON deliveries FOR EACH ROW"
+                  " WHEN (NEW.status <> OLD.status) EXECUTE FUNCTION lh_test_refuse();")
+        allow = "DROP TRIGGER lh_test_refuse ON deliveries; DROP FUNCTION lh_test_refuse();"
+    else:
+        refuse = ("CREATE TRIGGER lh_test_refuse BEFORE UPDATE ON deliveries"
+                  " WHEN NEW.status <> OLD.status"
+                  " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;")
+        allow = "DROP TRIGGER lh_test_refuse;"
+    store_sql(srv, refuse)
+    try:
+        bill = new_bill(srv, c)
+        deadline = time.time() + 15
+        while time.time() < deadline and not any(
+                "cannot record outcomes" in line for line in srv.log_lines):
+            time.sleep(0.1)
+        assert any("cannot record outcomes" in line for line in srv.log_lines), \
+            "the store's refusals were not reported"
+        assert RECV.received("/ok/refused"), "the delivery never went out"
+        ds = deliveries(srv, c, sub)
+        assert ds and ds[0]["status"] == "pending", ds
+    finally:
+        store_sql(srv, allow)
+    done = wait_deliveries(srv, c, sub, lambda ds: ds and ds[0]["status"] == "delivered", 20)
+    assert done and done[0]["status"] == "delivered", \
+        "a delivery whose outcome the store refused stays %s" % (done and done[0]["status"])
+    sent = [r for r in RECV.received("/ok/refused")
+            if json.loads(r["body"])["data"]["billID"] == bill]
+    assert len(sent) >= 2, "it was not sent again"
+    print("   sent %d times: recorded once the store took outcomes again" % len(sent))
 
 
 def test_durability_under_repeated_sigkill(_srv):
@@ -534,6 +590,7 @@ if __name__ == "__main__":
              test_429_retry_after_is_honoured, test_redirect_not_followed,
              test_timeouts_hangs_and_resets, test_paused_holds_then_sends_in_order,
              test_recover_and_test_event, test_ordering_per_bill_and_isolation,
+             test_outcomes_the_store_refuses_are_sent_again,
              test_durability_under_repeated_sigkill, test_address_policy_at_delivery_time,
              test_failing_for_the_configured_span_disables, test_per_endpoint_cap,
              test_small_window_pages_the_backlog, test_resume_with_more_than_the_window,
