@@ -27,6 +27,7 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -51,6 +52,7 @@
 #define HASH_BUCKETS      65536
 #define RESULT_BATCH      512
 #define RECORD_TRIES      3 /* for a batch of outcomes the store refuses (not a 503) */
+#define RECORD_BACKOFF    6 /* doublings of the wait between them: at most 64 s */
 #define FLUSH_MS          20
 #define RESPONSE_READ_CAP (1 << 20)
 #define STOP_GRACE_MS     10000
@@ -833,28 +835,37 @@ static void flush_results(struct delivery_engine *d)
 
 /* Records one batch. While the store's disk is full or failing (503: it comes back on its
  * own) it tries again every second, so the outcomes are not left pending in the store
- * until a restart; any other error (a statement the database refused) gets RECORD_TRIES
- * tries a second apart. A stop ends the wait (then they are sent again after the
- * restart). */
-static enum lh_err record_batch(struct delivery_engine *d, const struct rec_batch *b)
+ * until a restart. Any other error (a statement the database refused) gets RECORD_TRIES
+ * tries, a second apart, and twice as far apart for each batch given up since the last
+ * one recorded (*given_up), up to 64 s: a store that keeps refusing has the
+ * deliveries sent again at most about once a minute, not every two seconds. A stop ends
+ * the wait (then they are sent again after the restart). */
+static enum lh_err record_batch(struct delivery_engine *d, const struct rec_batch *b, int *given_up)
 {
 	enum lh_err e;
 	int tries = 0;
 	while ((e = d->st->ops->delivery_record(d->st, b->r, b->n)) != LH_OK &&
 	       (err_http_status(e) == 503 || ++tries < RECORD_TRIES)) {
 		struct timespec until;
-		LOG(LOG_WARN, "delivery", "n=%zu err=%s outcomes wait for the store", b->n,
-		    err_code(e));
+		long wait_s = err_http_status(e) == 503 ? 1 : 1L << *given_up;
+		LOG(LOG_WARN, "delivery", "n=%zu err=%s wait_s=%ld outcomes wait for the store",
+		    b->n, err_code(e), wait_s);
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += 1;
+		until.tv_sec += wait_s;
 		pthread_mutex_lock(&d->rec_mu);
-		if (!d->rec_stop)
-			pthread_cond_timedwait(&d->rec_cv, &d->rec_mu, &until);
+		/* rec_cv also says that a batch was queued: only a stop cuts the wait short. */
+		while (!d->rec_stop &&
+		       pthread_cond_timedwait(&d->rec_cv, &d->rec_mu, &until) != ETIMEDOUT)
+			;
 		int stop = d->rec_stop;
 		pthread_mutex_unlock(&d->rec_mu);
 		if (stop)
 			break;
 	}
+	if (e == LH_OK)
+		*given_up = 0;
+	else if (err_http_status(e) != 503 && *given_up < RECORD_BACKOFF)
+		(*given_up)++;
 	return e;
 }
 
@@ -862,6 +873,7 @@ static void *recorder_main(void *arg)
 {
 	struct delivery_engine *d = arg;
 	pthread_setname_np(pthread_self(), "lh-recorder");
+	int given_up = 0; /* batches given up since the last one recorded */
 	for (;;) {
 		pthread_mutex_lock(&d->rec_mu);
 		while (!d->rec_head && !d->rec_stop)
@@ -874,7 +886,7 @@ static void *recorder_main(void *arg)
 			return NULL;
 		for (struct rec_batch *b = list, *next; b; b = next) {
 			next = b->next;
-			enum lh_err e = record_batch(d, b);
+			enum lh_err e = record_batch(d, b, &given_up);
 			if (e != LH_OK)
 				LOG(LOG_ERROR, "delivery",
 				    "n=%zu err=%s cannot record outcomes: their deliveries are"

@@ -2,6 +2,7 @@
 outcomes, signatures, retries, ordering, isolation, durability under SIGKILL, and the
 address policy."""
 import base64
+import datetime
 import json
 import os
 import shutil
@@ -273,7 +274,9 @@ def test_outcomes_the_store_refuses_are_sent_again(srv):
     """The store refuses to record outcomes (a trigger raises as a delivery's status
     changes: an error other than a full disk): the recorder tries three times, then the
     deliveries, delivered but still pending in the store, are read back and sent again
-    until an outcome is recorded. They stayed pending until a restart."""
+    until an outcome is recorded (they stayed pending until a restart). While the store
+    keeps refusing, the tries are twice as far apart for each batch given up (they went
+    out again every two seconds)."""
     c = srv.client()
     sub, _ = subscribe(srv, c, "/ok/refused")
     if srv.pg_db:
@@ -290,12 +293,18 @@ def test_outcomes_the_store_refuses_are_sent_again(srv):
     store_sql(srv, refuse)
     try:
         bill = new_bill(srv, c)
-        deadline = time.time() + 15
-        while time.time() < deadline and not any(
-                "cannot record outcomes" in line for line in srv.log_lines):
+        def given_up():
+            return [line for line in srv.log_lines if "cannot record outcomes" in line]
+        deadline = time.time() + 20
+        while time.time() < deadline and len(given_up()) < 2:
             time.sleep(0.1)
-        assert any("cannot record outcomes" in line for line in srv.log_lines), \
-            "the store's refusals were not reported"
+        assert len(given_up()) >= 2, "the store's refusals were not reported"
+        # The first batch: tries 1 s apart; the second (after the read-back and the
+        # send): 2 s apart.
+        t1, t2 = (datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ")
+                  for line in given_up()[:2])
+        gap = (t2 - t1).total_seconds()
+        assert gap >= 3.5, "the second batch was given up %.1f s after the first" % gap
         assert RECV.received("/ok/refused"), "the delivery never went out"
         ds = deliveries(srv, c, sub)
         assert ds and ds[0]["status"] == "pending", ds
@@ -307,7 +316,8 @@ def test_outcomes_the_store_refuses_are_sent_again(srv):
     sent = [r for r in RECV.received("/ok/refused")
             if json.loads(r["body"])["data"]["billID"] == bill]
     assert len(sent) >= 2, "it was not sent again"
-    print("   sent %d times: recorded once the store took outcomes again" % len(sent))
+    print("   sent %d times, given up %.1f s apart: recorded once the store took outcomes"
+          " again" % (len(sent), gap))
 
 
 def test_durability_under_repeated_sigkill(_srv):
