@@ -603,7 +603,8 @@ def profile(pid, phase):
     if not out:
         return None
     os.makedirs(out, exist_ok=True)
-    return spawn(["perf", "record", "-q", "-F", os.environ.get("PERF_FREQ", "999"), "-g", "-p", str(pid), "-o",
+    return spawn(["perf", "record", "-q", "-F", os.environ.get("PERF_FREQ", "999"),
+                  "--call-graph", os.environ.get("PERF_CALL_GRAPH", "fp"), "-p", str(pid), "-o",
                   os.path.join(out, phase + ".perf.data")],
                  subprocess.DEVNULL, subprocess.DEVNULL)
 
@@ -734,8 +735,8 @@ def scenario_main(tmp, ca, cert, key):
     if perf:
         perf.send_signal(signal.SIGINT)
         stop(perf, grace=60)
-    log("ingest: %.0f bills/s acknowledged, API p50 %.2f ms p99 %.2f ms"
-        % (g["rps"], g["p50_ms"], g["p99_ms"]))
+    log("ingest: %.0f bills/s acknowledged, API p50 %.2f ms p99 %.2f ms; the load generator "
+        "%.1f us CPU per bill" % (g["rps"], g["p50_ms"], g["p99_ms"], g["cpu_us_per_req"]))
     waited = ng.wait_arrivals(CFG["N"], CFG["DELIVER_TIMEOUT"])
     wids = list(ng.arrivals)
     last = max(ng.arrivals.values())
@@ -744,6 +745,7 @@ def scenario_main(tmp, ca, cert, key):
     r["ingest"] = {"while_delivering": {"bills": int(g["ok"]), "eps": g["rps"],
                                         "api_p50_ms": g["p50_ms"], "api_p99_ms": g["p99_ms"],
                                         "api_max_ms": g["max_ms"],
+                                        "loadgen_cpu_us_per_bill": g["cpu_us_per_req"],
                                         "labhook_cpu_per_bill":
                                             sampler.per("labhook", g["t_first"], g["t_last"],
                                                         g["ok"])}}
@@ -777,9 +779,10 @@ def scenario_main(tmp, ca, cert, key):
                     headers=("Authorization: Bearer " + lh.token(),))
         cpu = sampler.per("labhook", g["t_first"], g["t_last"], g["ok"])
         queued.append({"eps": g["rps"], "api_p50_ms": g["p50_ms"], "api_p99_ms": g["p99_ms"],
-                       "labhook_cpu_per_bill": cpu})
-        log("ingest, deliveries queued: %.0f bills/s, labhook %.1f us CPU per bill"
-            % (g["rps"], cpu["us"]))
+                       "labhook_cpu_per_bill": cpu,
+                       "loadgen_cpu_us_per_bill": g["cpu_us_per_req"]})
+        log("ingest, deliveries queued: %.0f bills/s, labhook %.1f us CPU per bill, the load "
+            "generator %.1f" % (g["rps"], cpu["us"], g["cpu_us_per_req"]))
         perf = profile(lh.proc.pid, "alone") if k == 0 else None
         token = lh.token()  # before the clock starts: a token costs a hash
         t_resume = time.time()
