@@ -1325,6 +1325,32 @@ static void deliver_first(struct store *st, size_t want)
 	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
 }
 
+static void attempt_is(const struct attempt *a, int n, int code, int duration_ms,
+                       int64_t started_at_ms, const char *error, const char *response)
+{
+	assert_int_equal(a->n, n);
+	assert_int_equal(a->status_code, code);
+	assert_int_equal(a->duration_ms, duration_ms);
+	assert_int_equal(a->started_at_ms, started_at_ms);
+	assert_string_equal(a->error, error);
+	assert_string_equal(a->response, response);
+}
+
+/* The attempts of a delivery are numbered 1..n with these status codes. */
+static void attempts_are(struct store *st, const char *delivery_id, const int *codes, size_t n)
+{
+	struct attempt *at = NULL;
+	size_t got = 0;
+	assert_int_equal(st->ops->attempt_list(st, delivery_id, &at, &got), LH_OK);
+	assert_int_equal(got, n);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(at[i].n, (int)i + 1);
+		assert_int_equal(at[i].status_code, codes[i]);
+		assert_string_equal(at[i].delivery_id, delivery_id);
+	}
+	free(at);
+}
+
 static void test_delivery_lifecycle(void **state)
 {
 	struct fixture *f = *state;
@@ -1376,12 +1402,7 @@ static void test_delivery_lifecycle(void **state)
 	assert_int_equal(st->ops->attempt_list(st, d1.delivery_id, &at, &n), LH_OK);
 	assert_int_equal(n, 2);
 	assert_int_equal(at[0].n, 1);
-	assert_int_equal(at[1].n, 2);
-	assert_int_equal(at[1].status_code, 503);
-	assert_int_equal(at[1].duration_ms, 25);
-	assert_int_equal(at[1].started_at_ms, 1700000000007LL);
-	assert_string_equal(at[1].error, "http_503");
-	assert_string_equal(at[1].response, "answer again");
+	attempt_is(&at[1], 2, 503, 25, 1700000000007LL, "http_503", "answer again");
 	free(at);
 
 	/* The log: newest first, by status, paged with before. */
@@ -1453,6 +1474,31 @@ static void test_delivery_lifecycle(void **state)
 	assert_int_equal(st->ops->sub_get(st, "cl_A", "sub_1", &sub), LH_OK);
 	assert_int_equal(sub.failing_since, 0);
 	assert_int_equal(pending_count(st), 1);
+
+	/* The attempt that delivered it is listed after the others, as recorded (SQLite keeps
+	 * it on the delivery's row: the list must not tell). */
+	static const int codes_a[] = {500, 503, 200};
+	attempts_are(st, d1.delivery_id, codes_a, 3);
+	assert_int_equal(st->ops->attempt_list(st, d1.delivery_id, &at, &n), LH_OK);
+	attempt_is(&at[2], 3, 200, 30, 1700000000003LL, "", "answer 3");
+	free(at);
+	/* That attempt recorded again (sent again after a restart) is listed once, as
+	 * recorded last: a failure, then a success again. */
+	r[0] = outcome(&d1, 3, 500, DLV_PENDING, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, r, 1), LH_OK);
+	static const int codes_b[] = {500, 503, 500};
+	attempts_are(st, d1.delivery_id, codes_b, 3);
+	r[0] = outcome(&d1, 3, 200, DLV_DELIVERED, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, r, 1), LH_OK);
+	attempts_are(st, d1.delivery_id, codes_a, 3);
+	/* Sent again by hand and delivered again: both deliveries' attempts are listed. */
+	assert_int_equal(
+	    st->ops->delivery_requeue(st, "cl_A", d1.delivery_id, 1700000300000LL, &got), LH_OK);
+	hooked_clear();
+	static const int codes_c[] = {500, 503, 200, 201};
+	r[0] = outcome(&d1, 4, 201, DLV_DELIVERED, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, r, 1), LH_OK);
+	attempts_are(st, d1.delivery_id, codes_c, 4);
 	st->ops->set_commit_hook(st, NULL, NULL);
 }
 
