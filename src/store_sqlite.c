@@ -200,8 +200,10 @@ static const char *const migrations[] = {
      * and the rest, NULL otherwise) instead of in a row of attempts: recording a delivered
      * webhook is one statement, not two, and the commit writes no attempts pages for it
      * (the writer's time per webhook 4.7 -> 3.2 us). An attempt row of the same number is
-     * not shown (see ATTEMPTS_OF). A delivery set pending again moves it into attempts
-     * first (job_requeue), so att_n is only ever the last attempt of a delivered delivery.
+     * not shown (see ATTEMPTS_OF). Any other record of the delivery moves it into attempts
+     * first, or drops it after a row of its own number (job_record), and so does setting
+     * the delivery pending again (kept_to_row): att_n is only ever the last attempt of a
+     * delivered delivery.
      * What the store copy reads: attempts_all (the rows and the kept ones, as rows) and
      * deliveries_copy (the columns store_copy_tables names). */
     ("ALTER TABLE deliveries ADD COLUMN att_n INTEGER;"
@@ -2701,6 +2703,32 @@ static enum lh_err record_disable(struct sqlite_store *s, const struct delivery_
 	" duration_ms = excluded.duration_ms, status_code = excluded.status_code,"                 \
 	" error = excluded.error, response = excluded.response"
 
+/* Moves the attempt a delivery keeps on its row (migration 8) into attempts, so that
+ * another can be kept or the delivery sent again; *moved says whether there was one. */
+static enum lh_err kept_to_row(struct sqlite_store *s, const char *delivery_id, int *moved)
+{
+	sqlite3_stmt *st =
+	    stmt(s, "INSERT INTO attempts(delivery_id, n, started_at, duration_ms, status_code,"
+	            " error, response) SELECT delivery_id, att_n, att_started_at,"
+	            " att_duration_ms, att_status_code, '', att_response FROM deliveries"
+	            " WHERE delivery_id = ?1 AND att_n IS NOT NULL" ATTEMPT_UPSERT);
+	enum lh_err e;
+	*moved = 0;
+	if (st)
+		bind_text(st, 1, delivery_id);
+	if ((e = step_done(s, st, "kept_attempt")) != LH_OK)
+		return e;
+	if (sqlite3_changes(s->db) == 0)
+		return LH_OK;
+	st = stmt(s, "UPDATE deliveries SET att_n = NULL WHERE delivery_id = ?1");
+	if (st)
+		bind_text(st, 1, delivery_id);
+	if ((e = step_done(s, st, "kept_attempt")) != LH_OK)
+		return e;
+	*moved = 1;
+	return LH_OK;
+}
+
 static enum lh_err job_record(struct store_tx *tx, void *arg)
 {
 	struct sqlite_store *s = TX(tx);
@@ -2708,20 +2736,22 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 	enum lh_err e = LH_OK;
 	for (size_t i = 0; i < j->n && e == LH_OK; i++) {
 		const struct delivery_result *r = &j->r[i];
-		/* The attempt that delivered it stays on the delivery's row (migration 8); any
-		 * other outcome drops a kept attempt of the same number, which its row replaces
-		 * (an attempt sent again after a restart). A delivery cancelled meanwhile
-		 * (unsubscribed) stays cancelled. */
+		/* The attempt that delivered it stays on the delivery's row (migration 8), in place
+		 * of a kept attempt of the same number (an attempt sent again after a restart); a
+		 * kept attempt of another number goes into attempts first (below). A delivery
+		 * cancelled meanwhile (unsubscribed) stays cancelled. */
 		int kept = r->status == DLV_DELIVERED && !r->a.error[0];
 		sqlite3_stmt *st =
 		    kept ? stmt(s, "UPDATE deliveries SET status = ?2, attempts = ?3, next_at = ?4,"
 		                   " last_error = ?5, updated_at = ?6, att_n = ?3,"
 		                   " att_started_at = ?7, att_duration_ms = ?8,"
 		                   " att_status_code = ?9, att_response = ?10"
-		                   " WHERE delivery_id = ?1 AND status != 3")
+		                   " WHERE delivery_id = ?1 AND status != 3"
+		                   " AND (att_n IS NULL OR att_n = ?3)")
 		         : stmt(s, "UPDATE deliveries SET status = ?2, attempts = ?3, next_at = ?4,"
-		                   " last_error = ?5, updated_at = ?6, att_n = nullif(att_n, ?3)"
-		                   " WHERE delivery_id = ?1 AND status != 3");
+		                   " last_error = ?5, updated_at = ?6"
+		                   " WHERE delivery_id = ?1 AND status != 3"
+		                   " AND (att_n IS NULL OR att_n = ?3)");
 		if (st) {
 			bind_text(st, 1, r->a.delivery_id);
 			sqlite3_bind_int(st, 2, (int)r->status);
@@ -2738,7 +2768,17 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 		}
 		if ((e = step_done(s, st, "delivery_update")) != LH_OK)
 			break;
-		int updated = sqlite3_changes(s->db) > 0;
+		int updated = sqlite3_changes(s->db) > 0, moved = 0;
+		if (!updated) {
+			/* Cancelled, removed, or keeping another attempt (a delivered delivery
+			 * recorded again): that one into attempts, and the update again (the
+			 * statement keeps its bindings). */
+			if ((e = kept_to_row(s, r->a.delivery_id, &moved)) != LH_OK)
+				break;
+			if (moved && (e = step_done(s, st, "delivery_update")) != LH_OK)
+				break;
+			updated = moved && sqlite3_changes(s->db) > 0;
+		}
 		/* Updated: the delivery is there, and its attempt goes in without looking again
 		 * (unless it stayed on the row). Otherwise it was cancelled (the attempt is still
 		 * logged) or removed by retention while this attempt ran (it takes none). */
@@ -2762,6 +2802,17 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 				sqlite3_bind_int(st, 5, r->a.status_code);
 				bind_text(st, 6, r->a.error);
 				bind_text(st, 7, r->a.response);
+			}
+			if ((e = step_done(s, st, "attempt_insert")) != LH_OK)
+				break;
+			/* Its row is the later record of its number: a kept attempt of that
+			 * number goes (after the row is in, so a failure in between leaves the
+			 * earlier record shown, as before migration 8). */
+			st = stmt(s, "UPDATE deliveries SET att_n = NULL WHERE delivery_id = ?1"
+			             " AND att_n = ?2");
+			if (st) {
+				bind_text(st, 1, r->a.delivery_id);
+				sqlite3_bind_int(st, 2, r->a.n);
 			}
 			if ((e = step_done(s, st, "attempt_insert")) != LH_OK)
 				break;
@@ -2939,18 +2990,8 @@ static enum lh_err job_requeue(struct store_tx *tx, void *arg)
 		return LH_ENOTFOUND;
 	/* The attempt that delivered it (kept on its row) becomes a row of attempts: the next
 	 * one to deliver it is kept there instead (migration 8). */
-	st = stmt(s, "INSERT INTO attempts(delivery_id, n, started_at, duration_ms, status_code,"
-	             " error, response) SELECT delivery_id, att_n, att_started_at,"
-	             " att_duration_ms, att_status_code, '', att_response FROM deliveries"
-	             " WHERE delivery_id = ?1 AND att_n IS NOT NULL" ATTEMPT_UPSERT);
-	if (st)
-		bind_text(st, 1, j->delivery_id);
-	if ((e = step_done(s, st, "requeue_attempt")) != LH_OK)
-		return e;
-	st = stmt(s, "UPDATE deliveries SET att_n = NULL WHERE delivery_id = ?1");
-	if (st)
-		bind_text(st, 1, j->delivery_id);
-	if ((e = step_done(s, st, "requeue_attempt")) != LH_OK)
+	int moved;
+	if ((e = kept_to_row(s, j->delivery_id, &moved)) != LH_OK)
 		return e;
 	st = stmt(s, "SELECT " DELIVERY_COLS " FROM deliveries WHERE delivery_id = ?1");
 	if (!st)
@@ -3008,7 +3049,9 @@ static enum lh_err job_recover(struct store_tx *tx, void *arg)
 			sqlite3_bind_int64(st, 2, j->now_ms);
 			sqlite3_bind_int64(st, 3, j->now_ms / 1000);
 		}
+		int moved;
 		if ((e = step_done(s, st, "recover")) != LH_OK ||
+		    (e = kept_to_row(s, j->list[i].delivery_id, &moved)) != LH_OK ||
 		    (e = writer_fresh_push(s->writer, &j->list[i])) != LH_OK)
 			return e;
 	}
@@ -3157,6 +3200,9 @@ static enum lh_err prepare_once(struct sqlite_store *s, int reader, const char *
 	return LH_OK;
 }
 
+/* The columns of deliveries that hold the attempt it keeps (migration 8). */
+#define KEPT_COLS 5
+
 /* What the store copy reads for table t: the deliveries without the attempt they keep, and
  * the attempts with those (migration 8), as the other backend has them. */
 static const char *copy_source(size_t t)
@@ -3199,10 +3245,15 @@ static enum lh_err export_table(struct sqlite_store *s, size_t t, store_row_fn f
 	enum lh_err e;
 	int rc;
 
-	snprintf(sql, sizeof sql, "SELECT * FROM %s LIMIT 0", copy_source(t));
+	/* The table itself, so that a column a later migration adds and the copy does not name
+	 * is refused; less the attempt a delivery keeps, which attempts_all copies. */
+	snprintf(sql, sizeof sql, "SELECT * FROM %s LIMIT 0", tb->name);
 	if ((e = prepare_once(s, 1, sql, &st)) != LH_OK)
 		return e;
-	e = store_copy_columns(t, (size_t)sqlite3_column_count(st));
+	size_t ncols = (size_t)sqlite3_column_count(st);
+	if (strcmp(tb->name, "deliveries") == 0 && ncols >= KEPT_COLS)
+		ncols -= KEPT_COLS;
+	e = store_copy_columns(t, ncols);
 	sqlite3_finalize(st);
 	if (e != LH_OK)
 		return e;

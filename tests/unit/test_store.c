@@ -1502,6 +1502,82 @@ static void test_delivery_lifecycle(void **state)
 	st->ops->set_commit_hook(st, NULL, NULL);
 }
 
+/* outbox_setup, then k events of one bill, each with its delivery to sub_1. */
+static void outbox_events(struct store *st, int k)
+{
+	outbox_setup(st);
+	for (int i = 0; i < k; i++) {
+		struct event_job j = {"bill_1", "{}", LH_OK, NULL, NULL};
+		assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
+	}
+	hooked_clear();
+}
+
+/* Outcomes recorded in orders the engine does not make (the contract allows them): each
+ * backend lists every attempt as its last record, SQLite's kept attempt (its schema 8)
+ * included. */
+static void test_attempts_in_any_order(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct delivery *list = NULL;
+	size_t n = 0;
+
+	outbox_events(st, 3);
+	struct delivery *page = NULL;
+	assert_int_equal(st->ops->delivery_pending(st, 0, "sub_1", 10, &page, &n), LH_OK);
+	assert_int_equal(n, 3);
+	struct delivery d[3];
+	for (size_t i = 0; i < 3; i++) {
+		d[i] = page[i];
+		free(page[i].payload);
+		d[i].payload = NULL;
+	}
+	free(page);
+	struct delivery_result r;
+
+	/* Delivered twice with no requeue between: both attempts stay. */
+	r = outcome(&d[0], 1, 200, DLV_DELIVERED, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	r = outcome(&d[0], 2, 201, DLV_DELIVERED, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	static const int codes_a[] = {200, 201};
+	attempts_are(st, d[0].delivery_id, codes_a, 2);
+
+	/* Failures, a delivery, a final failure, recovered, delivered again: all five. */
+	struct delivery_result fails[2] = {outcome(&d[1], 1, 500, DLV_PENDING, SUBO_NONE),
+	                                   outcome(&d[1], 2, 500, DLV_PENDING, SUBO_NONE)};
+	assert_int_equal(st->ops->delivery_record(st, fails, 2), LH_OK);
+	r = outcome(&d[1], 3, 200, DLV_DELIVERED, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	r = outcome(&d[1], 4, 410, DLV_FAILED, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	assert_int_equal(
+	    st->ops->delivery_recover(st, "cl_A", "sub_1", 0, 1700000200000LL, &list, &n), LH_OK);
+	free(list);
+	hooked_clear();
+	r = outcome(&d[1], 5, 202, DLV_DELIVERED, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	static const int codes_b[] = {500, 500, 200, 410, 202};
+	attempts_are(st, d[1].delivery_id, codes_b, 5);
+
+	/* Delivered twice, then each attempt recorded again as a failure, the first first:
+	 * each number shows its last record. */
+	r = outcome(&d[2], 1, 200, DLV_DELIVERED, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	r = outcome(&d[2], 2, 201, DLV_DELIVERED, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	r = outcome(&d[2], 1, 500, DLV_PENDING, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	static const int codes_c[] = {500, 201};
+	attempts_are(st, d[2].delivery_id, codes_c, 2);
+	r = outcome(&d[2], 2, 503, DLV_PENDING, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	static const int codes_d[] = {500, 503};
+	attempts_are(st, d[2].delivery_id, codes_d, 2);
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
 /* ---- subscription changes: the hook, subs_version, cancellation, conflicts ---- */
 
 static int subs_changed;
@@ -1581,12 +1657,7 @@ static void test_delete_cancels_deliveries(void **state)
 	struct subscription s, got;
 	size_t n = 0;
 
-	outbox_setup(st);
-	for (int i = 0; i < 3; i++) {
-		struct event_job j = {"bill_1", "{}", LH_OK, NULL, NULL};
-		assert_int_equal(st->ops->submit(st, job_event, &j), LH_OK);
-	}
-	hooked_clear();
+	outbox_events(st, 3);
 	deliver_first(st, 3);
 
 	make_sub(&s, "sub_1", "lab_1", 0);
@@ -3306,6 +3377,7 @@ int main(void)
 	    T(test_disable_outcome_frees_events),
 	    T(test_pending_per_subscription),
 	    T(test_delivery_lifecycle),
+	    T(test_attempts_in_any_order),
 	    T(test_retention_sweep),
 	    T(test_event_party_limit),
 	    T(test_large_payload_not_inlined),
