@@ -200,10 +200,10 @@ static const char *const migrations[] = {
      * and the rest, NULL otherwise) instead of in a row of attempts: recording a delivered
      * webhook is one statement, not two, and the commit writes no attempts pages for it
      * (the writer's time per webhook 4.7 -> 3.2 us). An attempt row of the same number is
-     * not shown (see ATTEMPTS_OF). Any other record of the delivery moves it into attempts
-     * first, or drops it after a row of its own number (job_record), and so does setting
-     * the delivery pending again (kept_to_row): att_n is only ever the last attempt of a
-     * delivered delivery.
+     * not shown (attempts_all). Any other record of the delivery moves it into attempts
+     * first, or drops it for the row of its own number it writes (job_record), and so
+     * does setting the delivery pending again (kept_to_row): att_n is only ever the last
+     * attempt of a delivered delivery.
      * What the store copy reads: attempts_all (the rows and the kept ones, as rows) and
      * deliveries_copy (the columns store_copy_tables names). */
     ("ALTER TABLE deliveries ADD COLUMN att_n INTEGER;"
@@ -2704,7 +2704,8 @@ static enum lh_err record_disable(struct sqlite_store *s, const struct delivery_
 	" error = excluded.error, response = excluded.response"
 
 /* Moves the attempt a delivery keeps on its row (migration 8) into attempts, so that
- * another can be kept or the delivery sent again; *moved says whether there was one. */
+ * another can be kept or the delivery sent again; *moved (unless NULL) says whether there
+ * was one. */
 static enum lh_err kept_to_row(struct sqlite_store *s, const char *delivery_id, int *moved)
 {
 	sqlite3_stmt *st =
@@ -2713,20 +2714,19 @@ static enum lh_err kept_to_row(struct sqlite_store *s, const char *delivery_id, 
 	            " att_duration_ms, att_status_code, '', att_response FROM deliveries"
 	            " WHERE delivery_id = ?1 AND att_n IS NOT NULL" ATTEMPT_UPSERT);
 	enum lh_err e;
-	*moved = 0;
 	if (st)
 		bind_text(st, 1, delivery_id);
 	if ((e = step_done(s, st, "kept_attempt")) != LH_OK)
 		return e;
-	if (sqlite3_changes(s->db) == 0)
+	int found = sqlite3_changes(s->db) > 0;
+	if (moved)
+		*moved = found;
+	if (!found)
 		return LH_OK;
 	st = stmt(s, "UPDATE deliveries SET att_n = NULL WHERE delivery_id = ?1");
 	if (st)
 		bind_text(st, 1, delivery_id);
-	if ((e = step_done(s, st, "kept_attempt")) != LH_OK)
-		return e;
-	*moved = 1;
-	return LH_OK;
+	return step_done(s, st, "kept_attempt");
 }
 
 static enum lh_err job_record(struct store_tx *tx, void *arg)
@@ -2737,9 +2737,10 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 	for (size_t i = 0; i < j->n && e == LH_OK; i++) {
 		const struct delivery_result *r = &j->r[i];
 		/* The attempt that delivered it stays on the delivery's row (migration 8), in place
-		 * of a kept attempt of the same number (an attempt sent again after a restart); a
-		 * kept attempt of another number goes into attempts first (below). A delivery
-		 * cancelled meanwhile (unsubscribed) stays cancelled. */
+		 * of a kept attempt of the same number (an attempt sent again after a restart);
+		 * any other outcome drops a kept attempt of its own number, which its row
+		 * replaces. A kept attempt of another number goes into attempts first (below). A
+		 * delivery cancelled meanwhile (unsubscribed) stays cancelled. */
 		int kept = r->status == DLV_DELIVERED && !r->a.error[0];
 		sqlite3_stmt *st =
 		    kept ? stmt(s, "UPDATE deliveries SET status = ?2, attempts = ?3, next_at = ?4,"
@@ -2749,7 +2750,7 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 		                   " WHERE delivery_id = ?1 AND status != 3"
 		                   " AND (att_n IS NULL OR att_n = ?3)")
 		         : stmt(s, "UPDATE deliveries SET status = ?2, attempts = ?3, next_at = ?4,"
-		                   " last_error = ?5, updated_at = ?6"
+		                   " last_error = ?5, updated_at = ?6, att_n = nullif(att_n, ?3)"
 		                   " WHERE delivery_id = ?1 AND status != 3"
 		                   " AND (att_n IS NULL OR att_n = ?3)");
 		if (st) {
@@ -2802,17 +2803,6 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 				sqlite3_bind_int(st, 5, r->a.status_code);
 				bind_text(st, 6, r->a.error);
 				bind_text(st, 7, r->a.response);
-			}
-			if ((e = step_done(s, st, "attempt_insert")) != LH_OK)
-				break;
-			/* Its row is the later record of its number: a kept attempt of that
-			 * number goes (after the row is in, so a failure in between leaves the
-			 * earlier record shown, as before migration 8). */
-			st = stmt(s, "UPDATE deliveries SET att_n = NULL WHERE delivery_id = ?1"
-			             " AND att_n = ?2");
-			if (st) {
-				bind_text(st, 1, r->a.delivery_id);
-				sqlite3_bind_int(st, 2, r->a.n);
 			}
 			if ((e = step_done(s, st, "attempt_insert")) != LH_OK)
 				break;
@@ -2935,24 +2925,17 @@ static void attempt_from_row(sqlite3_stmt *st, void *p)
 	col_text(st, 6, a->response, sizeof a->response);
 }
 
-/* A delivery's attempts: its rows of attempts and the one kept on its row (migration 8),
- * which hides a row of the same number (the later record of that attempt). ?1: the
- * delivery. attempts_all is the same for every delivery. */
-#define ATTEMPTS_OF                                                                                \
-	"SELECT delivery_id, n, started_at, duration_ms, status_code, error, response"             \
-	" FROM attempts WHERE delivery_id = ?1 AND n IS NOT"                                       \
-	" (SELECT att_n FROM deliveries WHERE delivery_id = ?1)"                                   \
-	" UNION ALL SELECT delivery_id, att_n, att_started_at, att_duration_ms, att_status_code,"  \
-	" '', att_response FROM deliveries WHERE delivery_id = ?1 AND att_n IS NOT NULL"           \
-	" ORDER BY 2"
-
 static enum lh_err sqlite_attempt_list(struct store *base, const char *delivery_id,
                                        struct attempt **out, size_t *n)
 {
 	struct sqlite_store *s = S(base);
 	enum lh_err e = LH_ESTORE;
 	pthread_mutex_lock(&s->rmu);
-	sqlite3_stmt *st = rstmt(s, ATTEMPTS_OF);
+	/* Its rows and the attempt kept on its row (migration 8): the view's filter on
+	 * delivery_id goes into both of its halves (two index searches). */
+	sqlite3_stmt *st =
+	    rstmt(s, "SELECT delivery_id, n, started_at, duration_ms, status_code, error,"
+	             " response FROM attempts_all WHERE delivery_id = ?1 ORDER BY n");
 	if (st) {
 		bind_text(st, 1, delivery_id);
 		e = collect(s, st, sizeof **out, attempt_from_row, (void **)out, n);
@@ -2990,8 +2973,7 @@ static enum lh_err job_requeue(struct store_tx *tx, void *arg)
 		return LH_ENOTFOUND;
 	/* The attempt that delivered it (kept on its row) becomes a row of attempts: the next
 	 * one to deliver it is kept there instead (migration 8). */
-	int moved;
-	if ((e = kept_to_row(s, j->delivery_id, &moved)) != LH_OK)
+	if ((e = kept_to_row(s, j->delivery_id, NULL)) != LH_OK)
 		return e;
 	st = stmt(s, "SELECT " DELIVERY_COLS " FROM deliveries WHERE delivery_id = ?1");
 	if (!st)
@@ -3049,9 +3031,8 @@ static enum lh_err job_recover(struct store_tx *tx, void *arg)
 			sqlite3_bind_int64(st, 2, j->now_ms);
 			sqlite3_bind_int64(st, 3, j->now_ms / 1000);
 		}
-		int moved;
 		if ((e = step_done(s, st, "recover")) != LH_OK ||
-		    (e = kept_to_row(s, j->list[i].delivery_id, &moved)) != LH_OK ||
+		    (e = kept_to_row(s, j->list[i].delivery_id, NULL)) != LH_OK ||
 		    (e = writer_fresh_push(s->writer, &j->list[i])) != LH_OK)
 			return e;
 	}
@@ -3118,37 +3099,39 @@ static enum lh_err job_sweep(struct store_tx *tx, void *arg)
 		}
 		if ((e = sweep_page(s, st, &n, hi, sizeof hi, NULL, &created)) != LH_OK)
 			return e;
-		/* The attempts first: they refer to their delivery. They are counted as the
-		 * attempt list shows them, the ones kept on a delivery's row included (migration
-		 * 8), and the deliveries as they go. */
-		static const char *const del[] = {
-		    "SELECT count(*) FROM attempts_all WHERE delivery_id IN (SELECT delivery_id"
-		    " FROM deliveries WHERE delivery_id > ?1 AND delivery_id <= ?2 AND status != 0"
-		    " AND updated_at < ?3)",
+		/* The page's finished deliveries and their attempts: counted first, as the
+		 * attempt list shows them (the rows a kept attempt does not hide, and the kept
+		 * ones: migration 8), by the deliveries' key range (through attempts_all the
+		 * IN (...) would not reach the view's halves: each page scanned every attempt
+		 * and delivery, 0.5 s for a million); then the attempts, which refer to their
+		 * delivery, and the deliveries. */
+		static const char *const step[] = {
+		    "SELECT (SELECT count(*) FROM deliveries d JOIN attempts a"
+		    " ON a.delivery_id = d.delivery_id WHERE d.delivery_id > ?1"
+		    " AND d.delivery_id <= ?2 AND d.status != 0 AND d.updated_at < ?3"
+		    " AND a.n IS NOT d.att_n) + (SELECT count(*) FROM deliveries"
+		    " WHERE delivery_id > ?1 AND delivery_id <= ?2 AND status != 0"
+		    " AND updated_at < ?3 AND att_n IS NOT NULL)",
 		    "DELETE FROM attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries"
 		    " WHERE delivery_id > ?1 AND delivery_id <= ?2 AND status != 0"
 		    " AND updated_at < ?3)",
 		    "DELETE FROM deliveries WHERE delivery_id > ?1 AND delivery_id <= ?2"
 		    " AND status != 0 AND updated_at < ?3",
 		};
-		for (size_t k = 0; n > 0 && k < COUNTOF(del); k++) {
-			if ((st = stmt(s, del[k]))) {
+		int64_t attempts = 0;
+		for (size_t k = 0; n > 0 && k < COUNTOF(step); k++) {
+			if ((st = stmt(s, step[k]))) {
 				bind_text(st, 1, c->delivery_id);
 				bind_text(st, 2, hi);
 				sqlite3_bind_int64(st, 3, j->before);
 			}
-			if (k == 0) {
-				int64_t count = 0;
-				if ((e = one_int(s, st, &count, "sweep_attempts")) != LH_OK)
-					return e;
-				j->removed += (size_t)count;
-				continue;
-			}
-			if ((e = step_done(s, st, "sweep_deliveries")) != LH_OK)
+			e = k == 0 ? one_int(s, st, &attempts, "sweep_attempts")
+			           : step_done(s, st, "sweep_deliveries");
+			if (e != LH_OK)
 				return e;
-			if (k == 2)
-				j->removed += (size_t)sqlite3_changes(s->db);
 		}
+		if (n > 0)
+			j->removed += (size_t)attempts + (size_t)sqlite3_changes(s->db);
 	} else {
 		if ((st = stmt(s, "SELECT seq, created_at FROM events WHERE seq > ?1"
 		                  " ORDER BY seq LIMIT ?2"))) {
@@ -3224,11 +3207,7 @@ static enum lh_err count_tables(struct sqlite_store *s, int64_t counts[STORE_COP
 		snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", copy_source(t));
 		if ((e = prepare_once(s, 0, sql, &st)) != LH_OK)
 			break;
-		int rc = sqlite3_step(st);
-		if (rc == SQLITE_ROW)
-			counts[t] = sqlite3_column_int64(st, 0);
-		else
-			e = fail(s, rc, "copy_count");
+		e = one_int(s, st, &counts[t], "copy_count");
 		sqlite3_finalize(st);
 	}
 	return e;

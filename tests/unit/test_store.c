@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "events.h"
 #include "metrics.h"
@@ -3146,6 +3147,37 @@ static void test_copy_failure_changes_nothing(void **state)
 	second_close(dst, &w);
 }
 
+/* SQLite: a column the copy does not name is refused, in deliveries too, whose kept
+ * attempt (schema 8) the copy reads through views that name their columns themselves:
+ * checked on the views, the column was left out of the copy without a word. */
+static void test_copy_refuses_an_unnamed_column(void **state)
+{
+	struct fixture *f = *state;
+	struct store *dst;
+	struct second w;
+	int64_t rows[STORE_COPY_NTABLES];
+	char path[128];
+	sqlite3 *db = NULL;
+
+	sqlite_only(f);
+	copy_fill(f->st);
+	dst = second_open(f, &w);
+	assert_int_equal(dst->ops->import_from(dst, f->st, rows), LH_OK);
+	second_close(dst, &w);
+
+	/* What a later migration could add without naming it in store_copy_tables. */
+	snprintf(path, sizeof path, "%s/labhook.db", f->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	assert_int_equal(
+	    sqlite3_exec(db, "ALTER TABLE deliveries ADD COLUMN note TEXT", NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	dst = second_open(f, &w);
+	assert_int_equal(dst->ops->import_from(dst, f->st, rows), LH_ESTORE);
+	second_close(dst, &w);
+}
+
 /* A missing bar code comes in as "" (as a store could once have kept it): it goes in as
  * NULL, so two bills without one do not collide on the unique (lab, bar code) rule. */
 static void test_copy_empty_bar_code_is_null(void **state)
@@ -3391,6 +3423,7 @@ int main(void)
 	    T(test_copy_refuses_a_store_with_data),
 	    T(test_copy_failure_changes_nothing),
 	    T(test_copy_empty_bar_code_is_null),
+	    T(test_copy_refuses_an_unnamed_column),
 	    T(test_copy_sqlite_into_pg),
 	    TF(test_failed_commit_keeps_nothing),
 	    TF(test_full_disk_then_space_again),
