@@ -76,7 +76,8 @@ struct http_server {
 	pthread_mutex_t park_mu;
 	int busy;     /* requests inside a handler or between it and their suspension */
 	int parked;   /* deferred requests suspended and not answered yet */
-	int stopping; /* new requests get 503 while http_stop waits for the two above */
+	int stopping; /* while http_stop waits for the two above: new requests get 503, new
+	               * connections are closed (on_accept) */
 };
 
 /* A deferred answer (http_defer); lives in its request's reqctx. */
@@ -1001,6 +1002,19 @@ static enum lh_err reaper_start(struct http_server *srv)
 	return LH_OK;
 }
 
+/* libmicrohttpd's accept policy: while the server stops, a new connection is closed as soon
+ * as it is accepted. This is instead of MHD_quiesce_daemon, which in 0.9.75 races each busy
+ * worker thread for the listening socket's place in that thread's epoll set and aborts the
+ * process when it loses (daemon.c: a worker that has seen the quiesce removes the socket
+ * itself, and the quiesce then fails with ENOENT; seen at shutdown under load). */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+	struct http_server *srv = cls;
+	(void)addr;
+	(void)len;
+	return __atomic_load_n(&srv->stopping, __ATOMIC_ACQUIRE) ? MHD_NO : MHD_YES;
+}
+
 enum lh_err http_start(const struct config *cfg, const struct http_listen *at,
                        http_admit_fn admit_fn, http_handler_fn fn, void *ctx,
                        struct http_server **out, int *port_out, char *why, size_t whycap)
@@ -1053,7 +1067,7 @@ enum lh_err http_start(const struct config *cfg, const struct http_listen *at,
 		return LH_ENOMEM;
 	}
 	srv->d = MHD_start_daemon(
-	    flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    flags, 0, on_accept, srv, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lfd, MHD_OPTION_THREAD_POOL_SIZE,
 	    (unsigned)at->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
@@ -1090,9 +1104,8 @@ void http_stop(struct http_server *srv)
 	 * sent (new requests get 503 meanwhile). libmicrohttpd aborts if stopped with a
 	 * connection suspended. */
 	int64_t t0 = util_mono_us(), told = t0;
-	MHD_socket lsock = MHD_quiesce_daemon(srv->d); /* no new connections */
 	pthread_mutex_lock(&srv->park_mu);
-	__atomic_store_n(&srv->stopping, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&srv->stopping, 1, __ATOMIC_RELEASE); /* and no new connections */
 	while (srv->busy || srv->parked) {
 		pthread_mutex_unlock(&srv->park_mu);
 		if (util_mono_us() - told > 5000000) {
@@ -1113,9 +1126,7 @@ void http_stop(struct http_server *srv)
 			break;
 		nanosleep(&(struct timespec){0, 5000000}, NULL);
 	}
-	MHD_stop_daemon(srv->d);
-	if (lsock != MHD_INVALID_SOCKET)
-		close(lsock);
+	MHD_stop_daemon(srv->d); /* closes the listening socket */
 	srv_free(srv);
 }
 
