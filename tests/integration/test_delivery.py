@@ -295,16 +295,23 @@ def test_outcomes_the_store_refuses_are_sent_again(srv):
         allow = "DROP TRIGGER lh_test_refuse;"
     store_sql(srv, refuse)
     try:
+        def logged(what):
+            return [datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ")
+                    for line in srv.log_lines if what in line]
         bill = new_bill(srv, c)
+        # Its outcome is the first batch the store refuses: the first given up, whose
+        # delivery is then read back (the other tenant's outcomes come after it, else the
+        # two given up below could be theirs and its own still waiting when the store
+        # takes outcomes again: recorded then, and never sent again).
+        deadline = time.time() + 10
+        while time.time() < deadline and not logged("outcomes wait for the store"):
+            time.sleep(0.02)
+        assert RECV.received("/ok/refused"), "the delivery never went out"
         # The other tenant's bills keep outcomes coming while the first batch waits: a
         # batch queued about every 100 ms.
         for _ in range(30):
             new_bill(srv, other)
             time.sleep(0.1)
-
-        def logged(what):
-            return [datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ")
-                    for line in srv.log_lines if what in line]
         deadline = time.time() + 20
         while time.time() < deadline and len(logged("cannot record outcomes")) < 2:
             time.sleep(0.1)
