@@ -699,13 +699,19 @@ void http_ready(struct http_deferred *d)
 		rq_move(rc, RQ_READY);
 		pthread_mutex_unlock(&srv->park_mu);
 		return;
-	case RQ_PARKED:
+	case RQ_PARKED: {
+		struct MHD_Connection *conn = d->conn;
 		unwatch(srv, rc);
 		rq_move(rc, RQ_RESUMED);
-		/* rc may be gone once its connection runs again: not touched after this. */
-		MHD_resume_connection(d->conn);
 		pthread_mutex_unlock(&srv->park_mu);
+		/* Outside the lock (the resume writes to the connection's thread's wake-up
+		 * descriptor: every API thread would wait for that system call). Nothing else
+		 * moves a RESUMED request, and the connection stays suspended (so open, and srv
+		 * alive: it is still counted as parked) until this call. rc may be gone once its
+		 * connection runs again: not touched after this. */
+		MHD_resume_connection(conn);
 		return;
+	}
 	case RQ_ABANDONED: /* resumed already, not closed yet: answers (to no one) as usual */
 		rq_move(rc, RQ_RESUMED);
 		pthread_mutex_unlock(&srv->park_mu);
