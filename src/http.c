@@ -78,6 +78,7 @@ struct http_server {
 	int parked;   /* deferred requests suspended and not answered yet */
 	int stopping; /* while http_stop waits for the two above: new requests get 503, new
 	               * connections are closed (on_accept) */
+	int resuming; /* atomic: http_ready calls in MHD_resume_connection (outside park_mu) */
 };
 
 /* A deferred answer (http_defer); lives in its request's reqctx. */
@@ -703,13 +704,16 @@ void http_ready(struct http_deferred *d)
 		struct MHD_Connection *conn = d->conn;
 		unwatch(srv, rc);
 		rq_move(rc, RQ_RESUMED);
+		__atomic_add_fetch(&srv->resuming, 1, __ATOMIC_ACQ_REL);
 		pthread_mutex_unlock(&srv->park_mu);
 		/* Outside the lock (the resume writes to the connection's thread's wake-up
 		 * descriptor: every API thread would wait for that system call). Nothing else
-		 * moves a RESUMED request, and the connection stays suspended (so open, and srv
-		 * alive: it is still counted as parked) until this call. rc may be gone once its
-		 * connection runs again: not touched after this. */
+		 * moves a RESUMED request, and the connection stays suspended (so open) until
+		 * this call. rc may be gone once its connection runs again: not touched after
+		 * this; nor srv after the count below (http_stop waits for it: the request may be
+		 * answered and unparked before the resume returns). */
 		MHD_resume_connection(conn);
+		__atomic_sub_fetch(&srv->resuming, 1, __ATOMIC_ACQ_REL);
 		return;
 	}
 	case RQ_ABANDONED: /* resumed already, not closed yet: answers (to no one) as usual */
@@ -1112,7 +1116,7 @@ void http_stop(struct http_server *srv)
 	int64_t t0 = util_mono_us(), told = t0;
 	pthread_mutex_lock(&srv->park_mu);
 	__atomic_store_n(&srv->stopping, 1, __ATOMIC_RELEASE); /* and no new connections */
-	while (srv->busy || srv->parked) {
+	while (srv->busy || srv->parked || __atomic_load_n(&srv->resuming, __ATOMIC_ACQUIRE)) {
 		pthread_mutex_unlock(&srv->park_mu);
 		if (util_mono_us() - told > 5000000) {
 			told = util_mono_us();
