@@ -2703,6 +2703,16 @@ static enum lh_err record_disable(struct sqlite_store *s, const struct delivery_
 	" duration_ms = excluded.duration_ms, status_code = excluded.status_code,"                 \
 	" error = excluded.error, response = excluded.response"
 
+/* An attempt's started_at, duration_ms, status_code and response, from parameter k on (the
+ * order of both statements of job_record that write one). */
+static void bind_attempt(sqlite3_stmt *st, int k, const struct attempt *a)
+{
+	sqlite3_bind_int64(st, k, a->started_at_ms);
+	sqlite3_bind_int(st, k + 1, a->duration_ms);
+	sqlite3_bind_int(st, k + 2, a->status_code);
+	bind_text(st, k + 3, a->response);
+}
+
 /* Moves the attempt a delivery keeps on its row (migration 8) into attempts, so that
  * another can be kept or the delivery sent again; *moved (unless NULL) says whether there
  * was one. */
@@ -2760,12 +2770,8 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 			sqlite3_bind_int64(st, 4, r->next_at_ms);
 			bind_text(st, 5, r->a.error);
 			sqlite3_bind_int64(st, 6, r->now);
-			if (kept) {
-				sqlite3_bind_int64(st, 7, r->a.started_at_ms);
-				sqlite3_bind_int(st, 8, r->a.duration_ms);
-				sqlite3_bind_int(st, 9, r->a.status_code);
-				bind_text(st, 10, r->a.response);
-			}
+			if (kept)
+				bind_attempt(st, 7, &r->a);
 		}
 		if ((e = step_done(s, st, "delivery_update")) != LH_OK)
 			break;
@@ -2786,23 +2792,20 @@ static enum lh_err job_record(struct store_tx *tx, void *arg)
 		if (!updated || !kept) {
 			st =
 			    updated
-			        ? stmt(s, "INSERT INTO attempts(delivery_id, n, started_at,"
-			                  " duration_ms, status_code, error, response)"
+			        ? stmt(s, "INSERT INTO attempts(delivery_id, n, error, started_at,"
+			                  " duration_ms, status_code, response)"
 			                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)" ATTEMPT_UPSERT)
 			        : stmt(
 			              s,
-			              "INSERT INTO attempts(delivery_id, n, started_at,"
-			              " duration_ms, status_code, error, response)"
+			              "INSERT INTO attempts(delivery_id, n, error, started_at,"
+			              " duration_ms, status_code, response)"
 			              " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS"
 			              " (SELECT 1 FROM deliveries WHERE delivery_id = ?1)" ATTEMPT_UPSERT);
 			if (st) {
 				bind_text(st, 1, r->a.delivery_id);
 				sqlite3_bind_int(st, 2, r->a.n);
-				sqlite3_bind_int64(st, 3, r->a.started_at_ms);
-				sqlite3_bind_int(st, 4, r->a.duration_ms);
-				sqlite3_bind_int(st, 5, r->a.status_code);
-				bind_text(st, 6, r->a.error);
-				bind_text(st, 7, r->a.response);
+				bind_text(st, 3, r->a.error);
+				bind_attempt(st, 4, &r->a);
 			}
 			if ((e = step_done(s, st, "attempt_insert")) != LH_OK)
 				break;
@@ -3183,17 +3186,21 @@ static enum lh_err prepare_once(struct sqlite_store *s, int reader, const char *
 	return LH_OK;
 }
 
-/* The columns of deliveries that hold the attempt it keeps (migration 8). */
-#define KEPT_COLS 5
+/* Where the store copy reads a table from, when not from the table itself (migration 8):
+ * the deliveries without the attempt they keep (its five att_ columns), and the attempts
+ * with those, as the other backend has them. */
+static const struct copy_source {
+	const char *table, *from;
+	size_t hidden; /* the table's columns that `from` leaves out */
+} copy_sources[] = {{"deliveries", "deliveries_copy", 5}, {"attempts", "attempts_all", 0}};
 
-/* What the store copy reads for table t: the deliveries without the attempt they keep, and
- * the attempts with those (migration 8), as the other backend has them. */
-static const char *copy_source(size_t t)
+static struct copy_source copy_source(size_t t)
 {
 	const char *name = store_copy_tables[t].name;
-	return strcmp(name, "deliveries") == 0 ? "deliveries_copy"
-	       : strcmp(name, "attempts") == 0 ? "attempts_all"
-	                                       : name;
+	for (size_t i = 0; i < COUNTOF(copy_sources); i++)
+		if (strcmp(name, copy_sources[i].table) == 0)
+			return copy_sources[i];
+	return (struct copy_source){name, name, 0};
 }
 
 /* The rows of every copied table, into counts, on the writer's connection (caller holds
@@ -3204,7 +3211,7 @@ static enum lh_err count_tables(struct sqlite_store *s, int64_t counts[STORE_COP
 	for (size_t t = 0; e == LH_OK && t < STORE_COPY_NTABLES; t++) {
 		char sql[128];
 		sqlite3_stmt *st = NULL;
-		snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", copy_source(t));
+		snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", copy_source(t).from);
 		if ((e = prepare_once(s, 0, sql, &st)) != LH_OK)
 			break;
 		e = one_int(s, st, &counts[t], "copy_count");
@@ -3225,20 +3232,19 @@ static enum lh_err export_table(struct sqlite_store *s, size_t t, store_row_fn f
 	int rc;
 
 	/* The table itself, so that a column a later migration adds and the copy does not name
-	 * is refused; less the attempt a delivery keeps, which attempts_all copies. */
+	 * is refused; less those its source leaves out on purpose. */
+	struct copy_source src = copy_source(t);
 	snprintf(sql, sizeof sql, "SELECT * FROM %s LIMIT 0", tb->name);
 	if ((e = prepare_once(s, 1, sql, &st)) != LH_OK)
 		return e;
 	size_t ncols = (size_t)sqlite3_column_count(st);
-	if (strcmp(tb->name, "deliveries") == 0 && ncols >= KEPT_COLS)
-		ncols -= KEPT_COLS;
-	e = store_copy_columns(t, ncols);
+	e = store_copy_columns(t, ncols >= src.hidden ? ncols - src.hidden : 0);
 	sqlite3_finalize(st);
 	if (e != LH_OK)
 		return e;
 	store_copy_names(tb, tb->ncols, cols, sizeof cols);
 	store_copy_names(tb, tb->nkey, keys, sizeof keys);
-	snprintf(sql, sizeof sql, "SELECT %s FROM %s ORDER BY %s", cols, copy_source(t), keys);
+	snprintf(sql, sizeof sql, "SELECT %s FROM %s ORDER BY %s", cols, src.from, keys);
 	if ((e = prepare_once(s, 1, sql, &st)) != LH_OK)
 		return e;
 	while (e == LH_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {

@@ -1312,6 +1312,14 @@ static struct delivery_result outcome(const struct delivery *d, int n, int code,
 	return r;
 }
 
+/* Records one outcome of d's attempt n (no change to its subscription). */
+static void record(struct store *st, const struct delivery *d, int n, int code,
+                   enum delivery_status status)
+{
+	struct delivery_result r = outcome(d, n, code, status, SUBO_NONE);
+	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+}
+
 /* Records a 200 for the first of sub_1's pending deliveries, of which there are `want`. */
 static void deliver_first(struct store *st, size_t want)
 {
@@ -1485,20 +1493,17 @@ static void test_delivery_lifecycle(void **state)
 	free(at);
 	/* That attempt recorded again (sent again after a restart) is listed once, as
 	 * recorded last: a failure, then a success again. */
-	r[0] = outcome(&d1, 3, 500, DLV_PENDING, SUBO_NONE);
-	assert_int_equal(st->ops->delivery_record(st, r, 1), LH_OK);
+	record(st, &d1, 3, 500, DLV_PENDING);
 	static const int codes_b[] = {500, 503, 500};
 	attempts_are(st, d1.delivery_id, codes_b, 3);
-	r[0] = outcome(&d1, 3, 200, DLV_DELIVERED, SUBO_NONE);
-	assert_int_equal(st->ops->delivery_record(st, r, 1), LH_OK);
+	record(st, &d1, 3, 200, DLV_DELIVERED);
 	attempts_are(st, d1.delivery_id, codes_a, 3);
 	/* Sent again by hand and delivered again: both deliveries' attempts are listed. */
 	assert_int_equal(
 	    st->ops->delivery_requeue(st, "cl_A", d1.delivery_id, 1700000300000LL, &got), LH_OK);
 	hooked_clear();
 	static const int codes_c[] = {500, 503, 200, 201};
-	r[0] = outcome(&d1, 4, 201, DLV_DELIVERED, SUBO_NONE);
-	assert_int_equal(st->ops->delivery_record(st, r, 1), LH_OK);
+	record(st, &d1, 4, 201, DLV_DELIVERED);
 	attempts_are(st, d1.delivery_id, codes_c, 4);
 	st->ops->set_commit_hook(st, NULL, NULL);
 }
@@ -1535,13 +1540,10 @@ static void test_attempts_in_any_order(void **state)
 		d[i].payload = NULL;
 	}
 	free(page);
-	struct delivery_result r;
 
 	/* Delivered twice with no requeue between: both attempts stay. */
-	r = outcome(&d[0], 1, 200, DLV_DELIVERED, SUBO_NONE);
-	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
-	r = outcome(&d[0], 2, 201, DLV_DELIVERED, SUBO_NONE);
-	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	record(st, &d[0], 1, 200, DLV_DELIVERED);
+	record(st, &d[0], 2, 201, DLV_DELIVERED);
 	static const int codes_a[] = {200, 201};
 	attempts_are(st, d[0].delivery_id, codes_a, 2);
 
@@ -1549,31 +1551,24 @@ static void test_attempts_in_any_order(void **state)
 	struct delivery_result fails[2] = {outcome(&d[1], 1, 500, DLV_PENDING, SUBO_NONE),
 	                                   outcome(&d[1], 2, 500, DLV_PENDING, SUBO_NONE)};
 	assert_int_equal(st->ops->delivery_record(st, fails, 2), LH_OK);
-	r = outcome(&d[1], 3, 200, DLV_DELIVERED, SUBO_NONE);
-	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
-	r = outcome(&d[1], 4, 410, DLV_FAILED, SUBO_NONE);
-	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	record(st, &d[1], 3, 200, DLV_DELIVERED);
+	record(st, &d[1], 4, 410, DLV_FAILED);
 	assert_int_equal(
 	    st->ops->delivery_recover(st, "cl_A", "sub_1", 0, 1700000200000LL, &list, &n), LH_OK);
 	free(list);
 	hooked_clear();
-	r = outcome(&d[1], 5, 202, DLV_DELIVERED, SUBO_NONE);
-	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	record(st, &d[1], 5, 202, DLV_DELIVERED);
 	static const int codes_b[] = {500, 500, 200, 410, 202};
 	attempts_are(st, d[1].delivery_id, codes_b, 5);
 
 	/* Delivered twice, then each attempt recorded again as a failure, the first first:
 	 * each number shows its last record. */
-	r = outcome(&d[2], 1, 200, DLV_DELIVERED, SUBO_NONE);
-	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
-	r = outcome(&d[2], 2, 201, DLV_DELIVERED, SUBO_NONE);
-	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
-	r = outcome(&d[2], 1, 500, DLV_PENDING, SUBO_NONE);
-	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	record(st, &d[2], 1, 200, DLV_DELIVERED);
+	record(st, &d[2], 2, 201, DLV_DELIVERED);
+	record(st, &d[2], 1, 500, DLV_PENDING);
 	static const int codes_c[] = {500, 201};
 	attempts_are(st, d[2].delivery_id, codes_c, 2);
-	r = outcome(&d[2], 2, 503, DLV_PENDING, SUBO_NONE);
-	assert_int_equal(st->ops->delivery_record(st, &r, 1), LH_OK);
+	record(st, &d[2], 2, 503, DLV_PENDING);
 	static const int codes_d[] = {500, 503};
 	attempts_are(st, d[2].delivery_id, codes_d, 2);
 	st->ops->set_commit_hook(st, NULL, NULL);
