@@ -60,9 +60,12 @@ def count(srv, table):
 
 
 def sizes(srv):
-    """(store bytes, lab records' bytes, finished outbox rows): the database and its WAL on SQLite,
-    pg_database_size on PostgreSQL; the lab's records are bills and reports with their
-    indexes."""
+    """(store bytes, lab records' bytes, finished outbox rows): the database's pages on
+    SQLite (those in its WAL included, free ones too: retention's removals become free pages
+    that later rows reuse), pg_database_size on PostgreSQL; the lab's records are bills and
+    reports with their indexes. Not SQLite's files: the WAL file keeps the size of its
+    largest run between checkpoints (1 MB more, once, when a checkpoint could not restart it
+    on a loaded machine), which is not what retention holds."""
     if PG:
         uri = pg_uri(srv.pg_db)
         out = psql(uri, "SELECT pg_database_size(current_database()), "
@@ -70,9 +73,9 @@ def sizes(srv):
                    + FINISHED_ROWS).stdout
         total, lab, rows = (int(v) for v in out.strip().split("\x1f"))
         return total, lab, rows
-    path = os.path.join(srv.data_dir, "labhook.db")
-    total = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
     with srv.db() as db:
+        total = db.execute("SELECT page_count * page_size FROM pragma_page_count(),"
+                           " pragma_page_size()").fetchone()[0]
         lab = db.execute("SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN"
                          " (SELECT name FROM sqlite_schema WHERE tbl_name IN (?, ?))",
                          LAB_TABLES).fetchone()[0]
