@@ -150,12 +150,10 @@ static enum lh_err event_write(struct store_tx *tx, const struct event *ev, cons
                                const char *only_sub, struct domain_outcome *out)
 {
 	const char *party_ids[3] = {p->corporate_user, p->referred_org, p->referred_hospital_org};
-	size_t n = 0;
-	enum lh_err e = tx->ops->event_insert(tx, ev, party_ids, 3, only_sub, &n);
-	if (e == LH_OK) {
-		out->deliveries += n;
+	/* No count asked for: the store may then answer the event later in the batch. */
+	enum lh_err e = tx->ops->event_insert(tx, ev, party_ids, 3, only_sub, NULL);
+	if (e == LH_OK)
 		memcpy(out->event_id, ev->event_id, ID_CAP);
-	}
 	return e;
 }
 
@@ -378,8 +376,7 @@ enum lh_err domain_bill_create_tx(struct store_tx *tx, void *arg)
 {
 	struct domain_bill_new *j = arg;
 	/* It may run again after a rollback (STORE_JOB_RERUN): what the catalog made is kept
-	 * (refs are gone then) and the count starts over. */
-	j->out.deliveries = 0;
+	 * (refs are gone then). */
 	enum lh_err e = catalog_apply(tx, j);
 	if (e != LH_OK)
 		return e;

@@ -50,7 +50,6 @@ struct domain_outcome {
 	const char *field;  /* field at fault, or NULL */
 	char field_buf[48]; /* where field points when it was built for this outcome */
 	char message[256];
-	size_t deliveries;     /* delivery rows written on success */
 	char event_id[ID_CAP]; /* the last event written */
 	int changed;           /* 0 when the request was a no-op (completing a completed report) */
 };

@@ -359,7 +359,10 @@ struct store_tx_ops {
 	 * goes to that subscription instead (test events), or LH_ENOTFOUND if it is deleted
 	 * (read inside the transaction, so a racing delete cannot strand the delivery).
 	 * More than STORE_MAX_PARTIES party ids is LH_EINVAL (none is ever dropped).
-	 * *ndeliveries gets the count. */
+	 * *ndeliveries gets the count. With ndeliveries NULL (and no only_sub), in a batch of
+	 * jobs that may all run again (STORE_JOB_RERUN), a backend may send the statement
+	 * without waiting for it: its failure then fails the batch's first run (see
+	 * store_writer.h), and its deliveries reach the commit hook all the same. */
 	enum lh_err (*event_insert)(struct store_tx *tx, const struct event *ev,
 	                            const char *const *party_ids, size_t n, const char *only_sub,
 	                            size_t *ndeliveries);

@@ -33,6 +33,7 @@
 
 #define POOL_SIZE      8
 #define STMT_CACHE     96
+#define PIPE_MAX       64 /* statements in one round trip on the writer's connection */
 #define MAX_PARAMS     24
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -104,7 +105,14 @@ struct pg_store {
 	int savepoint_pending; /* the job's SAVEPOINT goes with its first statement */
 	int savepoint_open;    /* this job's SAVEPOINT is confirmed open */
 	int job_sent_nothing;  /* the job failed before sending anything */
-	int subs_dirty;        /* a job changed a subscription in the open batch */
+	int may_hold;          /* every job of the batch may run again: see hold */
+	int npipe;             /* statements queued in pipeline mode, not yet answered */
+	struct pipe_q {
+		const char *what;
+		unsigned char kind; /* enum pipe_kind */
+		struct event ev;    /* PIPE_EVENT: what its deliveries are made of (no payload) */
+	} pipe[PIPE_MAX];
+	int subs_dirty; /* a job changed a subscription in the open batch */
 	struct batch_news fresh_news, rescan_news; /* what the batch tells the other nodes */
 	struct store_writer *writer;
 	/* The pool: a slot is borrowed by one thread for one operation. */
@@ -590,77 +598,84 @@ static enum lh_err fail(struct pg_store *s, struct pg_conn *c, const PGresult *r
 	return LH_ESTORE;
 }
 
-static enum lh_err savepoint_flush(struct pg_store *s, struct pg_conn *c);
+/* ---- the writer's pipeline: several statements, one round trip ----
+ * A round trip costs the writer's connection more than most statements do (a wake-up on
+ * each side), so statements on it are queued in pipeline mode and sent with one sync:
+ * - A job's savepoint (store_writer.c opens one per job) is only noted by wb_savepoint and
+ *   goes ahead of the job's first statement, after the previous job's RELEASE. A job that
+ *   fails before any statement has nothing to undo, and ROLLBACK TO is then not sent (it
+ *   would undo the previous job, whose savepoint is still open until its RELEASE goes).
+ * - In a batch whose jobs may all run again (wb_begin's may_hold), the writes whose
+ *   results no caller waits for (a bill with its reports; an event with its deliveries,
+ *   which become fresh deliveries when answered) are held: queued without waiting, and
+ *   answered with the next statement whose result is needed (a read), when the queue is
+ *   full, or at the end of the jobs (wb_flush): one round trip for many jobs, while the
+ *   server runs the queue as it arrives. A held statement's failure is reported late and
+ *   perhaps to a later job; the writer then rolls the batch back and runs it again with a
+ *   savepoint per job, where nothing is held and each call reports its own outcome.
+ * - The batch's NOTIFY is held too, and answered with its COMMIT. */
 
-/* Runs a string of SQL without parameters (several statements allowed). */
-static enum lh_err exec_sql(struct pg_store *s, struct pg_conn *c, const char *sql,
-                            const char *what)
+enum pipe_kind {
+	PIPE_PLAIN,     /* its result is read and dropped */
+	PIPE_SAVEPOINT, /* the job's SAVEPOINT: once it succeeded, ROLLBACK TO undoes only the job
+	                 */
+	PIPE_LAST,      /* the statement whose result the caller gets */
+	PIPE_EVENT,     /* a held event: its rows become fresh deliveries */
+};
+
+static enum lh_err event_rows(struct pg_store *s, const PGresult *r, const struct event *ev,
+                              const char *only_sub, size_t *ndeliveries);
+
+/* Queues one statement (prepared as name, or sql without parameters) in pipeline mode.
+ * Returns 0 if it could not be sent; pipe_sync(s, 0, ...) then cleans up. */
+static int pipe_send(struct pg_store *s, const char *name, const char *sql, const struct params *p,
+                     enum pipe_kind kind, const struct event *ev, const char *what)
 {
-	enum lh_err e = savepoint_flush(s, c);
-	if (e != LH_OK)
-		return e;
-	PGresult *r = PQexec(c->pg, sql);
-	ExecStatusType st = PQresultStatus(r);
-	e = r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? LH_OK : fail(s, c, r, what);
-	PQclear(r);
-	return e;
+	PGconn *pg = s->wc.pg;
+	assert(s->npipe < PIPE_MAX);
+	if (s->npipe == 0 && !PQenterPipelineMode(pg))
+		return 0;
+	int ok = name ? PQsendQueryPrepared(pg, name, p->n, p->v, NULL, NULL, 0)
+	              : PQsendQueryParams(pg, sql, 0, NULL, NULL, NULL, NULL, 0);
+	if (ok) {
+		struct pipe_q *q = &s->pipe[s->npipe++];
+		q->what = what;
+		q->kind = (unsigned char)kind;
+		if (ev) {
+			q->ev = *ev;
+			q->ev.payload = NULL;
+		}
+	}
+	return ok;
 }
 
-/* ---- a job's savepoint, sent with its first statement ----
- * The writer opens a savepoint per job (store_writer.c), and a round trip for it alone
- * cost a third of a bill's time on the writer's connection. So wb_savepoint only notes it;
- * the job's first statement sends it (and the previous job's RELEASE) ahead of itself in
- * one pipeline, one round trip. A job that fails before any statement has nothing to undo,
- * and ROLLBACK TO is then not sent (it would undo the previous job, whose savepoint is
- * still open until its RELEASE goes). */
-
-/* Sends the pending RELEASE and SAVEPOINT on their own (before a statement that cannot be
- * pipelined with them). */
-static enum lh_err savepoint_flush(struct pg_store *s, struct pg_conn *c)
+/* Sends the sync (when sent, the queue went out whole) and reads every queued statement's
+ * result, in order. Returns the first failure's error (later statements of a pipeline that
+ * failed are aborted, not run), else LH_OK with the PIPE_LAST result in *out (may be NULL:
+ * then it is dropped). Leaves pipeline mode. */
+static enum lh_err pipe_sync(struct pg_store *s, int sent, PGresult **out, const char *what)
 {
-	if (c != &s->wc || !s->savepoint_pending)
-		return LH_OK;
-	const char *sql =
-	    s->release_pending ? "RELEASE SAVEPOINT job; SAVEPOINT job" : "SAVEPOINT job";
-	s->savepoint_pending = s->release_pending = 0;
-	PGresult *r = PQexec(c->pg, sql);
-	enum lh_err e = PQresultStatus(r) == PGRES_COMMAND_OK ? LH_OK : fail(s, c, r, "savepoint");
-	s->savepoint_open = e == LH_OK;
-	PQclear(r);
-	return e;
-}
-
-/* One pipeline: [RELEASE SAVEPOINT job,] SAVEPOINT job, then the prepared statement name
- * with p. Returns as run() does, with the first failure's error (later queries of a
- * pipeline that failed are aborted, not run). */
-static enum lh_err run_with_savepoint(struct pg_store *s, struct pg_conn *c, const char *name,
-                                      const struct params *p, PGresult **out, const char *what)
-{
-	PGconn *pg = c->pg;
-	int release = s->release_pending;
-	s->savepoint_pending = s->release_pending = 0;
-	if (!PQenterPipelineMode(pg))
-		return fail(s, c, NULL, what);
-	int nq = release ? 3 : 2;
-	int sent = (!release ||
-	            PQsendQueryParams(pg, "RELEASE SAVEPOINT job", 0, NULL, NULL, NULL, NULL, 0)) &&
-	           PQsendQueryParams(pg, "SAVEPOINT job", 0, NULL, NULL, NULL, NULL, 0) &&
-	           PQsendQueryPrepared(pg, name, p->n, p->v, NULL, NULL, 0) && PQpipelineSync(pg);
-	enum lh_err e = sent ? LH_OK : LH_EUNAVAIL;
+	PGconn *pg = s->wc.pg;
+	int nq = s->npipe;
+	s->npipe = 0;
+	sent = sent && nq > 0 && PQpipelineSync(pg);
+	enum lh_err e = sent ? LH_OK : fail(s, &s->wc, NULL, what);
 	PGresult *last = NULL;
 	for (int q = 0; q < nq && sent; q++) {
 		PGresult *r = PQgetResult(pg);
 		if (!r) { /* the connection went away */
-			e = e == LH_OK ? fail(s, c, NULL, what) : e;
+			e = e == LH_OK ? fail(s, &s->wc, NULL, s->pipe[q].what) : e;
 			break;
 		}
 		ExecStatusType st = PQresultStatus(r);
 		int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-		if (ok && q == nq - 2)
-			s->savepoint_open = 1; /* the job's SAVEPOINT: ROLLBACK TO undoes only it */
+		if (ok && s->pipe[q].kind == PIPE_SAVEPOINT)
+			s->savepoint_open = 1;
 		if (!ok && e == LH_OK && st != PGRES_PIPELINE_ABORTED)
-			e = fail(s, c, r, q == nq - 1 ? what : "savepoint");
-		if (q == nq - 1 && ok && e == LH_OK)
+			e = fail(s, &s->wc, r, s->pipe[q].what);
+		if (ok && e == LH_OK && s->pipe[q].kind == PIPE_EVENT)
+			e = event_rows(s, r, &s->pipe[q].ev, NULL, NULL);
+		if (s->pipe[q].kind == PIPE_LAST && ok && e == LH_OK && out)
 			last = r;
 		else
 			PQclear(r);
@@ -677,21 +692,82 @@ static enum lh_err run_with_savepoint(struct pg_store *s, struct pg_conn *c, con
 		if (sync)
 			break;
 	}
-	if (!PQexitPipelineMode(pg)) {
+	if (PQpipelineStatus(pg) != PQ_PIPELINE_OFF && !PQexitPipelineMode(pg)) {
 		/* Left in pipeline mode, every later statement would fail: the connection is
 		 * reset, which ends the transaction, so the batch fails as a whole. */
 		LOG(LOG_ERROR, "store",
 		    "op=%s the connection is reset: it could not leave pipeline mode", what);
 		PQreset(pg);
-		c->nstmt = 0;
+		s->wc.nstmt = 0;
 		e = e == LH_OK ? LH_ESTORE : e;
 	}
 	if (e != LH_OK) {
 		PQclear(last);
 		return e;
 	}
-	*out = last;
+	if (out)
+		*out = last;
 	return LH_OK;
+}
+
+/* Queues the job's pending [RELEASE SAVEPOINT job,] SAVEPOINT job; 0 if they could not be
+ * sent. */
+static int pipe_savepoint(struct pg_store *s)
+{
+	int release = s->release_pending;
+	if (!s->savepoint_pending)
+		return 1;
+	s->savepoint_pending = s->release_pending = 0;
+	return (!release ||
+	        pipe_send(s, NULL, "RELEASE SAVEPOINT job", NULL, PIPE_PLAIN, NULL, "savepoint")) &&
+	       pipe_send(s, NULL, "SAVEPOINT job", NULL, PIPE_SAVEPOINT, NULL, "savepoint");
+}
+
+/* Answers what the writer's connection holds (before a statement that cannot be pipelined
+ * with it): the pending RELEASE and SAVEPOINT, held statements. */
+static enum lh_err pipe_flush(struct pg_store *s, struct pg_conn *c, const char *what)
+{
+	if (c != &s->wc || (!s->savepoint_pending && !s->npipe))
+		return LH_OK;
+	return pipe_sync(s, pipe_savepoint(s), NULL, what);
+}
+
+/* Runs a string of SQL without parameters (several statements allowed). */
+static enum lh_err exec_sql(struct pg_store *s, struct pg_conn *c, const char *sql,
+                            const char *what)
+{
+	enum lh_err e = pipe_flush(s, c, what);
+	if (e != LH_OK)
+		return e;
+	PGresult *r = PQexec(c->pg, sql);
+	ExecStatusType st = PQresultStatus(r);
+	e = r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? LH_OK : fail(s, c, r, what);
+	PQclear(r);
+	return e;
+}
+
+/* The index of sql (a string literal) among c's prepared statements, prepared now if new;
+ * STMT_CACHE past the cache (more statements than it holds). */
+static enum lh_err stmt_prepare(struct pg_store *s, struct pg_conn *c, const char *sql,
+                                const struct params *p, size_t *index, const char *what)
+{
+	size_t i;
+	for (i = 0; i < c->nstmt && c->stmt[i] != sql; i++)
+		;
+	*index = i;
+	if (i < c->nstmt || i >= STMT_CACHE)
+		return LH_OK;
+	enum lh_err e = pipe_flush(s, c, what); /* PQprepare waits for its answer */
+	if (e != LH_OK)
+		return e;
+	char name[16];
+	snprintf(name, sizeof name, "s%zu", i);
+	PGresult *r = PQprepare(c->pg, name, sql, p->n, NULL);
+	e = PQresultStatus(r) == PGRES_COMMAND_OK ? LH_OK : fail(s, c, r, what);
+	PQclear(r);
+	if (e == LH_OK)
+		c->stmt[c->nstmt++] = sql;
+	return e;
 }
 
 /* Runs sql (a string literal: prepared once per connection, cached by its address) with
@@ -701,36 +777,55 @@ static enum lh_err run(struct pg_store *s, struct pg_conn *c, const char *sql,
 {
 	char name[16];
 	size_t i;
-	PGresult *r;
-	for (i = 0; i < c->nstmt && c->stmt[i] != sql; i++)
-		;
+	enum lh_err e = stmt_prepare(s, c, sql, p, &i, what);
+	if (e != LH_OK)
+		return e;
 	snprintf(name, sizeof name, "s%zu", i);
-	if (i == c->nstmt && i < STMT_CACHE) {
-		r = PQprepare(c->pg, name, sql, p->n, NULL);
-		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-			enum lh_err e = fail(s, c, r, what);
-			PQclear(r);
-			return e;
-		}
-		PQclear(r);
-		c->stmt[c->nstmt++] = sql;
+	if (c == &s->wc && (s->savepoint_pending || s->npipe) && i < STMT_CACHE) {
+		if (s->npipe > PIPE_MAX - 3 && (e = pipe_sync(s, 1, NULL, what)) != LH_OK)
+			return e; /* no room left for the savepoint's two and this one */
+		return pipe_sync(
+		    s, pipe_savepoint(s) && pipe_send(s, name, NULL, p, PIPE_LAST, NULL, what), out,
+		    what);
 	}
-	if (c == &s->wc && s->savepoint_pending && i < STMT_CACHE)
-		return run_with_savepoint(s, c, name, p, out, what);
-	enum lh_err e0 = savepoint_flush(s, c);
-	if (e0 != LH_OK)
-		return e0;
-	/* Past the cache (more statements than we have), unprepared. */
-	r = i < STMT_CACHE ? PQexecPrepared(c->pg, name, p->n, p->v, NULL, NULL, 0)
-	                   : PQexecParams(c->pg, sql, p->n, NULL, p->v, NULL, NULL, 0);
+	if ((e = pipe_flush(s, c, what)) != LH_OK)
+		return e;
+	/* Past the cache, unprepared. */
+	PGresult *r = i < STMT_CACHE ? PQexecPrepared(c->pg, name, p->n, p->v, NULL, NULL, 0)
+	                             : PQexecParams(c->pg, sql, p->n, NULL, p->v, NULL, NULL, 0);
 	ExecStatusType st = PQresultStatus(r);
 	if (r && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
 		*out = r;
 		return LH_OK;
 	}
-	enum lh_err e = fail(s, c, r, what);
+	e = fail(s, c, r, what);
 	PQclear(r);
 	return e;
+}
+
+/* Runs a write on the writer's connection that no caller waits for: held (see "the
+ * writer's pipeline") when always or the batch's may_hold allows it, else at once. kind is
+ * PIPE_PLAIN, or PIPE_EVENT with ev (the event whose deliveries sql returns). */
+static enum lh_err hold(struct pg_store *s, const char *sql, const struct params *p, int always,
+                        enum pipe_kind kind, const struct event *ev, const char *what)
+{
+	char name[16];
+	size_t i;
+	enum lh_err e = stmt_prepare(s, &s->wc, sql, p, &i, what);
+	if (e == LH_OK && s->npipe > PIPE_MAX - 3)
+		e = pipe_sync(s, 1, NULL, what); /* full: the held ones are answered first */
+	if (e != LH_OK)
+		return e;
+	if (!(always || s->may_hold) || s->savepoint_pending || i >= STMT_CACHE) {
+		PGresult *r = NULL;
+		e = run(s, &s->wc, sql, p, &r, what);
+		if (e == LH_OK && kind == PIPE_EVENT)
+			e = event_rows(s, r, ev, NULL, NULL);
+		PQclear(r);
+		return e;
+	}
+	snprintf(name, sizeof name, "s%zu", i);
+	return pipe_send(s, name, NULL, p, kind, ev, what) ? LH_OK : pipe_sync(s, 0, NULL, what);
 }
 
 /* Runs a statement whose rows are not read; *changed (may be NULL) gets the rows it
@@ -835,7 +930,14 @@ static enum lh_err query_one(struct pg_store *s, struct pg_conn *c, const char *
  * outcome. (A COMMIT of a transaction an error aborted would answer ROLLBACK: checked.) */
 static enum lh_err tx_close(struct pg_store *s, struct pg_conn *c, enum lh_err e)
 {
-	if (e == LH_OK)
+	if (c == &s->wc && s->npipe) {
+		/* Held statements: the COMMIT goes with them (or they are answered before the
+		 * ROLLBACK). */
+		enum lh_err f = pipe_sync(
+		    s, e != LH_OK || pipe_send(s, NULL, "COMMIT", NULL, PIPE_PLAIN, NULL, "commit"),
+		    NULL, "commit");
+		e = e == LH_OK ? f : e;
+	} else if (e == LH_OK)
 		e = PQtransactionStatus(c->pg) == PQTRANS_INTRANS
 		        ? exec_sql(s, c, "COMMIT", "commit")
 		    : PQstatus(c->pg) == CONNECTION_OK ? LH_ESTORE
@@ -1536,18 +1638,18 @@ static enum lh_err tx_bill_insert(struct store_tx *tx, const struct bill *b,
 	for (size_t k = 0; k < COUNTOF(col); k++)
 		if (p_array(&p, &col[k]) != LH_OK)
 			e = LH_ENOMEM;
-	/* The bill and all its reports in one statement: one round trip. */
+	/* The bill and all its reports in one statement, held in the API's batches (see "the
+	 * writer's pipeline"). */
 	if (e == LH_OK)
-		e = run_cmd(
-		    s, &s->wc,
-		    "WITH b AS (INSERT INTO bills(bill_id, client_id, lab_id, integrator_id,"
-		    " pre_booking_id, bar_code, lead_source, status, corporate_user,"
-		    " referred_org, referred_hospital_org, patient, created_at, updated_at)"
-		    " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14))"
-		    " INSERT INTO reports(report_id, bill_id, seq, name, package, status,"
-		    " completed_at) SELECT * FROM unnest($15::text[], $16::text[],"
-		    " $17::bigint[], $18::text[], $19::text[], $20::bigint[], $21::bigint[])",
-		    &p, NULL, "bill_insert");
+		e = hold(s,
+		         "WITH b AS (INSERT INTO bills(bill_id, client_id, lab_id, integrator_id,"
+		         " pre_booking_id, bar_code, lead_source, status, corporate_user,"
+		         " referred_org, referred_hospital_org, patient, created_at, updated_at)"
+		         " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14))"
+		         " INSERT INTO reports(report_id, bill_id, seq, name, package, status,"
+		         " completed_at) SELECT * FROM unnest($15::text[], $16::text[],"
+		         " $17::bigint[], $18::text[], $19::text[], $20::bigint[], $21::bigint[])",
+		         &p, 0, PIPE_PLAIN, NULL, "bill_insert");
 	params_free(&p);
 	return e;
 }
@@ -1794,7 +1896,10 @@ static enum lh_err news_send(struct pg_store *s, struct pg_conn *c, struct batch
 	p_text(&p, payload);
 	b->n = 0;
 	b->all = 0;
-	return run_cmd(s, c, "SELECT pg_notify('labhook_deliveries', $1)", &p, NULL, "notify");
+	static const char *const sql = "SELECT pg_notify('labhook_deliveries', $1)";
+	/* On the writer's connection, answered with the COMMIT (tx_close): one round trip. */
+	return c == &s->wc ? hold(s, sql, &p, 1, PIPE_PLAIN, NULL, "notify")
+	                   : run_cmd(s, c, sql, &p, NULL, "notify");
 }
 
 static const char *const EVENT_SQL =
@@ -1843,11 +1948,23 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 	p_text(&p, only_sub ? only_sub : "");
 	if (p_array(&p, &parties) != LH_OK || p_array(&p, &ids) != LH_OK)
 		e = e == LH_OK ? LH_ENOMEM : e;
-	if (e == LH_OK)
-		e = run(s, &s->wc, EVENT_SQL, &p, &r, "event_insert");
+	/* With no count wanted (the API's jobs) and no subscription of its own (test events:
+	 * a deleted one is refused), the deliveries need not be known before the job goes on. */
+	if (e == LH_OK && !only_sub && !ndeliveries)
+		e = hold(s, EVENT_SQL, &p, 0, PIPE_EVENT, ev, "event_insert");
+	else if (e == LH_OK && (e = run(s, &s->wc, EVENT_SQL, &p, &r, "event_insert")) == LH_OK)
+		e = event_rows(s, r, ev, only_sub, ndeliveries);
+	PQclear(r);
 	params_free(&p);
-	if (e != LH_OK)
-		return e;
+	return e;
+}
+
+/* EVENT_SQL's rows (the deliveries it made) become fresh deliveries; *ndeliveries (may be
+ * NULL) gets their count. */
+static enum lh_err event_rows(struct pg_store *s, const PGresult *r, const struct event *ev,
+                              const char *only_sub, size_t *ndeliveries)
+{
+	enum lh_err e = LH_OK;
 	size_t nd = (size_t)PQntuples(r);
 	if (only_sub && nd == 0)
 		e = LH_ENOTFOUND; /* deleted: a racing delete cannot strand the delivery */
@@ -1863,10 +1980,10 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 		e = store_fresh_delivery(s->writer, &d, NULL);
 		news_add(&s->fresh_news, sub);
 	}
-	PQclear(r);
 	if (e == LH_OK) {
 		writer_event_made(s->writer, ev->type);
-		*ndeliveries = nd;
+		if (ndeliveries)
+			*ndeliveries = nd;
 	}
 	return e;
 }
@@ -2194,9 +2311,11 @@ static const struct store_tx_ops pg_tx_ops = {
 
 /* ---- group commit: the transaction primitives store_writer.c runs batches with ---- */
 
-static enum lh_err wb_begin(void *be)
+static enum lh_err wb_begin(void *be, int may_hold)
 {
 	struct pg_store *s = be;
+	assert(s->npipe == 0);
+	s->may_hold = may_hold;
 	s->release_pending = s->savepoint_pending = 0;
 	s->subs_dirty = 0;
 	s->fresh_news.n = s->rescan_news.n = 0;
@@ -2210,8 +2329,8 @@ static enum lh_err wb_begin(void *be)
 static enum lh_err wb_savepoint(void *be)
 {
 	struct pg_store *s = be;
-	/* Sent with the job's first statement, after the previous job's RELEASE: see
-	 * run_with_savepoint. */
+	/* Sent with the job's first statement, after the previous job's RELEASE: see "the
+	 * writer's pipeline". */
 	s->savepoint_pending = 1;
 	s->savepoint_open = 0;
 	s->job_sent_nothing = 0;
@@ -2249,11 +2368,20 @@ static enum lh_err wb_release(void *be)
 	return LH_OK;
 }
 
+static enum lh_err wb_flush(void *be)
+{
+	struct pg_store *s = be;
+	return s->npipe ? pipe_sync(s, 1, NULL, "flush") : LH_OK;
+}
+
 static int wb_in_tx(void *be)
 {
+	struct pg_store *s = be;
 	/* Not after a lost connection, nor in a transaction an error aborted (a failed
 	 * ROLLBACK TO): then the jobs before are gone too, and the batch fails. */
-	return PQtransactionStatus(((struct pg_store *)be)->wc.pg) == PQTRANS_INTRANS;
+	if (s->npipe) /* "busy" while statements are held: their failure shows at wb_flush */
+		return PQstatus(s->wc.pg) == CONNECTION_OK;
+	return PQtransactionStatus(s->wc.pg) == PQTRANS_INTRANS;
 }
 
 static enum lh_err wb_end(void *be, enum lh_err e)
@@ -2273,6 +2401,7 @@ static const struct writer_backend pg_writer_ops = {
     .savepoint = wb_savepoint,
     .rollback_to = wb_rollback_to,
     .release = wb_release,
+    .flush = wb_flush,
     .in_tx = wb_in_tx,
     .end = wb_end,
 };

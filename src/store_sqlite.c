@@ -1955,7 +1955,8 @@ static enum lh_err tx_event_insert(struct store_tx *tx, const struct event *ev,
 			return e;
 	}
 	writer_event_made(s->writer, ev->type);
-	*ndeliveries = nm;
+	if (ndeliveries)
+		*ndeliveries = nm;
 	return LH_OK;
 }
 
@@ -2436,9 +2437,10 @@ static const struct store_tx_ops sqlite_tx_ops = {
 
 /* ---- group commit: the transaction primitives store_writer.c runs batches with ---- */
 
-static enum lh_err wb_begin(void *be)
+static enum lh_err wb_begin(void *be, int may_hold)
 {
 	struct sqlite_store *s = be;
+	(void)may_hold;             /* nothing is held: every statement is answered at once */
 	pthread_mutex_lock(&s->mu); /* even when BEGIN fails: wb_end releases it */
 	return exec(s, "BEGIN IMMEDIATE");
 }

@@ -170,6 +170,9 @@ static enum lh_err run_jobs(struct store_writer *w, struct job *batch, enum lh_e
 			e = j->result != LH_OK && err_http_status(j->result) >= 500 ? j->result
 			                                                            : LH_ESTORE;
 	}
+	/* What the backend held back fails some job of the batch, perhaps not the last. */
+	if (!careful && e == LH_OK && ops->flush && (e = ops->flush(w->be)) != LH_OK)
+		*again = 1;
 	return e;
 }
 
@@ -186,7 +189,7 @@ static void run_batch(struct store_writer *w, struct job *batch)
 	if (w->careful > 0)
 		w->careful--;
 	int again;
-	enum lh_err e = run_jobs(w, batch, ops->begin(w->be), careful, &njobs, &again);
+	enum lh_err e = run_jobs(w, batch, ops->begin(w->be, !careful), careful, &njobs, &again);
 	if (again) {
 		/* A job failed with no savepoint to undo only it: undo everything and run the
 		 * batch again, each job inside its own. */
@@ -194,7 +197,7 @@ static void run_batch(struct store_writer *w, struct job *batch)
 		fresh_cut(w, 0);
 		memset(w->events, 0, sizeof w->events);
 		w->careful = CAREFUL_BATCHES;
-		e = run_jobs(w, batch, ops->begin(w->be), 1, &njobs, &again);
+		e = run_jobs(w, batch, ops->begin(w->be, 0), 1, &njobs, &again);
 	}
 	t1 = util_mono_us();
 	int committing = e == LH_OK;

@@ -27,12 +27,18 @@
 /* The transaction primitives of a backend. `be` is the backend's own state. */
 struct writer_backend {
 	/* Opens the batch's transaction (and takes whatever lock the backend's connection
-	 * needs, held until end). */
-	enum lh_err (*begin)(void *be);
+	 * needs, held until end). may_hold: every job of the batch may run again, and the
+	 * failure of any rolls the batch back to run it again with a savepoint per job; so a
+	 * backend may hold back writes whose results no caller waits for and report their
+	 * failure late, to a later statement of any job or at flush. */
+	enum lh_err (*begin)(void *be, int may_hold);
 	/* A savepoint around one job; rollback_to undoes the job's changes, release ends it. */
 	enum lh_err (*savepoint)(void *be);
 	enum lh_err (*rollback_to)(void *be);
 	enum lh_err (*release)(void *be);
+	/* After the jobs of a may_hold batch (NULL: nothing is ever held): what the backend
+	 * held back is answered now. An error means some job failed: the batch runs again. */
+	enum lh_err (*flush)(void *be);
 	/* 1 while the batch's transaction is still open: an I/O error or a lost connection
 	 * inside a job may have rolled all of it back, and then the rest of the batch fails. */
 	int (*in_tx)(void *be);

@@ -1908,6 +1908,117 @@ static void test_bills_and_reports(void **state)
 	free(r);
 }
 
+/* A bill, and with with_event its bill.created event, as the API writes them. */
+struct bill_event_job {
+	struct bill_job bill;
+	int with_event;
+};
+
+static enum lh_err job_bill_event(struct store_tx *tx, void *arg)
+{
+	struct bill_event_job *j = arg;
+	enum lh_err e = tx->ops->bill_insert(tx, &j->bill.b, j->bill.r, j->bill.n);
+	if (e != LH_OK || !j->with_event)
+		return e;
+	/* As the API writes it: no count asked for, so it may be answered later. */
+	struct event ev;
+	memset(&ev, 0, sizeof ev);
+	assert_int_equal(util_new_id("evt_", ev.event_id), LH_OK);
+	snprintf(ev.client_id, sizeof ev.client_id, "cl_A");
+	snprintf(ev.lab_id, sizeof ev.lab_id, "lab_1");
+	snprintf(ev.entity_id, sizeof ev.entity_id, "%s", j->bill.b.bill_id);
+	ev.type = EV_BILL_CREATED;
+	ev.payload = "{}";
+	ev.created_at = 1700000000;
+	return tx->ops->event_insert(tx, &ev, NULL, 0, NULL, NULL);
+}
+
+/* Runs bills[0..n) (ids[i], bars[i], an event after the bill where events[i]) as one batch
+ * of jobs that may run twice (the API's, STORE_JOB_RERUN), queued behind a gated batch of
+ * one event, and checks each is told want[i] once and is stored only if LH_OK. */
+static void bill_batch(struct store *st, size_t n, const char *const *ids, const char *const *bars,
+                       const int *events, const enum lh_err *want)
+{
+	struct bill_event_job jobs[4];
+	struct bill b;
+	struct report *r = NULL;
+	size_t nr = 0;
+	struct gate g = {PTHREAD_MUTEX_INITIALIZER,
+	                 PTHREAD_COND_INITIALIZER,
+	                 0,
+	                 0,
+	                 {"bill_0", "{}", LH_OK, NULL, NULL}};
+	struct waiter w[5];
+	assert_true(n <= 4);
+	for (size_t i = 0; i < 5; i++)
+		w[i] =
+		    (struct waiter){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, LH_OK};
+	st->ops->submit_async(st, job_gated, &g, 0, on_done, &w[4]);
+	gate_wait(&g);
+	for (size_t i = 0; i < n; i++) {
+		bill_fill(&jobs[i].bill, ids[i], bars[i]);
+		jobs[i].with_event = events[i];
+		st->ops->submit_async(st, job_bill_event, &jobs[i], STORE_JOB_RERUN, on_done,
+		                      &w[i]);
+	}
+	gate_open(&g);
+	assert_int_equal(wait_done(&w[4]), LH_OK);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(wait_done(&w[i]), want[i]);
+		assert_int_equal(w[i].calls, 1);
+		enum lh_err e = st->ops->bill_get(st, "cl_A", ids[i], &b, &r, &nr);
+		assert_int_equal(e, want[i] == LH_OK ? LH_OK : LH_ENOTFOUND);
+		if (e == LH_OK) {
+			assert_string_equal(b.bar_code, bars[i]);
+			assert_int_equal(nr, 2);
+			free(r);
+			r = NULL;
+		}
+	}
+}
+
+/* In a batch of the API's jobs a backend may answer a bill's insert only with the job's
+ * next statement or at the job's end (PostgreSQL does, to save a round trip); a refused
+ * bill must still be refused alone, with its own error, whether an event follows it or
+ * nothing does, and last in its batch too. */
+static void test_bills_refused_in_a_rerun_batch(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = f->st;
+	struct bill_event_job first;
+
+	outbox_setup(st);
+	/* A first bill alone: its statements are known to the connection afterwards. */
+	bill_fill(&first.bill, "bill_1", "BC1");
+	first.with_event = 1;
+	assert_int_equal(st->ops->submit(st, job_bill_event, &first), LH_OK);
+
+	/* The refused one last, with nothing after its insert. */
+	static const char *const ids1[3] = {"bill_2", "bill_3", "bill_4"};
+	static const char *const bars1[3] = {"BC2", "BC3", "BC1"};
+	static const int events1[3] = {1, 0, 0};
+	static const enum lh_err want1[3] = {LH_OK, LH_OK, LH_ECONFLICT};
+	hooked_clear();
+	bill_batch(st, 3, ids1, bars1, events1, want1);
+	/* Handed to the engine once each: the gate's event and bill_2's. */
+	assert_int_equal(nhooked, 2);
+	assert_string_equal(hooked[0].entity_id, "bill_0");
+	assert_string_equal(hooked[1].entity_id, "bill_2");
+	hooked_clear();
+	/* Refused with its event after it; a bill of the refused one's bar code, alone after. */
+	static const char *const ids2[3] = {"bill_5", "bill_6", "bill_7"};
+	static const char *const bars2[3] = {"BC1", "BC6", "BC3"};
+	static const int events2[3] = {1, 1, 0};
+	static const enum lh_err want2[3] = {LH_ECONFLICT, LH_OK, LH_ECONFLICT};
+	bill_batch(st, 3, ids2, bars2, events2, want2);
+	assert_int_equal(nhooked, 2);
+	assert_string_equal(hooked[1].entity_id, "bill_6");
+	/* The gated events (2), bill_1's, bill_2's and bill_6's: none of a refused bill. */
+	assert_int_equal(pending_count(st), 5);
+	hooked_clear();
+	st->ops->set_commit_hook(st, NULL, NULL);
+}
+
 /* ---- report documents ---- */
 
 struct doc_job {
@@ -3409,6 +3520,7 @@ int main(void)
 	    T(test_event_party_limit),
 	    T(test_large_payload_not_inlined),
 	    T(test_bills_and_reports),
+	    T(test_bills_refused_in_a_rerun_batch),
 	    T(test_leads_and_bookings),
 	    T(test_report_documents),
 	    T(test_concurrent_events),
