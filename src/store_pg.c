@@ -56,7 +56,8 @@
  *   pending, and no event reaches two live holders.
  * - Taken before any row of the batch is written, it keeps one lock order (this lock, then
  *   rows) for every writer of subscriptions and deliveries, so they cannot deadlock. */
-#define BEGIN_ORDERED "BEGIN; SELECT pg_advisory_xact_lock(" LOCK_ORDER ")"
+#define ORDER_LOCK    "SELECT pg_advisory_xact_lock(" LOCK_ORDER ")"
+#define BEGIN_ORDERED "BEGIN; " ORDER_LOCK
 /* A subscription change also tells the other nodes, at its commit. */
 #define BEGIN_SUBS BEGIN_ORDERED "; NOTIFY labhook_subs"
 
@@ -613,7 +614,8 @@ static enum lh_err fail(struct pg_store *s, struct pg_conn *c, const PGresult *r
  *   server runs the queue as it arrives. A held statement's failure is reported late and
  *   perhaps to a later job; the writer then rolls the batch back and runs it again with a
  *   savepoint per job, where nothing is held and each call reports its own outcome.
- * - The batch's NOTIFY is held too, and answered with its COMMIT. */
+ * - The batch's BEGIN and order lock go with its first statement, its NOTIFY with its
+ *   COMMIT. */
 
 enum pipe_kind {
 	PIPE_PLAIN,     /* its result is read and dropped */
@@ -2323,7 +2325,14 @@ static enum lh_err wb_begin(void *be, int may_hold)
 	/* A lost connection is reset here, at the next batch, within the backoff: while the
 	 * database is down, batches fail at once (LH_EUNAVAIL) without trying to connect. */
 	enum lh_err e = conn_ready(s, &s->wc);
-	return e == LH_OK ? exec_sql(s, &s->wc, BEGIN_ORDERED, "begin") : e;
+	if (e != LH_OK)
+		return e;
+	/* Held, sent with the batch's first statement (see "the writer's pipeline"): a failure
+	 * shows there, and in_tx then fails the rest of the batch. */
+	return pipe_send(s, NULL, "BEGIN", NULL, PIPE_PLAIN, NULL, "begin") &&
+	               pipe_send(s, NULL, ORDER_LOCK, NULL, PIPE_PLAIN, NULL, "begin")
+	           ? LH_OK
+	           : pipe_sync(s, 0, NULL, "begin");
 }
 
 static enum lh_err wb_savepoint(void *be)
