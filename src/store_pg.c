@@ -610,8 +610,9 @@ static enum lh_err fail(struct pg_store *s, struct pg_conn *c, const PGresult *r
  *   results no caller waits for (a bill with its reports; an event with its deliveries,
  *   which become fresh deliveries when answered) are held: queued without waiting, and
  *   answered with the next statement whose result is needed (a read), when the queue is
- *   full, or at the end of the jobs (wb_flush): one round trip for many jobs, while the
- *   server runs the queue as it arrives. A held statement's failure is reported late and
+ *   full, or at the end of the jobs (wb_flush): one round trip for many jobs (libpq
+ *   sends the queue when its buffer passes 64 KiB, or at the sync). A held statement's
+ *   failure is reported late and
  *   perhaps to a later job; the writer then rolls the batch back and runs it again with a
  *   savepoint per job, where nothing is held and each call reports its own outcome.
  * - The batch's BEGIN and order lock go with its first statement, its NOTIFY with its
@@ -661,7 +662,10 @@ static enum lh_err pipe_sync(struct pg_store *s, int sent, PGresult **out, const
 	int nq = s->npipe;
 	s->npipe = 0;
 	sent = sent && nq > 0 && PQpipelineSync(pg);
-	enum lh_err e = sent ? LH_OK : fail(s, &s->wc, NULL, what);
+	/* Not sent: the connection went away (or libpq's memory did). */
+	enum lh_err e = sent                            ? LH_OK
+	                : PQstatus(pg) != CONNECTION_OK ? fail(s, &s->wc, NULL, what)
+	                                                : LH_ESTORE;
 	PGresult *last = NULL;
 	for (int q = 0; q < nq && sent; q++) {
 		PGresult *r = PQgetResult(pg);
@@ -695,12 +699,13 @@ static enum lh_err pipe_sync(struct pg_store *s, int sent, PGresult **out, const
 			break;
 	}
 	if (PQpipelineStatus(pg) != PQ_PIPELINE_OFF && !PQexitPipelineMode(pg)) {
-		/* Left in pipeline mode, every later statement would fail: the connection is
-		 * reset, which ends the transaction, so the batch fails as a whole. */
-		LOG(LOG_ERROR, "store",
-		    "op=%s the connection is reset: it could not leave pipeline mode", what);
-		PQreset(pg);
-		s->wc.nstmt = 0;
+		/* Left in pipeline mode (queries not answered: the connection went away), every
+		 * later statement would fail: the connection is closed, which ends the
+		 * transaction, so the batch fails as a whole, and the next batch connects again
+		 * (conn_ready: within the backoff, and checked). */
+		LOG(LOG_WARN, "store",
+		    "op=%s the writer's connection is closed: %d statements unanswered", what, nq);
+		conn_close(&s->wc);
 		e = e == LH_OK ? LH_ESTORE : e;
 	}
 	if (e != LH_OK) {
@@ -2396,6 +2401,7 @@ static int wb_in_tx(void *be)
 static enum lh_err wb_end(void *be, enum lh_err e)
 {
 	struct pg_store *s = be;
+	s->may_hold = 0;
 	if (e == LH_OK && (e = news_send(s, &s->wc, &s->fresh_news, 'n')) == LH_OK)
 		e = news_send(s, &s->wc, &s->rescan_news, 'r');
 	e = tx_close(s, &s->wc, e);
