@@ -376,12 +376,7 @@ enum lh_err domain_bill_create_tx(struct store_tx *tx, void *arg)
 {
 	struct domain_bill_new *j = arg;
 	/* It may run again after a rollback (STORE_JOB_RERUN): what the catalog made is kept
-	 * (refs are gone then), and a refusal of the run before is forgotten: in a batch run
-	 * without savepoints the store may report another job's failure to this one (see
-	 * store_writer.h), which the run again corrects. */
-	j->out.code = NULL;
-	j->out.field = NULL;
-	j->out.message[0] = '\0';
+	 * (refs are gone then). */
 	enum lh_err e = catalog_apply(tx, j);
 	if (e != LH_OK)
 		return e;

@@ -612,16 +612,15 @@ static enum lh_err fail(struct pg_store *s, struct pg_conn *c, const PGresult *r
  *   answered with the next statement whose result is needed (a read), when the queue is
  *   full, or at the end of the jobs (wb_flush): one round trip for many jobs (libpq
  *   sends the queue when its buffer passes 64 KiB, or at the sync). A held statement's
- *   failure is reported late and
- *   perhaps to a later job; the writer then rolls the batch back and runs it again with a
- *   savepoint per job, where nothing is held and each call reports its own outcome.
+ *   failure is reported late, perhaps to a later job (as a store error: its conflict is
+ *   not that job's to refuse); the writer then rolls the batch back and runs it again with
+ *   a savepoint per job, where nothing is held and each call reports its own outcome.
  * - The batch's BEGIN and order lock go with its first statement, its NOTIFY with its
  *   COMMIT. */
 
 enum pipe_kind {
 	PIPE_PLAIN,     /* its result is read and dropped */
-	PIPE_SAVEPOINT, /* the job's SAVEPOINT: once it succeeded, ROLLBACK TO undoes only the job
-	                 */
+	PIPE_SAVEPOINT, /* the job's SAVEPOINT: once it succeeded, ROLLBACK TO undoes the job */
 	PIPE_LAST,      /* the statement whose result the caller gets */
 	PIPE_EVENT,     /* a held event: its rows become fresh deliveries */
 };
@@ -677,8 +676,13 @@ static enum lh_err pipe_sync(struct pg_store *s, int sent, PGresult **out, const
 		int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 		if (ok && s->pipe[q].kind == PIPE_SAVEPOINT)
 			s->savepoint_open = 1;
-		if (!ok && e == LH_OK && st != PGRES_PIPELINE_ABORTED)
+		if (!ok && e == LH_OK && st != PGRES_PIPELINE_ABORTED) {
 			e = fail(s, &s->wc, r, s->pipe[q].what);
+			/* A held statement's conflict (another job's duplicate bar code) is not the
+			 * caller's to refuse: only its own statement's is (PIPE_LAST). */
+			if (e == LH_ECONFLICT && s->pipe[q].kind != PIPE_LAST)
+				e = LH_ESTORE;
+		}
 		if (ok && e == LH_OK && s->pipe[q].kind == PIPE_EVENT)
 			e = event_rows(s, r, &s->pipe[q].ev, NULL, NULL);
 		if (s->pipe[q].kind == PIPE_LAST && ok && e == LH_OK && out)

@@ -166,14 +166,9 @@ static enum lh_err run_jobs(struct store_writer *w, struct job *batch, enum lh_e
 		/* A failure inside a statement (an I/O error, a full disk, a lost connection) may
 		 * roll back the whole transaction, not only the job's savepoint: the jobs before
 		 * this one are gone too. Fail the rest of the batch; the commit is not tried. */
-		if (!ops->in_tx(w->be)) {
+		if (!ops->in_tx(w->be))
 			e = j->result != LH_OK && err_http_status(j->result) >= 500 ? j->result
 			                                                            : LH_ESTORE;
-			/* Without savepoints, whichever job saw it: the batch runs again. */
-			*again = !careful;
-			if (*again)
-				return e;
-		}
 	}
 	/* What the backend held back fails some job of the batch, perhaps not the last. */
 	if (!careful && e == LH_OK && ops->flush && (e = ops->flush(w->be)) != LH_OK)

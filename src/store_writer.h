@@ -30,7 +30,9 @@ struct writer_backend {
 	 * needs, held until end). may_hold: every job of the batch may run again, and the
 	 * failure of any rolls the batch back to run it again with a savepoint per job; so a
 	 * backend may hold back writes whose results no caller waits for and report their
-	 * failure late, to a later statement of any job or at flush. */
+	 * failure late, to a later statement of any job (as a store error, never as that
+	 * job's own refusal) or at flush. So a job that may run again returns every store
+	 * error it gets. */
 	enum lh_err (*begin)(void *be, int may_hold);
 	/* A savepoint around one job; rollback_to undoes the job's changes, release ends it. */
 	enum lh_err (*savepoint)(void *be);
